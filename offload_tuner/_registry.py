@@ -1,0 +1,165 @@
+"""Kernel registration: which functions the tuner knows, how to size their input, how to build samples.
+
+The registry is keyed by the function object itself so the hot path never builds a string; the
+``"module:qualname"`` key (the profile's key) is computed once, at registration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SizeFn = Callable[..., int]
+SampleFn = Callable[[int], tuple]
+
+
+class KernelSizeError(ValueError):
+    """A kernel's ``size`` function raised or returned something that is not a non-negative integer."""
+
+
+def default_size(*args: Any) -> int:
+    """The input size when a kernel names none: the length of its first positional argument."""
+    return len(args[0])
+
+
+@dataclass(frozen=True, slots=True)
+class KernelSpec:
+    """What the tuner knows about one registered kernel."""
+
+    fn: Callable[..., Any]
+    key: str
+    size: SizeFn
+    sample: SampleFn | None
+    default_threshold: int | None
+    """Threshold used when no trusted profile entry exists (``None`` = inline)."""
+
+    def checked_size(self, args: tuple) -> int:
+        """``size(*args)`` validated: a clear error naming the kernel instead of a confusing comparison later."""
+        try:
+            n = self.size(*args)
+        except Exception as exc:  # the user's size function: anything can happen
+            raise KernelSizeError(f"size() of kernel {self.key} raised {type(exc).__name__}: {exc}") from exc
+        return validate_size(self.key, n)
+
+    def code_fingerprint(self) -> str:
+        return code_fingerprint(self.fn)
+
+
+def validate_size(key: str, n: Any) -> int:
+    """Accept ints (and integral floats); reject negatives, NaN, bools-as-surprise and non-numbers."""
+    if isinstance(n, bool) or not isinstance(n, (int, float)):
+        raise KernelSizeError(f"size() of kernel {key} returned {n!r} ({type(n).__name__}); expected an int >= 0")
+    if isinstance(n, float):
+        if not math.isfinite(n) or n != int(n):
+            raise KernelSizeError(f"size() of kernel {key} returned {n!r}; expected an int >= 0")
+        n = int(n)
+    if n < 0:
+        raise KernelSizeError(f"size() of kernel {key} returned {n}; expected an int >= 0")
+    return n
+
+
+_REGISTRY: dict[Callable[..., Any], KernelSpec] = {}
+_BY_KEY: dict[str, KernelSpec] = {}
+
+
+def kernel_key(fn: Callable[..., Any]) -> str:
+    """The profile key of a function: ``"module:qualname"``."""
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def kernel(
+    size: SizeFn | None = None,
+    sample: SampleFn | None = None,
+    name: str | None = None,
+    *,
+    default_threshold: int | None = None,
+) -> Callable[[F], F]:
+    """Register a pure, module-level kernel and return it unchanged (still picklable by reference).
+
+    ``size(*args) -> int`` is the input size decisions are made on (default: ``len(args[0])``).
+    ``sample(n) -> tuple`` deterministically builds positional arguments of size ``n`` for calibration.
+    ``name`` overrides the profile key (default ``"module:qualname"``).
+    ``default_threshold`` is used when the installed profile has no usable entry for this kernel
+    (``None``: stay inline, the behaviour of a plain call).
+
+    Usable as ``@kernel(...)`` or ``kernel(...)(existing_fn)``.
+    """
+    if size is not None and not callable(size):
+        raise TypeError(f"kernel(size=...) must be callable, got {type(size).__name__}")
+    if sample is not None and not callable(sample):
+        raise TypeError(f"kernel(sample=...) must be callable, got {type(sample).__name__}")
+    if default_threshold is not None:
+        default_threshold = validate_size("default_threshold", default_threshold)
+
+    def register(fn: F) -> F:
+        if not callable(fn):
+            raise TypeError(f"kernel(...) must wrap a function, got {type(fn).__name__}")
+        qualname = getattr(fn, "__qualname__", "")
+        if "<locals>" in qualname or "<lambda>" in qualname:
+            raise TypeError(
+                f"kernel {qualname!r} must be a module-level function: worker processes import it by name"
+            )
+        key = name or kernel_key(fn)
+        spec = KernelSpec(fn, key, size or default_size, sample, default_threshold)
+        _REGISTRY[fn] = spec
+        _BY_KEY[key] = spec
+        return fn
+
+    return register
+
+
+def spec_for(fn: Callable[..., Any]) -> KernelSpec | None:
+    return _REGISTRY.get(fn)
+
+
+def spec_by_key(key: str) -> KernelSpec | None:
+    return _BY_KEY.get(key)
+
+
+def registered() -> list[KernelSpec]:
+    """Every registered kernel, in registration order."""
+    return list(_BY_KEY.values())
+
+
+def code_fingerprint(fn: Callable[..., Any]) -> str:
+    """A hash that changes when the kernel's code (or its module's source) changes.
+
+    The module source is hashed when it can be read, so edits to helpers the kernel calls mark the
+    calibration stale too; otherwise the function's code object is hashed recursively.
+    """
+    digest = hashlib.sha256()
+    module = sys.modules.get(getattr(fn, "__module__", ""), None)
+    source_file = None
+    if module is not None:
+        try:
+            source_file = inspect.getsourcefile(module)
+        except TypeError:
+            source_file = None
+    if source_file:
+        try:
+            with open(source_file, "rb") as fh:
+                digest.update(fh.read())
+            return "sha256:" + digest.hexdigest()[:32]
+        except OSError:
+            pass
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return "unknown"
+    _hash_code(digest, code)
+    return "code-sha256:" + digest.hexdigest()[:32]
+
+
+def _hash_code(digest: "hashlib._Hash", code: Any) -> None:
+    digest.update(code.co_code)
+    digest.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            _hash_code(digest, const)
+        else:
+            digest.update(repr(const).encode())
