@@ -6,8 +6,6 @@ The registry is keyed by the function object itself so the hot path never builds
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import math
 import sys
 from dataclasses import dataclass
@@ -133,6 +131,9 @@ def code_fingerprint(fn: Callable[..., Any]) -> str:
     The module source is hashed when it can be read, so edits to helpers the kernel calls mark the
     calibration stale too; otherwise the function's code object is hashed recursively.
     """
+    import hashlib  # only when a profile entry is checked, not at import
+    import inspect
+
     digest = hashlib.sha256()
     module = sys.modules.get(getattr(fn, "__module__", ""), None)
     source_file = None
@@ -155,7 +156,7 @@ def code_fingerprint(fn: Callable[..., Any]) -> str:
     return "code-sha256:" + digest.hexdigest()[:32]
 
 
-def _hash_code(digest: "hashlib._Hash", code: Any) -> None:
+def _hash_code(digest: Any, code: Any) -> None:
     digest.update(code.co_code)
     digest.update(repr(code.co_names).encode())
     for const in code.co_consts:

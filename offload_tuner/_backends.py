@@ -1,0 +1,124 @@
+"""Backends: how an offloaded call reaches an executor. A new kind of pool is a new row in a table.
+
+Every executor speaks the ``concurrent.futures`` protocol (``submit``); a backend only decides how the
+call is packaged. The process backend pickles arguments itself, on the caller, so that
+
+* the pickling cost the calibration measured is exactly the cost paid here (same pickler, same protocol),
+* an unpicklable argument is caught before submission and the call runs inline instead of failing, and
+* an unpicklable result is reported as such, not confused with an exception raised by the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # the runtime never imports multiprocessing unless it builds a pool
+    from concurrent.futures import Executor, ProcessPoolExecutor
+
+PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+class ResultNotPicklable(Exception):
+    """Raised in a worker when a kernel's result cannot be pickled back to the caller."""
+
+
+def dumps_call(fn: Callable[..., Any], args: tuple) -> bytes:
+    return pickle.dumps((fn, args), protocol=PICKLE_PROTOCOL)
+
+
+def invoke_pickled(payload: bytes) -> bytes:
+    """Worker side of the process backend: unpickle, call, pickle the result."""
+    fn, args = pickle.loads(payload)
+    result = fn(*args)
+    try:
+        return pickle.dumps(result, protocol=PICKLE_PROTOCOL)
+    except Exception as exc:  # pickling can raise TypeError, AttributeError, PicklingError, ...
+        raise ResultNotPicklable(f"{type(exc).__name__}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """One row of the table: a name (what profiles and decisions record) and how calls are packaged."""
+
+    name: str
+    pickles_on_caller: bool
+    """True: arguments are pickled by us on the calling thread and the worker runs :func:`invoke_pickled`."""
+
+
+PROCESS = Backend("process", pickles_on_caller=True)
+THREAD = Backend("thread", pickles_on_caller=False)
+EXECUTOR = Backend("executor", pickles_on_caller=False)  # any other concurrent.futures executor (e.g. Dask's)
+INLINE = Backend("inline", pickles_on_caller=False)
+
+# Keyed by "module.qualname" of an executor class and matched along the executor's MRO, so subclasses
+# inherit their base's row and the table needs no import of the executor modules.
+_TABLE: dict[str, Backend] = {
+    "concurrent.futures.process.ProcessPoolExecutor": PROCESS,
+    "concurrent.futures.thread.ThreadPoolExecutor": THREAD,
+}
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_backend(executor_type: type, backend: Backend) -> None:
+    """Teach the runtime a new executor type (e.g. a cluster client's executor)."""
+    _TABLE[_class_name(executor_type)] = backend
+
+
+def backend_for(executor: "Executor | None") -> Backend:
+    if executor is None:
+        return INLINE
+    for cls in type(executor).__mro__:
+        backend = _TABLE.get(_class_name(cls))
+        if backend is not None:
+            return backend
+    return EXECUTOR
+
+
+def recommended_start_method() -> str:
+    """forkserver where it exists (Linux): the host process is multithreaded, so fork is unsafe."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform != "win32" and "forkserver" in methods:
+        return "forkserver"
+    return "spawn"
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def recommended_pool(workers: int | None = None, *, start_method: str | None = None) -> "ProcessPoolExecutor":
+    """The pool we calibrate against and recommend in production: one worker per core, forkserver."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    context = multiprocessing.get_context(start_method or recommended_start_method())
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+def describe_executor(executor: "Executor | None") -> dict[str, Any]:
+    """What a profile records about the executor it was calibrated against."""
+    backend = backend_for(executor)
+    info: dict[str, Any] = {"kind": backend.name, "type": type(executor).__qualname__ if executor else None}
+    workers = getattr(executor, "_max_workers", None)
+    if isinstance(workers, int):
+        info["workers"] = workers
+    context = getattr(executor, "_mp_context", None)
+    if context is not None:
+        info["start_method"] = context.get_start_method()
+    return info

@@ -1,0 +1,206 @@
+"""Profiles: per-host calibration results as JSON data (never code), validated on the way in.
+
+The runtime needs only ``schema``, ``host``, ``executor`` and each kernel's ``threshold``, ``status`` and
+``code_fingerprint``; everything else (models, samples) is carried along for tools and notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+SCHEMA_VERSION = 1
+PROFILE_ENV = "OFFLOAD_TUNER_PROFILE"
+# A profile for a few dozen kernels with raw samples is well under 1 MiB; refuse to parse absurd files.
+MAX_PROFILE_BYTES = 32 * 1024 * 1024
+# Sizes are element counts; anything beyond this is a corrupt value, not a real threshold.
+MAX_THRESHOLD = 2**53
+KERNEL_STATUSES = ("ok", "failed", "untrusted")
+
+
+class ProfileError(ValueError):
+    """A profile could not be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class KernelEntry:
+    """The runtime-relevant part of one kernel's calibration."""
+
+    key: str
+    threshold: int | None
+    status: str
+    code_fingerprint: str | None
+    data: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    source: str
+    schema: int
+    host: Mapping[str, Any]
+    executor: Mapping[str, Any]
+    kernels: Mapping[str, KernelEntry]
+    data: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def executor_kind(self) -> str | None:
+        kind = self.executor.get("kind")
+        return kind if isinstance(kind, str) else None
+
+
+def current_hostname() -> str:
+    """The host name without importing socket (a few ms) where ``os.uname`` exists."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename or "localhost"
+    import socket
+
+    return socket.gethostname() or "localhost"
+
+
+def default_profile_path(hostname: str | None = None) -> Path:
+    """Where ``offload-tuner calibrate`` writes and the runtime looks when nothing else is named.
+
+    ``$XDG_DATA_HOME/offload-tuner/profiles/<hostname>.json`` (``~/.local/share`` by default; the
+    platform's local app-data folder on Windows and macOS). One file per host, so a shared home
+    directory never hands one machine's thresholds to another.
+    """
+    hostname = hostname or current_hostname()
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in hostname)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "offload-tuner" / "profiles" / f"{safe}.json"
+
+
+def configured_profile_path() -> Path:
+    """``$OFFLOAD_TUNER_PROFILE`` if set, else the per-host default location."""
+    env = os.environ.get(PROFILE_ENV)
+    return Path(env) if env else default_profile_path()
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-finite number {name} is not allowed")
+
+
+def read_profile(path: str | os.PathLike[str]) -> Profile:
+    """Read and validate a profile file; raise :class:`ProfileError` naming the file and the reason."""
+    source = os.fspath(path)
+    try:
+        size = os.stat(source).st_size
+        if size > MAX_PROFILE_BYTES:
+            raise ProfileError(f"{source}: file is {size} bytes, over the {MAX_PROFILE_BYTES}-byte limit")
+        with open(source, "rb") as fh:
+            raw = fh.read(MAX_PROFILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ProfileError(f"{source}: no such file") from None
+    except OSError as exc:
+        raise ProfileError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{source}: file is over the {MAX_PROFILE_BYTES}-byte limit")
+    return parse_profile(raw, source)
+
+
+def parse_profile(raw: bytes | str, source: str = "<profile>") -> Profile:
+    """Parse JSON text into a validated :class:`Profile`. Only ``json`` ever touches the bytes."""
+    if not raw or not raw.strip():
+        raise ProfileError(f"{source}: file is empty")
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        data = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{source}: not UTF-8 text ({exc.reason})") from None
+    except RecursionError:
+        raise ProfileError(f"{source}: JSON nested too deeply") from None
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError, as is a rejected NaN
+        raise ProfileError(f"{source}: invalid JSON ({exc})") from None
+    return validate_profile(data, source)
+
+
+def validate_profile(data: Any, source: str = "<profile>") -> Profile:
+    """Check the structure the runtime relies on; the message says which field is wrong."""
+
+    def fail(reason: str) -> ProfileError:
+        return ProfileError(f"{source}: {reason}")
+
+    if not isinstance(data, dict):
+        raise fail(f"top level must be a JSON object, got {type(data).__name__}")
+    schema = data.get("schema")
+    if isinstance(schema, bool) or not isinstance(schema, int):
+        raise fail('missing or non-integer "schema"')
+    if schema != SCHEMA_VERSION:
+        raise fail(f"schema version {schema} is not supported (this offload-tuner reads {SCHEMA_VERSION})")
+    host = data.get("host", {})
+    if not isinstance(host, dict):
+        raise fail('"host" must be an object')
+    executor = data.get("executor", {})
+    if not isinstance(executor, dict):
+        raise fail('"executor" must be an object')
+    kernels_in = data.get("kernels")
+    if not isinstance(kernels_in, dict):
+        raise fail('missing "kernels" object')
+    kernels: dict[str, KernelEntry] = {}
+    for key, entry in kernels_in.items():
+        if not isinstance(entry, dict):
+            raise fail(f"kernel {key!r}: entry must be an object")
+        if "threshold" not in entry:
+            raise fail(f'kernel {key!r}: missing "threshold"')
+        threshold = _validate_threshold(entry["threshold"], key, fail)
+        status = entry.get("status", "ok")
+        if status not in KERNEL_STATUSES:
+            raise fail(f"kernel {key!r}: status {status!r} is not one of {', '.join(KERNEL_STATUSES)}")
+        fingerprint = entry.get("code_fingerprint")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise fail(f'kernel {key!r}: "code_fingerprint" must be a string')
+        kernels[key] = KernelEntry(key, threshold, status, fingerprint, entry)
+    return Profile(source, schema, host, executor, kernels, data)
+
+
+def _validate_threshold(value: Any, key: str, fail: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise fail(f"kernel {key!r}: threshold {value!r} is not an integer or null")
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise fail(f"kernel {key!r}: threshold {value!r} is not an integer or null")
+        value = int(value)
+    if value < 0:
+        raise fail(f"kernel {key!r}: threshold {value} is negative")
+    if value > MAX_THRESHOLD:
+        raise fail(f"kernel {key!r}: threshold {value} is absurdly large (> 2**53)")
+    return value
+
+
+def write_profile(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
+    """Validate, then write atomically: a temp file in the same folder, fsync, rename over the old one.
+
+    A crash or a full disk leaves the previous profile intact and no partial file behind.
+    """
+    target = Path(path)
+    validate_profile(data, os.fspath(target))
+    text = json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return target

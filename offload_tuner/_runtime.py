@@ -1,0 +1,321 @@
+"""The production path: decide per call, in O(1), and run the kernel inline or on the installed executor.
+
+All process-wide state is one immutable :class:`_Snapshot` (profile + executor + a per-function decision
+table). Installing a profile or an executor swaps the reference; a call in flight keeps the snapshot it
+started with, so every decision is made from one consistent profile.
+
+Fallback rules (the documented safe default): with no executor installed everything runs inline; a kernel
+without a usable profile entry (no profile, profile rejected, kernel missing, calibration failed, code
+changed since calibration, profile calibrated for another kind of executor) uses its registered
+``default_threshold``, which is ``None`` (inline, the behaviour of a plain call) unless the user set one.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Final
+
+from offload_tuner._backends import (
+    INLINE,
+    Backend,
+    ResultNotPicklable,
+    backend_for,
+    dumps_call,
+    invoke_pickled,
+)
+from offload_tuner._host import host_mismatches
+from offload_tuner._profile import Profile, ProfileError, configured_profile_path, read_profile
+from offload_tuner._registry import KernelSpec, spec_for
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+
+class OffloadTunerWarning(UserWarning):
+    """Raised (once per cause) when the runtime falls back to a default."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where one call runs and why; what :func:`decide` returns for inspection and tests."""
+
+    offload: bool
+    backend: str
+    size: int | None
+    threshold: int | None
+    reason: str
+    kernel: str | None = None
+
+
+# A table entry: (spec or None, threshold or None, reason). Tuples are the cheapest thing to unpack.
+_Entry = tuple[KernelSpec | None, int | None, str]
+
+_UNLOADED: Final = object()
+
+
+class _Snapshot:
+    __slots__ = ("profile", "profile_problem", "executor", "backend", "table")
+
+    def __init__(
+        self,
+        profile: Profile | None | object,
+        profile_problem: str | None,
+        executor: "Executor | None",
+    ) -> None:
+        self.profile = profile
+        self.profile_problem = profile_problem
+        self.executor = executor
+        self.backend: Backend = backend_for(executor)
+        self.table: dict[Callable[..., Any], _Entry] = {}
+
+
+_snapshot = _Snapshot(_UNLOADED, None, None)
+_lock = threading.RLock()
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(message, OffloadTunerWarning, stacklevel=3)
+
+
+# ---------------------------------------------------------------------------------------------- state
+
+
+def set_executor(executor: "Executor | None") -> None:
+    """Install the executor offloaded calls go to (``None``: everything runs inline)."""
+    global _snapshot
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise TypeError(f"set_executor() needs a concurrent.futures-style executor, got {type(executor).__name__}")
+    with _lock:
+        old = _snapshot
+        _snapshot = _Snapshot(old.profile, old.profile_problem, executor)
+
+
+def get_executor() -> "Executor | None":
+    return _snapshot.executor
+
+
+def load_profile(path: Any = None, *, strict: bool = False, check_host: bool = True) -> Profile | None:
+    """Install a profile process-wide by swapping one reference; calls in flight are unaffected.
+
+    ``path=None`` loads ``$OFFLOAD_TUNER_PROFILE`` or the per-host default location. A profile that
+    cannot be used (missing, corrupt, wrong schema, another host) is reported by one warning naming
+    the file and the reason, and kernels fall back to their defaults; ``strict=True`` raises
+    :class:`ProfileError` instead.
+    """
+    global _snapshot
+    target = configured_profile_path() if path is None else path
+    profile: Profile | None = None
+    problem: str | None = None
+    try:
+        profile = read_profile(target)
+        if check_host:
+            mismatches = host_mismatches(profile.host)
+            if mismatches:
+                raise ProfileError(f"{profile.source}: calibrated on another host ({'; '.join(mismatches)})")
+    except ProfileError as exc:
+        if strict:
+            raise
+        profile, problem = None, str(exc)
+        hint = " (run `offload-tuner calibrate` on this host)" if problem.endswith("no such file") else ""
+        _warn_once(
+            f"profile:{problem}", f"offload-tuner: profile not used, kernels use their defaults: {problem}{hint}"
+        )
+    with _lock:
+        _snapshot = _Snapshot(profile, problem, _snapshot.executor)
+    return profile
+
+
+def unload_profile() -> None:
+    """Forget the installed profile; the next decision loads the configured one lazily again."""
+    global _snapshot
+    with _lock:
+        _snapshot = _Snapshot(_UNLOADED, None, _snapshot.executor)
+
+
+def current_profile() -> Profile | None:
+    profile = _ensure_loaded().profile
+    return profile if isinstance(profile, Profile) else None
+
+
+def _ensure_loaded() -> _Snapshot:
+    """The snapshot, after loading the configured profile if nothing was loaded yet (first decision)."""
+    snap = _snapshot
+    if snap.profile is not _UNLOADED:
+        return snap
+    with _lock:
+        if _snapshot.profile is _UNLOADED:
+            load_profile(None)
+        return _snapshot
+
+
+# ------------------------------------------------------------------------------------------- decisions
+
+
+def _resolve(fn: Callable[..., Any]) -> tuple[_Snapshot, _Entry]:
+    """Slow path, once per (snapshot, function): work out the threshold and the reason, cache it."""
+    snap = _ensure_loaded()
+    entry = snap.table.get(fn)
+    if entry is None:
+        entry = _entry_for(snap, fn)
+        snap.table[fn] = entry
+    return snap, entry
+
+
+def _entry_for(snap: _Snapshot, fn: Callable[..., Any]) -> _Entry:
+    spec = spec_for(fn)
+    if spec is None:
+        return None, None, "not a registered kernel: inline unless offload_if says otherwise"
+    default = spec.default_threshold
+    default_text = "inline" if default is None else f"default threshold {default}"
+    profile = snap.profile
+    if not isinstance(profile, Profile):
+        return spec, default, f"{snap.profile_problem or 'no profile'}: {default_text}"
+    if snap.executor is not None and profile.executor_kind not in (None, snap.backend.name):
+        _warn_once(
+            f"kind:{profile.source}:{snap.backend.name}",
+            f"offload-tuner: profile {profile.source} was calibrated for a {profile.executor_kind!r} executor, "
+            f"the installed one is {snap.backend.name!r}; kernels use their defaults",
+        )
+        return spec, default, f"profile calibrated for {profile.executor_kind} executor: {default_text}"
+    entry = profile.kernels.get(spec.key)
+    if entry is None:
+        return spec, default, f"kernel not in profile: {default_text}"
+    if entry.status == "failed":
+        return spec, default, f"calibration failed for this kernel: {default_text}"
+    if entry.code_fingerprint is not None and entry.code_fingerprint != spec.code_fingerprint():
+        _warn_once(
+            f"code:{profile.source}:{spec.key}",
+            f"offload-tuner: kernel {spec.key} changed since it was calibrated ({profile.source}); "
+            "using its default until it is calibrated again",
+        )
+        return spec, default, f"kernel code changed since calibration: {default_text}"
+    if entry.threshold is None:
+        return spec, None, "profile: offloading never pays for this kernel"
+    return spec, entry.threshold, "profile"
+
+
+def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -> Decision:
+    """Where ``run_kernel(fn, *args, offload_if=...)`` would run this call, and why."""
+    snap, (spec, threshold, reason) = _resolve(fn)
+    key = spec.key if spec is not None else None
+    size = spec.checked_size(args) if spec is not None else None
+    if snap.executor is None:
+        return Decision(False, INLINE.name, size, threshold, "no executor installed: inline", key)
+    if offload_if is not None:
+        offload = bool(offload_if)
+        why = f"caller: offload_if={offload}"
+    elif threshold is None or size is None:
+        offload, why = False, reason
+    else:
+        offload = size >= threshold
+        relation = ">=" if offload else "<"
+        why = f"{reason}: size {size} {relation} threshold {threshold}"
+    return Decision(offload, snap.backend.name if offload else INLINE.name, size, threshold, why, key)
+
+
+def _should_offload(snap: _Snapshot, fn: Callable[..., Any], args: tuple) -> tuple[bool, KernelSpec | None]:
+    entry = snap.table.get(fn)
+    if entry is None:
+        snap, entry = _resolve(fn)
+    spec, threshold, _ = entry
+    if threshold is None:
+        return False, spec
+    n = spec.size(*args)  # type: ignore[union-attr]  # threshold is never set without a spec
+    if type(n) is not int or n < 0:
+        n = spec.checked_size(args)  # type: ignore[union-attr]  # raises a clear error for junk
+    return n >= threshold, spec
+
+
+# --------------------------------------------------------------------------------------------- running
+
+
+async def run_kernel(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -> Any:
+    """Run ``fn(*args)`` inline or on the installed executor and return its result.
+
+    ``offload_if=True``/``False`` is the caller's word and stands (the old boolean gate). ``None`` lets
+    the installed profile decide from the kernel's input size. No executor installed: inline. Unknown
+    kernel or no usable profile: the kernel's ``default_threshold`` (``None`` = inline).
+    Arguments that cannot be pickled make the call run inline, with one warning per kernel.
+    """
+    snap = _snapshot
+    if snap.executor is None:
+        return fn(*args)
+    if offload_if is None:
+        offload, _spec = _should_offload(snap, fn, args)
+        if not offload:
+            return fn(*args)
+        snap = _snapshot  # a lazy load may have swapped it; the executor is the same object
+    elif not offload_if:
+        return fn(*args)
+    executor = snap.executor
+    if executor is None:
+        return fn(*args)
+    from asyncio import get_running_loop  # imported here: the inline path must not pay for asyncio
+
+    loop = get_running_loop()
+    if not snap.backend.pickles_on_caller:
+        return await loop.run_in_executor(executor, fn, *args)
+    payload = _payload_or_none(fn, args)
+    if payload is None:
+        return fn(*args)
+    try:
+        blob = await loop.run_in_executor(executor, invoke_pickled, payload)
+    except ResultNotPicklable as exc:
+        return _rerun_inline_for_result(fn, args, exc)
+    return pickle.loads(blob)
+
+
+def run_kernel_sync(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -> Any:
+    """The synchronous twin of :func:`run_kernel` for code without an event loop (blocks the caller)."""
+    snap = _snapshot
+    if snap.executor is None:
+        return fn(*args)
+    if offload_if is None:
+        offload, _spec = _should_offload(snap, fn, args)
+        if not offload:
+            return fn(*args)
+        snap = _snapshot
+    elif not offload_if:
+        return fn(*args)
+    executor = snap.executor
+    if executor is None:
+        return fn(*args)
+    if not snap.backend.pickles_on_caller:
+        return executor.submit(fn, *args).result()
+    payload = _payload_or_none(fn, args)
+    if payload is None:
+        return fn(*args)
+    try:
+        blob = executor.submit(invoke_pickled, payload).result()
+    except ResultNotPicklable as exc:
+        return _rerun_inline_for_result(fn, args, exc)
+    return pickle.loads(blob)
+
+
+def _payload_or_none(fn: Callable[..., Any], args: tuple) -> bytes | None:
+    try:
+        return dumps_call(fn, args)
+    except Exception as exc:  # TypeError, AttributeError, PicklingError, RecursionError...
+        name = getattr(fn, "__qualname__", repr(fn))
+        _warn_once(
+            f"unpicklable-args:{name}",
+            f"offload-tuner: arguments of {name} cannot be pickled ({type(exc).__name__}: {exc}); "
+            "running such calls inline",
+        )
+        return None
+
+
+def _rerun_inline_for_result(fn: Callable[..., Any], args: tuple, exc: Exception) -> Any:
+    name = getattr(fn, "__qualname__", repr(fn))
+    _warn_once(
+        f"unpicklable-result:{name}",
+        f"offload-tuner: the result of {name} cannot be pickled ({exc}); re-running such calls inline",
+    )
+    return fn(*args)

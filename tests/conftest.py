@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+import offload_tuner
+from offload_tuner import _runtime
+
+
+@pytest.fixture(scope="session")
+def pool():
+    """One forkserver pool for the whole session: starting pools is the slow part of these tests."""
+    executor = offload_tuner.recommended_pool(2)
+    yield executor
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(autouse=True)
+def clean_runtime(tmp_path, monkeypatch):
+    """Every test starts with no executor, no profile, no remembered warnings, and no default profile."""
+    monkeypatch.setenv("OFFLOAD_TUNER_PROFILE", str(tmp_path / "no-profile-here.json"))
+    offload_tuner.set_executor(None)
+    offload_tuner.unload_profile()
+    _runtime._warned.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        yield
+    offload_tuner.set_executor(None)
+    offload_tuner.unload_profile()

@@ -1,0 +1,73 @@
+"""Module-level kernels and helpers for tests (worker processes import them by name)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from offload_tuner import kernel
+from offload_tuner._host import host_identity
+
+
+@kernel(sample=lambda n: (list(range(n)),))
+def total(xs: list[int]) -> int:
+    """Cheap and deterministic: enough to see where a call ran."""
+    return sum(xs)
+
+
+@kernel(sample=lambda n: (list(range(n)),))
+def where(xs: list[int]) -> int:
+    """Returns the pid that ran it, to tell inline from offloaded."""
+    return os.getpid()
+
+
+@kernel(sample=lambda n: (list(range(n)),))
+def fails(xs: list[int]) -> int:
+    raise ValueError(f"bad input of length {len(xs)}")
+
+
+@kernel(sample=lambda n: (list(range(n)),))
+def returns_lock(xs: list[int]) -> Any:
+    """A result that cannot be pickled."""
+    return threading.Lock()
+
+
+@kernel(size=lambda xs: -1)
+def negative_size(xs: list[int]) -> int:
+    return 0
+
+
+@kernel(size=lambda xs: "many")
+def junk_size(xs: list[int]) -> int:
+    return 0
+
+
+def not_registered(xs: list[int]) -> int:
+    return len(xs)
+
+
+def write_profile_json(path: Path, thresholds: dict[str, Any], *, host: dict | None = None,
+                       executor_kind: str = "process", extra: dict | None = None) -> Path:
+    """A minimal valid profile for this host, thresholds keyed by kernel key."""
+    from offload_tuner._registry import code_fingerprint, spec_by_key
+
+    kernels = {}
+    for key, threshold in thresholds.items():
+        spec = spec_by_key(key)
+        kernels[key] = {
+            "threshold": threshold,
+            "status": "ok",
+            "code_fingerprint": code_fingerprint(spec.fn) if spec else None,
+        }
+    data = {
+        "schema": 1,
+        "host": host if host is not None else host_identity(),
+        "executor": {"kind": executor_kind},
+        "kernels": kernels,
+        **(extra or {}),
+    }
+    path.write_text(json.dumps(data))
+    return path
