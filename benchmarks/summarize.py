@@ -1,0 +1,43 @@
+"""Turn a pytest-benchmark JSON file into the Markdown table the README quotes.
+
+    python -m benchmarks.summarize benchmarks/results/decision_overhead.json > benchmarks/results/decision_overhead.md
+
+Figures are per call (each benchmark round awaits ``calls_per_round`` calls); "added" is the median
+difference against the group's baseline, measured side by side in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+BASELINES = {"decision-overhead": "test_old_boolean_gate", "decision-overhead-sync": "test_sync_plain_call"}
+
+
+def summarize(path: Path) -> str:
+    data = json.loads(path.read_text())
+    machine = data.get("machine_info", {})
+    lines = [
+        f"Host: {machine.get('node')} ({machine.get('cpu', {}).get('brand_raw', machine.get('processor'))}), "
+        f"Python {machine.get('python_version')}, {data.get('datetime', '')[:19]}",
+        "",
+        "| group | benchmark | median per call | added per call vs baseline | rounds |",
+        "|---|---|---|---|---|",
+    ]
+    by_group: dict[str, list[dict]] = {}
+    for bench in data["benchmarks"]:
+        by_group.setdefault(bench["group"], []).append(bench)
+    for group, benches in by_group.items():
+        per_call = {b["name"]: b["stats"]["median"] / b["extra_info"].get("calls_per_round", 1) for b in benches}
+        base = per_call.get(BASELINES.get(group, ""), None)
+        for b in benches:
+            value = per_call[b["name"]]
+            added = "baseline" if b["name"] == BASELINES.get(group) else (
+                f"{(value - base) * 1e9:+.0f} ns" if base is not None else "-")
+            lines.append(f"| {group} | {b['name']} | {value * 1e9:.0f} ns | {added} | {b['stats']['rounds']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(summarize(Path(sys.argv[1])))

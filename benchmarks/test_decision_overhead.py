@@ -1,0 +1,101 @@
+"""Decision overhead: the new profile-driven run_kernel against the old three-line boolean gate.
+
+Both run side by side in one pytest-benchmark session on an inline tiny kernel (the profile says
+"inline" for this size, so no executor is ever used). Each round awaits ``CALLS`` calls; divide by
+``CALLS`` for per-call figures. ``python -m benchmarks.summarize`` turns the JSON into the README table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+import offload_tuner
+from benchmarks.bench_kernels import tiny
+from offload_tuner._host import host_identity
+from offload_tuner._registry import code_fingerprint, kernel_key
+
+CALLS = 1000
+XS = [1, 2, 3]
+
+_OLD_EXECUTOR = None
+
+
+async def old_run_kernel(fn, *args, offload_if):
+    """The gate this library replaces, verbatim in spirit: a boolean picked by hand at the call site."""
+    if offload_if and _OLD_EXECUTOR is not None:
+        return await asyncio.get_running_loop().run_in_executor(_OLD_EXECUTOR, fn, *args)
+    return fn(*args)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A profile that keeps ``tiny`` inline at this size and an (idle, never started) process pool."""
+    path = tmp_path_factory.mktemp("profile") / "profile.json"
+    key = kernel_key(tiny)
+    path.write_text(json.dumps({
+        "schema": 1,
+        "host": host_identity(),
+        "executor": {"kind": "process"},
+        "kernels": {key: {"threshold": 256, "status": "ok", "code_fingerprint": code_fingerprint(tiny)}},
+    }))
+    pool = ProcessPoolExecutor(max_workers=1)
+    offload_tuner.set_executor(pool)
+    offload_tuner.load_profile(path)
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+    offload_tuner.set_executor(None)
+    offload_tuner.unload_profile()
+    pool.shutdown()
+
+
+def _rounds(loop, make_call):
+    async def many():
+        for _ in range(CALLS):
+            await make_call()
+    return lambda: loop.run_until_complete(many())
+
+
+@pytest.mark.benchmark(group="decision-overhead")
+def test_old_boolean_gate(benchmark, installed):
+    xs = XS
+    run = _rounds(installed, lambda: old_run_kernel(tiny, xs, offload_if=len(xs) >= 256))
+    benchmark.extra_info["calls_per_round"] = CALLS
+    benchmark(run)
+
+
+@pytest.mark.benchmark(group="decision-overhead")
+def test_profile_decision(benchmark, installed):
+    xs = XS
+    assert offload_tuner.decide(tiny, xs).offload is False  # the benchmark must measure the inline path
+    run = _rounds(installed, lambda: offload_tuner.run_kernel(tiny, xs))
+    benchmark.extra_info["calls_per_round"] = CALLS
+    benchmark(run)
+
+
+@pytest.mark.benchmark(group="decision-overhead")
+def test_caller_override(benchmark, installed):
+    """offload_if=False given by the caller: the old API through the new function."""
+    xs = XS
+    run = _rounds(installed, lambda: offload_tuner.run_kernel(tiny, xs, offload_if=len(xs) >= 256))
+    benchmark.extra_info["calls_per_round"] = CALLS
+    benchmark(run)
+
+
+@pytest.mark.benchmark(group="decision-overhead-sync")
+def test_sync_plain_call(benchmark, installed):
+    xs = XS
+    benchmark.extra_info["calls_per_round"] = CALLS
+    benchmark(lambda: [tiny(xs) for _ in range(CALLS)])
+
+
+@pytest.mark.benchmark(group="decision-overhead-sync")
+def test_sync_profile_decision(benchmark, installed):
+    xs = XS
+    run_sync = offload_tuner.run_kernel_sync
+    benchmark.extra_info["calls_per_round"] = CALLS
+    benchmark(lambda: [run_sync(tiny, xs) for _ in range(CALLS)])
