@@ -1,0 +1,101 @@
+"""Profiles: JSON only, validated, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from offload_tuner._profile import (
+    MAX_PROFILE_BYTES,
+    SCHEMA_VERSION,
+    ProfileError,
+    default_profile_path,
+    parse_profile,
+    read_profile,
+    write_profile,
+)
+
+
+def minimal(**kernels) -> dict:
+    return {"schema": SCHEMA_VERSION, "host": {}, "executor": {"kind": "process"},
+            "kernels": {k: {"threshold": v} for k, v in kernels.items()}}
+
+
+def test_round_trip_keeps_everything(tmp_path):
+    data = minimal(**{"m:f": 96, "m:g": None, "m:h": 0})
+    data["kernels"]["m:f"]["samples"] = {"size": [1, 2], "compute_s": [1e-6, 2e-6]}
+    path = write_profile(tmp_path / "p.json", data)
+    profile = read_profile(path)
+    assert {k: e.threshold for k, e in profile.kernels.items()} == {"m:f": 96, "m:g": None, "m:h": 0}
+    assert json.loads(path.read_text()) == data
+    assert profile.kernels["m:f"].data["samples"]["size"] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"kernels": {}}, '"schema"'),
+        ({"schema": "1", "kernels": {}}, '"schema"'),
+        ({"schema": 2, "kernels": {}}, "schema version 2"),
+        ({"schema": 1}, '"kernels"'),
+        ({"schema": 1, "kernels": []}, '"kernels"'),
+        ({"schema": 1, "kernels": {"m:f": {}}}, 'missing "threshold"'),
+        ({"schema": 1, "kernels": {"m:f": {"threshold": 1.5}}}, "not an integer"),
+        ({"schema": 1, "kernels": {"m:f": {"threshold": "96"}}}, "not an integer"),
+        ({"schema": 1, "kernels": {"m:f": {"threshold": True}}}, "not an integer"),
+        ({"schema": 1, "kernels": {"m:f": {"threshold": -1}}}, "negative"),
+        ({"schema": 1, "kernels": {"m:f": {"threshold": 10**30}}}, "absurdly large"),
+        ({"schema": 1, "kernels": {"m:f": {"threshold": 1, "status": "great"}}}, "status"),
+        ({"schema": 1, "host": [], "kernels": {}}, '"host"'),
+    ],
+)
+def test_schema_violations_are_named(data, message):
+    with pytest.raises(ProfileError, match=message):
+        parse_profile(json.dumps(data), "x.json")
+
+
+@pytest.mark.parametrize("text", ["NaN", '{"schema": 1, "kernels": {"m:f": {"threshold": Infinity}}}'])
+def test_non_finite_numbers_are_rejected(text):
+    with pytest.raises(ProfileError, match="invalid JSON"):
+        parse_profile(text, "x.json")
+
+
+def test_huge_file_is_refused_before_parsing(tmp_path):
+    path = tmp_path / "huge.json"
+    with open(path, "wb") as fh:
+        fh.truncate(MAX_PROFILE_BYTES + 1)
+    with pytest.raises(ProfileError, match="limit"):
+        read_profile(path)
+
+
+def test_write_is_atomic_and_a_failed_write_keeps_the_old_profile(tmp_path, monkeypatch):
+    path = write_profile(tmp_path / "p.json", minimal(**{"m:f": 1}))
+    before = path.read_bytes()
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="No space"):
+        write_profile(path, minimal(**{"m:f": 2}))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]  # no temp file left behind
+
+
+def test_invalid_data_is_never_written(tmp_path):
+    with pytest.raises(ProfileError):
+        write_profile(tmp_path / "p.json", {"schema": 1, "kernels": {"m:f": {"threshold": -5}}})
+    assert not (tmp_path / "p.json").exists()
+    with pytest.raises(ValueError):
+        write_profile(tmp_path / "q.json", {**minimal(**{"m:f": 1}), "x": float("nan")})
+    assert not (tmp_path / "q.json").exists()
+
+
+def test_default_location_is_per_host(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    a, b = default_profile_path("alpha"), default_profile_path("beta/../x")
+    assert a.parent == b.parent and a != b
+    assert a.name == "alpha.json" and "/" not in b.name
+    assert str(a).startswith(str(tmp_path))
