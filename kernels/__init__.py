@@ -1,0 +1,43 @@
+"""Reference kernels: the calibration bed, the benchmark workload, and worked examples of ``@kernel``.
+
+Importing this package registers every kernel. Each one is a pure module-level function on seeded
+synthetic data, chosen so that together they cover the cost shapes an offload decision has to handle:
+
+=====================================  ======================================================================
+kernel                                 cost shape
+=====================================  ======================================================================
+``clustering.cluster_observations``    O(n^2) pure Python, GIL held; args O(n), result O(n) ints
+``clustering.cluster_campaigns``       O(n^2) like the above with a larger constant per pair
+``ranking.rank_latencies``             O(n log n) sort of 2-tuples; result a few tuples
+``rows.bytes_by_status``               O(n) trivial work on dicts; pickling the args dominates
+``expand.expand_schedule``             O(n) cheap rows from two ints; pickling the result dominates
+``numeric.detect_spikes``              O(n * window) in numpy C loops; args one raw buffer (needs numpy)
+=====================================  ======================================================================
+
+``kernels.records`` holds the frozen records and seeded generators the clusterers share.
+"""
+
+from __future__ import annotations
+
+from kernels.clustering import cluster_campaigns, cluster_observations
+from kernels.expand import expand_schedule
+from kernels.ranking import rank_latencies
+from kernels.rows import bytes_by_status
+
+__all__ = [
+    "bytes_by_status",
+    "cluster_campaigns",
+    "cluster_observations",
+    "expand_schedule",
+    "rank_latencies",
+]
+
+# numpy is an optional dependency (the ``calibrate`` extra). Without it the other kernels must still
+# import: a worker unpickling any of them imports this package first.
+try:
+    from kernels.numeric import detect_spikes
+except ModuleNotFoundError as exc:
+    if exc.name != "numpy":
+        raise
+else:
+    __all__.append("detect_spikes")
