@@ -1,0 +1,227 @@
+"""The policy (pure): fitted cost models + knobs in, per-call costs and a threshold out.
+
+The objective, written down
+---------------------------
+A co-hosted asyncio service has two serial resources: the event-loop thread (one) and the pool's
+workers (``workers``), all sharing ``cores`` CPUs. For a call of size ``n``:
+
+* inline, the loop thread is busy for ``C(n)`` (the kernel's compute time);
+* offloaded, the loop thread is still busy for ``Sc(n) + oc(B)`` — pickling the arguments and
+  unpickling the result happen on the caller holding the GIL, plus the executor's caller-side CPU per
+  call — a worker is busy for ``W(n) = r*C(n) + Sw(n) + ow(B)`` (its compute, its own unpickling and
+  pickling, its per-call overhead), and the caller waits ``L(n) = T(B) + Sc(n) + Sw(n) + r*C(n)``,
+  where ``B(n)`` is the bytes moved and ``T(B)`` the executor's round trip for that many bytes.
+
+**Throughput (default).** Picture a saturated stream of size-``n`` calls from ``concurrency`` callers.
+Inline, one call completes every ``C(n)`` (the loop runs them one at a time). Offloaded, one call
+completes every ``max(loop, W/workers, (loop + W)/cores, L/concurrency)``: whichever of the loop
+thread, the pool, the CPUs or the callers' own waiting saturates first. Offload at ``n`` iff that is
+shorter. This says "don't offload" where serialisation costs as much as the work
+(``Sc(n) >= C(n)``), where a lone caller would only wait longer, and where the pool's overhead eats
+the parallelism a 2-core box can give.
+
+**Loop-blocking budget (knob).** With ``loop_budget_s`` set, a call whose predicted inline time
+exceeds the budget is also offloaded whenever offloading blocks the loop for less time than running
+it inline, trading throughput for a responsive loop.
+
+The threshold is the smallest size from which offloading pays at every larger calibrated size:
+``0`` when it pays everywhere, ``None`` when it pays nowhere.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+from offload_tuner._costmodel import CostModel
+
+DEFAULT_CONCURRENCY = 4
+"""Calls typically in flight at once (callers awaiting kernels), e.g. four co-hosted workers."""
+GRID_POINTS_PER_DOUBLING = 8
+"""Resolution of the threshold search before the final integer bisection."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyKnobs:
+    """What the user tunes; stored in the profile so thresholds can be recomputed without measuring."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    workers: int = 1
+    cores: int = os.cpu_count() or 1
+    loop_budget_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "workers", "cores"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"policy knob {name} must be an integer >= 1, got {value!r}")
+        budget = self.loop_budget_s
+        if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+            raise ValueError(f"policy knob loop_budget_s must be a positive number of seconds or None, got {budget!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"objective": "throughput", **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "PolicyKnobs":
+        return cls(**{k: data[k] for k in ("concurrency", "workers", "cores", "loop_budget_s") if k in data})
+
+
+@dataclass(frozen=True, slots=True)
+class TransportModel:
+    """The executor's own cost per call, from a payload sweep with a no-op kernel: fixed + per byte."""
+
+    round_trip_s: float
+    round_trip_per_byte_s: float
+    caller_cpu_s: float
+    caller_cpu_per_byte_s: float
+    worker_cpu_s: float
+    worker_cpu_per_byte_s: float
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"transport {name} must be a finite number >= 0, got {value!r}")
+
+    def round_trip(self, nbytes: float) -> float:
+        return self.round_trip_s + self.round_trip_per_byte_s * nbytes
+
+    def caller_cpu(self, nbytes: float) -> float:
+        return self.caller_cpu_s + self.caller_cpu_per_byte_s * nbytes
+
+    def worker_cpu(self, nbytes: float) -> float:
+        return self.worker_cpu_s + self.worker_cpu_per_byte_s * nbytes
+
+    def to_json(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "TransportModel":
+        try:
+            return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        except KeyError as exc:
+            raise ValueError(f"transport model is missing {exc.args[0]!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class KernelCosts:
+    """One kernel's fitted curves against input size."""
+
+    compute: CostModel
+    caller_serial: CostModel
+    worker_serial: CostModel
+    nbytes: CostModel
+    worker_compute_ratio: float = 1.0
+    """Compute time inside a worker over compute time inline, measured at a few sizes."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "compute": self.compute.to_json(),
+            "caller_serial": self.caller_serial.to_json(),
+            "worker_serial": self.worker_serial.to_json(),
+            "nbytes": self.nbytes.to_json(),
+            "worker_compute_ratio": self.worker_compute_ratio,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "KernelCosts":
+        ratio = data.get("worker_compute_ratio", 1.0)
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio <= 0:
+            raise ValueError(f"worker_compute_ratio must be a positive number, got {ratio!r}")
+        return cls(
+            CostModel.from_json(data["compute"]),
+            CostModel.from_json(data["caller_serial"]),
+            CostModel.from_json(data["worker_serial"]),
+            CostModel.from_json(data["nbytes"]),
+            float(ratio),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """Predicted seconds for one call of size ``n`` (what ``explain`` prints)."""
+
+    size: float
+    inline_s: float
+    """Loop-thread time when run inline (= its latency)."""
+    offload_loop_s: float
+    """Loop-thread time when offloaded (pickling on the caller + executor overhead)."""
+    offload_worker_s: float
+    offload_latency_s: float
+    inline_period_s: float
+    """Seconds per call in a saturated stream, inline."""
+    offload_period_s: float
+    """Seconds per call in a saturated stream, offloaded."""
+
+    def to_json(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def predict(costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, n: float) -> Prediction:
+    compute = costs.compute.predict(n)
+    caller_serial = costs.caller_serial.predict(n)
+    worker_serial = costs.worker_serial.predict(n)
+    nbytes = costs.nbytes.predict(n)
+    worker_compute = compute * costs.worker_compute_ratio
+    loop = caller_serial + transport.caller_cpu(nbytes)
+    worker = worker_compute + worker_serial + transport.worker_cpu(nbytes)
+    latency = transport.round_trip(nbytes) + caller_serial + worker_serial + worker_compute
+    period = max(loop, worker / knobs.workers, (loop + worker) / knobs.cores, latency / knobs.concurrency)
+    return Prediction(float(n), compute, loop, worker, latency, compute, period)
+
+
+def offload_pays(prediction: Prediction, knobs: PolicyKnobs) -> bool:
+    """The decision at one size, by the objective in this module's docstring."""
+    if prediction.offload_period_s < prediction.inline_period_s:
+        return True
+    budget = knobs.loop_budget_s
+    return budget is not None and prediction.inline_s > budget and prediction.offload_loop_s < prediction.inline_s
+
+
+def threshold(
+    costs: KernelCosts,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    size_range: tuple[float, float] | None = None,
+) -> int | None:
+    """Smallest integer size from which offloading pays at every larger size up to the range's top.
+
+    The search covers ``[0, 1.1 * max]`` of the calibrated range (the trusted window): a log grid to
+    find the last switch from "inline" to "offload", then integer bisection inside that step.
+    """
+    lo, hi = size_range if size_range is not None else costs.compute.size_range
+    top = max(1, math.ceil(hi * 1.1))
+
+    def pays(n: int) -> bool:
+        return offload_pays(predict(costs, transport, knobs, n), knobs)
+
+    grid = _log_grid(1, top)
+    verdicts = [pays(n) for n in grid]
+    if not verdicts[-1]:
+        return None
+    # Walk down from the top while offloading pays; the first size where it does not bounds the switch.
+    i = len(grid) - 1
+    while i > 0 and verdicts[i - 1]:
+        i -= 1
+    if i == 0:
+        return 0 if pays(0) else 1
+    low, high = grid[i - 1], grid[i]  # pays(low) is False, pays(high) is True
+    while high - low > 1:
+        mid = (low + high) // 2
+        if pays(mid):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def _log_grid(start: int, stop: int) -> list[int]:
+    """Distinct integers from ``start`` to ``stop`` spaced evenly in log, ending exactly at ``stop``."""
+    points = {start, stop}
+    if stop > start:
+        steps = max(1, math.ceil(math.log2(stop / start) * GRID_POINTS_PER_DOUBLING))
+        ratio = (stop / start) ** (1 / steps)
+        points.update(int(round(start * ratio**k)) for k in range(steps + 1))
+    return sorted(p for p in points if start <= p <= stop)
