@@ -192,6 +192,7 @@ def write_profile(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path
 
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a profile is readable data like any config file
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

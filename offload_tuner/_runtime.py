@@ -187,8 +187,8 @@ def _entry_for(snap: _Snapshot, fn: Callable[..., Any]) -> _Entry:
     entry = profile.kernels.get(spec.key)
     if entry is None:
         return spec, default, f"kernel not in profile: {default_text}"
-    if entry.status == "failed":
-        return spec, default, f"calibration failed for this kernel: {default_text}"
+    if entry.status != "ok":  # "failed", or "untrusted": too few samples or too narrow a range to trust
+        return spec, default, f"calibration {entry.status} for this kernel: {default_text}"
     if entry.code_fingerprint is not None and entry.code_fingerprint != spec.code_fingerprint():
         _warn_once(
             f"code:{profile.source}:{spec.key}",

@@ -1,0 +1,577 @@
+"""Calibration (impure orchestration): measure each kernel on this host, fit, apply the policy, build a profile.
+
+Layers: :mod:`_measure` times things, this module decides *what* to time (size ladders, the executor's
+transport sweep, validation round trips), :mod:`_fit` turns samples into models, :mod:`_policy` turns
+models into thresholds, :mod:`_profile` writes the result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import statistics
+import time
+import traceback
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from offload_tuner._backends import PICKLE_PROTOCOL, describe_executor, dumps_call, invoke_pickled
+from offload_tuner._host import host_fingerprint
+from offload_tuner._measure import Timing, clock, time_call, time_once
+from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
+from offload_tuner._profile import SCHEMA_VERSION
+from offload_tuner._registry import KernelSpec
+
+Progress = Callable[..., None]
+
+
+def _silent(event: str, **info: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Effort:
+    """How hard to measure. ``standard`` aims at <= 60 s for the bundled kernels on a 2-core box."""
+
+    name: str
+    repeats: int
+    """Raw timings per size (median taken)."""
+    min_time: float
+    """Seconds one raw timing must last (loops are calibrated to reach it)."""
+    ceiling_s: float
+    """Stop growing the size ladder once inline compute or serialisation passes this."""
+    growth: float
+    """Ratio between successive ladder sizes."""
+    kernel_budget_s: float
+    """Soft cap on seconds spent measuring one kernel."""
+    validation_sizes: int
+    validation_calls: int
+    bootstrap: int
+    transport_payloads: tuple[int, ...]
+    transport_calls: int
+    refine: bool
+
+
+EFFORTS: dict[str, Effort] = {
+    "quick": Effort("quick", 5, 2e-4, 0.008, 2.0, 1.6, 2, 3, 40, (0, 65536, 1 << 20), 40, False),
+    "standard": Effort("standard", 7, 5e-4, 0.025, 2.0, 6.0, 3, 5, 100, (0, 4096, 65536, 1 << 20, 4 << 20), 60, True),
+    "thorough": Effort(
+        "thorough", 15, 2e-3, 0.1, 2**0.5, 30.0, 5, 11, 300, (0, 1024, 16384, 131072, 1 << 20, 4 << 20, 16 << 20), 150, True
+    ),
+}
+
+DEFAULT_MIN_SIZE = 1
+DEFAULT_MAX_SIZE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class KernelPlan:
+    """Per-kernel overrides from a calibration plan (sizes are in the kernel's own units)."""
+
+    min_size: int = DEFAULT_MIN_SIZE
+    max_size: int = DEFAULT_MAX_SIZE
+    sizes: tuple[int, ...] | None = None
+    """An explicit ladder; skips the adaptive growth."""
+
+
+class KernelFailed(Exception):
+    """Measuring one kernel failed (its ``sample`` or the kernel raised); the others go on."""
+
+
+# --------------------------------------------------------------------------------------- worker probes
+
+
+def _probe(payload: bytes) -> tuple[int, float]:
+    """No-op kernel for the transport sweep: reports which worker ran and its CPU clock."""
+    return os.getpid(), time.process_time()
+
+
+def _timed_in_worker(fn: Callable[..., Any], args: tuple, loops: int) -> float:
+    """Per-call compute seconds measured inside a worker (its CPU may differ from the caller's)."""
+    start = clock()
+    for _ in range(loops):
+        fn(*args)
+    return (clock() - start) / loops
+
+
+def _offload_round_trip(executor: Executor, fn: Callable[..., Any], args: tuple) -> tuple[float, Any]:
+    """One real offloaded call through the production packaging; returns (seconds, result)."""
+    start = clock()
+    blob = executor.submit(invoke_pickled, dumps_call(fn, args)).result()
+    result = pickle.loads(blob)
+    return clock() - start, result
+
+
+def warm_pool(executor: Executor, workers: int) -> None:
+    """Start every worker (forkserver start-up is tens of ms) before anything is timed."""
+    futures = [executor.submit(invoke_pickled, dumps_call(_probe, (b"",))) for _ in range(workers * 2)]
+    for future in futures:
+        future.result()
+
+
+# ------------------------------------------------------------------------------------------ transport
+
+
+TRANSPORT_CHUNKS = 5
+"""Caller CPU is read per chunk of calls and the median chunk kept, so one stray GC or page fault cannot skew it."""
+
+
+def measure_transport(executor: Executor, effort: Effort, progress: Progress = _silent) -> tuple[TransportModel, dict]:
+    """Fixed round trip and per-byte cost of the executor, plus caller- and worker-side CPU per call."""
+    rows: dict[str, list[float]] = {k: [] for k in ("bytes", "round_trip_s", "caller_cpu_s", "worker_cpu_s")}
+    for payload_size in sorted(effort.transport_payloads):
+        progress("transport", payload=payload_size)
+        args = (bytes(payload_size),)
+        nbytes = len(dumps_call(_probe, args)) + len(pickle.dumps((0, 0.0), protocol=PICKLE_PROTOCOL))
+        calls = effort.transport_calls if payload_size < (1 << 20) else max(10, effort.transport_calls // 3)
+        per_chunk = max(2, calls // TRANSPORT_CHUNKS)
+        _offload_round_trip(executor, _probe, args)  # warm this payload size
+        latencies, worker_marks, chunk_cpu = [], [], []
+        for _ in range(TRANSPORT_CHUNKS):
+            cpu_start = time.process_time()
+            for _ in range(per_chunk):
+                seconds, mark = _offload_round_trip(executor, _probe, args)
+                latencies.append(seconds)
+                worker_marks.append(mark)
+            chunk_cpu.append((time.process_time() - cpu_start) / per_chunk)
+        caller_cpu = statistics.median(chunk_cpu)
+        worker_cpu = _per_call_worker_cpu(worker_marks)
+        rows["bytes"].append(nbytes)
+        rows["round_trip_s"].append(statistics.median(latencies))
+        rows["caller_cpu_s"].append(caller_cpu)
+        rows["worker_cpu_s"].append(worker_cpu if worker_cpu is not None else caller_cpu)
+    rt = _anchored_line(rows["bytes"], rows["round_trip_s"])
+    cc = _anchored_line(rows["bytes"], rows["caller_cpu_s"])
+    wc = _anchored_line(rows["bytes"], rows["worker_cpu_s"])
+    return TransportModel(*rt, *cc, *wc), rows
+
+
+def _anchored_line(nbytes: Sequence[float], values: Sequence[float]) -> tuple[float, float]:
+    """(fixed, per byte): the fixed cost is what the smallest payload costs; the per-byte cost is the median
+    slope from there to each larger payload.
+
+    A least-squares line is dominated by the megabyte payloads, where allocator effects bend the
+    curve, and can put the intercept anywhere (even below zero); the small-payload cost is what most
+    calls pay, so it is anchored on a measurement.
+    """
+    fixed = max(values[0], 0.0)
+    slopes = [(v - fixed) / (b - nbytes[0]) for b, v in zip(nbytes[1:], values[1:]) if b > nbytes[0]]
+    return fixed, max(statistics.median(slopes), 0.0) if slopes else 0.0
+
+
+def _per_call_worker_cpu(marks: Iterable[tuple[int, float]]) -> float | None:
+    """Median CPU a worker spends between two consecutive tasks it ran: one call's worth of overhead."""
+    last: dict[int, float] = {}
+    deltas = []
+    for pid, cpu in marks:
+        if pid in last:
+            deltas.append(cpu - last[pid])
+        last[pid] = cpu
+    return statistics.median(deltas) if deltas else None
+
+
+# ---------------------------------------------------------------------------------------------- kernels
+
+
+@dataclass
+class KernelSamples:
+    """Raw measurements for one kernel, per ladder size (kept in the profile for notebooks and refits)."""
+
+    size: list[int] = field(default_factory=list)
+    compute: list[Timing] = field(default_factory=list)
+    caller_serial: list[Timing] = field(default_factory=list)
+    worker_serial: list[Timing] = field(default_factory=list)
+    bytes_in: list[int] = field(default_factory=list)
+    bytes_out: list[int] = field(default_factory=list)
+
+    def flat(self, which: str) -> tuple[list[float], list[float]]:
+        """(sizes, values) with every raw value, sizes repeated, for robust fitting."""
+        sizes: list[float] = []
+        values: list[float] = []
+        for n, timing in zip(self.size, getattr(self, which)):
+            sizes.extend([float(n)] * len(timing.values))
+            values.extend(timing.values)
+        return sizes, values
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": list(self.size),
+            "compute_s": [t.median for t in self.compute],
+            "compute_mad_s": [t.mad for t in self.compute],
+            "compute_outliers": [len(t.outliers) for t in self.compute],
+            "compute_values_s": [list(t.values) for t in self.compute],
+            "caller_serial_s": [t.median for t in self.caller_serial],
+            "caller_serial_values_s": [list(t.values) for t in self.caller_serial],
+            "worker_serial_s": [t.median for t in self.worker_serial],
+            "worker_serial_values_s": [list(t.values) for t in self.worker_serial],
+            "bytes_in": list(self.bytes_in),
+            "bytes_out": list(self.bytes_out),
+        }
+
+
+def _build_args(spec: KernelSpec, n: int) -> tuple:
+    try:
+        args = spec.sample(n)  # type: ignore[misc]
+    except Exception as exc:
+        raise KernelFailed(f"sample({n}) raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(args, tuple):
+        raise KernelFailed(f"sample({n}) returned {type(args).__name__}, expected a tuple of arguments")
+    return args
+
+
+def _run(spec: KernelSpec, args: tuple, n: int) -> Any:
+    try:
+        return spec.fn(*args)
+    except Exception as exc:
+        raise KernelFailed(f"kernel raised {type(exc).__name__} at size {n}: {exc}") from exc
+
+
+def _measure_size(spec: KernelSpec, n: int, args: tuple, effort: Effort, samples: KernelSamples) -> Timing:
+    fn = spec.fn
+    result = _run(spec, args, n)
+    payload = dumps_call(fn, args)
+    result_blob = pickle.dumps(result, protocol=PICKLE_PROTOCOL)
+    compute = time_call(lambda: fn(*args), repeats=effort.repeats, min_time=effort.min_time)
+
+    def caller_side() -> None:  # what the caller pays with the GIL held when it offloads
+        dumps_call(fn, args)
+        pickle.loads(result_blob)
+
+    def worker_side() -> None:  # what the worker pays on top of the compute
+        pickle.loads(payload)
+        pickle.dumps(result, protocol=PICKLE_PROTOCOL)
+
+    samples.size.append(n)
+    samples.compute.append(compute)
+    samples.caller_serial.append(time_call(caller_side, repeats=effort.repeats, min_time=effort.min_time))
+    samples.worker_serial.append(time_call(worker_side, repeats=effort.repeats, min_time=effort.min_time))
+    samples.bytes_in.append(len(payload))
+    samples.bytes_out.append(len(result_blob))
+    return compute
+
+
+def _ladder(spec: KernelSpec, plan: KernelPlan, effort: Effort, samples: KernelSamples, progress: Progress) -> None:
+    """Grow sizes geometrically until compute or serialisation passes the ceiling, the max size or the budget."""
+    started = clock()
+    if plan.sizes:
+        for n in plan.sizes:
+            progress("size", kernel=spec.key, size=n)
+            _measure_size(spec, n, _build_args(spec, n), effort, samples)
+        return
+    n = max(1, plan.min_size)
+    while n <= plan.max_size:
+        progress("size", kernel=spec.key, size=n)
+        args = _build_args(spec, n)
+        compute = _measure_size(spec, n, args, effort, samples)
+        heaviest = max(compute.median, samples.caller_serial[-1].median, samples.worker_serial[-1].median)
+        spent = clock() - started
+        if heaviest >= effort.ceiling_s or spent >= effort.kernel_budget_s:
+            break
+        # Predict the next step's cost from the growth so far; stop early if it would blow the budget.
+        if len(samples.size) >= 2 and heaviest * effort.growth**2 * effort.repeats * 3 > effort.kernel_budget_s - spent:
+            break
+        n = max(n + 1, int(round(n * effort.growth)))
+
+
+def _fit_costs(samples: KernelSamples, ratio: float) -> KernelCosts:
+    from offload_tuner._fit import fit_cost_model
+
+    sizes_b = [float(n) for n in samples.size]
+    nbytes = [float(i + o) for i, o in zip(samples.bytes_in, samples.bytes_out)]
+    return KernelCosts(
+        fit_cost_model(*samples.flat("compute")),
+        fit_cost_model(*samples.flat("caller_serial")),
+        fit_cost_model(*samples.flat("worker_serial")),
+        fit_cost_model(sizes_b, nbytes),
+        ratio,
+    )
+
+
+def _bootstrap_interval(
+    samples: KernelSamples,
+    costs: KernelCosts,
+    transports: Sequence[TransportModel],
+    knobs: PolicyKnobs,
+    effort: Effort,
+) -> list[int | None]:
+    """5th-95th percentile of the threshold over bootstrap replicates.
+
+    Each replicate refits the timing curves on resampled measurements and pairs them with one of
+    ``transports`` (the executor's fixed costs resampled from the probes), so the interval covers the
+    drift of the pool's overhead as well as the kernel's own timing noise.
+    """
+    from offload_tuner._fit import bootstrap_models
+
+    replicas = {
+        which: bootstrap_models(*samples.flat(which), getattr(costs, which).form, n_boot=effort.bootstrap, random_state=i)
+        for i, which in enumerate(("compute", "caller_serial", "worker_serial"))
+    }
+    size_range = costs.compute.size_range
+    found: list[float] = []
+    triples = zip(replicas["compute"], replicas["caller_serial"], replicas["worker_serial"])
+    for i, (compute, caller, worker) in enumerate(triples):
+        boot = KernelCosts(compute, caller, worker, costs.nbytes, costs.worker_compute_ratio)
+        t = threshold(boot, transports[i % len(transports)], knobs, size_range)
+        found.append(math.inf if t is None else t)
+    if not found:
+        return [None, None]
+    found.sort()
+    lo = found[int(0.05 * (len(found) - 1))]
+    hi = found[int(math.ceil(0.95 * (len(found) - 1)))]
+    return [None if math.isinf(lo) else int(lo), None if math.isinf(hi) else int(hi)]
+
+
+def resampled_transports(
+    sweep: TransportModel, probes: Sequence[tuple[float, float, float]], count: int, seed: int = 0
+) -> list[TransportModel]:
+    """Transport models whose fixed costs average a bootstrap resample of the probe batches."""
+    import random
+
+    rng = random.Random(seed)
+    return [_combine_transport(sweep, rng.choices(probes, k=len(probes))) for _ in range(max(1, count))]
+
+
+def _validate(
+    executor: Executor,
+    spec: KernelSpec,
+    costs: KernelCosts,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    sizes: Sequence[int],
+    effort: Effort,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Real offloaded round trips at a few sizes against the model's predicted latency."""
+    rows: dict[str, list[float]] = {"size": [], "measured_s": [], "worker_compute_s": []}
+    for n in sizes:
+        progress("validate", kernel=spec.key, size=n)
+        args = _build_args(spec, n)
+        expected = _run(spec, args, n)
+        seconds, result = _offload_round_trip(executor, spec.fn, args)  # warm: imports in the worker
+        if not _same_result(result, expected):
+            raise KernelFailed(f"offloaded result differs from inline at size {n}")
+        trips = [_offload_round_trip(executor, spec.fn, args)[0] for _ in range(effort.validation_calls)]
+        inline = costs.compute.predict(n) or 1e-9
+        loops = max(1, min(1000, int(effort.min_time / inline)))
+        in_worker = executor.submit(_timed_in_worker, spec.fn, args, loops).result()
+        rows["size"].append(n)
+        rows["measured_s"].append(statistics.median(trips))
+        rows["worker_compute_s"].append(in_worker)
+    return dict(rows)  # predictions are added by finalize_kernel, under the final transport model
+
+
+def _same_result(a: Any, b: Any) -> bool:
+    try:
+        equal = a == b
+        if isinstance(equal, bool):
+            return equal
+        return bool(getattr(equal, "all")())  # numpy arrays
+    except Exception:
+        return pickle.dumps(a, protocol=PICKLE_PROTOCOL) == pickle.dumps(b, protocol=PICKLE_PROTOCOL)
+
+
+def _validation_sizes(ladder: Sequence[int], t: int | None, count: int) -> list[int]:
+    """Around the threshold (where accuracy matters) and at the top of the range."""
+    chosen: list[int] = []
+    if t is not None and t > 0:
+        chosen += [max(1, int(t / 1.5)), t, int(t * 1.5)]
+    chosen.append(ladder[-1])
+    lo, hi = ladder[0], ladder[-1]
+    unique = sorted({min(max(n, lo), hi) for n in chosen})
+    return unique[-count:] if len(unique) > count else unique
+
+
+@dataclass
+class KernelResult:
+    """One kernel's measurements and fits, before the final transport model turns them into a threshold."""
+
+    spec: KernelSpec
+    entry: dict[str, Any]
+    samples: KernelSamples | None = None
+    costs: KernelCosts | None = None
+
+
+def measure_kernel(
+    spec: KernelSpec,
+    executor: Executor,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    effort: Effort,
+    plan: KernelPlan | None = None,
+    progress: Progress = _silent,
+) -> KernelResult:
+    """Measure, fit and validate one kernel (``transport`` is the estimate so far, used to aim refinement)."""
+    started = clock()
+    plan = plan or KernelPlan()
+    entry: dict[str, Any] = {"threshold": None, "status": "failed", "code_fingerprint": spec.code_fingerprint()}
+    result = KernelResult(spec, entry)
+    try:
+        if spec.sample is None:
+            raise KernelFailed("kernel has no sample(n) function, so it cannot be calibrated")
+        samples = KernelSamples()
+        _ladder(spec, plan, effort, samples, progress)
+        if len(set(samples.size)) < 2:
+            raise KernelFailed(f"only {len(samples.size)} size(s) could be measured within the budget")
+        costs = _fit_costs(samples, 1.0)
+        t = threshold(costs, transport, knobs)
+        if effort.refine and t is not None and plan.sizes is None:
+            refined = sorted({max(1, int(t / 1.3)), int(t * 1.3)} - set(samples.size))
+            for n in refined:
+                if samples.size[0] <= n <= samples.size[-1]:
+                    progress("size", kernel=spec.key, size=n)
+                    _measure_size(spec, n, _build_args(spec, n), effort, samples)
+            _sort_samples(samples)
+            costs = _fit_costs(samples, 1.0)
+            t = threshold(costs, transport, knobs)
+        validation = _validate(
+            executor, spec, costs, transport, knobs,
+            _validation_sizes(samples.size, t, effort.validation_sizes), effort, progress,
+        )
+        ratios = [w / costs.compute.predict(n) for n, w in zip(validation["size"], validation["worker_compute_s"])]
+        ratio = statistics.median(ratios) if ratios else 1.0
+        ratio = min(max(ratio, 0.5), 2.0)  # a worker on the same CPU cannot really be 2x off; clamp noise
+        result.costs = KernelCosts(costs.compute, costs.caller_serial, costs.worker_serial, costs.nbytes, ratio)
+        result.samples = samples
+        trusted = costs.compute.trusted and costs.caller_serial.trusted
+        entry.update(
+            status="ok" if trusted else "untrusted",
+            calibrated_range=list(costs.compute.size_range),
+            fit_error={
+                "compute": costs.compute.cv_error,
+                "caller_serial": costs.caller_serial.cv_error,
+                "worker_serial": costs.worker_serial.cv_error,
+            },
+            costs=result.costs.to_json(),
+            validation=validation,
+            samples=samples.to_json(),
+        )
+        if not trusted:
+            entry["error"] = "; ".join(costs.compute.notes + costs.caller_serial.notes) or "fit not trusted"
+    except KernelFailed as exc:
+        entry["error"] = str(exc)
+        entry["traceback"] = traceback.format_exception(exc.__cause__ or exc)[-6:]
+    entry["duration_s"] = round(clock() - started, 3)
+    return result
+
+
+def finalize_kernel(
+    result: KernelResult,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    effort: Effort,
+    transport_replicas: Sequence[TransportModel] = (),
+) -> dict[str, Any]:
+    """Threshold, bootstrap interval and model error under the final transport model."""
+    entry, costs, samples = result.entry, result.costs, result.samples
+    if costs is None or samples is None:
+        return entry
+    t = threshold(costs, transport, knobs)
+    validation = entry["validation"]
+    validation["predicted_s"] = [predict(costs, transport, knobs, n).offload_latency_s for n in validation["size"]]
+    errors = [abs(p - m) / m for p, m in zip(validation["predicted_s"], validation["measured_s"]) if m > 0]
+    validation["median_abs_rel_error"] = statistics.median(errors) if errors else None
+    entry["fit_error"]["offload_latency"] = validation["median_abs_rel_error"]
+    entry["threshold"] = t
+    entry["interval"] = _bootstrap_interval(samples, costs, transport_replicas or [transport], knobs, effort)
+    entry["at_threshold"] = predict(costs, transport, knobs, t).to_json() if t is not None else None
+    return entry
+
+
+def _sort_samples(samples: KernelSamples) -> None:
+    order = sorted(range(len(samples.size)), key=samples.size.__getitem__)
+    for name in ("size", "compute", "caller_serial", "worker_serial", "bytes_in", "bytes_out"):
+        values = getattr(samples, name)
+        setattr(samples, name, [values[i] for i in order])
+
+
+# ---------------------------------------------------------------------------------------------- profile
+
+
+def calibrate(
+    specs: Sequence[KernelSpec],
+    executor: Executor,
+    *,
+    effort: Effort,
+    knobs: PolicyKnobs,
+    plans: Mapping[str, KernelPlan] | None = None,
+    progress: Progress = _silent,
+) -> dict[str, Any]:
+    """Calibrate ``specs`` against ``executor``; return the profile as plain JSON-ready data.
+
+    The executor's fixed costs drift on a shared VM (idle vCPUs wake slowly), so they are probed again
+    between kernels and averaged; thresholds are computed at the end, under that average.
+    """
+    started = clock()
+    executor_info = describe_executor(executor)
+    progress("start", kernels=len(specs), effort=effort.name)
+    warm_pool(executor, knobs.workers)
+    sweep, sweep_rows = measure_transport(executor, effort, progress)
+    probes = [probe_fixed_costs(executor, effort.transport_calls)]
+    results: list[KernelResult] = []
+    for index, spec in enumerate(specs):
+        progress("kernel", kernel=spec.key, index=index, total=len(specs), elapsed=clock() - started)
+        estimate = _combine_transport(sweep, probes)
+        result = measure_kernel(spec, executor, estimate, knobs, effort, (plans or {}).get(spec.key), progress)
+        results.append(result)
+        probes.append(probe_fixed_costs(executor, effort.transport_calls))
+        progress("kernel_measured", kernel=spec.key, index=index, total=len(specs), elapsed=clock() - started)
+    transport = _combine_transport(sweep, probes)
+    replicas = resampled_transports(sweep, probes, effort.bootstrap)
+    kernels: dict[str, Any] = {}
+    for index, result in enumerate(results):
+        progress("bootstrap", kernel=result.spec.key)
+        kernels[result.spec.key] = finalize_kernel(result, transport, knobs, effort, replicas)
+        progress("kernel_done", kernel=result.spec.key, entry=kernels[result.spec.key], index=index,
+                 total=len(specs), elapsed=clock() - started)
+    return {
+        "schema": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": host_fingerprint(),
+        "executor": executor_info,
+        "policy": knobs.to_json(),
+        "effort": effort.name,
+        "transport": {
+            "model": transport.to_json(),
+            "sweep": sweep_rows,
+            "fixed_probes": [list(p) for p in probes],
+        },
+        "duration_s": round(clock() - started, 2),
+        "kernels": kernels,
+    }
+
+
+def probe_fixed_costs(executor: Executor, calls: int) -> tuple[float, float, float]:
+    """(round trip, caller CPU, worker CPU) per no-op call: a short batch, repeated through the run."""
+    args = (b"",)
+    latencies, marks = [], []
+    cpu_start = time.process_time()
+    for _ in range(calls):
+        seconds, mark = _offload_round_trip(executor, _probe, args)
+        latencies.append(seconds)
+        marks.append(mark)
+    caller = (time.process_time() - cpu_start) / calls
+    worker = _per_call_worker_cpu(marks)
+    return statistics.median(latencies), caller, worker if worker is not None else caller
+
+
+def _combine_transport(sweep: TransportModel, probes: Sequence[tuple[float, float, float]]) -> TransportModel:
+    """Per-byte slopes from the payload sweep; fixed costs averaged over every probe (the mean, because a
+    bimodal machine state should weigh in proportion to how often it occurs, which a median does not)."""
+    rt, cc, wc = (statistics.fmean(column) for column in zip(*probes))
+    return TransportModel(
+        rt, sweep.round_trip_per_byte_s, cc, sweep.caller_cpu_per_byte_s, wc, sweep.worker_cpu_per_byte_s
+    )
+
+
+def recompute_thresholds(profile: Mapping[str, Any], knobs: PolicyKnobs) -> dict[str, int | None]:
+    """What-if: thresholds from the stored models under other knobs, without measuring again."""
+    transport = TransportModel.from_json(profile["transport"]["model"])
+    out: dict[str, int | None] = {}
+    for key, entry in profile["kernels"].items():
+        if "costs" in entry:
+            costs = KernelCosts.from_json(entry["costs"])
+            out[key] = threshold(costs, transport, knobs)
+    return out

@@ -1,0 +1,47 @@
+"""``offload-tuner check``: every reason a profile would not be used as calibrated, listed at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from offload_tuner._costmodel import CostModelError
+from offload_tuner._host import host_mismatches
+from offload_tuner._policy import KernelCosts, TransportModel
+from offload_tuner._profile import ProfileError, read_profile
+from offload_tuner._targets import TargetError, import_kernel
+
+
+def check_profile(path: Path) -> list[str]:
+    """Problems found in the profile at ``path`` (empty when it would be used as calibrated)."""
+    try:
+        profile = read_profile(path)
+    except ProfileError as exc:
+        return [str(exc)]
+    problems = [f"host differs: {m}" for m in host_mismatches(profile.host)]
+    transport = profile.data.get("transport")
+    if transport is not None:
+        try:
+            TransportModel.from_json(transport.get("model", {}) if isinstance(transport, dict) else {})
+        except (ValueError, TypeError) as exc:
+            problems.append(f"transport model: {exc}")
+    for key, entry in profile.kernels.items():
+        if entry.status != "ok":
+            problems.append(f"kernel {key}: calibration {entry.status}: {entry.data.get('error', 'no detail')}")
+        if "costs" in entry.data:
+            try:
+                KernelCosts.from_json(entry.data["costs"])
+            except (CostModelError, ValueError, TypeError, KeyError) as exc:
+                problems.append(f"kernel {key}: cost models unreadable: {exc}")
+        interval = entry.data.get("interval")
+        if entry.threshold is not None and isinstance(interval, list) and len(interval) == 2:
+            lo, hi = interval
+            if (isinstance(lo, int) and entry.threshold < lo) or (isinstance(hi, int) and entry.threshold > hi):
+                problems.append(f"kernel {key}: threshold {entry.threshold} outside its interval {interval}")
+        try:
+            spec = import_kernel(key)
+        except TargetError as exc:
+            problems.append(f"kernel {key}: cannot check its code: {exc}")
+            continue
+        if entry.code_fingerprint is not None and entry.code_fingerprint != spec.code_fingerprint():
+            problems.append(f"kernel {key}: code changed since calibration (recalibrate)")
+    return problems

@@ -1,0 +1,339 @@
+"""The ``offload-tuner`` command: calibrate, show, explain, check.
+
+Exit codes (documented in the README):
+  0  success
+  1  calibrate: some kernels failed (the profile is written and records each failure);
+     check: the profile has problems
+  2  usage error
+  3  a target is not importable
+  4  no kernels found in the targets
+  5  the profile could not be written (the previous one is untouched)
+  6  show/explain: the profile cannot be read
+  130 interrupted (Ctrl-C or SIGTERM; the previous profile is untouched)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+EXIT_TARGET = 3
+EXIT_NO_KERNELS = 4
+EXIT_WRITE = 5
+EXIT_PROFILE = 6
+EXIT_INTERRUPTED = 130
+
+BUNDLED_PLAN = Path(__file__).resolve().parent.parent / "calibration" / "plan.json"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="offload-tuner",
+        description="Calibrate per-kernel offload thresholds on this host and inspect them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cal = sub.add_parser("calibrate", help="measure kernels on this host and write a profile")
+    cal.add_argument("targets", nargs="*", metavar="TARGET",
+                     help="module, module:function or path/to/file.py (default: the bundled kernels)")
+    cal.add_argument("--out", type=Path, help="profile path (default: the per-host location the runtime reads)")
+    cal.add_argument("--effort", choices=("quick", "standard", "thorough"), default=None,
+                     help="measurement effort (default: the plan's, else standard)")
+    cal.add_argument("--kernel", action="append", default=[], metavar="NAME", help="only these kernels (repeatable)")
+    cal.add_argument("--workers", type=int, default=None, help="pool workers (default: one per core)")
+    cal.add_argument("--plan", type=Path, help="calibration plan JSON (default: calibration/plan.json for bundled kernels)")
+    cal.add_argument("--concurrency", type=int, default=None,
+                     help="calls typically in flight at once in the service (policy knob, default 4)")
+    cal.add_argument("--loop-budget-ms", type=float, default=None,
+                     help="offload calls predicted to block the loop longer than this, if offloading blocks it less")
+    cal.add_argument("-q", "--quiet", action="store_true", help="no progress, only the final table")
+
+    show = sub.add_parser("show", help="print a profile's thresholds")
+    show.add_argument("profile", nargs="?", type=Path)
+    show.add_argument("--json", action="store_true", help="machine-readable rows")
+
+    explain = sub.add_parser("explain", help="predicted costs both ways and the decision for one call size")
+    explain.add_argument("kernel", help="module:qualname (or a kernel name present in the profile)")
+    explain.add_argument("size", type=int)
+    explain.add_argument("--profile", type=Path)
+
+    check = sub.add_parser("check", help="validate a profile against this host and the current kernel code")
+    check.add_argument("profile", nargs="?", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"calibrate": _calibrate, "show": _show, "explain": _explain, "check": _check}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("offload-tuner: interrupted; nothing was written, any previous profile is untouched", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _profile_path(path: Path | None) -> Path:
+    from offload_tuner._profile import configured_profile_path
+
+    return path if path is not None else configured_profile_path()
+
+
+# ------------------------------------------------------------------------------------------- calibrate
+
+
+def _load_plan(path: Path | None, use_bundled: bool) -> dict[str, Any]:
+    if path is None:
+        if not (use_bundled and BUNDLED_PLAN.is_file()):
+            return {}
+        path = BUNDLED_PLAN
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"offload-tuner: cannot read plan {path}: {exc}") from None
+    if not isinstance(plan, dict) or plan.get("schema") != 1:
+        raise SystemExit(f"offload-tuner: plan {path} must be a JSON object with \"schema\": 1")
+    return plan
+
+
+def _kernel_plans(plan: dict[str, Any]) -> dict[str, Any]:
+    from offload_tuner._calibrate import KernelPlan
+
+    plans = {}
+    for key, raw in (plan.get("kernels") or {}).items():
+        sizes = raw.get("sizes")
+        plans[key] = KernelPlan(
+            min_size=int(raw.get("min_size", 1)),
+            max_size=int(raw.get("max_size", 1 << 20)),
+            sizes=tuple(int(n) for n in sizes) if sizes else None,
+        )
+    return plans
+
+
+class _TerminalProgress:
+    """One updating status line on a terminal; a line per kernel otherwise; nothing when quiet."""
+
+    def __init__(self, quiet: bool, budget_per_kernel: float) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.budget = budget_per_kernel
+        self.started = time.monotonic()
+        self.index, self.total, self.done_times = 0, 0, []
+
+    def _left(self) -> str:
+        remaining = self.total - self.index
+        per = (sum(self.done_times) / len(self.done_times)) if self.done_times else self.budget * 1.5
+        return f"~{max(0.0, remaining * per - (time.monotonic() - self._kernel_started)):.0f}s left"
+
+    def __call__(self, event: str, **info: Any) -> None:
+        if self.quiet:
+            return
+        if event == "start":
+            self.total = info["kernels"]
+            print(f"calibrating {self.total} kernel(s), effort {info['effort']}; measuring the executor...",
+                  file=sys.stderr)
+        elif event == "kernel":
+            self.index = info["index"]
+            self._kernel_started = time.monotonic()
+            self._status(f"[{self.index + 1}/{self.total}] {info['kernel']}")
+        elif event in ("size", "validate"):
+            verb = "size" if event == "size" else "validating at"
+            self._status(f"[{self.index + 1}/{self.total}] {info['kernel']}  {verb} {info['size']}  {self._left()}")
+        elif event == "kernel_measured":
+            self.done_times.append(time.monotonic() - self._kernel_started)
+        elif event == "kernel_done":
+            from offload_tuner._report import format_threshold
+
+            entry = info["entry"]
+            outcome = "FAILED: " + str(entry.get("error")) if entry["status"] == "failed" else (
+                f"threshold {format_threshold(entry.get('threshold'))}")
+            self._status(f"[{info['index'] + 1}/{info['total']}] {info['kernel']}: {outcome}", final=True)
+
+    def _status(self, text: str, final: bool = False) -> None:
+        if self.tty:
+            sys.stderr.write("\r\033[K" + text + ("\n" if final else ""))
+            sys.stderr.flush()
+        elif final:
+            print(text, file=sys.stderr)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from offload_tuner._backends import default_workers, recommended_pool
+    from offload_tuner._calibrate import EFFORTS, calibrate
+    from offload_tuner._policy import DEFAULT_CONCURRENCY, PolicyKnobs
+    from offload_tuner._profile import ProfileError, default_profile_path, write_profile
+    from offload_tuner._report import format_table
+    from offload_tuner._targets import TargetError, resolve_targets
+
+    plan = _load_plan(args.plan, use_bundled=not args.targets)
+    targets = args.targets or plan.get("targets") or []
+    effort = EFFORTS[args.effort or plan.get("effort") or "standard"]
+    workers = args.workers if args.workers is not None else default_workers()
+    if workers < 1:
+        print("offload-tuner: --workers must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        knobs = PolicyKnobs(
+            concurrency=args.concurrency or plan.get("concurrency") or DEFAULT_CONCURRENCY,
+            workers=workers,
+            cores=os.cpu_count() or 1,
+            loop_budget_s=None if args.loop_budget_ms is None else args.loop_budget_ms / 1000,
+        )
+    except ValueError as exc:
+        print(f"offload-tuner: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        specs = resolve_targets(targets, args.kernel)
+    except TargetError as exc:
+        print(f"offload-tuner: {exc}", file=sys.stderr)
+        return EXIT_TARGET
+    if not specs:
+        print(f"offload-tuner: no kernels registered with @kernel(...) in {', '.join(targets) or 'kernels'}",
+              file=sys.stderr)
+        return EXIT_NO_KERNELS
+    out = args.out or default_profile_path()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    executor = recommended_pool(workers)
+    try:
+        progress = _TerminalProgress(args.quiet, effort.kernel_budget_s)
+        profile = calibrate(specs, executor, effort=effort, knobs=knobs, plans=_kernel_plans(plan), progress=progress)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+        signal.signal(signal.SIGTERM, previous)
+    try:
+        write_profile(out, profile)
+    except (OSError, ProfileError) as exc:
+        print(f"offload-tuner: cannot write the profile to {out}: {exc}; any previous profile is untouched",
+              file=sys.stderr)
+        return EXIT_WRITE
+    print(format_table(profile))
+    print(f"\nprofile: {out}  ({profile['duration_s']:.1f} s, effort {effort.name}, {workers} workers)")
+    failed = [k for k, e in profile["kernels"].items() if e["status"] == "failed"]
+    for key in failed:
+        print(f"offload-tuner: kernel {key} failed: {profile['kernels'][key].get('error')}", file=sys.stderr)
+    return EXIT_FAILURES if failed else EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------- inspection
+
+
+def _read(path: Path) -> Any:
+    from offload_tuner._profile import read_profile
+
+    return read_profile(path)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from offload_tuner._profile import ProfileError
+    from offload_tuner._report import format_table, summary_rows
+
+    path = _profile_path(args.profile)
+    try:
+        profile = _read(path)
+    except ProfileError as exc:
+        print(f"offload-tuner: {exc}", file=sys.stderr)
+        return EXIT_PROFILE
+    if args.json:
+        print(json.dumps({"profile": str(path), "host": profile.host, "rows": summary_rows(profile.data)}, indent=1))
+    else:
+        host = profile.host
+        print(f"profile {path}\nhost {host.get('hostname')} ({host.get('cpu_model')}, {host.get('logical_cores')} cores, "
+              f"Python {host.get('python_version', host.get('python_minor'))}), created {profile.data.get('created', '?')}, "
+              f"executor {profile.executor.get('kind')} x{profile.executor.get('workers', '?')}\n")
+        print(format_table(profile.data))
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+
+    import offload_tuner
+    from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, predict
+    from offload_tuner._profile import ProfileError
+    from offload_tuner._report import format_seconds
+    from offload_tuner._targets import TargetError, import_kernel
+
+    path = _profile_path(args.profile)
+    try:
+        profile = _read(path)
+    except ProfileError as exc:
+        print(f"offload-tuner: {exc}", file=sys.stderr)
+        return EXIT_PROFILE
+    key = args.kernel
+    if key not in profile.kernels:
+        matches = [k for k in profile.kernels if k.rsplit(":", 1)[-1].rsplit(".", 1)[-1] == key]
+        if len(matches) != 1:
+            print(f"offload-tuner: kernel {key!r} is not in {path}" +
+                  (f" (ambiguous: {', '.join(matches)})" if matches else ""), file=sys.stderr)
+            return EXIT_USAGE
+        key = matches[0]
+    if args.size < 0:
+        print("offload-tuner: SIZE must be >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        spec = import_kernel(key)
+    except TargetError as exc:
+        print(f"offload-tuner: {exc}", file=sys.stderr)
+        return EXIT_TARGET
+    if spec.sample is None:
+        print(f"offload-tuner: kernel {key} has no sample(n), so a call of size {args.size} cannot be built",
+              file=sys.stderr)
+        return EXIT_USAGE
+    entry = profile.kernels[key].data
+    print(f"kernel {key}, size {args.size}, profile {path}")
+    if "costs" in entry:
+        knobs = PolicyKnobs.from_json(profile.data.get("policy", {}))
+        transport = TransportModel.from_json(profile.data["transport"]["model"])
+        costs = KernelCosts.from_json(entry["costs"])
+        p = predict(costs, transport, knobs, args.size)
+        lo, hi = costs.compute.size_range
+        where = "inside" if costs.compute.in_range(args.size) else "OUTSIDE (extrapolated)"
+        print(f"  inline:    loop thread blocked {format_seconds(p.inline_s)}")
+        print(f"  offloaded: loop thread blocked {format_seconds(p.offload_loop_s)} (pickling + executor), "
+              f"worker busy {format_seconds(p.offload_worker_s)}, latency {format_seconds(p.offload_latency_s)}")
+        print(f"  per call in a saturated stream ({knobs.concurrency} callers, {knobs.workers} workers, "
+              f"{knobs.cores} cores): inline {format_seconds(p.inline_period_s)}, "
+              f"offloaded {format_seconds(p.offload_period_s)}")
+        print(f"  calibrated sizes {lo:g}..{hi:g}: size {args.size} is {where}")
+    # The decision itself goes through run_kernel's own code path, against an executor of the profiled kind.
+    offload_tuner.load_profile(path)
+    previous = offload_tuner.get_executor()
+    idle_pool = ProcessPoolExecutor(max_workers=1)  # never started: no task is submitted
+    offload_tuner.set_executor(idle_pool)
+    try:
+        decision = offload_tuner.decide(spec.fn, *spec.sample(args.size))
+    finally:
+        offload_tuner.set_executor(previous)
+        idle_pool.shutdown(wait=False)
+    verdict = "OFFLOAD" if decision.offload else "INLINE"
+    print(f"  decision: {verdict} ({decision.reason})")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    from offload_tuner._check import check_profile
+
+    path = _profile_path(args.profile)
+    problems = check_profile(path)
+    if not problems:
+        print(f"{path}: OK")
+        return EXIT_OK
+    for problem in problems:
+        print(f"{path}: {problem}")
+    return EXIT_FAILURES
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

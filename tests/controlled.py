@@ -1,0 +1,48 @@
+"""Kernels of controlled cost for measurement tests: busy-work per element, arguments of known size."""
+
+from __future__ import annotations
+
+from offload_tuner import kernel
+
+ELEMENT_BYTES = 64
+SPIN_PER_ELEMENT = 40
+
+
+def _payload(n: int) -> tuple:
+    return (bytes(n * ELEMENT_BYTES),)
+
+
+@kernel(size=lambda data: len(data) // ELEMENT_BYTES, sample=_payload)
+def spin(data: bytes) -> int:
+    """About SPIN_PER_ELEMENT loop iterations per element; result is one small int."""
+    acc = 0
+    for _ in range(len(data) // ELEMENT_BYTES):
+        for j in range(SPIN_PER_ELEMENT):
+            acc += j
+    return acc
+
+
+@kernel(size=lambda data: len(data) // ELEMENT_BYTES, sample=_payload)
+def echo(data: bytes) -> bytes:
+    """No compute, all transport: offloading can never pay."""
+    return data
+
+
+def noop() -> None:
+    return None
+
+
+def _bad_sample(n: int) -> tuple:
+    raise RuntimeError("cannot build inputs")
+
+
+@kernel(sample=_bad_sample)
+def bad_sample(xs: list[int]) -> int:
+    return len(xs)
+
+
+@kernel(sample=lambda n: (list(range(n)),))
+def raises_when_big(xs: list[int]) -> int:
+    if len(xs) > 8:
+        raise ArithmeticError("too big for me")
+    return len(xs)

@@ -1,0 +1,129 @@
+"""Calibration end to end on kernels of controlled cost (measurement: generous tolerances, no wall-time asserts)."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import pytest
+
+from offload_tuner import recommended_pool, run_kernel_sync, set_executor
+from offload_tuner._calibrate import EFFORTS, KernelPlan, calibrate, measure_transport, warm_pool
+from offload_tuner._policy import PolicyKnobs
+from offload_tuner._profile import validate_profile
+from offload_tuner._registry import spec_for
+from tests import controlled
+
+KNOBS = PolicyKnobs(concurrency=4, workers=2, cores=2)
+PLAN = KernelPlan(min_size=4, max_size=16384)
+
+
+@pytest.fixture(scope="module")
+def profile(pool):
+    specs = [spec_for(f) for f in (controlled.spin, controlled.echo, controlled.bad_sample, controlled.raises_when_big)]
+    plans = {s.key: PLAN for s in specs}
+    return calibrate(specs, pool, effort=EFFORTS["quick"], knobs=KNOBS, plans=plans)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def worker_cpu_per_call() -> float:
+    """Worker CPU per no-op offload, from the OS's accounting of reaped child processes (not the harness's
+    probe): two spawn pools that differ only in the number of calls, so start-up costs cancel out."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    def run(calls: int) -> float:
+        before = _children_cpu()
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+            for _ in range(calls):
+                ex.submit(controlled.noop).result()
+        return _children_cpu() - before
+
+    return max(0.0, (run(800) - run(100)) / 700)
+
+
+def independent_crossover(pool) -> float:
+    """The crossover from constants measured without the harness: per-element compute and CPU per offload.
+
+    With 4 callers, 2 workers and 2 cores the binding constraint is CPU: offloading pays once the
+    kernel's compute exceeds the CPU an offloaded call adds on the caller and in the worker (pickling
+    64-byte elements is noise next to that).
+    """
+    n = 2000
+    args = controlled._payload(n)
+    start = time.perf_counter()
+    for _ in range(20):
+        controlled.spin(*args)
+    per_element = (time.perf_counter() - start) / 20 / n
+    set_executor(pool)
+    try:
+        for _ in range(20):
+            run_kernel_sync(controlled.noop, offload_if=True)
+        cpu = time.process_time()
+        for _ in range(300):
+            run_kernel_sync(controlled.noop, offload_if=True)
+        caller_cpu = (time.process_time() - cpu) / 300
+    finally:
+        set_executor(None)
+    return (caller_cpu + worker_cpu_per_call()) / per_element
+
+
+def test_threshold_lands_within_2x_of_the_independent_crossover(pool):
+    # The pool's fixed costs drift between two states on a shared VM (idle vCPUs wake slowly), so the
+    # independent constants are measured on both sides of the calibration and averaged, as the
+    # harness averages its own probes.
+    spec = spec_for(controlled.spin)
+    before = independent_crossover(pool)
+    profile = calibrate([spec], pool, effort=EFFORTS["quick"], knobs=KNOBS, plans={spec.key: PLAN})
+    after = independent_crossover(pool)
+    crossover = (before + after) / 2
+    entry = profile["kernels"][spec.key]
+    assert entry["status"] == "ok", entry.get("error")
+    assert entry["threshold"] is not None
+    assert crossover / 2 <= entry["threshold"] <= crossover * 2, (entry["threshold"], before, after)
+    lo, hi = entry["interval"]
+    assert lo is not None and lo <= entry["threshold"] and (hi is None or entry["threshold"] <= hi)
+
+
+def test_pure_transport_kernel_never_offloads(profile):
+    entry = profile["kernels"]["tests.controlled:echo"]
+    assert entry["threshold"] is None
+    # Serialisation on the caller grows with the payload: the harness saw it.
+    samples = entry["samples"]
+    assert samples["bytes_in"][-1] > samples["bytes_in"][0] * 100
+
+
+def test_failures_are_recorded_and_do_not_stop_the_others(profile):
+    bad = profile["kernels"]["tests.controlled:bad_sample"]
+    assert bad["status"] == "failed" and "cannot build inputs" in bad["error"]
+    big = profile["kernels"]["tests.controlled:raises_when_big"]
+    assert big["status"] == "failed" and "ArithmeticError" in big["error"] and "too big" in big["error"]
+    assert profile["kernels"]["tests.controlled:spin"]["status"] == "ok"
+
+
+def test_profile_is_valid_json_data_with_samples_models_and_fingerprints(profile):
+    import json
+
+    parsed = validate_profile(json.loads(json.dumps(profile, allow_nan=False)))
+    spin = parsed.kernels["tests.controlled:spin"].data
+    assert spin["code_fingerprint"].startswith("sha256:")
+    assert len(spin["samples"]["size"]) >= 6
+    assert all(len(v) >= 3 for v in spin["samples"]["compute_values_s"])
+    assert set(spin["costs"]) >= {"compute", "caller_serial", "worker_serial", "nbytes"}
+    assert spin["validation"]["median_abs_rel_error"] is not None
+    host = profile["host"]
+    assert {"hostname", "cpu_model", "logical_cores", "python_version", "platform", "libraries"} <= set(host)
+    assert profile["executor"]["kind"] == "process" and profile["executor"]["workers"] == 2
+
+
+def test_transport_sweep_sees_fixed_and_per_byte_costs(pool):
+    warm_pool(pool, 2)
+    model, rows = measure_transport(pool, EFFORTS["quick"])
+    assert 1e-6 < model.round_trip_s < 0.05  # generous: tens of us to a few ms on any machine
+    assert model.round_trip_per_byte_s > 0  # a MiB costs more than nothing
+    assert rows["round_trip_s"][-1] > rows["round_trip_s"][0]
+    assert model.caller_cpu_s > 0 and model.worker_cpu_s > 0

@@ -1,0 +1,133 @@
+"""The offload-tuner command: calibrate (exit codes, output), show, explain, check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from offload_tuner._cli import (
+    EXIT_FAILURES,
+    EXIT_NO_KERNELS,
+    EXIT_OK,
+    EXIT_PROFILE,
+    EXIT_TARGET,
+    EXIT_WRITE,
+    main,
+)
+
+SPIN = "tests.controlled:spin"
+
+
+@pytest.fixture(scope="module")
+def profile_path(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "profile.json"
+    code = main(["calibrate", "tests.controlled:spin", "tests.controlled:echo", "--effort", "quick",
+                 "--workers", "2", "--out", str(out), "--quiet"])
+    assert code == EXIT_OK
+    return out
+
+
+def test_calibrate_writes_a_profile_and_prints_the_table(profile_path, capsys):
+    data = json.loads(profile_path.read_text())
+    assert set(data["kernels"]) == {SPIN, "tests.controlled:echo"}
+    assert data["kernels"]["tests.controlled:echo"]["threshold"] is None
+    assert data["policy"]["concurrency"] == 4 and data["policy"]["workers"] == 2
+
+
+def test_calibrate_records_failures_and_exits_1(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    code = main(["calibrate", "tests.controlled", "--kernel", "bad_sample", "--kernel", "spin",
+                 "--effort", "quick", "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == EXIT_FAILURES
+    data = json.loads(out.read_text())
+    assert data["kernels"]["tests.controlled:bad_sample"]["status"] == "failed"
+    assert data["kernels"][SPIN]["status"] == "ok"
+    assert "bad_sample failed" in captured.err and "cannot build inputs" in captured.err
+    assert "kernel" in captured.out and "threshold" in captured.out  # the table header
+
+
+@pytest.mark.parametrize(
+    "target, code, message",
+    [
+        ("no_such_module_anywhere", EXIT_TARGET, "not importable"),
+        ("tests.controlled:nope", EXIT_TARGET, "no attribute"),
+        ("tests.controlled:noop", EXIT_TARGET, "not registered"),
+        ("missing_file.py", EXIT_TARGET, "no such file"),
+        ("json", EXIT_NO_KERNELS, "no kernels"),
+    ],
+)
+def test_calibrate_target_errors_have_clear_messages_and_codes(tmp_path, capsys, target, code, message):
+    assert main(["calibrate", target, "--out", str(tmp_path / "p.json"), "--quiet"]) == code
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_calibrate_a_kernel_file_by_path(tmp_path, capsys):
+    source = tmp_path / "my_kernels.py"
+    source.write_text(
+        "from offload_tuner import kernel\n"
+        "@kernel(sample=lambda n: (list(range(n)),))\n"
+        "def double_all(xs):\n"
+        "    return [2 * x for x in xs]\n"
+    )
+    out = tmp_path / "p.json"
+    assert main(["calibrate", str(source), "--effort", "quick", "--out", str(out), "--quiet"]) == EXIT_OK
+    assert "my_kernels:double_all" in json.loads(out.read_text())["kernels"]
+
+
+def test_unwritable_output_keeps_nothing_and_exits_5(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = main(["calibrate", SPIN, "--effort", "quick", "--out", str(blocker / "p.json"), "--quiet"])
+    assert code == EXIT_WRITE
+    assert "cannot write the profile" in capsys.readouterr().err
+
+
+def test_show_prints_a_table_and_json(profile_path, capsys):
+    assert main(["show", str(profile_path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert SPIN in out and "never" in out and "90% interval" in out
+    assert main(["show", str(profile_path), "--json"]) == EXIT_OK
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    by_kernel = {r["kernel"]: r for r in rows}
+    assert by_kernel["tests.controlled:echo"]["threshold"] is None
+    assert isinstance(by_kernel[SPIN]["threshold"], int)
+
+
+def test_show_reports_an_unreadable_profile(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    assert main(["show", str(bad)]) == EXIT_PROFILE
+    assert "invalid JSON" in capsys.readouterr().err
+
+
+def test_explain_agrees_with_the_threshold_on_both_sides(profile_path, capsys):
+    threshold = json.loads(profile_path.read_text())["kernels"][SPIN]["threshold"]
+    assert main(["explain", SPIN, str(threshold), "--profile", str(profile_path)]) == EXIT_OK
+    above = capsys.readouterr().out
+    assert "decision: OFFLOAD" in above and "inline:" in above and "offloaded:" in above
+    assert main(["explain", "spin", str(max(0, threshold - 1)), "--profile", str(profile_path)]) == EXIT_OK
+    assert "decision: INLINE" in capsys.readouterr().out
+
+
+def test_explain_unknown_kernel(profile_path, capsys):
+    assert main(["explain", "nothing", "5", "--profile", str(profile_path)]) != EXIT_OK
+    assert "not in" in capsys.readouterr().err
+
+
+def test_check_passes_a_fresh_profile_and_flags_problems(profile_path, tmp_path, capsys):
+    assert main(["check", str(profile_path)]) == EXIT_OK
+    data = json.loads(profile_path.read_text())
+    data["host"]["hostname"] = "elsewhere"
+    data["kernels"][SPIN]["code_fingerprint"] = "sha256:old"
+    data["kernels"][SPIN]["costs"]["compute"]["form"] = "cubic-spline"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["check", str(bad)]) == EXIT_FAILURES
+    out = capsys.readouterr().out
+    assert "host differs: hostname" in out
+    assert "code changed since calibration" in out
+    assert "cost models unreadable" in out and "cubic-spline" in out
