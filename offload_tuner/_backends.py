@@ -107,8 +107,11 @@ def recommended_pool(workers: int | None = None, *, start_method: str | None = N
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    context = multiprocessing.get_context(start_method or recommended_start_method())
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    start_method = start_method or recommended_start_method()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method))
+    # Lets the runtime replace this pool with an identical one if a worker dies and breaks it.
+    pool._offload_tuner_shape = {"workers": workers, "start_method": start_method}  # type: ignore[attr-defined]
+    return pool
 
 
 def describe_executor(executor: "Executor | None") -> dict[str, Any]:

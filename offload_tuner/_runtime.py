@@ -236,13 +236,22 @@ def _should_offload(snap: _Snapshot, fn: Callable[..., Any], args: tuple) -> tup
 # --------------------------------------------------------------------------------------------- running
 
 
-async def run_kernel(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -> Any:
+async def run_kernel(
+    fn: Callable[..., Any], *args: Any, offload_if: bool | None = None, timeout: float | None = None
+) -> Any:
     """Run ``fn(*args)`` inline or on the installed executor and return its result.
 
     ``offload_if=True``/``False`` is the caller's word and stands (the old boolean gate). ``None`` lets
     the installed profile decide from the kernel's input size. No executor installed: inline. Unknown
     kernel or no usable profile: the kernel's ``default_threshold`` (``None`` = inline).
-    Arguments that cannot be pickled make the call run inline, with one warning per kernel.
+
+    ``timeout`` (seconds) bounds the wait for an offloaded call and raises :class:`TimeoutError`; the
+    worker cannot be stopped mid-call, so it finishes and its result is dropped. Inline calls are plain
+    function calls and are not bounded.
+
+    Never loses work: arguments that cannot be pickled, a result that cannot be pickled, an executor that
+    is broken (a worker was killed), shut down, or cancelled the call all make the pure kernel run inline,
+    with one warning per cause.
     """
     snap = _snapshot
     if snap.executor is None:
@@ -251,28 +260,17 @@ async def run_kernel(fn: Callable[..., Any], *args: Any, offload_if: bool | None
         offload, _spec = _should_offload(snap, fn, args)
         if not offload:
             return fn(*args)
-        snap = _snapshot  # a lazy load may have swapped it; the executor is the same object
+        snap = _snapshot  # a lazy load may have swapped it
     elif not offload_if:
         return fn(*args)
-    executor = snap.executor
-    if executor is None:
+    if snap.executor is None:
         return fn(*args)
-    from asyncio import get_running_loop  # imported here: the inline path must not pay for asyncio
-
-    loop = get_running_loop()
-    if not snap.backend.pickles_on_caller:
-        return await loop.run_in_executor(executor, fn, *args)
-    payload = _payload_or_none(fn, args)
-    if payload is None:
-        return fn(*args)
-    try:
-        blob = await loop.run_in_executor(executor, invoke_pickled, payload)
-    except ResultNotPicklable as exc:
-        return _rerun_inline_for_result(fn, args, exc)
-    return pickle.loads(blob)
+    return await _offload(snap, fn, args, timeout)
 
 
-def run_kernel_sync(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -> Any:
+def run_kernel_sync(
+    fn: Callable[..., Any], *args: Any, offload_if: bool | None = None, timeout: float | None = None
+) -> Any:
     """The synchronous twin of :func:`run_kernel` for code without an event loop (blocks the caller)."""
     snap = _snapshot
     if snap.executor is None:
@@ -287,16 +285,93 @@ def run_kernel_sync(fn: Callable[..., Any], *args: Any, offload_if: bool | None 
     executor = snap.executor
     if executor is None:
         return fn(*args)
-    if not snap.backend.pickles_on_caller:
-        return executor.submit(fn, *args).result()
-    payload = _payload_or_none(fn, args)
-    if payload is None:
+    from concurrent.futures import BrokenExecutor, CancelledError
+
+    pickled = snap.backend.pickles_on_caller
+    payload = _payload_or_none(fn, args) if pickled else None
+    if pickled and payload is None:
         return fn(*args)
     try:
-        blob = executor.submit(invoke_pickled, payload).result()
+        future = executor.submit(invoke_pickled, payload) if pickled else executor.submit(fn, *args)
+        result = future.result(timeout)
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
-    return pickle.loads(blob)
+    except (BrokenExecutor, CancelledError) as exc:
+        return _rerun_inline_after_executor_failure(snap, fn, args, exc)
+    except RuntimeError as exc:
+        if not _is_shutdown_error(exc):
+            raise
+        return _rerun_inline_after_executor_failure(snap, fn, args, exc)
+    return pickle.loads(result) if pickled else result
+
+
+async def _offload(snap: _Snapshot, fn: Callable[..., Any], args: tuple, timeout: float | None) -> Any:
+    # Imported here: the inline path must not pay for asyncio or concurrent.futures.
+    import asyncio
+    from concurrent.futures import BrokenExecutor
+
+    loop = asyncio.get_running_loop()
+    pickled = snap.backend.pickles_on_caller
+    payload = _payload_or_none(fn, args) if pickled else None
+    if pickled and payload is None:
+        return fn(*args)
+    try:
+        if pickled:
+            future = loop.run_in_executor(snap.executor, invoke_pickled, payload)
+        else:
+            future = loop.run_in_executor(snap.executor, fn, *args)
+        result = await (future if timeout is None else asyncio.wait_for(future, timeout))
+    except ResultNotPicklable as exc:
+        return _rerun_inline_for_result(fn, args, exc)
+    except BrokenExecutor as exc:
+        return _rerun_inline_after_executor_failure(snap, fn, args, exc)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # our caller was cancelled: propagate, nothing to clean up
+        return _rerun_inline_after_executor_failure(snap, fn, args, exc)  # the executor dropped the call
+    except RuntimeError as exc:
+        if not _is_shutdown_error(exc):
+            raise
+        return _rerun_inline_after_executor_failure(snap, fn, args, exc)
+    return pickle.loads(result) if pickled else result
+
+
+def _is_shutdown_error(exc: RuntimeError) -> bool:
+    return "shutdown" in str(exc) or "interpreter" in str(exc)
+
+
+def _rerun_inline_after_executor_failure(snap: _Snapshot, fn: Callable[..., Any], args: tuple, exc: BaseException) -> Any:
+    """The executor lost the call: run the (pure) kernel inline and stop sending work to that executor."""
+    global _snapshot
+    executor = snap.executor
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    with _lock:
+        current = _snapshot
+        if current.executor is executor and executor is not None:
+            replacement = _rebuild(executor)
+            _snapshot = _Snapshot(current.profile, current.profile_problem, replacement)
+            after = "a new pool of the same shape is installed" if replacement else (
+                "calls run inline until set_executor() installs a working executor")
+            _warn_once(
+                f"executor:{id(executor)}",
+                f"offload-tuner: the executor failed ({what}); the call was re-run inline and {after}",
+            )
+    return fn(*args)
+
+
+def _rebuild(executor: "Executor") -> "Executor | None":
+    """A fresh pool for one that :func:`recommended_pool` built (we know its shape); None otherwise."""
+    shape = getattr(executor, "_offload_tuner_shape", None)
+    if shape is None:
+        return None  # the user's executor: stop using it, but leave its lifecycle to them
+    try:
+        executor.shutdown(wait=False, cancel_futures=True)
+    except Exception:  # a broken pool may complain on shutdown; it is being dropped either way
+        pass
+    from offload_tuner._backends import recommended_pool
+
+    return recommended_pool(**shape)
 
 
 def _payload_or_none(fn: Callable[..., Any], args: tuple) -> bytes | None:

@@ -71,3 +71,15 @@ def write_profile_json(path: Path, thresholds: dict[str, Any], *, host: dict | N
     }
     path.write_text(json.dumps(data))
     return path
+
+
+def sleepy(seconds: float) -> int:
+    """Sleeps, then says which process ran it: for faults injected mid-call."""
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def crash_here(message: str) -> None:
+    raise KeyError(message)
