@@ -383,11 +383,17 @@ def _power(a: float, b: float, n: np.ndarray) -> np.ndarray:
 def _huber(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(slope, intercept) of a Huber fit of y on x (x centred for conditioning)."""
     centre = float(x.mean())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model = HuberRegressor(epsilon=HUBER_EPSILON, alpha=0.0, max_iter=200).fit((x - centre)[:, None], y)
-    slope = float(model.coef_[0])
-    return slope, float(model.intercept_) - slope * centre
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = HuberRegressor(epsilon=HUBER_EPSILON, alpha=0.0, max_iter=200).fit((x - centre)[:, None], y)
+        slope, intercept = float(model.coef_[0]), float(model.intercept_)
+    except ValueError:
+        # L-BFGS-B can stop "ABNORMAL" on extreme-scale data; ordinary least squares in log space is the
+        # robust fit's own starting point, so fall back to it rather than refuse the samples.
+        slope, intercept = np.polyfit(x - centre, y, 1)
+        slope, intercept = float(slope), float(intercept)
+    return slope, intercept - slope * centre
 
 
 def _fit_power(data: _Data) -> dict:
