@@ -22,6 +22,7 @@ from offload_tuner._backends import PICKLE_PROTOCOL, describe_executor, dumps_ca
 from offload_tuner._host import host_fingerprint
 from offload_tuner._measure import Timing, clock, time_call, time_once
 from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
+from offload_tuner._policy import recompute_thresholds  # noqa: F401  (re-export: it used to live here)
 from offload_tuner._profile import SCHEMA_VERSION
 from offload_tuner._registry import KernelSpec
 
@@ -564,14 +565,3 @@ def _combine_transport(sweep: TransportModel, probes: Sequence[tuple[float, floa
     return TransportModel(
         rt, sweep.round_trip_per_byte_s, cc, sweep.caller_cpu_per_byte_s, wc, sweep.worker_cpu_per_byte_s
     )
-
-
-def recompute_thresholds(profile: Mapping[str, Any], knobs: PolicyKnobs) -> dict[str, int | None]:
-    """What-if: thresholds from the stored models under other knobs, without measuring again."""
-    transport = TransportModel.from_json(profile["transport"]["model"])
-    out: dict[str, int | None] = {}
-    for key, entry in profile["kernels"].items():
-        if "costs" in entry:
-            costs = KernelCosts.from_json(entry["costs"])
-            out[key] = threshold(costs, transport, knobs)
-    return out

@@ -217,6 +217,20 @@ def threshold(
     return high
 
 
+def recompute_thresholds(profile: Mapping[str, Any], knobs: PolicyKnobs) -> dict[str, int | None]:
+    """What-if: thresholds from a profile's stored models under other knobs, without measuring again.
+
+    ``profile`` is the profile's JSON data; kernels without fitted costs (failed) are left out.
+    """
+    transport = TransportModel.from_json(profile["transport"]["model"])
+    out: dict[str, int | None] = {}
+    for key, entry in profile["kernels"].items():
+        if "costs" in entry:
+            costs = KernelCosts.from_json(entry["costs"])
+            out[key] = threshold(costs, transport, knobs)
+    return out
+
+
 def _log_grid(start: int, stop: int) -> list[int]:
     """Distinct integers from ``start`` to ``stop`` spaced evenly in log, ending exactly at ``stop``."""
     points = {start, stop}
