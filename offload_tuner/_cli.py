@@ -1,4 +1,4 @@
-"""The ``offload-tuner`` command: calibrate, show, explain, check.
+"""The ``offload-tuner`` command: calibrate, show, explain, check, plot.
 
 Exit codes (documented in the README):
   0  success
@@ -8,7 +8,7 @@ Exit codes (documented in the README):
   3  a target is not importable
   4  no kernels found in the targets
   5  the profile could not be written (the previous one is untouched)
-  6  show/explain: the profile cannot be read
+  6  show/explain/plot: the profile cannot be read (plot: 2 if matplotlib is missing, 5 if a PNG cannot be written)
   130 interrupted (Ctrl-C or SIGTERM; the previous profile is untouched)
 """
 
@@ -68,12 +68,18 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a profile against this host and the current kernel code")
     check.add_argument("profile", nargs="?", type=Path)
+
+    plot = sub.add_parser("plot", help="write PNG figures of a profile's fits and thresholds (needs matplotlib)")
+    plot.add_argument("profile", nargs="?", type=Path)
+    plot.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNGs (created if missing)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"calibrate": _calibrate, "show": _show, "explain": _explain, "check": _check}[args.command]
+    handler = {"calibrate": _calibrate, "show": _show, "explain": _explain, "check": _check, "plot": _plot}[
+        args.command
+    ]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -333,6 +339,33 @@ def _check(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"{path}: {problem}")
     return EXIT_FAILURES
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from offload_tuner._profile import ProfileError
+
+    path = _profile_path(args.profile)
+    try:
+        profile = _read(path)
+    except ProfileError as exc:
+        print(f"offload-tuner: {exc}", file=sys.stderr)
+        return EXIT_PROFILE
+    try:
+        from offload_tuner._plot import write_pngs
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("matplotlib", "numpy", "PIL"):
+            raise
+        print(f"offload-tuner: plot needs matplotlib ({exc}); install it with: pip install -e '.[plot]'",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        paths = write_pngs(profile.data, args.out)
+    except OSError as exc:
+        print(f"offload-tuner: cannot write figures to {args.out}: {exc}", file=sys.stderr)
+        return EXIT_WRITE
+    for written in paths:
+        print(written)
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover
