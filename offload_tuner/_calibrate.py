@@ -76,6 +76,8 @@ class KernelPlan:
     max_size: int = DEFAULT_MAX_SIZE
     sizes: tuple[int, ...] | None = None
     """An explicit ladder; skips the adaptive growth."""
+    workload_range: tuple[int, int] | None = None
+    """Sizes production calls span, for the throughput objective (default: the calibrated range)."""
 
 
 class KernelFailed(Exception):
@@ -297,6 +299,7 @@ def _bootstrap_interval(
     transports: Sequence[TransportModel],
     knobs: PolicyKnobs,
     effort: Effort,
+    workload_range: tuple[float, float],
 ) -> list[int | None]:
     """5th-95th percentile of the threshold over bootstrap replicates.
 
@@ -310,12 +313,11 @@ def _bootstrap_interval(
         which: bootstrap_models(*samples.flat(which), getattr(costs, which).form, n_boot=effort.bootstrap, random_state=i)
         for i, which in enumerate(("compute", "caller_serial", "worker_serial"))
     }
-    size_range = costs.compute.size_range
     found: list[float] = []
     triples = zip(replicas["compute"], replicas["caller_serial"], replicas["worker_serial"])
     for i, (compute, caller, worker) in enumerate(triples):
         boot = KernelCosts(compute, caller, worker, costs.nbytes, costs.worker_compute_ratio)
-        t = threshold(boot, transports[i % len(transports)], knobs, size_range)
+        t = threshold(boot, transports[i % len(transports)], knobs, workload_range)
         found.append(math.inf if t is None else t)
     if not found:
         return [None, None]
@@ -417,7 +419,8 @@ def measure_kernel(
         if len(set(samples.size)) < 2:
             raise KernelFailed(f"only {len(samples.size)} size(s) could be measured within the budget")
         costs = _fit_costs(samples, 1.0)
-        t = threshold(costs, transport, knobs)
+        workload = plan.workload_range or costs.compute.size_range
+        t = threshold(costs, transport, knobs, workload)
         if effort.refine and t is not None and plan.sizes is None:
             refined = sorted({max(1, int(t / 1.3)), int(t * 1.3)} - set(samples.size))
             for n in refined:
@@ -426,7 +429,7 @@ def measure_kernel(
                     _measure_size(spec, n, _build_args(spec, n), effort, samples)
             _sort_samples(samples)
             costs = _fit_costs(samples, 1.0)
-            t = threshold(costs, transport, knobs)
+            t = threshold(costs, transport, knobs, workload)
         validation = _validate(
             executor, spec, costs, transport, knobs,
             _validation_sizes(samples.size, t, effort.validation_sizes), effort, progress,
@@ -440,6 +443,7 @@ def measure_kernel(
         entry.update(
             status="ok" if trusted else "untrusted",
             calibrated_range=list(costs.compute.size_range),
+            workload_range=list(plan.workload_range or costs.compute.size_range),
             fit_error={
                 "compute": costs.compute.cv_error,
                 "caller_serial": costs.caller_serial.cv_error,
@@ -469,14 +473,15 @@ def finalize_kernel(
     entry, costs, samples = result.entry, result.costs, result.samples
     if costs is None or samples is None:
         return entry
-    t = threshold(costs, transport, knobs)
+    workload = (float(entry["workload_range"][0]), float(entry["workload_range"][1]))
+    t = threshold(costs, transport, knobs, workload)
     validation = entry["validation"]
     validation["predicted_s"] = [predict(costs, transport, knobs, n).offload_latency_s for n in validation["size"]]
     errors = [abs(p - m) / m for p, m in zip(validation["predicted_s"], validation["measured_s"]) if m > 0]
     validation["median_abs_rel_error"] = statistics.median(errors) if errors else None
     entry["fit_error"]["offload_latency"] = validation["median_abs_rel_error"]
     entry["threshold"] = t
-    entry["interval"] = _bootstrap_interval(samples, costs, transport_replicas or [transport], knobs, effort)
+    entry["interval"] = _bootstrap_interval(samples, costs, transport_replicas or [transport], knobs, effort, workload)
     entry["at_threshold"] = predict(costs, transport, knobs, t).to_json() if t is not None else None
     return entry
 

@@ -120,6 +120,7 @@ def _kernel_plans(plan: dict[str, Any]) -> dict[str, Any]:
             min_size=int(raw.get("min_size", 1)),
             max_size=int(raw.get("max_size", 1 << 20)),
             sizes=tuple(int(n) for n in sizes) if sizes else None,
+            workload_range=tuple(int(n) for n in raw["workload_range"]) if raw.get("workload_range") else None,
         )
     return plans
 
@@ -266,7 +267,7 @@ def _explain(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
     import offload_tuner
-    from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, predict
+    from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
     from offload_tuner._profile import ProfileError
     from offload_tuner._report import format_seconds
     from offload_tuner._targets import TargetError, import_kernel
@@ -313,6 +314,9 @@ def _explain(args: argparse.Namespace) -> int:
               f"{knobs.cores} cores): inline {format_seconds(p.inline_period_s)}, "
               f"offloaded {format_seconds(p.offload_period_s)}")
         print(f"  calibrated sizes {lo:g}..{hi:g}: size {args.size} is {where}")
+        stream = "pays" if offload_pays(p, knobs) else "does not pay"
+        print(f"  per-size view: offloading a saturated stream of size-{args.size} calls {stream}; the threshold "
+              f"also weighs the mix of sizes (workload {entry.get('workload_range', [lo, hi])})")
     # The decision itself goes through run_kernel's own code path, against an executor of the profiled kind.
     offload_tuner.load_profile(path)
     previous = offload_tuner.get_executor()

@@ -12,20 +12,25 @@ workers (``workers``), all sharing ``cores`` CPUs. For a call of size ``n``:
   pickling, its per-call overhead), and the caller waits ``L(n) = T(B) + Sc(n) + Sw(n) + r*C(n)``,
   where ``B(n)`` is the bytes moved and ``T(B)`` the executor's round trip for that many bytes.
 
-**Throughput (default).** Picture a saturated stream of size-``n`` calls from ``concurrency`` callers.
-Inline, one call completes every ``C(n)`` (the loop runs them one at a time). Offloaded, one call
-completes every ``max(loop, W/workers, (loop + W)/cores, L/concurrency)``: whichever of the loop
-thread, the pool, the CPUs or the callers' own waiting saturates first. Offload at ``n`` iff that is
-shorter. This says "don't offload" where serialisation costs as much as the work
-(``Sc(n) >= C(n)``), where a lone caller would only wait longer, and where the pool's overhead eats
-the parallelism a 2-core box can give.
+**Throughput of the co-hosted process (default).** Picture the reference workload: ``concurrency``
+callers awaiting calls whose sizes are log-uniform over the kernel's calibrated range (the plan can
+narrow it). Offloading every call from size ``T`` up, the workload completes no sooner than
+``max(loop, worker / workers, (loop + worker) / cores, sum(latency) / concurrency)``: whichever of the
+loop thread, the pool, the CPUs or the callers' own waiting saturates first. ``T`` minimises that,
+preferring the smallest ``T`` among near-ties (see ``TIE_TOLERANCE``). Small calls stay inline once
+large ones keep the workers and cores busy: offloading them would add pickling and executor CPU to
+free a loop that is not the bottleneck. The same arithmetic says "never" where serialisation costs as
+much as the work (``Sc(n) >= C(n)``).
+
+**Per-size view.** :func:`stream_threshold` answers the narrower question "is a saturated stream of
+size-``n`` calls faster offloaded?"; ``explain`` shows it, and it is what the loop budget uses.
 
 **Loop-blocking budget (knob).** With ``loop_budget_s`` set, a call whose predicted inline time
 exceeds the budget is also offloaded whenever offloading blocks the loop for less time than running
 it inline, trading throughput for a responsive loop.
 
-The threshold is the smallest size from which offloading pays at every larger calibrated size:
-``0`` when it pays everywhere, ``None`` when it pays nowhere.
+The threshold is the smallest size from which calls are offloaded: ``0`` when offloading pays even
+for the smallest calls, ``None`` when it never does.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from offload_tuner._costmodel import CostModel
 
@@ -180,13 +185,16 @@ def offload_pays(prediction: Prediction, knobs: PolicyKnobs) -> bool:
     return budget is not None and prediction.inline_s > budget and prediction.offload_loop_s < prediction.inline_s
 
 
-def threshold(
+def stream_threshold(
     costs: KernelCosts,
     transport: TransportModel,
     knobs: PolicyKnobs,
     size_range: tuple[float, float] | None = None,
 ) -> int | None:
-    """Smallest integer size from which offloading pays at every larger size up to the range's top.
+    """Per-size view: smallest size from which a saturated stream of same-size calls is faster offloaded.
+
+    Ignores the mix of sizes: it assumes the pool would otherwise idle. Kept for ``explain`` and as a
+    bound; :func:`threshold` (the workload objective) is what profiles use.
 
     The search covers ``[0, 1.1 * max]`` of the calibrated range (the trusted window): a log grid to
     find the last switch from "inline" to "offload", then integer bisection inside that step.
@@ -217,6 +225,94 @@ def threshold(
     return high
 
 
+WORKLOAD_POINTS = 96
+"""Sizes the reference workload is discretised into (log-spaced): fine enough that the threshold moves
+by < 6% per step over a 100x range, small enough that the search is O(points^2) ~ 10^4 operations."""
+TIE_TOLERANCE = 0.05
+"""Thresholds whose predicted makespan is within this fraction of the best are ties, and the smallest
+wins. The models' own errors (fit 2-15%, the pool's fixed cost drifting run to run) make smaller
+differences meaningless, and the predicted optimum sits where the loop thread is planned 100% busy,
+right before the cliff of running everything inline; the smallest tied threshold blocks the loop less
+and keeps headroom."""
+
+
+def workload_makespan(
+    predictions: Sequence[Prediction], knobs: PolicyKnobs, offload_from: int
+) -> float:
+    """Predicted completion time of the reference workload when calls ``predictions[offload_from:]``
+    are offloaded and the rest run inline (one call per prediction, in size order).
+
+    The loop thread, the pool's workers, the cores and the callers' own sequential waiting each bound
+    it: ``max(loop, worker / workers, cpu / cores, sum(latency) / concurrency)``.
+    """
+    loop = worker = latency = 0.0
+    for i, p in enumerate(predictions):
+        if i >= offload_from:
+            loop += p.offload_loop_s
+            worker += p.offload_worker_s
+            latency += p.offload_latency_s
+        else:
+            loop += p.inline_s
+            latency += p.inline_s
+    return max(loop, worker / knobs.workers, (loop + worker) / knobs.cores, latency / knobs.concurrency)
+
+
+def threshold(
+    costs: KernelCosts,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    workload_range: tuple[float, float] | None = None,
+) -> int | None:
+    """The threshold that minimises the co-hosted service's completion time on a reference workload.
+
+    The reference workload is ``concurrency`` callers issuing calls whose sizes are log-uniform over
+    ``workload_range`` (default: the kernel's calibrated range). Offloading every call from size ``T``
+    up, ``T`` is chosen to minimise :func:`workload_makespan`; among near-ties the smallest ``T`` wins.
+    Small calls run inline because, once large calls keep the workers and cores busy, the loop thread
+    is the cheapest place to run them: offloading them adds pickling and executor CPU and frees a loop
+    that is not the bottleneck. With a ``loop_budget_s``, every size whose inline time exceeds it and
+    whose offloaded loop time is shorter is offloaded too.
+
+    Returns ``None`` (never) when running every call inline is best, ``0`` when offloading pays even for
+    the smallest sizes.
+    """
+    lo, hi = workload_range if workload_range is not None else costs.compute.size_range
+    lo, hi = max(1.0, lo), max(1.0, hi)
+    sizes = _log_points(lo, hi, WORKLOAD_POINTS)
+    predictions = [predict(costs, transport, knobs, n) for n in sizes]
+    spans = [workload_makespan(predictions, knobs, k) for k in range(len(sizes) + 1)]
+    best = min(spans)
+    k = next(i for i, span in enumerate(spans) if span <= best * (1 + TIE_TOLERANCE))
+    chosen: int | None
+    if k == len(sizes):
+        chosen = None
+    elif k == 0:
+        chosen = 0 if offload_pays(predict(costs, transport, knobs, 1), knobs) else math.ceil(sizes[0])
+    else:
+        chosen = math.ceil(sizes[k])
+    budget_from = _budget_threshold(costs, transport, knobs, (lo, hi))
+    if budget_from is not None and (chosen is None or budget_from < chosen):
+        chosen = budget_from
+    return chosen
+
+
+def _budget_threshold(
+    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, size_range: tuple[float, float]
+) -> int | None:
+    """Smallest size from which every call's inline time exceeds the loop budget and offloading blocks less."""
+    if knobs.loop_budget_s is None:
+        return None
+    unbudgeted = PolicyKnobs(1, knobs.workers, knobs.cores, knobs.loop_budget_s)  # no throughput gain at K=1
+    return stream_threshold(costs, transport, unbudgeted, size_range)
+
+
+def _log_points(lo: float, hi: float, count: int) -> list[float]:
+    if hi <= lo:
+        return [lo]
+    ratio = (hi / lo) ** (1 / (count - 1))
+    return [lo * ratio**k for k in range(count)]
+
+
 def recompute_thresholds(profile: Mapping[str, Any], knobs: PolicyKnobs) -> dict[str, int | None]:
     """What-if: thresholds from a profile's stored models under other knobs, without measuring again.
 
@@ -227,7 +323,8 @@ def recompute_thresholds(profile: Mapping[str, Any], knobs: PolicyKnobs) -> dict
     for key, entry in profile["kernels"].items():
         if "costs" in entry:
             costs = KernelCosts.from_json(entry["costs"])
-            out[key] = threshold(costs, transport, knobs)
+            workload = entry.get("workload_range") or costs.compute.size_range
+            out[key] = threshold(costs, transport, knobs, (float(workload[0]), float(workload[1])))
     return out
 
 

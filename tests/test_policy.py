@@ -13,7 +13,9 @@ from offload_tuner._policy import (
     TransportModel,
     offload_pays,
     predict,
+    stream_threshold,
     threshold,
+    workload_makespan,
 )
 
 RANGE = (1.0, 100_000.0)
@@ -42,20 +44,20 @@ def brute_force(costs, tr, knobs, top) -> int | None:
     return n
 
 
-def test_linear_compute_with_fixed_overhead_has_the_analytic_threshold():
+def test_stream_view_linear_compute_with_fixed_overhead_has_the_analytic_crossover():
     # C = 1 us * n; offloading costs 50.25 us of loop time and as much worker time per call. With many
     # callers and 2 workers on 2 cores the stream's period is (C + 100.5 us) / 2: offload iff C > 100.5 us.
     costs = KernelCosts(power(1e-6, 1.0), zero(), zero(), zero())
     knobs = PolicyKnobs(concurrency=64, workers=2, cores=2)
-    t = threshold(costs, transport(fixed=200e-6, loop=50.25e-6, worker=50.25e-6), knobs)
+    t = stream_threshold(costs, transport(fixed=200e-6, loop=50.25e-6, worker=50.25e-6), knobs)
     assert t == 101
 
 
-def test_threshold_matches_brute_force_on_a_quadratic_kernel_with_pickling():
+def test_stream_view_matches_brute_force_on_a_quadratic_kernel_with_pickling():
     costs = KernelCosts(power(1e-7, 2.0), power(2e-6, 1.0, 5e-6), power(2e-6, 1.0, 5e-6), power(120.0, 1.0, 60.0))
     tr = TransportModel(180e-6, 3e-9, 40e-6, 0.5e-9, 40e-6, 0.5e-9)
     for knobs in (PolicyKnobs(4, 2, 2), PolicyKnobs(2, 2, 2), PolicyKnobs(8, 4, 4)):
-        t = threshold(costs, tr, knobs, (1, 5000))
+        t = stream_threshold(costs, tr, knobs, (1, 5000))
         assert t == brute_force(costs, tr, knobs, math.ceil(5000 * 1.1))
         assert t is not None and 1 < t < 5000
 
@@ -73,7 +75,7 @@ def test_always_when_offloading_is_free():
 
 def test_a_lone_caller_never_gains_throughput_by_offloading():
     costs = KernelCosts(power(1e-7, 2.0), power(1e-7, 1.0), power(1e-7, 1.0), power(8.0, 1.0))
-    assert threshold(costs, transport(150e-6, 20e-6, 20e-6), PolicyKnobs(1, 2, 2)) is None
+    assert stream_threshold(costs, transport(150e-6, 20e-6, 20e-6), PolicyKnobs(1, 2, 2)) is None
 
 
 def test_loop_budget_offloads_calls_that_would_block_the_loop_too_long():
@@ -81,7 +83,7 @@ def test_loop_budget_offloads_calls_that_would_block_the_loop_too_long():
     # goes out, because offloading blocks the loop for only 20 us + pickling.
     costs = KernelCosts(power(1e-7, 2.0), power(1e-7, 1.0), power(1e-7, 1.0), power(8.0, 1.0))
     knobs = PolicyKnobs(1, 2, 2, loop_budget_s=1.05e-3)
-    t = threshold(costs, transport(150e-6, 20e-6, 20e-6), knobs)
+    t = stream_threshold(costs, transport(150e-6, 20e-6, 20e-6), knobs)
     assert t == math.ceil(math.sqrt(1.05e-3 / 1e-7))  # first n with 1e-7 * n^2 > 1.05 ms: 103
 
 
@@ -94,8 +96,8 @@ def test_budget_does_not_offload_what_blocks_the_loop_more_when_offloaded():
 def test_more_workers_lower_the_threshold():
     costs = KernelCosts(power(1e-7, 2.0), power(1e-6, 1.0), power(1e-6, 1.0), power(50.0, 1.0))
     tr = transport(180e-6, 60e-6, 60e-6)
-    few = threshold(costs, tr, PolicyKnobs(8, 1, 1))
-    many = threshold(costs, tr, PolicyKnobs(8, 4, 4))
+    few = stream_threshold(costs, tr, PolicyKnobs(8, 1, 1))
+    many = stream_threshold(costs, tr, PolicyKnobs(8, 4, 4))
     assert many is not None and (few is None or many < few)
 
 
@@ -123,3 +125,74 @@ def test_transport_rejects_negative_or_missing_fields():
     with pytest.raises(ValueError, match="worker_cpu_s"):
         TransportModel.from_json({"round_trip_s": 1e-4, "round_trip_per_byte_s": 0, "caller_cpu_s": 0,
                                   "caller_cpu_per_byte_s": 0, "worker_cpu_per_byte_s": 0})
+
+
+# ------------------------------------------------------------------------------ the workload objective
+
+
+def brute_force_workload(costs, tr, knobs, lo, hi):
+    """Independent reference: try every split of the discretised workload, keep the smallest near-best."""
+    from offload_tuner._policy import TIE_TOLERANCE, WORKLOAD_POINTS
+
+    ratio = (hi / lo) ** (1 / (WORKLOAD_POINTS - 1))
+    sizes = [lo * ratio**k for k in range(WORKLOAD_POINTS)]
+    best_span, spans = math.inf, []
+    for k in range(len(sizes) + 1):
+        loop = worker = latency = 0.0
+        for i, n in enumerate(sizes):
+            p = predict(costs, tr, knobs, n)
+            if i >= k:
+                loop, worker, latency = loop + p.offload_loop_s, worker + p.offload_worker_s, latency + p.offload_latency_s
+            else:
+                loop, latency = loop + p.inline_s, latency + p.inline_s
+        spans.append(max(loop, worker / knobs.workers, (loop + worker) / knobs.cores, latency / knobs.concurrency))
+        best_span = min(best_span, spans[-1])
+    k = next(i for i, s in enumerate(spans) if s <= best_span * (1 + TIE_TOLERANCE))
+    return None if k == len(sizes) else k, sizes
+
+
+# A pool whose per-call overhead (150 us caller CPU, 80 us worker CPU) is large next to small calls.
+MIX_TRANSPORT = TransportModel(300e-6, 3e-9, 150e-6, 0.5e-9, 80e-6, 0.5e-9)
+
+
+def test_workload_threshold_is_the_best_split_of_the_reference_workload():
+    costs = KernelCosts(power(1e-7, 2.0), power(2e-6, 1.0, 5e-6), power(2e-6, 1.0, 5e-6), power(120.0, 1.0, 60.0))
+    tr = MIX_TRANSPORT
+    knobs = PolicyKnobs(4, 2, 2)
+    k, sizes = brute_force_workload(costs, tr, knobs, 8.0, 1024.0)
+    assert k is not None and 0 < k < len(sizes)
+    assert threshold(costs, tr, knobs, (8.0, 1024.0)) == math.ceil(sizes[k])
+
+
+def test_small_calls_stay_inline_when_large_ones_keep_the_cores_busy():
+    # Per size, offloading pays from a small n; across a mix, large calls saturate both cores, so
+    # the loop thread is the cheapest place for the small ones: the workload threshold is higher.
+    costs = KernelCosts(power(1e-7, 2.0), power(2e-6, 1.0, 5e-6), power(2e-6, 1.0, 5e-6), power(120.0, 1.0, 60.0))
+    tr = MIX_TRANSPORT
+    knobs = PolicyKnobs(4, 2, 2)
+    per_size = stream_threshold(costs, tr, knobs, (8, 1024))
+    mixed = threshold(costs, tr, knobs, (8.0, 1024.0))
+    assert per_size is not None and mixed is not None and mixed > 1.5 * per_size
+
+
+def test_workload_never_and_always():
+    never = KernelCosts(power(1e-6, 1.0), power(2e-6, 1.0), power(2e-6, 1.0), power(50.0, 1.0))
+    assert threshold(never, transport(150e-6, 20e-6, 20e-6), PolicyKnobs(4, 2, 2)) is None
+    free = KernelCosts(power(1e-6, 1.0, 1e-6), zero(), zero(), zero())
+    assert threshold(free, transport(), PolicyKnobs(4, 4, 4)) == 0
+
+
+def test_makespan_counts_each_resource():
+    p = predict(KernelCosts(power(1e-3, 0.0), zero(), zero(), zero()), transport(1e-3, 0.0, 0.0), PolicyKnobs(4, 2, 2), 10)
+    # One call of 1 ms: inline, the loop is busy 1 ms; offloaded, it takes a 1 ms round trip on top of
+    # its 1 ms of work, shared by 4 callers.
+    assert workload_makespan([p], PolicyKnobs(4, 2, 2), 1) == pytest.approx(1e-3)
+    assert workload_makespan([p], PolicyKnobs(4, 2, 2), 0) == pytest.approx(max(0.5e-3, 0.5e-3, 2e-3 / 4))
+
+
+def test_loop_budget_lowers_the_workload_threshold():
+    costs = KernelCosts(power(1e-7, 2.0), power(2e-6, 1.0, 5e-6), power(2e-6, 1.0, 5e-6), power(120.0, 1.0, 60.0))
+    tr = MIX_TRANSPORT
+    free = threshold(costs, tr, PolicyKnobs(4, 2, 2), (8.0, 1024.0))
+    budget = threshold(costs, tr, PolicyKnobs(4, 2, 2, loop_budget_s=1.05e-3), (8.0, 1024.0))
+    assert free is not None and budget == math.ceil(math.sqrt(1.05e-3 / 1e-7)) < free
