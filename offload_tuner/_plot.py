@@ -653,8 +653,9 @@ def threshold_vs_budget_figure(profile_data: Mapping[str, Any], budgets_s: Seque
     _log_axis(ax.yaxis, _fmt_size)
     yt = [v for v in ax.get_yticks() if ymin <= v <= ymax]
     ax.set_yticks(yt + [never_y], [_fmt_size(v) for v in yt] + ["never"])
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g} ms"))
-    ax.set_xlabel("loop budget (ms, log): offload calls predicted to block the loop longer, if offloading blocks it less")
+    ax.set_xticks(xs, [f"{v:g}" for v in xs])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("loop budget in ms (log): calls predicted to block the loop longer are offloaded if that blocks it less")
     ax.set_ylabel("threshold (input size, log)")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0,
