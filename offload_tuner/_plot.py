@@ -242,9 +242,9 @@ def kernel_figure(profile_data: Mapping[str, Any], key: str) -> Figure:
         ax.plot(grid, [p.offload_latency_s for p in preds], color=_COLORS["latency"], lw=1.6, ls="--",
                 label="offloaded: latency of one call")
         ax.plot(grid, [p.offload_period_s for p in preds], color=_COLORS["period"], lw=1.6, ls=":",
-                label=f"offloaded: s per call in a saturated stream of\n"
-                      f"size-n calls ({knobs.concurrency} callers, {knobs.workers} workers, {knobs.cores} cores);\n"
-                      f"inline, that is C(n)")
+                label=f"per-size view: s per call offloaded in a saturated\n"
+                      f"stream of size-n calls ({knobs.concurrency} callers, {knobs.workers} workers,\n"
+                      f"{knobs.cores} cores); inline, that is C(n)")
 
     # Measured samples: raw timings faintly, medians with MAD error bars.
     for series, name, color, marker in (
@@ -272,6 +272,14 @@ def kernel_figure(profile_data: Mapping[str, Any], key: str) -> Figure:
         for n, m, p in zip(v_sizes, v_meas, v_pred):
             ax.plot([n, n], [m, p], color=_COLORS["latency"], lw=1, zorder=5)
 
+    workload = entry.get("workload_range")
+    if isinstance(workload, (list, tuple)) and len(workload) == 2:
+        # The threshold minimises the makespan of a mix of sizes over this range (see _policy), so it need
+        # not sit where any single-size curve crosses C(n).
+        ax.plot([max(workload[0], xmin), min(workload[1], xmax)], [0.012, 0.012], color="0.25", lw=3,
+                solid_capstyle="butt", transform=ax.get_xaxis_transform(), zorder=6,
+                label=f"workload range {workload[0]:g}..{workload[1]:g}: the mix of sizes\n"
+                      f"the threshold is chosen for (log-uniform)")
     _threshold_marks(ax, t, lo_i, hi_i, rng, label=True)
     ax.set_xlim(xmin, xmax)
     _log_axis(ax.yaxis, _fmt_seconds)
