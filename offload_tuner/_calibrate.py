@@ -78,10 +78,46 @@ class KernelPlan:
     """An explicit ladder; skips the adaptive growth."""
     workload_range: tuple[int, int] | None = None
     """Sizes production calls span, for the throughput objective (default: the calibrated range)."""
+    time_limit_s: float | None = None
+    """Hard limit on one kernel's measurement; default ``HANG_FACTOR`` times the effort's budget + 10 s."""
 
 
 class KernelFailed(Exception):
     """Measuring one kernel failed (its ``sample`` or the kernel raised); the others go on."""
+
+
+HANG_FACTOR = 4
+"""A kernel still measuring after this many times its soft budget (+10 s) is declared hung."""
+
+
+class _Watchdog:
+    """Interrupts a kernel that hangs inline (SIGALRM, main thread, POSIX): pure-Python loops are
+    stopped between bytecodes; a C call that never returns cannot be, and is documented as such."""
+
+    def __init__(self, seconds: float, key: str) -> None:
+        import signal
+        import threading
+
+        self.seconds, self.key = seconds, key
+        self.armed = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        raise KernelFailed(f"kernel {self.key} exceeded its time limit of {self.seconds:.0f} s (hung?)")
+
+    def __enter__(self) -> "_Watchdog":
+        if self.armed:
+            import signal
+
+            self.previous = signal.signal(signal.SIGALRM, self._fire)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.armed:
+            import signal
+
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
 
 
 # --------------------------------------------------------------------------------------- worker probes
@@ -415,7 +451,9 @@ def measure_kernel(
         if spec.sample is None:
             raise KernelFailed("kernel has no sample(n) function, so it cannot be calibrated")
         samples = KernelSamples()
-        _ladder(spec, plan, effort, samples, progress)
+        limit = plan.time_limit_s or effort.kernel_budget_s * HANG_FACTOR + 10
+        with _Watchdog(limit, spec.key):
+            _ladder(spec, plan, effort, samples, progress)
         if len(set(samples.size)) < 2:
             raise KernelFailed(f"only {len(samples.size)} size(s) could be measured within the budget")
         costs = _fit_costs(samples, 1.0)

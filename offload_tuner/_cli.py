@@ -121,6 +121,7 @@ def _kernel_plans(plan: dict[str, Any]) -> dict[str, Any]:
             max_size=int(raw.get("max_size", 1 << 20)),
             sizes=tuple(int(n) for n in sizes) if sizes else None,
             workload_range=tuple(int(n) for n in raw["workload_range"]) if raw.get("workload_range") else None,
+            time_limit_s=float(raw["time_limit_s"]) if raw.get("time_limit_s") else None,
         )
     return plans
 

@@ -46,3 +46,11 @@ def raises_when_big(xs: list[int]) -> int:
     if len(xs) > 8:
         raise ArithmeticError("too big for me")
     return len(xs)
+
+
+@kernel(sample=lambda n: (list(range(n)),))
+def hangs_when_big(xs: list[int]) -> int:
+    """Loops forever past 8 elements: the calibration's watchdog must stop it."""
+    while len(xs) > 8:
+        pass
+    return len(xs)
