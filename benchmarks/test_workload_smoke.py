@@ -1,0 +1,31 @@
+"""The co-hosted workload benchmark in smoke mode (tiny sizes, one round): it must run end to end and
+write its table, JSON and plot, so it cannot rot. Numbers from a smoke run mean nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+
+def test_workload_benchmark_runs_and_writes_its_outputs(tmp_path, monkeypatch):
+    from benchmarks import workload
+    from offload_tuner._cli import main as cli
+
+    profile = tmp_path / "profile.json"
+    # A quick calibration of two bundled kernels on this host, so the tuned policy has a real profile.
+    assert cli(["calibrate", "kernels.rows:bytes_by_status", "kernels.ranking:rank_latencies",
+                "--effort", "quick", "--out", str(profile), "--quiet"]) == 0
+    out = tmp_path / "results"
+    assert workload.main(["--smoke", "--profile", str(profile), "--out-dir", str(out),
+                          "--kernel", "bytes_by_status", "--kernel", "rank_latencies"]) == 0
+    report = json.loads((out / "workload-smoke.json").read_text())
+    assert {e["kernel"] for e in report["workloads"]} == {"kernels.rows:bytes_by_status", "kernels.ranking:rank_latencies"}
+    for entry in report["workloads"]:
+        assert set(entry["summary"]) == {"inline", "offload", "static-256", "tuned", "oracle"}
+        assert entry["summary"]["inline"]["offloaded"] == 0
+        assert entry["summary"]["offload"]["offloaded"] == entry["summary"]["offload"]["calls"]
+        assert set(entry["verdicts"]) >= {"tuned_vs_oracle", "makespan_within_1.10x_oracle"}
+    assert (out / "workload-smoke.md").read_text().startswith("# Co-hosted workload benchmark")
+    assert (out / "workload-smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
