@@ -1,0 +1,133 @@
+"""Soak: a bounded mixed load over every reference kernel, with a heartbeat, checking for errors and leaks.
+
+    python -m benchmarks.soak [--calls 20000] [--callers 8]
+
+Each call picks a kernel, a small size and a gate at random (seeded): the profile decides, or the caller
+forces inline or offload. Every result is compared with the inline result. Memory is traced with
+tracemalloc after a warm-up; the growth over the run must stay bounded. Prints a JSON report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+import tracemalloc
+from typing import Any
+
+import offload_tuner
+
+SIZES = {"kernels.clustering": (4, 48)}
+DEFAULT_SIZES = (16, 512)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        import numpy as np
+
+        if isinstance(a, np.ndarray):
+            return bool(np.array_equal(a, b))
+    except ImportError:
+        pass
+    return a == b
+
+
+def _traced_outside_this_file() -> int:
+    """Bytes traced, minus the soak's own bookkeeping (its lag samples grow by design)."""
+    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, __file__)])
+    return sum(stat.size for stat in snapshot.statistics("filename"))
+
+
+async def _soak(calls: int, callers: int, seed: int) -> dict[str, Any]:
+    import kernels  # noqa: F401  (registers the bundled kernels)
+    from offload_tuner._registry import registered
+
+    specs = [s for s in registered() if s.fn.__module__.startswith("kernels.")]
+    rng = random.Random(seed)
+    plan = []
+    inputs: dict[tuple[str, int], tuple[tuple, Any]] = {}
+    for _ in range(calls):
+        spec = rng.choice(specs)
+        lo, hi = SIZES.get(spec.fn.__module__, DEFAULT_SIZES)
+        n = rng.randint(lo, hi)
+        if (spec.key, n) not in inputs:
+            args = spec.sample(n)
+            inputs[(spec.key, n)] = (args, spec.fn(*args))
+        plan.append((spec, n, rng.choice((None, None, True, False))))
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    errors: list[str] = []
+    done = asyncio.Event()
+    memory: list[int] = []
+
+    async def heartbeat() -> None:
+        while not done.is_set():
+            start = loop.time()
+            await asyncio.sleep(0.001)
+            lags.append(max(0.0, loop.time() - start - 0.001))
+
+    async def caller(items: list) -> None:
+        for spec, n, gate in items:
+            args, expected = inputs[(spec.key, n)]
+            try:
+                result = await offload_tuner.run_kernel(spec.fn, *args, offload_if=gate)
+                if not _same(result, expected):
+                    errors.append(f"{spec.key} n={n}: wrong result")
+            except Exception as exc:  # every exception is a soak failure, recorded
+                errors.append(f"{spec.key} n={n}: {type(exc).__name__}: {exc}")
+
+    warmup, rest = plan[: calls // 10], plan[calls // 10 :]
+    await asyncio.gather(*(caller(warmup[i::callers]) for i in range(callers)))
+    tracemalloc.start()
+    beat = asyncio.create_task(heartbeat())
+    started = time.perf_counter()
+    quarter = max(1, len(rest) // 4)
+    for q in range(0, len(rest), quarter):
+        chunk = rest[q : q + quarter]
+        await asyncio.gather(*(caller(chunk[i::callers]) for i in range(callers)))
+        memory.append(_traced_outside_this_file())
+    elapsed = time.perf_counter() - started
+    done.set()
+    await beat
+    tracemalloc.stop()
+    lags.sort()
+    return {
+        "calls": calls,
+        "callers": callers,
+        "errors": errors[:20],
+        "error_count": len(errors),
+        "seconds": round(elapsed, 2),
+        "traced_bytes_after_each_quarter": memory,
+        "growth_after_first_quarter_bytes": memory[-1] - memory[0],
+        "lag_p99_ms": round(lags[int(0.99 * (len(lags) - 1))] * 1e3, 2) if lags else None,
+        "lag_max_ms": round(lags[-1] * 1e3, 2) if lags else None,
+    }
+
+
+def soak(calls: int = 20_000, callers: int = 8, seed: int = 7, workers: int | None = None) -> dict[str, Any]:
+    pool = offload_tuner.recommended_pool(workers)
+    previous = offload_tuner.get_executor()
+    offload_tuner.set_executor(pool)
+    try:
+        return asyncio.run(_soak(calls, callers, seed))
+    finally:
+        offload_tuner.set_executor(previous)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--callers", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    report = soak(args.calls, args.callers, args.seed)
+    print(json.dumps(report, indent=1))
+    return 1 if report["error_count"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
