@@ -15,6 +15,14 @@ from pathlib import Path
 BASELINES = {"decision-overhead": "test_old_boolean_gate", "decision-overhead-sync": "test_sync_plain_call"}
 
 
+def _fmt(seconds: float) -> str:
+    if abs(seconds) >= 1:
+        return f"{seconds:.2f} s"
+    if abs(seconds) >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e9:.0f} ns"
+
+
 def summarize(path: Path) -> str:
     data = json.loads(path.read_text())
     machine = data.get("machine_info", {})
@@ -22,7 +30,7 @@ def summarize(path: Path) -> str:
         f"Host: {machine.get('node')} ({machine.get('cpu', {}).get('brand_raw', machine.get('processor'))}), "
         f"Python {machine.get('python_version')}, {data.get('datetime', '')[:19]}",
         "",
-        "| group | benchmark | median per call | added per call vs baseline | rounds |",
+        "| group | benchmark | median per call (per round if one call per round) | added per call vs baseline | rounds |",
         "|---|---|---|---|---|",
     ]
     by_group: dict[str, list[dict]] = {}
@@ -34,8 +42,8 @@ def summarize(path: Path) -> str:
         for b in benches:
             value = per_call[b["name"]]
             added = "baseline" if b["name"] == BASELINES.get(group) else (
-                f"{(value - base) * 1e9:+.0f} ns" if base is not None else "-")
-            lines.append(f"| {group} | {b['name']} | {value * 1e9:.0f} ns | {added} | {b['stats']['rounds']} |")
+                ("+" + _fmt(value - base) if value >= base else "-" + _fmt(base - value)) if base is not None else "-")
+            lines.append(f"| {group} | {b['name']} | {_fmt(value)} | {added} | {b['stats']['rounds']} |")
     return "\n".join(lines) + "\n"
 
 
