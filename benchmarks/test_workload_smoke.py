@@ -4,9 +4,6 @@ write its table, JSON and plot, so it cannot rot. Numbers from a smoke run mean 
 from __future__ import annotations
 
 import json
-import sys
-
-import pytest
 
 
 def test_workload_benchmark_runs_and_writes_its_outputs(tmp_path, monkeypatch):

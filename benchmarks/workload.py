@@ -263,7 +263,7 @@ def verdicts(entry: dict[str, Any], loop_budget_s: float | None) -> dict[str, An
 def to_markdown(report: dict[str, Any]) -> str:
     host = report["host"]
     lines = [
-        f"# Co-hosted workload benchmark\n",
+        "# Co-hosted workload benchmark\n",
         f"Host `{host['hostname']}` ({host['cpu_model']}, {host['logical_cores']} cores), Python "
         f"{host['python_version']}; {report['callers']} callers, pool of {report['workers']} workers; "
         f"{report['rounds']} interleaved rounds, medians; profile `{report['profile']}`; {report['created']}.\n",

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from offload_tuner._backends import PICKLE_PROTOCOL, describe_executor, dumps_call, invoke_pickled
 from offload_tuner._host import host_fingerprint
-from offload_tuner._measure import Timing, clock, time_call, time_once
+from offload_tuner._measure import Timing, clock, time_call
 from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
 from offload_tuner._policy import recompute_thresholds  # noqa: F401  (re-export: it used to live here)
 from offload_tuner._profile import SCHEMA_VERSION

@@ -237,21 +237,23 @@ def _calibrate(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------- inspection
 
 
-def _read(path: Path) -> Any:
-    from offload_tuner._profile import read_profile
+def _read_or_report(path: Path) -> Any:
+    """The profile at ``path``, or None after saying on stderr why it cannot be read."""
+    from offload_tuner._profile import ProfileError, read_profile
 
-    return read_profile(path)
+    try:
+        return read_profile(path)
+    except ProfileError as exc:
+        print(f"offload-tuner: {exc}", file=sys.stderr)
+        return None
 
 
 def _show(args: argparse.Namespace) -> int:
-    from offload_tuner._profile import ProfileError
     from offload_tuner._report import format_table, summary_rows
 
     path = _profile_path(args.profile)
-    try:
-        profile = _read(path)
-    except ProfileError as exc:
-        print(f"offload-tuner: {exc}", file=sys.stderr)
+    profile = _read_or_report(path)
+    if profile is None:
         return EXIT_PROFILE
     if args.json:
         print(json.dumps({"profile": str(path), "host": profile.host, "rows": summary_rows(profile.data)}, indent=1))
@@ -269,15 +271,12 @@ def _explain(args: argparse.Namespace) -> int:
 
     import offload_tuner
     from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
-    from offload_tuner._profile import ProfileError
     from offload_tuner._report import format_seconds
     from offload_tuner._targets import TargetError, import_kernel
 
     path = _profile_path(args.profile)
-    try:
-        profile = _read(path)
-    except ProfileError as exc:
-        print(f"offload-tuner: {exc}", file=sys.stderr)
+    profile = _read_or_report(path)
+    if profile is None:
         return EXIT_PROFILE
     key = args.kernel
     if key not in profile.kernels:
@@ -347,13 +346,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from offload_tuner._profile import ProfileError
-
     path = _profile_path(args.profile)
-    try:
-        profile = _read(path)
-    except ProfileError as exc:
-        print(f"offload-tuner: {exc}", file=sys.stderr)
+    profile = _read_or_report(path)
+    if profile is None:
         return EXIT_PROFILE
     try:
         from offload_tuner._plot import write_pngs

@@ -103,10 +103,3 @@ def time_call(
         if deadline is not None and len(values) >= 3 and clock() > deadline:
             break
     return Timing(tuple(values), loops)
-
-
-def time_once(fn: Callable[[], Any]) -> float:
-    """One call's seconds, for probing cost before deciding how carefully to measure."""
-    start = clock()
-    fn()
-    return clock() - start

@@ -220,17 +220,25 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
     return Decision(offload, snap.backend.name if offload else INLINE.name, size, threshold, why, key)
 
 
-def _should_offload(snap: _Snapshot, fn: Callable[..., Any], args: tuple) -> tuple[bool, KernelSpec | None]:
+def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None) -> _Snapshot | None:
+    """The hot path shared by run_kernel and its twin: the snapshot to offload to, or None for inline."""
+    snap = _snapshot
+    if snap.executor is None:
+        return None
+    if offload_if is not None:
+        return snap if offload_if else None
     entry = snap.table.get(fn)
     if entry is None:
-        snap, entry = _resolve(fn)
+        snap, entry = _resolve(fn)  # a lazy load may swap the snapshot
     spec, threshold, _ = entry
     if threshold is None:
-        return False, spec
+        return None
     n = spec.size(*args)  # type: ignore[union-attr]  # threshold is never set without a spec
     if type(n) is not int or n < 0:
         n = spec.checked_size(args)  # type: ignore[union-attr]  # raises a clear error for junk
-    return n >= threshold, spec
+    if n < threshold or snap.executor is None:
+        return None
+    return snap
 
 
 # --------------------------------------------------------------------------------------------- running
@@ -253,17 +261,8 @@ async def run_kernel(
     is broken (a worker was killed), shut down, or cancelled the call all make the pure kernel run inline,
     with one warning per cause.
     """
-    snap = _snapshot
-    if snap.executor is None:
-        return fn(*args)
-    if offload_if is None:
-        offload, _spec = _should_offload(snap, fn, args)
-        if not offload:
-            return fn(*args)
-        snap = _snapshot  # a lazy load may have swapped it
-    elif not offload_if:
-        return fn(*args)
-    if snap.executor is None:
+    snap = _offload_target(fn, args, offload_if)
+    if snap is None:
         return fn(*args)
     return await _offload(snap, fn, args, timeout)
 
@@ -272,19 +271,10 @@ def run_kernel_sync(
     fn: Callable[..., Any], *args: Any, offload_if: bool | None = None, timeout: float | None = None
 ) -> Any:
     """The synchronous twin of :func:`run_kernel` for code without an event loop (blocks the caller)."""
-    snap = _snapshot
-    if snap.executor is None:
-        return fn(*args)
-    if offload_if is None:
-        offload, _spec = _should_offload(snap, fn, args)
-        if not offload:
-            return fn(*args)
-        snap = _snapshot
-    elif not offload_if:
+    snap = _offload_target(fn, args, offload_if)
+    if snap is None:
         return fn(*args)
     executor = snap.executor
-    if executor is None:
-        return fn(*args)
     from concurrent.futures import BrokenExecutor, CancelledError
 
     pickled = snap.backend.pickles_on_caller

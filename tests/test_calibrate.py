@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from offload_tuner import recommended_pool, run_kernel_sync, set_executor
+from offload_tuner import run_kernel_sync, set_executor
 from offload_tuner._calibrate import EFFORTS, KernelPlan, calibrate, measure_transport, warm_pool
 from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, stream_threshold
 from offload_tuner._profile import validate_profile

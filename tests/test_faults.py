@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import offload_tuner
 from offload_tuner import OffloadTunerWarning, get_executor, recommended_pool, run_kernel, run_kernel_sync, set_executor
 from tests import support
 
