@@ -7,12 +7,13 @@ The runtime needs only ``schema``, ``host``, ``executor`` and each kernel's ``th
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from offload_tuner._registry import as_count
 
 SCHEMA_VERSION = 1
 PROFILE_ENV = "OFFLOAD_TUNER_PROFILE"
@@ -166,14 +167,10 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
 def _validate_threshold(value: Any, key: str, fail: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise fail(f"kernel {key!r}: threshold {value!r} is not an integer or null")
-    if isinstance(value, float):
-        if not math.isfinite(value) or value != int(value):
-            raise fail(f"kernel {key!r}: threshold {value!r} is not an integer or null")
-        value = int(value)
-    if value < 0:
-        raise fail(f"kernel {key!r}: threshold {value} is negative")
+    try:
+        value = as_count(value)
+    except ValueError as exc:
+        raise fail(f"kernel {key!r}: threshold {exc} (expected an integer >= 0 or null)") from None
     if value > MAX_THRESHOLD:
         raise fail(f"kernel {key!r}: threshold {value} is absurdly large (> 2**53)")
     return value

@@ -49,17 +49,29 @@ class KernelSpec:
         return code_fingerprint(self.fn)
 
 
+def as_count(value: Any) -> int:
+    """An element count from an int or an integral float; ValueError saying what is wrong otherwise.
+
+    Shared by size() results, default thresholds and profile thresholds: bools, NaN, fractions,
+    non-numbers and negatives are all refused.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{value!r} ({type(value).__name__}) is not an integer")
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise ValueError(f"{value!r} is not an integer")
+        value = int(value)
+    if value < 0:
+        raise ValueError(f"{value} is negative")
+    return value
+
+
 def validate_size(key: str, n: Any) -> int:
-    """Accept ints (and integral floats); reject negatives, NaN, bools-as-surprise and non-numbers."""
-    if isinstance(n, bool) or not isinstance(n, (int, float)):
-        raise KernelSizeError(f"size() of kernel {key} returned {n!r} ({type(n).__name__}); expected an int >= 0")
-    if isinstance(n, float):
-        if not math.isfinite(n) or n != int(n):
-            raise KernelSizeError(f"size() of kernel {key} returned {n!r}; expected an int >= 0")
-        n = int(n)
-    if n < 0:
-        raise KernelSizeError(f"size() of kernel {key} returned {n}; expected an int >= 0")
-    return n
+    """A size() result as an int >= 0, or a KernelSizeError naming the kernel."""
+    try:
+        return as_count(n)
+    except ValueError as exc:
+        raise KernelSizeError(f"size() of kernel {key} returned {exc}; expected an int >= 0") from None
 
 
 _REGISTRY: dict[Callable[..., Any], KernelSpec] = {}
@@ -93,7 +105,10 @@ def kernel(
     if sample is not None and not callable(sample):
         raise TypeError(f"kernel(sample=...) must be callable, got {type(sample).__name__}")
     if default_threshold is not None:
-        default_threshold = validate_size("default_threshold", default_threshold)
+        try:
+            default_threshold = as_count(default_threshold)
+        except ValueError as exc:
+            raise ValueError(f"kernel(default_threshold=...): {exc}; expected an int >= 0 or None") from None
 
     def register(fn: F) -> F:
         if not callable(fn):

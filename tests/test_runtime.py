@@ -286,3 +286,9 @@ def test_production_import_and_first_decision_stay_light(tmp_path):
         [sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=root, check=True
     )
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"
+
+
+@pytest.mark.parametrize("bad, reason", [(-1, "negative"), (2.5, "not an integer"), ("256", "not an integer")])
+def test_bad_default_threshold_is_refused_at_registration(bad, reason):
+    with pytest.raises(ValueError, match=f"default_threshold.*{reason}"):
+        kernel(default_threshold=bad)
