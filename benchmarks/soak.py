@@ -19,20 +19,11 @@ import tracemalloc
 from typing import Any
 
 import offload_tuner
+from benchmarks.workload import heartbeat
+from offload_tuner._calibrate import same_result
 
 SIZES = {"kernels.clustering": (4, 48)}
 DEFAULT_SIZES = (16, 512)
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        import numpy as np
-
-        if isinstance(a, np.ndarray):
-            return bool(np.array_equal(a, b))
-    except ImportError:
-        pass
-    return a == b
 
 
 def _traced_outside_this_file() -> int:
@@ -57,24 +48,17 @@ async def _soak(calls: int, callers: int, seed: int) -> dict[str, Any]:
             args = spec.sample(n)
             inputs[(spec.key, n)] = (args, spec.fn(*args))
         plan.append((spec, n, rng.choice((None, None, True, False))))
-    loop = asyncio.get_running_loop()
     lags: list[float] = []
     errors: list[str] = []
     done = asyncio.Event()
     memory: list[int] = []
-
-    async def heartbeat() -> None:
-        while not done.is_set():
-            start = loop.time()
-            await asyncio.sleep(0.001)
-            lags.append(max(0.0, loop.time() - start - 0.001))
 
     async def caller(items: list) -> None:
         for spec, n, gate in items:
             args, expected = inputs[(spec.key, n)]
             try:
                 result = await offload_tuner.run_kernel(spec.fn, *args, offload_if=gate)
-                if not _same(result, expected):
+                if not same_result(result, expected):
                     errors.append(f"{spec.key} n={n}: wrong result")
             except Exception as exc:  # every exception is a soak failure, recorded
                 errors.append(f"{spec.key} n={n}: {type(exc).__name__}: {exc}")
@@ -82,7 +66,7 @@ async def _soak(calls: int, callers: int, seed: int) -> dict[str, Any]:
     warmup, rest = plan[: calls // 10], plan[calls // 10 :]
     await asyncio.gather(*(caller(warmup[i::callers]) for i in range(callers)))
     tracemalloc.start()
-    beat = asyncio.create_task(heartbeat())
+    beat = asyncio.create_task(heartbeat(lags, done))
     started = time.perf_counter()
     quarter = max(1, len(rest) // 4)
     for q in range(0, len(rest), quarter):

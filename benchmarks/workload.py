@@ -112,22 +112,24 @@ def policy_gate(name: str, threshold: int | None) -> Callable[[int], bool | None
     return lambda n: n >= threshold
 
 
-async def _run(fn: Callable[..., Any], streams: list[list[tuple]], gate: Callable[[int], bool | None]) -> tuple:
+async def heartbeat(lags: list[float], done: asyncio.Event) -> None:
+    """Sleep HEARTBEAT_S at a time until ``done``; record how late each wake-up was (event-loop lag)."""
     loop = asyncio.get_running_loop()
+    while not done.is_set():
+        start = loop.time()
+        await asyncio.sleep(HEARTBEAT_S)
+        lags.append(max(0.0, loop.time() - start - HEARTBEAT_S))
+
+
+async def _run(fn: Callable[..., Any], streams: list[list[tuple]], gate: Callable[[int], bool | None]) -> tuple:
     lags: list[float] = []
     done = asyncio.Event()
-
-    async def heartbeat() -> None:
-        while not done.is_set():
-            start = loop.time()
-            await asyncio.sleep(HEARTBEAT_S)
-            lags.append(max(0.0, loop.time() - start - HEARTBEAT_S))
 
     async def caller(stream: list[tuple]) -> None:
         for args, n in stream:
             await offload_tuner.run_kernel(fn, *args, offload_if=gate(n))
 
-    beat = asyncio.create_task(heartbeat())
+    beat = asyncio.create_task(heartbeat(lags, done))
     await asyncio.sleep(0)
     cpu, start = time.process_time(), time.perf_counter()
     await asyncio.gather(*(caller(s) for s in streams))

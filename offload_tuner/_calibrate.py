@@ -22,7 +22,6 @@ from offload_tuner._backends import PICKLE_PROTOCOL, describe_executor, dumps_ca
 from offload_tuner._host import host_fingerprint
 from offload_tuner._measure import Timing, clock, time_call
 from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
-from offload_tuner._policy import recompute_thresholds  # noqa: F401  (re-export: it used to live here)
 from offload_tuner._profile import SCHEMA_VERSION
 from offload_tuner._registry import KernelSpec
 
@@ -170,12 +169,10 @@ def measure_transport(executor: Executor, effort: Effort, progress: Progress = _
         _offload_round_trip(executor, _probe, args)  # warm this payload size
         latencies, worker_marks, chunk_cpu = [], [], []
         for _ in range(TRANSPORT_CHUNKS):
-            cpu_start = time.process_time()
-            for _ in range(per_chunk):
-                seconds, mark = _offload_round_trip(executor, _probe, args)
-                latencies.append(seconds)
-                worker_marks.append(mark)
-            chunk_cpu.append((time.process_time() - cpu_start) / per_chunk)
+            chunk_latencies, cpu, marks = _probe_batch(executor, args, per_chunk)
+            latencies += chunk_latencies
+            worker_marks += marks
+            chunk_cpu.append(cpu)
         caller_cpu = statistics.median(chunk_cpu)
         worker_cpu = _per_call_worker_cpu(worker_marks)
         rows["bytes"].append(nbytes)
@@ -315,7 +312,8 @@ def _ladder(spec: KernelSpec, plan: KernelPlan, effort: Effort, samples: KernelS
         n = max(n + 1, int(round(n * effort.growth)))
 
 
-def _fit_costs(samples: KernelSamples, ratio: float) -> KernelCosts:
+def _fit_costs(samples: KernelSamples) -> KernelCosts:
+    """Fit every curve; the worker/inline compute ratio is set later, from validation."""
     from offload_tuner._fit import fit_cost_model
 
     sizes_b = [float(n) for n in samples.size]
@@ -325,7 +323,6 @@ def _fit_costs(samples: KernelSamples, ratio: float) -> KernelCosts:
         fit_cost_model(*samples.flat("caller_serial")),
         fit_cost_model(*samples.flat("worker_serial")),
         fit_cost_model(sizes_b, nbytes),
-        ratio,
     )
 
 
@@ -390,7 +387,7 @@ def _validate(
         args = _build_args(spec, n)
         expected = _run(spec, args, n)
         seconds, result = _offload_round_trip(executor, spec.fn, args)  # warm: imports in the worker
-        if not _same_result(result, expected):
+        if not same_result(result, expected):
             raise KernelFailed(f"offloaded result differs from inline at size {n}")
         trips = [_offload_round_trip(executor, spec.fn, args)[0] for _ in range(effort.validation_calls)]
         inline = costs.compute.predict(n) or 1e-9
@@ -402,7 +399,8 @@ def _validate(
     return dict(rows)  # predictions are added by finalize_kernel, under the final transport model
 
 
-def _same_result(a: Any, b: Any) -> bool:
+def same_result(a: Any, b: Any) -> bool:
+    """Equality that also works for numpy arrays (whose == is elementwise)."""
     try:
         equal = a == b
         if isinstance(equal, bool):
@@ -456,7 +454,7 @@ def measure_kernel(
             _ladder(spec, plan, effort, samples, progress)
         if len(set(samples.size)) < 2:
             raise KernelFailed(f"only {len(samples.size)} size(s) could be measured within the budget")
-        costs = _fit_costs(samples, 1.0)
+        costs = _fit_costs(samples)
         workload = plan.workload_range or costs.compute.size_range
         t = threshold(costs, transport, knobs, workload)
         if effort.refine and t is not None and plan.sizes is None:
@@ -466,7 +464,7 @@ def measure_kernel(
                     progress("size", kernel=spec.key, size=n)
                     _measure_size(spec, n, _build_args(spec, n), effort, samples)
             _sort_samples(samples)
-            costs = _fit_costs(samples, 1.0)
+            costs = _fit_costs(samples)
             t = threshold(costs, transport, knobs, workload)
         validation = _validate(
             executor, spec, costs, transport, knobs,
@@ -587,16 +585,22 @@ def calibrate(
     }
 
 
-def probe_fixed_costs(executor: Executor, calls: int) -> tuple[float, float, float]:
-    """(round trip, caller CPU, worker CPU) per no-op call: a short batch, repeated through the run."""
-    args = (b"",)
+def _probe_batch(
+    executor: Executor, args: tuple, calls: int
+) -> tuple[list[float], float, list[tuple[int, float]]]:
+    """``calls`` sequential no-op round trips: their latencies, caller CPU per call, and worker CPU marks."""
     latencies, marks = [], []
     cpu_start = time.process_time()
     for _ in range(calls):
         seconds, mark = _offload_round_trip(executor, _probe, args)
         latencies.append(seconds)
         marks.append(mark)
-    caller = (time.process_time() - cpu_start) / calls
+    return latencies, (time.process_time() - cpu_start) / calls, marks
+
+
+def probe_fixed_costs(executor: Executor, calls: int) -> tuple[float, float, float]:
+    """(round trip, caller CPU, worker CPU) per no-op call: a short batch, repeated through the run."""
+    latencies, caller, marks = _probe_batch(executor, (b"",), calls)
     worker = _per_call_worker_cpu(marks)
     return statistics.median(latencies), caller, worker if worker is not None else caller
 
