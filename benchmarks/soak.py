@@ -22,7 +22,7 @@ import offload_tuner
 from benchmarks.workload import heartbeat
 from offload_tuner._calibrate import same_result
 
-SIZES = {"kernels.clustering": (4, 48)}
+SIZES = {"offload_tuner_kernels.clustering": (4, 48)}
 DEFAULT_SIZES = (16, 512)
 
 
@@ -33,10 +33,10 @@ def _traced_outside_this_file() -> int:
 
 
 async def _soak(calls: int, callers: int, seed: int) -> dict[str, Any]:
-    import kernels  # noqa: F401  (registers the bundled kernels)
+    import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
     from offload_tuner._registry import registered
 
-    specs = [s for s in registered() if s.fn.__module__.startswith("kernels.")]
+    specs = [s for s in registered() if s.fn.__module__.startswith("offload_tuner_kernels.")]
     rng = random.Random(seed)
     plan = []
     inputs: dict[tuple[str, int], tuple[tuple, Any]] = {}

@@ -12,13 +12,14 @@ def test_workload_benchmark_runs_and_writes_its_outputs(tmp_path, monkeypatch):
 
     profile = tmp_path / "profile.json"
     # A quick calibration of two bundled kernels on this host, so the tuned policy has a real profile.
-    assert cli(["calibrate", "kernels.rows:bytes_by_status", "kernels.ranking:rank_latencies",
+    rows, ranking = "offload_tuner_kernels.rows:bytes_by_status", "offload_tuner_kernels.ranking:rank_latencies"
+    assert cli(["calibrate", rows, ranking,
                 "--effort", "quick", "--out", str(profile), "--quiet"]) == 0
     out = tmp_path / "results"
     assert workload.main(["--smoke", "--profile", str(profile), "--out-dir", str(out),
                           "--kernel", "bytes_by_status", "--kernel", "rank_latencies"]) == 0
     report = json.loads((out / "workload-smoke.json").read_text())
-    assert {e["kernel"] for e in report["workloads"]} == {"kernels.rows:bytes_by_status", "kernels.ranking:rank_latencies"}
+    assert {e["kernel"] for e in report["workloads"]} == {rows, ranking}
     for entry in report["workloads"]:
         assert set(entry["summary"]) == {"inline", "offload", "static-256", "tuned", "oracle"}
         assert entry["summary"]["inline"]["offloaded"] == 0

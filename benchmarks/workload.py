@@ -52,8 +52,8 @@ class Workload:
 
 
 CALLS_PER_CALLER = {
-    "kernels.clustering:cluster_observations": 40,
-    "kernels.clustering:cluster_campaigns": 30,
+    "offload_tuner_kernels.clustering:cluster_observations": 40,
+    "offload_tuner_kernels.clustering:cluster_campaigns": 30,
 }
 """Calls per caller in a full run (default 60): sized so one run of a policy lasts 0.1-1.5 s."""
 
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20261127)
     args = parser.parse_args(argv)
 
-    import kernels  # noqa: F401  (registers the bundled kernels)
+    import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
     from offload_tuner._backends import default_workers
     from offload_tuner._profile import configured_profile_path
     from offload_tuner._registry import spec_by_key

@@ -14,15 +14,22 @@ kernel                                 cost shape
 ``numeric.detect_spikes``              O(n * window) in numpy C loops; args one raw buffer (needs numpy)
 =====================================  ======================================================================
 
-``kernels.records`` holds the frozen records and seeded generators the clusterers share.
+``records`` holds the frozen records and seeded generators the clusterers share.
+
+This folder is installed and imported as ``offload_tuner_kernels`` (``[tool.setuptools.package-dir]`` in
+pyproject.toml), never as ``kernels``: that top-level name belongs to an unrelated PyPI package. Imports
+inside it are relative so the folder works under whatever name it is mapped to; profile keys read
+``offload_tuner_kernels.clustering:cluster_observations``. ``plan.json`` here is a symlink to
+``calibration/plan.json`` (the one source of truth), shipped as package data so ``offload-tuner calibrate``
+finds the bundled plan in a regular install too.
 """
 
 from __future__ import annotations
 
-from kernels.clustering import cluster_campaigns, cluster_observations
-from kernels.expand import expand_schedule
-from kernels.ranking import rank_latencies
-from kernels.rows import bytes_by_status
+from .clustering import cluster_campaigns, cluster_observations
+from .expand import expand_schedule
+from .ranking import rank_latencies
+from .rows import bytes_by_status
 
 __all__ = [
     "bytes_by_status",
@@ -35,7 +42,7 @@ __all__ = [
 # numpy is an optional dependency (the ``calibrate`` extra). Without it the other kernels must still
 # import: a worker unpickling any of them imports this package first.
 try:
-    from kernels.numeric import detect_spikes
+    from .numeric import detect_spikes
 except ModuleNotFoundError as exc:
     if exc.name != "numpy":
         raise

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from offload_tuner import kernel
 
-from kernels.records import Identity, Observation, make_identities, make_observations
+from .records import Identity, Observation, make_identities, make_observations
 
 T = TypeVar("T")
 

@@ -32,8 +32,6 @@ EXIT_WRITE = 5
 EXIT_PROFILE = 6
 EXIT_INTERRUPTED = 130
 
-BUNDLED_PLAN = Path(__file__).resolve().parent.parent / "calibration" / "plan.json"
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -50,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="measurement effort (default: the plan's, else standard)")
     cal.add_argument("--kernel", action="append", default=[], metavar="NAME", help="only these kernels (repeatable)")
     cal.add_argument("--workers", type=int, default=None, help="pool workers (default: one per core)")
-    cal.add_argument("--plan", type=Path, help="calibration plan JSON (default: calibration/plan.json for bundled kernels)")
+    cal.add_argument("--plan", type=Path, help="calibration plan JSON (default with no TARGET: the bundled kernels' plan, "
+                          "calibration/plan.json in the repository)")
     cal.add_argument("--concurrency", type=int, default=None,
                      help="calls typically in flight at once in the service (policy knob, default 4)")
     cal.add_argument("--loop-budget-ms", type=float, default=None,
@@ -97,16 +96,18 @@ def _profile_path(path: Path | None) -> Path:
 
 
 def _load_plan(path: Path | None, use_bundled: bool) -> dict[str, Any]:
-    if path is None:
-        if not (use_bundled and BUNDLED_PLAN.is_file()):
-            return {}
-        path = BUNDLED_PLAN
+    """The plan named by --plan, else the bundled kernels' one when no TARGET is given, else none."""
+    from offload_tuner._targets import bundled_plan
+
+    if path is None and not use_bundled:
+        return {}
+    source: Any = path if path is not None else bundled_plan()
     try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
+        plan = json.loads(source.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"offload-tuner: cannot read plan {path}: {exc}") from None
+        raise SystemExit(f"offload-tuner: cannot read plan {source}: {exc}") from None
     if not isinstance(plan, dict) or plan.get("schema") != 1:
-        raise SystemExit(f"offload-tuner: plan {path} must be a JSON object with \"schema\": 1")
+        raise SystemExit(f"offload-tuner: plan {source} must be a JSON object with \"schema\": 1")
     return plan
 
 
@@ -208,7 +209,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"offload-tuner: {exc}", file=sys.stderr)
         return EXIT_TARGET
     if not specs:
-        print(f"offload-tuner: no kernels registered with @kernel(...) in {', '.join(targets) or 'kernels'}",
+        print(f"offload-tuner: no kernels registered with @kernel(...) in {', '.join(targets) or 'offload_tuner_kernels'}",
               file=sys.stderr)
         return EXIT_NO_KERNELS
     out = args.out or default_profile_path()

@@ -677,8 +677,8 @@ def threshold_vs_budget_figure(profile_data: Mapping[str, Any], budgets_s: Seque
 
 
 def png_name(key: str) -> str:
-    """A safe file name for a kernel key: ``kernels.clustering:cluster_observations`` ->
-    ``kernels.clustering-cluster_observations.png``."""
+    """A safe file name for a kernel key: ``offload_tuner_kernels.clustering:cluster_observations`` ->
+    ``offload_tuner_kernels.clustering-cluster_observations.png``."""
     stem = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in key.replace(":", "-")).strip(".-") or "kernel"
     return f"{stem[:150]}.png"
 

@@ -5,15 +5,29 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from offload_tuner._registry import KernelSpec, registered, spec_by_key, spec_for
 
-BUNDLED_TARGET = "kernels"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+BUNDLED_TARGET = "offload_tuner_kernels"
+"""The reference kernels: the repository's ``kernels/`` folder, installed under a name of ours."""
+BUNDLED_PLAN = "plan.json"
+"""The bundled kernels' plan, package data of BUNDLED_TARGET (in the repository a symlink to
+``calibration/plan.json``), so a regular install finds it as well as an editable one."""
 
 
 class TargetError(Exception):
     """A target could not be imported or named no kernel; the message says which and why."""
+
+
+def bundled_plan() -> Traversable:
+    """Where the bundled kernels' calibration plan is, wherever the package is installed."""
+    from importlib.resources import files
+
+    return files(BUNDLED_TARGET).joinpath(BUNDLED_PLAN)
 
 
 def _module_name_for_path(path: Path) -> tuple[str, Path]:

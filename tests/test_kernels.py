@@ -16,8 +16,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-import kernels
-from kernels import (
+import offload_tuner_kernels
+from offload_tuner_kernels import (
     bytes_by_status,
     cluster_campaigns,
     cluster_observations,
@@ -25,19 +25,19 @@ from kernels import (
     expand_schedule,
     rank_latencies,
 )
-from kernels.clustering import UnionFind, identity_similarity, observation_similarity
-from kernels.expand import WORKERS
-from kernels.ranking import percentile
-from kernels.records import Identity, Observation
+from offload_tuner_kernels.clustering import UnionFind, identity_similarity, observation_similarity
+from offload_tuner_kernels.expand import WORKERS
+from offload_tuner_kernels.ranking import percentile
+from offload_tuner_kernels.records import Identity, Observation
 from offload_tuner._registry import KernelSpec, registered, spec_for
 
 EXPECTED_KEYS = {
-    cluster_observations: "kernels.clustering:cluster_observations",
-    cluster_campaigns: "kernels.clustering:cluster_campaigns",
-    rank_latencies: "kernels.ranking:rank_latencies",
-    bytes_by_status: "kernels.rows:bytes_by_status",
-    expand_schedule: "kernels.expand:expand_schedule",
-    detect_spikes: "kernels.numeric:detect_spikes",
+    cluster_observations: "offload_tuner_kernels.clustering:cluster_observations",
+    cluster_campaigns: "offload_tuner_kernels.clustering:cluster_campaigns",
+    rank_latencies: "offload_tuner_kernels.ranking:rank_latencies",
+    bytes_by_status: "offload_tuner_kernels.rows:bytes_by_status",
+    expand_schedule: "offload_tuner_kernels.expand:expand_schedule",
+    detect_spikes: "offload_tuner_kernels.numeric:detect_spikes",
 }
 KERNELS = list(EXPECTED_KEYS)
 SIZES = (0, 1, 17, 100)
@@ -67,11 +67,11 @@ def same(a: Any, b: Any) -> bool:
 
 
 def test_import_registers_every_kernel_under_its_key() -> None:
-    assert set(kernels.__all__) == {fn.__name__ for fn in KERNELS}
+    assert set(offload_tuner_kernels.__all__) == {fn.__name__ for fn in KERNELS}
     for fn, key in EXPECTED_KEYS.items():
         assert spec(fn).key == key
         assert spec(fn).sample is not None
-    bundled = {s.key for s in registered() if s.fn.__module__.startswith("kernels.")}
+    bundled = {s.key for s in registered() if s.fn.__module__.startswith("offload_tuner_kernels.")}
     assert bundled == set(EXPECTED_KEYS.values())
 
 
@@ -312,7 +312,7 @@ def test_detect_spikes_edges() -> None:
 # ------------------------------------------------------------------------------------ across processes
 
 _DIGEST = """
-import hashlib, pickle, kernels
+import hashlib, pickle, offload_tuner_kernels as kernels
 from offload_tuner._registry import spec_for
 for name in sorted(kernels.__all__):
     fn = getattr(kernels, name)

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-import kernels
+import offload_tuner_kernels
 from offload_tuner import run_kernel, run_kernel_sync, set_executor
 from offload_tuner._registry import registered
 
-REFERENCE = [spec for spec in registered() if spec.fn.__module__.startswith("kernels.")]
+REFERENCE = [spec for spec in registered() if spec.fn.__module__.startswith("offload_tuner_kernels.")]
 
 
 def same(a, b) -> bool:
@@ -25,7 +25,7 @@ def same(a, b) -> bool:
 
 
 def test_every_bundled_kernel_is_covered():
-    assert {spec.fn.__name__ for spec in REFERENCE} >= set(kernels.__all__)
+    assert {spec.fn.__name__ for spec in REFERENCE} >= set(offload_tuner_kernels.__all__)
     assert len(REFERENCE) >= 6
 
 
