@@ -6,7 +6,7 @@ Exit codes (documented in the README):
      check: the profile has problems
   2  usage error
   3  a target is not importable
-  4  no kernels found in the targets
+  4  a target yields no kernel (or --kernel names none of them); the message names it
   5  the profile could not be written (the previous one is untouched)
   6  show/explain/plot: the profile cannot be read (plot: 2 if matplotlib is missing, 5 if a PNG cannot be written)
   130 interrupted (Ctrl-C or SIGTERM; the previous profile is untouched)
@@ -184,7 +184,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from offload_tuner._policy import DEFAULT_CONCURRENCY, PolicyKnobs
     from offload_tuner._profile import ProfileError, default_profile_path, write_profile
     from offload_tuner._report import format_table
-    from offload_tuner._targets import TargetError, resolve_targets
+    from offload_tuner._targets import NoKernelsError, TargetError, resolve_targets
 
     plan = _load_plan(args.plan, use_bundled=not args.targets)
     targets = args.targets or plan.get("targets") or []
@@ -205,13 +205,14 @@ def _calibrate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         specs = resolve_targets(targets, args.kernel)
+    except NoKernelsError as exc:
+        print(f"offload-tuner: {exc}", file=sys.stderr)
+        return EXIT_NO_KERNELS
     except TargetError as exc:
         print(f"offload-tuner: {exc}", file=sys.stderr)
         return EXIT_TARGET
-    if not specs:
-        print(f"offload-tuner: no kernels registered with @kernel(...) in {', '.join(targets) or 'offload_tuner_kernels'}",
-              file=sys.stderr)
-        return EXIT_NO_KERNELS
+    if not args.quiet:  # name them: a kernel missing from this list is never measured
+        print(f"kernels: {', '.join(spec.key for spec in specs)}", file=sys.stderr)
     out = args.out or default_profile_path()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     executor = recommended_pool(workers)

@@ -23,6 +23,10 @@ class TargetError(Exception):
     """A target could not be imported or named no kernel; the message says which and why."""
 
 
+class NoKernelsError(TargetError):
+    """A target imported fine but yields no registered kernel (silence here once left kernels uncalibrated)."""
+
+
 def bundled_plan() -> Traversable:
     """Where the bundled kernels' calibration plan is, wherever the package is installed."""
     from importlib.resources import files
@@ -51,9 +55,12 @@ def _import(module_name: str, target: str) -> None:
 
 
 def resolve_targets(targets: Sequence[str], names: Sequence[str] = ()) -> list[KernelSpec]:
-    """Import every target and return the kernels it registered, optionally filtered by ``names``.
+    """Import every target and return the kernels it yields, optionally filtered by ``names``.
 
-    A name matches a kernel's key (``module:qualname``), its qualname, or its function name.
+    A module (or ``.py`` file) yields the kernels whose functions are defined in it or its submodules and
+    every registered kernel bound to one of its module-level names, wherever the function is defined
+    (``cluster = kernel(...)(thirdparty.cluster)``). A target that yields none raises :class:`NoKernelsError`
+    naming it. A name matches a kernel's key (``module:qualname``), its qualname, or its function name.
     """
     targets = list(targets) or [BUNDLED_TARGET]
     found: dict[str, KernelSpec] = {}
@@ -75,13 +82,18 @@ def resolve_targets(targets: Sequence[str], names: Sequence[str] = ()) -> list[K
                 obj = getattr(obj, part, None)
                 if obj is None:
                     raise TargetError(f"target {target!r}: {module_name} has no attribute {attr!r}")
-            spec = spec_for(obj)
+            spec = _spec_of(obj)
             if spec is None:
-                raise TargetError(f"target {target!r} is not registered with @kernel(...)")
+                raise NoKernelsError(f"target {target!r} is not registered with @kernel(...), so it yields no kernels")
             specs = [spec]
         else:
             _import(target, target)
             specs = _specs_in_module(target)
+        if not specs:
+            raise NoKernelsError(
+                f"target {target!r} yields no kernels: no function registered with @kernel(...) is defined in it, "
+                "and none of its module-level names is bound to one"
+            )
         for spec in specs:
             found.setdefault(spec.key, spec)
     if names:
@@ -89,14 +101,30 @@ def resolve_targets(targets: Sequence[str], names: Sequence[str] = ()) -> list[K
         chosen = [s for s in found.values() if wanted & {s.key, s.fn.__qualname__, s.fn.__name__}]
         unknown = wanted - {n for s in chosen for n in (s.key, s.fn.__qualname__, s.fn.__name__)}
         if unknown:
-            raise TargetError(f"no kernel named {', '.join(sorted(unknown))} in {', '.join(targets)}")
+            raise NoKernelsError(f"no kernel named {', '.join(sorted(unknown))} in {', '.join(targets)}")
         return chosen
     return list(found.values())
 
 
 def _specs_in_module(module_name: str) -> list[KernelSpec]:
+    """Kernels defined in the module or its submodules, then those bound to its module-level names."""
     prefix = module_name + "."
-    return [s for s in registered() if s.fn.__module__ == module_name or s.fn.__module__.startswith(prefix)]
+    specs = [s for s in registered() if s.fn.__module__ == module_name or s.fn.__module__.startswith(prefix)]
+    for value in list(vars(sys.modules[module_name]).values()):
+        spec = _spec_of(value)
+        if spec is not None:
+            specs.append(spec)
+    return specs
+
+
+def _spec_of(value: object) -> KernelSpec | None:
+    """The registered kernel ``value`` is, if any (a module attribute may be anything, even unhashable)."""
+    if not callable(value):
+        return None
+    try:
+        return spec_for(value)
+    except TypeError:  # an unhashable callable cannot be a registered kernel
+        return None
 
 
 def import_kernel(key: str) -> KernelSpec:

@@ -53,9 +53,9 @@ def test_calibrate_records_failures_and_exits_1(tmp_path, capsys):
     [
         ("no_such_module_anywhere", EXIT_TARGET, "not importable"),
         ("tests.controlled:nope", EXIT_TARGET, "no attribute"),
-        ("tests.controlled:noop", EXIT_TARGET, "not registered"),
+        ("tests.controlled:noop", EXIT_NO_KERNELS, "'tests.controlled:noop' is not registered"),
         ("missing_file.py", EXIT_TARGET, "no such file"),
-        ("json", EXIT_NO_KERNELS, "no kernels"),
+        ("json", EXIT_NO_KERNELS, "target 'json' yields no kernels"),
     ],
 )
 def test_calibrate_target_errors_have_clear_messages_and_codes(tmp_path, capsys, target, code, message):
