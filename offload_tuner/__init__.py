@@ -20,6 +20,7 @@ from offload_tuner._registry import KernelSizeError, kernel
 from offload_tuner._runtime import (
     Decision,
     OffloadTunerWarning,
+    ProfileOverriddenWarning,
     current_profile,
     decide,
     get_executor,
@@ -37,6 +38,7 @@ __all__ = [
     "OffloadTunerWarning",
     "Profile",
     "ProfileError",
+    "ProfileOverriddenWarning",
     "ResultNotPicklable",
     "current_profile",
     "decide",

@@ -8,6 +8,11 @@ Fallback rules (the documented safe default): with no executor installed everyth
 without a usable profile entry (no profile, profile rejected, kernel missing, calibration failed, code
 changed since calibration, profile calibrated for another kind of executor) uses its registered
 ``default_threshold``, which is ``None`` (inline, the behaviour of a plain call) unless the user set one.
+
+``offload_if=True/False`` always stands. When it overrides a trusted profile entry, one
+:class:`ProfileOverriddenWarning` per kernel says so: a service migrated by swapping the import keeps its old
+constant at every call site and would otherwise gain nothing without being told. The check runs on a
+kernel's first caller-decided call per snapshot (one set lookup per call after that).
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ class OffloadTunerWarning(UserWarning):
     """Raised (once per cause) when the runtime falls back to a default."""
 
 
+class ProfileOverriddenWarning(OffloadTunerWarning):
+    """A call passed ``offload_if`` while a trusted profile entry exists for its kernel (once per kernel).
+
+    Its own category so a deliberate override can be silenced precisely:
+    ``warnings.filterwarnings("ignore", category=ProfileOverriddenWarning)``.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Where one call runs and why; what :func:`decide` returns for inspection and tests."""
@@ -55,9 +68,13 @@ _Entry = tuple[KernelSpec | None, int | None, str]
 
 _UNLOADED: Final = object()
 
+# Reasons of entries the profile decides (trusted: status ok, same code, same executor kind, this host).
+_FROM_PROFILE: Final = "profile"
+_NEVER_PAYS: Final = "profile: offloading never pays for this kernel"
+
 
 class _Snapshot:
-    __slots__ = ("profile", "profile_problem", "executor", "backend", "table")
+    __slots__ = ("profile", "profile_problem", "executor", "backend", "table", "caller_decided")
 
     def __init__(
         self,
@@ -70,6 +87,8 @@ class _Snapshot:
         self.executor = executor
         self.backend: Backend = backend_for(executor)
         self.table: dict[Callable[..., Any], _Entry] = {}
+        self.caller_decided: set[Callable[..., Any]] = set()
+        """Functions whose caller-decided calls were checked against this snapshot's profile."""
 
 
 _snapshot = _Snapshot(_UNLOADED, None, None)
@@ -77,11 +96,13 @@ _lock = threading.RLock()
 _warned: set[str] = set()
 
 
-def _warn_once(key: str, message: str) -> None:
+def _warn_once(
+    key: str, message: str, category: type[OffloadTunerWarning] = OffloadTunerWarning, stacklevel: int = 3
+) -> None:
     if key in _warned:
         return
     _warned.add(key)
-    warnings.warn(message, OffloadTunerWarning, stacklevel=3)
+    warnings.warn(message, category, stacklevel=stacklevel)
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -197,8 +218,35 @@ def _entry_for(snap: _Snapshot, fn: Callable[..., Any]) -> _Entry:
         )
         return spec, default, f"kernel code changed since calibration: {default_text}"
     if entry.threshold is None:
-        return spec, None, "profile: offloading never pays for this kernel"
-    return spec, entry.threshold, "profile"
+        return spec, None, _NEVER_PAYS
+    return spec, entry.threshold, _FROM_PROFILE
+
+
+def _trusted(reason: str) -> bool:
+    """Whether an entry with this reason comes from a usable profile entry (not a fallback)."""
+    return reason == _FROM_PROFILE or reason == _NEVER_PAYS
+
+
+def _note_caller_decision(snap: _Snapshot, fn: Callable[..., Any]) -> None:
+    """First caller-decided call of ``fn`` under this snapshot: if a trusted profile entry would have decided
+    instead, say so once per kernel. Loads the configured profile only if its file exists: with no profile
+    there is nothing to override, and a caller who decides everything is not told to calibrate."""
+    snap.caller_decided.add(fn)
+    if snap.profile is _UNLOADED and not configured_profile_path().is_file():
+        return
+    snap, (spec, threshold, reason) = _resolve(fn)
+    if spec is None or not _trusted(reason):
+        return
+    verdict = "offloading never pays" if threshold is None else f"threshold {threshold}"
+    source = snap.profile.source if isinstance(snap.profile, Profile) else "the profile"
+    _warn_once(
+        f"override:{spec.key}",
+        f"offload-tuner: calls to {spec.key} pass offload_if=, which overrides its calibrated profile entry "
+        f"({verdict}, {source}); drop offload_if= at those call sites to let the profile decide, "
+        "or filter ProfileOverriddenWarning if the override is deliberate (said once per kernel)",
+        ProfileOverriddenWarning,
+        stacklevel=5,  # _warn_once, this, _offload_target, run_kernel(_sync), the caller
+    )
 
 
 def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -> Decision:
@@ -211,6 +259,10 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
     if offload_if is not None:
         offload = bool(offload_if)
         why = f"caller: offload_if={offload}"
+        if _trusted(reason) and size is not None:
+            would = "offloading never pays" if threshold is None else (
+                f"size {size} {'>=' if size >= threshold else '<'} threshold {threshold}")
+            why += f", overriding the profile ({would})"
     elif threshold is None or size is None:
         offload, why = False, reason
     else:
@@ -226,6 +278,8 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
     if snap.executor is None:
         return None
     if offload_if is not None:
+        if fn not in snap.caller_decided:
+            _note_caller_decision(snap, fn)
         return snap if offload_if else None
     entry = snap.table.get(fn)
     if entry is None:
