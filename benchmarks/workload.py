@@ -29,6 +29,7 @@ import random
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -361,13 +362,29 @@ def main(argv: list[str] | None = None) -> int:
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
     from offload_tuner._backends import default_workers
-    from offload_tuner._profile import configured_profile_path
+    from offload_tuner._extras import install_hint, missing, requirement_problem
+    from offload_tuner._profile import ProfileError, configured_profile_path
     from offload_tuner._registry import spec_by_key
 
+    # Everything a run needs is checked before anything is measured.
     profile_path = args.profile or configured_profile_path()
-    profile = offload_tuner.load_profile(profile_path, strict=True)
+    try:
+        profile = offload_tuner.load_profile(profile_path, strict=True)
+    except ProfileError as exc:
+        raise SystemExit(f"benchmarks.workload: {exc}; calibrate this host (offload-tuner calibrate --out PATH) "
+                         "and pass --profile PATH") from None
     workers = args.workers or default_workers()
     workloads = [w for w in load_workloads() if not args.kernel or any(k in w.key for k in args.kernel)]
+    unregistered = [w.key for w in workloads if spec_by_key(w.key) is None]
+    if unregistered:  # detect_spikes registers only when numpy is importable
+        numpy = f"; numpy is missing: {install_hint('calibrate')}" if "numpy" in missing("calibrate") else ""
+        raise SystemExit(f"benchmarks.workload: kernels not registered: {', '.join(unregistered)}{numpy}")
+    figure_problem = requirement_problem("plot", "the figure")
+    if figure_problem:
+        print(f"benchmarks.workload: {figure_problem}; it will be skipped (tables and JSON are written)",
+              file=sys.stderr)
+    # The fixed policies pass offload_if over a trusted profile on purpose: no need to be told.
+    warnings.filterwarnings("ignore", category=offload_tuner.ProfileOverriddenWarning)
     rounds = 1 if args.smoke else args.rounds
     pool = offload_tuner.recommended_pool(workers)
     offload_tuner.set_executor(pool)
@@ -376,8 +393,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for w in workloads:
             spec = spec_by_key(w.key)
-            if spec is None:
-                raise SystemExit(f"kernel {w.key} is not registered")
             if args.smoke:
                 w = Workload(w.key, w.lo, min(w.hi, w.lo * 4), 3)
             print(f"benchmarking {w.key} ...", file=sys.stderr)
@@ -405,8 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     stem = "workload-smoke" if args.smoke else "workload"
     (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out_dir / f"{stem}.md").write_text(to_markdown(report))
-    plot(report, args.out_dir / f"{stem}.png")
+    if figure_problem is None:
+        plot(report, args.out_dir / f"{stem}.png")
     print(to_markdown(report))
+    if figure_problem:
+        print(f"figure skipped: {figure_problem}", file=sys.stderr)
     return 0
 
 

@@ -179,6 +179,13 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    from offload_tuner._extras import requirement_problem
+
+    problem = requirement_problem("calibrate", "offload-tuner calibrate")  # before importing or measuring
+    if problem:
+        print(f"offload-tuner: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+
     from offload_tuner._backends import default_workers, recommended_pool
     from offload_tuner._calibrate import EFFORTS, calibrate
     from offload_tuner._policy import DEFAULT_CONCURRENCY, PolicyKnobs
