@@ -12,6 +12,7 @@ kernel                                 cost shape
 ``rows.bytes_by_status``               O(n) trivial work on dicts; pickling the args dominates
 ``expand.expand_schedule``             O(n) cheap rows from two ints; pickling the result dominates
 ``numeric.detect_spikes``              O(n * window) in numpy C loops; args one raw buffer (needs numpy)
+``graphs.graph_eccentricities``        O(k^3) pure Python on a few hundred edges; tiny args, tiny result
 =====================================  ======================================================================
 
 ``records`` holds the frozen records and seeded generators the clusterers share.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 from .clustering import cluster_campaigns, cluster_observations
 from .expand import expand_schedule
+from .graphs import graph_eccentricities
 from .ranking import rank_latencies
 from .rows import bytes_by_status
 
@@ -36,6 +38,7 @@ __all__ = [
     "cluster_campaigns",
     "cluster_observations",
     "expand_schedule",
+    "graph_eccentricities",
     "rank_latencies",
 ]
 

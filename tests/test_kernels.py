@@ -23,6 +23,7 @@ from offload_tuner_kernels import (
     cluster_observations,
     detect_spikes,
     expand_schedule,
+    graph_eccentricities,
     rank_latencies,
 )
 from offload_tuner_kernels.clustering import UnionFind, identity_similarity, observation_similarity
@@ -38,6 +39,7 @@ EXPECTED_KEYS = {
     bytes_by_status: "offload_tuner_kernels.rows:bytes_by_status",
     expand_schedule: "offload_tuner_kernels.expand:expand_schedule",
     detect_spikes: "offload_tuner_kernels.numeric:detect_spikes",
+    graph_eccentricities: "offload_tuner_kernels.graphs:graph_eccentricities",
 }
 KERNELS = list(EXPECTED_KEYS)
 SIZES = (0, 1, 17, 100)
@@ -307,6 +309,41 @@ def test_detect_spikes_edges() -> None:
     short = detect_spikes(np.arange(4.0), window=4)
     assert short.dtype == np.int64 and short.size == 0
     assert detect_spikes(np.array([1e9 + 1.0] * 10 + [1e9 + 50.0]), window=8).tolist() == [10]
+
+
+def _eccentricities_by_dijkstra(nodes: int, edges: tuple) -> list[int]:
+    """An independent answer: Dijkstra from every node."""
+    import heapq
+
+    adjacency: dict[int, list[tuple[int, int]]] = {i: [] for i in range(nodes)}
+    for u, v, w in edges:
+        adjacency[u].append((v, w))
+        adjacency[v].append((u, w))
+    out = []
+    for source in range(nodes):
+        best = {source: 0}
+        heap = [(0, source)]
+        while heap:
+            d, u = heapq.heappop(heap)
+            if d > best[u]:
+                continue
+            for v, w in adjacency[u]:
+                if d + w < best.get(v, float("inf")):
+                    best[v] = d + w
+                    heapq.heappush(heap, (d + w, v))
+        out.append(max(best.values()) if len(best) > 1 else -1)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 9, 40])
+def test_graph_eccentricities_match_dijkstra(n: int) -> None:
+    args = spec(graph_eccentricities).sample(n)
+    assert graph_eccentricities(*args) == _eccentricities_by_dijkstra(*args)
+
+
+def test_graph_eccentricities_known_answer() -> None:
+    # A path 0 -1- 1 -2- 2 and an isolated node 3.
+    assert graph_eccentricities(4, ((0, 1, 1), (1, 2, 2))) == [3, 2, 3, -1]
 
 
 # ------------------------------------------------------------------------------------ across processes
