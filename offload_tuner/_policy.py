@@ -23,11 +23,18 @@ free a loop that is not the bottleneck. The same arithmetic says "never" where s
 much as the work (``Sc(n) >= C(n)``).
 
 **Per-size view.** :func:`stream_threshold` answers the narrower question "is a saturated stream of
-size-``n`` calls faster offloaded?"; ``explain`` shows it, and it is what the loop budget uses.
+size-``n`` calls faster offloaded?"; ``explain`` shows it.
 
-**Loop-blocking budget (knob).** With ``loop_budget_s`` set, a call whose predicted inline time
-exceeds the budget is also offloaded whenever offloading blocks the loop for less time than running
-it inline, trading throughput for a responsive loop.
+**Loop-blocking budget (default 100 ms).** Services offload to keep their event loop responsive, and
+asyncio itself calls a callback slow at 100 ms (``loop.slow_callback_duration``). So a call whose
+predicted inline time exceeds ``loop_budget_s`` is also offloaded whenever offloading blocks the loop for
+less time than running it inline: throughput subject to that limit. ``loop_budget_s=None`` turns it off.
+
+**Under load.** Calibration times calls one at a time on an idle machine; under the reference workload
+offloaded calls cost more (the caller unpickles results while the workers hold the cores, the pool's
+threads compete for the GIL). :class:`LoadFactors`, fitted from a concurrent phase of calibration
+(:mod:`_choice`), scale the inline, loop-side and worker-side terms so that predicted makespans match the
+ones measured under that load.
 
 The threshold is the smallest size from which calls are offloaded: ``0`` when offloading pays even
 for the smallest calls, ``None`` when it never does.
@@ -38,7 +45,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from offload_tuner._costmodel import CostModel
 
@@ -46,6 +53,9 @@ DEFAULT_CONCURRENCY = 4
 """Calls typically in flight at once (callers awaiting kernels), e.g. four co-hosted workers."""
 GRID_POINTS_PER_DOUBLING = 8
 """Resolution of the threshold search before the final integer bisection."""
+DEFAULT_LOOP_BUDGET_S = 0.1
+"""asyncio's own ``slow_callback_duration``: a call blocking the loop longer than this is offloaded
+whenever offloading blocks it less."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +65,7 @@ class PolicyKnobs:
     concurrency: int = DEFAULT_CONCURRENCY
     workers: int = 1
     cores: int = os.cpu_count() or 1
-    loop_budget_s: float | None = None
+    loop_budget_s: float | None = DEFAULT_LOOP_BUDGET_S
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "workers", "cores"):
@@ -71,7 +81,40 @@ class PolicyKnobs:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "PolicyKnobs":
+        """Knobs as a profile stored them; a stored ``loop_budget_s: null`` means the budget was off."""
         return cls(**{k: data[k] for k in ("concurrency", "workers", "cores", "loop_budget_s") if k in data})
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFactors:
+    """Multipliers that turn costs timed one call at a time into costs under the reference load.
+
+    ``inline`` scales compute on the loop thread; ``offload_loop`` the caller-side time of an offloaded
+    call (pickling, unpickling the result, the executor's caller CPU); ``offload_worker`` the worker's
+    time and the offloaded latency. ``1.0`` everywhere is the isolated model. Fitted by
+    :func:`offload_tuner._choice.fit_load_factors` from makespans measured under load.
+    """
+
+    inline: float = 1.0
+    offload_loop: float = 1.0
+    offload_worker: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"load factor {name} must be a positive finite number, got {value!r}")
+
+    def to_json(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "LoadFactors":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"load_factors must be an object, got {type(data).__name__}")
+        unknown = sorted(str(k) for k in data if k not in cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"load_factors has unknown field(s): {', '.join(unknown)}")
+        return cls(**data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +163,8 @@ class KernelCosts:
     nbytes: CostModel
     worker_compute_ratio: float = 1.0
     """Compute time inside a worker over compute time inline, measured at a few sizes."""
+    load: LoadFactors = LoadFactors()
+    """Corrections measured under the reference load (identity: the isolated model)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -128,6 +173,7 @@ class KernelCosts:
             "worker_serial": self.worker_serial.to_json(),
             "nbytes": self.nbytes.to_json(),
             "worker_compute_ratio": self.worker_compute_ratio,
+            "load_factors": self.load.to_json(),
         }
 
     @classmethod
@@ -141,6 +187,7 @@ class KernelCosts:
             CostModel.from_json(data["worker_serial"]),
             CostModel.from_json(data["nbytes"]),
             float(ratio),
+            LoadFactors.from_json(data.get("load_factors", {})),
         )
 
 
@@ -170,17 +217,28 @@ def predict(costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, n
     worker_serial = costs.worker_serial.predict(n)
     nbytes = costs.nbytes.predict(n)
     worker_compute = compute * costs.worker_compute_ratio
-    loop = caller_serial + transport.caller_cpu(nbytes)
-    worker = worker_compute + worker_serial + transport.worker_cpu(nbytes)
-    latency = transport.round_trip(nbytes) + caller_serial + worker_serial + worker_compute
-    period = max(loop, worker / knobs.workers, (loop + worker) / knobs.cores, latency / knobs.concurrency)
-    return Prediction(float(n), compute, loop, worker, latency, compute, period)
+    f = costs.load
+    inline = compute * f.inline
+    loop = (caller_serial + transport.caller_cpu(nbytes)) * f.offload_loop
+    worker = (worker_compute + worker_serial + transport.worker_cpu(nbytes)) * f.offload_worker
+    latency = (transport.round_trip(nbytes) + caller_serial + worker_serial + worker_compute) * f.offload_worker
+    return Prediction(float(n), inline, loop, worker, latency, inline, makespan(loop, worker, latency, knobs))
+
+
+def makespan(loop: float, worker: float, latency: float, knobs: PolicyKnobs) -> float:
+    """Completion time of work that needs ``loop`` seconds of the loop thread, ``worker`` seconds of the
+    pool and ``latency`` seconds of the callers' sequential waiting: whichever resource saturates first
+    (the loop thread, the workers, the cores they share, or the callers themselves)."""
+    return max(loop, worker / knobs.workers, (loop + worker) / knobs.cores, latency / knobs.concurrency)
 
 
 def offload_pays(prediction: Prediction, knobs: PolicyKnobs) -> bool:
     """The decision at one size, by the objective in this module's docstring."""
-    if prediction.offload_period_s < prediction.inline_period_s:
-        return True
+    return prediction.offload_period_s < prediction.inline_period_s or over_budget(prediction, knobs)
+
+
+def over_budget(prediction: Prediction, knobs: PolicyKnobs) -> bool:
+    """Inline, the call would block the loop past the budget, and offloading blocks it less."""
     budget = knobs.loop_budget_s
     return budget is not None and prediction.inline_s > budget and prediction.offload_loop_s < prediction.inline_s
 
@@ -195,30 +253,41 @@ def stream_threshold(
 
     Ignores the mix of sizes: it assumes the pool would otherwise idle. Kept for ``explain`` and as a
     bound; :func:`threshold` (the workload objective) is what profiles use.
-
-    The search covers ``[0, 1.1 * max]`` of the calibrated range (the trusted window): a log grid to
-    find the last switch from "inline" to "offload", then integer bisection inside that step.
     """
+    return _switch_point(lambda n: offload_pays(predict(costs, transport, knobs, n), knobs), costs, size_range)
+
+
+def budget_threshold(
+    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, size_range: tuple[float, float] | None = None
+) -> int | None:
+    """Smallest size from which every call would block the loop past the budget inline while offloading
+    blocks it less (``None``: no budget, or no such size up to ``1.1 * max`` of the range)."""
+    if knobs.loop_budget_s is None:
+        return None
+    return _switch_point(lambda n: over_budget(predict(costs, transport, knobs, n), knobs), costs, size_range)
+
+
+def _switch_point(
+    holds: Callable[[int], bool], costs: KernelCosts, size_range: tuple[float, float] | None
+) -> int | None:
+    """Smallest size from which ``holds`` stays true, searched over ``[0, 1.1 * max]`` of the range (the
+    trusted window): a log grid to find the last switch from false to true, then integer bisection."""
     lo, hi = size_range if size_range is not None else costs.compute.size_range
     top = max(1, math.ceil(hi * 1.1))
-
-    def pays(n: int) -> bool:
-        return offload_pays(predict(costs, transport, knobs, n), knobs)
-
     grid = _log_grid(1, top)
-    verdicts = [pays(n) for n in grid]
+    verdicts = [holds(n) for n in grid]
     if not verdicts[-1]:
         return None
-    # Walk down from the top while offloading pays; the first size where it does not bounds the switch.
+    # Walk down from the top while it holds; the first size where it does not bounds the switch.
     i = len(grid) - 1
     while i > 0 and verdicts[i - 1]:
         i -= 1
     if i == 0:
-        return 0 if pays(0) else 1
-    low, high = grid[i - 1], grid[i]  # pays(low) is False, pays(high) is True
+        return 0 if holds(0) else 1
+    low, high = grid[i - 1], grid[i]  # holds(low) is False, holds(high) is True
     while high - low > 1:
         mid = (low + high) // 2
-        if pays(mid):
+        if holds(mid):
             high = mid
         else:
             low = mid
@@ -245,16 +314,21 @@ def workload_makespan(
     The loop thread, the pool's workers, the cores and the callers' own sequential waiting each bound
     it: ``max(loop, worker / workers, cpu / cores, sum(latency) / concurrency)``.
     """
-    loop = worker = latency = 0.0
-    for i, p in enumerate(predictions):
-        if i >= offload_from:
-            loop += p.offload_loop_s
-            worker += p.offload_worker_s
-            latency += p.offload_latency_s
-        else:
-            loop += p.inline_s
-            latency += p.inline_s
-    return max(loop, worker / knobs.workers, (loop + worker) / knobs.cores, latency / knobs.concurrency)
+    inline, loop, worker, latency = partition_sums(predictions, offload_from)
+    return makespan(inline + loop, worker, inline + latency, knobs)
+
+
+def partition_sums(predictions: Sequence[Prediction], offload_from: int) -> tuple[float, float, float, float]:
+    """(inline seconds, offloaded loop-thread, worker and latency seconds) when ``predictions[offload_from:]``
+    are offloaded: kept apart so load factors can scale each side (see :mod:`_choice`)."""
+    inline = sum(p.inline_s for p in predictions[:offload_from])
+    rest = predictions[offload_from:]
+    return (
+        inline,
+        sum(p.offload_loop_s for p in rest),
+        sum(p.offload_worker_s for p in rest),
+        sum(p.offload_latency_s for p in rest),
+    )
 
 
 def threshold(
@@ -290,20 +364,10 @@ def threshold(
         chosen = 0 if offload_pays(predict(costs, transport, knobs, 1), knobs) else math.ceil(sizes[0])
     else:
         chosen = math.ceil(sizes[k])
-    budget_from = _budget_threshold(costs, transport, knobs, (lo, hi))
+    budget_from = budget_threshold(costs, transport, knobs, (lo, hi))
     if budget_from is not None and (chosen is None or budget_from < chosen):
         chosen = budget_from
     return chosen
-
-
-def _budget_threshold(
-    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, size_range: tuple[float, float]
-) -> int | None:
-    """Smallest size from which every call's inline time exceeds the loop budget and offloading blocks less."""
-    if knobs.loop_budget_s is None:
-        return None
-    unbudgeted = PolicyKnobs(1, knobs.workers, knobs.cores, knobs.loop_budget_s)  # no throughput gain at K=1
-    return stream_threshold(costs, transport, unbudgeted, size_range)
 
 
 def _log_points(lo: float, hi: float, count: int) -> list[float]:

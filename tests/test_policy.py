@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
 from offload_tuner._costmodel import CostModel
 from offload_tuner._policy import (
+    DEFAULT_LOOP_BUDGET_S,
     KernelCosts,
+    LoadFactors,
     PolicyKnobs,
     TransportModel,
+    budget_threshold,
     offload_pays,
     predict,
     stream_threshold,
@@ -75,7 +79,7 @@ def test_always_when_offloading_is_free():
 
 def test_a_lone_caller_never_gains_throughput_by_offloading():
     costs = KernelCosts(power(1e-7, 2.0), power(1e-7, 1.0), power(1e-7, 1.0), power(8.0, 1.0))
-    assert stream_threshold(costs, transport(150e-6, 20e-6, 20e-6), PolicyKnobs(1, 2, 2)) is None
+    assert stream_threshold(costs, transport(150e-6, 20e-6, 20e-6), PolicyKnobs(1, 2, 2, loop_budget_s=None)) is None
 
 
 def test_loop_budget_offloads_calls_that_would_block_the_loop_too_long():
@@ -196,3 +200,38 @@ def test_loop_budget_lowers_the_workload_threshold():
     free = threshold(costs, tr, PolicyKnobs(4, 2, 2), (8.0, 1024.0))
     budget = threshold(costs, tr, PolicyKnobs(4, 2, 2, loop_budget_s=1.05e-3), (8.0, 1024.0))
     assert free is not None and budget == math.ceil(math.sqrt(1.05e-3 / 1e-7)) < free
+
+
+def test_the_default_budget_is_asyncios_slow_callback_limit():
+    """By default a call predicted to block the loop past 100 ms is offloaded whenever that blocks it less,
+    even where throughput alone would keep it inline; ``loop_budget_s=None`` turns that off."""
+    costs = KernelCosts(power(1e-7, 2.0), power(1e-7, 1.0), power(1e-7, 1.0), power(8.0, 1.0))
+    tr = transport(150e-6, 20e-6, 20e-6)
+    assert PolicyKnobs().loop_budget_s == DEFAULT_LOOP_BUDGET_S == 0.1
+    lone = PolicyKnobs(1, 2, 2)  # one caller: offloading never pays for throughput
+    capped = budget_threshold(costs, tr, lone, (1, 5000))
+    assert capped == stream_threshold(costs, tr, lone, (1, 5000))
+    assert costs.compute.predict(capped) > 0.1 >= costs.compute.predict(capped - 1)  # C(n) = 1e-7 n^2
+    assert stream_threshold(costs, tr, PolicyKnobs(1, 2, 2, loop_budget_s=None), (1, 5000)) is None
+    assert budget_threshold(costs, tr, PolicyKnobs(1, 2, 2, loop_budget_s=None), (1, 5000)) is None
+    # The workload objective never keeps a call inline past the budget's cap.
+    assert threshold(costs, tr, PolicyKnobs(4, 2, 2), (1, 5000)) <= capped
+
+
+def test_load_factors_scale_each_side_of_the_prediction():
+    costs = KernelCosts(power(1e-6, 1.0), power(1e-7, 1.0), power(1e-7, 1.0), power(8.0, 1.0))
+    tr = transport(150e-6, 20e-6, 20e-6)
+    knobs = PolicyKnobs(4, 2, 2)
+    base = predict(costs, tr, knobs, 1000)
+    scaled = predict(dataclasses.replace(costs, load=LoadFactors(1.5, 2.0, 3.0)), tr, knobs, 1000)
+    assert scaled.inline_s == pytest.approx(1.5 * base.inline_s)
+    assert scaled.offload_loop_s == pytest.approx(2.0 * base.offload_loop_s)
+    assert scaled.offload_worker_s == pytest.approx(3.0 * base.offload_worker_s)
+    assert scaled.offload_latency_s == pytest.approx(3.0 * base.offload_latency_s)
+    again = KernelCosts.from_json(dataclasses.replace(costs, load=LoadFactors(1.5, 2.0, 3.0)).to_json())
+    assert again.load == LoadFactors(1.5, 2.0, 3.0)
+    assert KernelCosts.from_json({k: v for k, v in costs.to_json().items() if k != "load_factors"}).load == LoadFactors()
+    with pytest.raises(ValueError, match="load factor"):
+        LoadFactors(0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="unknown"):
+        LoadFactors.from_json({"inline": 1.0, "bogus": 2.0})
