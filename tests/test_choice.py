@@ -1,0 +1,243 @@
+"""The measured choice (pure): grid, noise, load factors, tie rules and intervals on synthetic measurements."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+
+from offload_tuner._choice import (
+    MAX_TIE_BAND,
+    MIN_TIE_BAND,
+    Candidate,
+    choose,
+    fit_load_factors,
+    grid_above,
+    grid_below,
+    measured_noise,
+    offload_from,
+    predicted_makespans,
+    snap,
+    snap_down,
+    tie_band,
+)
+from offload_tuner._policy import LoadFactors, PolicyKnobs, Prediction
+
+KNOBS = PolicyKnobs(concurrency=4, workers=2, cores=2)
+RANGE = (8.0, 512.0)
+
+
+def cand(t, makespans, lag=0.01, cpu=0.5, offloaded=0):
+    rounds = len(makespans)
+    lags = lag if isinstance(lag, (list, tuple)) else [lag] * rounds
+    cpus = cpu if isinstance(cpu, (list, tuple)) else [cpu] * rounds
+    return Candidate(t, offloaded, tuple(makespans), tuple(lags), tuple(cpus))
+
+
+# ------------------------------------------------------------------------------------------------ grid
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 100, 158, 377, 1000, 7672, 123457])
+def test_grid_helpers_bracket_the_size(n):
+    assert grid_below(n) < n < grid_above(n) or n == 1
+    assert snap_down(n) <= n < grid_above(snap_down(n))
+    assert 2**-0.25 * 0.99 <= snap(n) / n <= 2**0.25 * 1.01  # nearest half-octave point
+
+
+def test_snap_is_stable_for_nearby_sizes():
+    # Reruns whose model thresholds differ by a few percent land on the same grid point.
+    assert snap(158) == snap(165) == 181
+    assert snap(377) == snap(394) == 362
+
+
+def test_offload_from_indexes_a_sorted_stream():
+    sizes = [8, 8, 20, 64, 300]
+    assert offload_from(sizes, 0) == 0
+    assert offload_from(sizes, 8) == 0
+    assert offload_from(sizes, 9) == 2
+    assert offload_from(sizes, 301) == 5
+    assert offload_from(sizes, None) == 5
+
+
+# ----------------------------------------------------------------------------------------------- noise
+
+
+def test_noise_is_the_pooled_spread_of_one_run():
+    quiet = [cand(t, [1.0, 1.0, 1.0]) for t in (0, 64, None)]
+    assert measured_noise(quiet) == 0.0
+    noisy = [cand(t, [0.95, 1.0, 1.05]) for t in (0, 64, None)]
+    # range 10% of the median over d2(3) = 1.693
+    assert measured_noise(noisy) == pytest.approx(0.10 / 1.693, rel=1e-6)
+    # one candidate hit by a spike does not move the pooled value
+    spiked = noisy[:2] + [cand(None, [1.0, 1.0, 3.0])] + [cand(128, [0.95, 1.0, 1.05])]
+    assert measured_noise(spiked) == pytest.approx(0.10 / 1.693, rel=1e-6)
+
+
+def test_tie_band_grows_with_noise_and_shrinks_with_rounds():
+    assert tie_band(0.0, 3) == MIN_TIE_BAND
+    assert tie_band(0.05, 3) > tie_band(0.05, 9) > MIN_TIE_BAND
+    assert tie_band(5.0, 3) == MAX_TIE_BAND
+    with pytest.raises(ValueError):
+        tie_band(0.1, 0)
+
+
+def test_candidate_rejects_bad_measurements():
+    with pytest.raises(ValueError, match="one makespan"):
+        Candidate(64, 3, (1.0, 1.0), (0.1,), (0.1, 0.1))
+    with pytest.raises(ValueError, match="finite"):
+        cand(64, [1.0, math.nan])
+    with pytest.raises(ValueError, match="0 s"):
+        cand(64, [0.0, 1.0])
+
+
+# ---------------------------------------------------------------------------------------- load factors
+
+
+def synthetic_predictions(sizes):
+    """An O(n^2) kernel with a fixed offload overhead, as the isolated model would predict it."""
+    out = []
+    for n in sizes:
+        compute = 1e-6 * n * n
+        loop = 150e-6 + 2e-7 * n
+        worker = compute + 100e-6
+        latency = compute + 400e-6
+        out.append(Prediction(n, compute, loop, worker, latency, compute, 0.0))
+    return out
+
+
+@pytest.mark.parametrize("truth", [LoadFactors(), LoadFactors(1.0, 1.5, 1.4), LoadFactors(1.1, 2.5, 1.2)])
+def test_load_factors_make_predicted_makespans_match_measured(truth):
+    rng = random.Random(3)
+    sizes = sorted(int(math.exp(rng.uniform(math.log(8), math.log(512)))) for _ in range(80))
+    predictions = synthetic_predictions(sizes)
+    indices = [offload_from(sizes, t) for t in (0, 64, 128, 256, None)]
+    measured = predicted_makespans(predictions, indices, KNOBS, truth)
+    factors = fit_load_factors(predictions, list(zip(indices, measured)), KNOBS)
+    refitted = predicted_makespans(predictions, indices, KNOBS, factors)
+    for predicted, actual in zip(refitted, measured):
+        assert predicted == pytest.approx(actual, rel=0.05)
+    # The untouched model misses by the inflation; the fitted one does not.
+    raw = predicted_makespans(predictions, indices, KNOBS, LoadFactors())
+    if truth != LoadFactors():
+        assert max(abs(r - m) / m for r, m in zip(raw, measured)) > 0.15
+
+
+def test_load_factors_stay_near_one_without_evidence():
+    sizes = list(range(8, 512, 8))
+    predictions = synthetic_predictions(sizes)
+    never = offload_from(sizes, None)
+    # Only "never" was measured, and exactly as predicted: nothing says the offload side is off.
+    (measured,) = predicted_makespans(predictions, [never], KNOBS, LoadFactors())
+    factors = fit_load_factors(predictions, [(never, measured)], KNOBS)
+    assert factors.inline == pytest.approx(1.0, abs=0.03)
+    assert 0.9 <= factors.offload_loop <= 1.1 and 0.9 <= factors.offload_worker <= 1.1
+    assert fit_load_factors(predictions, [], KNOBS) == LoadFactors()
+
+
+# ---------------------------------------------------------------------------------------------- choice
+
+
+def test_a_clear_winner_is_chosen_and_bounded_by_its_worse_neighbours():
+    cs = [
+        cand(0, [1.30, 1.31, 1.29]),
+        cand(64, [1.10, 1.11, 1.09]),
+        cand(128, [0.80, 0.81, 0.79]),
+        cand(256, [1.00, 1.02, 0.99]),
+        cand(None, [1.50, 1.52, 1.49]),
+    ]
+    choice = choose(cs, rounds=3, workload_range=RANGE)
+    assert choice.threshold == 128 and choice.best == 128 and not choice.flat
+    assert choice.interval == (grid_above(64), grid_below(256)) == (91, 181)
+    assert "fastest" in choice.reason
+
+
+def test_a_flat_basin_is_resolved_by_lag_then_cpu_the_same_way_whatever_the_order():
+    cs = [
+        cand(0, [1.02, 1.01, 1.03], lag=0.004, cpu=0.9),
+        cand(64, [1.00, 1.01, 0.99], lag=0.009, cpu=0.7),
+        cand(128, [0.99, 1.00, 1.01], lag=0.030, cpu=0.6),
+        cand(None, [1.60, 1.61, 1.59], lag=0.500, cpu=1.6),
+    ]
+    choices = {choose(list(p), rounds=3, workload_range=RANGE) for p in itertools.permutations(cs)}
+    assert len(choices) == 1
+    (choice,) = choices
+    assert choice.threshold == 0  # ties on throughput; the lowest p99 loop lag
+    assert choice.flat and set(choice.tied) == {0, 64, 128}
+    assert choice.interval == (0, 512)  # from always up to the last grid point before "never" (worse)
+    assert "flat basin" in choice.reason and "loop lag" in choice.reason
+
+
+def test_equal_lags_fall_to_cpu_then_to_the_fewest_offloads():
+    cs = [
+        cand(0, [1.0, 1.0, 1.0], lag=0.004, cpu=0.9),
+        cand(64, [1.0, 1.0, 1.0], lag=0.0041, cpu=0.6),
+        cand(128, [1.0, 1.0, 1.0], lag=0.0042, cpu=0.61),
+        cand(256, [1.0, 1.0, 1.0], lag=0.0043, cpu=0.8),
+    ]
+    assert choose(cs, rounds=3, workload_range=RANGE).threshold == 128
+    assert "CPU" in choose(cs, rounds=3, workload_range=RANGE).reason
+
+
+def test_never_worse_than_the_best_beyond_the_measured_noise():
+    rng = random.Random(11)
+    for _ in range(200):
+        cs = []
+        for t in (0, 32, 64, 128, 256, None):
+            base = rng.uniform(0.5, 1.5)
+            cs.append(cand(t, [base * rng.uniform(0.95, 1.05) for _ in range(3)], lag=rng.uniform(0, 0.1),
+                           cpu=rng.uniform(0.2, 1.0)))
+        choice = choose(cs, rounds=3, workload_range=RANGE)
+        best = min(c.makespan for c in cs)
+        chosen = next(c for c in cs if c.threshold == choice.threshold)
+        assert chosen.makespan <= best * (1 + choice.band) + 1e-12
+
+
+def test_the_loop_budget_rules_out_faster_candidates_above_the_cap():
+    cs = [
+        cand(0, [1.2, 1.2, 1.2]),
+        cand(128, [1.1, 1.1, 1.1]),
+        cand(362, [0.9, 0.9, 0.9]),
+        cand(None, [0.8, 0.8, 0.8]),
+    ]
+    unbudgeted = choose(cs, rounds=3, workload_range=RANGE)
+    assert unbudgeted.threshold is None
+    budgeted = choose(cs, rounds=3, budget_cap=256, capped=True, workload_range=RANGE)
+    assert budgeted.threshold == 128 and budgeted.best == 128
+    assert budgeted.interval[1] is not None and budgeted.interval[1] <= 256
+    assert "loop budget" in budgeted.reason
+
+
+def test_intervals_cover_reruns_of_a_noisy_flat_basin():
+    """Simulated reruns: a true makespan curve over thresholds, each rerun measuring a few candidates around
+    a noisy model proposal. Each rerun's choice must fall in the others' intervals in >= 80% of pairs."""
+    def true_makespan(t):
+        x = math.log2(max(t, 4)) if t is not None else 10.0  # never = beyond the range
+        return 1.0 + 0.02 * (x - 6.5) ** 2  # a flat bottom around T ~ 90, steep at the edges
+
+    rng = random.Random(5)
+    runs = []
+    for _ in range(6):
+        proposal = snap(90 * rng.uniform(0.5, 2.0))
+        ts = sorted({0, None, proposal, snap(proposal / 2), snap(proposal * 2)}, key=lambda t: math.inf if t is None else t)
+        cs = [cand(t, [true_makespan(t) * rng.gauss(1, 0.03) for _ in range(3)],
+                   lag=0.001 * (t if t is not None else 4096) ** 0.5) for t in ts]
+        runs.append(choose(cs, rounds=3, workload_range=RANGE))
+
+    def inside(t, interval):
+        lo, hi = interval
+        key = lambda v: math.inf if v is None else v  # noqa: E731
+        return key(lo) <= key(t) <= key(hi)
+
+    pairs = [(a, b) for a, b in itertools.permutations(runs, 2)]
+    covered = sum(inside(a.threshold, b.interval) for a, b in pairs)
+    assert covered / len(pairs) >= 0.8
+
+
+def test_few_rounds_give_a_looser_upper_bound_on_the_noise():
+    from offload_tuner._choice import noise_upper_bound
+
+    assert noise_upper_bound(0.1, 3) == pytest.approx(0.1 * (3 / 0.577) ** 0.5, rel=0.02)  # chi2_0.1(3) = 0.584
+    assert noise_upper_bound(0.1, 3) > noise_upper_bound(0.1, 12) > noise_upper_bound(0.1, 200) > 0.1
+    assert noise_upper_bound(0.1, 0) == pytest.approx(0.3)
