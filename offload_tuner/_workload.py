@@ -1,0 +1,169 @@
+"""The reference workload (impure): ``K`` callers on one event loop, a heartbeat measuring loop lag.
+
+Calibration's concurrent phase and the co-hosted benchmark run the same thing, so the numbers a
+threshold is chosen by and the numbers it is judged by come from one definition:
+
+* ``K`` callers take calls from one shared, seeded sequence of sizes drawn log-uniformly over the
+  workload range (``K`` requests in flight until the work runs out, as in a service under load; no
+  caller idles while another has a backlog), and each yields to the loop between calls (a service's
+  worker awaits its own I/O there);
+* a heartbeat coroutine sleeps ``HEARTBEAT_S`` at a time and records how late it wakes (loop lag);
+* makespan is wall time from the first call to the last result; CPU is this process's (the loop
+  thread and the pool's own threads) plus the pool's worker processes' where the OS reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import os
+import pickle
+import random
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Sequence
+
+from offload_tuner._backends import dumps_call, invoke_pickled
+
+HEARTBEAT_S = 0.001
+"""The heartbeat's sleep: lag is measured with this resolution."""
+
+Calls = list[tuple[tuple, int]]
+"""(arguments, size) pairs, arguments prebuilt so building them is never timed."""
+Call = Callable[[tuple, int], Awaitable[Any]]
+"""How a caller runs one call of the kernel, given its arguments and size."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """One run of the workload under one policy."""
+
+    makespan_s: float
+    lag_p50_s: float
+    lag_p99_s: float
+    lag_max_s: float
+    caller_cpu_s: float
+    worker_cpu_s: float | None
+    """CPU of the pool's worker processes during the run; ``None`` where the OS does not say."""
+
+    @property
+    def cpu_s(self) -> float:
+        return self.caller_cpu_s + (self.worker_cpu_s or 0.0)
+
+
+def log_uniform_sizes(lo: float, hi: float, count: int, rng: random.Random) -> list[int]:
+    """``count`` integer sizes drawn log-uniformly over ``[lo, hi]``."""
+    return [int(round(math.exp(rng.uniform(math.log(lo), math.log(hi))))) for _ in range(count)]
+
+
+def build_calls(
+    sample: Callable[[int], tuple],
+    size: Callable[..., int],
+    workload_range: tuple[float, float],
+    count: int,
+    seed: int,
+) -> Calls:
+    """``count`` (args, size) pairs in a seeded random order; arguments are built once per distinct size."""
+    rng = random.Random(seed)
+    lo, hi = max(1.0, workload_range[0]), max(1.0, workload_range[1])
+    cache: dict[int, tuple] = {}
+    calls: Calls = []
+    for n in log_uniform_sizes(lo, hi, count, rng):
+        if n not in cache:
+            cache[n] = sample(n)
+        calls.append((cache[n], size(*cache[n])))
+    return calls
+
+
+async def heartbeat(lags: list[float], done: asyncio.Event) -> None:
+    """Sleep ``HEARTBEAT_S`` at a time until ``done``; record how late each wake-up was."""
+    loop = asyncio.get_running_loop()
+    while not done.is_set():
+        start = loop.time()
+        await asyncio.sleep(HEARTBEAT_S)
+        lags.append(max(0.0, loop.time() - start - HEARTBEAT_S))
+
+
+def run_calls(calls: Sequence[tuple[tuple, int]], callers: int, call: Call, executor: Executor | None = None) -> RunStats:
+    """Run ``calls`` with ``callers`` concurrent callers on a fresh event loop; ``executor``'s workers are
+    charged CPU too.
+
+    Objects alive before the run are frozen out of the garbage collector's view for its duration: a full
+    collection of the measuring process's own heap (scikit-learn, every prebuilt argument) would land in
+    some runs and not others, and says nothing about the service's. The kernel's own garbage is
+    collected as usual.
+    """
+    gc.freeze()
+    try:
+        workers_before = worker_cpu(executor)
+        makespan, caller_cpu, lags = asyncio.run(_run(calls, callers, call))
+        workers_after = worker_cpu(executor)
+    finally:
+        gc.unfreeze()
+    worker = None if workers_before is None or workers_after is None else max(0.0, workers_after - workers_before)
+    lags.sort()
+    return RunStats(makespan, _quantile(lags, 0.5), _quantile(lags, 0.99), lags[-1] if lags else 0.0, caller_cpu, worker)
+
+
+async def _run(calls: Sequence[tuple[tuple, int]], callers: int, call: Call) -> tuple[float, float, list[float]]:
+    lags: list[float] = []
+    done = asyncio.Event()
+    queue = iter(calls)  # shared: each caller takes the next call when its last one is done
+
+    async def caller() -> None:
+        for args, n in queue:
+            await call(args, n)
+            await asyncio.sleep(0)  # the service's own awaits between kernel calls
+
+    beat = asyncio.create_task(heartbeat(lags, done))
+    await asyncio.sleep(0)
+    cpu, start = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    makespan, cpu = time.perf_counter() - start, time.process_time() - cpu
+    done.set()
+    await beat
+    return makespan, cpu, lags
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """Nearest rank: with few samples (a loop blocked most of the run wakes the heartbeat rarely) the p99
+    is the largest, never the smallest."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else 0.0
+
+
+def process_call(executor: Executor, fn: Callable[..., Any], offload: Callable[[int], bool]) -> Call:
+    """A call that goes through the process backend's own packaging when ``offload(size)``, else inline.
+
+    The same steps as the runtime's offloaded path (pickle on the caller, :func:`invoke_pickled` in the
+    worker, unpickle on the caller), without its fault handling: calibration wants failures to surface.
+    """
+
+    async def call(args: tuple, n: int) -> Any:
+        if not offload(n):
+            return fn(*args)
+        loop = asyncio.get_running_loop()
+        blob = await loop.run_in_executor(executor, invoke_pickled, dumps_call(fn, args))
+        return pickle.loads(blob)
+
+    return call
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") and "SC_CLK_TCK" in os.sysconf_names else 100
+
+
+def worker_cpu(executor: Executor | None) -> float | None:
+    """CPU seconds used so far by a process pool's workers (Linux ``/proc``); ``None`` when unknown."""
+    processes = getattr(executor, "_processes", None)
+    if not processes:
+        return None
+    total = 0.0
+    for pid in list(processes):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        total += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15 of stat)
+    return total
