@@ -16,6 +16,7 @@ import pytest
 import offload_tuner
 from benchmarks.bench_kernels import tiny
 from offload_tuner._host import host_identity
+from offload_tuner._profile import SCHEMA_VERSION
 from offload_tuner._registry import code_fingerprint, kernel_key
 
 CALLS = 1000
@@ -37,7 +38,7 @@ def installed(tmp_path_factory):
     path = tmp_path_factory.mktemp("profile") / "profile.json"
     key = kernel_key(tiny)
     path.write_text(json.dumps({
-        "schema": 1,
+        "schema": SCHEMA_VERSION,
         "host": host_identity(),
         "executor": {"kind": "process"},
         "kernels": {key: {"threshold": 256, "status": "ok", "code_fingerprint": code_fingerprint(tiny)}},

@@ -2,12 +2,12 @@
 
 Layers: :mod:`_measure` times things, this module decides *what* to time (size ladders, the executor's
 transport sweep, validation round trips), :mod:`_fit` turns samples into models, :mod:`_policy` turns
-models into thresholds, :mod:`_profile` writes the result.
+models into a proposed threshold, :mod:`_loadphase` measures the proposals under the reference load and
+:mod:`_choice` picks from those measurements; :mod:`_profile` writes the result.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 import statistics
@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from offload_tuner._backends import PICKLE_PROTOCOL, describe_executor, dumps_call, invoke_pickled
 from offload_tuner._host import host_fingerprint
+from offload_tuner._loadphase import Rounds, measure_under_load
 from offload_tuner._measure import Timing, clock, time_call
 from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
 from offload_tuner._profile import SCHEMA_VERSION
@@ -49,17 +50,23 @@ class Effort:
     """Soft cap on seconds spent measuring one kernel."""
     validation_sizes: int
     validation_calls: int
-    bootstrap: int
     transport_payloads: tuple[int, ...]
     transport_calls: int
     refine: bool
+    load: Rounds
+    """How the concurrent phase spends its time: rounds, run length, budget per kernel."""
 
 
 EFFORTS: dict[str, Effort] = {
-    "quick": Effort("quick", 5, 2e-4, 0.008, 2.0, 1.6, 2, 3, 40, (0, 65536, 1 << 20), 40, False),
-    "standard": Effort("standard", 7, 5e-4, 0.025, 2.0, 6.0, 3, 5, 100, (0, 4096, 65536, 1 << 20, 4 << 20), 60, True),
+    "quick": Effort(
+        "quick", 3, 2e-4, 0.008, 2.0, 1.2, 2, 2, (0, 65536, 1 << 20), 40, False, Rounds(2, 3, 0.04, 0.5, neighbours=False)
+    ),
+    "standard": Effort(
+        "standard", 5, 5e-4, 0.025, 2.0, 3.5, 3, 4, (0, 4096, 65536, 1 << 20, 4 << 20), 60, True, Rounds(3, 8, 0.15, 2.5)
+    ),
     "thorough": Effort(
-        "thorough", 15, 2e-3, 0.1, 2**0.5, 30.0, 5, 11, 300, (0, 1024, 16384, 131072, 1 << 20, 4 << 20, 16 << 20), 150, True
+        "thorough", 15, 2e-3, 0.1, 2**0.5, 30.0, 5, 11, (0, 1024, 16384, 131072, 1 << 20, 4 << 20, 16 << 20), 150, True,
+        Rounds(5, 15, 0.5, 20.0),
     ),
 }
 
@@ -326,50 +333,6 @@ def _fit_costs(samples: KernelSamples) -> KernelCosts:
     )
 
 
-def _bootstrap_interval(
-    samples: KernelSamples,
-    costs: KernelCosts,
-    transports: Sequence[TransportModel],
-    knobs: PolicyKnobs,
-    effort: Effort,
-    workload_range: tuple[float, float],
-) -> list[int | None]:
-    """5th-95th percentile of the threshold over bootstrap replicates.
-
-    Each replicate refits the timing curves on resampled measurements and pairs them with one of
-    ``transports`` (the executor's fixed costs resampled from the probes), so the interval covers the
-    drift of the pool's overhead as well as the kernel's own timing noise.
-    """
-    from offload_tuner._fit import bootstrap_models
-
-    replicas = {
-        which: bootstrap_models(*samples.flat(which), getattr(costs, which).form, n_boot=effort.bootstrap, random_state=i)
-        for i, which in enumerate(("compute", "caller_serial", "worker_serial"))
-    }
-    found: list[float] = []
-    triples = zip(replicas["compute"], replicas["caller_serial"], replicas["worker_serial"])
-    for i, (compute, caller, worker) in enumerate(triples):
-        boot = KernelCosts(compute, caller, worker, costs.nbytes, costs.worker_compute_ratio)
-        t = threshold(boot, transports[i % len(transports)], knobs, workload_range)
-        found.append(math.inf if t is None else t)
-    if not found:
-        return [None, None]
-    found.sort()
-    lo = found[int(0.05 * (len(found) - 1))]
-    hi = found[int(math.ceil(0.95 * (len(found) - 1)))]
-    return [None if math.isinf(lo) else int(lo), None if math.isinf(hi) else int(hi)]
-
-
-def resampled_transports(
-    sweep: TransportModel, probes: Sequence[tuple[float, float, float]], count: int, seed: int = 0
-) -> list[TransportModel]:
-    """Transport models whose fixed costs average a bootstrap resample of the probe batches."""
-    import random
-
-    rng = random.Random(seed)
-    return [_combine_transport(sweep, rng.choices(probes, k=len(probes))) for _ in range(max(1, count))]
-
-
 def _validate(
     executor: Executor,
     spec: KernelSpec,
@@ -500,25 +463,39 @@ def measure_kernel(
 
 def finalize_kernel(
     result: KernelResult,
+    executor: Executor,
     transport: TransportModel,
     knobs: PolicyKnobs,
     effort: Effort,
-    transport_replicas: Sequence[TransportModel] = (),
+    progress: Progress = _silent,
 ) -> dict[str, Any]:
-    """Threshold, bootstrap interval and model error under the final transport model."""
+    """Model error under the final transport model, then the concurrent phase: threshold and interval."""
     entry, costs, samples = result.entry, result.costs, result.samples
     if costs is None or samples is None:
         return entry
     workload = (float(entry["workload_range"][0]), float(entry["workload_range"][1]))
-    t = threshold(costs, transport, knobs, workload)
     validation = entry["validation"]
     validation["predicted_s"] = [predict(costs, transport, knobs, n).offload_latency_s for n in validation["size"]]
     errors = [abs(p - m) / m for p, m in zip(validation["predicted_s"], validation["measured_s"]) if m > 0]
     validation["median_abs_rel_error"] = statistics.median(errors) if errors else None
     entry["fit_error"]["offload_latency"] = validation["median_abs_rel_error"]
-    entry["threshold"] = t
-    entry["interval"] = _bootstrap_interval(samples, costs, transport_replicas or [transport], knobs, effort, workload)
-    entry["at_threshold"] = predict(costs, transport, knobs, t).to_json() if t is not None else None
+    try:
+        phase = measure_under_load(
+            result.spec, executor, costs, transport, knobs, workload,
+            rounds=effort.load, progress=progress,
+        )
+    except Exception as exc:  # the kernel or the pool failed under load: record it, calibrate the others
+        entry.update(status="failed", threshold=None, error=f"concurrent phase failed: {type(exc).__name__}: {exc}")
+        entry["traceback"] = traceback.format_exception(exc)[-6:]
+        return entry
+    result.costs = phase.costs
+    entry["costs"] = phase.costs.to_json()
+    entry["threshold"] = phase.threshold
+    entry["interval"] = list(phase.interval)
+    entry["load"] = phase.entry
+    entry["fit_error"]["makespan_under_load"] = phase.entry["model_error"]
+    t = phase.threshold
+    entry["at_threshold"] = predict(phase.costs, transport, knobs, t).to_json() if t is not None else None
     return entry
 
 
@@ -561,11 +538,9 @@ def calibrate(
         probes.append(probe_fixed_costs(executor, effort.transport_calls))
         progress("kernel_measured", kernel=spec.key, index=index, total=len(specs), elapsed=clock() - started)
     transport = _combine_transport(sweep, probes)
-    replicas = resampled_transports(sweep, probes, effort.bootstrap)
     kernels: dict[str, Any] = {}
     for index, result in enumerate(results):
-        progress("bootstrap", kernel=result.spec.key)
-        kernels[result.spec.key] = finalize_kernel(result, transport, knobs, effort, replicas)
+        kernels[result.spec.key] = finalize_kernel(result, executor, transport, knobs, effort, progress)
         progress("kernel_done", kernel=result.spec.key, entry=kernels[result.spec.key], index=index,
                  total=len(specs), elapsed=clock() - started)
     return {

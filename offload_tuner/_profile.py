@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 from offload_tuner._registry import as_count
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: thresholds are chosen by measurements under the reference load (each kernel's ``load`` section)."""
 PROFILE_ENV = "OFFLOAD_TUNER_PROFILE"
 # A profile for a few dozen kernels with raw samples is well under 1 MiB; refuse to parse absurd files.
 MAX_PROFILE_BYTES = 32 * 1024 * 1024
@@ -137,6 +138,11 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
     if isinstance(schema, bool) or not isinstance(schema, int):
         raise fail('missing or non-integer "schema"')
     if schema != SCHEMA_VERSION:
+        if 0 < schema < SCHEMA_VERSION:
+            raise fail(
+                f"schema version {schema} was written by an older offload-tuner whose thresholds were never "
+                f"checked under load; run `offload-tuner calibrate` again (this version reads {SCHEMA_VERSION})"
+            )
         raise fail(f"schema version {schema} is not supported (this offload-tuner reads {SCHEMA_VERSION})")
     host = data.get("host", {})
     if not isinstance(host, dict):

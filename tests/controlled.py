@@ -28,6 +28,13 @@ def echo(data: bytes) -> bytes:
     return data
 
 
+@kernel(size=lambda n: n, sample=lambda n: (n,))
+def fat_result(n: int) -> list[tuple[int, str, float]]:
+    """Cheap compute, a large result of many small objects: unpickling it costs about what computing it
+    does, so offloading only moves the work onto the caller's loop (the class that needs the load phase)."""
+    return [(i, str(i), float(i)) for i in range(10 * n)]
+
+
 def noop() -> None:
     return None
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from offload_tuner import kernel
 from offload_tuner._host import host_identity
+from offload_tuner._profile import SCHEMA_VERSION
 
 
 @kernel(sample=lambda n: (list(range(n)),))
@@ -63,7 +64,7 @@ def write_profile_json(path: Path, thresholds: dict[str, Any], *, host: dict | N
             "code_fingerprint": code_fingerprint(spec.fn) if spec else None,
         }
     data = {
-        "schema": 1,
+        "schema": SCHEMA_VERSION,
         "host": host if host is not None else host_identity(),
         "executor": {"kind": executor_kind},
         "kernels": kernels,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import time
 
@@ -9,7 +10,7 @@ import pytest
 
 from offload_tuner import run_kernel_sync, set_executor
 from offload_tuner._calibrate import EFFORTS, KernelPlan, calibrate, measure_transport, warm_pool
-from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, stream_threshold
+from offload_tuner._policy import KernelCosts, LoadFactors, PolicyKnobs, TransportModel, stream_threshold
 from offload_tuner._profile import validate_profile
 from offload_tuner._registry import spec_for
 from tests import controlled
@@ -83,14 +84,14 @@ def test_threshold_lands_within_2x_of_the_independent_crossover(pool):
     crossover = (before + after) / 2
     entry = profile["kernels"][spec.key]
     assert entry["status"] == "ok", entry.get("error")
-    # The per-size crossover of the harness's fitted models (the workload objective then places the
-    # profile's threshold relative to it; that part is unit-tested on synthetic models).
-    costs = KernelCosts.from_json(entry["costs"])
+    # The per-size crossover of the harness's isolated fits (the concurrent phase then measures candidates
+    # around the model's proposal and picks one; that part is unit-tested on synthetic measurements).
+    costs = dataclasses.replace(KernelCosts.from_json(entry["costs"]), load=LoadFactors())
     transport = TransportModel.from_json(profile["transport"]["model"])
     fitted = stream_threshold(costs, transport, KNOBS)
     assert fitted is not None
     assert crossover / 2 <= fitted <= crossover * 2, (fitted, before, after)
-    assert entry["threshold"] is not None and entry["threshold"] >= fitted
+    assert entry["threshold"] is not None  # compute-bound with tiny arguments: offloading pays from some size
     lo, hi = entry["interval"]
     assert lo is not None and lo <= entry["threshold"] and (hi is None or entry["threshold"] <= hi)
 

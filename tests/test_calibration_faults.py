@@ -59,7 +59,7 @@ def test_full_disk_keeps_the_previous_profile(tmp_path, monkeypatch, capsys):
     from offload_tuner._cli import EXIT_WRITE, main
 
     out = tmp_path / "profile.json"
-    out.write_text('{"schema": 1, "kernels": {}}')
+    out.write_text('{"schema": 2, "kernels": {}}')
     real_fdopen = os.fdopen
 
     class FullDisk:
@@ -79,5 +79,5 @@ def test_full_disk_keeps_the_previous_profile(tmp_path, monkeypatch, capsys):
     code = main(["calibrate", "tests.controlled:spin", "--effort", "quick", "--out", str(out), "--quiet"])
     assert code == EXIT_WRITE
     assert "No space left on device" in capsys.readouterr().err
-    assert out.read_text() == '{"schema": 1, "kernels": {}}'
+    assert out.read_text() == '{"schema": 2, "kernels": {}}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.json"]

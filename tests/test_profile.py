@@ -38,17 +38,18 @@ def test_round_trip_keeps_everything(tmp_path):
     [
         ({"kernels": {}}, '"schema"'),
         ({"schema": "1", "kernels": {}}, '"schema"'),
-        ({"schema": 2, "kernels": {}}, "schema version 2"),
-        ({"schema": 1}, '"kernels"'),
-        ({"schema": 1, "kernels": []}, '"kernels"'),
-        ({"schema": 1, "kernels": {"m:f": {}}}, 'missing "threshold"'),
-        ({"schema": 1, "kernels": {"m:f": {"threshold": 1.5}}}, "not an integer"),
-        ({"schema": 1, "kernels": {"m:f": {"threshold": "96"}}}, "not an integer"),
-        ({"schema": 1, "kernels": {"m:f": {"threshold": True}}}, "not an integer"),
-        ({"schema": 1, "kernels": {"m:f": {"threshold": -1}}}, "negative"),
-        ({"schema": 1, "kernels": {"m:f": {"threshold": 10**30}}}, "absurdly large"),
-        ({"schema": 1, "kernels": {"m:f": {"threshold": 1, "status": "great"}}}, "status"),
-        ({"schema": 1, "host": [], "kernels": {}}, '"host"'),
+        ({"schema": 3, "kernels": {}}, "schema version 3 is not supported"),
+        ({"schema": 1, "kernels": {}}, "older offload-tuner .* calibrate"),
+        ({"schema": 2}, '"kernels"'),
+        ({"schema": 2, "kernels": []}, '"kernels"'),
+        ({"schema": 2, "kernels": {"m:f": {}}}, 'missing "threshold"'),
+        ({"schema": 2, "kernels": {"m:f": {"threshold": 1.5}}}, "not an integer"),
+        ({"schema": 2, "kernels": {"m:f": {"threshold": "96"}}}, "not an integer"),
+        ({"schema": 2, "kernels": {"m:f": {"threshold": True}}}, "not an integer"),
+        ({"schema": 2, "kernels": {"m:f": {"threshold": -1}}}, "negative"),
+        ({"schema": 2, "kernels": {"m:f": {"threshold": 10**30}}}, "absurdly large"),
+        ({"schema": 2, "kernels": {"m:f": {"threshold": 1, "status": "great"}}}, "status"),
+        ({"schema": 2, "host": [], "kernels": {}}, '"host"'),
     ],
 )
 def test_schema_violations_are_named(data, message):
@@ -56,7 +57,7 @@ def test_schema_violations_are_named(data, message):
         parse_profile(json.dumps(data), "x.json")
 
 
-@pytest.mark.parametrize("text", ["NaN", '{"schema": 1, "kernels": {"m:f": {"threshold": Infinity}}}'])
+@pytest.mark.parametrize("text", ["NaN", '{"schema": 2, "kernels": {"m:f": {"threshold": Infinity}}}'])
 def test_non_finite_numbers_are_rejected(text):
     with pytest.raises(ProfileError, match="invalid JSON"):
         parse_profile(text, "x.json")
@@ -86,7 +87,7 @@ def test_write_is_atomic_and_a_failed_write_keeps_the_old_profile(tmp_path, monk
 
 def test_invalid_data_is_never_written(tmp_path):
     with pytest.raises(ProfileError):
-        write_profile(tmp_path / "p.json", {"schema": 1, "kernels": {"m:f": {"threshold": -5}}})
+        write_profile(tmp_path / "p.json", {"schema": 2, "kernels": {"m:f": {"threshold": -5}}})
     assert not (tmp_path / "p.json").exists()
     with pytest.raises(ValueError):
         write_profile(tmp_path / "q.json", {**minimal(**{"m:f": 1}), "x": float("nan")})

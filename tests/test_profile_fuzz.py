@@ -60,7 +60,7 @@ def test_structured_profiles_as_text(data):
 
 
 def test_deeply_nested_json_is_refused_not_crashing():
-    text = '{"schema": 1, "kernels": {}, "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    text = '{"schema": 2, "kernels": {}, "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
     try:
         parse_profile(text, "deep.json")
     except ProfileError as exc:

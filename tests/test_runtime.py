@@ -148,10 +148,10 @@ def test_missing_profile_falls_back_to_default_with_one_warning(pool, tmp_path, 
     "content, reason",
     [
         ("", "empty"),
-        ('{"schema": 1, "kernels": {', "invalid JSON"),
+        ('{"schema": 2, "kernels": {', "invalid JSON"),
         ('{"schema": 99, "kernels": {}}', "schema version 99"),
-        ('{"schema": 1, "kernels": {"m:f": {"threshold": NaN}}}', "invalid JSON"),
-        ('{"schema": 1, "kernels": {"m:f": {"threshold": -3}}}', "negative"),
+        ('{"schema": 2, "kernels": {"m:f": {"threshold": NaN}}}', "invalid JSON"),
+        ('{"schema": 2, "kernels": {"m:f": {"threshold": -3}}}', "negative"),
         ('[1, 2]', "top level"),
     ],
 )

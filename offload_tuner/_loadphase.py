@@ -1,0 +1,352 @@
+"""Calibration's concurrent phase (impure orchestration): the model proposes, a measurement under load decides.
+
+Timing one call at a time on an idle machine predicts inline work well and offloaded work badly: under
+the reference workload the caller unpickles results while the workers hold the cores and the pool's
+threads compete for the GIL. So after the isolated fits, each kernel runs the reference workload
+(``concurrency`` callers on one event loop, the real executor, a seeded stream of sizes from its workload
+mix) under a few candidate thresholds the model proposes: its choice and the grid points an octave either
+side, the loop budget's cap, always and never. Candidates run interleaved in shuffled order, round after
+round. The makespans fit the model's load factors; if the corrected model then proposes a threshold not
+yet measured, it is measured against the best so far. :mod:`_choice` makes the decision.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import zlib
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+from offload_tuner._choice import (
+    Candidate,
+    choose,
+    measured_noise,
+    tie_band,
+    fit_load_factors,
+    grid_point,
+    grid_index,
+    offload_from,
+    order_key,
+    predicted_makespans,
+    snap,
+    snap_down,
+)
+from offload_tuner._measure import clock
+from offload_tuner._policy import (
+    KernelCosts,
+    LoadFactors,
+    PolicyKnobs,
+    TransportModel,
+    budget_threshold,
+    offload_pays,
+    predict,
+    threshold,
+    workload_makespan,
+    _log_points,
+)
+from offload_tuner._registry import KernelSpec
+from offload_tuner._workload import Calls, build_calls, process_call, run_calls
+
+MIN_CALLS_PER_CALLER = 2
+"""Fewer calls than this say nothing about a mix of sizes, however long they take."""
+MAX_CALLS = 600
+EXPECTED_LOAD_INFLATION = 1.5
+"""Sizing guess only: offloaded work under load costs up to ~1.5x the isolated model (measured here)."""
+NEIGHBOUR_STEPS = 2
+"""Neighbours of the model's choice are this many half-octave grid steps away (an octave)."""
+SEED = 20261128
+
+
+@dataclass(frozen=True, slots=True)
+class Rounds:
+    """How the concurrent phase spends its time on one kernel.
+
+    Every candidate runs once per round, in a shuffled order. From the second round on, a candidate whose
+    median is worse than the best by more than twice the tie band is dropped (it cannot tie, and the slow
+    extremes are the longest runs); the rest go on until ``max_rounds``, or until ``budget_s`` is spent
+    once ``min_rounds`` are done, or until one candidate is left.
+    """
+
+    min_rounds: int
+    max_rounds: int
+    run_s: float
+    """Target seconds for one run, from the warm-up run's measured makespan."""
+    budget_s: float
+    neighbours: bool = True
+    """Also measure the grid points an octave either side of the model's choice."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPhase:
+    """What the concurrent phase settled for one kernel."""
+
+    costs: KernelCosts
+    """The kernel's costs with the fitted load factors."""
+    threshold: int | None
+    interval: tuple[int | None, int | None]
+    entry: dict[str, Any]
+    """The profile's ``load`` section: every candidate's runs, the fit, the choice and its reason."""
+
+
+def measure_under_load(
+    spec: KernelSpec,
+    executor: Executor,
+    costs: KernelCosts,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    workload_range: tuple[float, float],
+    *,
+    rounds: Rounds,
+    progress: Callable[..., None],
+) -> LoadPhase:
+    """Run the reference workload under the model's candidates, correct the model, choose a threshold."""
+    started = clock()
+    lo, hi = workload_range
+    isolated = replace(costs, load=LoadFactors())
+    proposal = threshold(isolated, transport, knobs, workload_range)
+    cap = budget_threshold(isolated, transport, knobs, workload_range)
+    seed = SEED ^ zlib.crc32(spec.key.encode())  # the same calls on every rerun, different per kernel
+    first = proposals(proposal, cap, workload_range, neighbours=rounds.neighbours)
+    calls = _sized_calls(spec, executor, isolated, transport, knobs, workload_range, seed, first, rounds.run_s)
+    sizes = sorted(n for _, n in calls)
+    predictions = [predict(isolated, transport, knobs, n) for n in sizes]
+    runner = _Runner(executor, spec, calls, sizes, knobs.concurrency, rounds, seed, progress)
+
+    runner.measure(first)
+    factors = fit_load_factors(predictions, runner.indexed(), knobs)
+    corrected = replace(costs, load=factors)
+    model_choice = threshold(corrected, transport, knobs, workload_range)
+    cap = budget_threshold(corrected, transport, knobs, workload_range)
+    capped = None if cap is None else snap_down(cap)
+    if runner.measure_more([_on_grid(model_choice), capped] if capped is not None else [_on_grid(model_choice)]):
+        factors = fit_load_factors(predictions, runner.indexed(), knobs)
+        corrected = replace(costs, load=factors)
+        model_choice = threshold(corrected, transport, knobs, workload_range)
+
+    candidates = runner.candidates()
+    choice = choose(candidates, rounds=max(len(c.makespan_s) for c in candidates), budget_cap=capped,
+                    capped=cap is not None, workload_range=workload_range)
+    always = always_threshold(corrected, transport, knobs, workload_range)
+    chosen = always if choice.threshold == 0 else choice.threshold
+    lower, upper = choice.interval
+    interval = (always if lower == 0 else lower, always if upper == 0 else upper)
+
+    indices = [offload_from(sizes, c.threshold) for c in candidates]
+    measured = [c.makespan for c in candidates]
+    fitted = predicted_makespans(predictions, indices, knobs, factors)
+    raw = predicted_makespans(predictions, indices, knobs, LoadFactors())
+    entry = {
+        "callers": knobs.concurrency,
+        "calls": len(calls),
+        "rounds": max(len(c.makespan_s) for c in candidates),
+        "seed": seed,
+        "workload_range": [lo, hi],
+        "candidates": [
+            {**c.to_json(), "predicted_s": p, "isolated_predicted_s": q}
+            for c, p, q in zip(candidates, fitted, raw)
+        ],
+        "factors": factors.to_json(),
+        "model_error": _median_error(fitted, measured),
+        "isolated_model_error": _median_error(raw, measured),
+        "model_threshold": model_choice,
+        "isolated_model_threshold": proposal,
+        "budget_cap": capped,
+        "noise": choice.noise,
+        "tie_band": choice.band,
+        "best": choice.best,
+        "tied": list(choice.tied),
+        "flat": choice.flat,
+        "reason": choice.reason,
+        "duration_s": round(clock() - started, 3),
+    }
+    return LoadPhase(corrected, chosen, interval, entry)
+
+
+def call_count(
+    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, workload_range: tuple[float, float], run_s: float
+) -> int:
+    """Calls in one run, so that the slower of "always" and "never" lasts about ``run_s``."""
+    points = _log_points(max(1.0, workload_range[0]), max(1.0, workload_range[1]), 48)
+    predictions = [predict(costs, transport, knobs, n) for n in points]
+    never = workload_makespan(predictions, knobs, len(points))
+    always = workload_makespan(predictions, knobs, 0) * EXPECTED_LOAD_INFLATION
+    per_call = max(never, always) / len(points)
+    fewest = MIN_CALLS_PER_CALLER * knobs.concurrency
+    return int(min(MAX_CALLS, max(fewest, round(run_s / max(per_call, 1e-7)))))
+
+
+def proposals(
+    model_choice: int | None, cap: int | None, workload_range: tuple[float, float], *, neighbours: bool = True
+) -> list[int | None]:
+    """The first candidates, most informative first: the model's choice on the grid, the budget cap, always,
+    never (unless the budget rules it out), and the grid points an octave either side of the model's choice."""
+    lo, hi = workload_range
+    centre = model_choice if model_choice not in (None, 0) else (snap(hi) if model_choice is None else snap(lo))
+    k = grid_index(snap(centre))
+    first = [_on_grid(model_choice)] + ([] if cap is None else [snap_down(cap)])
+    out = first + [0] + ([None] if cap is None else [])
+    if neighbours:
+        out += [grid_point(k - NEIGHBOUR_STEPS), grid_point(k + NEIGHBOUR_STEPS)]
+    return list(dict.fromkeys(out))
+
+
+def _sized_calls(
+    spec: KernelSpec,
+    executor: Executor,
+    costs: KernelCosts,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    workload_range: tuple[float, float],
+    seed: int,
+    thresholds: Sequence[int | None],
+    run_s: float,
+) -> Calls:
+    """The calls of one run, sized so that the slowest candidate's run lasts about ``run_s``.
+
+    A first guess from the isolated model; then one warm-up run of the first candidate (it pays for caches
+    and lazy imports, and is not counted) corrects the guess by what it measured, and the model's ratio
+    between the slowest candidate and that one scales it."""
+    calls = build_calls(spec.sample, spec.size, workload_range,  # type: ignore[arg-type]
+                        call_count(costs, transport, knobs, workload_range, run_s), seed)
+    sizes = sorted(n for _, n in calls)
+    predictions = [predict(costs, transport, knobs, n) for n in sizes]
+    predicted = predicted_makespans(predictions, [offload_from(sizes, t) for t in thresholds], knobs, LoadFactors())
+    first = thresholds[0]
+    gate = (lambda n: False) if first is None else (lambda n: n >= first)
+    warm = run_calls(calls, knobs.concurrency, process_call(executor, spec.fn, gate), executor)
+    slowest = warm.makespan_s * max(predicted) / predicted[0]
+    # On the half-octave grid, so that reruns on one host usually run the very same calls.
+    wanted = snap(min(MAX_CALLS, max(MIN_CALLS_PER_CALLER * knobs.concurrency, len(calls) * run_s / slowest)))
+    if wanted == len(calls):
+        return calls
+    return build_calls(spec.sample, spec.size, workload_range, wanted, seed)  # type: ignore[arg-type]
+
+
+def round_scales(rounds: Sequence[Sequence[float]]) -> list[float]:
+    """Per round, the factor that brings its geometric mean makespan to the mean over rounds (1 for one
+    candidate or one round: nothing to compare against)."""
+    if len(rounds) < 2 or len(rounds[0]) < 2:
+        return [1.0] * len(rounds)
+    means = [math.exp(statistics.fmean(math.log(v) for v in values)) for values in rounds]
+    overall = math.exp(statistics.fmean(math.log(m) for m in means))
+    return [overall / m for m in means]
+
+
+def _contenders(candidates: dict, alive: list[int | None]) -> list[int | None]:
+    """Candidates that can still tie with the best: within twice the tie band of its median."""
+    current = [candidates[t] for t in alive]
+    band = tie_band(measured_noise(current), min(len(c.makespan_s) for c in current))
+    best = min(c.makespan for c in current)
+    return [c.threshold for c in current if c.makespan <= best * (1 + 2 * band)]
+
+
+def always_threshold(
+    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, workload_range: tuple[float, float]
+) -> int:
+    """What "offload every call of the mix" means as a threshold: 0 if offloading pays even at size 1 (by
+    the corrected model), else the low end of the mix (below it nothing was measured under load)."""
+    return 0 if offload_pays(predict(costs, transport, knobs, 1), knobs) else math.ceil(workload_range[0])
+
+
+def _on_grid(t: int | None) -> int | None:
+    """0 and None stay; sizes snap to the grid."""
+    return t if t in (None, 0) else snap(t)
+
+
+def _median_error(predicted: Sequence[float], measured: Sequence[float]) -> float:
+    return statistics.median(abs(p - m) / m for p, m in zip(predicted, measured))
+
+
+class _Runner:
+    """Runs candidates in interleaved, shuffled rounds; a candidate is one way to split the stream."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        spec: KernelSpec,
+        calls: Calls,
+        sizes: list[int],
+        callers: int,
+        rounds: Rounds,
+        seed: int,
+        progress: Callable[..., None],
+    ) -> None:
+        self.executor, self.spec, self.calls, self.sizes, self.callers = executor, spec, calls, sizes, callers
+        self.rounds, self.progress = rounds, progress
+        self.rng = random.Random(seed)
+        self.runs: dict[int, Candidate] = {}  # offload_from index -> the candidate measured for it
+
+    def _split(self, t: int | None) -> int:
+        return offload_from(self.sizes, t)
+
+    def measure(self, thresholds: Sequence[int | None]) -> None:
+        """Measure thresholds that split the stream differently from everything measured so far."""
+        fresh: dict[int, int | None] = {}
+        for t in thresholds:
+            k = self._split(t)
+            if k not in self.runs and k not in fresh:
+                fresh[k] = t
+        if fresh:
+            self.runs.update(self._rounds(list(fresh.values())))
+
+    def measure_more(self, thresholds: Sequence[int | None]) -> bool:
+        """Measure new thresholds beside the best so far, rescaled to its earlier median (drift between
+        batches cancels out). Returns whether anything new was measured."""
+        new = [t for t in dict.fromkeys(thresholds) if self._split(t) not in self.runs]
+        if not new:
+            return False
+        best = min(self.runs.values(), key=lambda c: c.makespan)
+        before = best.makespan
+        batch = self._rounds(new + [best.threshold])
+        scale = before / batch[self._split(best.threshold)].makespan
+        for t in new:
+            c = batch[self._split(t)]
+            self.runs[self._split(t)] = replace(c, makespan_s=tuple(v * scale for v in c.makespan_s))
+        return True
+
+    def _rounds(self, thresholds: list[int | None]) -> dict[int, Candidate]:
+        """Rounds as :class:`Rounds` says. Makespans are divided by their round's geometric mean over the
+        candidates that ran in every round (times the mean over rounds): a round that ran while the machine
+        was slow weighs on every candidate alike, so comparisons keep only the candidates' own noise."""
+        policy = self.rounds
+        raw: dict[int | None, list[tuple[float, float, float]]] = {t: [] for t in thresholds}
+        alive = list(thresholds)
+        started = clock()
+        for r in range(policy.max_rounds):
+            order = alive[:]
+            self.rng.shuffle(order)
+            for t in order:
+                self.progress("load", kernel=self.spec.key, threshold=t, round=r + 1, rounds=policy.max_rounds)
+                stats = self._run(t)
+                raw[t].append((stats.makespan_s, stats.lag_p99_s, stats.cpu_s))
+            done = r + 1
+            if done >= 2:
+                alive = _contenders(self._candidates(raw, alive), alive)
+            if done >= policy.min_rounds and (len(alive) == 1 or clock() - started >= policy.budget_s):
+                break
+        return {self._split(c.threshold): c for c in self._candidates(raw, alive).values()}
+
+    def _candidates(self, raw: dict[int | None, list[tuple[float, float, float]]], full: list[int | None]) -> dict:
+        """Candidates from raw runs, normalised round by round over ``full`` (those that ran every round)."""
+        rounds = len(raw[full[0]])
+        scale = round_scales([[raw[t][r][0] for t in full] for r in range(rounds)])
+        out = {}
+        for t, values in raw.items():
+            makespans, lags, cpus = zip(*values)
+            k = self._split(t)
+            normalised = tuple(m * f for m, f in zip(makespans, scale))
+            out[t] = Candidate(t, len(self.sizes) - k, normalised, lags, cpus)
+        return out
+
+    def _run(self, t: int | None) -> Any:
+        gate = (lambda n: False) if t is None else (lambda n: n >= t)
+        return run_calls(self.calls, self.callers, process_call(self.executor, self.spec.fn, gate), self.executor)
+
+    def indexed(self) -> list[tuple[int, float]]:
+        return [(k, c.makespan) for k, c in self.runs.items()]
+
+    def candidates(self) -> list[Candidate]:
+        return sorted(self.runs.values(), key=lambda c: order_key(c.threshold))

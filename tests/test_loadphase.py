@@ -1,0 +1,136 @@
+"""The concurrent phase: its pure helpers, and real runs on kernels of controlled cost (generous tolerances,
+no wall-time assertions)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from offload_tuner import recommended_pool
+from offload_tuner._calibrate import EFFORTS, KernelPlan, calibrate
+from offload_tuner._choice import order_key
+from offload_tuner._loadphase import MAX_CALLS, call_count, proposals, round_scales
+from offload_tuner._policy import KernelCosts, PolicyKnobs
+from offload_tuner._registry import spec_for
+from tests import controlled
+from tests.test_policy import power, transport, zero
+
+KNOBS = PolicyKnobs(concurrency=4, workers=2, cores=2)
+PLANS = {
+    "tests.controlled:spin": KernelPlan(min_size=4, max_size=16384, workload_range=(16, 4096)),
+    "tests.controlled:fat_result": KernelPlan(min_size=16, max_size=8192, workload_range=(100, 5000)),
+}
+
+
+# ----------------------------------------------------------------------------------------------- pure
+
+
+def test_round_scales_remove_what_a_round_shares():
+    # The second round ran on a machine twice as slow: after scaling, both rounds agree.
+    scales = round_scales([[1.0, 2.0], [2.0, 4.0]])
+    assert [1.0 * scales[0], 2.0 * scales[1]] == pytest.approx([2**0.5, 2**0.5])
+    assert round_scales([[1.0], [3.0]]) == [1.0, 1.0]  # one candidate: nothing to compare against
+    assert round_scales([[1.0, 5.0]]) == [1.0]
+
+
+def test_proposals_put_the_model_first_and_cover_both_extremes():
+    got = proposals(300, None, (8, 512))
+    assert got[0] == 256  # the model's choice, on the half-octave grid
+    assert 0 in got and None in got
+    assert {128, 512} <= set(got)  # an octave either side
+    assert len(got) == len(set(got))
+
+
+def test_a_loop_budget_cap_is_proposed_and_never_is_not():
+    got = proposals(300, 200, (8, 512))
+    assert got[:2] == [256, 181]  # the model's choice, then the cap rounded down to the grid
+    assert None not in got
+
+
+def test_call_count_grows_with_the_run_length_and_stays_bounded():
+    costs, tr = KernelCosts(power(1e-7, 2.0), zero(), zero(), zero()), transport(150e-6, 20e-6, 20e-6)
+    short = call_count(costs, tr, KNOBS, (8, 512), 0.05)
+    long = call_count(costs, tr, KNOBS, (8, 512), 0.5)
+    assert 2 * KNOBS.concurrency <= short < long <= MAX_CALLS
+
+
+# ------------------------------------------------------------------------------------ measured, real
+
+
+@pytest.fixture(scope="module")
+def profile(pool):
+    specs = [spec_for(controlled.spin), spec_for(controlled.fat_result)]
+    return calibrate(specs, pool, effort=EFFORTS["quick"], knobs=KNOBS, plans=PLANS)
+
+
+def test_every_candidate_is_recorded_with_its_rounds(profile):
+    for key in PLANS:
+        entry = profile["kernels"][key]
+        assert entry["status"] == "ok", entry.get("error")
+        load = entry["load"]
+        thresholds = [c["threshold"] for c in load["candidates"]]
+        assert 0 in thresholds or any(c["offloaded"] == load["calls"] for c in load["candidates"])
+        assert any(c["offloaded"] == 0 for c in load["candidates"])  # never (or its equivalent)
+        for c in load["candidates"]:  # a candidate dropped as clearly worse ran fewer rounds than the rest
+            assert 2 <= len(c["makespan_s"]) == len(c["lag_p99_s"]) == len(c["cpu_s"]) <= load["rounds"]
+            assert all(v > 0 for v in c["makespan_s"])
+        assert any(len(c["makespan_s"]) == load["rounds"] for c in load["candidates"])
+        assert thresholds == sorted(thresholds, key=order_key)
+        assert load["reason"].startswith("measured under load")
+
+
+def test_the_choice_is_never_beyond_the_noise_of_the_best(profile):
+    for key in PLANS:
+        entry = profile["kernels"][key]
+        load = entry["load"]
+        medians = {c["threshold"]: sorted(c["makespan_s"])[len(c["makespan_s"]) // 2] for c in load["candidates"]}
+        best = min(medians.values())
+        chosen = load["best"] if entry["threshold"] not in medians else entry["threshold"]
+        if load["tied"]:
+            assert all(medians[t] <= best * (1 + load["tie_band"]) + 1e-9 for t in load["tied"])
+        assert medians[chosen] <= best * (1 + load["tie_band"]) + 1e-9
+        lo, hi = entry["interval"]
+        assert order_key(lo) <= order_key(entry["threshold"]) <= order_key(hi)
+
+
+def test_correcting_the_model_brings_predicted_makespans_to_the_measured_ones(profile):
+    for key in PLANS:
+        load = profile["kernels"][key]["load"]
+        assert load["model_error"] <= load["isolated_model_error"] + 0.02
+        assert load["model_error"] < 0.5
+
+
+def test_a_big_result_of_small_objects_is_not_offloaded_wholesale(profile):
+    """Unpickling the result costs the caller about what computing it does: offloading every call must be
+    measured slower than running every call inline, and the choice must not offload most calls."""
+    load = profile["kernels"]["tests.controlled:fat_result"]["load"]
+    by_offloaded = {c["offloaded"]: c for c in load["candidates"]}
+    median = lambda c: sorted(c["makespan_s"])[len(c["makespan_s"]) // 2]  # noqa: E731
+    assert median(by_offloaded[load["calls"]]) > median(by_offloaded[0])
+    threshold = profile["kernels"]["tests.controlled:fat_result"]["threshold"]
+    assert threshold is None or threshold > math.sqrt(100 * 5000)  # keeps at least half the mix inline
+
+
+def test_independent_quick_calibrations_fall_in_each_others_intervals():
+    """Honest intervals: each run's threshold lies inside the other runs' intervals in >= 80% of pairs.
+    Every run uses a fresh pool, so the executor's drift between pools is part of what is covered."""
+    specs = [spec_for(controlled.spin), spec_for(controlled.fat_result)]
+    runs = []
+    for _ in range(4):
+        pool = recommended_pool(2)
+        try:
+            runs.append(calibrate(specs, pool, effort=EFFORTS["quick"], knobs=KNOBS, plans=PLANS))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    inside = total = 0
+    for key in PLANS:
+        entries = [run["kernels"][key] for run in runs]
+        assert all(e["status"] == "ok" for e in entries), [e.get("error") for e in entries]
+        for a, b in itertools.permutations(entries, 2):
+            lo, hi = b["interval"]
+            inside += order_key(lo) <= order_key(a["threshold"]) <= order_key(hi)
+            total += 1
+    assert inside / total >= 0.8, [(key, [(r["kernels"][key]["threshold"], r["kernels"][key]["interval"])
+                                          for r in runs]) for key in PLANS]
