@@ -52,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                           "calibration/plan.json in the repository)")
     cal.add_argument("--concurrency", type=int, default=None,
                      help="calls typically in flight at once in the service (policy knob, default 4)")
-    cal.add_argument("--loop-budget-ms", type=float, default=None,
-                     help="offload calls predicted to block the loop longer than this, if offloading blocks it less")
+    cal.add_argument("--loop-budget-ms", type=_budget_ms, default=None, metavar="MS",
+                     help="offload calls predicted to block the loop longer than this whenever offloading blocks it "
+                          "less (default 100, asyncio's slow-callback limit; 'off' turns it off)")
     cal.add_argument("-q", "--quiet", action="store_true", help="no progress, only the final table")
 
     show = sub.add_parser("show", help="print a profile's thresholds")
@@ -72,6 +73,19 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("profile", nargs="?", type=Path)
     plot.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNGs (created if missing)")
     return parser
+
+
+def _budget_ms(text: str) -> float:
+    """Milliseconds > 0, or 'off' (stored as 0: no budget)."""
+    if text.strip().lower() in ("off", "none"):
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds or 'off', got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number of milliseconds or 'off', got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,6 +188,14 @@ class _TerminalProgress:
             print(text, file=sys.stderr)
 
 
+def _loop_budget_s(flag_ms: float | None, plan: dict[str, Any], default_s: float) -> float | None:
+    """The flag, else the plan's ``loop_budget_ms`` (null: off), else the default; 0 means off."""
+    ms = flag_ms if flag_ms is not None else plan.get("loop_budget_ms", default_s * 1000)
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)):
+        return ms  # type: ignore[return-value]  # PolicyKnobs names the bad value
+    return None if not ms else ms / 1000
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -188,7 +210,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     from offload_tuner._backends import default_workers, recommended_pool
     from offload_tuner._calibrate import EFFORTS, calibrate
-    from offload_tuner._policy import DEFAULT_CONCURRENCY, PolicyKnobs
+    from offload_tuner._policy import DEFAULT_CONCURRENCY, DEFAULT_LOOP_BUDGET_S, PolicyKnobs
     from offload_tuner._profile import ProfileError, default_profile_path, write_profile
     from offload_tuner._report import format_table
     from offload_tuner._targets import NoKernelsError, TargetError, resolve_targets
@@ -205,7 +227,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             concurrency=args.concurrency or plan.get("concurrency") or DEFAULT_CONCURRENCY,
             workers=workers,
             cores=os.cpu_count() or 1,
-            loop_budget_s=None if args.loop_budget_ms is None else args.loop_budget_ms / 1000,
+            loop_budget_s=_loop_budget_s(args.loop_budget_ms, plan, DEFAULT_LOOP_BUDGET_S),
         )
     except ValueError as exc:
         print(f"offload-tuner: {exc}", file=sys.stderr)
@@ -280,7 +302,7 @@ def _explain(args: argparse.Namespace) -> int:
 
     import offload_tuner
     from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
-    from offload_tuner._report import format_seconds
+    from offload_tuner._report import format_load, format_seconds
     from offload_tuner._targets import TargetError, import_kernel
 
     path = _profile_path(args.profile)
@@ -326,6 +348,8 @@ def _explain(args: argparse.Namespace) -> int:
         stream = "pays" if offload_pays(p, knobs) else "does not pay"
         print(f"  per-size view: offloading a saturated stream of size-{args.size} calls {stream}; the threshold "
               f"also weighs the mix of sizes (workload {entry.get('workload_range', [lo, hi])})")
+    if entry.get("load"):
+        print(format_load(entry["load"], entry.get("threshold")))
     # The decision itself goes through run_kernel's own code path, against an executor of the profiled kind.
     offload_tuner.load_profile(path)
     previous = offload_tuner.get_executor()

@@ -223,9 +223,14 @@ def kernel_figure(profile_data: Mapping[str, Any], key: str) -> Figure:
     xmin, xmax = max(min(points) / 2.5, 0.5), max(points) * 2.5
     grid = _geomspace(xmin, xmax, 160)
 
-    fig = Figure(figsize=(11.5, 7.2), layout="constrained")
-    ax, res = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3.2, 1]})
-    for a in (ax, res):
+    load = entry.get("load") or {}
+    fig = Figure(figsize=(11.5, 9.6 if load else 7.2), layout="constrained")
+    if load:
+        ax, res, under = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3.2, 1, 1.6]})
+    else:
+        ax, res = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3.2, 1]})
+        under = None
+    for a in ((ax, res) if under is None else (ax, res, under)):
         a.set_xscale("log")
         _shade_context(a, xmin, xmax, rng, t, lo_i, hi_i)
     ax.set_yscale("log")
@@ -314,8 +319,12 @@ def kernel_figure(profile_data: Mapping[str, Any], key: str) -> Figure:
     res.axhline(0, color="0.3", lw=0.8)
     _threshold_marks(res, t, lo_i, hi_i, rng, label=False)
     res.set_ylabel("C(n) fit residual\n(measured / fit − 1, %)", fontsize=9)
-    res.set_xlabel("input size n (the kernel's own size units, log)")
-    _log_axis(res.xaxis, _fmt_size)
+    bottom = res if under is None else under
+    if under is not None:
+        _load_panel(under, load, t, xmin, xmax)
+        _threshold_marks(under, t, lo_i, hi_i, rng, label=False)
+    bottom.set_xlabel("input size n (the kernel's own size units, log)")
+    _log_axis(bottom.xaxis, _fmt_size)
     res.grid(True, which="major", alpha=0.3)
 
     fit = entry.get("fit_error") or {}
@@ -325,12 +334,46 @@ def kernel_figure(profile_data: Mapping[str, Any], key: str) -> Figure:
     if form == "loglog_linear_interp":  # its residuals at the medians are ~0 by construction
         form = "log-log interpolation through the medians"
     fig.suptitle(
-        f"{key}: threshold {format_threshold(t)}, 90% interval {format_interval([lo_i, hi_i])}\n"
+        f"{key}: threshold {format_threshold(t)}, interval {format_interval([lo_i, hi_i])}\n"
         f"{_host_label(profile_data)}; status {status}{status_note}\n"
         f"compute fit: {form}, held-out (cross-validated) error {_pct(fit.get('compute', costs.compute.cv_error))}",
         fontsize=11,
     )
     return fig
+
+
+def _load_panel(ax: Any, load: Mapping[str, Any], t: Any, xmin: float, xmax: float) -> None:
+    """The concurrent phase: each candidate threshold's measured makespan (median, min..max over rounds) and
+    the corrected model's prediction; the tie band above the best. "always" and "never" sit at the edges."""
+    def where(threshold: Any) -> float:
+        if threshold is None:
+            return xmax / 1.15
+        return xmin * 1.15 if threshold == 0 else float(threshold)
+
+    candidates = load.get("candidates") or []
+    if not candidates:
+        return
+    medians = [statistics.median(c["makespan_s"]) for c in candidates]
+    best = min(medians)
+    band = float(load.get("tie_band") or 0.0)
+    ax.axhspan(best * 1e3, best * (1 + band) * 1e3, color="tab:green", alpha=0.15, lw=0,
+               label=f"within the noise band ({band:.0%}) of the best: ties")
+    tied = load.get("tied") or []
+    for c, med in zip(candidates, medians):
+        x = where(c["threshold"])
+        lo, hi = min(c["makespan_s"]) * 1e3, max(c["makespan_s"]) * 1e3
+        color = "tab:green" if c["threshold"] in tied else "0.35"
+        ax.errorbar([x], [med * 1e3], yerr=[[med * 1e3 - lo], [hi - med * 1e3]], fmt="o", ms=6, color=color,
+                    mfc="white", mew=1.6, capsize=3, zorder=4)
+        ax.scatter([x], [c["predicted_s"] * 1e3], marker="x", s=30, color=_COLORS["loop"], zorder=5)
+        if c["threshold"] in (None, 0):
+            ax.annotate(format_threshold(c["threshold"]), (x, med * 1e3), xytext=(0, 8), textcoords="offset points",
+                        ha="center", fontsize=8)
+    ax.scatter([], [], marker="o", facecolor="white", edgecolor="0.35", label="measured makespan: median, min..max")
+    ax.scatter([], [], marker="x", color=_COLORS["loop"], label="corrected model's prediction")
+    ax.set_ylabel(f"makespan under load (ms)\n{load.get('callers')} callers, {load.get('calls')} calls", fontsize=9)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0)
 
 
 def _shade_context(ax: Any, xmin: float, xmax: float, rng: tuple[float, float] | None, t: Any, lo_i: Any,
@@ -347,7 +390,7 @@ def _shade_context(ax: Any, xmin: float, xmax: float, rng: tuple[float, float] |
     if lo_i is not None:
         left = max(float(lo_i), xmin)
         right = xmax if hi_i is None else max(float(hi_i), left)
-        what = "90% interval of the threshold" + (" (upper: never, shaded to the edge)" if hi_i is None else "")
+        what = "interval of the threshold (where reruns land)" + (" (upper: never, shaded to the edge)" if hi_i is None else "")
         if right == left:
             ax.axvline(left, color=_COLORS["interval"], lw=4, alpha=0.6, zorder=1, label=what)
         else:
@@ -433,7 +476,7 @@ def overview_figure(profile_data: Mapping[str, Any]) -> Figure:
             left = max(float(lo_i), xmin)
             right = xmax if hi_i is None else float(hi_i)
             ax.hlines(i, left, right, lw=3, color="goldenrod", zorder=2,
-                      label=once("90% interval (to the edge: upper is never)"))
+                      label=once("interval (to the edge: upper is never)"))
             for end in (left, right):
                 if end < xmax:
                     ax.vlines(end, i - 0.18, i + 0.18, color="goldenrod", lw=1.5, zorder=2)
@@ -505,7 +548,7 @@ def comparison_table(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[st
     """Two profiles kernel by kernel (kernels of ``a`` first, then those only in ``b``).
 
     ``threshold_ratio`` is ``threshold_b / threshold_a`` (``None`` unless both are positive sizes; ``note``
-    says why); ``intervals_overlap`` compares the 90% intervals with ``never`` as +infinity (``None`` if
+    says why); ``intervals_overlap`` compares the intervals with ``never`` as +infinity (``None`` if
     either is unknown); ``compute_ratio`` is the median of ``C_b(n) / C_a(n)`` from the fitted compute
     models at the sizes both profiles measured (``compute_sizes``; 5 sizes across the overlapping
     calibrated range when they share none).
@@ -593,7 +636,7 @@ def comparison_figure(a: Mapping[str, Any], b: Mapping[str, Any], labels: tuple[
     ticks = [d for d in decades if xmin <= d <= top]
     ax.set_xticks(ticks + [never_x], [_fmt_size(d) for d in ticks] + ["never"])
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("threshold (input size, log; bars: 90% interval)")
+    ax.set_xlabel("threshold (input size, log; bars: interval)")
     ax.grid(True, axis="x", which="major", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False, ncol=1)
     ax.set_title("thresholds", fontsize=10)

@@ -32,12 +32,18 @@ def summary_rows(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
     for key, entry in profile.get("kernels", {}).items():
         at = entry.get("at_threshold") or {}
         fit = entry.get("fit_error") or {}
+        load = entry.get("load") or {}
         rows.append(
             {
                 "kernel": key,
                 "status": entry.get("status", "ok"),
                 "threshold": entry.get("threshold"),
                 "interval": entry.get("interval"),
+                "measured_best": load.get("best"),
+                "tied": load.get("tied"),
+                "candidates_measured": len(load.get("candidates", [])) or None,
+                "makespan_error_under_load": load.get("model_error"),
+                "reason": load.get("reason"),
                 "fit_error_compute": fit.get("compute"),
                 "fit_error_offload_latency": fit.get("offload_latency"),
                 "inline_s_at_threshold": at.get("inline_s"),
@@ -49,12 +55,20 @@ def summary_rows(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _under_load(row: Mapping[str, Any]) -> str:
+    measured, tied = row["candidates_measured"], row["tied"] or []
+    if not measured:
+        return "-"
+    return f"{measured} tried, " + ("one best" if len(tied) <= 1 else f"flat ({len(tied)} tie)")
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
 def format_table(profile: Mapping[str, Any]) -> str:
-    headers = ["kernel", "threshold", "90% interval", "fit err", "model err", "inline@thr", "loop@thr", "latency@thr", "status"]
+    headers = ["kernel", "threshold", "interval", "under load", "fit err", "load err", "inline@thr", "loop@thr",
+               "latency@thr", "status"]
     body = []
     for row in summary_rows(profile):
         body.append(
@@ -62,8 +76,9 @@ def format_table(profile: Mapping[str, Any]) -> str:
                 row["kernel"],
                 format_threshold(row["threshold"]),
                 format_interval(row["interval"]),
+                _under_load(row),
                 _pct(row["fit_error_compute"]),
-                _pct(row["fit_error_offload_latency"]),
+                _pct(row["makespan_error_under_load"]),
                 format_seconds(row["inline_s_at_threshold"]),
                 format_seconds(row["offload_loop_s_at_threshold"]),
                 format_seconds(row["offload_latency_s_at_threshold"]),
@@ -75,7 +90,52 @@ def format_table(profile: Mapping[str, Any]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
     notes = (
-        "fit err: cross-validated error of the compute model; model err: predicted vs measured offloaded "
-        "round trips; @thr: predicted per call at the threshold (inline; loop-thread time and latency offloaded)"
+        "interval: thresholds a rerun on this host may choose (between the nearest candidates measured worse); "
+        "under load: candidates measured with the reference workload, and how many tied with the best (a flat "
+        "basin, resolved by loop lag then CPU; `offload-tuner explain` says why); fit err: cross-validated error "
+        "of the compute model; load err: predicted vs measured makespan under load, after correction; @thr: "
+        "predicted per call at the threshold (inline; loop-thread time and latency offloaded)"
     )
     return "\n".join(lines) + "\n" + notes
+
+
+def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
+    """The concurrent phase of one kernel, for ``explain``: every candidate, the fit and the choice."""
+    lo, hi = load["workload_range"]
+    lines = [
+        f"  under load ({load['callers']} callers, {load['calls']} calls with sizes log-uniform over {lo:g}..{hi:g}, "
+        f"{load['rounds']} interleaved rounds; noise {load['noise']:.1%} per run, so candidates within "
+        f"{load['tie_band']:.0%} of the best tie):",
+        "    threshold   offloaded  makespan median [min, max]       predicted  p99 loop lag  CPU",
+    ]
+    for c in load["candidates"]:
+        spans = c["makespan_s"]
+        mark = "*" if c["threshold"] == load.get("chosen", threshold) else " "
+        tied = "tie" if c["threshold"] in load["tied"] else "   "
+        lines.append(
+            f"   {mark}{format_threshold(c['threshold']):>9}  {c['offloaded']:>9}  "
+            f"{format_seconds(sorted(spans)[len(spans) // 2]):>9} [{format_seconds(min(spans))}, "
+            f"{format_seconds(max(spans))}] {tied}  {format_seconds(c['predicted_s']):>9}  "
+            f"{format_seconds(sorted(c['lag_p99_s'])[len(spans) // 2]):>12}  "
+            f"{format_seconds(sorted(c['cpu_s'])[len(spans) // 2])}"
+        )
+    f = load["factors"]
+    lines.append(
+        f"  load factors (isolated model -> under load): inline x{f['inline']:.2f}, offloaded loop side "
+        f"x{f['offload_loop']:.2f}, worker side x{f['offload_worker']:.2f}; predicted makespan error "
+        f"{load['isolated_model_error']:.0%} before, {load['model_error']:.0%} after"
+    )
+    cap = load.get("budget_cap")
+    lines.append(
+        f"  the model proposed {format_threshold(load['isolated_model_threshold'])} (isolated), "
+        f"{format_threshold(load['model_threshold'])} (corrected)"
+        + ("" if cap is None else f"; the loop budget caps the threshold at {format_threshold(cap)}")
+    )
+    tied = load["tied"]
+    if len(tied) > 1:
+        lines.append(
+            f"  the basin is flat from threshold {format_threshold(tied[0])} to {format_threshold(tied[-1])}: whether "
+            "the calls in between run inline or offloaded makes no difference the measurements can see"
+        )
+    lines.append(f"  why {format_threshold(threshold)}: {load['reason']}")
+    return "\n".join(lines)
