@@ -157,25 +157,47 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
         order_rng.shuffle(order)
         for name in order:
             runs[name].append(run_policy(spec, calls, name, callers))
-    summary = {name: summarise(results) for name, results in runs.items()}
-    candidates = [p for p in policies if p != "tuned"]
-    oracle = min(candidates, key=lambda p: summary[p]["makespan_s"])
     tuned = offload_tuner.decide(spec.fn, *spec.sample(workload.lo))  # type: ignore[misc]
-    per_round = [t.makespan_s / o.makespan_s for t, o in zip(runs["tuned"], runs[oracle])]
-    return {
+    entry: dict[str, Any] = {
         "kernel": spec.key,
         "sizes": [workload.lo, workload.hi],
         "calls": len(calls),
         "tuned_threshold": tuned.threshold,
         "tuned_reason": tuned.reason,
-        "oracle": oracle,
-        "tuned_vs_oracle": summary["tuned"]["makespan_s"] / summary[oracle]["makespan_s"],
-        "tuned_vs_oracle_per_round": per_round,
-        "spread": spread(runs),
-        "model_check": model_check(spec, calls, summary, workload),
-        "summary": summary,
         "runs": {name: [asdict(r) for r in results] for name, results in runs.items()},
     }
+    analyse(entry)
+    entry["model_check"] = model_check(spec, calls, entry["summary"], workload)
+    return entry
+
+
+def analyse(entry: dict[str, Any]) -> None:
+    """Medians, the oracle and the ratios from an entry's raw runs (so a recorded report can be re-read).
+
+    Makespans are normalised round by round (each round's geometric mean over every policy, scaled to the mean
+    over rounds): the machine's slow and fast moments then weigh on every policy of a round alike, and what
+    is left is each policy's own noise. The oracle is the static policy with the lowest normalised median;
+    the per-round range is of tuned / oracle within each round, where both ran side by side."""
+    from offload_tuner._loadphase import round_scales
+
+    runs = entry["runs"]
+    names = list(runs)
+    rounds = len(runs[names[0]])
+    scale = round_scales([[runs[name][r]["makespan_s"] for name in names] for r in range(rounds)])
+    normalised = {name: [run["makespan_s"] * f for run, f in zip(runs[name], scale)] for name in names}
+    summary = {}
+    for name in names:
+        summary[name] = summarise([RunResult(**run) for run in runs[name]])
+        summary[name]["raw_makespan_s"] = summary[name]["makespan_s"]
+        summary[name]["makespan_s"] = statistics.median(normalised[name])
+    oracle = min((n for n in names if n != "tuned"), key=lambda n: summary[n]["makespan_s"])
+    entry["summary"] = summary
+    entry["oracle"] = oracle
+    entry["tuned_vs_oracle"] = summary["tuned"]["makespan_s"] / summary[oracle]["makespan_s"]
+    entry["tuned_vs_oracle_per_round"] = [t / o for t, o in zip(normalised["tuned"], normalised[oracle])]
+    entry["spread"] = statistics.median(
+        (max(v) - min(v)) / statistics.median(v) for v in normalised.values() if len(v) > 1
+    ) if rounds > 1 else 0.0
 
 
 def summarise(results: list[RunResult]) -> dict[str, Any]:
@@ -187,15 +209,6 @@ def summarise(results: list[RunResult]) -> dict[str, Any]:
     out["worker_cpu_s"] = statistics.median(workers) if workers else None
     out["calls"] = results[0].calls
     return out
-
-
-def spread(runs: dict[str, list[RunResult]]) -> float:
-    """Round-to-round spread of one policy's makespan, (max - min) / median, median over policies."""
-    values = [
-        (max(r.makespan_s for r in rs) - min(r.makespan_s for r in rs)) / statistics.median(r.makespan_s for r in rs)
-        for rs in runs.values() if len(rs) > 1
-    ]
-    return statistics.median(values) if values else 0.0
 
 
 def model_check(spec: KernelSpec, calls: Calls, summary: dict[str, Any], workload: Workload) -> dict[str, Any] | None:
@@ -219,7 +232,7 @@ def model_check(spec: KernelSpec, calls: Calls, summary: dict[str, Any], workloa
         t = 256 if name == "static-256" else (None if name == "never" else 0 if name == "always" else int(name[2:]))
         k = len(sizes) if t is None else next((i for i, n in enumerate(sizes) if n >= t), len(sizes))
         predicted = workload_makespan(predictions, knobs, k)
-        measured = summary[name]["makespan_s"]
+        measured = summary[name]["raw_makespan_s"]
         rows[name] = {"predicted_s": predicted, "measured_s": measured, "error": abs(predicted - measured) / measured}
     return {"rows": rows, "median_error": statistics.median(r["error"] for r in rows.values())}
 
@@ -250,10 +263,12 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"once per round, {report['rounds']} shuffled rounds, medians; profile `{report['profile']}` (loop budget "
         f"{budget_text}); {report['created']}.\n",
         f"Command: `{report['command']}`\n",
-        "The oracle is the static policy (a threshold of the sweep, `always`, `never` or `static-256`) with the lowest "
-        "median makespan in the same rounds. *tuned / oracle* is the ratio of medians, with the range of the same "
-        "ratio taken round by round; *spread* is a policy's round-to-round (max - min) / median, the median over "
-        "policies.\n",
+        "Makespans are normalised round by round (by the round's geometric mean over every policy: a slow moment "
+        "of the machine weighs on all policies of its round alike). The oracle is the static policy (a threshold "
+        "of the sweep, `always`, `never` or `static-256`) with the lowest normalised median in the same rounds. "
+        "*tuned / oracle* is the ratio of those medians, with the range of the same ratio taken round by round; "
+        "*spread* is a policy's round-to-round (max - min) / median after normalisation, the median over "
+        "policies. The model check compares raw medians with the profile's predictions.\n",
         "| kernel | tuned T | oracle | tuned / oracle [per round] | spread | p99 lag: tuned / static-256 / always / never "
         "| tuned p99 lag within budget | model error (median) |",
         "|---|---|---|---|---|---|---|---|",
@@ -274,7 +289,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     if errors:
         lines += ["", f"Model check, median over kernels of each kernel's median error: **{statistics.median(errors):.0%}**."]
     lines += ["", "## Every policy", "",
-              "| kernel | policy | makespan | vs oracle | loop lag p50 | p99 | max | caller CPU | worker CPU | offloaded |",
+              "| kernel | policy | makespan (raw median) | vs oracle (normalised) | loop lag p50 | p99 | max | caller CPU | worker CPU | offloaded |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for e in report["workloads"]:
         s = e["summary"]
@@ -283,7 +298,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             label = f"**{name}**" if name in ("tuned", e["oracle"]) else name
             worker = "-" if r["worker_cpu_s"] is None else f"{r['worker_cpu_s'] * 1e3:.0f} ms"
             lines.append(
-                f"| {_name(e)} | {label} | {r['makespan_s'] * 1e3:.0f} ms | {r['makespan_s'] / oracle:.2f}x | "
+                f"| {_name(e)} | {label} | {r['raw_makespan_s'] * 1e3:.0f} ms | {r['makespan_s'] / oracle:.2f}x | "
                 f"{r['lag_p50_s'] * 1e3:.2f} ms | {r['lag_p99_s'] * 1e3:.1f} ms | {r['lag_max_s'] * 1e3:.1f} ms | "
                 f"{r['caller_cpu_s'] * 1e3:.0f} ms | {worker} | {r['offloaded']:.0f}/{r['calls']} |"
             )

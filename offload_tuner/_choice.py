@@ -15,7 +15,7 @@ sight, so that every rule below is tested on synthetic measurements:
   candidate that offloads least. A flat basin therefore resolves the same way on every rerun instead of
   wherever the noise puts the minimum.
 * **The interval.** The thresholds a rerun on this host may choose. A rerun measures afresh, so a
-  candidate within *twice* the tie band of the best may come out tied or best next time, with the band
+  candidate within four standard errors of the best may come out tied or best next time, with the noise
   taken at the noise's 90% upper confidence bound (two rounds of three candidates estimate it poorly)
   and never below ``PLAUSIBLE_FLOOR``: the interval
   runs from just above the nearest candidate below all of those that is worse by more, to just below
@@ -42,6 +42,11 @@ GRID_RATIO = 2**0.5
 MIN_TIE_BAND = 0.03
 """Candidates within 3% of the best always tie: medians of a few short runs cannot resolve less."""
 MAX_TIE_BAND = 0.2
+TIE_STANDARD_ERRORS = 1.0
+"""Ties are within one standard error of a difference: wider bands let the secondary objective (lag) pick
+candidates measurably slower (recorded benchmark: up to 1.65x the oracle with two standard errors)."""
+PLAUSIBLE_STANDARD_ERRORS = 4.0
+"""What a rerun may still choose: within four standard errors, at the noise's upper confidence bound."""
 PLAUSIBLE_FLOOR = 0.10
 """A rerun may choose any candidate within this of the best, however low the measured noise: reruns
 also run slightly different candidates and streams."""
@@ -203,12 +208,13 @@ def noise_upper_bound(noise: float, dof: int, z: float = 1.2816) -> float:
     return noise * math.sqrt(dof / quantile) if quantile > 0 else noise * 3.0
 
 
-def tie_band(noise: float, rounds: int) -> float:
-    """Two candidates tie when their medians differ by less than two standard errors of a difference."""
+def tie_band(noise: float, rounds: int, errors: float | None = None) -> float:
+    """Two candidates tie when their medians differ by less than ``errors`` (default ``TIE_STANDARD_ERRORS``)
+    standard errors of a difference of medians."""
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
     standard_error = 1.25 * noise * math.sqrt(2 / rounds)  # the median's SE is ~1.25x the mean's
-    return min(MAX_TIE_BAND, max(MIN_TIE_BAND, 2 * standard_error))
+    return min(MAX_TIE_BAND, max(MIN_TIE_BAND, (TIE_STANDARD_ERRORS if errors is None else errors) * standard_error))
 
 
 # --------------------------------------------------------------------------------------- load factors
@@ -321,8 +327,9 @@ def choose(
     chosen, why = _secondary(tied)
     # What a rerun may find: the noise could be as high as its 90% upper confidence bound (few rounds of few
     # candidates estimate it poorly), and a candidate within twice that band could come out best.
-    upper_band = tie_band(noise_upper_bound(noise, degrees_of_freedom(ordered)), rounds)
-    plausible = [c for c in eligible if c.makespan <= best.makespan * (1 + max(2 * upper_band, PLAUSIBLE_FLOOR))]
+    upper = noise_upper_bound(noise, degrees_of_freedom(ordered))
+    reach = max(tie_band(upper, rounds, PLAUSIBLE_STANDARD_ERRORS), PLAUSIBLE_FLOOR)
+    plausible = [c for c in eligible if c.makespan <= best.makespan * (1 + reach)]
     interval = _interval(eligible, plausible, workload_range)
     if len(tied) == 1:
         reason = (f"measured under load: the fastest candidate; the next best was more than {band:.0%} "

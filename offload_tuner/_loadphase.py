@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 from offload_tuner._choice import (
     Candidate,
     choose,
+    PLAUSIBLE_STANDARD_ERRORS,
     measured_noise,
     tie_band,
     fit_load_factors,
@@ -65,7 +66,7 @@ class Rounds:
     """How the concurrent phase spends its time on one kernel.
 
     Every candidate runs once per round, in a shuffled order. From the second round on, a candidate whose
-    median is worse than the best by more than twice the tie band is dropped (it cannot tie, and the slow
+    median is worse than the best by more than four standard errors is dropped (it cannot tie, and the slow
     extremes are the longest runs); the rest go on until ``max_rounds``, or until ``budget_s`` is spent
     once ``min_rounds`` are done, or until one candidate is left.
     """
@@ -236,11 +237,11 @@ def round_scales(rounds: Sequence[Sequence[float]]) -> list[float]:
 
 
 def _contenders(candidates: dict, alive: list[int | None]) -> list[int | None]:
-    """Candidates that can still tie with the best: within twice the tie band of its median."""
+    """Candidates that can still tie with the best: within four standard errors of its median."""
     current = [candidates[t] for t in alive]
-    band = tie_band(measured_noise(current), min(len(c.makespan_s) for c in current))
+    band = tie_band(measured_noise(current), min(len(c.makespan_s) for c in current), PLAUSIBLE_STANDARD_ERRORS)
     best = min(c.makespan for c in current)
-    return [c.threshold for c in current if c.makespan <= best * (1 + 2 * band)]
+    return [c.threshold for c in current if c.makespan <= best * (1 + band)]
 
 
 def always_threshold(

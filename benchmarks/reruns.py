@@ -1,0 +1,203 @@
+"""Reruns: are the thresholds reproducible, their intervals honest, and each run right under load?
+
+Calibrates the bundled kernels several times from scratch (each in a fresh process, with a fresh pool) and
+benchmarks every resulting profile with the co-hosted workload (:mod:`benchmarks.workload`), then checks,
+per kernel, what issue 10 asks of them:
+
+* tuned / oracle makespan <= 1.10 in every run;
+* thresholds across runs within 1.5x of each other, or their intervals overlapping with the recorded
+  makespans showing a flat basin (several candidates tied under load);
+* each run's threshold inside the other runs' intervals (pairwise coverage);
+* the model's predicted makespan against the measured one (median error over kernels <= 15%).
+
+    python -m benchmarks.reruns [--runs 3] [--effort standard] [--rounds 5] [--out-dir benchmarks/results/reruns]
+    python -m benchmarks.reruns --from-recorded [--out-dir ...]   # re-read recorded runs, measure nothing
+
+Run it on an otherwise idle machine: it is a measurement. Writes ``profile-N.json`` and ``run-N/`` (the
+workload report) per run, and ``reruns.{json,md}`` with the verdicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results" / "reruns"
+
+
+def _key(t: int | None) -> float:
+    return math.inf if t is None else float(t)
+
+
+def _fmt(t: int | None) -> str:
+    return "never" if t is None else ("always" if t == 0 else str(t))
+
+
+def run_once(index: int, out_dir: Path, effort: str, rounds: int) -> dict[str, Any]:
+    """One fresh calibration and its benchmark, each in its own process."""
+    profile = out_dir / f"profile-{index}.json"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "offload_tuner._cli", "calibrate", "--effort", effort, "--out", str(profile),
+                    "--quiet"], check=True)
+    calibration_s = time.perf_counter() - started
+    run_dir = out_dir / f"run-{index}"
+    subprocess.run([sys.executable, "-m", "benchmarks.workload", "--profile", str(profile), "--rounds", str(rounds),
+                    "--out-dir", str(run_dir)], check=True, stdout=subprocess.DEVNULL)
+    return {
+        "profile": json.loads(profile.read_text()),
+        "workload": json.loads((run_dir / "workload.json").read_text()),
+        "calibration_wall_s": calibration_s,
+    }
+
+
+def load_recorded(out_dir: Path) -> list[dict[str, Any]]:
+    """Recorded runs, their workload reports re-analysed from the raw per-round makespans."""
+    from benchmarks import workload
+
+    runs = []
+    for profile in sorted(out_dir.glob("profile-*.json"), key=lambda p: int(p.stem.split("-")[1])):
+        report_path = out_dir / f"run-{profile.stem.split('-')[1]}" / "workload.json"
+        report = json.loads(report_path.read_text())
+        for entry in report["workloads"]:
+            workload.analyse(entry)
+            entry["verdicts"] = workload.verdicts(entry, report.get("loop_budget_s"))
+        report_path.write_text(json.dumps(report, indent=1) + "\n")
+        (report_path.parent / "workload.md").write_text(workload.to_markdown(report))
+        runs.append({"profile": json.loads(profile.read_text()), "workload": report, "calibration_wall_s": math.nan})
+    return runs
+
+
+def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    kernels = list(runs[0]["profile"]["kernels"])
+    rows = {}
+    covered = pairs = 0
+    model_errors = []
+    for key in kernels:
+        entries = [r["profile"]["kernels"][key] for r in runs]
+        benches = [next((w for w in r["workload"]["workloads"] if w["kernel"] == key), None) for r in runs]
+        thresholds = [e.get("threshold") for e in entries]
+        intervals = [e.get("interval") or [None, None] for e in entries]
+        finite = [t for t in thresholds if t is not None]
+        spread = (max(finite) / max(1, min(finite))) if finite and len(finite) == len(thresholds) else None
+        same = len({_fmt(t) for t in thresholds}) == 1
+        within_15 = same or (spread is not None and spread <= 1.5)
+        overlap = max(_key(lo) for lo, _ in intervals) <= min(_key(hi) for _, hi in intervals)
+        flat = all(len(e.get("load", {}).get("tied", [])) > 1 for e in entries)
+        inside = 0
+        for (a, _), (_, ib) in itertools.permutations(zip(thresholds, intervals), 2):
+            inside += _key(ib[0]) <= _key(a) <= _key(ib[1])
+        n_pairs = len(thresholds) * (len(thresholds) - 1)
+        covered, pairs = covered + inside, pairs + n_pairs
+        ratios = [b["tuned_vs_oracle"] for b in benches if b]
+        for b in benches:
+            if b and b.get("model_check"):
+                model_errors.append(b["model_check"]["median_error"])
+        rows[key] = {
+            "thresholds": thresholds,
+            "intervals": intervals,
+            "tuned_vs_oracle": ratios,
+            "tuned_vs_oracle_per_round": [b["verdicts"]["tuned_vs_oracle_range"] for b in benches if b],
+            "oracles": [b["oracle"] for b in benches if b],
+            "within_1.5x": within_15,
+            "intervals_overlap": overlap,
+            "flat_basin_every_run": flat,
+            "reproducible": within_15 or (overlap and flat),
+            "coverage": f"{inside}/{n_pairs}",
+            "all_within_1.10x_oracle": all(r <= 1.10 for r in ratios),
+        }
+    return {
+        "kernels": rows,
+        "coverage": covered / pairs if pairs else None,
+        "model_error_median": statistics.median(model_errors) if model_errors else None,
+        "calibration_wall_s": [round(r["calibration_wall_s"], 1) for r in runs],
+    }
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    v = report["verdicts"]
+    host = report["host"]
+    lines = [
+        "# Reruns: reproducible thresholds, honest intervals, right under load\n",
+        f"Host `{host['hostname']}` ({host['cpu_model']}, {host['logical_cores']} cores), Python "
+        f"{host['python_version']}; {report['runs']} fresh calibrations at `{report['effort']}` effort, each "
+        f"benchmarked with the co-hosted workload ({report['rounds']} rounds); {report['created']}.\n",
+        f"Command: `{report['command']}` ({report['duration_s']:.0f} s in all; calibrations took "
+        f"{', '.join(f'{s:.0f}' for s in v['calibration_wall_s'])} s wall).\n",
+        "| kernel | thresholds [intervals] per run | within 1.5x | intervals overlap | flat basin in every run "
+        "| reproducible | coverage | tuned / oracle per run [per-round range] | <= 1.10x |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, r in v["kernels"].items():
+        ts = ", ".join(f"{_fmt(t)} [{_fmt(i[0])}, {_fmt(i[1])}]" for t, i in zip(r["thresholds"], r["intervals"]))
+        ratios = ", ".join(f"{x:.2f} [{lo:.2f}, {hi:.2f}]" for x, (lo, hi) in
+                           zip(r["tuned_vs_oracle"], r["tuned_vs_oracle_per_round"]))
+        yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
+        lines.append(
+            f"| {key.split(':')[1]} | {ts} | {yes(r['within_1.5x'])} | {yes(r['intervals_overlap'])} | "
+            f"{yes(r['flat_basin_every_run'])} | {yes(r['reproducible'])} | {r['coverage']} | {ratios} | "
+            f"{yes(r['all_within_1.10x_oracle'])} |"
+        )
+    lines += [
+        "",
+        f"Pairwise coverage (a run's threshold inside another run's interval): **{v['coverage']:.0%}**.",
+        f"Model check, median over kernels and runs of the predicted-vs-measured makespan error: "
+        f"**{v['model_error_median']:.0%}**.",
+        "",
+        "Per-run details: `run-N/workload.md` (every policy, the model check) and `profile-N.json` (every "
+        "candidate measured under load; `offload-tuner explain KERNEL SIZE --profile profile-N.json`).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--effort", default="standard", choices=("quick", "standard", "thorough"))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--from-recorded", action="store_true", help="re-analyse the runs in --out-dir; measure nothing")
+    args = parser.parse_args(argv)
+    from offload_tuner._host import host_fingerprint
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    previous: dict[str, Any] = {}
+    if args.from_recorded:
+        runs = load_recorded(args.out_dir)
+        previous = json.loads((args.out_dir / "reruns.json").read_text()) if (args.out_dir / "reruns.json").exists() else {}
+        walls = previous.get("verdicts", {}).get("calibration_wall_s", [])
+        for run, wall in zip(runs, walls):
+            run["calibration_wall_s"] = wall
+    for i in range(1, 0 if args.from_recorded else args.runs + 1):
+        print(f"run {i}/{args.runs}: calibrating and benchmarking ...", file=sys.stderr)
+        runs.append(run_once(i, args.out_dir, args.effort, args.rounds))
+    report = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python -m benchmarks.reruns " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "host": host_fingerprint(),
+        "runs": len(runs),
+        "effort": args.effort,
+        "rounds": args.rounds,
+        "duration_s": time.perf_counter() - started,
+        "verdicts": verdicts(runs),
+    }
+    if args.from_recorded and previous:  # keep what was measured, say it was re-read
+        report.update(command=previous["command"] + "; re-analysed with --from-recorded", duration_s=previous["duration_s"],
+                      effort=previous["effort"], rounds=previous["rounds"], created=previous["created"])
+    (args.out_dir / "reruns.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out_dir / "reruns.md").write_text(to_markdown(report))
+    print(to_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The reruns report's verdicts on synthetic runs (pure: what counts as reproducible and covered)."""
+
+from __future__ import annotations
+
+from benchmarks.reruns import verdicts
+
+
+def _run(threshold, interval, tied, ratio, error=0.05):
+    key = "m:k"
+    return {
+        "profile": {"kernels": {key: {"threshold": threshold, "interval": interval, "load": {"tied": tied}}}},
+        "workload": {"workloads": [{"kernel": key, "tuned_vs_oracle": ratio, "oracle": "T=128",
+                                    "verdicts": {"tuned_vs_oracle_range": [ratio - 0.02, ratio + 0.02]},
+                                    "model_check": {"median_error": error}}]},
+        "calibration_wall_s": 40.0,
+    }
+
+
+def test_close_thresholds_are_reproducible_and_covered():
+    v = verdicts([_run(128, [91, 181], [128], 1.02), _run(181, [128, 256], [181], 1.04), _run(128, [91, 181], [128], 1.0)])
+    row = v["kernels"]["m:k"]
+    assert row["within_1.5x"] and row["reproducible"] and row["all_within_1.10x_oracle"]
+    assert row["coverage"] == "6/6" and v["coverage"] == 1.0
+    assert v["model_error_median"] == 0.05
+
+
+def test_far_thresholds_need_overlapping_intervals_and_a_flat_basin():
+    flat = verdicts([_run(8, [8, 362], [0, 8, 181], 1.0), _run(362, [8, 362], [8, 362], 1.05)])["kernels"]["m:k"]
+    assert not flat["within_1.5x"] and flat["intervals_overlap"] and flat["flat_basin_every_run"]
+    assert flat["reproducible"]
+    sharp = verdicts([_run(8, [8, 11], [8], 1.0), _run(362, [256, 362], [362], 1.2)])
+    row = sharp["kernels"]["m:k"]
+    assert not row["reproducible"] and not row["all_within_1.10x_oracle"] and row["coverage"] == "0/2"
+
+
+def test_never_is_its_own_threshold():
+    v = verdicts([_run(None, [11585, None], [None], 1.0), _run(None, [16384, None], [None], 0.99)])
+    row = v["kernels"]["m:k"]
+    assert row["within_1.5x"] and row["coverage"] == "2/2"
