@@ -214,7 +214,9 @@ def tie_band(noise: float, rounds: int, errors: float | None = None) -> float:
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
     standard_error = 1.25 * noise * math.sqrt(2 / rounds)  # the median's SE is ~1.25x the mean's
-    return min(MAX_TIE_BAND, max(MIN_TIE_BAND, (TIE_STANDARD_ERRORS if errors is None else errors) * standard_error))
+    if errors is None:
+        return min(MAX_TIE_BAND, max(MIN_TIE_BAND, TIE_STANDARD_ERRORS * standard_error))
+    return min(2 * MAX_TIE_BAND, max(MIN_TIE_BAND, errors * standard_error))  # a reach, not a tie: capped looser
 
 
 # --------------------------------------------------------------------------------------- load factors

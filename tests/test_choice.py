@@ -78,7 +78,7 @@ def test_noise_is_the_pooled_spread_of_one_run():
 def test_tie_band_grows_with_noise_and_shrinks_with_rounds():
     assert tie_band(0.0, 3) == MIN_TIE_BAND
     assert tie_band(0.1, 3) > tie_band(0.1, 9) > MIN_TIE_BAND
-    assert tie_band(0.1, 3, 4.0) == pytest.approx(4 * tie_band(0.1, 3))
+    assert tie_band(0.05, 3, 4.0) == pytest.approx(4 * tie_band(0.05, 3))
     assert tie_band(5.0, 3) == MAX_TIE_BAND
     with pytest.raises(ValueError):
         tie_band(0.1, 0)
