@@ -27,5 +27,12 @@ def test_workload_benchmark_runs_and_writes_its_outputs(tmp_path, monkeypatch):
         assert entry["summary"]["always"]["offloaded"] == entry["summary"]["always"]["calls"]
         assert set(entry["verdicts"]) >= {"tuned_vs_oracle", "makespan_within_1.10x_oracle", "p99_lag_within_budget"}
         assert entry["model_check"] is not None and entry["model_check"]["median_error"] >= 0
+        # Policies deciding every call alike were measured once and share the numbers; "always" and "never"
+        # differ on every call, so they are never merged.
+        assert entry["same_as"].get("always") != "never" and entry["same_as"].get("never") != "always"
+        for name, rep in entry["same_as"].items():
+            assert rep not in entry["same_as"]
+            strip = lambda runs: [{k: v for k, v in r.items() if k != "policy"} for r in runs]  # noqa: E731
+            assert strip(entry["runs"][name]) == strip(entry["runs"][rep])
     assert (out / "workload-smoke.md").read_text().startswith("# Co-hosted workload benchmark")
     assert (out / "workload-smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,10 @@ heartbeat coroutine measures event-loop lag. Policies, all through the real ``ru
 * ``T=...``        every static threshold of a sweep: ``always`` (offload_if=True), powers of two across
                    the workload range, ``never`` (offload_if=False)
 
-Every policy runs once per round, in a shuffled order, for several rounds; medians are reported. The
+Policies that make the same decision on every call of the run are one policy: it is measured once per round
+and its numbers are shared (otherwise two names for one policy differ by noise, and the oracle, a minimum,
+takes the luckier). Every distinct policy runs once per round, in a shuffled order, for several rounds;
+medians are reported. The
 oracle is the static policy with the lowest median makespan *in the same rounds* (``static-256``,
 ``always`` and ``never`` included), and each ratio is reported with its spread: the same ratio taken
 round by round (tuned and oracle ran side by side in each), so drift between rounds cancels.
@@ -31,7 +34,7 @@ import statistics
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,10 +45,12 @@ from offload_tuner._workload import Calls, build_calls, run_calls
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PLAN = Path(__file__).resolve().parent.parent / "calibration" / "plan.json"
-TARGET_RUN_S = 0.5
-"""Calls per run are sized so the inline run lasts about this long: long enough that round-to-round spread
-stays a few percent, short enough for ~12 policies x 5 rounds per kernel."""
-MIN_CALLS, MAX_CALLS = 40, 400
+TARGET_RUN_S = 1.5
+"""Calls per run are sized so the inline run lasts about this long. At 0.5 s (40-400 calls) one run on this
+VM varied by 12-34% round to round, too much to tell 1.00x from 1.10x; the spread of a mean of independent
+calls falls as one over the square root of their number, and a run's few largest calls (which set its tail)
+are a smaller share of it."""
+MIN_CALLS, MAX_CALLS = 120, 1200
 
 
 @dataclass(frozen=True)
@@ -150,13 +155,17 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
     warm_workers(spec, calls)
     statics = [static_name(t) for t in sweep_thresholds(workload)]
     policies = ["tuned", "static-256"] + [s for s in statics if s != "T=256"]
+    same_as = identical_policies(spec, calls, policies)
+    distinct = [p for p in policies if same_as[p] == p]
     runs: dict[str, list[RunResult]] = {p: [] for p in policies}
     order_rng = random.Random(seed)
     for _ in range(rounds):
-        order = policies[:]
+        order = distinct[:]
         order_rng.shuffle(order)
         for name in order:
-            runs[name].append(run_policy(spec, calls, name, callers))
+            result = run_policy(spec, calls, name, callers)
+            for member in (p for p in policies if same_as[p] == name):
+                runs[member].append(RunResult(member, *astuple(result)[1:]))
     tuned = offload_tuner.decide(spec.fn, *spec.sample(workload.lo))  # type: ignore[misc]
     entry: dict[str, Any] = {
         "kernel": spec.key,
@@ -165,10 +174,22 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
         "tuned_threshold": tuned.threshold,
         "tuned_reason": tuned.reason,
         "runs": {name: [asdict(r) for r in results] for name, results in runs.items()},
+        "same_as": {name: rep for name, rep in same_as.items() if rep != name},
     }
     analyse(entry)
     entry["model_check"] = model_check(spec, calls, entry["summary"], workload)
     return entry
+
+
+def identical_policies(spec: KernelSpec, calls: Calls, policies: list[str]) -> dict[str, str]:
+    """Each policy's representative: the first policy (in ``policies`` order) that decides every call alike."""
+    first: dict[tuple[bool, ...], str] = {}
+    same_as = {}
+    for name in policies:
+        gate = policy_gate(name)
+        signature = tuple(offload_tuner.decide(spec.fn, *args, offload_if=gate(n)).offload for args, n in calls)
+        same_as[name] = first.setdefault(signature, name)
+    return same_as
 
 
 def analyse(entry: dict[str, Any]) -> None:
@@ -183,7 +204,8 @@ def analyse(entry: dict[str, Any]) -> None:
     runs = entry["runs"]
     names = list(runs)
     rounds = len(runs[names[0]])
-    scale = round_scales([[runs[name][r]["makespan_s"] for name in names] for r in range(rounds)])
+    distinct = [name for name in names if name not in entry.get("same_as", {})]
+    scale = round_scales([[runs[name][r]["makespan_s"] for name in distinct] for r in range(rounds)])
     normalised = {name: [run["makespan_s"] * f for run, f in zip(runs[name], scale)] for name in names}
     summary = {}
     for name in names:
@@ -196,7 +218,7 @@ def analyse(entry: dict[str, Any]) -> None:
     entry["tuned_vs_oracle"] = summary["tuned"]["makespan_s"] / summary[oracle]["makespan_s"]
     entry["tuned_vs_oracle_per_round"] = [t / o for t, o in zip(normalised["tuned"], normalised[oracle])]
     entry["spread"] = statistics.median(
-        (max(v) - min(v)) / statistics.median(v) for v in normalised.values() if len(v) > 1
+        (max(v) - min(v)) / statistics.median(v) for name, v in normalised.items() if name in distinct and len(v) > 1
     ) if rounds > 1 else 0.0
 
 
@@ -268,7 +290,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "of the sweep, `always`, `never` or `static-256`) with the lowest normalised median in the same rounds. "
         "*tuned / oracle* is the ratio of those medians, with the range of the same ratio taken round by round; "
         "*spread* is a policy's round-to-round (max - min) / median after normalisation, the median over "
-        "policies. The model check compares raw medians with the profile's predictions.\n",
+        "policies. Policies that decide every call alike are one policy, measured once per round (`(= tuned)` "
+        "in the table below). The model check compares raw medians with the profile's predictions.\n",
         "| kernel | tuned T | oracle | tuned / oracle [per round] | spread | p99 lag: tuned / static-256 / always / never "
         "| tuned p99 lag within budget | model error (median) |",
         "|---|---|---|---|---|---|---|---|",
@@ -296,6 +319,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         oracle = s[e["oracle"]]["makespan_s"]
         for name, r in sorted(s.items(), key=lambda item: item[1]["makespan_s"]):
             label = f"**{name}**" if name in ("tuned", e["oracle"]) else name
+            if name in e.get("same_as", {}):
+                label += f" (= {e['same_as'][name]})"
             worker = "-" if r["worker_cpu_s"] is None else f"{r['worker_cpu_s'] * 1e3:.0f} ms"
             lines.append(
                 f"| {_name(e)} | {label} | {r['raw_makespan_s'] * 1e3:.0f} ms | {r['makespan_s'] / oracle:.2f}x | "

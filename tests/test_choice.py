@@ -157,7 +157,7 @@ def test_a_clear_winner_is_chosen_and_bounded_by_its_worse_neighbours():
 def test_a_flat_basin_is_resolved_by_lag_then_cpu_the_same_way_whatever_the_order():
     cs = [
         cand(0, [1.02, 1.01, 1.03], lag=0.004, cpu=0.9),
-        cand(64, [1.00, 1.01, 0.99], lag=0.009, cpu=0.7),
+        cand(64, [1.00, 1.01, 0.99], lag=0.012, cpu=0.7),
         cand(128, [0.99, 1.00, 1.01], lag=0.030, cpu=0.6),
         cand(None, [1.60, 1.61, 1.59], lag=0.500, cpu=1.6),
     ]
@@ -168,6 +168,20 @@ def test_a_flat_basin_is_resolved_by_lag_then_cpu_the_same_way_whatever_the_orde
     assert choice.flat and set(choice.tied) == {0, 64, 128}
     assert choice.interval == (0, 512)  # from always up to the last grid point before "never" (worse)
     assert "flat basin" in choice.reason and "loop lag" in choice.reason
+
+
+def test_lags_a_few_milliseconds_apart_tie_and_cpu_decides():
+    # The flat basin the benchmark caught: "always" had the lowest p99 lag by 3.7 ms and was measurably slower
+    # than keeping small calls inline, which the CPU it spends pickling shows.
+    cs = [
+        cand(0, [1.00, 1.01, 0.99], lag=0.0047, cpu=0.149),
+        cand(91, [0.98, 0.99, 0.97], lag=0.0084, cpu=0.130),
+        cand(362, [1.60, 1.61, 1.59], lag=0.139, cpu=0.169),
+    ]
+    choice = choose(cs, rounds=3, workload_range=RANGE)
+    assert choice.threshold == 91 and "CPU" in choice.reason
+    cs[1] = cand(91, [0.98, 0.99, 0.97], lag=0.0125, cpu=0.130)  # 12.5 ms: beyond 25% + 5 ms of 4.7 ms
+    assert choose(cs, rounds=3, workload_range=RANGE).threshold == 0
 
 
 def test_equal_lags_fall_to_cpu_then_to_the_fewest_offloads():
