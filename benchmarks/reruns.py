@@ -112,6 +112,7 @@ def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "reproducible": within_15 or (overlap and flat),
             "coverage": f"{inside}/{n_pairs}",
             "all_within_1.10x_oracle": all(r <= 1.10 for r in ratios),
+            "steady_vs_oracle": [b["steady"]["ratio"] for b in benches if b and "steady" in b],
         }
     return {
         "kernels": rows,
@@ -132,8 +133,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"Command: `{report['command']}` ({report['duration_s']:.0f} s in all; calibrations took "
         f"{', '.join(f'{s:.0f}' for s in v['calibration_wall_s'])} s wall).\n",
         "| kernel | thresholds [intervals] per run | within 1.5x | intervals overlap | flat basin in every run "
-        "| reproducible | coverage | tuned / oracle per run [per-round range] | <= 1.10x |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| reproducible | coverage | tuned / oracle per run [per-round range] | <= 1.10x | steady pass: tuned / oracle |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, r in v["kernels"].items():
         ts = ", ".join(f"{_fmt(t)} [{_fmt(i[0])}, {_fmt(i[1])}]" for t, i in zip(r["thresholds"], r["intervals"]))
@@ -143,7 +144,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {key.split(':')[1]} | {ts} | {yes(r['within_1.5x'])} | {yes(r['intervals_overlap'])} | "
             f"{yes(r['flat_basin_every_run'])} | {yes(r['reproducible'])} | {r['coverage']} | {ratios} | "
-            f"{yes(r['all_within_1.10x_oracle'])} |"
+            f"{yes(r['all_within_1.10x_oracle'])} | {', '.join(f'{x:.2f}' for x in r['steady_vs_oracle']) or '-'} |"
         )
     lines += [
         "",

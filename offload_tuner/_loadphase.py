@@ -6,7 +6,8 @@ threads compete for the GIL. So after the isolated fits, each kernel runs the re
 (``concurrency`` callers on one event loop, the real executor, a seeded stream of sizes from its workload
 mix) under a few candidate thresholds the model proposes: its choice and the grid points an octave either
 side, the loop budget's cap, always and never. Candidates run interleaved in shuffled order, round after
-round. The makespans fit the model's load factors; if the corrected model then proposes a threshold not
+round, each round with the calls in a fresh order. What is timed is the steady pass of each run (ramp-up and
+drain left out, :mod:`_workload`), and its CPU. The makespans fit the model's load factors; if the corrected model then proposes a threshold not
 yet measured, it is measured against the best so far. :mod:`_choice` makes the decision.
 """
 
@@ -49,10 +50,12 @@ from offload_tuner._policy import (
     _log_points,
 )
 from offload_tuner._registry import KernelSpec
-from offload_tuner._workload import Calls, build_calls, process_call, run_calls
+from offload_tuner._workload import Calls, build_calls, process_call, run_calls, shuffled_calls
 
 MIN_CALLS_PER_CALLER = 2
 """Fewer calls than this say nothing about a mix of sizes, however long they take."""
+STEADY_CALLS_PER_CALLER = 6
+"""A steady pass needs several calls per caller: its two ends each cut through the calls in flight."""
 MAX_CALLS = 600
 EXPECTED_LOAD_INFLATION = 1.5
 """Sizing guess only: offloaded work under load costs up to ~1.5x the isolated model (measured here)."""
@@ -78,6 +81,14 @@ class Rounds:
     budget_s: float
     neighbours: bool = True
     """Also measure the grid points an octave either side of the model's choice."""
+    calls_per_caller: int = MIN_CALLS_PER_CALLER
+    """At least this many calls per caller in a run, however slow the kernel: with a few calls per caller a
+    run is all ramp-up and drain, and a heavy-tailed mix (O(n^2) over sizes log-uniform) is one large call."""
+
+    @property
+    def steady(self) -> bool:
+        """Time a steady pass (:mod:`_workload`) only when a run has calls enough for one to mean anything."""
+        return self.calls_per_caller >= STEADY_CALLS_PER_CALLER
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +122,7 @@ def measure_under_load(
     cap = budget_threshold(isolated, transport, knobs, workload_range)
     seed = SEED ^ zlib.crc32(spec.key.encode())  # the same calls on every rerun, different per kernel
     first = proposals(proposal, cap, workload_range, neighbours=rounds.neighbours)
-    calls = _sized_calls(spec, executor, isolated, transport, knobs, workload_range, seed, first, rounds.run_s)
+    calls = _sized_calls(spec, executor, isolated, transport, knobs, workload_range, seed, first, rounds)
     sizes = sorted(n for _, n in calls)
     predictions = [predict(isolated, transport, knobs, n) for n in sizes]
     runner = _Runner(executor, spec, calls, sizes, knobs.concurrency, rounds, seed, progress)
@@ -144,6 +155,7 @@ def measure_under_load(
         "calls": len(calls),
         "rounds": max(len(c.makespan_s) for c in candidates),
         "seed": seed,
+        "steady_pass": rounds.steady,
         "workload_range": [lo, hi],
         "candidates": [
             {**c.to_json(), "predicted_s": p, "isolated_predicted_s": q}
@@ -167,7 +179,12 @@ def measure_under_load(
 
 
 def call_count(
-    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, workload_range: tuple[float, float], run_s: float
+    costs: KernelCosts,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    workload_range: tuple[float, float],
+    run_s: float,
+    calls_per_caller: int = MIN_CALLS_PER_CALLER,
 ) -> int:
     """Calls in one run, so that the slower of "always" and "never" lasts about ``run_s``."""
     points = _log_points(max(1.0, workload_range[0]), max(1.0, workload_range[1]), 48)
@@ -175,7 +192,7 @@ def call_count(
     never = workload_makespan(predictions, knobs, len(points))
     always = workload_makespan(predictions, knobs, 0) * EXPECTED_LOAD_INFLATION
     per_call = max(never, always) / len(points)
-    fewest = MIN_CALLS_PER_CALLER * knobs.concurrency
+    fewest = calls_per_caller * knobs.concurrency
     return int(min(MAX_CALLS, max(fewest, round(run_s / max(per_call, 1e-7)))))
 
 
@@ -203,7 +220,7 @@ def _sized_calls(
     workload_range: tuple[float, float],
     seed: int,
     thresholds: Sequence[int | None],
-    run_s: float,
+    rounds: Rounds,
 ) -> Calls:
     """The calls of one run, sized so that the slowest candidate's run lasts about ``run_s``.
 
@@ -211,7 +228,7 @@ def _sized_calls(
     and lazy imports, and is not counted) corrects the guess by what it measured, and the model's ratio
     between the slowest candidate and that one scales it."""
     calls = build_calls(spec.sample, spec.size, workload_range,  # type: ignore[arg-type]
-                        call_count(costs, transport, knobs, workload_range, run_s), seed)
+                        call_count(costs, transport, knobs, workload_range, rounds.run_s, rounds.calls_per_caller), seed)
     sizes = sorted(n for _, n in calls)
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
     predicted = predicted_makespans(predictions, [offload_from(sizes, t) for t in thresholds], knobs, LoadFactors())
@@ -220,7 +237,9 @@ def _sized_calls(
     warm = run_calls(calls, knobs.concurrency, process_call(executor, spec.fn, gate), executor)
     slowest = warm.makespan_s * max(predicted) / predicted[0]
     # On the half-octave grid, so that reruns on one host usually run the very same calls.
-    wanted = snap(min(MAX_CALLS, max(MIN_CALLS_PER_CALLER * knobs.concurrency, len(calls) * run_s / slowest)))
+    fewest = rounds.calls_per_caller * knobs.concurrency
+    wanted = snap(min(MAX_CALLS, max(fewest, len(calls) * rounds.run_s / slowest)))
+    wanted = max(wanted, fewest)  # snapping must not go below the floor
     if wanted == len(calls):
         return calls
     return build_calls(spec.sample, spec.size, workload_range, wanted, seed)  # type: ignore[arg-type]
@@ -278,6 +297,7 @@ class _Runner:
         self.executor, self.spec, self.calls, self.sizes, self.callers = executor, spec, calls, sizes, callers
         self.rounds, self.progress = rounds, progress
         self.rng = random.Random(seed)
+        self.order_rng = random.Random(seed + 1)
         self.runs: dict[int, Candidate] = {}  # offload_from index -> the candidate measured for it
 
     def _split(self, t: int | None) -> int:
@@ -319,10 +339,14 @@ class _Runner:
         for r in range(policy.max_rounds):
             order = alive[:]
             self.rng.shuffle(order)
+            calls = shuffled_calls(self.calls, self.order_rng)
             for t in order:
                 self.progress("load", kernel=self.spec.key, threshold=t, round=r + 1, rounds=policy.max_rounds)
-                stats = self._run(t)
-                raw[t].append((stats.makespan_s, stats.lag_p99_s, stats.cpu_s))
+                stats = self._run(t, calls)
+                if self.rounds.steady:
+                    raw[t].append((stats.steady_s, stats.lag_p99_s, stats.steady_cpu_s))
+                else:
+                    raw[t].append((stats.makespan_s, stats.lag_p99_s, stats.cpu_s))
             done = r + 1
             if done >= 2:
                 alive = _contenders(self._candidates(raw, alive), alive)
@@ -342,9 +366,12 @@ class _Runner:
             out[t] = Candidate(t, len(self.sizes) - k, normalised, lags, cpus)
         return out
 
-    def _run(self, t: int | None) -> Any:
+    def _run(self, t: int | None, calls: Calls) -> Any:
         gate = (lambda n: False) if t is None else (lambda n: n >= t)
-        return run_calls(self.calls, self.callers, process_call(self.executor, self.spec.fn, gate), self.executor)
+        # A warm-up of one call per caller, then the steady pass: what a stream with no first or last call
+        # costs, which is what the cost model predicts and what a service runs (see _workload).
+        return run_calls(calls, self.callers, process_call(self.executor, self.spec.fn, gate), self.executor,
+                         warmup=self.callers if self.rounds.steady else 0)
 
     def indexed(self) -> list[tuple[int, float]]:
         return [(k, c.makespan) for k, c in self.runs.items()]

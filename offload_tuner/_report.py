@@ -104,7 +104,7 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
     lo, hi = load["workload_range"]
     lines = [
         f"  under load ({load['callers']} callers, {load['calls']} calls with sizes log-uniform over {lo:g}..{hi:g}, "
-        f"{load['rounds']} interleaved rounds; noise {load['noise']:.1%} per run, so candidates within "
+        f"{load['rounds']} interleaved rounds{', each timed over a steady pass' if load.get('steady_pass') else ''}; noise {load['noise']:.1%} per run, so candidates within "
         f"{load['tie_band']:.0%} of the best tie):",
         "    threshold   offloaded  makespan median [min, max]       predicted  p99 loop lag  CPU",
     ]

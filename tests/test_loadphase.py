@@ -35,6 +35,20 @@ def test_round_scales_remove_what_a_round_shares():
     assert round_scales([[1.0, 5.0]]) == [1.0]
 
 
+def test_each_round_gets_the_same_calls_in_a_fresh_reproducible_order():
+    import random
+
+    from offload_tuner._workload import shuffled_calls
+
+    calls = [((n,), n) for n in range(1, 41)]
+    rng_a, rng_b = random.Random(7), random.Random(7)
+    first, second = shuffled_calls(calls, rng_a), shuffled_calls(calls, rng_a)
+    assert sorted(first) == sorted(second) == calls  # the same calls: a candidate's work never changes
+    assert first != second and first != calls  # where the largest calls fall changes round to round
+    assert [shuffled_calls(calls, rng_b), shuffled_calls(calls, rng_b)] == [first, second]  # reruns agree
+    assert calls == [((n,), n) for n in range(1, 41)]  # the caller's list is left alone
+
+
 def test_proposals_put_the_model_first_and_cover_both_extremes():
     got = proposals(300, None, (8, 512))
     assert got[0] == 256  # the model's choice, on the half-octave grid
@@ -134,3 +148,26 @@ def test_independent_quick_calibrations_fall_in_each_others_intervals():
             total += 1
     assert inside / total >= 0.8, [(key, [(r["kernels"][key]["threshold"], r["kernels"][key]["interval"])
                                           for r in runs]) for key in PLANS]
+
+
+def test_the_steady_pass_times_each_call_once_and_leaves_the_drain_out():
+    import asyncio
+
+    from offload_tuner._workload import run_calls
+
+    seen: list[int] = []
+
+    async def call(args: tuple, n: int) -> None:
+        seen.append(args[0])
+        await asyncio.sleep(args[1])
+
+    # 19 short calls, then one long one drawn last: in a plain run it finishes alone, the drain.
+    calls = [((i, 0.001), 1) for i in range(19)] + [((19, 0.2), 1)]
+    stats = run_calls(calls, 4, call, warmup=4)
+    assert seen == list(range(20)) + [0, 1, 2, 3]  # a ring: the warm-up calls run again after the last
+    assert stats.makespan_s >= 0.2 and stats.steady_s is not None
+    assert stats.steady_s < 0.5 * stats.makespan_s  # the long call's drain is not in the steady pass
+    assert stats.steady_cpu_s is not None and stats.steady_cpu_s >= 0
+
+    plain = run_calls(calls, 4, call)
+    assert plain.steady_s is None and plain.steady_cpu_s is None
