@@ -43,6 +43,7 @@ from typing import Any, Callable
 import offload_tuner
 from offload_tuner._host import host_fingerprint
 from offload_tuner._registry import KernelSpec
+from offload_tuner._loadphase import WARMUP_CALLS_PER_CALLER
 from offload_tuner._workload import Calls, build_calls, run_calls, shuffled_calls
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -138,7 +139,7 @@ def run_policy(spec: KernelSpec, calls: Calls, name: str, callers: int) -> RunRe
     async def call(args: tuple, n: int) -> Any:
         return await offload_tuner.run_kernel(spec.fn, *args, offload_if=gate(n))
 
-    stats = run_calls(calls, callers, call, offload_tuner.get_executor(), warmup=callers)
+    stats = run_calls(calls, callers, call, offload_tuner.get_executor(), warmup=WARMUP_CALLS_PER_CALLER * callers)
     return RunResult(name, stats.makespan_s, stats.lag_p50_s, stats.lag_p99_s, stats.lag_max_s, stats.caller_cpu_s,
                      stats.worker_cpu_s, offloaded, len(calls), stats.steady_s)
 
