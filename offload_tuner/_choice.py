@@ -42,6 +42,7 @@ GRID_RATIO = 2**0.5
 MIN_TIE_BAND = 0.03
 """Candidates within 3% of the best always tie: medians of a few short runs cannot resolve less."""
 MAX_TIE_BAND = 0.2
+"""Noise beyond this says the machine was too busy to compare; the band stops growing here."""
 TIE_STANDARD_ERRORS = 1.0
 """Ties are within one standard error of a difference: wider bands let the secondary objective (lag) pick
 candidates measurably slower (recorded benchmark: up to 1.65x the oracle with two standard errors)."""
@@ -50,7 +51,6 @@ PLAUSIBLE_STANDARD_ERRORS = 4.0
 PLAUSIBLE_FLOOR = 0.10
 """A rerun may choose any candidate within this of the best, however low the measured noise: reruns
 also run slightly different candidates and streams."""
-"""Noise beyond this says the machine was too busy to compare; the band stops growing here."""
 LAG_TIE = (1.25, 0.005)
 """p99 loop lags tie when within 25% + 5 ms of the lowest. The heartbeat has 1 ms resolution, a short run's
 p99 is one of its few worst wake-ups, and a few ms is far below the 100 ms the loop budget is about; at 1 ms
