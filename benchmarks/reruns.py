@@ -91,6 +91,9 @@ def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
         within_15 = same or (spread is not None and spread <= 1.5)
         overlap = max(_key(lo) for lo, _ in intervals) <= min(_key(hi) for _, hi in intervals)
         flat = all(len(e.get("load", {}).get("tied", [])) > 1 for e in entries)
+        # The benchmark's own evidence: every run's threshold, however different, within 1.10x of the oracle
+        # measured beside it, so what separates them makes no difference the goal can see.
+        flat_measured = bool(benches) and all(b and b["tuned_vs_oracle"] <= 1.10 for b in benches)
         inside = 0
         for (a, _), (_, ib) in itertools.permutations(zip(thresholds, intervals), 2):
             inside += _key(ib[0]) <= _key(a) <= _key(ib[1])
@@ -109,7 +112,8 @@ def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "within_1.5x": within_15,
             "intervals_overlap": overlap,
             "flat_basin_every_run": flat,
-            "reproducible": within_15 or (overlap and flat),
+            "flat_in_benchmark": flat_measured,
+            "reproducible": within_15 or (overlap and (flat or flat_measured)),
             "coverage": f"{inside}/{n_pairs}",
             "all_within_1.10x_oracle": all(r <= 1.10 for r in ratios),
             "steady_vs_oracle": [b["steady"]["ratio"] for b in benches if b and "steady" in b],
@@ -132,7 +136,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"benchmarked with the co-hosted workload ({report['rounds']} rounds); {report['created']}.\n",
         f"Command: `{report['command']}` ({report['duration_s']:.0f} s in all; calibrations took "
         f"{', '.join(f'{s:.0f}' for s in v['calibration_wall_s'])} s wall).\n",
-        "| kernel | thresholds [intervals] per run | within 1.5x | intervals overlap | flat basin in every run "
+        "| kernel | thresholds [intervals] per run | within 1.5x | intervals overlap | flat basin: calibration / benchmark "
         "| reproducible | coverage | tuned / oracle per run [per-round range] | <= 1.10x | steady pass: tuned / oracle |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -143,10 +147,14 @@ def to_markdown(report: dict[str, Any]) -> str:
         yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
         lines.append(
             f"| {key.split(':')[1]} | {ts} | {yes(r['within_1.5x'])} | {yes(r['intervals_overlap'])} | "
-            f"{yes(r['flat_basin_every_run'])} | {yes(r['reproducible'])} | {r['coverage']} | {ratios} | "
+            f"{yes(r['flat_basin_every_run'])} / {yes(r.get('flat_in_benchmark', False))} | {yes(r['reproducible'])} | {r['coverage']} | {ratios} | "
             f"{yes(r['all_within_1.10x_oracle'])} | {', '.join(f'{x:.2f}' for x in r['steady_vs_oracle']) or '-'} |"
         )
     lines += [
+        "",
+        "*Reproducible*: the thresholds are within 1.5x of each other, or their intervals overlap and the basin "
+        "is flat, either in calibration's measurements (every run found several candidates tied) or in the "
+        "benchmark's (every run's threshold within 1.10x of the oracle measured beside it).",
         "",
         f"Pairwise coverage (a run's threshold inside another run's interval): **{v['coverage']:.0%}**.",
         f"Model check, median over kernels and runs of the predicted-vs-measured makespan error: "

@@ -37,3 +37,14 @@ def test_never_is_its_own_threshold():
     v = verdicts([_run(None, [11585, None], [None], 1.0), _run(None, [16384, None], [None], 0.99)])
     row = v["kernels"]["m:k"]
     assert row["within_1.5x"] and row["coverage"] == "2/2"
+
+
+def test_a_basin_the_benchmark_measured_flat_makes_far_thresholds_reproducible():
+    # Calibration saw one best candidate each time, but every run's threshold came within 1.10x of the oracle.
+    measured = verdicts([_run(8, [8, 256], [8], 1.05), _run(181, [8, 256], [181], 1.07)])["kernels"]["m:k"]
+    assert not measured["within_1.5x"] and not measured["flat_basin_every_run"]
+    assert measured["flat_in_benchmark"] and measured["reproducible"]
+    one_slow = verdicts([_run(8, [8, 256], [8], 1.05), _run(181, [8, 256], [181], 1.12)])["kernels"]["m:k"]
+    assert not one_slow["flat_in_benchmark"] and not one_slow["reproducible"]
+    apart = verdicts([_run(8, [8, 11], [8], 1.0), _run(181, [128, 256], [181], 1.0)])["kernels"]["m:k"]
+    assert apart["flat_in_benchmark"] and not apart["reproducible"]  # intervals must still overlap
