@@ -1,8 +1,8 @@
 """Co-hosted workload benchmark: do the tuned decisions speed up a service like the one we target?
 
 One asyncio process hosts ``callers`` coroutines (default 4) sharing one process pool (one worker per
-core). They take calls from one shared, seeded sequence of sizes drawn log-uniformly over the kernel's
-workload range (the same reference workload calibration measures, :mod:`offload_tuner._workload`); a
+core). They take calls from one shared sequence: the quantiles of the log-uniform mix over the kernel's
+workload range in a seeded order (the same reference workload calibration measures, :mod:`offload_tuner._workload`); a
 heartbeat coroutine measures event-loop lag. Policies, all through the real ``run_kernel``:
 
 * ``tuned``        offload_if=None with the profile calibrated on this host
