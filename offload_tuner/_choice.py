@@ -8,7 +8,11 @@ sight, so that every rule below is tested on synthetic measurements:
 * **Load factors.** :func:`fit_load_factors` scales the isolated model's inline, loop-side and
   worker-side terms so that its predicted makespans match the measured ones (least squares in log
   space, gently pulled towards 1 so a term no candidate exercises stays as measured in isolation).
-* **The choice.** Only candidates within the loop budget are eligible. The best measured median
+* **The choice.** Only candidates within the loop budget are eligible: the model's cap (every size
+  predicted to block the loop past the budget inline is offloaded) and, where any candidate meets it,
+  the measurement (median p99 loop lag within the budget). The model's cap is computed one call at a
+  time; under load the heartbeat also waits behind other callers' inline calls, and every recorded
+  campaign measured the cap candidate of the O(n^2) kernels at 100-150 ms p99. The best measured median
   makespan sets the bar; every candidate within the *measured* noise of it (:func:`tie_band`) ties on
   throughput. Among ties the secondary objective decides, deterministically: the lowest p99 loop lag
   (lags within ``LAG_TIE`` of each other tie), then the least CPU (within ``CPU_TIE``), then the
@@ -312,6 +316,7 @@ def choose(
     rounds: int,
     budget_cap: int | None = None,
     capped: bool = False,
+    loop_budget_s: float | None = None,
     workload_range: tuple[float, float],
 ) -> Choice:
     """The threshold to use, by the rules in this module's docstring.
@@ -319,12 +324,16 @@ def choose(
     ``capped`` says a loop budget applies: only candidates offloading every size from ``budget_cap`` up
     (``order_key(t) <= budget_cap``) are eligible. ``workload_range`` bounds what "always" and "never"
     mean for the interval: offloading everything of the mix is a threshold at its low end, keeping
-    everything inline one above its high end.
+    everything inline one above its high end. ``loop_budget_s`` also rules out candidates whose measured
+    median p99 loop lag exceeds it, unless none is within it.
     """
     if not candidates:
         raise ValueError("choose() needs at least one measured candidate")
     ordered = sorted(candidates, key=lambda c: order_key(c.threshold))
-    eligible = [c for c in ordered if not capped or order_key(c.threshold) <= order_key(budget_cap)] or ordered[:1]
+    within_cap = [c for c in ordered if not capped or order_key(c.threshold) <= order_key(budget_cap)] or ordered[:1]
+    eligible = within_cap
+    if loop_budget_s is not None:
+        eligible = [c for c in within_cap if c.lag_p99 <= loop_budget_s] or within_cap
     noise = measured_noise(ordered)
     band = tie_band(noise, rounds)
     best = min(eligible, key=lambda c: (c.makespan, order_key(c.threshold)))
@@ -342,8 +351,12 @@ def choose(
     else:
         reason = (f"measured under load: flat basin, {len(tied)} candidates ({_fmt_set(tied)}) within {band:.0%} "
                   f"(the measured noise band) of the best ({_fmt(best.threshold)}); taken for {why}")
-    if capped and len(eligible) < len(ordered):
+    if capped and len(within_cap) < len(ordered):
         reason += f"; the loop budget rules out thresholds above {_fmt(budget_cap)}"
+    if len(eligible) < len(within_cap):
+        over = [c for c in within_cap if all(c is not e for e in eligible)]
+        reason += (f"; measured p99 loop lag past the {loop_budget_s * 1e3:.0f} ms budget rules out "
+                   f"{_fmt_set(over)}")
     return Choice(chosen.threshold, best.threshold, tuple(c.threshold for c in tied), interval, noise, band, reason)
 
 

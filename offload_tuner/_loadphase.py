@@ -148,7 +148,7 @@ def measure_under_load(
 
     candidates = runner.candidates()
     choice = choose(candidates, rounds=max(len(c.makespan_s) for c in candidates), budget_cap=capped,
-                    capped=cap is not None, workload_range=workload_range)
+                    capped=cap is not None, loop_budget_s=knobs.loop_budget_s, workload_range=workload_range)
     always = always_threshold(corrected, transport, knobs, workload_range)
     chosen = always if choice.threshold == 0 else choice.threshold
     lower, upper = choice.interval

@@ -224,6 +224,25 @@ def test_the_loop_budget_rules_out_faster_candidates_above_the_cap():
     assert "loop budget" in budgeted.reason
 
 
+def test_a_candidate_measured_past_the_loop_budget_is_ruled_out_when_another_is_within_it():
+    # The model's cap (362) is eligible, but under load the heartbeat waited 112 ms at p99 there: the
+    # measurement decides (the recorded case: chosen at 362, benchmarked 1.29x the oracle and 130 ms p99).
+    cs = [
+        cand(8, [0.212, 0.210, 0.215], lag=0.006),
+        cand(16, [0.204, 0.206, 0.203], lag=0.006),
+        cand(362, [0.177, 0.176, 0.180], lag=[0.084, 0.113, 0.112]),
+    ]
+    model_only = choose(cs, rounds=3, budget_cap=362, capped=True, workload_range=RANGE)
+    assert model_only.threshold == 362
+    measured = choose(cs, rounds=3, budget_cap=362, capped=True, loop_budget_s=0.1, workload_range=RANGE)
+    assert measured.threshold in (8, 16) and measured.best == 16
+    assert measured.interval[1] is not None and measured.interval[1] < 362
+    assert "past the 100 ms budget rules out 362" in measured.reason
+    # None within the budget: nothing to prefer, the model's eligibility stands (and nothing is lost).
+    slow = [cand(t, c.makespan_s, lag=0.2) for t, c in zip((8, 16, 362), cs)]
+    assert choose(slow, rounds=3, budget_cap=362, capped=True, loop_budget_s=0.1, workload_range=RANGE).threshold == 362
+
+
 def test_intervals_cover_reruns_of_a_noisy_flat_basin():
     """Simulated reruns: a true makespan curve over thresholds, each rerun measuring a few candidates around
     a noisy model proposal. Each rerun's choice must fall in the others' intervals in >= 80% of pairs."""
