@@ -35,6 +35,15 @@ def fat_result(n: int) -> list[tuple[int, str, float]]:
     return [(i, str(i), float(i)) for i in range(10 * n)]
 
 
+def timed_spin(data: bytes) -> float:
+    """Seconds ``spin(data)`` takes where it runs (in a worker: the worker's own speed, no transport)."""
+    import time
+
+    start = time.perf_counter()
+    spin(data)
+    return time.perf_counter() - start
+
+
 def noop() -> None:
     return None
 
