@@ -304,6 +304,8 @@ class Choice:
     noise: float
     band: float
     reason: str
+    over_budget: tuple[int | None, ...] = ()
+    """Candidates within the model's cap that the measured p99 loop lag ruled out."""
 
     @property
     def flat(self) -> bool:
@@ -344,7 +346,8 @@ def choose(
     upper = noise_upper_bound(noise, degrees_of_freedom(ordered))
     reach = max(tie_band(upper, rounds, PLAUSIBLE_STANDARD_ERRORS), PLAUSIBLE_FLOOR)
     plausible = [c for c in eligible if c.makespan <= best.makespan * (1 + reach)]
-    interval = _interval(eligible, plausible, workload_range)
+    # Candidates ruled out by their measured lag bound the interval like candidates measured worse.
+    interval = _interval(within_cap, plausible, workload_range)
     if len(tied) == 1:
         reason = (f"measured under load: the fastest candidate; the next best was more than {band:.0%} "
                   f"(the measured noise band) slower")
@@ -353,11 +356,15 @@ def choose(
                   f"(the measured noise band) of the best ({_fmt(best.threshold)}); taken for {why}")
     if capped and len(within_cap) < len(ordered):
         reason += f"; the loop budget rules out thresholds above {_fmt(budget_cap)}"
-    if len(eligible) < len(within_cap):
-        over = [c for c in within_cap if all(c is not e for e in eligible)]
-        reason += (f"; measured p99 loop lag past the {loop_budget_s * 1e3:.0f} ms budget rules out "
+    over = [c for c in within_cap if all(c is not e for e in eligible)]
+    if over:
+        reason += (f"; measured p99 loop lag past the {loop_budget_s * 1e3:g} ms budget rules out "
                    f"{_fmt_set(over)}")
-    return Choice(chosen.threshold, best.threshold, tuple(c.threshold for c in tied), interval, noise, band, reason)
+    elif loop_budget_s is not None and all(c.lag_p99 > loop_budget_s for c in within_cap):
+        reason += (f"; every candidate measured past the {loop_budget_s * 1e3:g} ms budget (lowest p99 loop lag "
+                   f"{min(c.lag_p99 for c in within_cap) * 1e3:.0f} ms): the model's cap alone applies")
+    return Choice(chosen.threshold, best.threshold, tuple(c.threshold for c in tied), interval, noise, band, reason,
+                  tuple(c.threshold for c in over))
 
 
 def _secondary(tied: Sequence[Candidate]) -> tuple[Candidate, str]:

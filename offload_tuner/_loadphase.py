@@ -23,11 +23,13 @@ from typing import Any, Callable, Sequence
 
 from offload_tuner._choice import (
     Candidate,
+    Choice,
     choose,
     PLAUSIBLE_STANDARD_ERRORS,
     measured_noise,
     tie_band,
     fit_load_factors,
+    grid_below,
     grid_point,
     grid_index,
     offload_from,
@@ -146,9 +148,21 @@ def measure_under_load(
         corrected = replace(costs, load=factors)
         model_choice = threshold(corrected, transport, knobs, workload_range)
 
-    candidates = runner.candidates()
-    choice = choose(candidates, rounds=max(len(c.makespan_s) for c in candidates), budget_cap=capped,
-                    capped=cap is not None, loop_budget_s=knobs.loop_budget_s, workload_range=workload_range)
+    def decide() -> tuple[list[Candidate], Choice]:
+        measured = runner.candidates()
+        return measured, choose(measured, rounds=max(len(c.makespan_s) for c in measured), budget_cap=capped,
+                                capped=cap is not None, loop_budget_s=knobs.loop_budget_s,
+                                workload_range=workload_range)
+
+    candidates, choice = decide()
+    # The lag ruled out the cap (or more): the model's cap was too high under load, and nothing between it
+    # and the survivors was measured. One grid step below the lowest ruled-out size threshold is.
+    ruled_out = [t for t in choice.over_budget if t not in (None, 0)]
+    if ruled_out and runner.measure_more([grid_below(min(ruled_out))]):
+        factors = fit_load_factors(predictions, runner.indexed(), knobs)
+        corrected = replace(costs, load=factors)
+        model_choice = threshold(corrected, transport, knobs, workload_range)
+        candidates, choice = decide()
     always = always_threshold(corrected, transport, knobs, workload_range)
     chosen = always if choice.threshold == 0 else choice.threshold
     lower, upper = choice.interval
@@ -179,6 +193,7 @@ def measure_under_load(
         "tie_band": choice.band,
         "best": choice.best,
         "tied": list(choice.tied),
+        "over_budget": list(choice.over_budget),
         "flat": choice.flat,
         "reason": choice.reason,
         "duration_s": round(clock() - started, 3),

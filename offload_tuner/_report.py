@@ -103,7 +103,7 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
     """The concurrent phase of one kernel, for ``explain``: every candidate, the fit and the choice."""
     lo, hi = load["workload_range"]
     lines = [
-        f"  under load ({load['callers']} callers, {load['calls']} calls with sizes log-uniform over {lo:g}..{hi:g}, "
+        f"  under load ({load['callers']} callers, {load['calls']} calls: the log-uniform mix over {lo:g}..{hi:g} at its quantiles, "
         f"{load['rounds']} interleaved rounds{', each timed over a steady pass' if load.get('steady_pass') else ''}; noise {load['noise']:.1%} per run, so candidates within "
         f"{load['tie_band']:.0%} of the best tie):",
         "    threshold   offloaded  makespan median [min, max]       predicted  p99 loop lag  CPU",
@@ -111,7 +111,7 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
     for c in load["candidates"]:
         spans = c["makespan_s"]
         mark = "*" if c["threshold"] == load.get("chosen", threshold) else " "
-        tied = "tie" if c["threshold"] in load["tied"] else "   "
+        tied = "tie" if c["threshold"] in load["tied"] else ("lag" if c["threshold"] in load.get("over_budget", ()) else "   ")
         lines.append(
             f"   {mark}{format_threshold(c['threshold']):>9}  {c['offloaded']:>9}  "
             f"{format_seconds(sorted(spans)[len(spans) // 2]):>9} [{format_seconds(min(spans))}, "

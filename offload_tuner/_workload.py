@@ -69,12 +69,16 @@ def mix_sizes(lo: float, hi: float, count: int) -> list[int]:
 
     A random draw is the wrong sample for a short run. For an O(n^2) kernel over 8-512, 24 random sizes carry
     0.44-1.64x the mix's expected work (5th-95th percentile over seeds), and a seed fixed per kernel makes
-    that one draw's bias repeat on every rerun; the quantiles carry the mix's own proportions at any count.
+    that one draw's bias repeat on every rerun; the quantiles carry the mix's proportions (that kernel's work
+    within 5% from 8 calls, the fewest a run has).
     """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
+    if not 0 < lo <= hi:
+        raise ValueError(f"a workload range needs 0 < lo <= hi, got {lo}..{hi}")
     a, b = math.log(lo), math.log(hi)
-    return [int(round(math.exp(a + (i + 0.5) / count * (b - a)))) for i in range(count)]
+    first, last = math.ceil(lo), max(math.ceil(lo), math.floor(hi))
+    return [min(last, max(first, round(math.exp(a + (i + 0.5) / count * (b - a))))) for i in range(count)]
 
 
 def build_calls(

@@ -54,7 +54,8 @@ def independent_crossover(pool) -> float:
 
     With 4 callers, 2 workers and 2 cores the binding constraint is CPU: offloading pays once
     ``(F + c_worker * n) / 2 < c_inline * n``, F being the CPU an offloaded call adds on the caller and in
-    the worker (pickling 64-byte elements is noise next to that). A worker is not always as fast as the
+    the worker (pickling 64-byte elements is noise next to that; the latency/concurrency term binds only
+    when a round trip exceeds ``2F + c_worker * n``, far from it here). A worker is not always as fast as the
     caller on a shared VM (up to 1.5x slower measured), and the crossover is sensitive to it:
     ``n = F / (2 c_inline - c_worker)``.
     """
@@ -103,11 +104,10 @@ def test_threshold_lands_within_3x_of_the_independent_crossover(pool):
         # candidates around the model's proposal and picks one; that part is unit-tested on synthetic data).
         costs = dataclasses.replace(KernelCosts.from_json(entry["costs"]), load=LoadFactors())
         transport = TransportModel.from_json(profile["transport"]["model"])
-        fitted = stream_threshold(costs, transport, KNOBS)
-        assert fitted is not None
+        fitted = stream_threshold(costs, transport, KNOBS)  # None (never) is a miss like any other
         attempts.append({"fitted": fitted, "independent": (round(before), round(after)),
                          "worker_compute_ratio": costs.worker_compute_ratio})
-        if min(before, after) / 3 <= fitted <= max(before, after) * 3:
+        if fitted is not None and min(before, after) / 3 <= fitted <= max(before, after) * 3:
             break
     else:
         pytest.fail(f"the fitted crossover missed the independent one in every attempt: {attempts}")

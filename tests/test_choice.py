@@ -235,12 +235,18 @@ def test_a_candidate_measured_past_the_loop_budget_is_ruled_out_when_another_is_
     model_only = choose(cs, rounds=3, budget_cap=362, capped=True, workload_range=RANGE)
     assert model_only.threshold == 362
     measured = choose(cs, rounds=3, budget_cap=362, capped=True, loop_budget_s=0.1, workload_range=RANGE)
-    assert measured.threshold in (8, 16) and measured.best == 16
-    assert measured.interval[1] is not None and measured.interval[1] < 362
+    assert measured.threshold in (8, 16) and measured.best == 16 and measured.over_budget == (362,)
+    # The ruled-out candidate bounds the interval like one measured worse: up to the grid point below it
+    # (256; nothing between 16 and 362 was measured, so nothing there is excluded).
+    assert measured.interval[1] == 256
     assert "past the 100 ms budget rules out 362" in measured.reason
-    # None within the budget: nothing to prefer, the model's eligibility stands (and nothing is lost).
+    # None within the budget: nothing to prefer, the model's eligibility stands, and the reason says so.
     slow = [cand(t, c.makespan_s, lag=0.2) for t, c in zip((8, 16, 362), cs)]
-    assert choose(slow, rounds=3, budget_cap=362, capped=True, loop_budget_s=0.1, workload_range=RANGE).threshold == 362
+    all_over = choose(slow, rounds=3, budget_cap=362, capped=True, loop_budget_s=0.1, workload_range=RANGE)
+    assert all_over.threshold == 362 and all_over.over_budget == ()
+    assert "every candidate measured past the 100 ms budget" in all_over.reason
+    # No budget: lag never rules anything out.
+    assert choose(cs, rounds=3, workload_range=RANGE).threshold == 362
 
 
 def test_intervals_cover_reruns_of_a_noisy_flat_basin():
