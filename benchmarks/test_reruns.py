@@ -5,11 +5,14 @@ from __future__ import annotations
 from benchmarks.reruns import verdicts
 
 
-def _run(threshold, interval, tied, ratio, error=0.05):
+def _run(threshold, interval, tied, ratio, error=0.05, sweep=None):
+    """``sweep``: normalised makespans of static policies (the oracle, T=128, is 1.0 unless given)."""
     key = "m:k"
+    summary = {"T=128": {"makespan_s": 1.0}, "tuned": {"makespan_s": ratio}}
+    summary.update({name: {"makespan_s": v} for name, v in (sweep or {}).items()})
     return {
         "profile": {"kernels": {key: {"threshold": threshold, "interval": interval, "load": {"tied": tied}}}},
-        "workload": {"workloads": [{"kernel": key, "tuned_vs_oracle": ratio, "oracle": "T=128",
+        "workload": {"workloads": [{"kernel": key, "tuned_vs_oracle": ratio, "oracle": "T=128", "summary": summary,
                                     "verdicts": {"tuned_vs_oracle_range": [ratio - 0.02, ratio + 0.02]},
                                     "model_check": {"median_error": error}}]},
         "calibration_wall_s": 40.0,
@@ -40,11 +43,24 @@ def test_never_is_its_own_threshold():
 
 
 def test_a_basin_the_benchmark_measured_flat_makes_far_thresholds_reproducible():
-    # Calibration saw one best candidate each time, but every run's threshold came within 1.10x of the oracle.
-    measured = verdicts([_run(8, [8, 256], [8], 1.05), _run(181, [8, 256], [181], 1.07)])["kernels"]["m:k"]
+    # Calibration saw one best candidate each time; the benchmark's sweep between 8 and 181 is flat.
+    flat_sweep = {"T=8": 1.04, "T=16": 1.02, "T=64": 1.01, "T=256": 1.3}
+    measured = verdicts([_run(8, [8, 256], [8], 1.05, sweep=flat_sweep),
+                         _run(181, [8, 256], [181], 1.07, sweep=flat_sweep)])["kernels"]["m:k"]
     assert not measured["within_1.5x"] and not measured["flat_basin_every_run"]
-    assert measured["flat_in_benchmark"] and measured["reproducible"]
-    one_slow = verdicts([_run(8, [8, 256], [8], 1.05), _run(181, [8, 256], [181], 1.12)])["kernels"]["m:k"]
+    assert measured["flat_in_benchmark"] and measured["reproducible"]  # T=256 is outside 8..181: not asked
+    one_slow = verdicts([_run(8, [8, 256], [8], 1.05, sweep=flat_sweep),
+                         _run(181, [8, 256], [181], 1.12, sweep=flat_sweep)])["kernels"]["m:k"]
     assert not one_slow["flat_in_benchmark"] and not one_slow["reproducible"]
-    apart = verdicts([_run(8, [8, 11], [8], 1.0), _run(181, [128, 256], [181], 1.0)])["kernels"]["m:k"]
+    # Both runs' thresholds fine, but a threshold between them is not: the basin has a bump, not flat.
+    bump = dict(flat_sweep, **{"T=32": 1.16})
+    bumpy = verdicts([_run(8, [8, 256], [8], 1.05, sweep=bump),
+                      _run(181, [8, 256], [181], 1.07, sweep=bump)])["kernels"]["m:k"]
+    assert not bumpy["flat_in_benchmark"] and not bumpy["reproducible"]
+    apart = verdicts([_run(8, [8, 11], [8], 1.0, sweep=flat_sweep),
+                      _run(181, [128, 256], [181], 1.0, sweep=flat_sweep)])["kernels"]["m:k"]
     assert apart["flat_in_benchmark"] and not apart["reproducible"]  # intervals must still overlap
+    # "never" chosen by one run brings the never policy (often an alias of the top sweep point) into it.
+    never_slow = verdicts([_run(8192, [4096, None], [8192], 1.0, sweep={"T=16384": 1.3}, ),
+                           _run(None, [4096, None], [None], 1.3, sweep={"T=16384": 1.3})])
+    assert not never_slow["kernels"]["m:k"]["flat_in_benchmark"]
