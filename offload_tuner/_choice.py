@@ -333,9 +333,11 @@ def choose(
         raise ValueError("choose() needs at least one measured candidate")
     ordered = sorted(candidates, key=lambda c: order_key(c.threshold))
     within_cap = [c for c in ordered if not capped or order_key(c.threshold) <= order_key(budget_cap)] or ordered[:1]
-    eligible = within_cap
-    if loop_budget_s is not None:
-        eligible = [c for c in within_cap if c.lag_p99 <= loop_budget_s] or within_cap
+    over = [] if loop_budget_s is None else [c for c in within_cap if c.lag_p99 > loop_budget_s]
+    all_over = bool(over) and len(over) == len(within_cap)
+    if all_over:  # nothing measured within the budget: nothing to prefer, the model's cap alone applies
+        over = []
+    eligible = [c for c in within_cap if c not in over]
     noise = measured_noise(ordered)
     band = tie_band(noise, rounds)
     best = min(eligible, key=lambda c: (c.makespan, order_key(c.threshold)))
@@ -356,11 +358,10 @@ def choose(
                   f"(the measured noise band) of the best ({_fmt(best.threshold)}); taken for {why}")
     if capped and len(within_cap) < len(ordered):
         reason += f"; the loop budget rules out thresholds above {_fmt(budget_cap)}"
-    over = [c for c in within_cap if all(c is not e for e in eligible)]
     if over:
         reason += (f"; measured p99 loop lag past the {loop_budget_s * 1e3:g} ms budget rules out "
                    f"{_fmt_set(over)}")
-    elif loop_budget_s is not None and all(c.lag_p99 > loop_budget_s for c in within_cap):
+    elif all_over:
         reason += (f"; every candidate measured past the {loop_budget_s * 1e3:g} ms budget (lowest p99 loop lag "
                    f"{min(c.lag_p99 for c in within_cap) * 1e3:.0f} ms): the model's cap alone applies")
     return Choice(chosen.threshold, best.threshold, tuple(c.threshold for c in tied), interval, noise, band, reason,

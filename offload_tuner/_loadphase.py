@@ -137,16 +137,18 @@ def measure_under_load(
     predictions = [predict(isolated, transport, knobs, n) for n in sizes]
     runner = _Runner(executor, spec, calls, sizes, knobs.concurrency, rounds, seed, progress, started)
 
+    def refit() -> tuple[LoadFactors, KernelCosts, int | None]:
+        """Load factors from everything measured so far, the corrected costs and the model's choice."""
+        fitted = fit_load_factors(predictions, runner.indexed(), knobs)
+        costs_under_load = replace(costs, load=fitted)
+        return fitted, costs_under_load, threshold(costs_under_load, transport, knobs, workload_range)
+
     runner.measure(first)
-    factors = fit_load_factors(predictions, runner.indexed(), knobs)
-    corrected = replace(costs, load=factors)
-    model_choice = threshold(corrected, transport, knobs, workload_range)
+    factors, corrected, model_choice = refit()
     cap = budget_threshold(corrected, transport, knobs, workload_range)
     capped = None if cap is None else snap_down(cap)
     if runner.measure_more([_on_grid(model_choice), capped] if capped is not None else [_on_grid(model_choice)]):
-        factors = fit_load_factors(predictions, runner.indexed(), knobs)
-        corrected = replace(costs, load=factors)
-        model_choice = threshold(corrected, transport, knobs, workload_range)
+        factors, corrected, model_choice = refit()
 
     def decide() -> tuple[list[Candidate], Choice]:
         measured = runner.candidates()
@@ -159,9 +161,7 @@ def measure_under_load(
     # and the survivors was measured. One grid step below the lowest ruled-out size threshold is.
     ruled_out = [t for t in choice.over_budget if t not in (None, 0)]
     if ruled_out and runner.measure_more([grid_below(min(ruled_out))]):
-        factors = fit_load_factors(predictions, runner.indexed(), knobs)
-        corrected = replace(costs, load=factors)
-        model_choice = threshold(corrected, transport, knobs, workload_range)
+        factors, corrected, model_choice = refit()
         candidates, choice = decide()
     always = always_threshold(corrected, transport, knobs, workload_range)
     chosen = always if choice.threshold == 0 else choice.threshold
