@@ -9,6 +9,7 @@ import random
 import pytest
 
 from offload_tuner._choice import (
+    LAG_TIE,
     MAX_TIE_BAND,
     MIN_TIE_BAND,
     Candidate,
@@ -16,6 +17,7 @@ from offload_tuner._choice import (
     fit_load_factors,
     grid_above,
     grid_below,
+    lag_tie_s,
     measured_noise,
     offload_from,
     predicted_makespans,
@@ -182,6 +184,22 @@ def test_lags_a_few_milliseconds_apart_tie_and_cpu_decides():
     assert choice.threshold == 91 and "CPU" in choice.reason
     cs[1] = cand(91, [0.98, 0.99, 0.97], lag=0.0125, cpu=0.130)  # 12.5 ms: beyond 25% + 5 ms of 4.7 ms
     assert choose(cs, rounds=3, workload_range=RANGE).threshold == 0
+
+
+def test_lags_within_a_tenth_of_the_loop_budget_tie_and_cpu_decides():
+    # The recorded flat basin of a big-result kernel: offloading its largest calls had 10 ms p99 against 19 ms
+    # never offloading; against a 100 ms budget that is no reason to spend 40% more CPU.
+    cs = [
+        cand(8192, [1.40, 1.45, 1.42], lag=0.011, cpu=0.12),
+        cand(11585, [1.00, 0.98, 1.01], lag=0.0101, cpu=0.089),
+        cand(None, [1.02, 0.99, 1.03], lag=0.0188, cpu=0.062),
+    ]
+    with_budget = choose(cs, rounds=3, loop_budget_s=0.1, workload_range=(64.0, 16384.0))
+    assert with_budget.threshold is None and "CPU" in with_budget.reason
+    # Without a budget, or with a tight one, the 8.7 ms still decides.
+    assert choose(cs, rounds=3, workload_range=(64.0, 16384.0)).threshold == 11585
+    assert choose(cs, rounds=3, loop_budget_s=0.03, workload_range=(64.0, 16384.0)).threshold == 11585
+    assert lag_tie_s(None) == LAG_TIE[1] and lag_tie_s(0.01) == LAG_TIE[1] and lag_tie_s(0.2) == pytest.approx(0.02)
 
 
 def test_equal_lags_fall_to_cpu_then_to_the_fewest_offloads():
