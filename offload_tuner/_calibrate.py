@@ -62,7 +62,7 @@ EFFORTS: dict[str, Effort] = {
         "quick", 3, 2e-4, 0.008, 2.0, 1.2, 2, 2, (0, 65536, 1 << 20), 40, False, Rounds(2, 3, 0.04, 0.5, neighbours=False)
     ),
     "standard": Effort(
-        "standard", 5, 5e-4, 0.025, 2.0, 3.5, 3, 4, (0, 4096, 65536, 1 << 20, 4 << 20), 60, True, Rounds(3, 8, 0.2, 3.0, calls_per_caller=6)
+        "standard", 5, 5e-4, 0.025, 2.0, 3.0, 3, 4, (0, 4096, 65536, 1 << 20, 4 << 20), 60, True, Rounds(3, 8, 0.2, 2.5, calls_per_caller=6)
     ),
     "thorough": Effort(
         "thorough", 15, 2e-3, 0.1, 2**0.5, 30.0, 5, 11, (0, 1024, 16384, 131072, 1 << 20, 4 << 20, 16 << 20), 150, True,
