@@ -4,7 +4,9 @@
 
 Each call picks a kernel, a small size and a gate at random (seeded): the profile decides, or the caller
 forces inline or offload. Every result is compared with the inline result. Memory is traced with
-tracemalloc after a warm-up; the growth over the run must stay bounded. Prints a JSON report.
+tracemalloc after a warm-up; the growth over the run must stay bounded (the runtime's statistics
+included: they are on, as in production). Every call must be counted in them exactly once (one event
+loop, no thread races). Prints a JSON report.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ async def _soak(calls: int, callers: int, seed: int) -> dict[str, Any]:
     from offload_tuner._registry import registered
 
     specs = [s for s in registered() if s.fn.__module__.startswith("offload_tuner_kernels.")]
+    offload_tuner.reset_stats()
     rng = random.Random(seed)
     plan = []
     inputs: dict[tuple[str, int], tuple[tuple, Any]] = {}
@@ -81,6 +84,14 @@ async def _soak(calls: int, callers: int, seed: int) -> dict[str, Any]:
     await beat
     tracemalloc.stop()
     lags.sort()
+    counted = sum(
+        sum(kernel["calls"]["inline"].values()) + sum(kernel["calls"]["offload"].values())
+        for section in offload_tuner.stats()["processes"].values()
+        for key, kernel in section["kernels"].items()
+        if key in {s.key for s in specs}
+    )
+    if counted != calls:
+        errors.append(f"statistics counted {counted} calls of {calls}")
     return {
         "calls": calls,
         "callers": callers,
@@ -89,6 +100,8 @@ async def _soak(calls: int, callers: int, seed: int) -> dict[str, Any]:
         "seconds": round(elapsed, 2),
         "traced_bytes_after_each_quarter": memory,
         "growth_after_first_quarter_bytes": memory[-1] - memory[0],
+        "counted_calls": counted,
+        "sample_every": offload_tuner.sample_every(),
         "lag_p99_ms": round(lags[int(0.99 * (len(lags) - 1))] * 1e3, 2) if lags else None,
         "lag_max_ms": round(lags[-1] * 1e3, 2) if lags else None,
     }

@@ -1,7 +1,9 @@
 """Decision overhead: the new profile-driven run_kernel against the old three-line boolean gate.
 
 Both run side by side in one pytest-benchmark session on an inline tiny kernel (the profile says
-"inline" for this size, so no executor is ever used). Each round awaits ``CALLS`` calls; divide by
+"inline" for this size, so no executor is ever used). The new path includes the production statistics
+(every call counted, one in 64 timed by default); ``test_profile_decision_timing_every_call`` is the
+worst case, every call timed. Each round awaits ``CALLS`` calls; divide by
 ``CALLS`` for per-call figures. ``python -m benchmarks.summarize`` turns the JSON into the README table.
 """
 
@@ -76,6 +78,18 @@ def test_profile_decision(benchmark, installed):
     run = _rounds(installed, lambda: offload_tuner.run_kernel(tiny, xs))
     benchmark.extra_info["calls_per_round"] = CALLS
     benchmark(run)
+
+
+@pytest.mark.benchmark(group="decision-overhead")
+def test_profile_decision_timing_every_call(benchmark, installed):
+    xs = XS
+    previous = offload_tuner.sample_every(1)
+    try:
+        run = _rounds(installed, lambda: offload_tuner.run_kernel(tiny, xs))
+        benchmark.extra_info["calls_per_round"] = CALLS
+        benchmark(run)
+    finally:
+        offload_tuner.sample_every(previous)
 
 
 @pytest.mark.benchmark(group="decision-overhead")

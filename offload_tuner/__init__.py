@@ -11,12 +11,17 @@ Production API (stdlib only, no numpy/scikit-learn)::
     labels = await run_kernel(cluster, records)          # the profile decides
     labels = await run_kernel(cluster, records, offload_if=True)   # the caller decides
 
-Calibration (``offload-tuner calibrate``) writes the per-host profile the runtime reads.
+Calibration (``offload-tuner calibrate``) writes the per-host profile the runtime reads. In production
+every call of a registered kernel is counted per size bucket and decision, and one in ``sample_every()``
+is timed: ``stats()`` returns them, ``record_stats(path)`` (or ``OFFLOAD_TUNER_STATS=path``) writes them to
+a file shared by the service's processes, which ``offload-tuner retune`` and ``drift`` read.
 """
 
 from offload_tuner._backends import Backend, ResultNotPicklable, recommended_pool, register_backend
 from offload_tuner._profile import Profile, ProfileError, default_profile_path
 from offload_tuner._registry import KernelSizeError, kernel
+from offload_tuner._stats import reset_stats, sample_every
+from offload_tuner._stats import snapshot as stats
 from offload_tuner._runtime import (
     Decision,
     OffloadTunerWarning,
@@ -40,6 +45,7 @@ __all__ = [
     "ProfileError",
     "ProfileOverriddenWarning",
     "ResultNotPicklable",
+    "StatsError",
     "current_profile",
     "decide",
     "default_profile_path",
@@ -47,10 +53,31 @@ __all__ = [
     "kernel",
     "load_profile",
     "recommended_pool",
+    "record_stats",
     "register_backend",
+    "reset_stats",
     "run_kernel",
     "run_kernel_sync",
+    "sample_every",
     "set_executor",
+    "stats",
     "unload_profile",
 ]
 __version__ = "0.1.0"
+
+
+def record_stats(path, every_s: float = 60.0):  # type: ignore[no-untyped-def]
+    """Write this process's statistics to ``path`` every ``every_s`` seconds and at exit, merged with the
+    service's other processes on this host (``None`` stops). Imported on use: json and a thread are not
+    every service's business."""
+    from offload_tuner._statsfile import record_stats as _record
+
+    return _record(path, every_s)
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    if name == "StatsError":  # lazily, for the same reason
+        from offload_tuner._statsfile import StatsError
+
+        return StatsError
+    raise AttributeError(f"module 'offload_tuner' has no attribute {name!r}")

@@ -21,6 +21,7 @@ import pickle
 import threading
 import warnings
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Final
 
 from offload_tuner._backends import (
@@ -34,6 +35,7 @@ from offload_tuner._backends import (
 from offload_tuner._host import host_mismatches
 from offload_tuner._profile import Profile, ProfileError, configured_profile_path, read_profile
 from offload_tuner._registry import KernelSpec, spec_for
+from offload_tuner._stats import BUCKETS, KernelStats, Timed, count, stats_for
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -63,8 +65,9 @@ class Decision:
     kernel: str | None = None
 
 
-# A table entry: (spec or None, threshold or None, reason). Tuples are the cheapest thing to unpack.
-_Entry = tuple[KernelSpec | None, int | None, str]
+# A table entry: (spec or None, threshold or None, reason, statistics or None). Tuples are the cheapest thing
+# to unpack. Spec and statistics are None together (not a registered kernel).
+_Entry = tuple[KernelSpec | None, int | None, str, KernelStats | None]
 
 _UNLOADED: Final = object()
 
@@ -184,12 +187,13 @@ def _resolve(fn: Callable[..., Any]) -> tuple[_Snapshot, _Entry]:
     snap = _ensure_loaded()
     entry = snap.table.get(fn)
     if entry is None:
-        entry = _entry_for(snap, fn)
-        snap.table[fn] = entry
+        entry = (*_entry_for(snap, fn), stats_for(fn))
+        if entry[0] is not None:  # registered kernels only: a stream of lambdas must not grow the table
+            snap.table[fn] = entry
     return snap, entry
 
 
-def _entry_for(snap: _Snapshot, fn: Callable[..., Any]) -> _Entry:
+def _entry_for(snap: _Snapshot, fn: Callable[..., Any]) -> tuple[KernelSpec | None, int | None, str]:
     spec = spec_for(fn)
     if spec is None:
         return None, None, "not a registered kernel: inline unless offload_if says otherwise"
@@ -231,10 +235,12 @@ def _note_caller_decision(snap: _Snapshot, fn: Callable[..., Any]) -> None:
     """First caller-decided call of ``fn`` under this snapshot: if a trusted profile entry would have decided
     instead, say so once per kernel. Loads the configured profile only if its file exists: with no profile
     there is nothing to override, and a caller who decides everything is not told to calibrate."""
+    if spec_for(fn) is None:  # not a kernel: no profile entry to override (and a lambda per call must not pile up)
+        return
     snap.caller_decided.add(fn)
     if snap.profile is _UNLOADED and not configured_profile_path().is_file():
         return
-    snap, (spec, threshold, reason) = _resolve(fn)
+    snap, (spec, threshold, reason, _) = _resolve(fn)
     if spec is None or not _trusted(reason):
         return
     verdict = "offloading never pays" if threshold is None else f"threshold {threshold}"
@@ -245,13 +251,13 @@ def _note_caller_decision(snap: _Snapshot, fn: Callable[..., Any]) -> None:
         f"({verdict}, {source}); drop offload_if= at those call sites to let the profile decide, "
         "or filter ProfileOverriddenWarning if the override is deliberate (said once per kernel)",
         ProfileOverriddenWarning,
-        stacklevel=5,  # _warn_once, this, _offload_target, run_kernel(_sync), the caller
+        stacklevel=6,  # _warn_once, this, _caller_or_no_executor, _offload_target, run_kernel(_sync), the caller
     )
 
 
 def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -> Decision:
     """Where ``run_kernel(fn, *args, offload_if=...)`` would run this call, and why."""
-    snap, (spec, threshold, reason) = _resolve(fn)
+    snap, (spec, threshold, reason, _) = _resolve(fn)
     key = spec.key if spec is not None else None
     size = spec.checked_size(args) if spec is not None else None
     if snap.executor is None:
@@ -272,27 +278,68 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
     return Decision(offload, snap.backend.name if offload else INLINE.name, size, threshold, why, key)
 
 
-def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None) -> _Snapshot | None:
-    """The hot path shared by run_kernel and its twin: the snapshot to offload to, or None for inline."""
+def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None) -> "_Snapshot | Timed | None":
+    """The hot path shared by run_kernel and its twin: the snapshot to offload to, None for inline, or a
+    :class:`Timed` for the one call in ``sample_every`` whose cost is recorded. Counts every call of a
+    registered kernel (:mod:`_stats`; the counting is written out here, a function call would double it)."""
     snap = _snapshot
-    if snap.executor is None:
-        return None
-    if offload_if is not None:
-        if fn not in snap.caller_decided:
-            _note_caller_decision(snap, fn)
-        return snap if offload_if else None
+    if snap.executor is None or offload_if is not None:
+        return _caller_or_no_executor(snap, fn, args, offload_if)
     entry = snap.table.get(fn)
     if entry is None:
         snap, entry = _resolve(fn)  # a lazy load may swap the snapshot
-    spec, threshold, _ = entry
-    if threshold is None:
+    spec, threshold, _, stats = entry
+    if stats is None:  # not a registered kernel: no threshold, inline
         return None
-    n = spec.size(*args)  # type: ignore[union-attr]  # threshold is never set without a spec
-    if type(n) is not int or n < 0:
-        n = spec.checked_size(args)  # type: ignore[union-attr]  # raises a clear error for junk
-    if n < threshold or snap.executor is None:
+    if threshold is None:  # the size only feeds the statistics here: a size() that fails costs no call
+        n = _size_or_none(spec, args)  # type: ignore[arg-type]
+        if n is None:
+            return None
+        offload = False
+    else:
+        n = spec.size(*args)  # type: ignore[union-attr]
+        if type(n) is not int or n < 0:
+            n = spec.checked_size(args)  # type: ignore[union-attr]  # raises a clear error for junk
+        offload = n >= threshold and snap.executor is not None
+    b = n.bit_length()
+    if b >= BUCKETS:
+        b = BUCKETS - 1
+    if offload:
+        stats.offload[b] += 1
+    else:
+        stats.inline[b] += 1
+    stats.countdown -= 1
+    if stats.countdown > 0:
+        return snap if offload else None
+    stats.rearm()
+    return Timed(snap if offload else None, stats, n)
+
+
+def _caller_or_no_executor(
+    snap: _Snapshot, fn: Callable[..., Any], args: tuple, offload_if: bool | None
+) -> "_Snapshot | Timed | None":
+    """No executor (inline), or the caller decided: count the call, without loading a profile for it."""
+    offload = False
+    if snap.executor is not None:
+        if fn not in snap.caller_decided:
+            _note_caller_decision(snap, fn)
+        offload = bool(offload_if)
+    stats = stats_for(fn)
+    if stats is None:
+        return snap if offload else None
+    n = _size_or_none(stats.spec, args)
+    if n is None:
+        return snap if offload else None
+    return count(stats, snap, n, offload)
+
+
+def _size_or_none(spec: KernelSpec, args: tuple) -> int | None:
+    """The size for statistics only: None when size() fails (the call itself does not depend on it)."""
+    try:
+        n = spec.size(*args)
+    except Exception:
         return None
-    return snap
+    return n if type(n) is int and n >= 0 else None
 
 
 # --------------------------------------------------------------------------------------------- running
@@ -315,19 +362,44 @@ async def run_kernel(
     is broken (a worker was killed), shut down, or cancelled the call all make the pure kernel run inline,
     with one warning per cause.
     """
-    snap = _offload_target(fn, args, offload_if)
-    if snap is None:
+    target = _offload_target(fn, args, offload_if)
+    if target is None:
         return fn(*args)
-    return await _offload(snap, fn, args, timeout)
+    if target.__class__ is _Snapshot:
+        return await _offload(target, fn, args, timeout)  # type: ignore[arg-type]
+    return await _timed(target, fn, args, timeout)  # type: ignore[arg-type]
+
+
+async def _timed(call: Timed, fn: Callable[..., Any], args: tuple, timeout: float | None) -> Any:
+    """A call picked for timing (one in ``sample_every``): run it as decided and record what it cost."""
+    if call.snap is None:
+        return _inline_timed(call, fn, args)
+    return await _offload(call.snap, fn, args, timeout, call)
+
+
+def _inline_timed(call: Timed, fn: Callable[..., Any], args: tuple) -> Any:
+    started = perf_counter()
+    result = fn(*args)
+    call.stats.record("inline", call.n, perf_counter() - started)
+    return result
 
 
 def run_kernel_sync(
     fn: Callable[..., Any], *args: Any, offload_if: bool | None = None, timeout: float | None = None
 ) -> Any:
     """The synchronous twin of :func:`run_kernel` for code without an event loop (blocks the caller)."""
-    snap = _offload_target(fn, args, offload_if)
-    if snap is None:
+    target = _offload_target(fn, args, offload_if)
+    if target is None:
         return fn(*args)
+    call: Timed | None = None
+    if target.__class__ is _Snapshot:
+        snap: _Snapshot = target  # type: ignore[assignment]
+    else:
+        call = target  # type: ignore[assignment]
+        if call.snap is None:
+            return _inline_timed(call, fn, args)
+        snap = call.snap
+    started = perf_counter()
     executor = snap.executor
     from concurrent.futures import BrokenExecutor, CancelledError
 
@@ -337,6 +409,7 @@ def run_kernel_sync(
         return fn(*args)
     try:
         future = executor.submit(invoke_pickled, payload) if pickled else executor.submit(fn, *args)
+        submitted = perf_counter()
         result = future.result(timeout)
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
@@ -346,15 +419,29 @@ def run_kernel_sync(
         if not _is_shutdown_error(exc):
             raise
         return _rerun_inline_after_executor_failure(snap, fn, args, exc)
-    return pickle.loads(result) if pickled else result
+    returned = perf_counter()
+    value = pickle.loads(result) if pickled else result
+    if call is not None:
+        _record_offloaded(call, started, submitted, returned)
+    return value
 
 
-async def _offload(snap: _Snapshot, fn: Callable[..., Any], args: tuple, timeout: float | None) -> Any:
+def _record_offloaded(call: Timed, started: float, submitted: float, returned: float) -> None:
+    """The caller's thread was busy from the start to the submit and from the result to the unpickled value."""
+    done = perf_counter()
+    call.stats.record("loop", call.n, (submitted - started) + (done - returned))
+    call.stats.record("latency", call.n, done - started)
+
+
+async def _offload(
+    snap: _Snapshot, fn: Callable[..., Any], args: tuple, timeout: float | None, call: Timed | None = None
+) -> Any:
     # Imported here: the inline path must not pay for asyncio or concurrent.futures.
     import asyncio
     from concurrent.futures import BrokenExecutor
 
     loop = asyncio.get_running_loop()
+    started = perf_counter() if call is not None else 0.0
     pickled = snap.backend.pickles_on_caller
     payload = _payload_or_none(fn, args) if pickled else None
     if pickled and payload is None:
@@ -364,6 +451,7 @@ async def _offload(snap: _Snapshot, fn: Callable[..., Any], args: tuple, timeout
             future = loop.run_in_executor(snap.executor, invoke_pickled, payload)
         else:
             future = loop.run_in_executor(snap.executor, fn, *args)
+        submitted = perf_counter() if call is not None else 0.0
         result = await (future if timeout is None else asyncio.wait_for(future, timeout))
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
@@ -378,7 +466,12 @@ async def _offload(snap: _Snapshot, fn: Callable[..., Any], args: tuple, timeout
         if not _is_shutdown_error(exc):
             raise
         return _rerun_inline_after_executor_failure(snap, fn, args, exc)
-    return pickle.loads(result) if pickled else result
+    if call is None:
+        return pickle.loads(result) if pickled else result
+    returned = perf_counter()
+    value = pickle.loads(result) if pickled else result
+    _record_offloaded(call, started, submitted, returned)
+    return value
 
 
 def _is_shutdown_error(exc: RuntimeError) -> bool:

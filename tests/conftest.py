@@ -5,7 +5,7 @@ import warnings
 import pytest
 
 import offload_tuner
-from offload_tuner import _runtime
+from offload_tuner import _runtime, _stats
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +20,7 @@ def pool():
 def clean_runtime(tmp_path, monkeypatch):
     """Every test starts with no executor, no profile, no remembered warnings, and no default profile."""
     monkeypatch.setenv("OFFLOAD_TUNER_PROFILE", str(tmp_path / "no-profile-here.json"))
+    monkeypatch.delenv("OFFLOAD_TUNER_STATS", raising=False)
     offload_tuner.set_executor(None)
     offload_tuner.unload_profile()
     _runtime._warned.clear()
@@ -28,3 +29,6 @@ def clean_runtime(tmp_path, monkeypatch):
         yield
     offload_tuner.set_executor(None)
     offload_tuner.unload_profile()
+    offload_tuner.record_stats(None)
+    offload_tuner.sample_every(_stats.DEFAULT_SAMPLE_EVERY)
+    offload_tuner.reset_stats()

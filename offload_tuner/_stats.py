@@ -1,0 +1,230 @@
+"""Production statistics, gathered on the hot path: what sizes a service really calls its kernels with, where
+they ran, and what sampled calls cost.
+
+A threshold is tuned for a mix of sizes that calibration could only guess; the real mix is known only in
+production, and it moves. So every call of a registered kernel is counted, per decision (inline or
+offloaded) and per log2 size bucket, and one call in ``sample_every`` is timed: inline, its compute;
+offloaded, the time the caller's thread was blocked (pickling the call, submitting, unpickling the result)
+and the end-to-end latency. ``offload-tuner retune`` and ``drift`` read these against the profile's models.
+
+Cost: counting is two list increments and a countdown (tens of ns, benchmarked against the old three-line
+gate in ``benchmarks/test_decision_overhead.py``); a sampled call adds two ``perf_counter`` reads. Memory is
+fixed per kernel whatever the traffic: 65 counters per decision and a ring of the last ``SAMPLE_CAP``
+samples per kind. Counters are updated without a lock: under the GIL a thread switch between the load and
+the store of ``+=`` can lose an increment, rarely; these are statistics, not accounting.
+
+Stdlib only, like the rest of the production path.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import deque
+from typing import Any, Callable, Final
+
+from offload_tuner._registry import KernelSpec, spec_for
+
+STATS_SCHEMA: Final = "offload-tuner-stats/1"
+BUCKETS: Final = 65
+"""Bucket ``b`` holds sizes with ``n.bit_length() == b``: 0, 1, 2-3, 4-7, ... (2**63 and up share the last)."""
+SAMPLE_CAP: Final = 256
+"""Samples kept per kernel and kind (the most recent): enough for a median per size bucket, bounded."""
+SAMPLE_KINDS: Final = ("inline", "loop", "latency")
+"""inline: compute of an inline call; loop: caller-thread time of an offloaded call; latency: its round trip."""
+DEFAULT_SAMPLE_EVERY: Final = 64
+SAMPLE_EVERY_ENV: Final = "OFFLOAD_TUNER_SAMPLE_EVERY"
+_NEVER: Final = 1 << 62
+"""Countdown that never reaches zero: sampling off."""
+
+
+def bucket_of(n: int) -> int:
+    """The bucket of size ``n``: its bit length, capped."""
+    b = n.bit_length()
+    return b if b < BUCKETS else BUCKETS - 1
+
+
+def bucket_floor(b: int) -> int:
+    """The smallest size in bucket ``b`` (the bucket's name in snapshots)."""
+    return 0 if b == 0 else 1 << (b - 1)
+
+
+class KernelStats:
+    """One kernel's counters and sample rings (one per registered kernel, kept for the process's life)."""
+
+    __slots__ = ("spec", "inline", "offload", "countdown", "samples", "__weakref__")
+
+    def __init__(self, spec: KernelSpec) -> None:
+        self.spec = spec
+        self.inline = [0] * BUCKETS
+        """Calls run inline, per size bucket."""
+        self.offload = [0] * BUCKETS
+        """Calls offloaded, per size bucket."""
+        self.countdown = _first_countdown()
+        self.samples: dict[str, deque[tuple[float, int, float]]] = {
+            kind: deque(maxlen=SAMPLE_CAP) for kind in SAMPLE_KINDS
+        }
+
+    def rearm(self) -> None:
+        """Next sampled call in about ``sample_every`` calls (jittered so periodic traffic cannot alias)."""
+        every = _sample_every
+        self.countdown = _NEVER if every <= 0 else random.randint(max(1, every // 2), every + every // 2)
+
+    def record(self, kind: str, n: int, seconds: float) -> None:
+        self.samples[kind].append((round(time.time(), 3), n, seconds))
+
+    def seen(self) -> bool:
+        """Whether any call was counted or timed (since the last reset)."""
+        return any(self.inline) or any(self.offload) or any(self.samples.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "calls": {
+                "inline": {str(bucket_floor(b)): c for b, c in enumerate(self.inline) if c},
+                "offload": {str(bucket_floor(b)): c for b, c in enumerate(self.offload) if c},
+            },
+            "samples": {kind: [list(s) for s in _copy(ring)] for kind, ring in self.samples.items()},
+        }
+
+
+def _copy(ring: deque[tuple[float, int, float]]) -> list[tuple[float, int, float]]:
+    """The ring's items, read from another thread (the recorder's) while calls may append to it."""
+    for _ in range(5):
+        try:
+            return list(ring)
+        except RuntimeError:  # "deque mutated during iteration": a sample landed mid-copy; try again
+            continue
+    return []
+
+
+class Timed:
+    """A call picked for timing: where it runs (``snap`` is None for inline) and what to record it under."""
+
+    __slots__ = ("snap", "stats", "n")
+
+    def __init__(self, snap: Any, stats: KernelStats, n: int) -> None:
+        self.snap, self.stats, self.n = snap, stats, n
+
+
+def _configured_sample_every() -> int:
+    raw = os.environ.get(SAMPLE_EVERY_ENV)
+    if raw is None:
+        return DEFAULT_SAMPLE_EVERY
+    try:
+        value = int(raw)
+        if value < 0:
+            raise ValueError
+        return value
+    except ValueError:
+        import warnings
+
+        warnings.warn(f"offload-tuner: {SAMPLE_EVERY_ENV}={raw!r} is not an integer >= 0; "
+                      f"sampling 1 call in {DEFAULT_SAMPLE_EVERY}", stacklevel=2)
+        return DEFAULT_SAMPLE_EVERY
+
+
+_sample_every: int = _configured_sample_every()
+_by_fn: dict[Callable[..., Any], KernelStats] = {}
+_started: Final = time.time()
+_environment_checked = False
+
+
+def _first_countdown() -> int:
+    every = _sample_every
+    return _NEVER if every <= 0 else random.randint(1, max(1, every))
+
+
+def stats_for(fn: Callable[..., Any]) -> KernelStats | None:
+    """The counters of a registered kernel, created on its first call; None for other functions (not
+    cached, so a stream of lambdas cannot grow memory)."""
+    found = _by_fn.get(fn)
+    if found is not None:
+        return found
+    spec = spec_for(fn)
+    if spec is None:
+        return None
+    created = _by_fn.setdefault(fn, KernelStats(spec))
+    _check_environment()
+    return created
+
+
+def _check_environment() -> None:
+    """On the first call of a registered kernel: start the recorder ``OFFLOAD_TUNER_STATS=path`` asks for
+    (imported only then: a service that records nothing pays nothing)."""
+    global _environment_checked
+    if _environment_checked:
+        return
+    _environment_checked = True
+    if os.environ.get("OFFLOAD_TUNER_STATS"):
+        from offload_tuner._statsfile import start_from_environment
+
+        start_from_environment()
+
+
+def sample_every(every: int | None = None) -> int:
+    """Time one call in ``every`` per kernel (0: time none; counting goes on). Returns the previous value;
+    with no argument, only returns the current one."""
+    global _sample_every
+    previous = _sample_every
+    if every is None:
+        return previous
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"sample_every() needs an int >= 0, got {every!r}")
+    _sample_every = every
+    for stats in list(_by_fn.values()):
+        stats.rearm()
+    return previous
+
+
+def count(stats: KernelStats, snap: Any, n: int, offload: bool) -> Any:
+    """Count one call; return what the caller runs: ``snap`` (offload), None (inline) or a :class:`Timed`.
+
+    The hot path inlines this logic in :mod:`_runtime`; this is the reference version for the slower paths.
+    """
+    b = n.bit_length()
+    if b >= BUCKETS:
+        b = BUCKETS - 1
+    if offload:
+        stats.offload[b] += 1
+    else:
+        stats.inline[b] += 1
+    stats.countdown -= 1
+    if stats.countdown > 0:
+        return snap if offload else None
+    stats.rearm()
+    return Timed(snap if offload else None, stats, n)
+
+
+def reset_stats() -> None:
+    """Zero every counter and drop every sample of this process (tests, or a service starting afresh)."""
+    for stats in list(_by_fn.values()):
+        stats.inline[:] = [0] * BUCKETS
+        stats.offload[:] = [0] * BUCKETS
+        for ring in stats.samples.values():
+            ring.clear()
+        stats.rearm()
+
+
+def snapshot() -> dict[str, Any]:
+    """This process's statistics as JSON-able data (the stats file's format, with one process)."""
+    from offload_tuner._profile import current_hostname
+
+    now = time.time()
+    process = {
+        "pid": os.getpid(),
+        "started": round(_started, 3),
+        "updated": round(now, 3),
+        "sample_every": _sample_every,
+        "kernels": {s.spec.key: s.to_json() for s in list(_by_fn.values()) if s.seen()},
+    }
+    return {
+        "schema": STATS_SCHEMA,
+        "host": current_hostname(),
+        "processes": {process_id(): process},
+    }
+
+
+def process_id() -> str:
+    """This process's section in a shared stats file: pid and start time (pids are reused)."""
+    return f"{os.getpid()}@{_started:.3f}"

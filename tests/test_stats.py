@@ -1,0 +1,138 @@
+"""Production statistics: every call counted per size bucket and decision, sampled calls timed, memory bounded."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import offload_tuner
+from offload_tuner import _runtime
+from offload_tuner._stats import SAMPLE_CAP, bucket_floor, bucket_of
+from tests import controlled
+from tests.support import not_registered, total, write_profile_json
+
+
+def kernel_stats(fn) -> dict:
+    """This process's statistics of one kernel ({} if it was never called)."""
+    (section,) = offload_tuner.stats()["processes"].values()
+    return section["kernels"].get(_key(fn), {})
+
+
+def _key(fn) -> str:
+    from offload_tuner._registry import spec_for
+
+    return spec_for(fn).key
+
+
+@pytest.mark.parametrize("n, floor", [(0, 0), (1, 1), (2, 2), (3, 2), (4, 4), (1023, 512), (1024, 1024), (2**70, 2**63)])
+def test_buckets_are_powers_of_two(n, floor):
+    assert bucket_floor(bucket_of(n)) == floor
+
+
+def test_every_call_is_counted_by_size_bucket_and_decision(tmp_path):
+    offload_tuner.sample_every(0)
+    for n in (1, 2, 3, 100, 100, 1000):  # no executor: everything inline
+        offload_tuner.run_kernel_sync(total, list(range(n)))
+    calls = kernel_stats(total)["calls"]
+    assert calls == {"inline": {"1": 1, "2": 2, "64": 2, "512": 1}, "offload": {}}
+
+    with ThreadPoolExecutor(2) as pool:
+        offload_tuner.set_executor(pool)
+        offload_tuner.load_profile(write_profile_json(tmp_path / "p.json", {_key(total): 64}, executor_kind="thread"))
+        for n in (10, 64, 70, 5000):
+            offload_tuner.run_kernel_sync(total, list(range(n)))
+        offload_tuner.run_kernel_sync(total, list(range(5)), offload_if=True)  # the caller decides: counted too
+    calls = kernel_stats(total)["calls"]
+    assert calls["offload"] == {"64": 2, "4096": 1, "4": 1}
+    assert calls["inline"]["8"] == 1
+
+
+def test_sampled_calls_record_what_they_cost():
+    offload_tuner.sample_every(1)  # every call timed
+    data = controlled._payload(400)[0]
+    for _ in range(3):
+        offload_tuner.run_kernel_sync(controlled.spin, data)
+    samples = kernel_stats(controlled.spin)["samples"]
+    assert len(samples["inline"]) == 3 and samples["loop"] == [] and samples["latency"] == []
+    for stamp, size, seconds in samples["inline"]:
+        assert size == 400 and seconds > 0 and stamp > 1.7e9
+
+
+def test_offloaded_samples_split_the_callers_share_from_the_round_trip(pool, tmp_path):
+    offload_tuner.sample_every(1)
+    offload_tuner.set_executor(pool)
+    offload_tuner.load_profile(write_profile_json(tmp_path / "p.json", {_key(controlled.fat_result): 0}))
+
+    async def main():
+        return [await offload_tuner.run_kernel(controlled.fat_result, 2000) for _ in range(4)]
+
+    results = asyncio.run(main())
+    assert results[0] == controlled.fat_result(2000)
+    samples = kernel_stats(controlled.fat_result)["samples"]
+    assert len(samples["loop"]) == len(samples["latency"]) == 4 and samples["inline"] == []
+    for (_, n, loop), (_, m, latency) in zip(samples["loop"], samples["latency"]):
+        # The caller unpickles 20000 small tuples on its own thread: a real share, never more than the trip.
+        assert n == m == 2000 and 0 < loop <= latency
+
+
+def test_sampling_is_about_one_call_in_n_and_can_be_turned_off():
+    offload_tuner.sample_every(10)
+    for _ in range(1000):
+        offload_tuner.run_kernel_sync(total, [1, 2])
+    timed = len(kernel_stats(total)["samples"]["inline"])
+    assert 50 <= timed <= 200  # jittered countdown: 100 expected
+    offload_tuner.reset_stats()
+    assert offload_tuner.sample_every(0) == 10
+    for _ in range(500):
+        offload_tuner.run_kernel_sync(total, [1, 2])
+    stats = kernel_stats(total)
+    assert stats["samples"]["inline"] == [] and stats["calls"]["inline"] == {"2": 500}
+    with pytest.raises(ValueError, match="int >= 0"):
+        offload_tuner.sample_every(-1)
+
+
+def test_memory_is_bounded_whatever_the_traffic():
+    offload_tuner.sample_every(1)
+    for i in range(3 * SAMPLE_CAP):
+        offload_tuner.run_kernel_sync(total, list(range(i % 50)))
+    stats = kernel_stats(total)
+    assert len(stats["samples"]["inline"]) == SAMPLE_CAP
+    assert sum(stats["calls"]["inline"].values()) == 3 * SAMPLE_CAP
+    # Unregistered functions, fresh lambdas above all, leave nothing behind in any table.
+    with ThreadPoolExecutor(1) as pool:
+        offload_tuner.set_executor(pool)
+        for i in range(200):
+            offload_tuner.run_kernel_sync(lambda xs: len(xs), [i], offload_if=False)
+            offload_tuner.run_kernel_sync(lambda xs: len(xs), [i])
+        snap = _runtime._snapshot
+        assert len(snap.table) == 0 and len(snap.caller_decided) == 0
+    assert set(offload_tuner.stats()["processes"].popitem()[1]["kernels"]) == {_key(total)}
+    assert offload_tuner.run_kernel_sync(not_registered, [1, 2]) == 2
+
+
+def test_a_failing_size_function_costs_no_call_where_the_size_decides_nothing(tmp_path):
+    from tests.support import junk_size
+
+    offload_tuner.sample_every(1)
+    assert offload_tuner.run_kernel_sync(junk_size, [1]) == 0  # no executor: inline, size never needed
+    with ThreadPoolExecutor(1) as pool:
+        offload_tuner.set_executor(pool)
+        assert offload_tuner.run_kernel_sync(junk_size, [1], offload_if=True) == 0
+    assert kernel_stats(junk_size) == {}
+
+
+def test_the_production_import_stays_free_of_the_stats_file_machinery():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, offload_tuner\n"
+        "from tests.support import total\n"
+        "offload_tuner.run_kernel_sync(total, [1, 2, 3])\n"
+        "print(offload_tuner.stats()['processes'].popitem()[1]['kernels'])\n"
+        "print(sorted(m for m in sys.modules if m in ('offload_tuner._statsfile', 'numpy', 'sklearn', 'asyncio')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "'2': 1" in out[0] and out[1] == "[]"
