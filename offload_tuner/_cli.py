@@ -1,4 +1,4 @@
-"""The ``offload-tuner`` command: calibrate, show, explain, check, plot.
+"""The ``offload-tuner`` command: calibrate, show, explain, check, plot, drift, retune.
 
 Exit codes (documented in the README):
   0  success
@@ -8,7 +8,10 @@ Exit codes (documented in the README):
   3  a target is not importable
   4  a target yields no kernel (or --kernel names none of them); the message names it
   5  the profile could not be written (the previous one is untouched)
-  6  show/explain/plot: the profile cannot be read (plot: 2 if matplotlib is missing, 5 if a PNG cannot be written)
+  1  drift: a kernel needs recalibration
+  6  show/explain/plot/drift/retune: the profile cannot be read (plot: 2 if matplotlib is missing, 5 if a PNG
+     cannot be written)
+  7  drift/retune: the stats file cannot be used (corrupt, hostile, or from another host)
   130 interrupted (Ctrl-C or SIGTERM; the previous profile is untouched)
 """
 
@@ -30,6 +33,7 @@ EXIT_TARGET = 3
 EXIT_NO_KERNELS = 4
 EXIT_WRITE = 5
 EXIT_PROFILE = 6
+EXIT_STATS = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -72,6 +76,18 @@ def _parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="write PNG figures of a profile's fits and thresholds (needs matplotlib)")
     plot.add_argument("profile", nargs="?", type=Path)
     plot.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNGs (created if missing)")
+
+    drift = sub.add_parser("drift", help="production timings (a stats file) against the profile's models; exit 1 "
+                                         "when a kernel needs recalibration")
+    drift.add_argument("profile", nargs="?", type=Path)
+    drift.add_argument("--stats", type=Path, required=True, metavar="FILE",
+                       help="what the service recorded (offload_tuner.record_stats or OFFLOAD_TUNER_STATS)")
+
+    retune = sub.add_parser("retune", help="thresholds for the observed mix and timings, from the profile's models "
+                                           "(no measuring)")
+    retune.add_argument("profile", nargs="?", type=Path)
+    retune.add_argument("--stats", type=Path, required=True, metavar="FILE")
+    retune.add_argument("--out", type=Path, metavar="NEW", help="write the retuned profile here (default: only print)")
     return parser
 
 
@@ -90,9 +106,8 @@ def _budget_ms(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"calibrate": _calibrate, "show": _show, "explain": _explain, "check": _check, "plot": _plot}[
-        args.command
-    ]
+    handler = {"calibrate": _calibrate, "show": _show, "explain": _explain, "check": _check, "plot": _plot,
+               "drift": _drift, "retune": _retune}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -399,6 +414,94 @@ def _plot(args: argparse.Namespace) -> int:
     for written in paths:
         print(written)
     return EXIT_OK
+
+
+
+# ------------------------------------------------------------------------------------ drift and retune
+
+
+def _profile_and_traffic(args: argparse.Namespace) -> tuple[Any, Any, int]:
+    """The profile and the observed traffic per kernel, or an exit code after a message naming the problem."""
+    from offload_tuner._retune import traffic
+    from offload_tuner._statsfile import StatsError, read_stats
+
+    path = _profile_path(args.profile)
+    profile = _read_or_report(path)
+    if profile is None:
+        return None, None, EXIT_PROFILE
+    if "transport" not in profile.data:
+        print(f"offload-tuner: {path} holds no cost models (written by hand or by an old version); "
+              "calibrate again", file=sys.stderr)
+        return None, None, EXIT_PROFILE
+    try:
+        document = read_stats(args.stats)
+    except StatsError as exc:
+        print(f"offload-tuner: stats not used: {exc}", file=sys.stderr)
+        return None, None, EXIT_STATS
+    host = profile.host.get("hostname")
+    if host is not None and document["host"] != host:
+        print(f"offload-tuner: stats not used: {args.stats} was recorded on host {document['host']!r}, the profile "
+              f"{path} is for {host!r}; compare a host's stats with that host's profile", file=sys.stderr)
+        return None, None, EXIT_STATS
+    return profile, traffic(document), EXIT_OK
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from offload_tuner._retune import MIN_SAMPLES, drift
+
+    profile, observed, code = _profile_and_traffic(args)
+    if profile is None:
+        return code
+    results = drift(profile.data, observed)
+    needs = [r for r in results if r.drifted]
+    for r in results:
+        verdict = "RECALIBRATE" if r.drifted else ("ok" if r.judged else "no verdict")
+        print(f"{r.key}: {verdict}")
+        for b in r.buckets:
+            print(f"  {'!' if b.drifted else ' '} {b.sentence()}")
+    silent = sorted(set(profile.kernels) - {r.key for r in results})
+    if silent:
+        print(f"no samples for: {', '.join(silent)}")
+    if needs:
+        names = ", ".join(r.key for r in needs)
+        print(f"\n{names} no longer behave{'s' if len(needs) == 1 else ''} as calibrated (median observed/predicted "
+              f"beyond 1.5x with at least {MIN_SAMPLES} samples): run `offload-tuner calibrate` on this host again.")
+        return EXIT_FAILURES
+    judged = sum(r.judged for r in results)
+    print(f"\nno drift: {judged} size bucket(s) with {MIN_SAMPLES}+ samples agree with the models within 1.5x."
+          if judged else f"\nno verdict yet: no size bucket has {MIN_SAMPLES} samples.")
+    return EXIT_OK
+
+
+def _retune(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from offload_tuner._profile import ProfileError, write_profile
+    from offload_tuner._retune import retune, retuned_profile
+
+    profile, observed, code = _profile_and_traffic(args)
+    if profile is None:
+        return code
+    results = retune(profile.data, observed)
+    if not results:
+        print("no kernel of the profile has recorded calls in the stats file: nothing to retune")
+    for r in results:
+        timings = ", ".join(f"{kind} x{ratio:.2f} ({n} samples)" for kind, (ratio, n) in r.factors.items())
+        print(f"{r.key}: {_fmt(r.old)} -> {_fmt(r.new)}  ({r.calls} calls; timings: {timings or 'too few samples, as calibrated'}; "
+              f"predicted makespan {r.gain:+.1%} faster)")
+    if args.out is not None and results:
+        when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        try:
+            written = write_profile(args.out, retuned_profile(profile.data, results, str(args.stats), when))
+        except (OSError, ProfileError) as exc:
+            print(f"offload-tuner: cannot write {args.out}: {exc}", file=sys.stderr)
+            return EXIT_WRITE
+        print(f"retuned profile: {written}")
+    return EXIT_OK
+
+
+def _fmt(threshold: int | None) -> str:
+    return "never" if threshold is None else str(threshold)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,313 @@
+"""Production statistics against the profile's models (pure): the observed mix and timings in, a drift
+verdict and retuned thresholds out. ``offload-tuner drift`` and ``retune`` print what these return.
+
+* **Traffic.** A stats file holds one section per service process; :func:`traffic` adds their counts and
+  pools their samples per kernel.
+* **Drift.** Per kernel, kind (inline compute; offloaded: caller-thread time and latency) and log2 size
+  bucket, the median of observed / predicted over the bucket's samples. No verdict on fewer than
+  ``MIN_SAMPLES`` samples; a bucket drifted when that median is off by more than ``DRIFT_RATIO`` either way
+  (StarPU counts a sample beyond 1.5x of its model as an error). A kernel needs recalibration when any
+  bucket drifted: its model no longer describes it there.
+* **Retune.** The threshold recomputed from the profile's models for the observed mix (bucket counts,
+  spread over each bucket) and the observed timings (each cost term scaled by its median observed /
+  predicted ratio, from ``MIN_SAMPLES`` samples on), without measuring again; the predicted gain is the
+  corrected model's makespan of the observed mix under the old threshold over the new one.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+from offload_tuner._policy import (
+    TIE_TOLERANCE,
+    KernelCosts,
+    LoadFactors,
+    PolicyKnobs,
+    Prediction,
+    TransportModel,
+    budget_threshold,
+    makespan,
+    offload_pays,
+    predict,
+)
+from offload_tuner._stats import SAMPLE_KINDS
+
+MIN_SAMPLES = 8
+"""Samples a bucket (drift) or a kernel (retune's timing correction) needs before it counts."""
+DRIFT_RATIO = 1.5
+"""Observed / predicted beyond this (or below its inverse) is drift."""
+POINTS_PER_BUCKET = 4
+"""A bucket's calls are spread over this many log-spaced sizes in ``[floor, 2 * floor)``."""
+FACTOR_LIMITS = (0.2, 5.0)
+"""A correction beyond these says the model is wrong, not loaded: drift, and the factor is clamped."""
+KIND_LABELS = {"inline": "inline compute", "loop": "caller-thread time offloaded", "latency": "offloaded latency"}
+
+
+@dataclass
+class Traffic:
+    """One kernel's statistics over every process of the file."""
+
+    inline: dict[int, int] = field(default_factory=dict)
+    """Bucket floor -> calls run inline."""
+    offload: dict[int, int] = field(default_factory=dict)
+    samples: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: {k: [] for k in SAMPLE_KINDS})
+    """Kind -> (size, seconds), oldest first."""
+
+    @property
+    def calls(self) -> int:
+        return sum(self.inline.values()) + sum(self.offload.values())
+
+    def mix(self) -> dict[int, int]:
+        """Bucket floor -> calls, whatever the decision."""
+        out = dict(self.inline)
+        for floor, n in self.offload.items():
+            out[floor] = out.get(floor, 0) + n
+        return out
+
+
+def traffic(document: Mapping[str, Any]) -> dict[str, Traffic]:
+    """Per kernel key, the counts added and the samples pooled (by time) over the document's processes."""
+    out: dict[str, Traffic] = {}
+    timed: dict[str, dict[str, list[tuple[float, int, float]]]] = {}
+    for section in document["processes"].values():
+        for key, kernel in section["kernels"].items():
+            t = out.setdefault(key, Traffic())
+            for decision in ("inline", "offload"):
+                counts = getattr(t, decision)
+                for floor, n in kernel["calls"].get(decision, {}).items():
+                    counts[int(floor)] = counts.get(int(floor), 0) + n
+            rows = timed.setdefault(key, {k: [] for k in SAMPLE_KINDS})
+            for kind, samples in kernel["samples"].items():
+                rows[kind].extend((stamp, size, seconds) for stamp, size, seconds in samples)
+    for key, rows in timed.items():
+        for kind, samples in rows.items():
+            out[key].samples[kind] = [(size, seconds) for _, size, seconds in sorted(samples)]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+@dataclass(frozen=True)
+class KernelModel:
+    """What a profile knows about one kernel: its costs (load factors included) and its threshold."""
+
+    key: str
+    costs: KernelCosts
+    threshold: int | None
+    workload_range: tuple[float, float]
+
+
+def kernel_models(profile: Mapping[str, Any]) -> tuple[TransportModel, PolicyKnobs, dict[str, KernelModel]]:
+    """The transport model, the policy knobs and every kernel with fitted costs (failed ones are left out)."""
+    transport = TransportModel.from_json(profile["transport"]["model"])
+    knobs = PolicyKnobs.from_json(profile.get("policy", {}))
+    models = {}
+    for key, entry in profile["kernels"].items():
+        if "costs" in entry and entry.get("status", "ok") == "ok":
+            costs = KernelCosts.from_json(entry["costs"])
+            lo, hi = entry.get("workload_range") or costs.compute.size_range
+            models[key] = KernelModel(key, costs, entry["threshold"], (float(lo), float(hi)))
+    return transport, knobs, models
+
+
+def predicted(kind: str, p: Prediction) -> float:
+    return {"inline": p.inline_s, "loop": p.offload_loop_s, "latency": p.offload_latency_s}[kind]
+
+
+# ------------------------------------------------------------------------------------------------ drift
+
+
+@dataclass(frozen=True)
+class BucketDrift:
+    kind: str
+    floor: int
+    samples: int
+    ratio: float | None
+    """Median observed / predicted; None with fewer than ``MIN_SAMPLES`` samples."""
+
+    @property
+    def drifted(self) -> bool:
+        return self.ratio is not None and not (1 / DRIFT_RATIO <= self.ratio <= DRIFT_RATIO)
+
+    def sentence(self) -> str:
+        sizes = f"sizes {self.floor}-{max(self.floor, 2 * self.floor - 1)}"
+        label = KIND_LABELS[self.kind]
+        if self.ratio is None:
+            return f"{label} at {sizes}: {self.samples} sample(s), {MIN_SAMPLES} needed for a verdict"
+        return f"{label} at {sizes}: {self.ratio:.2f}x the model (median of {self.samples} samples)"
+
+
+@dataclass(frozen=True)
+class KernelDrift:
+    key: str
+    buckets: tuple[BucketDrift, ...]
+
+    @property
+    def drifted(self) -> tuple[BucketDrift, ...]:
+        return tuple(b for b in self.buckets if b.drifted)
+
+    @property
+    def judged(self) -> int:
+        return sum(1 for b in self.buckets if b.ratio is not None)
+
+
+def drift(profile: Mapping[str, Any], observed: Mapping[str, Traffic]) -> list[KernelDrift]:
+    """Observed against modelled costs per kernel, kind and size bucket (kernels of the profile only)."""
+    transport, knobs, models = kernel_models(profile)
+    out = []
+    for key, model in models.items():
+        t = observed.get(key)
+        if t is None:
+            continue
+        buckets = []
+        for kind in SAMPLE_KINDS:
+            by_floor: dict[int, list[float]] = {}
+            for size, seconds in t.samples[kind]:
+                expected = predicted(kind, predict(model.costs, transport, knobs, max(1, size)))
+                if expected > 0:
+                    by_floor.setdefault(_floor(size), []).append(seconds / expected)
+            for floor in sorted(by_floor):
+                ratios = by_floor[floor]
+                ratio = statistics.median(ratios) if len(ratios) >= MIN_SAMPLES else None
+                buckets.append(BucketDrift(kind, floor, len(ratios), ratio))
+        out.append(KernelDrift(key, tuple(buckets)))
+    return out
+
+
+def _floor(size: int) -> int:
+    return 0 if size == 0 else 1 << (size.bit_length() - 1)
+
+
+# ----------------------------------------------------------------------------------------------- retune
+
+
+@dataclass(frozen=True)
+class Retuned:
+    key: str
+    old: int | None
+    new: int | None
+    calls: int
+    factors: Mapping[str, tuple[float, int]]
+    """Kind -> (median observed / predicted applied, samples); kinds with too few samples are left out."""
+    gain: float
+    """Predicted makespan of the observed mix under the old threshold over the new one, minus 1."""
+    costs: KernelCosts
+    """The costs with the observed corrections folded into their load factors."""
+
+
+def retune(profile: Mapping[str, Any], observed: Mapping[str, Traffic]) -> list[Retuned]:
+    """Thresholds for the observed mix and timings, from the profile's models (kernels with traffic only)."""
+    transport, knobs, models = kernel_models(profile)
+    out = []
+    for key, model in models.items():
+        t = observed.get(key)
+        if t is None or t.calls == 0:
+            continue
+        factors: dict[str, tuple[float, int]] = {}
+        for kind in SAMPLE_KINDS:
+            ratios = [
+                seconds / e
+                for size, seconds in t.samples[kind]
+                if (e := predicted(kind, predict(model.costs, transport, knobs, max(1, size)))) > 0
+            ]
+            if len(ratios) >= MIN_SAMPLES:
+                factors[kind] = (min(max(statistics.median(ratios), FACTOR_LIMITS[0]), FACTOR_LIMITS[1]), len(ratios))
+        load = model.costs.load
+        corrected = replace(model.costs, load=LoadFactors(
+            round(load.inline * factors.get("inline", (1.0, 0))[0], 4),
+            round(load.offload_loop * factors.get("loop", (1.0, 0))[0], 4),
+            round(load.offload_worker * factors.get("latency", (1.0, 0))[0], 4),
+        ))
+        sizes, weights = mix_points(t.mix())
+        new = mix_threshold(corrected, transport, knobs, sizes, weights)
+        old_span = mix_makespan(corrected, transport, knobs, sizes, weights, model.threshold)
+        new_span = mix_makespan(corrected, transport, knobs, sizes, weights, new)
+        out.append(Retuned(key, model.threshold, new, t.calls, factors, old_span / new_span - 1, corrected))
+    return out
+
+
+def mix_points(mix: Mapping[int, int]) -> tuple[list[float], list[float]]:
+    """A bucketed mix as sizes and weights: each bucket's calls spread log-evenly over ``[floor, 2 * floor)``."""
+    sizes: list[float] = []
+    weights: list[float] = []
+    for floor in sorted(mix):
+        count = mix[floor]
+        if count <= 0:
+            continue
+        if floor <= 1:
+            sizes.append(float(max(1, floor)))
+            weights.append(float(count))
+            continue
+        for i in range(POINTS_PER_BUCKET):
+            sizes.append(floor * 2 ** ((i + 0.5) / POINTS_PER_BUCKET))
+            weights.append(count / POINTS_PER_BUCKET)
+    return sizes, weights
+
+
+def mix_makespan(
+    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs,
+    sizes: Sequence[float], weights: Sequence[float], threshold: int | None,
+) -> float:
+    """The model's makespan of the weighted mix when calls from ``threshold`` up are offloaded."""
+    predictions = [predict(costs, transport, knobs, n) for n in sizes]
+    k = len(sizes) if threshold is None else next((i for i, n in enumerate(sizes) if n >= threshold), len(sizes))
+    return _weighted_span(predictions, weights, k, knobs)
+
+
+def mix_threshold(
+    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs,
+    sizes: Sequence[float], weights: Sequence[float],
+) -> int | None:
+    """Like :func:`offload_tuner._policy.threshold`, over a weighted mix instead of a log-uniform range:
+    the smallest split within ``TIE_TOLERANCE`` of the best makespan, then the loop budget's cap."""
+    if not sizes:
+        raise ValueError("mix_threshold() needs at least one size")
+    predictions = [predict(costs, transport, knobs, n) for n in sizes]
+    spans = [_weighted_span(predictions, weights, k, knobs) for k in range(len(sizes) + 1)]
+    best = min(spans)
+    k = next(i for i, span in enumerate(spans) if span <= best * (1 + TIE_TOLERANCE))
+    chosen: int | None
+    if k == len(sizes):
+        chosen = None
+    elif k == 0:
+        chosen = 0 if offload_pays(predict(costs, transport, knobs, 1), knobs) else math.ceil(sizes[0])
+    else:
+        chosen = math.ceil(sizes[k])
+    budget_from = budget_threshold(costs, transport, knobs, (sizes[0], sizes[-1]))
+    if budget_from is not None and (chosen is None or budget_from < chosen):
+        chosen = budget_from
+    return chosen
+
+
+def _weighted_span(predictions: Sequence[Prediction], weights: Sequence[float], k: int, knobs: PolicyKnobs) -> float:
+    inline = sum(p.inline_s * w for p, w in zip(predictions[:k], weights[:k]))
+    rest = list(zip(predictions[k:], weights[k:]))
+    loop = sum(p.offload_loop_s * w for p, w in rest)
+    worker = sum(p.offload_worker_s * w for p, w in rest)
+    latency = sum(p.offload_latency_s * w for p, w in rest)
+    return makespan(inline + loop, worker, inline + latency, knobs)
+
+
+def retuned_profile(profile: Mapping[str, Any], results: Sequence[Retuned], stats_source: str, when: str) -> dict[str, Any]:
+    """The profile with the retuned thresholds and corrected load factors; what it was before is kept in each
+    kernel's ``retuned`` section (the calibrated interval no longer applies and is dropped)."""
+    out = {**profile, "kernels": {k: dict(v) for k, v in profile["kernels"].items()}}
+    for r in results:
+        entry = out["kernels"][r.key]
+        entry["retuned"] = {
+            "from_stats": stats_source,
+            "at": when,
+            "calibrated_threshold": entry.get("retuned", {}).get("calibrated_threshold", r.old),
+            "previous_threshold": r.old,
+            "calls": r.calls,
+            "factors": {kind: {"ratio": ratio, "samples": n} for kind, (ratio, n) in r.factors.items()},
+            "predicted_gain": r.gain,
+        }
+        entry["threshold"] = r.new
+        entry["costs"] = r.costs.to_json()
+        entry.pop("interval", None)
+    return out

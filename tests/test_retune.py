@@ -1,0 +1,202 @@
+"""Drift and retune on synthetic statistics against a synthetic profile (pure: no timing, no pool)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from offload_tuner._cli import main
+from offload_tuner._costmodel import CostModel
+from offload_tuner._host import host_identity
+from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
+from offload_tuner._profile import SCHEMA_VERSION, read_profile
+from offload_tuner._retune import (
+    MIN_SAMPLES,
+    Traffic,
+    drift,
+    mix_points,
+    retune,
+    traffic,
+)
+from offload_tuner._stats import STATS_SCHEMA
+
+KEY = "pkg.mod:pairwise"
+RANGE = (1.0, 100_000.0)
+WORKLOAD = (256.0, 65536.0)
+KNOBS = PolicyKnobs(concurrency=4, workers=2, cores=2, loop_budget_s=None)  # throughput alone: an interior optimum
+TRANSPORT = TransportModel(2e-4, 1e-9, 2e-5, 0.0, 2e-5, 0.0)
+
+
+def power(a: float, b: float, c: float = 0.0) -> CostModel:
+    return CostModel("power_offset", {"a": a, "b": b, "c": c}, RANGE, 0.0, 20, True)
+
+
+# Linear compute, pickling a tenth of it: the largest calls carry most of a log-uniform mix's work, and
+# offloading the top of the range balances the loop against the two workers (an interior optimum).
+COSTS = KernelCosts(power(1e-7, 1.0, 1e-6), power(1e-8, 1.0), power(1e-8, 1.0), power(100.0, 1.0))
+
+
+def profile_data() -> dict:
+    return {
+        "schema": SCHEMA_VERSION,
+        "host": host_identity(),
+        "executor": {"kind": "process", "workers": 2},
+        "policy": KNOBS.to_json(),
+        "transport": {"model": TRANSPORT.to_json()},
+        "kernels": {KEY: {
+            "threshold": threshold(COSTS, TRANSPORT, KNOBS, WORKLOAD),
+            "status": "ok",
+            "costs": COSTS.to_json(),
+            "workload_range": list(WORKLOAD),
+            "interval": [1, 2],
+        }},
+    }
+
+
+def observed(mix: dict[int, int], slowdown: dict[str, float] | None = None, samples: int = 40, seed: int = 1,
+             noise: float = 0.1) -> Traffic:
+    """Traffic with the given bucket counts and samples drawn from the model, scaled by ``slowdown`` per kind."""
+    rng = random.Random(seed)
+    t = Traffic(inline=dict(mix))
+    floors = sorted(mix)
+    for kind in ("inline", "loop", "latency"):
+        for _ in range(samples):
+            floor = rng.choice(floors)
+            n = rng.randint(max(1, floor), max(1, 2 * floor - 1))
+            p = predict(COSTS, TRANSPORT, KNOBS, n)
+            base = {"inline": p.inline_s, "loop": p.offload_loop_s, "latency": p.offload_latency_s}[kind]
+            factor = (slowdown or {}).get(kind, 1.0) * rng.uniform(1 - noise, 1 + noise)
+            t.samples[kind].append((n, base * factor))
+    return t
+
+
+LOG_UNIFORM = {1 << k: 100 for k in range(8, 16)}  # 256 .. 65535: one octave per bucket, equal counts
+LOWEST_DECADE = {256: 100, 512: 100, 1024: 100, 2048: 100}
+
+
+def test_traffic_adds_processes_counts_and_pools_their_samples_by_time():
+    def section(counts, samples):
+        return {"pid": 1, "started": 1.0, "updated": 2.0, "sample_every": 64,
+                "kernels": {KEY: {"calls": {"inline": counts, "offload": {"1024": 1}},
+                                  "samples": {"inline": samples, "loop": [], "latency": []}}}}
+
+    document = {"schema": STATS_SCHEMA, "host": "h", "processes": {
+        "a": section({"64": 2}, [[30.0, 70, 0.3], [10.0, 65, 0.1]]),
+        "b": section({"64": 3, "128": 1}, [[20.0, 80, 0.2]]),
+    }}
+    t = traffic(document)[KEY]
+    assert t.inline == {64: 5, 128: 1} and t.offload == {1024: 2} and t.calls == 8
+    assert t.samples["inline"] == [(65, 0.1), (80, 0.2), (70, 0.3)]
+    assert t.mix() == {64: 5, 128: 1, 1024: 2}
+
+
+def test_no_drift_when_production_matches_the_model():
+    (result,) = drift(profile_data(), {KEY: observed(LOG_UNIFORM, samples=200)})
+    assert result.judged > 0 and result.drifted == ()
+    assert all(0.8 < b.ratio < 1.2 for b in result.buckets if b.ratio is not None)
+
+
+def test_a_kernel_twice_as_slow_inline_drifts_and_says_where():
+    (result,) = drift(profile_data(), {KEY: observed(LOG_UNIFORM, {"inline": 2.0}, samples=200)})
+    assert result.drifted and {b.kind for b in result.drifted} == {"inline"}
+    sentence = result.drifted[0].sentence()
+    assert "inline compute at sizes" in sentence and "2." in sentence and "x the model" in sentence
+
+
+def test_no_verdict_on_too_few_samples():
+    (result,) = drift(profile_data(), {KEY: observed(LOG_UNIFORM, {"inline": 3.0}, samples=MIN_SAMPLES - 1)})
+    assert result.drifted == () and result.judged == 0
+    assert "needed for a verdict" in result.buckets[0].sentence()
+
+
+def test_retune_on_the_calibrated_mix_and_timings_keeps_the_threshold():
+    (r,) = retune(profile_data(), {KEY: observed(LOG_UNIFORM)})
+    assert r.old is not None and 256 < r.old < 65536  # the synthetic kernel has a real crossover in the range
+    assert r.old / 1.3 <= r.new <= r.old * 1.3
+    assert set(r.factors) == {"inline", "loop", "latency"}
+    assert all(0.9 < ratio < 1.1 for ratio, _ in r.factors.values())
+    assert abs(r.gain) < 0.05
+
+
+def test_a_mix_in_the_lowest_decade_gets_its_own_threshold_and_a_predicted_gain():
+    calibrated = profile_data()["kernels"][KEY]["threshold"]
+    (r,) = retune(profile_data(), {KEY: observed(LOWEST_DECADE)})
+    assert r.old == calibrated
+    assert r.new is not None and r.new < calibrated  # the mix's large end is now what keeps the workers busy
+    assert r.gain > 0.05
+
+
+def test_observed_slowdowns_move_the_threshold_the_way_they_should():
+    base = retune(profile_data(), {KEY: observed(LOG_UNIFORM)})[0].new
+    slow_inline = retune(profile_data(), {KEY: observed(LOG_UNIFORM, {"inline": 3.0})})[0]
+    slow_offload = retune(profile_data(), {KEY: observed(LOG_UNIFORM, {"loop": 3.0, "latency": 3.0})})[0]
+    assert slow_inline.factors["inline"][0] == pytest.approx(3.0, rel=0.1)
+    assert slow_inline.new < base  # inline got dearer: offload more
+    assert slow_offload.new is None or slow_offload.new > base  # offloading got dearer: offload less
+    assert slow_inline.gain > 0 and slow_offload.gain > 0
+
+
+def test_timings_with_too_few_samples_are_left_as_calibrated():
+    (r,) = retune(profile_data(), {KEY: observed(LOG_UNIFORM, {"inline": 3.0}, samples=MIN_SAMPLES - 1)})
+    assert r.factors == {}
+    assert r.costs.load == COSTS.load
+
+
+def test_mix_points_spread_each_bucket_over_its_octave():
+    sizes, weights = mix_points({0: 2, 1: 3, 1024: 8})
+    assert sizes[:2] == [1.0, 1.0] and weights[:2] == [2.0, 3.0]
+    assert all(1024 <= n < 2048 for n in sizes[2:]) and sum(weights[2:]) == pytest.approx(8)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def write(tmp_path, mix, slowdown=None, host=None, samples=40):
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps(profile_data()))
+    t = observed(mix, slowdown, samples=samples)
+    kernels = {KEY: {
+        "calls": {"inline": {str(k): v for k, v in t.inline.items()}, "offload": {}},
+        "samples": {kind: [[1000.0 + i, n, s] for i, (n, s) in enumerate(rows)] for kind, rows in t.samples.items()},
+    }}
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"schema": STATS_SCHEMA, "host": host or host_identity()["hostname"], "processes": {
+        "1@1.0": {"pid": 1, "started": 1.0, "updated": 2.0, "sample_every": 64, "kernels": kernels}}}))
+    return profile, stats
+
+
+def test_drift_command_exits_1_with_a_plain_sentence(tmp_path, capsys):
+    profile, stats = write(tmp_path, LOG_UNIFORM, {"inline": 2.0}, samples=200)
+    assert main(["drift", str(profile), "--stats", str(stats)]) == 1
+    out = capsys.readouterr().out
+    assert f"{KEY}: RECALIBRATE" in out and "run `offload-tuner calibrate` on this host again" in out
+
+
+def test_drift_command_exits_0_when_the_models_hold(tmp_path, capsys):
+    profile, stats = write(tmp_path, LOG_UNIFORM, samples=200)
+    assert main(["drift", str(profile), "--stats", str(stats)]) == 0
+    assert "no drift" in capsys.readouterr().out
+
+
+def test_stats_from_another_host_or_corrupt_are_refused(tmp_path, capsys):
+    profile, stats = write(tmp_path, LOG_UNIFORM, host="elsewhere")
+    assert main(["drift", str(profile), "--stats", str(stats)]) == 7
+    assert "recorded on host 'elsewhere'" in capsys.readouterr().err
+    stats.write_text('{"schema": "offload-tuner-stats/1", "host": "h", "processes": {"1": {"kernels": "x"}}}')
+    assert main(["retune", str(profile), "--stats", str(stats)]) == 7
+    assert "stats not used" in capsys.readouterr().err
+
+
+def test_retune_command_prints_old_to_new_and_writes_a_loadable_profile(tmp_path, capsys):
+    profile, stats = write(tmp_path, LOWEST_DECADE)
+    out_path = tmp_path / "retuned.json"
+    assert main(["retune", str(profile), "--stats", str(stats), "--out", str(out_path)]) == 0
+    out = capsys.readouterr().out
+    old = profile_data()["kernels"][KEY]["threshold"]
+    assert f"{KEY}: {old} -> " in out and "faster" in out
+    entry = read_profile(out_path).kernels[KEY]
+    assert entry.threshold < old
+    assert entry.data["retuned"]["previous_threshold"] == old and "interval" not in entry.data
+    assert entry.data["retuned"]["from_stats"] == str(stats)
