@@ -36,3 +36,23 @@ def test_workload_benchmark_runs_and_writes_its_outputs(tmp_path, monkeypatch):
             assert strip(entry["runs"][name]) == strip(entry["runs"][rep])
     assert (out / "workload-smoke.md").read_text().startswith("# Co-hosted workload benchmark")
     assert (out / "workload-smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mix_shift_benchmark_runs_and_retunes_from_what_it_recorded(tmp_path):
+    from pathlib import Path
+
+    from benchmarks import mixshift
+
+    reference = Path(__file__).resolve().parent.parent / "calibration" / "reference" / "vm.json"
+    out = tmp_path / "mixshift"
+    assert mixshift.main(["--smoke", "--profile", str(reference), "--out-dir", str(out),
+                          "--kernel", "rank_latencies"]) == 0
+    report = json.loads((out / "mixshift-smoke.json").read_text())
+    (entry,) = report["workloads"]
+    assert entry["sizes"][1] <= 10 * entry["sizes"][0]
+    retune = entry["retune"]
+    assert retune["calls"] >= entry["calls"]  # every call of the recording run was counted
+    assert retune["factors"]["inline"]["samples"] >= 8  # and timed: the static profile keeps them inline
+    assert {"tuned", "retuned", "always", "never"} <= set(entry["summary"])
+    assert entry["oracle"] != "tuned"
+    assert (out / "mixshift-smoke.md").read_text().startswith("# Mix shift")

@@ -38,7 +38,7 @@ import time
 import warnings
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import offload_tuner
 from offload_tuner._host import host_fingerprint
@@ -104,8 +104,12 @@ def static_name(t: int | None) -> str:
     return "never" if t is None else ("always" if t == 0 else f"T={t}")
 
 
-def policy_gate(name: str) -> Callable[[int], bool | None]:
-    """The offload_if value a policy passes for a call of size n (None: let the profile decide)."""
+def policy_gate(name: str, named: Mapping[str, int | None] | None = None) -> Callable[[int], bool | None]:
+    """The offload_if value a policy passes for a call of size n (None: let the profile decide). ``named``
+    adds policies that are static thresholds under another name (e.g. ``{"retuned": 181}``)."""
+    if named and name in named:
+        t = named[name]
+        return (lambda n: False) if t is None else (lambda n: n >= t)
     if name == "tuned":
         return lambda n: None
     if name == "static-256":
@@ -131,8 +135,9 @@ def size_calls(spec: KernelSpec, workload: Workload, seed: int, smoke: bool) -> 
     return build_calls(spec.sample, spec.size, (workload.lo, workload.hi), count, seed)  # type: ignore[arg-type]
 
 
-def run_policy(spec: KernelSpec, calls: Calls, name: str, callers: int) -> RunResult:
-    gate = policy_gate(name)
+def run_policy(spec: KernelSpec, calls: Calls, name: str, callers: int,
+               named: Mapping[str, int | None] | None = None) -> RunResult:
+    gate = policy_gate(name, named)
     # Counted outside the timed run, through the same decision run_kernel makes.
     offloaded = sum(1 for args, n in calls if offload_tuner.decide(spec.fn, *args, offload_if=gate(n)).offload)
 
@@ -155,12 +160,15 @@ def warm_workers(spec: KernelSpec, calls: Calls) -> None:
 
 
 def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds: int, seed: int,
-                   smoke: bool = False) -> dict[str, Any]:
-    calls = size_calls(spec, workload, seed, smoke)
+                   smoke: bool = False, named: Mapping[str, int | None] | None = None,
+                   calls: Calls | None = None) -> dict[str, Any]:
+    """Every policy in interleaved rounds: tuned (the profile decides), the old 256, ``named`` thresholds,
+    and the static sweep (the oracle is the best of those measured, named ones included)."""
+    calls = calls if calls is not None else size_calls(spec, workload, seed, smoke)
     warm_workers(spec, calls)
     statics = [static_name(t) for t in sweep_thresholds(workload)]
-    policies = ["tuned", "static-256"] + [s for s in statics if s != "T=256"]
-    same_as = identical_policies(spec, calls, policies)
+    policies = ["tuned", "static-256"] + list(named or {}) + [s for s in statics if s != "T=256"]
+    same_as = identical_policies(spec, calls, policies, named)
     distinct = [p for p in policies if same_as[p] == p]
     runs: dict[str, list[RunResult]] = {p: [] for p in policies}
     order_rng, calls_rng = random.Random(seed), random.Random(seed + 1)
@@ -169,7 +177,7 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
         order_rng.shuffle(order)
         round_calls = shuffled_calls(calls, calls_rng)  # one fresh order per round, the same for every policy
         for name in order:
-            result = run_policy(spec, round_calls, name, callers)
+            result = run_policy(spec, round_calls, name, callers, named)
             for member in (p for p in policies if same_as[p] == name):
                 runs[member].append(RunResult(member, *astuple(result)[1:]))
     tuned = offload_tuner.decide(spec.fn, *spec.sample(workload.lo))  # type: ignore[misc]
@@ -182,17 +190,20 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
         "runs": {name: [asdict(r) for r in results] for name, results in runs.items()},
         "same_as": {name: rep for name, rep in same_as.items() if rep != name},
     }
+    if named:
+        entry["named"] = dict(named)
     analyse(entry)
-    entry["model_check"] = model_check(spec, calls, entry["summary"], workload)
+    entry["model_check"] = model_check(spec, calls, entry["summary"], workload, named)
     return entry
 
 
-def identical_policies(spec: KernelSpec, calls: Calls, policies: list[str]) -> dict[str, str]:
+def identical_policies(spec: KernelSpec, calls: Calls, policies: list[str],
+                       named: Mapping[str, int | None] | None = None) -> dict[str, str]:
     """Each policy's representative: the first policy (in ``policies`` order) that decides every call alike."""
     first: dict[tuple[bool, ...], str] = {}
     same_as = {}
     for name in policies:
-        gate = policy_gate(name)
+        gate = policy_gate(name, named)
         signature = tuple(offload_tuner.decide(spec.fn, *args, offload_if=gate(n)).offload for args, n in calls)
         same_as[name] = first.setdefault(signature, name)
     return same_as
@@ -263,7 +274,8 @@ def summarise(results: list[RunResult]) -> dict[str, Any]:
     return out
 
 
-def model_check(spec: KernelSpec, calls: Calls, summary: dict[str, Any], workload: Workload) -> dict[str, Any] | None:
+def model_check(spec: KernelSpec, calls: Calls, summary: dict[str, Any], workload: Workload,
+                named: Mapping[str, int | None] | None = None) -> dict[str, Any] | None:
     """The profile's own prediction of each static policy's makespan on these exact calls (load factors
     included), against the measured median: where they disagree is where the model needs work."""
     from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, predict, workload_makespan
@@ -281,7 +293,10 @@ def model_check(spec: KernelSpec, calls: Calls, summary: dict[str, Any], workloa
     for name in summary:
         if name == "tuned":
             continue
-        t = 256 if name == "static-256" else (None if name == "never" else 0 if name == "always" else int(name[2:]))
+        if named and name in named:
+            t = named[name]
+        else:
+            t = 256 if name == "static-256" else (None if name == "never" else 0 if name == "always" else int(name[2:]))
         k = len(sizes) if t is None else next((i for i, n in enumerate(sizes) if n >= t), len(sizes))
         predicted = workload_makespan(predictions, knobs, k)
         measured = summary[name].get("raw_steady_s", summary[name]["raw_makespan_s"])  # the model is steady-state

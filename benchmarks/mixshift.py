@@ -1,0 +1,149 @@
+"""Mix shift: the service's real mix is the lowest decade of the calibrated range. Static vs retuned vs oracle.
+
+    python -m benchmarks.mixshift --profile calibration/reference/vm.json [--rounds 5] [--kernel NAME ...]
+
+For each bundled kernel: the calls of the co-hosted workload are drawn from ``[lo, 10 * lo]`` of the kernel's
+``workload_range`` instead of the whole range. First the service runs them once under the profile, as in
+production, with every call timed (``sample_every(1)``); ``retune`` (the same function as ``offload-tuner
+retune``) then recomputes the threshold from those statistics and the profile's models. Then, in
+interleaved rounds: ``tuned`` (the static profile), ``retuned``, and the static sweep over the decade
+(always, powers of two, never) whose best is the oracle. Writes ``results/mixshift/mixshift.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import offload_tuner
+from benchmarks.workload import RESULTS, Workload, bench_workload, load_workloads, run_policy, size_calls, warm_workers
+from offload_tuner._host import host_fingerprint
+
+OUT = RESULTS / "mixshift"
+DECADE = 10
+
+
+def record_and_retune(spec: Any, calls: Any, callers: int, profile_data: dict) -> dict[str, Any]:
+    """Run the calls under the profile with every call timed; retune from what that recorded."""
+    from offload_tuner._retune import retune, traffic
+
+    offload_tuner.reset_stats()
+    previous = offload_tuner.sample_every(1)
+    try:
+        run_policy(spec, calls, "tuned", callers)
+    finally:
+        offload_tuner.sample_every(previous)
+    results = [r for r in retune(profile_data, traffic(offload_tuner.stats())) if r.key == spec.key]
+    if not results:
+        raise SystemExit(f"benchmarks.mixshift: {spec.key} has no fitted costs in the profile")
+    r = results[0]
+    return {"old": r.old, "new": r.new, "calls": r.calls, "predicted_gain": r.gain,
+            "factors": {kind: {"ratio": ratio, "samples": n} for kind, (ratio, n) in r.factors.items()}}
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    host = report["host"]
+    lines = [
+        "# Mix shift: every call in the lowest decade of the calibrated range",
+        "",
+        f"Host `{host['hostname']}` ({host['cpu_model']}, {host['logical_cores']} cores), Python {host['python_version']}; "
+        f"{report['callers']} callers, {report['workers']} workers, {report['rounds']} interleaved rounds; "
+        f"profile `{report['profile']}`; {report['created']}.",
+        "",
+        f"Command: `{report['command']}` ({report['duration_s']:.0f} s).",
+        "",
+        "| kernel | sizes | static threshold | retuned (timings observed) | static / oracle | retuned / oracle | "
+        "oracle | spread |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in report["workloads"]:
+        s = e["summary"]
+        o = s[e["oracle"]]["makespan_s"]
+        r = e["retune"]
+        factors = ", ".join(f"{k} x{v['ratio']:.2f}" for k, v in r["factors"].items()) or "none"
+        lines.append(
+            f"| {e['kernel'].split(':')[-1]} | {e['sizes'][0]}-{e['sizes'][1]} | {_fmt(r['old'])} | "
+            f"{_fmt(r['new'])} ({factors}) | {s['tuned']['makespan_s'] / o:.2f} | {s['retuned']['makespan_s'] / o:.2f} | "
+            f"{e['oracle']} | {e['spread']:.0%} |"
+        )
+    lines += [
+        "",
+        "Ratios are of normalised median makespans (each round scaled by its geometric mean over every policy); "
+        "the oracle is the best static policy measured in the same rounds (the retuned threshold included). "
+        "Spread: the median over policies of (max - min) / median across rounds.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(t: int | None) -> str:
+    return "never" if t is None else ("always" if t == 0 else str(t))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--callers", type=int, default=4)
+    parser.add_argument("--kernel", action="append", default=[])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves it runs, measures nothing")
+    parser.add_argument("--out-dir", type=Path, default=OUT)
+    parser.add_argument("--seed", type=int, default=20261129)
+    args = parser.parse_args(argv)
+
+    import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
+    from offload_tuner._backends import default_workers
+    from offload_tuner._registry import spec_by_key
+
+    profile = offload_tuner.load_profile(args.profile, strict=True, check_host=False)
+    workers = default_workers()
+    warnings.filterwarnings("ignore", category=offload_tuner.ProfileOverriddenWarning)
+    rounds = 1 if args.smoke else args.rounds
+    workloads = [w for w in load_workloads() if not args.kernel or any(k in w.key for k in args.kernel)]
+    pool = offload_tuner.recommended_pool(workers)
+    offload_tuner.set_executor(pool)
+    started = time.perf_counter()
+    entries = []
+    try:
+        for w in workloads:
+            spec = spec_by_key(w.key)
+            if spec is None:
+                raise SystemExit(f"benchmarks.mixshift: kernel {w.key} is not registered")
+            lowest = Workload(w.key, w.lo, min(w.hi, w.lo * DECADE))
+            print(f"mix shift {w.key}: sizes {lowest.lo}-{lowest.hi} ...", file=sys.stderr)
+            calls = size_calls(spec, lowest, args.seed, args.smoke)
+            warm_workers(spec, calls)
+            retuned = record_and_retune(spec, calls, args.callers, profile.data)
+            entry = bench_workload(spec, lowest, callers=args.callers, rounds=rounds, seed=args.seed,
+                                   smoke=args.smoke, named={"retuned": retuned["new"]}, calls=calls)
+            entry["retune"] = retuned
+            entries.append(entry)
+    finally:
+        offload_tuner.set_executor(None)
+        pool.shutdown(wait=True, cancel_futures=True)
+    report = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python -m benchmarks.mixshift " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "smoke": args.smoke,
+        "host": host_fingerprint(),
+        "profile": str(args.profile),
+        "callers": args.callers,
+        "workers": workers,
+        "rounds": rounds,
+        "duration_s": round(time.perf_counter() - started, 1),
+        "workloads": entries,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "mixshift-smoke" if args.smoke else "mixshift"
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out_dir / f"{stem}.md").write_text(to_markdown(report))
+    print(to_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
