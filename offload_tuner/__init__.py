@@ -20,7 +20,7 @@ a file shared by the service's processes, which ``offload-tuner retune`` and ``d
 from offload_tuner._backends import Backend, ResultNotPicklable, recommended_pool, register_backend
 from offload_tuner._profile import Profile, ProfileError, default_profile_path
 from offload_tuner._registry import KernelSizeError, kernel
-from offload_tuner._stats import reset_stats, sample_every
+from offload_tuner._stats import reset_stats
 from offload_tuner._stats import snapshot as stats
 from offload_tuner._runtime import (
     Decision,
@@ -32,6 +32,7 @@ from offload_tuner._runtime import (
     load_profile,
     run_kernel,
     run_kernel_sync,
+    sample_every,
     set_executor,
     unload_profile,
 )

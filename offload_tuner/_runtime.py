@@ -35,7 +35,9 @@ from offload_tuner._backends import (
 from offload_tuner._host import host_mismatches
 from offload_tuner._profile import Profile, ProfileError, configured_profile_path, read_profile
 from offload_tuner._registry import KernelSpec, spec_for
-from offload_tuner._stats import BUCKETS, KernelStats, Timed, count, stats_for
+from offload_tuner import _stats
+from offload_tuner._stats import BUCKETS, KernelStats, Timed, stats_for
+from offload_tuner._stats import _by_fn as _stats_by_fn
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -251,7 +253,7 @@ def _note_caller_decision(snap: _Snapshot, fn: Callable[..., Any]) -> None:
         f"({verdict}, {source}); drop offload_if= at those call sites to let the profile decide, "
         "or filter ProfileOverriddenWarning if the override is deliberate (said once per kernel)",
         ProfileOverriddenWarning,
-        stacklevel=6,  # _warn_once, this, _caller_or_no_executor, _offload_target, run_kernel(_sync), the caller
+        stacklevel=5,  # _warn_once, this, _offload_target, run_kernel(_sync), the caller
     )
 
 
@@ -280,57 +282,57 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
 
 def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None) -> "_Snapshot | Timed | None":
     """The hot path shared by run_kernel and its twin: the snapshot to offload to, None for inline, or a
-    :class:`Timed` for the one call in ``sample_every`` whose cost is recorded. Counts every call of a
-    registered kernel (:mod:`_stats`; the counting is written out here, a function call would double it)."""
+    :class:`Timed` for a call picked for timing. Counts every call of a registered kernel that the profile
+    decides (:mod:`_stats`), and those run with no executor (without loading a profile for them). Written out
+    in one function: each Python call here costs about as much as the counting itself."""
     snap = _snapshot
-    if snap.executor is None or offload_if is not None:
-        return _caller_or_no_executor(snap, fn, args, offload_if)
-    entry = snap.table.get(fn)
-    if entry is None:
-        snap, entry = _resolve(fn)  # a lazy load may swap the snapshot
-    spec, threshold, _, stats = entry
-    if stats is None:  # not a registered kernel: no threshold, inline
-        return None
-    if threshold is None:  # the size only feeds the statistics here: a size() that fails costs no call
-        n = _size_or_none(spec, args)  # type: ignore[arg-type]
-        if n is None:
-            return None
-        offload = False
-    else:
-        n = spec.size(*args)  # type: ignore[union-attr]
-        if type(n) is not int or n < 0:
-            n = spec.checked_size(args)  # type: ignore[union-attr]  # raises a clear error for junk
-        offload = n >= threshold and snap.executor is not None
-    b = n.bit_length()
-    if b >= BUCKETS:
-        b = BUCKETS - 1
-    if offload:
-        stats.offload[b] += 1
-    else:
-        stats.inline[b] += 1
-    stats.countdown -= 1
-    if stats.countdown > 0:
-        return snap if offload else None
-    stats.rearm()
-    return Timed(snap if offload else None, stats, n)
-
-
-def _caller_or_no_executor(
-    snap: _Snapshot, fn: Callable[..., Any], args: tuple, offload_if: bool | None
-) -> "_Snapshot | Timed | None":
-    """No executor (inline), or the caller decided: count the call, without loading a profile for it."""
-    offload = False
-    if snap.executor is not None:
+    if offload_if is not None and snap.executor is not None:
+        # The caller decided, as the old gate did: no size is needed, none is counted (the statistics are of
+        # the calls the profile decides; dropping offload_if is what retune and drift then help with).
         if fn not in snap.caller_decided:
             _note_caller_decision(snap, fn)
-        offload = bool(offload_if)
-    stats = stats_for(fn)
-    if stats is None:
+        return snap if offload_if else None
+    if snap.executor is None:  # everything inline; still counted: the mix is worth knowing before offloading
+        offload = False
+        stats = _stats_by_fn.get(fn)
+        if stats is None:
+            stats = stats_for(fn)
+            if stats is None:  # not a registered kernel
+                return None
+        try:  # the size only feeds the statistics here: a size() that fails costs no call
+            n = stats.size(*args)
+        except Exception:
+            return None
+        if type(n) is not int or n < 0:
+            return None
+    else:
+        entry = snap.table.get(fn)
+        if entry is None:
+            snap, entry = _resolve(fn)  # a lazy load may swap the snapshot
+        spec, threshold, _, stats = entry
+        if stats is None:  # not a registered kernel: no threshold, inline
+            return None
+        if threshold is None:  # as above, the size only feeds the statistics
+            n = _size_or_none(spec, args)  # type: ignore[arg-type]
+            if n is None:
+                return None
+            offload = False
+        else:
+            n = stats.size(*args)
+            if type(n) is not int or n < 0:
+                n = spec.checked_size(args)  # type: ignore[union-attr]  # raises a clear error for junk
+            offload = n >= threshold and snap.executor is not None
+    counts = stats.offload if offload else stats.inline
+    b = n.bit_length()
+    try:
+        c = counts[b] + 1
+    except IndexError:  # a size of 2**64 or more: the top bucket
+        b = BUCKETS - 1
+        c = counts[b] + 1
+    counts[b] = c
+    if c & _sample_mask != _sample_phase:
         return snap if offload else None
-    n = _size_or_none(stats.spec, args)
-    if n is None:
-        return snap if offload else None
-    return count(stats, snap, n, offload)
+    return Timed(snap if offload else None, stats, n)
 
 
 def _size_or_none(spec: KernelSpec, args: tuple) -> int | None:
@@ -340,6 +342,23 @@ def _size_or_none(spec: KernelSpec, args: tuple) -> int | None:
     except Exception:
         return None
     return n if type(n) is int and n >= 0 else None
+
+
+_sample_mask, _sample_phase = _stats.sampling(_stats._sample_every)
+
+
+def sample_every(every: int | None = None) -> int:
+    """Time one call in ``every`` of each kernel, size bucket and decision (rounded down to a power of two;
+    0: time none, counting goes on). Returns the previous value; with no argument, the current one."""
+    global _sample_mask, _sample_phase
+    previous = _stats._sample_every
+    if every is None:
+        return previous
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"sample_every() needs an int >= 0, got {every!r}")
+    _stats._sample_every = _stats.power_of_two_at_most(every)
+    _sample_mask, _sample_phase = _stats.sampling(_stats._sample_every)
+    return previous
 
 
 # --------------------------------------------------------------------------------------------- running

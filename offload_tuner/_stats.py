@@ -7,8 +7,10 @@ offloaded) and per log2 size bucket, and one call in ``sample_every`` is timed: 
 offloaded, the time the caller's thread was blocked (pickling the call, submitting, unpickling the result)
 and the end-to-end latency. ``offload-tuner retune`` and ``drift`` read these against the profile's models.
 
-Cost: counting is two list increments and a countdown (tens of ns, benchmarked against the old three-line
-gate in ``benchmarks/test_decision_overhead.py``); a sampled call adds two ``perf_counter`` reads. Memory is
+Cost: counting is one list increment and a bit test (the count itself picks the calls to time: every
+``sample_every``-th call of each size bucket and decision, a sample stratified by size at no extra cost);
+benchmarked against the old three-line gate in ``benchmarks/test_decision_overhead.py``. A timed call adds
+two ``perf_counter`` reads. Memory is
 fixed per kernel whatever the traffic: 65 counters per decision and a ring of the last ``SAMPLE_CAP``
 samples per kind. Counters are updated without a lock: under the GIL a thread switch between the load and
 the store of ``+=`` can lose an increment, rarely; these are statistics, not accounting.
@@ -19,7 +21,6 @@ Stdlib only, like the rest of the production path.
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections import deque
 from typing import Any, Callable, Final
@@ -35,8 +36,6 @@ SAMPLE_KINDS: Final = ("inline", "loop", "latency")
 """inline: compute of an inline call; loop: caller-thread time of an offloaded call; latency: its round trip."""
 DEFAULT_SAMPLE_EVERY: Final = 64
 SAMPLE_EVERY_ENV: Final = "OFFLOAD_TUNER_SAMPLE_EVERY"
-_NEVER: Final = 1 << 62
-"""Countdown that never reaches zero: sampling off."""
 
 
 def bucket_of(n: int) -> int:
@@ -53,26 +52,22 @@ def bucket_floor(b: int) -> int:
 class KernelStats:
     """One kernel's counters and sample rings (one per registered kernel, kept for the process's life)."""
 
-    __slots__ = ("spec", "inline", "offload", "countdown", "samples", "__weakref__")
+    __slots__ = ("spec", "size", "inline", "offload", "samples", "__weakref__")
 
     def __init__(self, spec: KernelSpec) -> None:
         self.spec = spec
+        self.size = spec.size
+        """The kernel's size function, one attribute away from the hot path."""
         self.inline = [0] * BUCKETS
         """Calls run inline, per size bucket."""
         self.offload = [0] * BUCKETS
         """Calls offloaded, per size bucket."""
-        self.countdown = _first_countdown()
         self.samples: dict[str, deque[tuple[float, int, float]]] = {
             kind: deque(maxlen=SAMPLE_CAP) for kind in SAMPLE_KINDS
         }
 
-    def rearm(self) -> None:
-        """Next sampled call in about ``sample_every`` calls (jittered so periodic traffic cannot alias)."""
-        every = _sample_every
-        self.countdown = _NEVER if every <= 0 else random.randint(max(1, every // 2), every + every // 2)
-
     def record(self, kind: str, n: int, seconds: float) -> None:
-        self.samples[kind].append((round(time.time(), 3), n, seconds))
+        self.samples[kind].append((time.time(), n, seconds))
 
     def seen(self) -> bool:
         """Whether any call was counted or timed (since the last reset)."""
@@ -84,7 +79,7 @@ class KernelStats:
                 "inline": {str(bucket_floor(b)): c for b, c in enumerate(self.inline) if c},
                 "offload": {str(bucket_floor(b)): c for b, c in enumerate(self.offload) if c},
             },
-            "samples": {kind: [list(s) for s in _copy(ring)] for kind, ring in self.samples.items()},
+            "samples": {kind: [[round(t, 3), n, s] for t, n, s in _copy(ring)] for kind, ring in self.samples.items()},
         }
 
 
@@ -115,12 +110,12 @@ def _configured_sample_every() -> int:
         value = int(raw)
         if value < 0:
             raise ValueError
-        return value
+        return power_of_two_at_most(value)
     except ValueError:
         import warnings
 
         warnings.warn(f"offload-tuner: {SAMPLE_EVERY_ENV}={raw!r} is not an integer >= 0; "
-                      f"sampling 1 call in {DEFAULT_SAMPLE_EVERY}", stacklevel=2)
+                      f"timing 1 call in {DEFAULT_SAMPLE_EVERY}", stacklevel=2)
         return DEFAULT_SAMPLE_EVERY
 
 
@@ -128,11 +123,6 @@ _sample_every: int = _configured_sample_every()
 _by_fn: dict[Callable[..., Any], KernelStats] = {}
 _started: Final = time.time()
 _environment_checked = False
-
-
-def _first_countdown() -> int:
-    every = _sample_every
-    return _NEVER if every <= 0 else random.randint(1, max(1, every))
 
 
 def stats_for(fn: Callable[..., Any]) -> KernelStats | None:
@@ -162,38 +152,16 @@ def _check_environment() -> None:
         start_from_environment()
 
 
-def sample_every(every: int | None = None) -> int:
-    """Time one call in ``every`` per kernel (0: time none; counting goes on). Returns the previous value;
-    with no argument, only returns the current one."""
-    global _sample_every
-    previous = _sample_every
-    if every is None:
-        return previous
-    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-        raise ValueError(f"sample_every() needs an int >= 0, got {every!r}")
-    _sample_every = every
-    for stats in list(_by_fn.values()):
-        stats.rearm()
-    return previous
+def sampling(every: int) -> tuple[int, int]:
+    """The hot path's bit test for timing one call in ``every`` (a power of two): a call is timed when its
+    bucket's new count ``c`` has ``c & mask == phase``. ``every=0``: never (the phase is unreachable)."""
+    if every <= 0:
+        return 0, -1
+    return every - 1, every // 2
 
 
-def count(stats: KernelStats, snap: Any, n: int, offload: bool) -> Any:
-    """Count one call; return what the caller runs: ``snap`` (offload), None (inline) or a :class:`Timed`.
-
-    The hot path inlines this logic in :mod:`_runtime`; this is the reference version for the slower paths.
-    """
-    b = n.bit_length()
-    if b >= BUCKETS:
-        b = BUCKETS - 1
-    if offload:
-        stats.offload[b] += 1
-    else:
-        stats.inline[b] += 1
-    stats.countdown -= 1
-    if stats.countdown > 0:
-        return snap if offload else None
-    stats.rearm()
-    return Timed(snap if offload else None, stats, n)
+def power_of_two_at_most(every: int) -> int:
+    return 0 if every <= 0 else 1 << (every.bit_length() - 1)
 
 
 def reset_stats() -> None:
@@ -203,7 +171,6 @@ def reset_stats() -> None:
         stats.offload[:] = [0] * BUCKETS
         for ring in stats.samples.values():
             ring.clear()
-        stats.rearm()
 
 
 def snapshot() -> dict[str, Any]:

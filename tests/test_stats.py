@@ -31,7 +31,7 @@ def test_buckets_are_powers_of_two(n, floor):
     assert bucket_floor(bucket_of(n)) == floor
 
 
-def test_every_call_is_counted_by_size_bucket_and_decision(tmp_path):
+def test_every_call_the_profile_decides_is_counted_by_size_bucket_and_decision(tmp_path):
     offload_tuner.sample_every(0)
     for n in (1, 2, 3, 100, 100, 1000):  # no executor: everything inline
         offload_tuner.run_kernel_sync(total, list(range(n)))
@@ -43,9 +43,9 @@ def test_every_call_is_counted_by_size_bucket_and_decision(tmp_path):
         offload_tuner.load_profile(write_profile_json(tmp_path / "p.json", {_key(total): 64}, executor_kind="thread"))
         for n in (10, 64, 70, 5000):
             offload_tuner.run_kernel_sync(total, list(range(n)))
-        offload_tuner.run_kernel_sync(total, list(range(5)), offload_if=True)  # the caller decides: counted too
+        offload_tuner.run_kernel_sync(total, list(range(5)), offload_if=True)  # the caller decides: not counted
     calls = kernel_stats(total)["calls"]
-    assert calls["offload"] == {"64": 2, "4096": 1, "4": 1}
+    assert calls["offload"] == {"64": 2, "4096": 1}
     assert calls["inline"]["8"] == 1
 
 
@@ -77,14 +77,17 @@ def test_offloaded_samples_split_the_callers_share_from_the_round_trip(pool, tmp
         assert n == m == 2000 and 0 < loop <= latency
 
 
-def test_sampling_is_about_one_call_in_n_and_can_be_turned_off():
-    offload_tuner.sample_every(10)
+def test_one_call_in_n_of_each_bucket_is_timed_and_timing_can_be_turned_off():
+    assert offload_tuner.sample_every(10) == 64  # the default; 10 rounds down to 8: the hot path tests bits
+    assert offload_tuner.sample_every() == 8
     for _ in range(1000):
         offload_tuner.run_kernel_sync(total, [1, 2])
-    timed = len(kernel_stats(total)["samples"]["inline"])
-    assert 50 <= timed <= 200  # jittered countdown: 100 expected
+    for _ in range(80):
+        offload_tuner.run_kernel_sync(total, list(range(100)))
+    sizes = [size for _, size, _ in kernel_stats(total)["samples"]["inline"]]
+    assert sizes.count(2) == 125 and sizes.count(100) == 10  # every 8th call of each bucket: stratified by size
     offload_tuner.reset_stats()
-    assert offload_tuner.sample_every(0) == 10
+    assert offload_tuner.sample_every(0) == 8
     for _ in range(500):
         offload_tuner.run_kernel_sync(total, [1, 2])
     stats = kernel_stats(total)
