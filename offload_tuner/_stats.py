@@ -11,8 +11,8 @@ Cost: counting is one list increment and a bit test (the count itself picks the 
 ``sample_every``-th call of each size bucket and decision, a sample stratified by size at no extra cost);
 benchmarked against the old three-line gate in ``benchmarks/test_decision_overhead.py``. A timed call adds
 two ``perf_counter`` reads. Memory is
-fixed per kernel whatever the traffic: 65 counters per decision and a ring of the last ``SAMPLE_CAP``
-samples per kind. Counters are updated without a lock: under the GIL a thread switch between the load and
+fixed per kernel whatever the traffic, allocated on its first call: 65 counters per decision and a ring of
+the last ``SAMPLE_CAP`` samples per kind (three arrays of doubles and int64s, 18 KB per kernel). Counters are updated without a lock: under the GIL a thread switch between the load and
 the store of ``+=`` can lose an increment, rarely; these are statistics, not accounting.
 
 Stdlib only, like the rest of the production path.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
+from array import array
 from typing import Any, Callable, Final
 
 from offload_tuner._registry import KernelSpec, spec_for
@@ -32,6 +32,8 @@ BUCKETS: Final = 65
 """Bucket ``b`` holds sizes with ``n.bit_length() == b``: 0, 1, 2-3, 4-7, ... (2**63 and up share the last)."""
 SAMPLE_CAP: Final = 256
 """Samples kept per kernel and kind (the most recent): enough for a median per size bucket, bounded."""
+MAX_RING_SIZE: Final = 2**63 - 1
+"""Sizes are stored as int64 in the sample rings; larger ones (not real element counts) are clamped."""
 SAMPLE_KINDS: Final = ("inline", "loop", "latency")
 """inline: compute of an inline call; loop: caller-thread time of an offloaded call; latency: its round trip."""
 DEFAULT_SAMPLE_EVERY: Final = 64
@@ -49,6 +51,42 @@ def bucket_floor(b: int) -> int:
     return 0 if b == 0 else 1 << (b - 1)
 
 
+class SampleRing:
+    """The last ``SAMPLE_CAP`` samples of one kind, in three preallocated arrays: memory is fixed when the kernel
+    is first called, however many samples follow. Two threads recording at once may interleave one sample's
+    fields (rare; one sample of hundreds), never grow or break the ring."""
+
+    __slots__ = ("stamps", "sizes", "seconds", "next", "filled")
+
+    def __init__(self) -> None:
+        self.stamps = array("d", bytes(8 * SAMPLE_CAP))
+        self.sizes = array("q", bytes(8 * SAMPLE_CAP))
+        self.seconds = array("d", bytes(8 * SAMPLE_CAP))
+        self.next = 0
+        self.filled = 0
+
+    def add(self, n: int, seconds: float) -> None:
+        i = self.next
+        self.stamps[i] = time.time()
+        self.sizes[i] = n if n < MAX_RING_SIZE else MAX_RING_SIZE
+        self.seconds[i] = seconds
+        self.next = (i + 1) % SAMPLE_CAP
+        if self.filled < SAMPLE_CAP:
+            self.filled += 1
+
+    def rows(self) -> list[list[float | int]]:
+        """[time, size, seconds], oldest first."""
+        start = (self.next - self.filled) % SAMPLE_CAP
+        order = [(start + k) % SAMPLE_CAP for k in range(self.filled)]
+        return [[round(self.stamps[i], 3), self.sizes[i], self.seconds[i]] for i in order]
+
+    def clear(self) -> None:
+        self.next = self.filled = 0
+
+    def __len__(self) -> int:
+        return self.filled
+
+
 class KernelStats:
     """One kernel's counters and sample rings (one per registered kernel, kept for the process's life)."""
 
@@ -62,16 +100,14 @@ class KernelStats:
         """Calls run inline, per size bucket."""
         self.offload = [0] * BUCKETS
         """Calls offloaded, per size bucket."""
-        self.samples: dict[str, deque[tuple[float, int, float]]] = {
-            kind: deque(maxlen=SAMPLE_CAP) for kind in SAMPLE_KINDS
-        }
+        self.samples = {kind: SampleRing() for kind in SAMPLE_KINDS}
 
     def record(self, kind: str, n: int, seconds: float) -> None:
-        self.samples[kind].append((time.time(), n, seconds))
+        self.samples[kind].add(n, seconds)
 
     def seen(self) -> bool:
         """Whether any call was counted or timed (since the last reset)."""
-        return any(self.inline) or any(self.offload) or any(self.samples.values())
+        return any(self.inline) or any(self.offload) or any(len(ring) for ring in self.samples.values())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,18 +115,8 @@ class KernelStats:
                 "inline": {str(bucket_floor(b)): c for b, c in enumerate(self.inline) if c},
                 "offload": {str(bucket_floor(b)): c for b, c in enumerate(self.offload) if c},
             },
-            "samples": {kind: [[round(t, 3), n, s] for t, n, s in _copy(ring)] for kind, ring in self.samples.items()},
+            "samples": {kind: ring.rows() for kind, ring in self.samples.items()},
         }
-
-
-def _copy(ring: deque[tuple[float, int, float]]) -> list[tuple[float, int, float]]:
-    """The ring's items, read from another thread (the recorder's) while calls may append to it."""
-    for _ in range(5):
-        try:
-            return list(ring)
-        except RuntimeError:  # "deque mutated during iteration": a sample landed mid-copy; try again
-            continue
-    return []
 
 
 class Timed:
