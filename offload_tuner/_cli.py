@@ -489,6 +489,9 @@ def _retune(args: argparse.Namespace) -> int:
         timings = ", ".join(f"{kind} x{ratio:.2f} ({n} samples)" for kind, (ratio, n) in r.factors.items())
         print(f"{r.key}: {_fmt(r.old)} -> {_fmt(r.new)}  ({r.calls} calls; timings: {timings or 'too few samples, as calibrated'}; "
               f"predicted makespan {r.gain:+.1%} faster)")
+        if not r.offload_observed and r.new != r.old:
+            print("  the mix has too few timed offloaded calls: the offloaded side is the calibrated model's word "
+                  "alone here; check the new threshold under load before relying on it")
     if args.out is not None and results:
         when = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:

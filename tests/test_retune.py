@@ -105,6 +105,21 @@ def test_a_kernel_twice_as_slow_inline_drifts_and_says_where():
     assert "inline compute at sizes" in sentence and "2." in sentence and "x the model" in sentence
 
 
+def test_latency_is_reported_but_not_judged_it_includes_the_wait_for_a_worker():
+    (result,) = drift(profile_data(), {KEY: observed(LOG_UNIFORM, {"latency": 2.4}, samples=200)})
+    assert result.drifted == () and result.judged > 0
+    latency = [b for b in result.buckets if b.kind == "latency" and b.ratio is not None]
+    assert latency and all(b.ratio > 2 for b in latency)
+    assert "not judged" in latency[0].sentence()
+
+
+def test_without_timed_offloaded_calls_the_result_says_the_offloaded_side_is_unverified(capsys, tmp_path):
+    t = observed(LOWEST_DECADE)
+    t.samples["loop"] = t.samples["latency"] = []
+    (r,) = retune(profile_data(), {KEY: t})
+    assert not r.offload_observed and "loop" not in r.factors
+
+
 def test_no_verdict_on_too_few_samples():
     (result,) = drift(profile_data(), {KEY: observed(LOG_UNIFORM, {"inline": 3.0}, samples=MIN_SAMPLES - 1)})
     assert result.drifted == () and result.judged == 0
@@ -115,7 +130,7 @@ def test_retune_on_the_calibrated_mix_and_timings_keeps_the_threshold():
     (r,) = retune(profile_data(), {KEY: observed(LOG_UNIFORM)})
     assert r.old is not None and 256 < r.old < 65536  # the synthetic kernel has a real crossover in the range
     assert r.old / 1.3 <= r.new <= r.old * 1.3
-    assert set(r.factors) == {"inline", "loop", "latency"}
+    assert set(r.factors) == {"inline", "loop"} and r.offload_observed  # latency is never used (queueing)
     assert all(0.9 < ratio < 1.1 for ratio, _ in r.factors.values())
     assert abs(r.gain) < 0.05
 
