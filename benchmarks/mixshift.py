@@ -23,6 +23,7 @@ from typing import Any
 import offload_tuner
 from benchmarks.workload import RESULTS, Workload, bench_workload, load_workloads, run_policy, size_calls, warm_workers
 from offload_tuner._host import host_fingerprint
+from offload_tuner._report import format_threshold as _fmt
 
 OUT = RESULTS / "mixshift"
 DECADE = 10
@@ -78,10 +79,6 @@ def to_markdown(report: dict[str, Any]) -> str:
         "Spread: the median over policies of (max - min) / median across rounds.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _fmt(t: int | None) -> str:
-    return "never" if t is None else ("always" if t == 0 else str(t))
 
 
 def main(argv: list[str] | None = None) -> int:

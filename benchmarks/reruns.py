@@ -31,15 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from offload_tuner._report import format_threshold as _fmt
+
 RESULTS = Path(__file__).resolve().parent / "results" / "reruns"
 
 
 def _key(t: int | None) -> float:
     return math.inf if t is None else float(t)
-
-
-def _fmt(t: int | None) -> str:
-    return "never" if t is None else ("always" if t == 0 else str(t))
 
 
 def run_once(index: int, out_dir: Path, effort: str, rounds: int) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from typing import Any, Callable, Mapping
 import offload_tuner
 from offload_tuner._host import host_fingerprint
 from offload_tuner._registry import KernelSpec
+from offload_tuner._report import format_threshold as _fmt_t
 from offload_tuner._loadphase import WARMUP_CALLS_PER_CALLER
 from offload_tuner._workload import Calls, build_calls, run_calls, shuffled_calls
 
@@ -395,10 +396,6 @@ def _steady(entry: dict[str, Any]) -> str:
 
 def _name(entry: dict[str, Any]) -> str:
     return entry["kernel"].split(":")[1]
-
-
-def _fmt_t(t: int | None) -> str:
-    return "never" if t is None else ("always" if t == 0 else str(t))
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

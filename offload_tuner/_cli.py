@@ -477,6 +477,7 @@ def _retune(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from offload_tuner._profile import ProfileError, write_profile
+    from offload_tuner._report import format_threshold
     from offload_tuner._retune import retune, retuned_profile
 
     profile, observed, code = _profile_and_traffic(args)
@@ -487,7 +488,7 @@ def _retune(args: argparse.Namespace) -> int:
         print("no kernel of the profile has recorded calls in the stats file: nothing to retune")
     for r in results:
         timings = ", ".join(f"{kind} x{ratio:.2f} ({n} samples)" for kind, (ratio, n) in r.factors.items())
-        print(f"{r.key}: {_fmt(r.old)} -> {_fmt(r.new)}  ({r.calls} calls; timings: {timings or 'too few samples, as calibrated'}; "
+        print(f"{r.key}: {format_threshold(r.old)} -> {format_threshold(r.new)}  ({r.calls} calls; timings: {timings or 'too few samples, as calibrated'}; "
               f"predicted makespan {r.gain:+.1%} faster)")
         if not r.offload_observed and r.new != r.old:
             print("  the mix has too few timed offloaded calls: the offloaded side is the calibrated model's word "
@@ -502,9 +503,6 @@ def _retune(args: argparse.Namespace) -> int:
         print(f"retuned profile: {written}")
     return EXIT_OK
 
-
-def _fmt(threshold: int | None) -> str:
-    return "never" if threshold is None else str(threshold)
 
 
 if __name__ == "__main__":  # pragma: no cover

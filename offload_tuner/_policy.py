@@ -306,28 +306,41 @@ and keeps headroom."""
 
 
 def workload_makespan(
-    predictions: Sequence[Prediction], knobs: PolicyKnobs, offload_from: int
+    predictions: Sequence[Prediction], knobs: PolicyKnobs, offload_from: int,
+    weights: Sequence[float] | None = None,
 ) -> float:
     """Predicted completion time of the reference workload when calls ``predictions[offload_from:]``
-    are offloaded and the rest run inline (one call per prediction, in size order).
+    are offloaded and the rest run inline (in size order; one call per prediction, or ``weights`` calls).
 
     The loop thread, the pool's workers, the cores and the callers' own sequential waiting each bound
     it: ``max(loop, worker / workers, cpu / cores, sum(latency) / concurrency)``.
     """
-    inline, loop, worker, latency = partition_sums(predictions, offload_from)
+    inline, loop, worker, latency = partition_sums(predictions, offload_from, weights)
     return makespan(inline + loop, worker, inline + latency, knobs)
 
 
-def partition_sums(predictions: Sequence[Prediction], offload_from: int) -> tuple[float, float, float, float]:
+def partition_sums(
+    predictions: Sequence[Prediction], offload_from: int, weights: Sequence[float] | None = None
+) -> tuple[float, float, float, float]:
     """(inline seconds, offloaded loop-thread, worker and latency seconds) when ``predictions[offload_from:]``
-    are offloaded: kept apart so load factors can scale each side (see :mod:`_choice`)."""
-    inline = sum(p.inline_s for p in predictions[:offload_from])
-    rest = predictions[offload_from:]
+    are offloaded: kept apart so load factors can scale each side (see :mod:`_choice`). ``weights``: calls
+    per prediction (default one each)."""
+    if weights is None:
+        inline = sum(p.inline_s for p in predictions[:offload_from])
+        rest = predictions[offload_from:]
+        return (
+            inline,
+            sum(p.offload_loop_s for p in rest),
+            sum(p.offload_worker_s for p in rest),
+            sum(p.offload_latency_s for p in rest),
+        )
+    inline = sum(p.inline_s * w for p, w in zip(predictions[:offload_from], weights[:offload_from]))
+    tail = list(zip(predictions[offload_from:], weights[offload_from:]))
     return (
         inline,
-        sum(p.offload_loop_s for p in rest),
-        sum(p.offload_worker_s for p in rest),
-        sum(p.offload_latency_s for p in rest),
+        sum(p.offload_loop_s * w for p, w in tail),
+        sum(p.offload_worker_s * w for p, w in tail),
+        sum(p.offload_latency_s * w for p, w in tail),
     )
 
 
@@ -352,9 +365,23 @@ def threshold(
     """
     lo, hi = workload_range if workload_range is not None else costs.compute.size_range
     lo, hi = max(1.0, lo), max(1.0, hi)
-    sizes = _log_points(lo, hi, WORKLOAD_POINTS)
+    return mix_threshold(costs, transport, knobs, _log_points(lo, hi, WORKLOAD_POINTS))
+
+
+def mix_threshold(
+    costs: KernelCosts,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    sizes: Sequence[float],
+    weights: Sequence[float] | None = None,
+) -> int | None:
+    """:func:`threshold` for an explicit mix: ``sizes`` ascending, ``weights`` calls of each (default one).
+    The smallest split within ``TIE_TOLERANCE`` of the best makespan, then the loop budget's cap over the
+    mix's range. ``offload-tuner retune`` passes the mix production recorded."""
+    if not sizes:
+        raise ValueError("mix_threshold() needs at least one size")
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
-    spans = [workload_makespan(predictions, knobs, k) for k in range(len(sizes) + 1)]
+    spans = [workload_makespan(predictions, knobs, k, weights) for k in range(len(sizes) + 1)]
     best = min(spans)
     k = next(i for i, span in enumerate(spans) if span <= best * (1 + TIE_TOLERANCE))
     chosen: int | None
@@ -364,7 +391,7 @@ def threshold(
         chosen = 0 if offload_pays(predict(costs, transport, knobs, 1), knobs) else math.ceil(sizes[0])
     else:
         chosen = math.ceil(sizes[k])
-    budget_from = budget_threshold(costs, transport, knobs, (lo, hi))
+    budget_from = budget_threshold(costs, transport, knobs, (sizes[0], sizes[-1]))
     if budget_from is not None and (chosen is None or budget_from < chosen):
         chosen = budget_from
     return chosen

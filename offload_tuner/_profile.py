@@ -189,13 +189,19 @@ def write_profile(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path
     """
     target = Path(path)
     validate_profile(data, os.fspath(target))
-    text = json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n"
+    atomic_write_text(target, json.dumps(data, indent=1, sort_keys=False, allow_nan=False) + "\n")
+    return target
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    """A temp file in the same folder, fsync, rename over the old one: readers see the old file or the new one,
+    never half of one, and a crash or a full disk leaves no partial file behind."""
     target.parent.mkdir(parents=True, exist_ok=True)
     import tempfile
 
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a profile is readable data like any config file
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are readable data like any config file
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -207,4 +213,3 @@ def write_profile(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path
         except OSError:
             pass
         raise
-    return target

@@ -20,22 +20,19 @@ verdict and retuned thresholds out. ``offload-tuner drift`` and ``retune`` print
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from offload_tuner._policy import (
-    TIE_TOLERANCE,
     KernelCosts,
     LoadFactors,
     PolicyKnobs,
     Prediction,
     TransportModel,
-    budget_threshold,
-    makespan,
-    offload_pays,
+    mix_threshold,
     predict,
+    workload_makespan,
 )
 from offload_tuner._stats import SAMPLE_KINDS
 
@@ -271,41 +268,7 @@ def mix_makespan(
     """The model's makespan of the weighted mix when calls from ``threshold`` up are offloaded."""
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
     k = len(sizes) if threshold is None else next((i for i, n in enumerate(sizes) if n >= threshold), len(sizes))
-    return _weighted_span(predictions, weights, k, knobs)
-
-
-def mix_threshold(
-    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs,
-    sizes: Sequence[float], weights: Sequence[float],
-) -> int | None:
-    """Like :func:`offload_tuner._policy.threshold`, over a weighted mix instead of a log-uniform range:
-    the smallest split within ``TIE_TOLERANCE`` of the best makespan, then the loop budget's cap."""
-    if not sizes:
-        raise ValueError("mix_threshold() needs at least one size")
-    predictions = [predict(costs, transport, knobs, n) for n in sizes]
-    spans = [_weighted_span(predictions, weights, k, knobs) for k in range(len(sizes) + 1)]
-    best = min(spans)
-    k = next(i for i, span in enumerate(spans) if span <= best * (1 + TIE_TOLERANCE))
-    chosen: int | None
-    if k == len(sizes):
-        chosen = None
-    elif k == 0:
-        chosen = 0 if offload_pays(predict(costs, transport, knobs, 1), knobs) else math.ceil(sizes[0])
-    else:
-        chosen = math.ceil(sizes[k])
-    budget_from = budget_threshold(costs, transport, knobs, (sizes[0], sizes[-1]))
-    if budget_from is not None and (chosen is None or budget_from < chosen):
-        chosen = budget_from
-    return chosen
-
-
-def _weighted_span(predictions: Sequence[Prediction], weights: Sequence[float], k: int, knobs: PolicyKnobs) -> float:
-    inline = sum(p.inline_s * w for p, w in zip(predictions[:k], weights[:k]))
-    rest = list(zip(predictions[k:], weights[k:]))
-    loop = sum(p.offload_loop_s * w for p, w in rest)
-    worker = sum(p.offload_worker_s * w for p, w in rest)
-    latency = sum(p.offload_latency_s * w for p, w in rest)
-    return makespan(inline + loop, worker, inline + latency, knobs)
+    return workload_makespan(predictions, knobs, k, weights)
 
 
 def retuned_profile(profile: Mapping[str, Any], results: Sequence[Retuned], stats_source: str, when: str) -> dict[str, Any]:

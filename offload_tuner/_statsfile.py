@@ -28,6 +28,8 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
+from offload_tuner._profile import _reject_constant, atomic_write_text
+from offload_tuner._runtime import _warn_once
 from offload_tuner._stats import SAMPLE_CAP, SAMPLE_KINDS, STATS_SCHEMA, process_id, snapshot
 
 STATS_ENV = "OFFLOAD_TUNER_STATS"
@@ -45,10 +47,6 @@ class StatsError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------- reading
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"non-finite number {name} is not allowed")
 
 
 def read_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -190,7 +188,7 @@ def write_stats(path: str | os.PathLike[str], document: Mapping[str, Any] | None
                 _warn_once(f"corrupt:{target}", f"offload-tuner: stats file {exc}; moved it aside to "
                                                  f"{target.name}.corrupt and started a new one")
         merged = merge(existing, mine)
-        _atomic_write(target, json.dumps(merged, separators=(",", ":"), allow_nan=False) + "\n")
+        atomic_write_text(target, json.dumps(merged, separators=(",", ":"), allow_nan=False) + "\n")
     return target
 
 
@@ -211,36 +209,6 @@ class _locked:
 
     def __exit__(self, *exc: object) -> None:
         self.fh.close()  # closing releases the lock
-
-
-def _atomic_write(target: Path, text: str) -> None:
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        import warnings
-
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 # ------------------------------------------------------------------------------------------ recording

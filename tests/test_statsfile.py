@@ -149,7 +149,7 @@ def test_an_oversized_or_missing_file_is_refused(tmp_path, monkeypatch):
 def test_a_corrupt_file_is_moved_aside_and_recording_goes_on(tmp_path):
     path = tmp_path / "stats.json"
     path.write_text("{garbage")
-    with pytest.warns(RuntimeWarning, match="moved it aside"):
+    with pytest.warns(offload_tuner.OffloadTunerWarning, match="moved it aside"):
         write_stats(path, document())
     assert (tmp_path / "stats.json.corrupt").read_text() == "{garbage"
     assert set(read_stats(path)["processes"]) == {"1@1.0"}
