@@ -71,6 +71,17 @@ class Traffic:
         return out
 
 
+def traffic_of(stats: Any) -> Traffic:
+    """One kernel's live statistics (:class:`offload_tuner._stats.KernelStats`) as :class:`Traffic`."""
+    t = Traffic(
+        inline={1 << (b - 1) if b else 0: c for b, c in enumerate(stats.inline) if c},
+        offload={1 << (b - 1) if b else 0: c for b, c in enumerate(stats.offload) if c},
+    )
+    for kind, ring in stats.samples.items():
+        t.samples[kind] = [(size, seconds) for _, size, seconds in ring.rows()]
+    return t
+
+
 def traffic(document: Mapping[str, Any]) -> dict[str, Traffic]:
     """Per kernel key, the counts added and the samples pooled (by time) over the document's processes."""
     out: dict[str, Traffic] = {}

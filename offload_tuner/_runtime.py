@@ -399,7 +399,8 @@ async def _timed(call: Timed, fn: Callable[..., Any], args: tuple, timeout: floa
 def _inline_timed(call: Timed, fn: Callable[..., Any], args: tuple) -> Any:
     started = perf_counter()
     result = fn(*args)
-    call.stats.record("inline", call.n, perf_counter() - started)
+    if call.stats.record("inline", call.n, perf_counter() - started):
+        _check_drift(call.stats)
     return result
 
 
@@ -448,8 +449,37 @@ def run_kernel_sync(
 def _record_offloaded(call: Timed, started: float, submitted: float, returned: float) -> None:
     """The caller's thread was busy from the start to the submit and from the result to the unpickled value."""
     done = perf_counter()
-    call.stats.record("loop", call.n, (submitted - started) + (done - returned))
-    call.stats.record("latency", call.n, done - started)
+    due = call.stats.record("loop", call.n, (submitted - started) + (done - returned))
+    if call.stats.record("latency", call.n, done - started) or due:
+        _check_drift(call.stats)
+
+
+def _check_drift(stats: KernelStats) -> None:
+    """Every ``DRIFT_CHECK_EVERY`` samples of a kernel: if its samples say the profile's model no longer
+    describes it (the rule of ``offload-tuner drift``), say so once per kernel. Never fails a call."""
+    key = stats.spec.key
+    if f"drift:{key}" in _warned:
+        return
+    profile = _snapshot.profile
+    if not isinstance(profile, Profile) or "transport" not in profile.data:
+        return
+    entry = profile.kernels.get(key)
+    if entry is None or entry.status != "ok" or "costs" not in entry.data:
+        return
+    try:
+        from offload_tuner._retune import drift, traffic_of
+
+        results = drift({**profile.data, "kernels": {key: entry.data}}, {key: traffic_of(stats)})
+    except Exception:  # a profile the runtime can use but whose models do not parse: nothing to compare
+        return
+    drifted = [b for r in results for b in r.drifted]
+    if drifted:
+        _warn_once(
+            f"drift:{key}",
+            f"offload-tuner: kernel {key} no longer behaves as calibrated in {profile.source}: "
+            f"{drifted[0].sentence()}; run `offload-tuner calibrate` on this host again "
+            f"(`offload-tuner drift --stats` shows every size; said once per kernel)",
+        )
 
 
 async def _offload(

@@ -37,6 +37,10 @@ MAX_RING_SIZE: Final = 2**63 - 1
 SAMPLE_KINDS: Final = ("inline", "loop", "latency")
 """inline: compute of an inline call; loop: caller-thread time of an offloaded call; latency: its round trip."""
 DEFAULT_SAMPLE_EVERY: Final = 64
+DRIFT_CHECK_EVERY: Final = 128
+"""The runtime compares a kernel's samples with its model after every this many (at the default sampling,
+once per ~8k calls of the kernel). The check predicts each sample once: 2.5 ms for a full ring of 256 inline
+samples on the development VM, on the thread whose call was timed; it stops once the kernel has drifted."""
 SAMPLE_EVERY_ENV: Final = "OFFLOAD_TUNER_SAMPLE_EVERY"
 
 
@@ -90,7 +94,7 @@ class SampleRing:
 class KernelStats:
     """One kernel's counters and sample rings (one per registered kernel, kept for the process's life)."""
 
-    __slots__ = ("spec", "size", "inline", "offload", "samples", "__weakref__")
+    __slots__ = ("spec", "size", "inline", "offload", "samples", "timed", "__weakref__")
 
     def __init__(self, spec: KernelSpec) -> None:
         self.spec = spec
@@ -101,9 +105,14 @@ class KernelStats:
         self.offload = [0] * BUCKETS
         """Calls offloaded, per size bucket."""
         self.samples = {kind: SampleRing() for kind in SAMPLE_KINDS}
+        self.timed = 0
+        """Samples recorded so far (every ``DRIFT_CHECK_EVERY`` of them, the runtime compares with the model)."""
 
-    def record(self, kind: str, n: int, seconds: float) -> None:
+    def record(self, kind: str, n: int, seconds: float) -> bool:
+        """Keep a sample; True when it is time to compare the kernel's samples with its model."""
         self.samples[kind].add(n, seconds)
+        self.timed += 1
+        return self.timed % DRIFT_CHECK_EVERY == 0
 
     def seen(self) -> bool:
         """Whether any call was counted or timed (since the last reset)."""

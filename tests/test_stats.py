@@ -139,3 +139,44 @@ def test_the_production_import_stays_free_of_the_stats_file_machinery():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert "'2': 1" in out[0] and out[1] == "[]"
+
+
+def _profile_with_model(tmp_path, compute_s: float | None):
+    """A profile keeping `total` inline, with (or without) a cost model that says one call takes compute_s."""
+    import json
+
+    from offload_tuner._costmodel import CostModel
+    from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel
+
+    path = write_profile_json(tmp_path / "p.json", {_key(total): 1 << 40}, executor_kind="thread")
+    data = json.loads(path.read_text())
+    if compute_s is not None:
+        def constant(c):
+            return CostModel("constant", {"c": c}, (1.0, 100000.0), 0.0, 20, True)
+
+        data["kernels"][_key(total)]["costs"] = KernelCosts(
+            constant(compute_s), constant(1e-6), constant(1e-6), constant(100.0)).to_json()
+        data["transport"] = {"model": TransportModel(2e-4, 0.0, 2e-5, 0.0, 2e-5, 0.0).to_json()}
+        data["policy"] = PolicyKnobs(concurrency=4, workers=2, cores=2).to_json()
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("compute_s, warned", [(1e-9, 1), (None, 0)])
+def test_the_runtime_says_once_when_a_kernel_no_longer_matches_its_model(tmp_path, compute_s, warned):
+    import warnings
+
+    from offload_tuner._stats import DRIFT_CHECK_EVERY
+
+    offload_tuner.sample_every(1)
+    with ThreadPoolExecutor(1) as pool:
+        offload_tuner.set_executor(pool)
+        offload_tuner.load_profile(_profile_with_model(tmp_path, compute_s))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3 * DRIFT_CHECK_EVERY):  # every call timed: three checks
+                assert offload_tuner.run_kernel_sync(total, list(range(100))) == 4950
+    drift = [str(w.message) for w in caught if "no longer behaves as calibrated" in str(w.message)]
+    assert len(drift) == warned  # a model a thousand times off, once; no model, nothing to compare
+    if warned:
+        assert "inline compute at sizes 64-127" in drift[0] and "x the model" in drift[0]
