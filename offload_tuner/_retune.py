@@ -4,7 +4,10 @@ verdict and retuned thresholds out. ``offload-tuner drift`` and ``retune`` print
 * **Traffic.** A stats file holds one section per service process; :func:`traffic` adds their counts and
   pools their samples per kernel.
 * **Drift.** Per kernel, kind (inline compute; offloaded: caller-thread time and latency) and log2 size
-  bucket, the median of observed / predicted over the bucket's samples. No verdict on fewer than
+  bucket, the median of observed / predicted over the bucket's samples, against the band the model spans
+  from idle (its isolated fits) to the reference load (its load factors): 1.0 inside it. A quick
+  calibration's model predicted a single-caller service's inline calls at 1.5x what they took (its load
+  factor), which is the service being idler than the reference workload, not drift. No verdict on fewer than
   ``MIN_SAMPLES`` samples; a bucket drifted when that median is off by more than ``DRIFT_RATIO`` either way
   (StarPU counts a sample beyond 1.5x of its model as an error). A kernel needs recalibration when any
   bucket of a *judged* kind drifted: inline compute and the caller-thread time. Latency is reported, not
@@ -36,6 +39,8 @@ from offload_tuner._policy import (
 )
 from offload_tuner._stats import SAMPLE_KINDS
 
+MIN_GAIN = 0.01
+"""Retune keeps the old threshold unless the new one is predicted at least this much faster on the mix."""
 MIN_SAMPLES = 8
 """Samples a bucket (drift) or a kernel (retune's timing correction) needs before it counts."""
 DRIFT_RATIO = 1.5
@@ -157,7 +162,8 @@ class BucketDrift:
         if self.ratio is None:
             return f"{label} at {sizes}: {self.samples} sample(s), {MIN_SAMPLES} needed for a verdict"
         note = "" if self.kind in JUDGED_KINDS else " (not judged: includes the wait for a free worker)"
-        return f"{label} at {sizes}: {self.ratio:.2f}x the model (median of {self.samples} samples){note}"
+        return (f"{label} at {sizes}: {self.ratio:.2f}x the model, idle to under load (median of {self.samples} "
+                f"samples){note}")
 
 
 @dataclass(frozen=True)
@@ -182,19 +188,31 @@ def drift(profile: Mapping[str, Any], observed: Mapping[str, Traffic]) -> list[K
         t = observed.get(key)
         if t is None:
             continue
+        idle = replace(model.costs, load=LoadFactors())
         buckets = []
         for kind in SAMPLE_KINDS:
-            by_floor: dict[int, list[float]] = {}
+            by_floor: dict[int, list[tuple[float, float]]] = {}
             for size, seconds in t.samples[kind]:
-                expected = predicted(kind, predict(model.costs, transport, knobs, max(1, size)))
-                if expected > 0:
-                    by_floor.setdefault(_floor(size), []).append(seconds / expected)
+                n = max(1, size)
+                a = predicted(kind, predict(model.costs, transport, knobs, n))
+                b = predicted(kind, predict(idle, transport, knobs, n))
+                if min(a, b) > 0:
+                    by_floor.setdefault(_floor(size), []).append((seconds / max(a, b), seconds / min(a, b)))
             for floor in sorted(by_floor):
-                ratios = by_floor[floor]
-                ratio = statistics.median(ratios) if len(ratios) >= MIN_SAMPLES else None
-                buckets.append(BucketDrift(kind, floor, len(ratios), ratio))
+                pairs = by_floor[floor]
+                ratio = _band_ratio(pairs) if len(pairs) >= MIN_SAMPLES else None
+                buckets.append(BucketDrift(kind, floor, len(pairs), ratio))
         out.append(KernelDrift(key, tuple(buckets)))
     return out
+
+
+def _band_ratio(pairs: Sequence[tuple[float, float]]) -> float:
+    """Observed against the band the model spans, from idle (calibration's single calls) to the reference load
+    (its load factors): the median ratio to the band's far edge, 1.0 inside it. A service busier or idler
+    than the reference workload moves inside the band; a kernel that changed leaves it."""
+    above = statistics.median(p[0] for p in pairs)  # observed / the slower prediction
+    below = statistics.median(p[1] for p in pairs)  # observed / the faster prediction
+    return above if above > 1 else (below if below < 1 else 1.0)
 
 
 def _floor(size: int) -> int:
@@ -248,6 +266,8 @@ def retune(profile: Mapping[str, Any], observed: Mapping[str, Traffic]) -> list[
         new = mix_threshold(corrected, transport, knobs, sizes, weights)
         old_span = mix_makespan(corrected, transport, knobs, sizes, weights, model.threshold)
         new_span = mix_makespan(corrected, transport, knobs, sizes, weights, new)
+        if old_span / new_span - 1 < MIN_GAIN:  # no better on this mix (e.g. both keep every observed call inline)
+            new, new_span = model.threshold, old_span
         observed_offload = len(t.samples["loop"]) >= MIN_SAMPLES
         out.append(Retuned(key, model.threshold, new, t.calls, factors, observed_offload, old_span / new_span - 1,
                            corrected))

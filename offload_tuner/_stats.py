@@ -137,6 +137,18 @@ class Timed:
         self.snap, self.stats, self.n = snap, stats, n
 
 
+def sampling(every: int) -> tuple[int, int]:
+    """The hot path's bit test for timing one call in ``every`` (a power of two): a call is timed when its
+    bucket's new count ``c`` has ``c & mask == phase``. ``every=0``: never (the phase is unreachable)."""
+    if every <= 0:
+        return 0, -1
+    return every - 1, every // 2
+
+
+def power_of_two_at_most(every: int) -> int:
+    return 0 if every <= 0 else 1 << (every.bit_length() - 1)
+
+
 def _configured_sample_every() -> int:
     raw = os.environ.get(SAMPLE_EVERY_ENV)
     if raw is None:
@@ -185,18 +197,6 @@ def _check_environment() -> None:
         from offload_tuner._statsfile import start_from_environment
 
         start_from_environment()
-
-
-def sampling(every: int) -> tuple[int, int]:
-    """The hot path's bit test for timing one call in ``every`` (a power of two): a call is timed when its
-    bucket's new count ``c`` has ``c & mask == phase``. ``every=0``: never (the phase is unreachable)."""
-    if every <= 0:
-        return 0, -1
-    return every - 1, every // 2
-
-
-def power_of_two_at_most(every: int) -> int:
-    return 0 if every <= 0 else 1 << (every.bit_length() - 1)
 
 
 def reset_stats() -> None:

@@ -215,3 +215,38 @@ def test_retune_command_prints_old_to_new_and_writes_a_loadable_profile(tmp_path
     assert entry.threshold < old
     assert entry.data["retuned"]["previous_threshold"] == old and "interval" not in entry.data
     assert entry.data["retuned"]["from_stats"] == str(stats)
+
+
+def test_drift_allows_anything_between_the_idle_and_the_loaded_model():
+    # The profile's load factor says inline calls cost 1.5x under the reference load: a service idler than
+    # that runs them at 1/1.5 of the loaded model, which is no drift; half the idle model is.
+    import dataclasses
+
+    from offload_tuner._policy import LoadFactors
+
+    data = profile_data()
+    loaded = dataclasses.replace(COSTS, load=LoadFactors(inline=1.5))
+    data["kernels"][KEY]["costs"] = loaded.to_json()
+
+    def verdict(factor: float):
+        t = Traffic(inline=dict(LOG_UNIFORM))
+        rng = random.Random(3)
+        for _ in range(200):
+            n = rng.randint(256, 65535)
+            t.samples["inline"].append((n, predict(COSTS, TRANSPORT, KNOBS, n).inline_s * factor))
+        (result,) = drift(data, {KEY: t})
+        return result
+
+    assert verdict(1.0).drifted == () and verdict(1.5).drifted == ()  # idle, and exactly the reference load
+    assert {b.ratio for b in verdict(1.2).buckets if b.ratio is not None} == {1.0}  # inside the band
+    assert verdict(0.5).drifted and verdict(3.2).drifted  # faster than idle, slower than the load explains
+
+
+def test_retune_keeps_the_old_threshold_when_the_mix_cannot_tell_them_apart():
+    from offload_tuner._policy import mix_threshold
+
+    tiny_calls = {8: 100, 16: 100, 32: 100, 64: 100}  # 8-127: offloading never pays, and the old threshold
+    (r,) = retune(profile_data(), {KEY: observed(tiny_calls)})  # keeps them all inline too
+    sizes, weights = mix_points(tiny_calls)
+    assert mix_threshold(r.costs, TRANSPORT, KNOBS, sizes, weights) is None  # "never": a different number...
+    assert r.new == r.old == profile_data()["kernels"][KEY]["threshold"] and r.gain == 0  # ...with no gain

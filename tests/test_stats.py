@@ -180,3 +180,19 @@ def test_the_runtime_says_once_when_a_kernel_no_longer_matches_its_model(tmp_pat
     assert len(drift) == warned  # a model a thousand times off, once; no model, nothing to compare
     if warned:
         assert "inline compute at sizes 64-127" in drift[0] and "x the model" in drift[0]
+
+
+@pytest.mark.parametrize("value, expected, warns", [("8", 8, False), ("100", 64, False), ("0", 0, False),
+                                                     ("lots", 64, True)])
+def test_the_sampling_rate_can_be_set_from_the_environment(value, expected, warns):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import offload_tuner\nfrom tests.support import total\noffload_tuner.run_kernel_sync(total, [1])\n"
+            "print(offload_tuner.sample_every())\n")
+    env = {**os.environ, "OFFLOAD_TUNER_SAMPLE_EVERY": value}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(expected)]
+    assert ("OFFLOAD_TUNER_SAMPLE_EVERY='lots' is not an integer" in done.stderr) == warns
