@@ -13,7 +13,6 @@ interleaved rounds: ``tuned`` (the static profile), ``retuned``, and the static 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -21,8 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import offload_tuner
-from benchmarks.workload import RESULTS, Workload, bench_workload, load_workloads, run_policy, size_calls, warm_workers
-from offload_tuner._host import host_fingerprint
+from benchmarks.workload import (
+    RESULTS,
+    Workload,
+    bench_workload,
+    load_workloads,
+    report_header,
+    run_policy,
+    size_calls,
+    warm_workers,
+    write_report,
+)
 from offload_tuner._report import format_threshold as _fmt
 
 OUT = RESULTS / "mixshift"
@@ -123,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         offload_tuner.set_executor(None)
         pool.shutdown(wait=True, cancel_futures=True)
     report = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python -m benchmarks.mixshift " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "smoke": args.smoke,
-        "host": host_fingerprint(),
+        **report_header("benchmarks.mixshift", argv, args.smoke),
         "profile": str(args.profile),
         "callers": args.callers,
         "workers": workers,
@@ -134,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": round(time.perf_counter() - started, 1),
         "workloads": entries,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "mixshift-smoke" if args.smoke else "mixshift"
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out_dir / f"{stem}.md").write_text(to_markdown(report))
+    write_report(report, args.out_dir, "mixshift-smoke" if args.smoke else "mixshift", to_markdown(report))
     print(to_markdown(report))
     return 0
 

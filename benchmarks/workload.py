@@ -433,6 +433,23 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def report_header(module: str, argv: list[str] | None, smoke: bool) -> dict[str, Any]:
+    """When, how and where a benchmark report was made (shared by the benchmarks that write one)."""
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "smoke": smoke,
+        "host": host_fingerprint(),
+    }
+
+
+def write_report(report: dict[str, Any], out_dir: Path, stem: str, markdown: str) -> None:
+    """``<stem>.json`` (everything measured) and ``<stem>.md`` (the table) in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out_dir / f"{stem}.md").write_text(markdown)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", type=Path, help="profile for the tuned policy (default: this host's)")
@@ -488,10 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         offload_tuner.set_executor(None)
         pool.shutdown(wait=True, cancel_futures=True)
     report = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python -m benchmarks.workload " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "smoke": args.smoke,
-        "host": host_fingerprint(),
+        **report_header("benchmarks.workload", argv, args.smoke),
         "profile": str(profile_path),
         "profile_created": profile.data.get("created"),
         "loop_budget_s": budget,
@@ -501,10 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": round(time.perf_counter() - started, 1),
         "workloads": entries,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = "workload-smoke" if args.smoke else "workload"
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out_dir / f"{stem}.md").write_text(to_markdown(report))
+    write_report(report, args.out_dir, stem, to_markdown(report))
     if figure_problem is None:
         plot(report, args.out_dir / f"{stem}.png")
     print(to_markdown(report))

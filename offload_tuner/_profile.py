@@ -95,35 +95,45 @@ def _reject_constant(name: str) -> float:
 def read_profile(path: str | os.PathLike[str]) -> Profile:
     """Read and validate a profile file; raise :class:`ProfileError` naming the file and the reason."""
     source = os.fspath(path)
-    try:
-        size = os.stat(source).st_size
-        if size > MAX_PROFILE_BYTES:
-            raise ProfileError(f"{source}: file is {size} bytes, over the {MAX_PROFILE_BYTES}-byte limit")
-        with open(source, "rb") as fh:
-            raw = fh.read(MAX_PROFILE_BYTES + 1)
-    except FileNotFoundError:
-        raise ProfileError(f"{source}: no such file") from None
-    except OSError as exc:
-        raise ProfileError(f"{source}: cannot read ({exc.strerror or exc})") from None
-    if len(raw) > MAX_PROFILE_BYTES:
-        raise ProfileError(f"{source}: file is over the {MAX_PROFILE_BYTES}-byte limit")
-    return parse_profile(raw, source)
+    return parse_profile(read_capped(source, MAX_PROFILE_BYTES, ProfileError), source)
 
 
 def parse_profile(raw: bytes | str, source: str = "<profile>") -> Profile:
     """Parse JSON text into a validated :class:`Profile`. Only ``json`` ever touches the bytes."""
+    return validate_profile(parse_json(raw, source, ProfileError), source)
+
+
+def read_capped(source: str, limit: int, error: type[ValueError]) -> bytes:
+    """A data file's bytes, or ``error`` naming the file: missing, unreadable, or over ``limit`` bytes (refused
+    before it is read whole). Shared by profiles and stats files."""
+    try:
+        size = os.stat(source).st_size
+        if size > limit:
+            raise error(f"{source}: file is {size} bytes, over the {limit}-byte limit")
+        with open(source, "rb") as fh:
+            raw = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"{source}: no such file") from None
+    except OSError as exc:
+        raise error(f"{source}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) > limit:
+        raise error(f"{source}: file is over the {limit}-byte limit")
+    return raw
+
+
+def parse_json(raw: bytes | str, source: str, error: type[ValueError]) -> Any:
+    """JSON data (NaN and Infinity refused), or ``error`` naming the file and what is wrong with the text."""
     if not raw or not raw.strip():
-        raise ProfileError(f"{source}: file is empty")
+        raise error(f"{source}: file is empty")
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        data = json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
-        raise ProfileError(f"{source}: not UTF-8 text ({exc.reason})") from None
+        raise error(f"{source}: not UTF-8 text ({exc.reason})") from None
     except RecursionError:
-        raise ProfileError(f"{source}: JSON nested too deeply") from None
+        raise error(f"{source}: JSON nested too deeply") from None
     except ValueError as exc:  # json.JSONDecodeError is a ValueError, as is a rejected NaN
-        raise ProfileError(f"{source}: invalid JSON ({exc})") from None
-    return validate_profile(data, source)
+        raise error(f"{source}: invalid JSON ({exc})") from None
 
 
 def validate_profile(data: Any, source: str = "<profile>") -> Profile:

@@ -28,7 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from offload_tuner._profile import _reject_constant, atomic_write_text
+from offload_tuner._profile import atomic_write_text, parse_json, read_capped
 from offload_tuner._runtime import _warn_once
 from offload_tuner._stats import SAMPLE_CAP, SAMPLE_KINDS, STATS_SCHEMA, process_id, snapshot
 
@@ -52,31 +52,11 @@ class StatsError(ValueError):
 def read_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a stats file (see the module docstring for the format)."""
     source = os.fspath(path)
-    try:
-        with open(source, "rb") as fh:
-            raw = fh.read(MAX_STATS_BYTES + 1)
-    except FileNotFoundError:
-        raise StatsError(f"{source}: no such file") from None
-    except OSError as exc:
-        raise StatsError(f"{source}: cannot read ({exc.strerror or exc})") from None
-    if len(raw) > MAX_STATS_BYTES:
-        raise StatsError(f"{source}: file is over the {MAX_STATS_BYTES}-byte limit")
-    return parse_stats(raw, source)
+    return parse_stats(read_capped(source, MAX_STATS_BYTES, StatsError), source)
 
 
 def parse_stats(raw: bytes | str, source: str = "<stats>") -> dict[str, Any]:
-    if not raw or not raw.strip():
-        raise StatsError(f"{source}: file is empty")
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        data = json.loads(text, parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise StatsError(f"{source}: not UTF-8 text ({exc.reason})") from None
-    except RecursionError:
-        raise StatsError(f"{source}: JSON nested too deeply") from None
-    except ValueError as exc:
-        raise StatsError(f"{source}: invalid JSON ({exc})") from None
-    return validate_stats(data, source)
+    return validate_stats(parse_json(raw, source, StatsError), source)
 
 
 def validate_stats(data: Any, source: str = "<stats>") -> dict[str, Any]:
