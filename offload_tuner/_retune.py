@@ -37,7 +37,7 @@ from offload_tuner._policy import (
     predict,
     workload_makespan,
 )
-from offload_tuner._stats import SAMPLE_KINDS
+from offload_tuner._stats import SAMPLE_KINDS, bucket_floor, bucket_of
 
 MIN_GAIN = 0.01
 """Retune keeps the old threshold unless the new one is predicted at least this much faster on the mix."""
@@ -77,14 +77,10 @@ class Traffic:
 
 
 def traffic_of(stats: Any) -> Traffic:
-    """One kernel's live statistics (:class:`offload_tuner._stats.KernelStats`) as :class:`Traffic`."""
-    t = Traffic(
-        inline={1 << (b - 1) if b else 0: c for b, c in enumerate(stats.inline) if c},
-        offload={1 << (b - 1) if b else 0: c for b, c in enumerate(stats.offload) if c},
-    )
-    for kind, ring in stats.samples.items():
-        t.samples[kind] = [(size, seconds) for _, size, seconds in ring.rows()]
-    return t
+    """One kernel's live statistics (:class:`offload_tuner._stats.KernelStats`) as :class:`Traffic`: read
+    through the same JSON form a stats file holds, so the runtime and the CLI judge the same numbers."""
+    key = stats.spec.key
+    return traffic({"processes": {"live": {"kernels": {key: stats.to_json()}}}})[key]
 
 
 def traffic(document: Mapping[str, Any]) -> dict[str, Traffic]:
@@ -197,7 +193,7 @@ def drift(profile: Mapping[str, Any], observed: Mapping[str, Traffic]) -> list[K
                 a = predicted(kind, predict(model.costs, transport, knobs, n))
                 b = predicted(kind, predict(idle, transport, knobs, n))
                 if min(a, b) > 0:
-                    by_floor.setdefault(_floor(size), []).append((seconds / max(a, b), seconds / min(a, b)))
+                    by_floor.setdefault(bucket_floor(bucket_of(size)), []).append((seconds / max(a, b), seconds / min(a, b)))
             for floor in sorted(by_floor):
                 pairs = by_floor[floor]
                 ratio = _band_ratio(pairs) if len(pairs) >= MIN_SAMPLES else None
@@ -213,10 +209,6 @@ def _band_ratio(pairs: Sequence[tuple[float, float]]) -> float:
     above = statistics.median(p[0] for p in pairs)  # observed / the slower prediction
     below = statistics.median(p[1] for p in pairs)  # observed / the faster prediction
     return above if above > 1 else (below if below < 1 else 1.0)
-
-
-def _floor(size: int) -> int:
-    return 0 if size == 0 else 1 << (size.bit_length() - 1)
 
 
 # ----------------------------------------------------------------------------------------------- retune

@@ -299,11 +299,8 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
             stats = stats_for(fn)
             if stats is None:  # not a registered kernel
                 return None
-        try:  # the size only feeds the statistics here: a size() that fails costs no call
-            n = stats.size(*args)
-        except Exception:
-            return None
-        if type(n) is not int or n < 0:
+        n = _size_or_none(stats.spec, args)  # the size only feeds the statistics here
+        if n is None:
             return None
     else:
         entry = snap.table.get(fn)
@@ -312,7 +309,7 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
         spec, threshold, _, stats = entry
         if stats is None:  # not a registered kernel: no threshold, inline
             return None
-        if threshold is None:  # as above, the size only feeds the statistics
+        if threshold is None:  # as above
             n = _size_or_none(spec, args)  # type: ignore[arg-type]
             if n is None:
                 return None
@@ -336,7 +333,8 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
 
 
 def _size_or_none(spec: KernelSpec, args: tuple) -> int | None:
-    """The size for statistics only: None when size() fails (the call itself does not depend on it)."""
+    """The size for statistics only: None when size() fails or returns junk (a call that does not depend on
+    its size must not fail on it)."""
     try:
         n = spec.size(*args)
     except Exception:

@@ -9,11 +9,12 @@ and the end-to-end latency. ``offload-tuner retune`` and ``drift`` read these ag
 
 Cost: counting is one list increment and a bit test (the count itself picks the calls to time: every
 ``sample_every``-th call of each size bucket and decision, a sample stratified by size at no extra cost);
-benchmarked against the old three-line gate in ``benchmarks/test_decision_overhead.py``. A timed call adds
-two ``perf_counter`` reads. Memory is
-fixed per kernel whatever the traffic, allocated on its first call: 65 counters per decision and a ring of
-the last ``SAMPLE_CAP`` samples per kind (three arrays of doubles and int64s, 18 KB per kernel). Counters are updated without a lock: under the GIL a thread switch between the load and
-the store of ``+=`` can lose an increment, rarely; these are statistics, not accounting.
+benchmarked against the old three-line gate in ``benchmarks/test_decision_overhead.py`` and against the
+decision before statistics in ``benchmarks/stats_cost.py``. A timed call adds two ``perf_counter`` reads.
+Memory is fixed per kernel whatever the traffic, allocated on its first call: 65 counters per decision and a
+ring of the last ``SAMPLE_CAP`` samples per kind (three arrays of doubles and int64s, 18 KB per kernel).
+Counters are updated without a lock: under the GIL a thread switch between the load and the store of ``+=``
+can lose an increment, rarely; these are statistics, not accounting.
 
 Stdlib only, like the rest of the production path.
 """
