@@ -31,7 +31,7 @@ from benchmarks.workload import (
     warm_workers,
     write_report,
 )
-from offload_tuner._report import format_threshold as _fmt
+from offload_tuner.inspection._report import format_threshold as _fmt
 
 OUT = RESULTS / "mixshift"
 DECADE = 10
@@ -39,7 +39,7 @@ DECADE = 10
 
 def record_and_retune(spec: Any, calls: Any, callers: int, profile_data: dict) -> dict[str, Any]:
     """Run the calls under the profile with every call timed; retune from what that recorded."""
-    from offload_tuner._retune import retune, traffic
+    from offload_tuner.runtime._retune import retune, traffic
 
     offload_tuner.reset_stats()
     previous = offload_tuner.sample_every(1)
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
-    from offload_tuner._backends import default_workers
-    from offload_tuner._registry import spec_by_key
+    from offload_tuner.runtime._backends import default_workers
+    from offload_tuner.runtime._registry import spec_by_key
 
     profile = offload_tuner.load_profile(args.profile, strict=True, check_host=False)
     workers = default_workers()

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from offload_tuner._report import format_threshold as _fmt
+from offload_tuner.inspection._report import format_threshold as _fmt
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reruns"
 
@@ -44,7 +44,7 @@ def run_once(index: int, out_dir: Path, effort: str, rounds: int) -> dict[str, A
     """One fresh calibration and its benchmark, each in its own process."""
     profile = out_dir / f"profile-{index}.json"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "offload_tuner._cli", "calibrate", "--effort", effort, "--out", str(profile),
+    subprocess.run([sys.executable, "-m", "offload_tuner.inspection._cli", "calibrate", "--effort", effort, "--out", str(profile),
                     "--quiet"], check=True)
     calibration_s = time.perf_counter() - started
     run_dir = out_dir / f"run-{index}"
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--from-recorded", action="store_true", help="re-analyse the runs in --out-dir; measure nothing")
     args = parser.parse_args(argv)
-    from offload_tuner._host import host_fingerprint
+    from offload_tuner.runtime._host import host_fingerprint
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -21,8 +21,8 @@ import tracemalloc
 from typing import Any
 
 import offload_tuner
-from offload_tuner._calibrate import same_result
-from offload_tuner._workload import heartbeat
+from offload_tuner.calibration._calibrate import same_result
+from offload_tuner.calibration._workload import heartbeat
 
 SIZES = {"offload_tuner_kernels.clustering": (4, 48), "offload_tuner_kernels.graphs": (4, 40)}
 DEFAULT_SIZES = (16, 512)
@@ -35,7 +35,7 @@ def _traced_outside_this_file() -> int:
     several hundred KB of them as growth (100k calls: 328 KB, 597 KB, 819 KB, 1.08 MB)."""
     import gc
 
-    from offload_tuner import _workload
+    from offload_tuner.calibration import _workload
 
     gc.collect()
     mine = [tracemalloc.Filter(False, __file__), tracemalloc.Filter(False, _workload.__file__)]
@@ -45,7 +45,7 @@ def _traced_outside_this_file() -> int:
 
 async def _soak(calls: int, callers: int, seed: int) -> dict[str, Any]:
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
-    from offload_tuner._registry import registered
+    from offload_tuner.runtime._registry import registered
 
     specs = [s for s in registered() if s.fn.__module__.startswith("offload_tuner_kernels.")]
     offload_tuner.reset_stats()

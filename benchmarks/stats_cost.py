@@ -23,17 +23,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.bench_kernels import tiny
-from offload_tuner import _runtime
-from offload_tuner._host import host_identity
-from offload_tuner._profile import SCHEMA_VERSION
-from offload_tuner._registry import code_fingerprint, kernel_key
+from offload_tuner.runtime import _runtime
+from offload_tuner.runtime._host import host_identity
+from offload_tuner.runtime._profile import SCHEMA_VERSION
+from offload_tuner.runtime._registry import code_fingerprint, kernel_key
 
 
 def load_runtime(checkout: Path):  # type: ignore[no-untyped-def]
     """The ``_runtime`` module of another checkout, under another name (it shares this one's other modules)."""
-    spec = importlib.util.spec_from_file_location("earlier_runtime", checkout / "offload_tuner" / "_runtime.py")
+    candidates = [checkout / "offload_tuner" / "runtime" / "_runtime.py", checkout / "offload_tuner" / "_runtime.py"]
+    found = next((c for c in candidates if c.is_file()), None)  # the flat layout before the subpackages
+    spec = importlib.util.spec_from_file_location("earlier_runtime", found) if found else None
     if spec is None or spec.loader is None:
-        raise SystemExit(f"benchmarks.stats_cost: no offload_tuner/_runtime.py under {checkout}")
+        raise SystemExit(f"benchmarks.stats_cost: no offload_tuner/runtime/_runtime.py under {checkout}")
+    if found == candidates[1]:  # it imports the runtime's modules by their flat names: point those at ours
+        for name in ("_backends", "_host", "_profile", "_registry", "_stats", "_costmodel", "_policy"):
+            sys.modules.setdefault(f"offload_tuner.{name}", importlib.import_module(f"offload_tuner.runtime.{name}"))
     module = importlib.util.module_from_spec(spec)
     sys.modules["earlier_runtime"] = module
     spec.loader.exec_module(module)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from offload_tuner._cli import main
+from offload_tuner.inspection._cli import main
 
 
 @pytest.mark.parametrize("effort", ["quick", "standard"])

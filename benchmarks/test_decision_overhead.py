@@ -17,9 +17,9 @@ import pytest
 
 import offload_tuner
 from benchmarks.bench_kernels import tiny
-from offload_tuner._host import host_identity
-from offload_tuner._profile import SCHEMA_VERSION
-from offload_tuner._registry import code_fingerprint, kernel_key
+from offload_tuner.runtime._host import host_identity
+from offload_tuner.runtime._profile import SCHEMA_VERSION
+from offload_tuner.runtime._registry import code_fingerprint, kernel_key
 
 CALLS = 1000
 XS = [1, 2, 3]

@@ -8,7 +8,7 @@ import json
 
 def test_workload_benchmark_runs_and_writes_its_outputs(tmp_path, monkeypatch):
     from benchmarks import workload
-    from offload_tuner._cli import main as cli
+    from offload_tuner.inspection._cli import main as cli
 
     profile = tmp_path / "profile.json"
     # A quick calibration of two bundled kernels on this host, so the tuned policy has a real profile.

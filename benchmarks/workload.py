@@ -2,7 +2,7 @@
 
 One asyncio process hosts ``callers`` coroutines (default 4) sharing one process pool (one worker per
 core). They take calls from one shared sequence: the quantiles of the log-uniform mix over the kernel's
-workload range in a seeded order (the same reference workload calibration measures, :mod:`offload_tuner._workload`); a
+workload range in a seeded order (the same reference workload calibration measures, :mod:`offload_tuner.calibration._workload`); a
 heartbeat coroutine measures event-loop lag. Policies, all through the real ``run_kernel``:
 
 * ``tuned``        offload_if=None with the profile calibrated on this host
@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import offload_tuner
-from offload_tuner._host import host_fingerprint
-from offload_tuner._registry import KernelSpec
-from offload_tuner._report import format_threshold as _fmt_t
-from offload_tuner._loadphase import WARMUP_CALLS_PER_CALLER
-from offload_tuner._workload import Calls, build_calls, run_calls, shuffled_calls
+from offload_tuner.runtime._host import host_fingerprint
+from offload_tuner.runtime._registry import KernelSpec
+from offload_tuner.inspection._report import format_threshold as _fmt_t
+from offload_tuner.calibration._loadphase import WARMUP_CALLS_PER_CALLER
+from offload_tuner.calibration._workload import Calls, build_calls, run_calls, shuffled_calls
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PLAN = Path(__file__).resolve().parent.parent / "calibration" / "plan.json"
@@ -152,7 +152,7 @@ def run_policy(spec: KernelSpec, calls: Calls, name: str, callers: int,
 
 def warm_workers(spec: KernelSpec, calls: Calls) -> None:
     """Each worker imports the kernel's module on its first call; keep that out of every timed run."""
-    from offload_tuner._backends import dumps_call, invoke_pickled
+    from offload_tuner.runtime._backends import dumps_call, invoke_pickled
 
     executor = offload_tuner.get_executor()
     args = calls[0][0]
@@ -242,7 +242,7 @@ def analyse(entry: dict[str, Any]) -> None:
 
 def _compare(entry: dict[str, Any], field: str) -> dict[str, Any]:
     """Normalised medians of ``field``, the best static policy and tuned's ratio to it (median, per round)."""
-    from offload_tuner._loadphase import round_scales
+    from offload_tuner.calibration._loadphase import round_scales
 
     runs = entry["runs"]
     names = list(runs)
@@ -279,7 +279,7 @@ def model_check(spec: KernelSpec, calls: Calls, summary: dict[str, Any], workloa
                 named: Mapping[str, int | None] | None = None) -> dict[str, Any] | None:
     """The profile's own prediction of each static policy's makespan on these exact calls (load factors
     included), against the measured median: where they disagree is where the model needs work."""
-    from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, predict, workload_makespan
+    from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, predict, workload_makespan
 
     profile = offload_tuner.current_profile()
     entry = profile.kernels.get(spec.key) if profile is not None else None
@@ -463,10 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
-    from offload_tuner._backends import default_workers
-    from offload_tuner._extras import install_hint, missing, requirement_problem
-    from offload_tuner._profile import ProfileError, configured_profile_path
-    from offload_tuner._registry import spec_by_key
+    from offload_tuner.runtime._backends import default_workers
+    from offload_tuner.inspection._extras import install_hint, missing, requirement_problem
+    from offload_tuner.runtime._profile import ProfileError, configured_profile_path
+    from offload_tuner.runtime._registry import spec_by_key
 
     # Everything a run needs is checked before anything is measured.
     profile_path = args.profile or configured_profile_path()

@@ -17,12 +17,12 @@ is timed: ``stats()`` returns them, ``record_stats(path)`` (or ``OFFLOAD_TUNER_S
 a file shared by the service's processes, which ``offload-tuner retune`` and ``drift`` read.
 """
 
-from offload_tuner._backends import Backend, ResultNotPicklable, recommended_pool, register_backend
-from offload_tuner._profile import Profile, ProfileError, default_profile_path
-from offload_tuner._registry import KernelSizeError, kernel
-from offload_tuner._stats import reset_stats
-from offload_tuner._stats import snapshot as stats
-from offload_tuner._runtime import (
+from offload_tuner.runtime._backends import Backend, ResultNotPicklable, recommended_pool, register_backend
+from offload_tuner.runtime._profile import Profile, ProfileError, default_profile_path
+from offload_tuner.runtime._registry import KernelSizeError, kernel
+from offload_tuner.runtime._stats import reset_stats
+from offload_tuner.runtime._stats import snapshot as stats
+from offload_tuner.runtime._runtime import (
     Decision,
     OffloadTunerWarning,
     ProfileOverriddenWarning,
@@ -71,14 +71,14 @@ def record_stats(path, every_s: float = 60.0):  # type: ignore[no-untyped-def]
     """Write this process's statistics to ``path`` every ``every_s`` seconds and at exit, merged with the
     service's other processes on this host (``None`` stops). Imported on use: json and a thread are not
     every service's business."""
-    from offload_tuner._statsfile import record_stats as _record
+    from offload_tuner.runtime._statsfile import record_stats as _record
 
     return _record(path, every_s)
 
 
 def __getattr__(name: str):  # type: ignore[no-untyped-def]
     if name == "StatsError":  # lazily, for the same reason
-        from offload_tuner._statsfile import StatsError
+        from offload_tuner.runtime._statsfile import StatsError
 
         return StatsError
     raise AttributeError(f"module 'offload_tuner' has no attribute {name!r}")

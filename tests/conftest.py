@@ -5,7 +5,7 @@ import warnings
 import pytest
 
 import offload_tuner
-from offload_tuner import _runtime, _stats
+from offload_tuner.runtime import _runtime, _stats
 
 
 @pytest.fixture(scope="session")

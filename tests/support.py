@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from offload_tuner import kernel
-from offload_tuner._host import host_identity
-from offload_tuner._profile import SCHEMA_VERSION
+from offload_tuner.runtime._host import host_identity
+from offload_tuner.runtime._profile import SCHEMA_VERSION
 
 
 @kernel(sample=lambda n: (list(range(n)),))
@@ -53,7 +53,7 @@ def not_registered(xs: list[int]) -> int:
 def write_profile_json(path: Path, thresholds: dict[str, Any], *, host: dict | None = None,
                        executor_kind: str = "process", extra: dict | None = None) -> Path:
     """A minimal valid profile for this host, thresholds keyed by kernel key."""
-    from offload_tuner._registry import code_fingerprint, spec_by_key
+    from offload_tuner.runtime._registry import code_fingerprint, spec_by_key
 
     kernels = {}
     for key, threshold in thresholds.items():

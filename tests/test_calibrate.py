@@ -10,10 +10,10 @@ import time
 import pytest
 
 from offload_tuner import run_kernel_sync, set_executor
-from offload_tuner._calibrate import EFFORTS, KernelPlan, calibrate, measure_transport, warm_pool
-from offload_tuner._policy import KernelCosts, LoadFactors, PolicyKnobs, TransportModel, stream_threshold
-from offload_tuner._profile import validate_profile
-from offload_tuner._registry import spec_for
+from offload_tuner.calibration._calibrate import EFFORTS, KernelPlan, calibrate, measure_transport, warm_pool
+from offload_tuner.runtime._policy import KernelCosts, LoadFactors, PolicyKnobs, TransportModel, stream_threshold
+from offload_tuner.runtime._profile import validate_profile
+from offload_tuner.runtime._registry import spec_for
 from tests import controlled
 
 KNOBS = PolicyKnobs(concurrency=4, workers=2, cores=2)

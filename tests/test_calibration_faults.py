@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from offload_tuner._calibrate import EFFORTS, KernelPlan, calibrate
-from offload_tuner._policy import PolicyKnobs
-from offload_tuner._registry import spec_for
+from offload_tuner.calibration._calibrate import EFFORTS, KernelPlan, calibrate
+from offload_tuner.runtime._policy import PolicyKnobs
+from offload_tuner.runtime._registry import spec_for
 from tests import controlled
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ def test_a_hanging_kernel_is_stopped_and_the_others_still_calibrate(pool):
 
 def _calibrate_in_subprocess(out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "offload_tuner._cli", "calibrate", "tests.controlled:spin", "tests.controlled:echo",
+        [sys.executable, "-m", "offload_tuner.inspection._cli", "calibrate", "tests.controlled:spin", "tests.controlled:echo",
          "--effort", "thorough", "--out", str(out), "--quiet"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -55,8 +55,8 @@ def test_sigterm_and_ctrl_c_leave_the_previous_profile_intact(tmp_path):
 
 def test_full_disk_keeps_the_previous_profile(tmp_path, monkeypatch, capsys):
     """ENOSPC while writing: the message says so, the old file survives, nothing partial is left."""
-    import offload_tuner._profile as profile_module
-    from offload_tuner._cli import EXIT_WRITE, main
+    import offload_tuner.runtime._profile as profile_module
+    from offload_tuner.inspection._cli import EXIT_WRITE, main
 
     out = tmp_path / "profile.json"
     out.write_text('{"schema": 2, "kernels": {}}')

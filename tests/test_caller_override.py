@@ -16,8 +16,8 @@ from offload_tuner import (
     run_kernel_sync,
     set_executor,
 )
-from offload_tuner import _runtime
-from offload_tuner._registry import kernel_key
+from offload_tuner.runtime import _runtime
+from offload_tuner.runtime._registry import kernel_key
 from tests import support
 from tests.support import write_profile_json
 

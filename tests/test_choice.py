@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from offload_tuner._choice import (
+from offload_tuner.calibration._choice import (
     LAG_TIE,
     MAX_TIE_BAND,
     MIN_TIE_BAND,
@@ -25,7 +25,7 @@ from offload_tuner._choice import (
     snap_down,
     tie_band,
 )
-from offload_tuner._policy import LoadFactors, PolicyKnobs, Prediction
+from offload_tuner.runtime._policy import LoadFactors, PolicyKnobs, Prediction
 
 KNOBS = PolicyKnobs(concurrency=4, workers=2, cores=2)
 RANGE = (8.0, 512.0)
@@ -294,7 +294,7 @@ def test_intervals_cover_reruns_of_a_noisy_flat_basin():
 
 
 def test_few_rounds_give_a_looser_upper_bound_on_the_noise():
-    from offload_tuner._choice import noise_upper_bound
+    from offload_tuner.calibration._choice import noise_upper_bound
 
     assert noise_upper_bound(0.1, 3) == pytest.approx(0.1 * (3 / 0.577) ** 0.5, rel=0.02)  # chi2_0.1(3) = 0.584
     assert noise_upper_bound(0.1, 3) > noise_upper_bound(0.1, 12) > noise_upper_bound(0.1, 200) > 0.1

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from offload_tuner._cli import (
+from offload_tuner.inspection._cli import (
     EXIT_FAILURES,
     EXIT_NO_KERNELS,
     EXIT_OK,

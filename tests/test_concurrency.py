@@ -7,7 +7,7 @@ import threading
 
 import offload_tuner
 from offload_tuner import decide, load_profile, run_kernel, run_kernel_sync, set_executor
-from offload_tuner._registry import kernel_key
+from offload_tuner.runtime._registry import kernel_key
 from tests import support
 from tests.support import write_profile_json
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import offload_tuner._costmodel as costmodel
-from offload_tuner._costmodel import FORMS, MIN_SAMPLES, MIN_SPAN, CostModel, CostModelError
+import offload_tuner.runtime._costmodel as costmodel
+from offload_tuner.runtime._costmodel import FORMS, MIN_SAMPLES, MIN_SPAN, CostModel, CostModelError
 
 HUGE = 1e300
 EXAMPLES = {
@@ -60,7 +60,7 @@ def test_module_is_stdlib_only():
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             imported.add(node.module.split(".")[0])
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
-    code = "import sys, offload_tuner._costmodel; assert 'numpy' not in sys.modules and 'sklearn' not in sys.modules"
+    code = "import sys, offload_tuner.runtime._costmodel; assert 'numpy' not in sys.modules and 'sklearn' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

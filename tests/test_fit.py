@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LinearRegression
 
-from offload_tuner import _fit
-from offload_tuner._costmodel import FORMS, MIN_SAMPLES, CostModel
-from offload_tuner._fit import bootstrap_models, fit_cost_model
+from offload_tuner.calibration import _fit
+from offload_tuner.runtime._costmodel import FORMS, MIN_SAMPLES, CostModel
+from offload_tuner.calibration._fit import bootstrap_models, fit_cost_model
 
 # 10 sizes from 100 to 1e5, 4 raw measurements each: 40 points, like a calibration ladder
 SIZES = np.repeat(np.geomspace(100, 1e5, 10).round(), 4)

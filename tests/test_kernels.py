@@ -30,7 +30,7 @@ from offload_tuner_kernels.clustering import UnionFind, identity_similarity, obs
 from offload_tuner_kernels.expand import WORKERS
 from offload_tuner_kernels.ranking import percentile
 from offload_tuner_kernels.records import Identity, Observation
-from offload_tuner._registry import KernelSpec, registered, spec_for
+from offload_tuner.runtime._registry import KernelSpec, registered, spec_for
 
 EXPECTED_KEYS = {
     cluster_observations: "offload_tuner_kernels.clustering:cluster_observations",
@@ -350,7 +350,7 @@ def test_graph_eccentricities_known_answer() -> None:
 
 _DIGEST = """
 import hashlib, pickle, offload_tuner_kernels as kernels
-from offload_tuner._registry import spec_for
+from offload_tuner.runtime._registry import spec_for
 for name in sorted(kernels.__all__):
     fn = getattr(kernels, name)
     print(name, hashlib.sha256(pickle.dumps(fn(*spec_for(fn).sample(100)), protocol=4)).hexdigest())

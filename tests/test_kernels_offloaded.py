@@ -8,7 +8,7 @@ import pytest
 
 import offload_tuner_kernels
 from offload_tuner import run_kernel, run_kernel_sync, set_executor
-from offload_tuner._registry import registered
+from offload_tuner.runtime._registry import registered
 
 REFERENCE = [spec for spec in registered() if spec.fn.__module__.startswith("offload_tuner_kernels.")]
 

@@ -10,11 +10,11 @@ import statistics
 import pytest
 
 from offload_tuner import recommended_pool
-from offload_tuner._calibrate import EFFORTS, KernelPlan, calibrate
-from offload_tuner._choice import order_key
-from offload_tuner._loadphase import MAX_CALLS, call_count, proposals, round_scales
-from offload_tuner._policy import KernelCosts, PolicyKnobs
-from offload_tuner._registry import spec_for
+from offload_tuner.calibration._calibrate import EFFORTS, KernelPlan, calibrate
+from offload_tuner.calibration._choice import order_key
+from offload_tuner.calibration._loadphase import MAX_CALLS, call_count, proposals, round_scales
+from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs
+from offload_tuner.runtime._registry import spec_for
 from tests import controlled
 from tests.test_policy import power, transport, zero
 
@@ -39,7 +39,7 @@ def test_round_scales_remove_what_a_round_shares():
 def test_each_round_gets_the_same_calls_in_a_fresh_reproducible_order():
     import random
 
-    from offload_tuner._workload import shuffled_calls
+    from offload_tuner.calibration._workload import shuffled_calls
 
     calls = [((n,), n) for n in range(1, 41)]
     rng_a, rng_b = random.Random(7), random.Random(7)
@@ -51,7 +51,7 @@ def test_each_round_gets_the_same_calls_in_a_fresh_reproducible_order():
 
 
 def test_a_run_carries_the_mix_s_own_share_of_work_at_any_count():
-    from offload_tuner._workload import build_calls, mix_sizes
+    from offload_tuner.calibration._workload import build_calls, mix_sizes
 
     lo, hi = 8, 512
     expected_n2 = (hi**2 - lo**2) / 2 / math.log(hi / lo)  # E[n^2] of the log-uniform mix: O(n^2) work
@@ -186,7 +186,7 @@ def test_independent_quick_calibrations_fall_in_each_others_intervals():
 def test_the_steady_pass_times_each_call_once_and_leaves_the_drain_out():
     import asyncio
 
-    from offload_tuner._workload import run_calls
+    from offload_tuner.calibration._workload import run_calls
 
     seen: list[int] = []
 

@@ -91,7 +91,7 @@ def test_a_regular_install_calibrates_the_bundled_kernels_from_outside_the_tree(
     assert all(line.startswith(str(site)) for line in lines[:2]), lines
     assert lines[2] == "None"
     out = work / "profile.json"
-    run = subprocess.run([sys.executable, "-m", "offload_tuner._cli", "calibrate", "--effort", "quick",
+    run = subprocess.run([sys.executable, "-m", "offload_tuner.inspection._cli", "calibrate", "--effort", "quick",
                           "--kernel", "rank_latencies", "--out", str(out), "-q"],
                          cwd=work, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

@@ -12,15 +12,15 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from offload_tuner._cli import EXIT_OK, EXIT_PROFILE, EXIT_USAGE, main  # noqa: E402
-from offload_tuner._plot import (  # noqa: E402
+from offload_tuner.inspection._cli import EXIT_OK, EXIT_PROFILE, EXIT_USAGE, main  # noqa: E402
+from offload_tuner.inspection._plot import (  # noqa: E402
     comparison_figure,
     comparison_table,
     kernel_figure,
     overview_figure,
     png_name,
 )
-from offload_tuner._profile import write_profile  # noqa: E402
+from offload_tuner.runtime._profile import write_profile  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parent.parent / "calibration" / "reference" / "vm.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -67,7 +67,7 @@ def test_plot_exit_codes_for_an_unreadable_profile_and_a_missing_matplotlib(tmp_
     assert "no such file" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{not json")
     assert main(["plot", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out")]) == EXIT_PROFILE
-    monkeypatch.delitem(sys.modules, "offload_tuner._plot")
+    monkeypatch.delitem(sys.modules, "offload_tuner.inspection._plot")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ModuleNotFoundError
     assert main(["plot", str(REFERENCE), "--out", str(tmp_path / "out")]) == EXIT_USAGE
     assert "pip install -e '.[plot]'" in capsys.readouterr().err

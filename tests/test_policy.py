@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from offload_tuner._costmodel import CostModel
-from offload_tuner._policy import (
+from offload_tuner.runtime._costmodel import CostModel
+from offload_tuner.runtime._policy import (
     DEFAULT_LOOP_BUDGET_S,
     KernelCosts,
     LoadFactors,
@@ -136,7 +136,7 @@ def test_transport_rejects_negative_or_missing_fields():
 
 def brute_force_workload(costs, tr, knobs, lo, hi):
     """Independent reference: try every split of the discretised workload, keep the smallest near-best."""
-    from offload_tuner._policy import TIE_TOLERANCE, WORKLOAD_POINTS
+    from offload_tuner.runtime._policy import TIE_TOLERANCE, WORKLOAD_POINTS
 
     ratio = (hi / lo) ** (1 / (WORKLOAD_POINTS - 1))
     sizes = [lo * ratio**k for k in range(WORKLOAD_POINTS)]

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from offload_tuner._profile import (
+from offload_tuner.runtime._profile import (
     MAX_PROFILE_BYTES,
     SCHEMA_VERSION,
     ProfileError,

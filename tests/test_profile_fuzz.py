@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offload_tuner._profile import Profile, ProfileError, parse_profile, validate_profile
+from offload_tuner.runtime._profile import Profile, ProfileError, parse_profile, validate_profile
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),

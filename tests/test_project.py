@@ -20,5 +20,5 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_calibrate_command_uses_the_console_script():
     readme = (ROOT / "README.md").read_text()
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'offload-tuner = "offload_tuner._cli:main"' in pyproject
+    assert 'offload-tuner = "offload_tuner.inspection._cli:main"' in pyproject
     assert re.search(r"^python3 -m venv .* && offload-tuner calibrate$", readme, flags=re.M)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels: the synthetic profile names them)
-from offload_tuner._cli import EXIT_USAGE, _parser, main
+from offload_tuner.inspection._cli import EXIT_USAGE, _parser, main
 from tests.support import write_profile_json
 
 ROOT = Path(__file__).resolve().parent.parent

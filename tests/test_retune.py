@@ -7,12 +7,12 @@ import random
 
 import pytest
 
-from offload_tuner._cli import main
-from offload_tuner._costmodel import CostModel
-from offload_tuner._host import host_identity
-from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
-from offload_tuner._profile import SCHEMA_VERSION, read_profile
-from offload_tuner._retune import (
+from offload_tuner.inspection._cli import main
+from offload_tuner.runtime._costmodel import CostModel
+from offload_tuner.runtime._host import host_identity
+from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
+from offload_tuner.runtime._profile import SCHEMA_VERSION, read_profile
+from offload_tuner.runtime._retune import (
     MIN_SAMPLES,
     Traffic,
     drift,
@@ -20,7 +20,7 @@ from offload_tuner._retune import (
     retune,
     traffic,
 )
-from offload_tuner._stats import STATS_SCHEMA
+from offload_tuner.runtime._stats import STATS_SCHEMA
 
 KEY = "pkg.mod:pairwise"
 RANGE = (1.0, 100_000.0)
@@ -222,7 +222,7 @@ def test_drift_allows_anything_between_the_idle_and_the_loaded_model():
     # that runs them at 1/1.5 of the loaded model, which is no drift; half the idle model is.
     import dataclasses
 
-    from offload_tuner._policy import LoadFactors
+    from offload_tuner.runtime._policy import LoadFactors
 
     data = profile_data()
     loaded = dataclasses.replace(COSTS, load=LoadFactors(inline=1.5))
@@ -243,7 +243,7 @@ def test_drift_allows_anything_between_the_idle_and_the_loaded_model():
 
 
 def test_retune_keeps_the_old_threshold_when_the_mix_cannot_tell_them_apart():
-    from offload_tuner._policy import mix_threshold
+    from offload_tuner.runtime._policy import mix_threshold
 
     tiny_calls = {8: 100, 16: 100, 32: 100, 64: 100}  # 8-127: offloading never pays, and the old threshold
     (r,) = retune(profile_data(), {KEY: observed(tiny_calls)})  # keeps them all inline too

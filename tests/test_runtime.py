@@ -23,7 +23,7 @@ from offload_tuner import (
     run_kernel_sync,
     set_executor,
 )
-from offload_tuner._registry import kernel_key
+from offload_tuner.runtime._registry import kernel_key
 from tests import support
 from tests.support import write_profile_json
 
@@ -231,7 +231,7 @@ def test_default_threshold_applies_without_profile(pool):
         assert decide(fn, [0] * 5).offload is True
         assert run(run_kernel(fn, [0] * 5)) == 5
     finally:  # keep the registry as other tests expect it
-        from offload_tuner import _registry
+        from offload_tuner.runtime import _registry
 
         _registry._REGISTRY.pop(fn, None)
         _registry._BY_KEY.pop(kernel_key(fn), None)

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import offload_tuner
-from offload_tuner import _runtime
-from offload_tuner._stats import SAMPLE_CAP, bucket_floor, bucket_of
+from offload_tuner.runtime import _runtime
+from offload_tuner.runtime._stats import SAMPLE_CAP, bucket_floor, bucket_of
 from tests import controlled
 from tests.support import not_registered, total, write_profile_json
 
@@ -21,7 +21,7 @@ def kernel_stats(fn) -> dict:
 
 
 def _key(fn) -> str:
-    from offload_tuner._registry import spec_for
+    from offload_tuner.runtime._registry import spec_for
 
     return spec_for(fn).key
 
@@ -135,7 +135,7 @@ def test_the_production_import_stays_free_of_the_stats_file_machinery():
         "from tests.support import total\n"
         "offload_tuner.run_kernel_sync(total, [1, 2, 3])\n"
         "print(offload_tuner.stats()['processes'].popitem()[1]['kernels'])\n"
-        "print(sorted(m for m in sys.modules if m in ('offload_tuner._statsfile', 'numpy', 'sklearn', 'asyncio')))\n"
+        "print(sorted(m for m in sys.modules if m in ('offload_tuner.runtime._statsfile', 'numpy', 'sklearn', 'asyncio')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert "'2': 1" in out[0] and out[1] == "[]"
@@ -145,8 +145,8 @@ def _profile_with_model(tmp_path, compute_s: float | None):
     """A profile keeping `total` inline, with (or without) a cost model that says one call takes compute_s."""
     import json
 
-    from offload_tuner._costmodel import CostModel
-    from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel
+    from offload_tuner.runtime._costmodel import CostModel
+    from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel
 
     path = write_profile_json(tmp_path / "p.json", {_key(total): 1 << 40}, executor_kind="thread")
     data = json.loads(path.read_text())
@@ -166,7 +166,7 @@ def _profile_with_model(tmp_path, compute_s: float | None):
 def test_the_runtime_says_once_when_a_kernel_no_longer_matches_its_model(tmp_path, compute_s, warned):
     import warnings
 
-    from offload_tuner._stats import DRIFT_CHECK_EVERY
+    from offload_tuner.runtime._stats import DRIFT_CHECK_EVERY
 
     offload_tuner.sample_every(1)
     with ThreadPoolExecutor(1) as pool:

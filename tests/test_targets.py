@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from offload_tuner._cli import EXIT_NO_KERNELS, EXIT_OK, main
+from offload_tuner.inspection._cli import EXIT_NO_KERNELS, EXIT_OK, main
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_an_empty_file_target_exits_4_naming_it(tmp_path, capsys):
 
 
 def test_the_module_that_defines_a_kernel_registered_elsewhere_yields_it_too(service, capsys):
-    from offload_tuner._targets import resolve_targets
+    from offload_tuner.calibration._targets import resolve_targets
 
     resolve_targets([service["service"]])  # registers thirdparty.cluster
     assert [spec.key for spec in resolve_targets([service["thirdparty"]])] == [f"{service['thirdparty']}:cluster"]
@@ -88,7 +88,7 @@ def test_a_kernel_filter_that_matches_nothing_exits_4(service, tmp_path, capsys)
 
 def test_the_bundled_target_is_the_installed_kernels_package(tmp_path, capsys, monkeypatch):
     """No TARGET: the plan shipped in offload_tuner_kernels names the bundled kernels by their installed name."""
-    from offload_tuner._targets import BUNDLED_TARGET, bundled_plan, resolve_targets
+    from offload_tuner.calibration._targets import BUNDLED_TARGET, bundled_plan, resolve_targets
 
     plan = json.loads(bundled_plan().read_text(encoding="utf-8"))
     root = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence
 
-from offload_tuner._backends import dumps_call, invoke_pickled
+from offload_tuner.runtime._backends import dumps_call, invoke_pickled
 
 HEARTBEAT_S = 0.001
 """The heartbeat's sleep: lag is measured with this resolution."""

@@ -39,7 +39,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from offload_tuner._policy import LoadFactors, PolicyKnobs, Prediction, makespan, partition_sums
+from offload_tuner.runtime._policy import LoadFactors, PolicyKnobs, Prediction, makespan, partition_sums
 
 GRID_RATIO = 2**0.5
 """Thresholds are snapped to powers of this ratio (rounded to integers)."""

@@ -47,7 +47,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from offload_tuner._costmodel import CostModel
+from offload_tuner.runtime._costmodel import CostModel
 
 DEFAULT_CONCURRENCY = 4
 """Calls typically in flight at once (callers awaiting kernels), e.g. four co-hosted workers."""
@@ -92,7 +92,7 @@ class LoadFactors:
     ``inline`` scales compute on the loop thread; ``offload_loop`` the caller-side time of an offloaded
     call (pickling, unpickling the result, the executor's caller CPU); ``offload_worker`` the worker's
     time and the offloaded latency. ``1.0`` everywhere is the isolated model. Fitted by
-    :func:`offload_tuner._choice.fit_load_factors` from makespans measured under load.
+    :func:`offload_tuner.calibration._choice.fit_load_factors` from makespans measured under load.
     """
 
     inline: float = 1.0

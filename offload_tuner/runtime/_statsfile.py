@@ -28,9 +28,9 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from offload_tuner._profile import atomic_write_text, parse_json, read_capped
-from offload_tuner._runtime import _warn_once
-from offload_tuner._stats import SAMPLE_CAP, SAMPLE_KINDS, STATS_SCHEMA, process_id, snapshot
+from offload_tuner.runtime._profile import atomic_write_text, parse_json, read_capped
+from offload_tuner.runtime._runtime import _warn_once
+from offload_tuner.runtime._stats import SAMPLE_CAP, SAMPLE_KINDS, STATS_SCHEMA, process_id, snapshot
 
 STATS_ENV = "OFFLOAD_TUNER_STATS"
 STATS_EVERY_ENV = "OFFLOAD_TUNER_STATS_EVERY_S"

@@ -38,14 +38,14 @@ if (
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from offload_tuner._policy import (  # noqa: E402
+from offload_tuner.runtime._policy import (  # noqa: E402
     KernelCosts,
     PolicyKnobs,
     TransportModel,
     predict,
     recompute_thresholds,
 )
-from offload_tuner._report import format_interval, format_threshold  # noqa: E402
+from offload_tuner.inspection._report import format_interval, format_threshold  # noqa: E402
 
 OLD_CONSTANT = 256
 """The hand-picked ``offload_if=len(x) >= 256`` the per-kernel thresholds replace (drawn for reference)."""

@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _profile_path(path: Path | None) -> Path:
-    from offload_tuner._profile import configured_profile_path
+    from offload_tuner.runtime._profile import configured_profile_path
 
     return path if path is not None else configured_profile_path()
 
@@ -126,7 +126,7 @@ def _profile_path(path: Path | None) -> Path:
 
 def _load_plan(path: Path | None, use_bundled: bool) -> dict[str, Any]:
     """The plan named by --plan, else the bundled kernels' one when no TARGET is given, else none."""
-    from offload_tuner._targets import bundled_plan
+    from offload_tuner.calibration._targets import bundled_plan
 
     if path is None and not use_bundled:
         return {}
@@ -141,7 +141,7 @@ def _load_plan(path: Path | None, use_bundled: bool) -> dict[str, Any]:
 
 
 def _kernel_plans(plan: dict[str, Any]) -> dict[str, Any]:
-    from offload_tuner._calibrate import KernelPlan
+    from offload_tuner.calibration._calibrate import KernelPlan
 
     plans = {}
     for key, raw in (plan.get("kernels") or {}).items():
@@ -188,7 +188,7 @@ class _TerminalProgress:
         elif event == "kernel_measured":
             self.done_times.append(time.monotonic() - self._kernel_started)
         elif event == "kernel_done":
-            from offload_tuner._report import format_threshold
+            from offload_tuner.inspection._report import format_threshold
 
             entry = info["entry"]
             outcome = "FAILED: " + str(entry.get("error")) if entry["status"] == "failed" else (
@@ -216,19 +216,19 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from offload_tuner._extras import requirement_problem
+    from offload_tuner.inspection._extras import requirement_problem
 
     problem = requirement_problem("calibrate", "offload-tuner calibrate")  # before importing or measuring
     if problem:
         print(f"offload-tuner: {problem}", file=sys.stderr)
         return EXIT_USAGE
 
-    from offload_tuner._backends import default_workers, recommended_pool
-    from offload_tuner._calibrate import EFFORTS, calibrate
-    from offload_tuner._policy import DEFAULT_CONCURRENCY, DEFAULT_LOOP_BUDGET_S, PolicyKnobs
-    from offload_tuner._profile import ProfileError, default_profile_path, write_profile
-    from offload_tuner._report import format_table
-    from offload_tuner._targets import NoKernelsError, TargetError, resolve_targets
+    from offload_tuner.runtime._backends import default_workers, recommended_pool
+    from offload_tuner.calibration._calibrate import EFFORTS, calibrate
+    from offload_tuner.runtime._policy import DEFAULT_CONCURRENCY, DEFAULT_LOOP_BUDGET_S, PolicyKnobs
+    from offload_tuner.runtime._profile import ProfileError, default_profile_path, write_profile
+    from offload_tuner.inspection._report import format_table
+    from offload_tuner.calibration._targets import NoKernelsError, TargetError, resolve_targets
 
     plan = _load_plan(args.plan, use_bundled=not args.targets)
     targets = args.targets or plan.get("targets") or []
@@ -285,7 +285,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _read_or_report(path: Path) -> Any:
     """The profile at ``path``, or None after saying on stderr why it cannot be read."""
-    from offload_tuner._profile import ProfileError, read_profile
+    from offload_tuner.runtime._profile import ProfileError, read_profile
 
     try:
         return read_profile(path)
@@ -295,7 +295,7 @@ def _read_or_report(path: Path) -> Any:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from offload_tuner._report import format_table, summary_rows
+    from offload_tuner.inspection._report import format_table, summary_rows
 
     path = _profile_path(args.profile)
     profile = _read_or_report(path)
@@ -316,9 +316,9 @@ def _explain(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
     import offload_tuner
-    from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
-    from offload_tuner._report import format_load, format_seconds
-    from offload_tuner._targets import TargetError, import_kernel
+    from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
+    from offload_tuner.inspection._report import format_load, format_seconds
+    from offload_tuner.calibration._targets import TargetError, import_kernel
 
     path = _profile_path(args.profile)
     profile = _read_or_report(path)
@@ -381,7 +381,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from offload_tuner._check import check_profile
+    from offload_tuner.inspection._check import check_profile
 
     path = _profile_path(args.profile)
     problems = check_profile(path)
@@ -399,7 +399,7 @@ def _plot(args: argparse.Namespace) -> int:
     if profile is None:
         return EXIT_PROFILE
     try:
-        from offload_tuner._plot import write_pngs
+        from offload_tuner.inspection._plot import write_pngs
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in ("matplotlib", "numpy", "PIL"):
             raise
@@ -422,8 +422,8 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _profile_and_traffic(args: argparse.Namespace) -> tuple[Any, Any, int]:
     """The profile and the observed traffic per kernel, or an exit code after a message naming the problem."""
-    from offload_tuner._retune import traffic
-    from offload_tuner._statsfile import StatsError, read_stats
+    from offload_tuner.runtime._retune import traffic
+    from offload_tuner.runtime._statsfile import StatsError, read_stats
 
     path = _profile_path(args.profile)
     profile = _read_or_report(path)
@@ -447,7 +447,7 @@ def _profile_and_traffic(args: argparse.Namespace) -> tuple[Any, Any, int]:
 
 
 def _drift(args: argparse.Namespace) -> int:
-    from offload_tuner._retune import MIN_SAMPLES, drift
+    from offload_tuner.runtime._retune import MIN_SAMPLES, drift
 
     profile, observed, code = _profile_and_traffic(args)
     if profile is None:
@@ -476,9 +476,9 @@ def _drift(args: argparse.Namespace) -> int:
 def _retune(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from offload_tuner._profile import ProfileError, write_profile
-    from offload_tuner._report import format_threshold
-    from offload_tuner._retune import retune, retuned_profile
+    from offload_tuner.runtime._profile import ProfileError, write_profile
+    from offload_tuner.inspection._report import format_threshold
+    from offload_tuner.runtime._retune import retune, retuned_profile
 
     profile, observed, code = _profile_and_traffic(args)
     if profile is None:

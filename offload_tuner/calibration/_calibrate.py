@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from offload_tuner._backends import PICKLE_PROTOCOL, describe_executor, dumps_call, invoke_pickled
-from offload_tuner._host import host_fingerprint
-from offload_tuner._loadphase import Rounds, measure_under_load
-from offload_tuner._measure import Timing, clock, time_call
-from offload_tuner._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
-from offload_tuner._profile import SCHEMA_VERSION
-from offload_tuner._registry import KernelSpec
+from offload_tuner.runtime._backends import PICKLE_PROTOCOL, describe_executor, dumps_call, invoke_pickled
+from offload_tuner.runtime._host import host_fingerprint
+from offload_tuner.calibration._loadphase import Rounds, measure_under_load
+from offload_tuner.calibration._measure import Timing, clock, time_call
+from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
+from offload_tuner.runtime._profile import SCHEMA_VERSION
+from offload_tuner.runtime._registry import KernelSpec
 
 Progress = Callable[..., None]
 
@@ -321,7 +321,7 @@ def _ladder(spec: KernelSpec, plan: KernelPlan, effort: Effort, samples: KernelS
 
 def _fit_costs(samples: KernelSamples) -> KernelCosts:
     """Fit every curve; the worker/inline compute ratio is set later, from validation."""
-    from offload_tuner._fit import fit_cost_model
+    from offload_tuner.calibration._fit import fit_cost_model
 
     sizes_b = [float(n) for n in samples.size]
     nbytes = [float(i + o) for i, o in zip(samples.bytes_in, samples.bytes_out)]

@@ -1,7 +1,7 @@
 """Cost models (pure, stdlib only): a fitted curve of seconds (or bytes) against input size.
 
 Read at run time and by ``offload-tuner explain``/``check``, so this module must not import numpy or
-scikit-learn; :mod:`offload_tuner._fit` produces the models during calibration.
+scikit-learn; :mod:`offload_tuner.calibration._fit` produces the models during calibration.
 
 Forms, in order of complexity (the fit prefers the simplest adequate one), in the style of StarPU's
 performance models:

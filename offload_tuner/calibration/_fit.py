@@ -1,6 +1,6 @@
 """Fitting cost models to measured samples (calibration only: numpy + scikit-learn).
 
-``fit_cost_model`` fits every candidate form of :mod:`offload_tuner._costmodel`, scores each by
+``fit_cost_model`` fits every candidate form of :mod:`offload_tuner.runtime._costmodel`, scores each by
 cross-validation grouped by size, and keeps the simplest form that no other form clearly beats.
 
 Robustness. Timings are noisy multiplicatively and their outliers are one-sided (preemption, page
@@ -70,7 +70,7 @@ from sklearn.isotonic import isotonic_regression
 from sklearn.linear_model import HuberRegressor
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
-from offload_tuner._costmodel import FORMS, MIN_DISTINCT_SIZES, MIN_SAMPLES, MIN_SPAN, CostModel
+from offload_tuner.runtime._costmodel import FORMS, MIN_DISTINCT_SIZES, MIN_SAMPLES, MIN_SPAN, CostModel
 
 MAX_FOLDS = 10
 """Leave-one-size-out up to this many distinct sizes, this many interleaved folds beyond."""

@@ -21,7 +21,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
-from offload_tuner._choice import (
+from offload_tuner.calibration._choice import (
     Candidate,
     Choice,
     choose,
@@ -38,8 +38,8 @@ from offload_tuner._choice import (
     snap,
     snap_down,
 )
-from offload_tuner._measure import clock
-from offload_tuner._policy import (
+from offload_tuner.calibration._measure import clock
+from offload_tuner.runtime._policy import (
     KernelCosts,
     LoadFactors,
     PolicyKnobs,
@@ -51,8 +51,8 @@ from offload_tuner._policy import (
     workload_makespan,
     _log_points,
 )
-from offload_tuner._registry import KernelSpec
-from offload_tuner._workload import Calls, build_calls, process_call, run_calls, shuffled_calls
+from offload_tuner.runtime._registry import KernelSpec
+from offload_tuner.calibration._workload import Calls, build_calls, process_call, run_calls, shuffled_calls
 
 MIN_CALLS_PER_CALLER = 2
 """Fewer calls than this say nothing about a mix of sizes, however long they take."""

@@ -11,7 +11,7 @@ import platform
 import sys
 from typing import Any, Mapping
 
-from offload_tuner._profile import current_hostname
+from offload_tuner.runtime._profile import current_hostname
 
 # The fields that must agree for thresholds to transfer. Library versions and the platform string are
 # recorded for people, not compared: a numpy patch release does not move a pickling threshold.

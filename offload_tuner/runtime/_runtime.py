@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Final
 
-from offload_tuner._backends import (
+from offload_tuner.runtime._backends import (
     INLINE,
     Backend,
     ResultNotPicklable,
@@ -32,12 +32,12 @@ from offload_tuner._backends import (
     dumps_call,
     invoke_pickled,
 )
-from offload_tuner._host import host_mismatches
-from offload_tuner._profile import Profile, ProfileError, configured_profile_path, read_profile
-from offload_tuner._registry import KernelSpec, spec_for
-from offload_tuner import _stats
-from offload_tuner._stats import BUCKETS, KernelStats, Timed, stats_for
-from offload_tuner._stats import _by_fn as _stats_by_fn
+from offload_tuner.runtime._host import host_mismatches
+from offload_tuner.runtime._profile import Profile, ProfileError, configured_profile_path, read_profile
+from offload_tuner.runtime._registry import KernelSpec, spec_for
+from offload_tuner.runtime import _stats
+from offload_tuner.runtime._stats import BUCKETS, KernelStats, Timed, stats_for
+from offload_tuner.runtime._stats import _by_fn as _stats_by_fn
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -465,7 +465,7 @@ def _check_drift(stats: KernelStats) -> None:
     if entry is None or entry.status != "ok" or "costs" not in entry.data:
         return
     try:
-        from offload_tuner._retune import drift, traffic_of
+        from offload_tuner.runtime._retune import drift, traffic_of
 
         results = drift({**profile.data, "kernels": {key: entry.data}}, {key: traffic_of(stats)})
     except Exception:  # a profile the runtime can use but whose models do not parse: nothing to compare
@@ -553,7 +553,7 @@ def _rebuild(executor: "Executor") -> "Executor | None":
         executor.shutdown(wait=False, cancel_futures=True)
     except Exception:  # a broken pool may complain on shutdown; it is being dropped either way
         pass
-    from offload_tuner._backends import recommended_pool
+    from offload_tuner.runtime._backends import recommended_pool
 
     return recommended_pool(**shape)
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from offload_tuner._registry import KernelSpec, registered, spec_by_key, spec_for
+from offload_tuner.runtime._registry import KernelSpec, registered, spec_by_key, spec_for
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from offload_tuner._registry import as_count
+from offload_tuner.runtime._registry import as_count
 
 SCHEMA_VERSION = 2
 """2: thresholds are chosen by measurements under the reference load (each kernel's ``load`` section)."""

@@ -26,7 +26,7 @@ import time
 from array import array
 from typing import Any, Callable, Final
 
-from offload_tuner._registry import KernelSpec, spec_for
+from offload_tuner.runtime._registry import KernelSpec, spec_for
 
 STATS_SCHEMA: Final = "offload-tuner-stats/1"
 BUCKETS: Final = 65
@@ -195,7 +195,7 @@ def _check_environment() -> None:
         return
     _environment_checked = True
     if os.environ.get("OFFLOAD_TUNER_STATS"):
-        from offload_tuner._statsfile import start_from_environment
+        from offload_tuner.runtime._statsfile import start_from_environment
 
         start_from_environment()
 
@@ -211,7 +211,7 @@ def reset_stats() -> None:
 
 def snapshot() -> dict[str, Any]:
     """This process's statistics as JSON-able data (the stats file's format, with one process)."""
-    from offload_tuner._profile import current_hostname
+    from offload_tuner.runtime._profile import current_hostname
 
     now = time.time()
     process = {

@@ -27,7 +27,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
-from offload_tuner._policy import (
+from offload_tuner.runtime._policy import (
     KernelCosts,
     LoadFactors,
     PolicyKnobs,
@@ -37,7 +37,7 @@ from offload_tuner._policy import (
     predict,
     workload_makespan,
 )
-from offload_tuner._stats import SAMPLE_KINDS, bucket_floor, bucket_of
+from offload_tuner.runtime._stats import SAMPLE_KINDS, bucket_floor, bucket_of
 
 MIN_GAIN = 0.01
 """Retune keeps the old threshold unless the new one is predicted at least this much faster on the mix."""
@@ -77,7 +77,7 @@ class Traffic:
 
 
 def traffic_of(stats: Any) -> Traffic:
-    """One kernel's live statistics (:class:`offload_tuner._stats.KernelStats`) as :class:`Traffic`: read
+    """One kernel's live statistics (:class:`offload_tuner.runtime._stats.KernelStats`) as :class:`Traffic`: read
     through the same JSON form a stats file holds, so the runtime and the CLI judge the same numbers."""
     key = stats.spec.key
     return traffic({"processes": {"live": {"kernels": {key: stats.to_json()}}}})[key]
