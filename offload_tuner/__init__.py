@@ -14,7 +14,8 @@ Production API (stdlib only, no numpy/scikit-learn)::
 Calibration (``offload-tuner calibrate``) writes the per-host profile the runtime reads. In production
 every call of a registered kernel is counted per size bucket and decision, and one in ``sample_every()``
 is timed: ``stats()`` returns them, ``record_stats(path)`` (or ``OFFLOAD_TUNER_STATS=path``) writes them to
-a file shared by the service's processes, which ``offload-tuner retune`` and ``drift`` read.
+a file shared by the service's processes, which ``offload-tuner retune`` and ``drift`` read; ``adapt(True)``
+(or ``OFFLOAD_TUNER_ADAPT=1``) retunes in-process, off the hot path.
 """
 
 from offload_tuner.runtime._backends import Backend, ResultNotPicklable, recommended_pool, register_backend
@@ -47,6 +48,7 @@ __all__ = [
     "ProfileOverriddenWarning",
     "ResultNotPicklable",
     "StatsError",
+    "adapt",
     "current_profile",
     "decide",
     "default_profile_path",
@@ -74,6 +76,17 @@ def record_stats(path, every_s: float = 60.0):  # type: ignore[no-untyped-def]
     from offload_tuner.runtime._statsfile import record_stats as _record
 
     return _record(path, every_s)
+
+
+def adapt(enabled: bool | None = None, *, every_s: float | None = None, min_calls: int | None = None) -> bool:
+    """Online adaptation on or off (``OFFLOAD_TUNER_ADAPT=1`` from the first kernel call); returns whether it
+    was on. A background thread re-derives each kernel's threshold every ``every_s`` seconds (default 30) once
+    ``min_calls`` new calls of it were seen (default 256), from the observed mix and timings, at most 2x per
+    step; near a threshold, one call in 64 or fewer runs the other way so both sides stay measured.
+    ``decide()`` says when a threshold was adapted and from what."""
+    from offload_tuner.runtime._adapt import adapt as _adapt
+
+    return _adapt(enabled, every_s=every_s, min_calls=min_calls)
 
 
 def __getattr__(name: str):  # type: ignore[no-untyped-def]

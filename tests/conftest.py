@@ -21,6 +21,7 @@ def clean_runtime(tmp_path, monkeypatch):
     """Every test starts with no executor, no profile, no remembered warnings, and no default profile."""
     monkeypatch.setenv("OFFLOAD_TUNER_PROFILE", str(tmp_path / "no-profile-here.json"))
     monkeypatch.delenv("OFFLOAD_TUNER_STATS", raising=False)
+    monkeypatch.delenv("OFFLOAD_TUNER_ADAPT", raising=False)
     offload_tuner.set_executor(None)
     offload_tuner.unload_profile()
     _runtime._warned.clear()
@@ -30,5 +31,7 @@ def clean_runtime(tmp_path, monkeypatch):
     offload_tuner.set_executor(None)
     offload_tuner.unload_profile()
     offload_tuner.record_stats(None)
+    offload_tuner.adapt(False, min_calls=256)
+    _runtime._adapted = (None, {})
     offload_tuner.sample_every(_stats.DEFAULT_SAMPLE_EVERY)
     offload_tuner.reset_stats()

@@ -124,6 +124,7 @@ def _kernel(d: dict) -> dict:
     (_broken(lambda d: _kernel(d)["calls"]["inline"].update({"64": -4})), "count >= 0"),
     (_broken(lambda d: _kernel(d)["calls"]["inline"].update({"64": 1.5})), "count >= 0"),
     (_broken(lambda d: _kernel(d)["calls"].update(elsewhere={})), "'inline' and 'offload'"),
+    (_broken(lambda d: _kernel(d).update(explored=-1)), "explored: expected a count >= 0"),
     (_broken(lambda d: _kernel(d)["samples"].update(loop=[[1.0, -5, 0.1]])), "size -5"),
     (_broken(lambda d: _kernel(d)["samples"].update(loop=[[1.0, 5, 1e400]])), "non-finite"),
     (_broken(lambda d: _kernel(d)["samples"].update(loop=[[1.0, 5]])), "[time, size, seconds]"),

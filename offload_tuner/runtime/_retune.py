@@ -234,36 +234,41 @@ class Retuned:
 def retune(profile: Mapping[str, Any], observed: Mapping[str, Traffic]) -> list[Retuned]:
     """Thresholds for the observed mix and timings, from the profile's models (kernels with traffic only)."""
     transport, knobs, models = kernel_models(profile)
-    out = []
-    for key, model in models.items():
-        t = observed.get(key)
-        if t is None or t.calls == 0:
-            continue
-        factors: dict[str, tuple[float, int]] = {}
-        for kind in JUDGED_KINDS:
-            ratios = [
-                seconds / e
-                for size, seconds in t.samples[kind]
-                if (e := predicted(kind, predict(model.costs, transport, knobs, max(1, size)))) > 0
-            ]
-            if len(ratios) >= MIN_SAMPLES:
-                factors[kind] = (min(max(statistics.median(ratios), FACTOR_LIMITS[0]), FACTOR_LIMITS[1]), len(ratios))
-        load = model.costs.load
-        corrected = replace(model.costs, load=LoadFactors(
-            round(load.inline * factors.get("inline", (1.0, 0))[0], 4),
-            round(load.offload_loop * factors.get("loop", (1.0, 0))[0], 4),
-            load.offload_worker,
-        ))
-        sizes, weights = mix_points(t.mix())
-        new = mix_threshold(corrected, transport, knobs, sizes, weights)
-        old_span = mix_makespan(corrected, transport, knobs, sizes, weights, model.threshold)
-        new_span = mix_makespan(corrected, transport, knobs, sizes, weights, new)
-        if old_span / new_span - 1 < MIN_GAIN:  # no better on this mix (e.g. both keep every observed call inline)
-            new, new_span = model.threshold, old_span
-        observed_offload = len(t.samples["loop"]) >= MIN_SAMPLES
-        out.append(Retuned(key, model.threshold, new, t.calls, factors, observed_offload, old_span / new_span - 1,
-                           corrected))
-    return out
+    return [
+        retune_kernel(model, transport, knobs, t, model.threshold)
+        for key, model in models.items()
+        if (t := observed.get(key)) is not None and t.calls > 0
+    ]
+
+
+def retune_kernel(
+    model: KernelModel, transport: TransportModel, knobs: PolicyKnobs, t: Traffic, current: int | None
+) -> Retuned:
+    """One kernel's threshold for its observed mix and timings; ``current`` is the threshold in force (the
+    profile's, or the last one online adaptation chose), kept unless the new one is ``MIN_GAIN`` better."""
+    factors: dict[str, tuple[float, int]] = {}
+    for kind in JUDGED_KINDS:
+        ratios = [
+            seconds / e
+            for size, seconds in t.samples[kind]
+            if (e := predicted(kind, predict(model.costs, transport, knobs, max(1, size)))) > 0
+        ]
+        if len(ratios) >= MIN_SAMPLES:
+            factors[kind] = (min(max(statistics.median(ratios), FACTOR_LIMITS[0]), FACTOR_LIMITS[1]), len(ratios))
+    load = model.costs.load
+    corrected = replace(model.costs, load=LoadFactors(
+        round(load.inline * factors.get("inline", (1.0, 0))[0], 4),
+        round(load.offload_loop * factors.get("loop", (1.0, 0))[0], 4),
+        load.offload_worker,
+    ))
+    sizes, weights = mix_points(t.mix())
+    new = mix_threshold(corrected, transport, knobs, sizes, weights)
+    old_span = mix_makespan(corrected, transport, knobs, sizes, weights, current)
+    new_span = mix_makespan(corrected, transport, knobs, sizes, weights, new)
+    if old_span / new_span - 1 < MIN_GAIN:  # no better on this mix (e.g. both keep every observed call inline)
+        new, new_span = current, old_span
+    observed_offload = len(t.samples["loop"]) >= MIN_SAMPLES
+    return Retuned(model.key, current, new, t.calls, factors, observed_offload, old_span / new_span - 1, corrected)
 
 
 def mix_points(mix: Mapping[int, int]) -> tuple[list[float], list[float]]:

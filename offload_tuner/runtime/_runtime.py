@@ -36,7 +36,7 @@ from offload_tuner.runtime._host import host_mismatches
 from offload_tuner.runtime._profile import Profile, ProfileError, configured_profile_path, read_profile
 from offload_tuner.runtime._registry import KernelSpec, spec_for
 from offload_tuner.runtime import _stats
-from offload_tuner.runtime._stats import BUCKETS, KernelStats, Timed, stats_for
+from offload_tuner.runtime._stats import BUCKETS, EXPLORE_NEAR_SHIFT, KernelStats, Timed, stats_for
 from offload_tuner.runtime._stats import _by_fn as _stats_by_fn
 
 if TYPE_CHECKING:
@@ -72,6 +72,11 @@ class Decision:
 _Entry = tuple[KernelSpec | None, int | None, str, KernelStats | None]
 
 _UNLOADED: Final = object()
+
+_ADAPTED: Final = "adapted"
+"""Reasons of entries whose threshold online adaptation chose (see :mod:`_adapt`) start with this."""
+_adapted: tuple[object, dict[str, tuple[int, str]]] = (None, {})
+"""The profile adaptation worked from, and its thresholds: used only while that profile is installed."""
 
 # Reasons of entries the profile decides (trusted: status ok, same code, same executor kind, this host).
 _FROM_PROFILE: Final = "profile"
@@ -225,12 +230,31 @@ def _entry_for(snap: _Snapshot, fn: Callable[..., Any]) -> tuple[KernelSpec | No
         return spec, default, f"kernel code changed since calibration: {default_text}"
     if entry.threshold is None:
         return spec, None, _NEVER_PAYS
+    adapted = _adapted[1].get(spec.key) if _adapted[0] is profile else None
+    if adapted is not None:
+        return spec, adapted[0], adapted[1]
     return spec, entry.threshold, _FROM_PROFILE
 
 
 def _trusted(reason: str) -> bool:
     """Whether an entry with this reason comes from a usable profile entry (not a fallback)."""
-    return reason == _FROM_PROFILE or reason == _NEVER_PAYS
+    return reason == _FROM_PROFILE or reason == _NEVER_PAYS or reason.startswith(_ADAPTED)
+
+
+def profile_decides(fn: Callable[..., Any]) -> bool:
+    """Whether the installed profile decides ``fn``'s calls (a trusted entry, not a fallback)."""
+    return _trusted(_resolve(fn)[1][2])
+
+
+def install_adapted(profile: Profile, table: dict[str, tuple[int, str]]) -> None:
+    """Online adaptation's thresholds (kernel key -> threshold, reason) for ``profile``: installed by swapping
+    the snapshot, so the hot path keeps reading one table. Ignored if another profile is installed by now."""
+    global _snapshot, _adapted
+    with _lock:
+        _adapted = (profile, dict(table))
+        current = _snapshot
+        if current.profile is profile:
+            _snapshot = _Snapshot(current.profile, current.profile_problem, current.executor)
 
 
 def _note_caller_decision(snap: _Snapshot, fn: Callable[..., Any]) -> None:
@@ -293,7 +317,7 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
             _note_caller_decision(snap, fn)
         return snap if offload_if else None
     if snap.executor is None:  # everything inline; still counted: the mix is worth knowing before offloading
-        offload = False
+        offload, threshold = False, None
         stats = _stats_by_fn.get(fn)
         if stats is None:
             stats = stats_for(fn)
@@ -329,6 +353,12 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
     counts[b] = c
     if c & _sample_mask != _sample_phase:
         return snap if offload else None
+    if c & _explore_mask == _explore_phase and threshold is not None and snap.executor is not None and (
+            threshold >> EXPLORE_NEAR_SHIFT <= n < threshold << EXPLORE_NEAR_SHIFT):
+        # Adapting: this timed call near the threshold runs the other way, so both sides stay measured. It
+        # stays counted under the decision (the counts advance, so the next call is not picked again).
+        offload = not offload
+        stats.explored += 1
     return Timed(snap if offload else None, stats, n)
 
 
@@ -343,6 +373,16 @@ def _size_or_none(spec: KernelSpec, args: tuple) -> int | None:
 
 
 _sample_mask, _sample_phase = _stats.sampling(_stats._sample_every)
+_explore_mask, _explore_phase = 0, -1
+"""Exploration's bit test (:func:`_stats.exploration`); the phase -1 matches no call: off unless adapting."""
+_exploring = False
+
+
+def set_exploration(on: bool) -> None:
+    """Online adaptation's exploration on or off (:mod:`_adapt`)."""
+    global _exploring, _explore_mask, _explore_phase
+    _exploring = on
+    _explore_mask, _explore_phase = _stats.exploration(_stats._sample_every) if on else (0, -1)
 
 
 def sample_every(every: int | None = None) -> int:
@@ -356,6 +396,7 @@ def sample_every(every: int | None = None) -> int:
         raise ValueError(f"sample_every() needs an int >= 0, got {every!r}")
     _stats._sample_every = _stats.power_of_two_at_most(every)
     _sample_mask, _sample_phase = _stats.sampling(_stats._sample_every)
+    set_exploration(_exploring)
     return previous
 
 

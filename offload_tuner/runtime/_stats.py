@@ -95,7 +95,7 @@ class SampleRing:
 class KernelStats:
     """One kernel's counters and sample rings (one per registered kernel, kept for the process's life)."""
 
-    __slots__ = ("spec", "size", "inline", "offload", "samples", "timed", "__weakref__")
+    __slots__ = ("spec", "size", "inline", "offload", "samples", "timed", "explored", "__weakref__")
 
     def __init__(self, spec: KernelSpec) -> None:
         self.spec = spec
@@ -106,6 +106,8 @@ class KernelStats:
         self.offload = [0] * BUCKETS
         """Calls offloaded, per size bucket."""
         self.samples = {kind: SampleRing() for kind in SAMPLE_KINDS}
+        self.explored = 0
+        """Calls online adaptation ran the other way than decided (counted under the decision)."""
         self.timed = 0
         """Samples recorded so far (every ``DRIFT_CHECK_EVERY`` of them, the runtime compares with the model)."""
 
@@ -126,6 +128,7 @@ class KernelStats:
                 "offload": {str(bucket_floor(b)): c for b, c in enumerate(self.offload) if c},
             },
             "samples": {kind: ring.rows() for kind, ring in self.samples.items()},
+            "explored": self.explored,
         }
 
 
@@ -144,6 +147,22 @@ def sampling(every: int) -> tuple[int, int]:
     if every <= 0:
         return 0, -1
     return every - 1, every // 2
+
+
+EXPLORE_NEAR_SHIFT: Final = 2
+"""While adapting, exploration covers sizes within ``2**EXPLORE_NEAR_SHIFT``-fold of the threshold."""
+EXPLORE_EVERY_AT_LEAST: Final = 64
+"""Exploration's cap: at most one call in this many of a size bucket near the threshold runs the other way."""
+
+
+def exploration(every: int) -> tuple[int, int]:
+    """The bit test picking the timed calls that run the other way while adapting: half of the timed calls, at
+    most one in ``EXPLORE_EVERY_AT_LEAST``. Every call it picks is also picked by :func:`sampling` (same
+    residue modulo ``every``), so an explored call is always timed. ``every=0``: none."""
+    if every <= 0:
+        return 0, -1
+    span = max(2 * every, EXPLORE_EVERY_AT_LEAST)
+    return span - 1, (sampling(every)[1] + span // 2) % span
 
 
 def power_of_two_at_most(every: int) -> int:
@@ -188,8 +207,9 @@ def stats_for(fn: Callable[..., Any]) -> KernelStats | None:
 
 
 def _check_environment() -> None:
-    """On the first call of a registered kernel: start the recorder ``OFFLOAD_TUNER_STATS=path`` asks for
-    (imported only then: a service that records nothing pays nothing)."""
+    """On the first call of a registered kernel: start the recorder ``OFFLOAD_TUNER_STATS=path`` and the
+    adaptation ``OFFLOAD_TUNER_ADAPT=1`` ask for (imported only then: a service that asks for neither pays
+    nothing)."""
     global _environment_checked
     if _environment_checked:
         return
@@ -198,6 +218,10 @@ def _check_environment() -> None:
         from offload_tuner.runtime._statsfile import start_from_environment
 
         start_from_environment()
+    if os.environ.get("OFFLOAD_TUNER_ADAPT", "0").strip() not in ("", "0"):
+        from offload_tuner.runtime._adapt import start_from_environment as start_adapting
+
+        start_adapting()
 
 
 def reset_stats() -> None:
@@ -205,6 +229,7 @@ def reset_stats() -> None:
     for stats in list(_by_fn.values()):
         stats.inline[:] = [0] * BUCKETS
         stats.offload[:] = [0] * BUCKETS
+        stats.explored = 0
         for ring in stats.samples.values():
             ring.clear()
 

@@ -110,6 +110,9 @@ def _validate_kernel(kernel: Any, where: str, fail: Any) -> None:
                 raise fail(f"{where}.calls.{decision}", f"bucket {floor!r} is not 0 or a power of two")
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise fail(f"{where}.calls.{decision}[{floor}]", f"expected a count >= 0, got {n!r}")
+    explored = kernel.get("explored", 0)
+    if type(explored) is not int or explored < 0:
+        raise fail(f"{where}.explored", f"expected a count >= 0, got {explored!r}")
     samples = kernel.get("samples")
     if not isinstance(samples, dict) or set(samples) - set(SAMPLE_KINDS):
         raise fail(f"{where}.samples", f"expected an object with kinds {', '.join(SAMPLE_KINDS)}")

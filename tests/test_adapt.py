@@ -1,0 +1,218 @@
+"""Online adaptation: thresholds re-derived in-process from synthetic statistics, the hysteresis, the
+exploration share, and that adaptation never fails a call."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import offload_tuner
+from offload_tuner.runtime import _adapt, _stats
+from offload_tuner.runtime._adapt import MAX_STEP, MIN_NEW_CALLS, limited
+from offload_tuner.runtime._policy import predict
+from offload_tuner.runtime._registry import spec_for
+from tests.support import total, write_profile_json
+from tests.test_retune import COSTS, KNOBS, TRANSPORT, WORKLOAD, profile_data
+
+KEY = spec_for(total).key
+
+
+def install_profile(tmp_path, pool) -> int:
+    """The synthetic profile of test_retune, for `total` (size = len), on a thread pool; its threshold."""
+    data = profile_data()
+    entry = data["kernels"].pop(next(iter(data["kernels"])))
+    path = write_profile_json(tmp_path / "p.json", {KEY: entry["threshold"]}, executor_kind="thread")
+    written = json.loads(path.read_text())
+    written["kernels"][KEY].update({k: v for k, v in entry.items() if k != "threshold"})
+    written.update({k: data[k] for k in ("policy", "transport")})
+    path.write_text(json.dumps(written))
+    offload_tuner.set_executor(pool)
+    offload_tuner.load_profile(path)
+    return entry["threshold"]
+
+
+def feed(sizes: list[int], threshold: int, inline_factor: float = 1.0, loop_factor: float = 1.0) -> None:
+    """Count these calls of `total` as the runtime would at ``threshold`` and time each as the model says,
+    scaled: the statistics a service with that kernel would gather."""
+    stats = _stats.stats_for(total)
+    for n in sizes:
+        b = _stats.bucket_of(n)
+        p = predict(COSTS, TRANSPORT, KNOBS, n)
+        if n >= threshold:
+            stats.offload[b] += 1
+            stats.record("loop", n, p.offload_loop_s * loop_factor)
+        else:
+            stats.inline[b] += 1
+            stats.record("inline", n, p.inline_s * inline_factor)
+
+
+def log_spread(lo: int, hi: int, count: int) -> list[int]:
+    return [int(lo * (hi / lo) ** ((i + 0.5) / count)) for i in range(count)]
+
+
+@pytest.mark.parametrize("current, proposal, expected", [
+    (1000, 100, 500), (1000, 700, 700), (1000, 5000, 2000), (1000, None, 2000), (1000, 0, 500), (0, 50, 2),
+    (1, 0, 0),
+])
+def test_a_step_moves_a_threshold_at_most_twofold(current, proposal, expected):
+    assert limited(current, proposal) == expected
+
+
+def test_a_kernel_that_got_slower_is_offloaded_from_smaller_sizes_at_most_2x_per_step(tmp_path):
+    with ThreadPoolExecutor(1) as pool:
+        t0 = install_profile(tmp_path, pool)
+        seen = []
+        threshold = t0
+        for _ in range(4):
+            feed(log_spread(*map(int, WORKLOAD), 400), threshold, inline_factor=3.0)
+            changes = _adapt._adapter.step()
+            decision = offload_tuner.decide(total, list(range(10)))
+            if changes:
+                (change,) = changes
+                assert change.previous == threshold and threshold / MAX_STEP <= change.threshold < threshold
+                threshold = change.threshold
+                assert decision.threshold == threshold and decision.reason.startswith("adapted at")
+                assert f"-> {threshold} (profile: {t0})" in decision.reason and "inline x3.00" in decision.reason
+            seen.append(threshold)
+    assert seen[0] < t0, "a kernel 3x slower inline than its model is offloaded from smaller sizes"
+    assert seen == sorted(seen, reverse=True)
+
+
+def test_a_kernel_that_behaves_as_calibrated_keeps_its_threshold(tmp_path):
+    with ThreadPoolExecutor(1) as pool:
+        t0 = install_profile(tmp_path, pool)
+        for _ in range(3):
+            feed(log_spread(*map(int, WORKLOAD), 400), t0)
+            assert _adapt._adapter.step() == []
+        assert offload_tuner.decide(total, list(range(10))).reason.startswith("profile")
+
+
+def test_no_step_without_enough_new_calls(tmp_path):
+    with ThreadPoolExecutor(1) as pool:
+        t0 = install_profile(tmp_path, pool)
+        feed(log_spread(*map(int, WORKLOAD), MIN_NEW_CALLS - 1), t0, inline_factor=3.0)
+        assert _adapt._adapter.step() == []
+        feed([int(WORKLOAD[0])], t0, inline_factor=3.0)  # the MIN_NEW_CALLS-th
+        assert len(_adapt._adapter.step()) == 1
+        offload_tuner.adapt(None, min_calls=10)  # a service that wants faster steps on fewer calls
+        feed(log_spread(*map(int, WORKLOAD), 10), t0, inline_factor=3.0)
+        assert len(_adapt._adapter.step()) == 1
+
+
+def test_a_mix_in_the_lowest_decade_moves_the_threshold_to_what_retune_says_for_it(tmp_path):
+    """Every call in the lowest decade of the calibrated range, timed as calibrated: the mix the profile was not
+    tuned for (the retune case); adaptation gets to retune's threshold for that mix, 2x per step at most."""
+    from offload_tuner.runtime._retune import Traffic, kernel_models, retune_kernel
+
+    with ThreadPoolExecutor(1) as pool:
+        t0 = install_profile(tmp_path, pool)
+        lo = int(WORKLOAD[0])
+        mix = log_spread(lo, 10 * lo, 400)
+        buckets: dict[int, int] = {}
+        for n in mix:
+            floor = _stats.bucket_floor(_stats.bucket_of(n))
+            buckets[floor] = buckets.get(floor, 0) + 1
+        transport, knobs, models = kernel_models(json.loads((tmp_path / "p.json").read_text()))
+        target = retune_kernel(models[KEY], transport, knobs, Traffic(inline=buckets), t0).new
+        assert target is not None and target < t0 / 4, "the synthetic model must want a much lower threshold"
+        path = [t0]
+        for _ in range(10):
+            feed(mix, path[-1])
+            for change in _adapt._adapter.step():
+                path.append(change.threshold)
+    assert all(b >= a / MAX_STEP for a, b in zip(path, path[1:]))
+    assert len(path) >= 3 and abs(path[-1] - target) <= 0.25 * target, path
+
+
+def test_a_new_profile_starts_afresh(tmp_path):
+    with ThreadPoolExecutor(1) as pool:
+        t0 = install_profile(tmp_path, pool)
+        feed(log_spread(*map(int, WORKLOAD), 400), t0, inline_factor=3.0)
+        assert _adapt._adapter.step()
+        assert offload_tuner.decide(total, list(range(10))).threshold != t0
+        offload_tuner.load_profile(tmp_path / "p.json")  # loaded again: its own thresholds
+        assert offload_tuner.decide(total, list(range(10))).threshold == t0
+
+
+def test_exploration_runs_a_capped_share_of_calls_near_the_threshold_the_other_way(tmp_path):
+    offload_tuner.sample_every(1)  # every call timed: the cap, not the sampling, bounds exploration
+    stats = _stats.stats_for(total)
+    with ThreadPoolExecutor(2) as pool:
+        t0 = install_profile(tmp_path, pool)
+        offload_tuner.adapt(True, every_s=3600)  # exploration on; no step will run during the test
+        explored = []
+        for n, calls in ((t0 // 2, 3000), (t0 * 2, 3000), (t0 // 8, 1000), (t0 * 8, 1000)):
+            before, loop_before = stats.explored, stats.samples["loop"].filled
+            for _ in range(calls):
+                assert offload_tuner.run_kernel_sync(total, list(range(n))) == n * (n - 1) // 2
+            explored.append(stats.explored - before)
+            if n < t0:  # every call decided inline: a loop sample can only come from an explored call
+                assert stats.samples["loop"].filled - loop_before == explored[-1]
+    assert 0 < explored[0] <= 3000 * 0.02 and 0 < explored[1] <= 3000 * 0.02
+    assert explored[2:] == [0, 0], "sizes more than 4x from the threshold are never explored"
+    counts = offload_tuner.stats()["processes"]
+    (section,) = counts.values()
+    assert section["kernels"][KEY]["explored"] == sum(explored)
+    assert sum(section["kernels"][KEY]["calls"]["offload"].values()) == 4000, "counted as decided"
+
+
+def test_exploration_is_off_unless_adapting(tmp_path):
+    offload_tuner.sample_every(1)
+    with ThreadPoolExecutor(1) as pool:
+        t0 = install_profile(tmp_path, pool)
+        for _ in range(500):
+            offload_tuner.run_kernel_sync(total, list(range(t0 // 2)))
+    (section,) = offload_tuner.stats()["processes"].values()
+    assert section["kernels"][KEY]["calls"]["offload"] == {}
+
+
+def test_a_failing_step_is_reported_once_and_calls_go_on(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ArithmeticError("synthetic failure")
+
+    monkeypatch.setattr(_adapt, "retune_kernel", broken)
+    with ThreadPoolExecutor(1) as pool, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = install_profile(tmp_path, pool)
+        feed(log_spread(*map(int, WORKLOAD), 400), t0)
+        offload_tuner.adapt(True, every_s=0.01)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("adaptation failed" in str(w.message) for w in caught):
+            assert offload_tuner.run_kernel_sync(total, list(range(10))) == 45
+            feed(log_spread(*map(int, WORKLOAD), MIN_NEW_CALLS), t0)
+            time.sleep(0.01)
+        time.sleep(0.1)  # more failing steps: still one warning
+    failed = [str(w.message) for w in caught if "adaptation failed" in str(w.message)]
+    assert len(failed) == 1 and "ArithmeticError: synthetic failure" in failed[0]
+    assert offload_tuner.decide(total, list(range(10))).threshold == t0
+
+
+def test_adapt_reports_its_state_and_refuses_a_bad_interval():
+    assert offload_tuner.adapt() is False
+    assert offload_tuner.adapt(True, every_s=60) is False
+    assert offload_tuner.adapt() is True
+    assert offload_tuner.adapt(False) is True
+    with pytest.raises(ValueError, match="every_s > 0"):
+        offload_tuner.adapt(True, every_s=0)
+    with pytest.raises(ValueError, match="min_calls >= 1"):
+        offload_tuner.adapt(True, min_calls=0)
+    assert offload_tuner.adapt() is False
+
+
+@pytest.mark.parametrize("value, on, warns", [("1", True, False), ("2.5", True, False), ("0", False, False),
+                                              ("often", False, True)])
+def test_adaptation_starts_from_the_environment(value, on, warns):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('always'); import offload_tuner; from tests.support import total; "
+            "offload_tuner.run_kernel_sync(total, [1]); print(offload_tuner.adapt())")
+    env = {**os.environ, "OFFLOAD_TUNER_ADAPT": value, "OFFLOAD_TUNER_PROFILE": "/nonexistent/p.json"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == str(on)
+    assert ("OFFLOAD_TUNER_ADAPT='often'" in out.stderr) == warns
