@@ -1,13 +1,15 @@
-"""Mix shift: the service's real mix is the lowest decade of the calibrated range. Static vs retuned vs oracle.
+"""Mix shift: the service's real mix is the lowest decade of the calibrated range. Static, retuned, adaptive, oracle.
 
     python -m benchmarks.mixshift --profile calibration/reference/vm.json [--rounds 5] [--kernel NAME ...]
 
 For each bundled kernel: the calls of the co-hosted workload are drawn from ``[lo, 10 * lo]`` of the kernel's
 ``workload_range`` instead of the whole range. First the service runs them once under the profile, as in
 production, with every call timed (``sample_every(1)``); ``retune`` (the same function as ``offload-tuner
-retune``) then recomputes the threshold from those statistics and the profile's models. Then, in
-interleaved rounds: ``tuned`` (the static profile), ``retuned``, and the static sweep over the decade
-(always, powers of two, never) whose best is the oracle. Writes ``results/mixshift/mixshift.{json,md}``.
+retune``) then recomputes the threshold from those statistics and the profile's models. Then the service
+runs ``LEARN_PASSES`` more times under the profile with online adaptation on (:mod:`benchmarks.adaptive`,
+warm: what it learns carries over). Then, in interleaved rounds: ``tuned`` (the static profile), ``retuned``,
+``adaptive`` (still adapting), and the static sweep over the decade (always, powers of two, never) whose best
+is the oracle. Writes ``results/mixshift/mixshift.{json,md}``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import offload_tuner
+from benchmarks.adaptive import Adaptive
 from benchmarks.workload import (
     RESULTS,
     Workload,
@@ -35,6 +38,8 @@ from offload_tuner.inspection._report import format_threshold as _fmt
 
 OUT = RESULTS / "mixshift"
 DECADE = 10
+LEARN_PASSES = 4
+"""Runs of the calls with adaptation on before the measured rounds (a service that has been running)."""
 
 
 def record_and_retune(spec: Any, calls: Any, callers: int, profile_data: dict) -> dict[str, Any]:
@@ -66,24 +71,28 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"Command: `{report['command']}` ({report['duration_s']:.0f} s).",
         "",
-        "| kernel | sizes | static threshold | retuned (timings observed) | static / oracle | retuned / oracle | "
-        "oracle | spread |",
-        "|---|---|---|---|---|---|---|---|",
+        "| kernel | sizes | static threshold | retuned (timings observed) | adaptive (end of rounds) | static / oracle "
+        "| retuned / oracle | adaptive / oracle | oracle | spread |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in report["workloads"]:
         s = e["summary"]
         o = s[e["oracle"]]["makespan_s"]
         r = e["retune"]
         factors = ", ".join(f"{k} x{v['ratio']:.2f}" for k, v in r["factors"].items()) or "none"
+        adaptive = " / ".join(_fmt(t) for t in e["adaptive"]["thresholds"][-report["rounds"]:])
         lines.append(
             f"| {e['kernel'].split(':')[-1]} | {e['sizes'][0]}-{e['sizes'][1]} | {_fmt(r['old'])} | "
-            f"{_fmt(r['new'])} ({factors}) | {s['tuned']['makespan_s'] / o:.2f} | {s['retuned']['makespan_s'] / o:.2f} | "
+            f"{_fmt(r['new'])} ({factors}) | {adaptive} | {s['tuned']['makespan_s'] / o:.2f} | "
+            f"{s['retuned']['makespan_s'] / o:.2f} | {s['adaptive']['makespan_s'] / o:.2f} | "
             f"{e['oracle']} | {e['spread']:.0%} |"
         )
     lines += [
         "",
         "Ratios are of normalised median makespans (each round scaled by its geometric mean over every policy); "
         "the oracle is the best static policy measured in the same rounds (the retuned threshold included). "
+        f"Adaptive: {LEARN_PASSES} runs with adaptation on before the rounds, then adapting on in its own runs; "
+        "its threshold at the end of each round is listed. "
         "Spread: the median over policies of (max - min) / median across rounds.",
     ]
     return "\n".join(lines) + "\n"
@@ -123,11 +132,18 @@ def main(argv: list[str] | None = None) -> int:
             calls = size_calls(spec, lowest, args.seed, args.smoke)
             warm_workers(spec, calls)
             retuned = record_and_retune(spec, calls, args.callers, profile.data)
+            adaptive = Adaptive(spec, args.profile, warm=True)
+            for _ in range(1 if args.smoke else LEARN_PASSES):
+                run_policy(spec, calls, "adaptive", args.callers, dynamic={"adaptive": adaptive})
             entry = bench_workload(spec, lowest, callers=args.callers, rounds=rounds, seed=args.seed,
-                                   smoke=args.smoke, named={"retuned": retuned["new"]}, calls=calls)
+                                   smoke=args.smoke, named={"retuned": retuned["new"]}, calls=calls,
+                                   dynamic={"adaptive": adaptive})
             entry["retune"] = retuned
+            entry["adaptive"] = {"settings": adaptive.settings(), "thresholds": adaptive.thresholds,
+                                 "reasons": adaptive.reasons}
             entries.append(entry)
     finally:
+        offload_tuner.adapt(False)
         offload_tuner.set_executor(None)
         pool.shutdown(wait=True, cancel_futures=True)
     report = {

@@ -93,6 +93,20 @@ def test_profile_decision_timing_every_call(benchmark, installed):
 
 
 @pytest.mark.benchmark(group="decision-overhead")
+def test_profile_decision_adapting(benchmark, installed):
+    """Online adaptation on: its steps run on their own thread (none falls in this run), and the hot path
+    gains nothing but the exploration test on timed calls."""
+    xs = XS
+    offload_tuner.adapt(True, every_s=3600)
+    try:
+        run = _rounds(installed, lambda: offload_tuner.run_kernel(tiny, xs))
+        benchmark.extra_info["calls_per_round"] = CALLS
+        benchmark(run)
+    finally:
+        offload_tuner.adapt(False)
+
+
+@pytest.mark.benchmark(group="decision-overhead")
 def test_caller_override(benchmark, installed):
     """offload_if=False given by the caller: the old API through the new function."""
     xs = XS

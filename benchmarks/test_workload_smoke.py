@@ -53,6 +53,23 @@ def test_mix_shift_benchmark_runs_and_retunes_from_what_it_recorded(tmp_path):
     retune = entry["retune"]
     assert retune["calls"] >= entry["calls"]  # every call of the recording run was counted
     assert retune["factors"]["inline"]["samples"] >= 8  # and timed: the static profile keeps them inline
-    assert {"tuned", "retuned", "always", "never"} <= set(entry["summary"])
-    assert entry["oracle"] != "tuned"
+    assert {"tuned", "retuned", "adaptive", "always", "never"} <= set(entry["summary"])
+    assert entry["oracle"] not in ("tuned", "adaptive")
+    assert len(entry["adaptive"]["thresholds"]) == 2  # the learning run and the measured round
     assert (out / "mixshift-smoke.md").read_text().startswith("# Mix shift")
+
+
+def test_slowdown_benchmark_runs_every_policy_over_both_phases(tmp_path):
+    from benchmarks import slowdown
+
+    out = tmp_path / "slowdown"
+    assert slowdown.main(["--smoke", "--out-dir", str(out)]) == 0
+    report = json.loads((out / "slowdown-smoke.json").read_text())
+    entry = report["entry"]
+    assert (out / "profile.json").is_file() and (out / "plan.json").is_file()  # calibrated here, kept with it
+    assert entry["calls"] % 2 == 0 and entry["oracle"] not in ("tuned", "adaptive")
+    assert {"tuned", "retuned", "adaptive", "always", "never"} <= set(entry["summary"])
+    assert entry["summary"]["always"]["offloaded"] == entry["calls"]  # both phases ran, every call offloaded
+    assert report["retune"]["factors"]["inline"]["samples"] >= 8
+    assert len(report["adaptive"]["thresholds"]) == 1
+    assert (out / "slowdown-smoke.md").read_text().startswith("# A kernel 2x slower")

@@ -38,7 +38,7 @@ import time
 import warnings
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, ContextManager, Mapping
 
 import offload_tuner
 from offload_tuner.runtime._host import host_fingerprint
@@ -136,16 +136,38 @@ def size_calls(spec: KernelSpec, workload: Workload, seed: int, smoke: bool) -> 
     return build_calls(spec.sample, spec.size, (workload.lo, workload.hi), count, seed)  # type: ignore[arg-type]
 
 
+class DynamicPolicy:
+    """A policy whose decisions change during the run (online adaptation): the profile decides
+    (``offload_if=None``) inside ``during()``, which sets the policy up and tears it down around each run so
+    the policies between its runs see the static profile; ``offloaded()`` counts what it offloaded."""
+
+    def during(self) -> ContextManager[None]:
+        raise NotImplementedError
+
+    def offloaded(self) -> int:
+        raise NotImplementedError
+
+
 def run_policy(spec: KernelSpec, calls: Calls, name: str, callers: int,
-               named: Mapping[str, int | None] | None = None) -> RunResult:
-    gate = policy_gate(name, named)
-    # Counted outside the timed run, through the same decision run_kernel makes.
-    offloaded = sum(1 for args, n in calls if offload_tuner.decide(spec.fn, *args, offload_if=gate(n)).offload)
+               named: Mapping[str, int | None] | None = None,
+               dynamic: Mapping[str, DynamicPolicy] | None = None, warmup: int | None = None) -> RunResult:
+    """One run of ``calls`` under one policy. ``warmup``: calls run again after the last so that a steady pass
+    is timed (default: a few per caller; 0 runs the calls once, in order, as a time series)."""
+    policy = (dynamic or {}).get(name)
+    gate = (lambda n: None) if policy is not None else policy_gate(name, named)
+    warmup = WARMUP_CALLS_PER_CALLER * callers if warmup is None else warmup
 
     async def call(args: tuple, n: int) -> Any:
         return await offload_tuner.run_kernel(spec.fn, *args, offload_if=gate(n))
 
-    stats = run_calls(calls, callers, call, offload_tuner.get_executor(), warmup=WARMUP_CALLS_PER_CALLER * callers)
+    if policy is not None:
+        with policy.during():
+            stats = run_calls(calls, callers, call, offload_tuner.get_executor(), warmup=warmup)
+            offloaded = policy.offloaded()
+    else:
+        # Counted outside the timed run, through the same decision run_kernel makes.
+        offloaded = sum(1 for args, n in calls if offload_tuner.decide(spec.fn, *args, offload_if=gate(n)).offload)
+        stats = run_calls(calls, callers, call, offload_tuner.get_executor(), warmup=warmup)
     return RunResult(name, stats.makespan_s, stats.lag_p50_s, stats.lag_p99_s, stats.lag_max_s, stats.caller_cpu_s,
                      stats.worker_cpu_s, offloaded, len(calls), stats.steady_s)
 
@@ -162,23 +184,27 @@ def warm_workers(spec: KernelSpec, calls: Calls) -> None:
 
 def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds: int, seed: int,
                    smoke: bool = False, named: Mapping[str, int | None] | None = None,
-                   calls: Calls | None = None) -> dict[str, Any]:
+                   calls: Calls | None = None, dynamic: Mapping[str, DynamicPolicy] | None = None,
+                   order: Callable[[Calls, random.Random], Calls] = shuffled_calls,
+                   warmup: int | None = None) -> dict[str, Any]:
     """Every policy in interleaved rounds: tuned (the profile decides), the old 256, ``named`` thresholds,
-    and the static sweep (the oracle is the best of those measured, named ones included)."""
+    ``dynamic`` policies, and the static sweep (the oracle is the best static measured, named ones included).
+    ``order`` gives each round's order of the calls (the same for every policy of the round)."""
     calls = calls if calls is not None else size_calls(spec, workload, seed, smoke)
     warm_workers(spec, calls)
     statics = [static_name(t) for t in sweep_thresholds(workload)]
-    policies = ["tuned", "static-256"] + list(named or {}) + [s for s in statics if s != "T=256"]
-    same_as = identical_policies(spec, calls, policies, named)
+    policies = ["tuned", "static-256"] + list(named or {}) + list(dynamic or {}) + [s for s in statics if s != "T=256"]
+    same_as = identical_policies(spec, calls, [p for p in policies if p not in (dynamic or {})], named)
+    same_as.update({p: p for p in dynamic or {}})
     distinct = [p for p in policies if same_as[p] == p]
     runs: dict[str, list[RunResult]] = {p: [] for p in policies}
     order_rng, calls_rng = random.Random(seed), random.Random(seed + 1)
     for _ in range(rounds):
-        order = distinct[:]
-        order_rng.shuffle(order)
-        round_calls = shuffled_calls(calls, calls_rng)  # one fresh order per round, the same for every policy
-        for name in order:
-            result = run_policy(spec, round_calls, name, callers, named)
+        names = distinct[:]
+        order_rng.shuffle(names)
+        round_calls = order(calls, calls_rng)  # one fresh order per round, the same for every policy
+        for name in names:
+            result = run_policy(spec, round_calls, name, callers, named, dynamic, warmup)
             for member in (p for p in policies if same_as[p] == name):
                 runs[member].append(RunResult(member, *astuple(result)[1:]))
     tuned = offload_tuner.decide(spec.fn, *spec.sample(workload.lo))  # type: ignore[misc]
@@ -193,8 +219,10 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
     }
     if named:
         entry["named"] = dict(named)
+    if dynamic:
+        entry["dynamic"] = list(dynamic)
     analyse(entry)
-    entry["model_check"] = model_check(spec, calls, entry["summary"], workload, named)
+    entry["model_check"] = model_check(spec, calls, entry["summary"], workload, named, list(dynamic or {}))
     return entry
 
 
@@ -251,7 +279,8 @@ def _compare(entry: dict[str, Any], field: str) -> dict[str, Any]:
     scale = round_scales([[runs[name][r][field] for name in distinct] for r in range(rounds)])
     normalised = {name: [run[field] * f for run, f in zip(runs[name], scale)] for name in names}
     medians = {name: statistics.median(values) for name, values in normalised.items()}
-    oracle = min((n for n in names if n != "tuned"), key=lambda n: medians[n])
+    dynamic = set(entry.get("dynamic", ()))
+    oracle = min((n for n in names if n != "tuned" and n not in dynamic), key=lambda n: medians[n])
     spread = statistics.median(
         (max(v) - min(v)) / statistics.median(v) for name, v in normalised.items() if name in distinct and len(v) > 1
     ) if rounds > 1 else 0.0
@@ -276,7 +305,8 @@ def summarise(results: list[RunResult]) -> dict[str, Any]:
 
 
 def model_check(spec: KernelSpec, calls: Calls, summary: dict[str, Any], workload: Workload,
-                named: Mapping[str, int | None] | None = None) -> dict[str, Any] | None:
+                named: Mapping[str, int | None] | None = None,
+                entry_dynamic: Collection[str] = ()) -> dict[str, Any] | None:
     """The profile's own prediction of each static policy's makespan on these exact calls (load factors
     included), against the measured median: where they disagree is where the model needs work."""
     from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, predict, workload_makespan
@@ -292,7 +322,7 @@ def model_check(spec: KernelSpec, calls: Calls, summary: dict[str, Any], workloa
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
     rows = {}
     for name in summary:
-        if name == "tuned":
+        if name == "tuned" or name in entry_dynamic:
             continue
         if named and name in named:
             t = named[name]

@@ -4,6 +4,7 @@ exploration share, and that adaptation never fails a call."""
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ import pytest
 
 import offload_tuner
 from offload_tuner.runtime import _adapt, _stats
-from offload_tuner.runtime._adapt import MAX_STEP, MIN_NEW_CALLS, limited
+from offload_tuner.runtime._adapt import COOLDOWN_WINDOWS, MAX_STEP, MIN_NEW_CALLS, TRIAL_PAIRS, limited
 from offload_tuner.runtime._policy import predict
 from offload_tuner.runtime._registry import spec_for
 from tests.support import total, write_profile_json
@@ -21,10 +22,10 @@ from tests.test_retune import COSTS, KNOBS, TRANSPORT, WORKLOAD, profile_data
 KEY = spec_for(total).key
 
 
-def install_profile(tmp_path, pool) -> int:
+def install_profile(tmp_path, pool, **override) -> int:
     """The synthetic profile of test_retune, for `total` (size = len), on a thread pool; its threshold."""
     data = profile_data()
-    entry = data["kernels"].pop(next(iter(data["kernels"])))
+    entry = {**data["kernels"].pop(next(iter(data["kernels"]))), **override}
     path = write_profile_json(tmp_path / "p.json", {KEY: entry["threshold"]}, executor_kind="thread")
     written = json.loads(path.read_text())
     written["kernels"][KEY].update({k: v for k, v in entry.items() if k != "threshold"})
@@ -55,87 +56,154 @@ def log_spread(lo: int, hi: int, count: int) -> list[int]:
 
 
 @pytest.mark.parametrize("current, proposal, expected", [
-    (1000, 100, 500), (1000, 700, 700), (1000, 5000, 2000), (1000, None, 2000), (1000, 0, 500), (0, 50, 2),
-    (1, 0, 0),
+    (1000, 100, 500), (1000, 700, 700), (1000, 5000, 2000), (1000, 0, 500), (0, 50, 2), (1, 0, 0),
+    (1000, None, 2000),  # towards never, 2x at a time...
+    (40_000, None, None),  # ...and never once past every size seen (top 65536)
+    (None, 100, 32768), (None, 50_000, 50_000),  # from never: the top half of the sizes seen first
+    (None, None, None), (None, 65536, None),
 ])
 def test_a_step_moves_a_threshold_at_most_twofold(current, proposal, expected):
-    assert limited(current, proposal) == expected
+    assert limited(current, proposal, 65536) == expected
 
 
-def test_a_kernel_that_got_slower_is_offloaded_from_smaller_sizes_at_most_2x_per_step(tmp_path):
+def in_force() -> int | None:
+    return offload_tuner.decide(total, [0]).threshold
+
+
+def run_windows(mix: list[int], windows: int, pace, inline_factor: float = 1.0) -> list[int | None]:
+    """``windows`` windows of the calls ``mix``, each counted and timed under the threshold in force, each lasting
+    ``pace(threshold)`` seconds per call: the world's answer to every trial. The thresholds in force after each."""
+    now = 1000.0
+    _stats.stats_for(total)  # the kernel's statistics exist (its first call would create them)
+    _adapt._adapter.step(now)  # the first look opens a window
+    out = []
+    for _ in range(windows):
+        threshold = in_force()
+        feed(mix, 1 << 62 if threshold is None else threshold, inline_factor)
+        now += pace(threshold) * len(mix)
+        _adapt._adapter.step(now)
+        out.append(in_force())
+    return out
+
+
+def offloading_pays(threshold: int | None) -> float:
+    """A world where every halving of the threshold serves the work 10% faster."""
+    return 1.0 if threshold is None else 0.9 ** -math.log2(max(1, threshold) / 65536)
+
+
+def offloading_hurts(threshold: int | None) -> float:
+    return 1.0 / offloading_pays(threshold)
+
+
+FULL = log_spread(*map(int, WORKLOAD), 400)
+
+
+def test_a_proposal_is_tried_window_by_window_and_kept_when_measured_faster(tmp_path):
     with ThreadPoolExecutor(1) as pool:
         t0 = install_profile(tmp_path, pool)
-        seen = []
-        threshold = t0
-        for _ in range(4):
-            feed(log_spread(*map(int, WORKLOAD), 400), threshold, inline_factor=3.0)
-            changes = _adapt._adapter.step()
-            decision = offload_tuner.decide(total, list(range(10)))
-            if changes:
-                (change,) = changes
-                assert change.previous == threshold and threshold / MAX_STEP <= change.threshold < threshold
-                threshold = change.threshold
-                assert decision.threshold == threshold and decision.reason.startswith("adapted at")
-                assert f"-> {threshold} (profile: {t0})" in decision.reason and "inline x3.00" in decision.reason
-            seen.append(threshold)
-    assert seen[0] < t0, "a kernel 3x slower inline than its model is offloaded from smaller sizes"
-    assert seen == sorted(seen, reverse=True)
+        path = run_windows(FULL, 2 * TRIAL_PAIRS, offloading_pays, inline_factor=3.0)
+    candidate = path[0]
+    assert t0 / MAX_STEP <= candidate < t0, "a kernel 3x slower inline than its model: offload more, 2x at most"
+    assert path[:-1] == [candidate, t0] * (TRIAL_PAIRS - 1) + [candidate], "the arms alternate"
+    assert path[-1] == candidate, "measured faster in every pair: kept"
+    reason = offload_tuner.decide(total, [0]).reason
+    assert reason.startswith("adapted at") and "(accepted)" in reason and f"-> {candidate} (profile: {t0})" in reason
+    assert "pace" in reason and "inline x3.00" in reason
 
 
-def test_a_kernel_that_behaves_as_calibrated_keeps_its_threshold(tmp_path):
+def test_a_proposal_measured_slower_is_dropped_and_not_tried_again_for_a_while(tmp_path):
+    """The model says offload more (inline looks 3x slower); under this load offloading more is slower."""
     with ThreadPoolExecutor(1) as pool:
         t0 = install_profile(tmp_path, pool)
-        for _ in range(3):
-            feed(log_spread(*map(int, WORKLOAD), 400), t0)
-            assert _adapt._adapter.step() == []
-        assert offload_tuner.decide(total, list(range(10))).reason.startswith("profile")
+        path = run_windows(FULL, 2 * TRIAL_PAIRS + COOLDOWN_WINDOWS, offloading_hurts, inline_factor=3.0)
+    assert path[2 * TRIAL_PAIRS - 1] == t0, "the incumbent is restored"
+    assert path[2 * TRIAL_PAIRS - 1:] == [t0] * (COOLDOWN_WINDOWS + 1), "no trial during the cool-down"
+    reason = offload_tuner.decide(total, [0]).reason
+    assert "(rejected)" in reason and "kept:" in reason
 
 
-def test_no_step_without_enough_new_calls(tmp_path):
+def test_a_tie_keeps_the_incumbent(tmp_path):
+    """A lightly loaded service serves its work at the pace it arrives, whatever the threshold."""
     with ThreadPoolExecutor(1) as pool:
         t0 = install_profile(tmp_path, pool)
-        feed(log_spread(*map(int, WORKLOAD), MIN_NEW_CALLS - 1), t0, inline_factor=3.0)
-        assert _adapt._adapter.step() == []
-        feed([int(WORKLOAD[0])], t0, inline_factor=3.0)  # the MIN_NEW_CALLS-th
-        assert len(_adapt._adapter.step()) == 1
-        offload_tuner.adapt(None, min_calls=10)  # a service that wants faster steps on fewer calls
-        feed(log_spread(*map(int, WORKLOAD), 10), t0, inline_factor=3.0)
-        assert len(_adapt._adapter.step()) == 1
+        path = run_windows(FULL, 2 * TRIAL_PAIRS, lambda t: 1.0, inline_factor=3.0)
+    assert path[-1] == t0
 
 
-def test_a_mix_in_the_lowest_decade_moves_the_threshold_to_what_retune_says_for_it(tmp_path):
-    """Every call in the lowest decade of the calibrated range, timed as calibrated: the mix the profile was not
-    tuned for (the retune case); adaptation gets to retune's threshold for that mix, 2x per step at most."""
+def test_accepted_trials_follow_a_kernel_that_got_slower_step_by_step(tmp_path):
+    with ThreadPoolExecutor(1) as pool:
+        t0 = install_profile(tmp_path, pool)
+        path = run_windows(FULL, 4 * 2 * TRIAL_PAIRS, offloading_pays, inline_factor=3.0)
+    accepted = path[2 * TRIAL_PAIRS - 1::2 * TRIAL_PAIRS]
+    assert accepted[0] < t0 and accepted == sorted(accepted, reverse=True) and len(set(accepted)) >= 2
+    assert all(b >= a / MAX_STEP for a, b in zip([t0] + accepted, accepted))
+
+
+def test_a_kernel_calibrated_never_to_pay_tries_offloading_its_largest_calls_once_it_got_slower(tmp_path):
+    with ThreadPoolExecutor(1) as pool:
+        assert install_profile(tmp_path, pool, threshold=None) is None
+        path = run_windows(FULL, 2 * TRIAL_PAIRS, offloading_pays, inline_factor=4.0)
+    assert path[-1] is not None and WORKLOAD[1] / MAX_STEP <= path[-1] < 2 * WORKLOAD[1]
+    assert offload_tuner.decide(total, list(range(70_000))).offload
+    assert "threshold never -> " in offload_tuner.decide(total, [0]).reason
+
+
+def test_a_kernel_that_behaves_as_calibrated_is_left_alone(tmp_path):
+    with ThreadPoolExecutor(1) as pool:
+        t0 = install_profile(tmp_path, pool)
+        assert run_windows(FULL, 6, offloading_pays) == [t0] * 6
+        assert offload_tuner.decide(total, [0]).reason.startswith("profile")
+
+
+def test_a_window_needs_enough_new_calls(tmp_path):
+    with ThreadPoolExecutor(1) as pool:
+        install_profile(tmp_path, pool)
+        _stats.stats_for(total)
+        _adapt._adapter.step(0.0)
+        feed(log_spread(*map(int, WORKLOAD), MIN_NEW_CALLS - 1), 1 << 62, inline_factor=3.0)
+        assert _adapt._adapter.step(1.0) == []
+        feed([int(WORKLOAD[0])], 1 << 62, inline_factor=3.0)  # the MIN_NEW_CALLS-th
+        assert [c.phase for c in _adapt._adapter.step(2.0)] == ["trying"]
+        offload_tuner.adapt(None, min_calls=10)  # a service that wants faster windows on fewer calls
+        feed(log_spread(*map(int, WORKLOAD), 10), 1 << 62, inline_factor=3.0)
+        assert len(_adapt._adapter.step(3.0)) == 1
+
+
+def test_a_mix_in_the_lowest_decade_reaches_what_retune_says_for_it_when_the_load_agrees(tmp_path):
+    """Every call in the lowest decade of the calibrated range, timed as calibrated (the retune case)."""
     from offload_tuner.runtime._retune import Traffic, kernel_models, retune_kernel
 
+    lo = int(WORKLOAD[0])
+    mix = log_spread(lo, 10 * lo, 400)
+    buckets: dict[int, int] = {}
+    for n in mix:
+        buckets[_stats.bucket_floor(_stats.bucket_of(n))] = buckets.get(_stats.bucket_floor(_stats.bucket_of(n)), 0) + 1
     with ThreadPoolExecutor(1) as pool:
         t0 = install_profile(tmp_path, pool)
-        lo = int(WORKLOAD[0])
-        mix = log_spread(lo, 10 * lo, 400)
-        buckets: dict[int, int] = {}
-        for n in mix:
-            floor = _stats.bucket_floor(_stats.bucket_of(n))
-            buckets[floor] = buckets.get(floor, 0) + 1
         transport, knobs, models = kernel_models(json.loads((tmp_path / "p.json").read_text()))
         target = retune_kernel(models[KEY], transport, knobs, Traffic(inline=buckets), t0).new
         assert target is not None and target < t0 / 4, "the synthetic model must want a much lower threshold"
-        path = [t0]
-        for _ in range(10):
-            feed(mix, path[-1])
-            for change in _adapt._adapter.step():
-                path.append(change.threshold)
-    assert all(b >= a / MAX_STEP for a, b in zip(path, path[1:]))
-    assert len(path) >= 3 and abs(path[-1] - target) <= 0.25 * target, path
+        path = run_windows(mix, 8 * 2 * TRIAL_PAIRS, offloading_pays)
+    assert abs(path[-1] - target) <= 0.25 * target, path
+
+
+def test_stopping_ends_a_trial_and_keeps_what_was_accepted(tmp_path):
+    with ThreadPoolExecutor(1) as pool:
+        t0 = install_profile(tmp_path, pool)
+        path = run_windows(FULL, 2 * TRIAL_PAIRS + 1, offloading_pays, inline_factor=3.0)
+        accepted, trying = path[2 * TRIAL_PAIRS - 1], path[-1]
+        assert accepted < t0 and trying < accepted, "a second trial is under way"
+        offload_tuner.adapt(True, every_s=3600)
+        offload_tuner.adapt(False)
+        assert in_force() == accepted
 
 
 def test_a_new_profile_starts_afresh(tmp_path):
     with ThreadPoolExecutor(1) as pool:
         t0 = install_profile(tmp_path, pool)
-        feed(log_spread(*map(int, WORKLOAD), 400), t0, inline_factor=3.0)
-        assert _adapt._adapter.step()
-        assert offload_tuner.decide(total, list(range(10))).threshold != t0
+        assert run_windows(FULL, 2 * TRIAL_PAIRS, offloading_pays, inline_factor=3.0)[-1] != t0
         offload_tuner.load_profile(tmp_path / "p.json")  # loaded again: its own thresholds
-        assert offload_tuner.decide(total, list(range(10))).threshold == t0
+        assert in_force() == t0
 
 
 def test_exploration_runs_a_capped_share_of_calls_near_the_threshold_the_other_way(tmp_path):

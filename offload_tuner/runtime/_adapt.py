@@ -1,26 +1,38 @@
-"""Online adaptation (opt-in): thresholds re-derived in-process from what the service runs, off the hot path.
+"""Online adaptation (opt-in): the model proposes a threshold for what the service runs; a measurement under
+the service's own load decides whether it stays. Off the hot path.
 
 ``offload_tuner.adapt(True)`` or ``OFFLOAD_TUNER_ADAPT=1`` starts one daemon thread that wakes every
-``every_s`` seconds and, per kernel the profile trusts, does what ``offload-tuner retune`` does with a stats
-file: the threshold for the observed mix, from the profile's models corrected by the observed timings
-(:func:`offload_tuner.runtime._retune.retune_kernel`). The hot path is unchanged: it reads the threshold from
-its table, which a step replaces by swapping the runtime's snapshot. Learnt from the systems that adapt online:
+``every_s`` seconds. Per kernel the profile trusts, once ``min_calls`` new calls were seen (a *window*):
 
-* **Enough evidence first** (StarPU relearns a size entry only once its errors reach the sample count): a
-  step needs ``MIN_NEW_CALLS`` calls since the last one to read the mix, and a timing correction needs
-  ``MIN_SAMPLES`` samples of its kind (:mod:`_retune`).
-* **Recent evidence** (Dask keeps an exponentially weighted duration per task prefix): the mix decays by
-  ``MIX_DECAY`` per step, and corrections use the ``RECENT_SAMPLES`` most recent samples of each kind, so a
-  kernel that got slower is followed within a few steps and old traffic fades.
-* **Hysteresis** (joblib changes its batch size at most 2x per step): a threshold moves at most
-  ``MAX_STEP``-fold per step, and only when the model predicts the mix ``MIN_GAIN`` faster (:mod:`_retune`).
-* **Exploration**: a threshold that only ever sees one side of itself near the split cannot tell that the
-  other side got cheaper. While adapting, one timed call in two (at most one call in 64 of a size bucket:
-  :func:`_stats.exploration`) within 4-fold of the threshold runs the other way, so both sides stay measured.
+1. **Propose.** What ``offload-tuner retune`` does with a stats file: the threshold for the observed mix from
+   the profile's models corrected by the observed timings (:func:`offload_tuner.runtime._retune.retune_kernel`),
+   at most ``MAX_STEP``-fold from the threshold in force (joblib changes its batch size at most 2x per step).
+2. **Try it.** The model's offloaded side is the part that misleads: on the development VM, `retune` moved
+   two kernels to thresholds 1.3-2.5x slower than the static profile under load, because offloading more made
+   the process's *other* calls slower (the pool's threads compete for the GIL and the cores), which no
+   per-call timing of the offloaded calls shows. So a proposal is a trial: the candidate and the threshold in
+   force alternate window by window, ``TRIAL_PAIRS`` pairs, and each window's *pace* is measured: wall
+   seconds per unit of work served (the calls of the window weighted by the model's inline time for their
+   size, a fixed yardstick, so a window of larger calls is not slower for it). A loaded service's pace is
+   its throughput; alternating cancels slow trends (traffic, the host's speed).
+3. **Decide.** The candidate stays if its median paired pace is ``ACCEPT_RATIO`` or better of the
+   incumbent's and it was faster in every pair (simulated with 10% noise per window: a candidate no better
+   than the incumbent passes one trial in nine, one 10% faster about half of them, 20% faster five in six);
+   otherwise the incumbent is restored and no proposal is tried for ``COOLDOWN_WINDOWS``
+   windows. A lightly loaded service serves its work at the pace it arrives whatever the threshold, so its
+   trials tie and the threshold in force (the calibrated one, first) stays.
+
+Evidence rules (StarPU relearns a size entry only once its errors reach the sample count; Dask keeps an
+exponentially weighted duration per task prefix): the mix decays by ``MIX_DECAY`` per window, timing
+corrections use the ``RECENT_SAMPLES`` most recent samples of each kind and need ``MIN_SAMPLES`` of them
+(:mod:`_retune`). **Exploration**: while adapting, one timed call in two (at most one call in 64 of a size
+bucket: :func:`_stats.exploration`) within 4-fold of the threshold runs the other way, so both sides of it
+stay measured for the corrections.
 
 Never fails a call: a step that raises is reported once (OffloadTunerWarning) and the thresholds in force
-stay. A profile loaded afterwards starts adaptation afresh from its own thresholds. Kernels the profile says
-never pay to offload are left alone (no offloaded evidence would ever come back to say otherwise).
+stay. Stopping adaptation ends a trial in progress (the incumbent is restored) and keeps what was accepted
+until a profile is loaded again, which starts adaptation afresh from its own thresholds. A kernel the profile
+says never pays to offload is adapted too (its trials offload the largest sizes seen first).
 """
 
 from __future__ import annotations
@@ -29,50 +41,83 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from offload_tuner.runtime import _runtime, _stats
 from offload_tuner.runtime._profile import Profile
+from offload_tuner.runtime._policy import predict
 from offload_tuner.runtime._retune import SAMPLE_KINDS, KernelModel, Traffic, kernel_models, retune_kernel
-from offload_tuner.runtime._stats import BUCKETS, KernelStats, bucket_floor
+from offload_tuner.runtime._stats import KernelStats, bucket_floor
 
 ADAPT_ENV: Final = "OFFLOAD_TUNER_ADAPT"
 DEFAULT_EVERY_S: Final = 30.0
 MIN_NEW_CALLS: Final = 256
-"""Calls of a kernel since its last step before its mix is read again."""
+"""Calls of a kernel that make a window (the unit of evidence: a pace measured, the mix read)."""
 MIX_DECAY: Final = 0.5
-"""Weight the mix read so far keeps at each step (the newest calls weigh 1)."""
+"""Weight the mix read so far keeps at each window (the newest calls weigh 1)."""
 RECENT_SAMPLES: Final = 64
-"""Most recent samples per kind a step's timing corrections use (a median moves after half of them)."""
+"""Most recent samples per kind a proposal's timing corrections use (a median moves after half of them)."""
 MAX_STEP: Final = 2.0
-"""A threshold moves at most this many-fold per step."""
+"""A proposal moves a threshold at most this many-fold."""
+TRIAL_PAIRS: Final = 3
+"""Windows of the candidate, each paired with one of the incumbent just before it."""
+ACCEPT_RATIO: Final = 0.97
+"""The candidate's median paired pace must be at least this much better (3% less time per unit of work), and
+better in every pair."""
+COOLDOWN_WINDOWS: Final = 8
+"""Windows after a rejected trial before the next proposal (the mix and the timings move on meanwhile)."""
 
 
 @dataclass(frozen=True)
 class Adapted:
-    """A threshold adaptation chose, and from what."""
+    """A change of the threshold in force (None: never offload): a trial's arm, an acceptance or a rejection."""
 
     key: str
-    threshold: int
-    previous: int
-    calibrated: int
-    at: float
+    threshold: int | None
+    previous: int | None
+    calibrated: int | None
     calls: int
     why: str
+    phase: str
+    """"trying", "accepted" or "rejected"."""
+    at: float = field(default_factory=time.time)
 
     def reason(self) -> str:
         when = time.strftime("%H:%M:%S", time.localtime(self.at))
-        return (f"adapted at {when}: threshold {self.previous} -> {self.threshold} (profile: {self.calibrated}) "
-                f"from {self.calls} recent calls, {self.why}")
+        return (f"adapted at {when} ({self.phase}): threshold {_text(self.previous)} -> {_text(self.threshold)} "
+                f"(profile: {_text(self.calibrated)}) after {self.calls} calls; {self.why}")
+
+
+def _text(threshold: int | None) -> str:
+    return "never" if threshold is None else str(threshold)
+
+
+@dataclass
+class _Trial:
+    incumbent: int | None
+    incumbent_reason: str | None
+    candidate: int | None
+    proposal: str
+    """Why the model proposed the candidate."""
+    paces: list[float]
+    """Seconds per unit of work of each window, alternating: incumbent, candidate, incumbent, ..."""
 
 
 class _KernelState:
-    __slots__ = ("last_counts", "mix")
+    __slots__ = ("window_counts", "window_start", "mix", "threshold", "reason", "trial", "cooldown", "calls")
 
-    def __init__(self) -> None:
-        self.last_counts = [0] * BUCKETS
+    def __init__(self, threshold: int | None) -> None:
+        self.window_counts: list[int] | None = None
+        self.window_start = 0.0
         self.mix: dict[int, float] = {}
+        self.threshold = threshold
+        """In force: the profile's until a trial's candidate is accepted."""
+        self.reason: str | None = None
+        """What decide() says for it (None: the profile's own)."""
+        self.trial: _Trial | None = None
+        self.cooldown = 0
+        self.calls = 0
 
 
 class Adapter:
@@ -81,68 +126,122 @@ class Adapter:
     def __init__(self) -> None:
         self.profile: Profile | None = None
         self.kernels: dict[str, _KernelState] = {}
-        self.adapted: dict[str, Adapted] = {}
         self.lock = threading.Lock()
         self.every_s = DEFAULT_EVERY_S
         self.min_new_calls = MIN_NEW_CALLS
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
-    # ---------------------------------------------------------------------------------- the step (pure-ish)
+    def table(self) -> dict[str, tuple[int | None, str]]:
+        """Kernel key -> (threshold, reason) for every kernel whose threshold adaptation set."""
+        return {key: (k.threshold, k.reason) for key, k in self.kernels.items() if k.reason is not None}
+
+    # ------------------------------------------------------------------------------------------- the step
 
     def step(self, now: float | None = None) -> list[Adapted]:
-        """Re-derive every adaptable kernel's threshold once; returns the changes (installed in the runtime)."""
+        """One window's worth of work for every kernel that completed a window; returns the changes of the
+        threshold in force (installed in the runtime)."""
         with self.lock:
-            now = time.time() if now is None else now
+            now = time.monotonic() if now is None else now
             profile = _runtime.current_profile()
             if profile is not self.profile:  # a new profile (or none): start afresh from its thresholds
-                self.profile, self.kernels, self.adapted = profile, {}, {}
+                self.profile, self.kernels = profile, {}
             if profile is None or "transport" not in profile.data:
                 return []
             transport, knobs, models = kernel_models(profile.data)
             changes = []
             for stats in list(_stats._by_fn.values()):
                 model = models.get(stats.spec.key)
-                if model is None or model.threshold is None or not _runtime.profile_decides(stats.spec.fn):
+                if model is None or not _runtime.profile_decides(stats.spec.fn):
                     continue
-                change = self._step_kernel(stats, model, transport, knobs, now)
+                state = self.kernels.setdefault(model.key, _KernelState(model.threshold))
+                change = self._window(state, stats, model, transport, knobs, now)
                 if change is not None:
-                    self.adapted[change.key] = change
+                    state.threshold, state.reason = change.threshold, change.reason()
                     changes.append(change)
             if changes:
-                _runtime.install_adapted(profile, {a.key: (a.threshold, a.reason()) for a in self.adapted.values()})
+                _runtime.install_adapted(profile, self.table())
             return changes
 
-    def _step_kernel(self, stats: KernelStats, model: KernelModel, transport: Any, knobs: Any,
-                     now: float) -> Adapted | None:
-        key = stats.spec.key
-        state = self.kernels.setdefault(key, _KernelState())
+    def _window(self, state: _KernelState, stats: KernelStats, model: KernelModel, transport: Any, knobs: Any,
+                now: float) -> Adapted | None:
+        """Close the kernel's window if it has ``min_calls`` calls: its pace, the mix; then the trial's next move."""
         counts = [i + o for i, o in zip(stats.inline, stats.offload)]
-        new_calls = sum(counts) - sum(state.last_counts)
-        if new_calls < self.min_new_calls:
+        if state.window_counts is None:  # the first look (or the first since adaptation restarted)
+            state.window_counts, state.window_start = counts, now
             return None
+        new = [c - before for c, before in zip(counts, state.window_counts)]
+        calls = sum(new)
+        if calls < self.min_new_calls:
+            return None
+        work = sum(n * _yardstick(model, transport, knobs, b) for b, n in enumerate(new) if n > 0)
+        pace = (now - state.window_start) / work if work > 0 else math.inf
+        state.window_counts, state.window_start = counts, now
+        state.calls += calls
         for floor in state.mix:
             state.mix[floor] *= MIX_DECAY
-        for b, (now_count, before) in enumerate(zip(counts, state.last_counts)):
-            if now_count > before:
-                floor = bucket_floor(b)
-                state.mix[floor] = state.mix.get(floor, 0.0) + (now_count - before)
-        state.last_counts = counts
+        for b, n in enumerate(new):
+            if n > 0:
+                state.mix[bucket_floor(b)] = state.mix.get(bucket_floor(b), 0.0) + n
+        if state.trial is not None:
+            return self._trial_window(state, model, pace)
+        if state.cooldown > 0:
+            state.cooldown -= 1
+            return None
+        return self._propose(state, stats, model, transport, knobs, pace)
+
+    def _propose(self, state: _KernelState, stats: KernelStats, model: KernelModel, transport: Any, knobs: Any,
+                 pace: float) -> Adapted | None:
         recent = {kind: stats.samples[kind].rows()[-RECENT_SAMPLES:] for kind in SAMPLE_KINDS}
         traffic = Traffic(inline=dict(state.mix),
                           samples={kind: [(int(size), float(s)) for _, size, s in rows] for kind, rows in recent.items()})
-        current = self.adapted[key].threshold if key in self.adapted else model.threshold
-        assert current is not None  # kernels that never pay are not adapted
-        proposal = retune_kernel(model, transport, knobs, traffic, current)
-        target = limited(current, proposal.new)
-        if target == current:
+        proposal = retune_kernel(model, transport, knobs, traffic, state.threshold)
+        top = 2 * max(state.mix)  # above every size seen (the upper end of the highest bucket)
+        candidate = limited(state.threshold, proposal.new, top)
+        if candidate == state.threshold:
             return None
         factors = ", ".join(f"{k} x{r:.2f} ({n} samples)" for k, (r, n) in proposal.factors.items())
         why = (f"timings {factors}" if factors else "the profile's timings") + (
-            f", model predicts the mix {proposal.gain:.0%} faster" if proposal.new == target else
-            f", heading for {'never' if proposal.new is None else proposal.new} (at most {MAX_STEP:g}x per step)")
-        calibrated = self.adapted[key].calibrated if key in self.adapted else model.threshold
-        return Adapted(key, target, current, calibrated, now, new_calls, why)
+            f", model predicts the mix {proposal.gain:.0%} faster" if proposal.new == candidate else
+            f", heading for {_text(proposal.new)} (at most {MAX_STEP:g}x per step)")
+        state.trial = _Trial(state.threshold, state.reason, candidate, why, [pace])  # the window just closed: the incumbent's
+        return Adapted(model.key, candidate, state.threshold, model.threshold, state.calls,
+                       f"trying it against the incumbent, window 2 of {2 * TRIAL_PAIRS}; model: {why}", "trying")
+
+    def _trial_window(self, state: _KernelState, model: KernelModel, pace: float) -> Adapted | None:
+        trial = state.trial
+        assert trial is not None
+        trial.paces.append(pace)
+        done = len(trial.paces)
+        if done < 2 * TRIAL_PAIRS:
+            arm = trial.candidate if done % 2 == 1 else trial.incumbent  # windows alternate, the incumbent's first
+            return Adapted(model.key, arm, state.threshold, model.threshold, state.calls,
+                           f"trial of {_text(trial.candidate)} against {_text(trial.incumbent)}, window {done + 1} of "
+                           f"{2 * TRIAL_PAIRS}; model: {trial.proposal}", "trying")
+        state.trial = None
+        ratios = sorted(trial.paces[i + 1] / trial.paces[i] for i in range(0, 2 * TRIAL_PAIRS, 2))
+        ratio = ratios[len(ratios) // 2]
+        measured = (f"the candidate's pace (seconds per unit of work) was {ratio:.2f}x the incumbent's "
+                    f"(median of {TRIAL_PAIRS} paired windows, {ratios[0]:.2f}-{ratios[-1]:.2f})")
+        if ratio <= ACCEPT_RATIO and ratios[-1] < 1.0:
+            return Adapted(model.key, trial.candidate, trial.incumbent, model.threshold, state.calls,
+                           f"{measured}; model: {trial.proposal}", "accepted")
+        state.cooldown = COOLDOWN_WINDOWS
+        return Adapted(model.key, trial.incumbent, trial.candidate, model.threshold, state.calls,
+                       f"kept: {measured}; {ACCEPT_RATIO} or better, and better in every pair, needed; "
+                       f"model: {trial.proposal}", "rejected")
+
+    def restart_windows(self) -> None:
+        """Adaptation stopped or starting again: a trial in progress ends (the incumbent is restored) and the
+        next window starts at the next step (time and calls in between were not adaptation's)."""
+        with self.lock:
+            for state in self.kernels.values():
+                state.window_counts = None
+                if state.trial is not None:
+                    state.threshold, state.reason = state.trial.incumbent, state.trial.incumbent_reason
+                    state.trial = None
+            if isinstance(self.profile, Profile):
+                _runtime.install_adapted(self.profile, self.table())
 
     # ------------------------------------------------------------------------------------ the thread
 
@@ -150,6 +249,7 @@ class Adapter:
         self.every_s = every_s
         if self.thread is not None and self.thread.is_alive():
             return
+        self.restart_windows()
         self.stop.clear()
         self.thread = threading.Thread(target=self._run, name="offload-tuner-adapt", daemon=True)
         self.thread.start()
@@ -159,6 +259,7 @@ class Adapter:
         thread, self.thread = self.thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
+        self.restart_windows()
 
     def _run(self) -> None:
         while not self.stop.wait(self.every_s):
@@ -172,14 +273,23 @@ class Adapter:
                 )
 
 
-def limited(current: int, proposal: int | None) -> int:
-    """The hysteresis: ``proposal`` (None: never offload) clamped to within ``MAX_STEP``-fold of ``current``."""
-    base = max(1, current)
+def _yardstick(model: KernelModel, transport: Any, knobs: Any, bucket: int) -> float:
+    """The unit of work of a call in ``bucket``: the model's inline seconds at the bucket's middle (log)."""
+    size = max(1.0, bucket_floor(bucket) * math.sqrt(2))
+    return predict(model.costs, transport, knobs, size).inline_s
+
+
+def limited(current: int | None, proposal: int | None, top: int) -> int | None:
+    """The hysteresis: ``proposal`` clamped to within ``MAX_STEP``-fold of ``current``. None is never
+    offloading, which sits at ``top`` (above every size seen): from never, the first step offloads at most the
+    top ``MAX_STEP``-fold of the sizes seen; a threshold stepping up past ``top`` is never again."""
+    base = max(1, top if current is None else current)
     high = int(base * MAX_STEP)
-    low = math.ceil(base / MAX_STEP) if current > 1 else 0
+    low = math.ceil(base / MAX_STEP) if base > 1 else 0
     if proposal is None:
-        return high
-    return min(max(proposal, low), high)
+        return None if current is None or high >= top else high
+    limited_ = min(max(proposal, low), high)
+    return None if current is None and limited_ >= top else limited_
 
 
 _adapter = Adapter()

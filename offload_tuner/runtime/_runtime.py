@@ -75,7 +75,7 @@ _UNLOADED: Final = object()
 
 _ADAPTED: Final = "adapted"
 """Reasons of entries whose threshold online adaptation chose (see :mod:`_adapt`) start with this."""
-_adapted: tuple[object, dict[str, tuple[int, str]]] = (None, {})
+_adapted: tuple[object, dict[str, tuple[int | None, str]]] = (None, {})
 """The profile adaptation worked from, and its thresholds: used only while that profile is installed."""
 
 # Reasons of entries the profile decides (trusted: status ok, same code, same executor kind, this host).
@@ -228,11 +228,11 @@ def _entry_for(snap: _Snapshot, fn: Callable[..., Any]) -> tuple[KernelSpec | No
             "using its default until it is calibrated again",
         )
         return spec, default, f"kernel code changed since calibration: {default_text}"
-    if entry.threshold is None:
-        return spec, None, _NEVER_PAYS
     adapted = _adapted[1].get(spec.key) if _adapted[0] is profile else None
     if adapted is not None:
         return spec, adapted[0], adapted[1]
+    if entry.threshold is None:
+        return spec, None, _NEVER_PAYS
     return spec, entry.threshold, _FROM_PROFILE
 
 
@@ -246,7 +246,7 @@ def profile_decides(fn: Callable[..., Any]) -> bool:
     return _trusted(_resolve(fn)[1][2])
 
 
-def install_adapted(profile: Profile, table: dict[str, tuple[int, str]]) -> None:
+def install_adapted(profile: Profile, table: dict[str, tuple[int | None, str]]) -> None:
     """Online adaptation's thresholds (kernel key -> threshold, reason) for ``profile``: installed by swapping
     the snapshot, so the hot path keeps reading one table. Ignored if another profile is installed by now."""
     global _snapshot, _adapted

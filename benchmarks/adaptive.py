@@ -1,0 +1,64 @@
+"""The adaptive policy of the benchmarks: the profile decides, with online adaptation on (``offload_tuner.adapt``).
+
+Benchmarks run seconds, production runs hours: adaptation's clock is compressed (a step every ``every_s``
+of a fraction of a second, on ``min_calls`` new calls, with more calls timed) so that it has as many steps to
+act on within a run as a service would have within minutes. Its rules are the production ones: at most 2x
+per step, exploration capped, the corrections of ``retune``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import offload_tuner
+from benchmarks.workload import DynamicPolicy
+from offload_tuner.runtime import _runtime, _stats
+from offload_tuner.runtime._registry import KernelSpec
+
+
+class Adaptive(DynamicPolicy):
+    """``warm=False``: every run starts from the profile's thresholds (a service that just started).
+    ``warm=True``: what adaptation learnt carries over from run to run (a service that has been running);
+    either way the policies between its runs see the static profile."""
+
+    def __init__(self, spec: KernelSpec, profile: Path, *, every_s: float = 0.25, min_calls: int = 64,
+                 sample_every: int = 4, warm: bool = False) -> None:
+        self.spec, self.profile, self.warm = spec, profile, warm
+        self.every_s, self.min_calls, self.sample_every = every_s, min_calls, sample_every
+        self.thresholds: list[int | None] = []
+        """The threshold in force at the end of each run."""
+        self.reasons: list[str] = []
+        self._before = 0
+
+    def settings(self) -> dict[str, object]:
+        return {"every_s": self.every_s, "min_calls": self.min_calls, "sample_every": self.sample_every,
+                "warm": self.warm}
+
+    def _offloaded_so_far(self) -> int:
+        stats = _stats.stats_for(self.spec.fn)
+        return sum(stats.offload) if stats is not None else 0
+
+    def offloaded(self) -> int:
+        return self._offloaded_so_far() - self._before
+
+    @contextmanager
+    def during(self) -> Iterator[None]:
+        previous_every = offload_tuner.sample_every(self.sample_every)
+        if not self.warm:  # a profile loaded again: adaptation starts afresh from its thresholds
+            offload_tuner.load_profile(self.profile, strict=True, check_host=False)
+        self._before = self._offloaded_so_far()
+        offload_tuner.adapt(True, every_s=self.every_s, min_calls=self.min_calls)  # installs what it accepted
+        try:
+            yield
+        finally:
+            offload_tuner.adapt(False)  # a trial in progress ends; what was accepted stays installed
+            decision = offload_tuner.decide(self.spec.fn, *self.spec.sample(1))  # type: ignore[misc]
+            self.thresholds.append(decision.threshold)
+            self.reasons.append(decision.reason)
+            if self.warm:  # the other policies see the static profile; adapt(True) installs it again
+                _runtime.install_adapted(offload_tuner.current_profile(), {})  # type: ignore[arg-type]
+            else:
+                offload_tuner.load_profile(self.profile, strict=True, check_host=False)
+            offload_tuner.sample_every(previous_every)
