@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import offload_tuner
-from offload_tuner.runtime import _runtime
+from offload_tuner.runtime import _runtime, _stats
 from offload_tuner.runtime._stats import SAMPLE_CAP, bucket_floor, bucket_of
 from tests import controlled
 from tests.support import not_registered, total, write_profile_json
@@ -174,12 +174,23 @@ def test_the_runtime_says_once_when_a_kernel_no_longer_matches_its_model(tmp_pat
         offload_tuner.load_profile(_profile_with_model(tmp_path, compute_s))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            for _ in range(3 * DRIFT_CHECK_EVERY):  # every call timed: three checks
+            for _ in range(3 * DRIFT_CHECK_EVERY):  # every call timed: three checks are due...
                 assert offload_tuner.run_kernel_sync(total, list(range(100))) == 4950
+                _stats.stats_for(total).checked_at = -1e9  # ...and none is held back by the interval
     drift = [str(w.message) for w in caught if "no longer behaves as calibrated" in str(w.message)]
     assert len(drift) == warned  # a model a thousand times off, once; no model, nothing to compare
     if warned:
         assert "inline compute at sizes 64-127" in drift[0] and "x the model" in drift[0]
+
+
+def test_drift_checks_are_spaced_in_time_whatever_the_sampling():
+    from offload_tuner.runtime._stats import DRIFT_CHECK_EVERY
+
+    stats = _stats.stats_for(total)
+    due = [stats.record("inline", 10, 1e-6) for _ in range(4 * DRIFT_CHECK_EVERY)]
+    assert due.count(True) == 1 and due.index(True) == DRIFT_CHECK_EVERY - 1  # the first is due at once
+    stats.checked_at -= _stats.DRIFT_CHECK_INTERVAL_S
+    assert [stats.record("inline", 10, 1e-6) for _ in range(DRIFT_CHECK_EVERY)].count(True) == 1
 
 
 @pytest.mark.parametrize("value, expected, warns", [("8", 8, False), ("100", 64, False), ("0", 0, False),

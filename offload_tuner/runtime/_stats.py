@@ -40,8 +40,12 @@ SAMPLE_KINDS: Final = ("inline", "loop", "latency")
 DEFAULT_SAMPLE_EVERY: Final = 64
 DRIFT_CHECK_EVERY: Final = 128
 """The runtime compares a kernel's samples with its model after every this many (at the default sampling,
-once per ~8k calls of the kernel). The check predicts each sample once: 2.5 ms for a full ring of 256 inline
-samples on the development VM, on the thread whose call was timed; it stops once the kernel has drifted."""
+once per ~8k calls of the kernel), at most once per ``DRIFT_CHECK_INTERVAL_S``. The check predicts each
+sample once: 2.5 ms for a full ring of 256 inline samples on the development VM, on the thread whose call was
+timed; it stops once the kernel has drifted."""
+DRIFT_CHECK_INTERVAL_S: Final = 10.0
+"""Without it, a service timing more calls pays for more checks: at ``sample_every(4)`` a kernel of 60 us
+calls spent 17% of its time in them (mix-shift benchmark); with it, at most 2.5 ms per 10 s per kernel."""
 SAMPLE_EVERY_ENV: Final = "OFFLOAD_TUNER_SAMPLE_EVERY"
 
 
@@ -95,7 +99,7 @@ class SampleRing:
 class KernelStats:
     """One kernel's counters and sample rings (one per registered kernel, kept for the process's life)."""
 
-    __slots__ = ("spec", "size", "inline", "offload", "samples", "timed", "explored", "__weakref__")
+    __slots__ = ("spec", "size", "inline", "offload", "samples", "timed", "explored", "checked_at", "__weakref__")
 
     def __init__(self, spec: KernelSpec) -> None:
         self.spec = spec
@@ -107,6 +111,8 @@ class KernelStats:
         """Calls offloaded, per size bucket."""
         self.samples = {kind: SampleRing() for kind in SAMPLE_KINDS}
         self.explored = 0
+        self.checked_at = -DRIFT_CHECK_INTERVAL_S
+        """When the runtime last compared these samples with the model (``time.monotonic()``)."""
         """Calls online adaptation ran the other way than decided (counted under the decision)."""
         self.timed = 0
         """Samples recorded so far (every ``DRIFT_CHECK_EVERY`` of them, the runtime compares with the model)."""
@@ -115,7 +121,10 @@ class KernelStats:
         """Keep a sample; True when it is time to compare the kernel's samples with its model."""
         self.samples[kind].add(n, seconds)
         self.timed += 1
-        return self.timed % DRIFT_CHECK_EVERY == 0
+        if self.timed % DRIFT_CHECK_EVERY or time.monotonic() - self.checked_at < DRIFT_CHECK_INTERVAL_S:
+            return False
+        self.checked_at = time.monotonic()
+        return True
 
     def seen(self) -> bool:
         """Whether any call was counted or timed (since the last reset)."""
@@ -229,7 +238,8 @@ def reset_stats() -> None:
     for stats in list(_by_fn.values()):
         stats.inline[:] = [0] * BUCKETS
         stats.offload[:] = [0] * BUCKETS
-        stats.explored = 0
+        stats.explored = stats.timed = 0
+        stats.checked_at = -DRIFT_CHECK_INTERVAL_S
         for ring in stats.samples.values():
             ring.clear()
 
