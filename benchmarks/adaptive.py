@@ -14,7 +14,7 @@ from typing import Iterator
 
 import offload_tuner
 from benchmarks.workload import DynamicPolicy
-from offload_tuner.runtime import _runtime, _stats
+from offload_tuner.runtime import _adapt, _runtime, _stats
 from offload_tuner.runtime._registry import KernelSpec
 
 
@@ -53,7 +53,10 @@ class Adaptive(DynamicPolicy):
         try:
             yield
         finally:
-            offload_tuner.adapt(False)  # a trial in progress ends; what was accepted stays installed
+            if self.warm:  # the service never stopped: a trial in progress goes on in its next run
+                _adapt.pause()
+            else:
+                offload_tuner.adapt(False)
             decision = offload_tuner.decide(self.spec.fn, *self.spec.sample(1))  # type: ignore[misc]
             self.thresholds.append(decision.threshold)
             self.reasons.append(decision.reason)

@@ -231,13 +231,14 @@ class Adapter:
                        f"kept: {measured}; {ACCEPT_RATIO} or better, and better in every pair, needed; "
                        f"model: {trial.proposal}", "rejected")
 
-    def restart_windows(self) -> None:
-        """Adaptation stopped or starting again: a trial in progress ends (the incumbent is restored) and the
-        next window starts at the next step (time and calls in between were not adaptation's)."""
+    def restart_windows(self, end_trials: bool) -> None:
+        """Adaptation stopped or starting again: the next window starts at the next step (time and calls in
+        between were not adaptation's); with ``end_trials``, a trial in progress ends (the incumbent is
+        restored), else it goes on with its next window."""
         with self.lock:
             for state in self.kernels.values():
                 state.window_counts = None
-                if state.trial is not None:
+                if end_trials and state.trial is not None:
                     state.threshold, state.reason = state.trial.incumbent, state.trial.incumbent_reason
                     state.trial = None
             if isinstance(self.profile, Profile):
@@ -249,17 +250,19 @@ class Adapter:
         self.every_s = every_s
         if self.thread is not None and self.thread.is_alive():
             return
-        self.restart_windows()
+        self.restart_windows(end_trials=False)
         self.stop.clear()
         self.thread = threading.Thread(target=self._run, name="offload-tuner-adapt", daemon=True)
         self.thread.start()
 
-    def halt(self) -> None:
+    def halt(self, end_trials: bool = True) -> None:
+        """Stop the thread. ``end_trials=False`` pauses (a benchmark interleaving other policies with a
+        service that, for it, never stopped): trials go on when adaptation starts again."""
         self.stop.set()
         thread, self.thread = self.thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
-        self.restart_windows()
+        self.restart_windows(end_trials)
 
     def _run(self) -> None:
         while not self.stop.wait(self.every_s):
@@ -317,6 +320,12 @@ def adapt(enabled: bool | None = None, *, every_s: float | None = None, min_call
         _adapter.halt()
         _runtime.set_exploration(False)
     return was
+
+
+def pause() -> None:
+    """Stop adapting without ending trials in progress (for benchmarks: see :meth:`Adapter.halt`)."""
+    _adapter.halt(end_trials=False)
+    _runtime.set_exploration(False)
 
 
 def start_from_environment() -> None:
