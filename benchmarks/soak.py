@@ -1,12 +1,14 @@
 """Soak: a bounded mixed load over every reference kernel, with a heartbeat, checking for errors and leaks.
 
-    python -m benchmarks.soak [--calls 20000] [--callers 8]
+    python -m benchmarks.soak [--calls 20000] [--callers 8] [--profile PATH --adapt]
 
 Each call picks a kernel, a small size and a gate at random (seeded): the profile decides, or the caller
 forces inline or offload. Every result is compared with the inline result. Memory is traced with
 tracemalloc after a warm-up; the growth over the run must stay bounded (the runtime's statistics
 included: they are on, as in production). Every call the profile decides must be counted in them exactly
-once (one event loop, no thread races). Prints a JSON report.
+once (one event loop, no thread races). ``--adapt`` turns online adaptation on (a window every second, so
+that trials run throughout); it needs a profile with cost models (``--profile``, loaded whatever its host).
+Prints a JSON report.
 """
 
 from __future__ import annotations
@@ -99,7 +101,11 @@ async def _soak(calls: int, callers: int, seed: int) -> dict[str, Any]:
     decided = sum(1 for _, _, gate in plan if gate is None)  # the caller's own decisions are not counted
     if counted != decided:
         errors.append(f"statistics counted {counted} calls, the profile decided {decided}")
+    from offload_tuner.runtime._adapt import _adapter
+
     return {
+        "adaptation": dict(_adapter.events) if offload_tuner.adapt() else None,
+        "profile": str(offload_tuner.current_profile().source) if offload_tuner.current_profile() else None,
         "calls": calls,
         "callers": callers,
         "errors": errors[:20],
@@ -115,15 +121,22 @@ async def _soak(calls: int, callers: int, seed: int) -> dict[str, Any]:
     }
 
 
-def soak(calls: int = 20_000, callers: int = 8, seed: int = 7, workers: int | None = None) -> dict[str, Any]:
+def soak(calls: int = 20_000, callers: int = 8, seed: int = 7, workers: int | None = None,
+         profile: str | None = None, adapt: bool = False) -> dict[str, Any]:
     pool = offload_tuner.recommended_pool(workers)
     previous = offload_tuner.get_executor()
     offload_tuner.set_executor(pool)
+    if profile is not None:
+        offload_tuner.load_profile(profile, strict=True, check_host=False)
+    if adapt:
+        offload_tuner.adapt(True, every_s=1.0)
     try:
-        return asyncio.run(_soak(calls, callers, seed))
+        report = asyncio.run(_soak(calls, callers, seed))
     finally:
         offload_tuner.set_executor(previous)
         pool.shutdown(wait=True, cancel_futures=True)
+    offload_tuner.adapt(False)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,8 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--callers", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile", help="profile to load (whatever its host); default: the configured one")
+    parser.add_argument("--adapt", action="store_true", help="online adaptation on, a window every second")
+    parser.add_argument("--out", help="also write the report to this JSON file")
     args = parser.parse_args(argv)
-    report = soak(args.calls, args.callers, args.seed)
+    if args.adapt and args.profile is None:
+        parser.error("--adapt needs --profile (a profile with cost models to adapt)")
+    report = soak(args.calls, args.callers, args.seed, profile=args.profile, adapt=args.adapt)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps({"command": "python -m benchmarks.soak " + " ".join(argv or sys.argv[1:]),
+                                              **report}, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     return 1 if report["error_count"] else 0
 

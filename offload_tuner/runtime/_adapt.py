@@ -131,6 +131,8 @@ class Adapter:
         self.min_new_calls = MIN_NEW_CALLS
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        self.events: dict[str, int] = {"trying": 0, "accepted": 0, "rejected": 0}
+        """Changes of the threshold in force so far, by phase (a trial's every switch counts as trying)."""
 
     def table(self) -> dict[str, tuple[int | None, str]]:
         """Kernel key -> (threshold, reason) for every kernel whose threshold adaptation set."""
@@ -158,6 +160,7 @@ class Adapter:
                 change = self._window(state, stats, model, transport, knobs, now)
                 if change is not None:
                     state.threshold, state.reason = change.threshold, change.reason()
+                    self.events[change.phase] += 1
                     changes.append(change)
             if changes:
                 _runtime.install_adapted(profile, self.table())
