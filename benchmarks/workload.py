@@ -55,6 +55,8 @@ VM varied by 12-34% round to round, too much to tell 1.00x from 1.10x; the sprea
 calls falls as one over the square root of their number, and a run's few largest calls (which set its tail)
 are a smaller share of it."""
 MIN_CALLS, MAX_CALLS = 120, 1200
+LEARN_PASSES = 2
+"""With ``--adaptive``: runs with adaptation on before the measured rounds (a service that has been running)."""
 
 
 @dataclass(frozen=True)
@@ -351,6 +353,29 @@ def verdicts(entry: dict[str, Any], loop_budget_s: float | None) -> dict[str, An
     return out
 
 
+def _adaptive_section(report: dict[str, Any]) -> list[str]:
+    """With ``--adaptive``: the adaptive policy against the static profile, measured in the same rounds."""
+    entries = [e for e in report["workloads"] if "adaptive" in e["summary"]]
+    if not entries:
+        return []
+    lines = ["", "## Online adaptation (warm) against the static profile", "",
+             f"{LEARN_PASSES} runs with adaptation on before the rounds; its clock compressed (a window every "
+             f"{entries[0]['adaptive']['settings']['every_s']} s on {entries[0]['adaptive']['settings']['min_calls']} "
+             "calls). *adaptive / tuned* per round: the two ran side by side in each round.", "",
+             "| kernel | tuned T | adaptive T (end of each round) | tuned / oracle | adaptive / oracle | "
+             "adaptive / tuned [per round] | spread |", "|---|---|---|---|---|---|---|"]
+    for e in entries:
+        s, runs = e["summary"], e["runs"]
+        o = s[e["oracle"]]["makespan_s"]
+        per_round = [a["makespan_s"] / t["makespan_s"] for a, t in zip(runs["adaptive"], runs["tuned"])]
+        ratio = s["adaptive"]["makespan_s"] / s["tuned"]["makespan_s"]
+        thresholds = ", ".join(_fmt_t(t) for t in e["adaptive"]["thresholds"][-report["rounds"]:])
+        lines.append(f"| {_name(e)} | {_fmt_t(e['tuned_threshold'])} | {thresholds} | {s['tuned']['makespan_s'] / o:.2f} "
+                     f"| {s['adaptive']['makespan_s'] / o:.2f} | {ratio:.2f} [{min(per_round):.2f}, "
+                     f"{max(per_round):.2f}] | {e['spread']:.0%} |")
+    return lines
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     host = report["host"]
     budget = report.get("loop_budget_s")
@@ -386,6 +411,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{'**' if e['tuned_vs_oracle'] > 1.10 else ''} [{lo:.2f}, {hi:.2f}] | {e['spread']:.0%} | {_steady(e)} | {lags} ms | "
             f"{within} | {'-' if check is None else format(check['median_error'], '.0%')} |"
         )
+    lines += _adaptive_section(report)
     errors = [e["model_check"]["median_error"] for e in report["workloads"] if e.get("model_check")]
     if errors:
         lines += ["", f"Model check, median over kernels of each kernel's median error: **{statistics.median(errors):.0%}**."]
@@ -490,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves it runs, measures nothing")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--adaptive", action="store_true",
+                        help="add the adaptive policy (online adaptation, warm: LEARN_PASSES runs first)")
     args = parser.parse_args(argv)
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
@@ -528,10 +556,25 @@ def main(argv: list[str] | None = None) -> int:
             spec = spec_by_key(w.key)
             assert spec is not None  # checked above
             print(f"benchmarking {w.key} ...", file=sys.stderr)
-            entry = bench_workload(spec, w, callers=args.callers, rounds=rounds, seed=args.seed, smoke=args.smoke)
+            dynamic: dict[str, DynamicPolicy] = {}
+            calls = size_calls(spec, w, args.seed, args.smoke)
+            if args.adaptive:
+                from benchmarks.adaptive import Adaptive
+
+                dynamic["adaptive"] = Adaptive(spec, profile_path, warm=True)
+                warm_workers(spec, calls)
+                for _ in range(1 if args.smoke else LEARN_PASSES):
+                    run_policy(spec, calls, "adaptive", args.callers, dynamic=dynamic)
+            entry = bench_workload(spec, w, callers=args.callers, rounds=rounds, seed=args.seed, smoke=args.smoke,
+                                   calls=calls, dynamic=dynamic)
+            if args.adaptive:
+                adaptive = dynamic["adaptive"]
+                entry["adaptive"] = {"settings": adaptive.settings(), "thresholds": adaptive.thresholds,  # type: ignore[attr-defined]
+                                     "reasons": adaptive.reasons}  # type: ignore[attr-defined]
             entry["verdicts"] = verdicts(entry, budget)
             entries.append(entry)
     finally:
+        offload_tuner.adapt(False)
         offload_tuner.set_executor(None)
         pool.shutdown(wait=True, cancel_futures=True)
     report = {
