@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 import offload_tuner
-from benchmarks.workload import DynamicPolicy
+from benchmarks.workload import Calls, DynamicPolicy, run_policy
 from offload_tuner.runtime import _adapt, _runtime, _stats
 from offload_tuner.runtime._registry import KernelSpec
 
@@ -35,6 +35,16 @@ class Adaptive(DynamicPolicy):
     def settings(self) -> dict[str, object]:
         return {"every_s": self.every_s, "min_calls": self.min_calls, "sample_every": self.sample_every,
                 "warm": self.warm}
+
+    def learn(self, calls: Calls, callers: int, passes: int) -> None:
+        """Run the calls ``passes`` times under this policy before anything is measured (a service that has
+        been running: only meaningful with ``warm=True``)."""
+        for _ in range(passes):
+            run_policy(self.spec, calls, "adaptive", callers, dynamic={"adaptive": self})
+
+    def record(self) -> dict[str, object]:
+        """What the report keeps: the settings, and the threshold and decide() reason after each run."""
+        return {"settings": self.settings(), "thresholds": self.thresholds, "reasons": self.reasons}
 
     def _offloaded_so_far(self) -> int:
         stats = _stats.stats_for(self.spec.fn)

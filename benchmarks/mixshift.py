@@ -133,14 +133,12 @@ def main(argv: list[str] | None = None) -> int:
             warm_workers(spec, calls)
             retuned = record_and_retune(spec, calls, args.callers, profile.data)
             adaptive = Adaptive(spec, args.profile, warm=True)
-            for _ in range(1 if args.smoke else LEARN_PASSES):
-                run_policy(spec, calls, "adaptive", args.callers, dynamic={"adaptive": adaptive})
+            adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES)
             entry = bench_workload(spec, lowest, callers=args.callers, rounds=rounds, seed=args.seed,
                                    smoke=args.smoke, named={"retuned": retuned["new"]}, calls=calls,
                                    dynamic={"adaptive": adaptive})
             entry["retune"] = retuned
-            entry["adaptive"] = {"settings": adaptive.settings(), "thresholds": adaptive.thresholds,
-                                 "reasons": adaptive.reasons}
+            entry["adaptive"] = adaptive.record()
             entries.append(entry)
     finally:
         offload_tuner.adapt(False)

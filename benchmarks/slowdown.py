@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "duration_s": round(time.perf_counter() - started, 1),
         "retune": retuned,
-        "adaptive": {"settings": adaptive.settings(), "thresholds": adaptive.thresholds, "reasons": adaptive.reasons},
+        "adaptive": adaptive.record(),
         "entry": entry,
     }
     write_report(report, args.out_dir, "slowdown-smoke" if args.smoke else "slowdown", to_markdown(report))

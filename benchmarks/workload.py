@@ -556,21 +556,18 @@ def main(argv: list[str] | None = None) -> int:
             spec = spec_by_key(w.key)
             assert spec is not None  # checked above
             print(f"benchmarking {w.key} ...", file=sys.stderr)
-            dynamic: dict[str, DynamicPolicy] = {}
             calls = size_calls(spec, w, args.seed, args.smoke)
+            adaptive = None
             if args.adaptive:
                 from benchmarks.adaptive import Adaptive
 
-                dynamic["adaptive"] = Adaptive(spec, profile_path, warm=True)
+                adaptive = Adaptive(spec, profile_path, warm=True)
                 warm_workers(spec, calls)
-                for _ in range(1 if args.smoke else LEARN_PASSES):
-                    run_policy(spec, calls, "adaptive", args.callers, dynamic=dynamic)
+                adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES)
             entry = bench_workload(spec, w, callers=args.callers, rounds=rounds, seed=args.seed, smoke=args.smoke,
-                                   calls=calls, dynamic=dynamic)
-            if args.adaptive:
-                adaptive = dynamic["adaptive"]
-                entry["adaptive"] = {"settings": adaptive.settings(), "thresholds": adaptive.thresholds,  # type: ignore[attr-defined]
-                                     "reasons": adaptive.reasons}  # type: ignore[attr-defined]
+                                   calls=calls, dynamic={"adaptive": adaptive} if adaptive else None)
+            if adaptive is not None:
+                entry["adaptive"] = adaptive.record()
             entry["verdicts"] = verdicts(entry, budget)
             entries.append(entry)
     finally:
