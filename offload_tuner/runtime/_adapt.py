@@ -10,13 +10,14 @@ the service's own load decides whether it stays. Off the hot path.
 2. **Try it.** The model's offloaded side is the part that misleads: on the development VM, `retune` moved
    two kernels to thresholds 1.3-2.5x slower than the static profile under load, because offloading more made
    the process's *other* calls slower (the pool's threads compete for the GIL and the cores), which no
-   per-call timing of the offloaded calls shows. So a proposal is a trial: the candidate and the threshold in
-   force alternate window by window, ``TRIAL_PAIRS`` pairs, and each window's *pace* is measured: wall
-   seconds per unit of work served (the calls of the window weighted by the model's inline time for their
-   size, a fixed yardstick, so a window of larger calls is not slower for it). A loaded service's pace is
-   its throughput; alternating cancels slow trends (traffic, the host's speed).
-3. **Decide.** The candidate stays if its median paired pace is ``ACCEPT_RATIO`` or better of the
-   incumbent's and it was faster in every pair (simulated with 10% noise per window: a candidate no better
+   per-call timing of the offloaded calls shows. So a proposal is a trial: the threshold in force and the
+   candidate alternate window by window, the incumbent first and last (``TRIAL_PAIRS`` candidate windows),
+   and each window's *pace* is measured: wall seconds per unit of work served (the calls of the window
+   weighted by the model's inline time for their size, a fixed yardstick, so a window of larger calls is not
+   slower for it). A loaded service's pace is its throughput. Each candidate window is compared with the mean
+   of the incumbent's windows on either side of it, so a steady trend (traffic, the host's speed) cancels.
+3. **Decide.** The candidate stays if its median pace ratio is ``ACCEPT_RATIO`` or better and it was faster
+   in every comparison (simulated with 10% noise per window: a candidate no better
    than the incumbent passes one trial in nine, one 10% faster about half of them, 20% faster five in six);
    otherwise the incumbent is restored and no proposal is tried for ``COOLDOWN_WINDOWS``
    windows. A lightly loaded service serves its work at the pace it arrives whatever the threshold, so its
@@ -25,9 +26,9 @@ the service's own load decides whether it stays. Off the hot path.
 Evidence rules (StarPU relearns a size entry only once its errors reach the sample count; Dask keeps an
 exponentially weighted duration per task prefix): the mix decays by ``MIX_DECAY`` per window, timing
 corrections use the ``RECENT_SAMPLES`` most recent samples of each kind and need ``MIN_SAMPLES`` of them
-(:mod:`_retune`). **Exploration**: while adapting, one timed call in two (at most one call in 64 of a size
-bucket: :func:`_stats.exploration`) within 4-fold of the threshold runs the other way, so both sides of it
-stay measured for the corrections.
+(:mod:`_retune`). **Exploration**: while adapting, timed calls within 4-fold of a threshold the profile
+trusts run the other way, one call in ``max(2 * sample_every, 64)`` of a size bucket (half the timed calls at
+the default sampling; :func:`_stats.exploration`), so both sides of it stay measured for the corrections.
 
 Never fails a call: a step that raises is reported once (OffloadTunerWarning) and the thresholds in force
 stay. Stopping adaptation ends a trial in progress (the incumbent is restored) and keeps what was accepted
@@ -61,7 +62,9 @@ RECENT_SAMPLES: Final = 64
 MAX_STEP: Final = 2.0
 """A proposal moves a threshold at most this many-fold."""
 TRIAL_PAIRS: Final = 3
-"""Windows of the candidate, each paired with one of the incumbent just before it."""
+"""Windows of the candidate, each compared with the incumbent's windows on either side of it."""
+TRIAL_WINDOWS: Final = 2 * TRIAL_PAIRS + 1
+"""A trial's windows: the incumbent's first and last, the candidate's between (I C I C I C I)."""
 ACCEPT_RATIO: Final = 0.97
 """The candidate's median paired pace must be at least this much better (3% less time per unit of work), and
 better in every pair."""
@@ -101,7 +104,7 @@ class _Trial:
     proposal: str
     """Why the model proposed the candidate."""
     paces: list[float]
-    """Seconds per unit of work of each window, alternating: incumbent, candidate, incumbent, ..."""
+    """Seconds per unit of work of each window, alternating: incumbent, candidate, ..., incumbent."""
 
 
 class _KernelState:
@@ -157,7 +160,15 @@ class Adapter:
                 if model is None or not _runtime.profile_decides(stats.spec.fn):
                     continue
                 state = self.kernels.setdefault(model.key, _KernelState(model.threshold))
-                change = self._window(state, stats, model, transport, knobs, now)
+                try:
+                    change = self._window(state, stats, model, transport, knobs, now)
+                except Exception as exc:  # this kernel's window is lost; the others' changes are installed
+                    _runtime._warn_once(
+                        f"adapt-failed:{model.key}:{type(exc).__name__}",
+                        f"offload-tuner: online adaptation failed for {model.key} ({type(exc).__name__}: {exc}); "
+                        "its threshold in force stays (said once per cause)",
+                    )
+                    continue
                 if change is not None:
                     state.threshold, state.reason = change.threshold, change.reason()
                     self.events[change.phase] += 1
@@ -174,6 +185,9 @@ class Adapter:
             state.window_counts, state.window_start = counts, now
             return None
         new = [c - before for c, before in zip(counts, state.window_counts)]
+        if min(new) < 0:  # reset_stats() since the window opened: open it again
+            state.window_counts, state.window_start = counts, now
+            return None
         calls = sum(new)
         if calls < self.min_new_calls:
             return None
@@ -209,20 +223,23 @@ class Adapter:
             f", heading for {_text(proposal.new)} (at most {MAX_STEP:g}x per step)")
         state.trial = _Trial(state.threshold, state.reason, candidate, why, [pace])  # the window just closed: the incumbent's
         return Adapted(model.key, candidate, state.threshold, model.threshold, state.calls,
-                       f"trying it against the incumbent, window 2 of {2 * TRIAL_PAIRS}; model: {why}", "trying")
+                       f"trying it against the incumbent, window 2 of {TRIAL_WINDOWS}; model: {why}", "trying")
 
     def _trial_window(self, state: _KernelState, model: KernelModel, pace: float) -> Adapted | None:
         trial = state.trial
         assert trial is not None
         trial.paces.append(pace)
         done = len(trial.paces)
-        if done < 2 * TRIAL_PAIRS:
-            arm = trial.candidate if done % 2 == 1 else trial.incumbent  # windows alternate, the incumbent's first
+        if done < TRIAL_WINDOWS:
+            arm = trial.candidate if done % 2 == 1 else trial.incumbent  # I C I C ... I
             return Adapted(model.key, arm, state.threshold, model.threshold, state.calls,
                            f"trial of {_text(trial.candidate)} against {_text(trial.incumbent)}, window {done + 1} of "
-                           f"{2 * TRIAL_PAIRS}; model: {trial.proposal}", "trying")
+                           f"{TRIAL_WINDOWS}; model: {trial.proposal}", "trying")
         state.trial = None
-        ratios = sorted(trial.paces[i + 1] / trial.paces[i] for i in range(0, 2 * TRIAL_PAIRS, 2))
+        paces = trial.paces
+        # Each candidate window against the mean of the incumbent's on either side: a steady trend (traffic
+        # ramping up, the host slowing down) weighs on both sides alike and cancels.
+        ratios = sorted(paces[i] / ((paces[i - 1] + paces[i + 1]) / 2) for i in range(1, TRIAL_WINDOWS, 2))
         ratio = ratios[len(ratios) // 2]
         measured = (f"the candidate's pace (seconds per unit of work) was {ratio:.2f}x the incumbent's "
                     f"(median of {TRIAL_PAIRS} paired windows, {ratios[0]:.2f}-{ratios[-1]:.2f})")
@@ -254,8 +271,8 @@ class Adapter:
         if self.thread is not None and self.thread.is_alive():
             return
         self.restart_windows(end_trials=False)
-        self.stop.clear()
-        self.thread = threading.Thread(target=self._run, name="offload-tuner-adapt", daemon=True)
+        self.stop = threading.Event()  # its own: a thread that outlived halt()'s join still sees its stop
+        self.thread = threading.Thread(target=self._run, args=(self.stop,), name="offload-tuner-adapt", daemon=True)
         self.thread.start()
 
     def halt(self, end_trials: bool = True) -> None:
@@ -267,8 +284,8 @@ class Adapter:
             thread.join(timeout=5)
         self.restart_windows(end_trials)
 
-    def _run(self) -> None:
-        while not self.stop.wait(self.every_s):
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.every_s):
             try:
                 self.step()
             except Exception as exc:  # never let adaptation take the service down: keep what is in force
@@ -308,8 +325,9 @@ def adapt(enabled: bool | None = None, *, every_s: float | None = None, min_call
     before a step reads its mix (default 256). Turning adaptation off keeps the thresholds adapted so far
     until a profile is loaded again."""
     was = _adapter.thread is not None
-    if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, (int, float)) or not every_s > 0):
-        raise ValueError(f"adapt() needs every_s > 0 seconds, got {every_s!r}")
+    if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, (int, float))
+                                or not 0 < every_s < math.inf):
+        raise ValueError(f"adapt() needs a finite every_s > 0 seconds, got {every_s!r}")
     if min_calls is not None and (isinstance(min_calls, bool) or not isinstance(min_calls, int) or min_calls < 1):
         raise ValueError(f"adapt() needs min_calls >= 1, got {min_calls!r}")
     if min_calls is not None:
@@ -338,7 +356,7 @@ def start_from_environment() -> None:
         return
     try:
         every = DEFAULT_EVERY_S if raw.lower() in ("1", "true", "yes", "on") else float(raw)
-        if not every > 0:
+        if not 0 < every < math.inf:
             raise ValueError
     except ValueError:
         _runtime._warn_once(f"adapt-env:{raw}", f"offload-tuner: {ADAPT_ENV}={raw!r} is neither 1 nor a number of "

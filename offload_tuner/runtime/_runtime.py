@@ -330,7 +330,7 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
         entry = snap.table.get(fn)
         if entry is None:
             snap, entry = _resolve(fn)  # a lazy load may swap the snapshot
-        spec, threshold, _, stats = entry
+        spec, threshold, reason, stats = entry
         if stats is None:  # not a registered kernel: no threshold, inline
             return None
         if threshold is None:  # as above
@@ -354,7 +354,7 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
     if c & _sample_mask != _sample_phase:
         return snap if offload else None
     if c & _explore_mask == _explore_phase and threshold is not None and snap.executor is not None and (
-            threshold >> EXPLORE_NEAR_SHIFT <= n < threshold << EXPLORE_NEAR_SHIFT):
+            threshold >> EXPLORE_NEAR_SHIFT <= n < threshold << EXPLORE_NEAR_SHIFT) and _trusted(reason):
         # Adapting: this timed call near the threshold runs the other way, so both sides stay measured. It
         # stays counted under the decision (the counts advance, so the next call is not picked again).
         offload = not offload

@@ -111,9 +111,9 @@ class KernelStats:
         """Calls offloaded, per size bucket."""
         self.samples = {kind: SampleRing() for kind in SAMPLE_KINDS}
         self.explored = 0
+        """Calls online adaptation ran the other way than decided (counted under the decision)."""
         self.checked_at = -DRIFT_CHECK_INTERVAL_S
         """When the runtime last compared these samples with the model (``time.monotonic()``)."""
-        """Calls online adaptation ran the other way than decided (counted under the decision)."""
         self.timed = 0
         """Samples recorded so far (every ``DRIFT_CHECK_EVERY`` of them, the runtime compares with the model)."""
 
