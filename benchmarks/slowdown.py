@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         calls = two_phases(size_calls(spec, workload, args.seed, args.smoke))
         warm_workers(spec, calls)
         retuned = record_and_retune(spec, phase_order(calls, random.Random(args.seed)), args.callers, profile.data)
-        adaptive = Adaptive(spec, profile_path)
+        # Windows of 32 calls: a run has ~360-400, so a trial (seven windows after the first) can finish in one.
+        adaptive = Adaptive(spec, profile_path, min_calls=32)
         entry = bench_workload(spec, workload, callers=args.callers, rounds=rounds, seed=args.seed, smoke=args.smoke,
                                named={"retuned": retuned["new"]}, calls=calls, dynamic={"adaptive": adaptive},
                                order=phase_order, warmup=0)
