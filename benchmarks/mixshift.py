@@ -27,6 +27,7 @@ from benchmarks.workload import (
     RESULTS,
     Workload,
     bench_workload,
+    installed_pool,
     load_workloads,
     report_header,
     run_policy,
@@ -118,11 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=offload_tuner.ProfileOverriddenWarning)
     rounds = 1 if args.smoke else args.rounds
     workloads = [w for w in load_workloads() if not args.kernel or any(k in w.key for k in args.kernel)]
-    pool = offload_tuner.recommended_pool(workers)
-    offload_tuner.set_executor(pool)
     started = time.perf_counter()
     entries = []
-    try:
+    with installed_pool(workers):
         for w in workloads:
             spec = spec_by_key(w.key)
             if spec is None:
@@ -140,10 +139,6 @@ def main(argv: list[str] | None = None) -> int:
             entry["retune"] = retuned
             entry["adaptive"] = adaptive.record()
             entries.append(entry)
-    finally:
-        offload_tuner.adapt(False)
-        offload_tuner.set_executor(None)
-        pool.shutdown(wait=True, cancel_futures=True)
     report = {
         **report_header("benchmarks.mixshift", argv, args.smoke),
         "profile": str(args.profile),

@@ -38,6 +38,7 @@ from benchmarks.workload import (
     Calls,
     Workload,
     bench_workload,
+    installed_pool,
     report_header,
     size_calls,
     warm_workers,
@@ -171,9 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = default_workers()
     rounds = 1 if args.smoke else args.rounds
     workload = Workload(KEY, *PLAN["workload_range"])
-    pool = offload_tuner.recommended_pool(workers)
-    offload_tuner.set_executor(pool)
-    try:
+    with installed_pool(workers):
         calls = two_phases(size_calls(spec, workload, args.seed, args.smoke))
         warm_workers(spec, calls)
         retuned = record_and_retune(spec, phase_order(calls, random.Random(args.seed)), args.callers, profile.data)
@@ -182,10 +181,6 @@ def main(argv: list[str] | None = None) -> int:
         entry = bench_workload(spec, workload, callers=args.callers, rounds=rounds, seed=args.seed, smoke=args.smoke,
                                named={"retuned": retuned["new"]}, calls=calls, dynamic={"adaptive": adaptive},
                                order=phase_order, warmup=0)
-    finally:
-        offload_tuner.adapt(False)
-        offload_tuner.set_executor(None)
-        pool.shutdown(wait=True, cancel_futures=True)
     entry["ratios_per_round"] = ratios_per_round(entry)
     report = {
         **report_header("benchmarks.slowdown", argv, args.smoke),

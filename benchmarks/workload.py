@@ -36,9 +36,11 @@ import statistics
 import sys
 import time
 import warnings
+from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, ContextManager, Mapping
+from typing import Any, Callable, Collection, ContextManager, Iterator, Mapping
 
 import offload_tuner
 from offload_tuner.runtime._host import host_fingerprint
@@ -172,6 +174,19 @@ def run_policy(spec: KernelSpec, calls: Calls, name: str, callers: int,
         stats = run_calls(calls, callers, call, offload_tuner.get_executor(), warmup=warmup)
     return RunResult(name, stats.makespan_s, stats.lag_p50_s, stats.lag_p99_s, stats.lag_max_s, stats.caller_cpu_s,
                      stats.worker_cpu_s, offloaded, len(calls), stats.steady_s)
+
+
+@contextmanager
+def installed_pool(workers: int | None) -> Iterator[Executor]:
+    """A recommended pool installed for the benchmark's calls; afterwards no adaptation, no executor, no pool."""
+    pool = offload_tuner.recommended_pool(workers)
+    offload_tuner.set_executor(pool)
+    try:
+        yield pool
+    finally:
+        offload_tuner.adapt(False)
+        offload_tuner.set_executor(None)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def warm_workers(spec: KernelSpec, calls: Calls) -> None:
@@ -546,12 +561,10 @@ def main(argv: list[str] | None = None) -> int:
     # The fixed policies pass offload_if over a trusted profile on purpose: no need to be told.
     warnings.filterwarnings("ignore", category=offload_tuner.ProfileOverriddenWarning)
     rounds = 1 if args.smoke else args.rounds
-    pool = offload_tuner.recommended_pool(workers)
-    offload_tuner.set_executor(pool)
     started = time.perf_counter()
     budget = profile.data.get("policy", {}).get("loop_budget_s")
     entries = []
-    try:
+    with installed_pool(workers):
         for w in workloads:
             spec = spec_by_key(w.key)
             assert spec is not None  # checked above
@@ -570,10 +583,6 @@ def main(argv: list[str] | None = None) -> int:
                 entry["adaptive"] = adaptive.record()
             entry["verdicts"] = verdicts(entry, budget)
             entries.append(entry)
-    finally:
-        offload_tuner.adapt(False)
-        offload_tuner.set_executor(None)
-        pool.shutdown(wait=True, cancel_futures=True)
     report = {
         **report_header("benchmarks.workload", argv, args.smoke),
         "profile": str(profile_path),

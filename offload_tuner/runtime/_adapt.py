@@ -48,7 +48,7 @@ from typing import Any, Final
 from offload_tuner.runtime import _runtime, _stats
 from offload_tuner.runtime._profile import Profile
 from offload_tuner.runtime._policy import predict
-from offload_tuner.runtime._retune import SAMPLE_KINDS, KernelModel, Traffic, kernel_models, retune_kernel
+from offload_tuner.runtime._retune import KernelModel, Traffic, kernel_models, retune_kernel, traffic_of
 from offload_tuner.runtime._stats import KernelStats, bucket_floor
 
 ADAPT_ENV: Final = "OFFLOAD_TUNER_ADAPT"
@@ -209,9 +209,8 @@ class Adapter:
 
     def _propose(self, state: _KernelState, stats: KernelStats, model: KernelModel, transport: Any, knobs: Any,
                  pace: float) -> Adapted | None:
-        recent = {kind: stats.samples[kind].rows()[-RECENT_SAMPLES:] for kind in SAMPLE_KINDS}
-        traffic = Traffic(inline=dict(state.mix),
-                          samples={kind: [(int(size), float(s)) for _, size, s in rows] for kind, rows in recent.items()})
+        samples = traffic_of(stats).samples
+        traffic = Traffic(inline=dict(state.mix), samples={kind: rows[-RECENT_SAMPLES:] for kind, rows in samples.items()})
         proposal = retune_kernel(model, transport, knobs, traffic, state.threshold)
         top = 2 * max(state.mix)  # above every size seen (the upper end of the highest bucket)
         candidate = limited(state.threshold, proposal.new, top)

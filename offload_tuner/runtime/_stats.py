@@ -121,9 +121,12 @@ class KernelStats:
         """Keep a sample; True when it is time to compare the kernel's samples with its model."""
         self.samples[kind].add(n, seconds)
         self.timed += 1
-        if self.timed % DRIFT_CHECK_EVERY or time.monotonic() - self.checked_at < DRIFT_CHECK_INTERVAL_S:
+        if self.timed % DRIFT_CHECK_EVERY:
             return False
-        self.checked_at = time.monotonic()
+        now = time.monotonic()
+        if now - self.checked_at < DRIFT_CHECK_INTERVAL_S:
+            return False
+        self.checked_at = now
         return True
 
     def seen(self) -> bool:
