@@ -299,3 +299,17 @@ def test_few_rounds_give_a_looser_upper_bound_on_the_noise():
     assert noise_upper_bound(0.1, 3) == pytest.approx(0.1 * (3 / 0.577) ** 0.5, rel=0.02)  # chi2_0.1(3) = 0.584
     assert noise_upper_bound(0.1, 3) > noise_upper_bound(0.1, 12) > noise_upper_bound(0.1, 200) > 0.1
     assert noise_upper_bound(0.1, 0) == pytest.approx(0.3)
+
+
+def test_a_candidate_splitting_the_stream_like_never_or_always_stands_for_them_in_the_interval():
+    """A quick run's stream of 40 calls may hold none above 4096 of a mix up to 5000: 4096 then offloads nothing,
+    one measurement for 4096 and never alike, and a rerun whose stream did hold such calls may choose never."""
+    cs = [cand(0, [0.70, 0.72, 0.71], offloaded=40), cand(4096, [0.31, 0.32, 0.30], offloaded=0)]
+    assert choose(cs, rounds=3, workload_range=(100.0, 5000.0), calls=40).interval == (grid_above(100), None)
+    assert choose(cs, rounds=3, workload_range=(100.0, 5000.0)).interval == (grid_above(100), 4096)  # stream unknown
+    # Offloading all 40 like "always" does: the interval reaches always.
+    cs = [cand(128, [0.30, 0.31, 0.30], offloaded=40), cand(None, [0.70, 0.71, 0.72], offloaded=0)]
+    assert choose(cs, rounds=3, workload_range=(100.0, 5000.0), calls=40).interval == (0, grid_below(grid_above(5000)))
+    # A candidate that offloads a few calls is not stretched: the stream told it apart from never.
+    cs = [cand(0, [0.70, 0.72, 0.71], offloaded=40), cand(4096, [0.31, 0.32, 0.30], offloaded=2)]
+    assert choose(cs, rounds=3, workload_range=(100.0, 5000.0), calls=40).interval == (grid_above(100), 4096)

@@ -154,7 +154,7 @@ def measure_under_load(
         measured = runner.candidates()
         return measured, choose(measured, rounds=max(len(c.makespan_s) for c in measured), budget_cap=capped,
                                 capped=cap is not None, loop_budget_s=knobs.loop_budget_s,
-                                workload_range=workload_range)
+                                workload_range=workload_range, calls=len(calls))
 
     candidates, choice = decide()
     # The lag ruled out the cap (or more): the model's cap was too high under load, and nothing between it
