@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
