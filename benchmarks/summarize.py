@@ -41,6 +41,13 @@ def summarize(path: Path) -> str:
         base = per_call.get(BASELINES.get(group, ""), None)
         for b in benches:
             value = per_call[b["name"]]
+            paired = b["extra_info"].get("paired_added_s")
+            if paired is not None:  # old and new alternating within every round: the difference is measured there
+                q1, q3 = b["extra_info"]["paired_added_quartiles_s"]
+                lines.append(f"| {group} | {b['name']} | {_fmt(value)} (both, alternating) | "
+                             f"{'+' if paired >= 0 else '-'}{_fmt(abs(paired))} (quartiles {_fmt(q1)} to {_fmt(q3)}) | "
+                             f"{b['extra_info']['paired_rounds']} |")
+                continue
             added = "baseline" if b["name"] == BASELINES.get(group) else (
                 ("+" + _fmt(value - base) if value >= base else "-" + _fmt(base - value)) if base is not None else "-")
             lines.append(f"| {group} | {b['name']} | {_fmt(value)} | {added} | {b['stats']['rounds']} |")

@@ -131,6 +131,25 @@ def test_junk_size_raises_a_clear_error_naming_the_kernel(pool, tmp_path, fn, ex
         decide(fn, [1, 2])
 
 
+class _BadLen:
+    def __len__(self) -> int:
+        raise RuntimeError("no length today")
+
+
+@pytest.mark.parametrize("args, expected", [((), "IndexError"), ((5,), "TypeError"), ((_BadLen(),), "no length")])
+def test_the_default_size_fails_with_a_clear_error_naming_the_kernel(pool, tmp_path, args, expected):
+    """Kernels without size= are sized by len(first argument), computed inline on the hot path: whatever
+    goes wrong there must still name the kernel."""
+    set_executor(pool)
+    load_profile(write_profile_json(tmp_path / "p.json", {kernel_key(support.total): 5}))
+    with pytest.raises(KernelSizeError, match=expected) as info:
+        run(run_kernel(support.total, *args))
+    assert kernel_key(support.total) in str(info.value)
+    with pytest.raises(KernelSizeError, match=expected):
+        run_kernel_sync(support.total, *args)
+    assert run_kernel_sync(support.total, [1, 2, 3]) == 6
+
+
 def test_missing_profile_falls_back_to_default_with_one_warning(pool, tmp_path, monkeypatch):
     monkeypatch.setenv("OFFLOAD_TUNER_PROFILE", str(tmp_path / "absent.json"))
     set_executor(pool)

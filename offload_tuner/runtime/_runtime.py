@@ -330,6 +330,8 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
         entry = snap.table.get(fn)
         if entry is None:
             snap, entry = _resolve(fn)  # a lazy load may swap the snapshot
+            if snap.executor is None:  # set_executor(None) raced this first call: inline, as it now says
+                return None
         spec, threshold, reason, stats = entry
         if stats is None:  # not a registered kernel: no threshold, inline
             return None
@@ -339,10 +341,17 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
                 return None
             offload = False
         else:
-            n = stats.size(*args)
-            if type(n) is not int or n < 0:
-                n = spec.checked_size(args)  # type: ignore[union-attr]  # raises a clear error for junk
-            offload = n >= threshold and snap.executor is not None
+            size = stats.size
+            if size is None:  # the default size, len(args[0]), without a Python call
+                try:
+                    n = len(args[0])
+                except Exception:  # no argument, no len(), a __len__ that raises: the error names the kernel
+                    n = spec.checked_size(args)  # type: ignore[union-attr]
+            else:
+                n = size(*args)
+                if type(n) is not int or n < 0:
+                    n = spec.checked_size(args)  # type: ignore[union-attr]  # raises a clear error for junk
+            offload = n >= threshold
     counts = stats.offload if offload else stats.inline
     b = n.bit_length()
     try:
