@@ -12,7 +12,16 @@ import pytest
 
 import offload_tuner
 from offload_tuner.runtime import _adapt, _stats
-from offload_tuner.runtime._adapt import COOLDOWN_WINDOWS, MAX_STEP, MIN_NEW_CALLS, TRIAL_PAIRS, TRIAL_WINDOWS, limited
+from offload_tuner.runtime._adapt import (
+    COOLDOWN_WINDOWS,
+    EXTENDED_PAIRS,
+    MAX_STEP,
+    MAX_TRIAL_WINDOWS,
+    MIN_NEW_CALLS,
+    TRIAL_PAIRS,
+    TRIAL_WINDOWS,
+    limited,
+)
 from offload_tuner.runtime._policy import predict
 from offload_tuner.runtime._registry import spec_for
 from tests.support import total, write_profile_json
@@ -119,6 +128,34 @@ def test_a_proposal_measured_slower_is_dropped_and_not_tried_again_for_a_while(t
     assert path[TRIAL_WINDOWS - 1:] == [t0] * (COOLDOWN_WINDOWS + 1), "the incumbent stays; no trial in the cool-down"
     reason = offload_tuner.decide(total, [0]).reason
     assert "(rejected)" in reason and "kept:" in reason
+
+
+def noisy(pace, slow_windows: set[int], factor: float = 1.6):
+    """``pace`` with these windows (0-based, counted from the trial's first) ``factor`` slower: a hiccup."""
+    windows = iter(range(1000))
+    return lambda t: pace(t) * (factor if next(windows) in slow_windows else 1.0)
+
+
+def test_a_better_candidate_that_lost_one_pair_to_a_hiccup_gets_more_pairs_and_is_kept(tmp_path):
+    """The candidate's second window (trial window 4) hit a hiccup: better by the median, not in every pair."""
+    with ThreadPoolExecutor(1) as pool:
+        t0 = install_profile(tmp_path, pool)
+        path = run_windows(FULL, MAX_TRIAL_WINDOWS, noisy(offloading_pays, {3}), inline_factor=3.0)
+    candidate = path[0]
+    assert path[:-1] == [candidate, t0] * EXTENDED_PAIRS, "the trial went on, the arms still alternating"
+    assert path[-1] == candidate
+    reason = offload_tuner.decide(total, [0]).reason
+    assert "(accepted)" in reason and f"median of {EXTENDED_PAIRS} paired windows" in reason and "slower in 1" in reason
+
+
+def test_an_extended_trial_that_keeps_losing_pairs_is_dropped(tmp_path):
+    """Two hiccups in the candidate's windows: two losses of seven are one too many."""
+    with ThreadPoolExecutor(1) as pool:
+        t0 = install_profile(tmp_path, pool)
+        path = run_windows(FULL, MAX_TRIAL_WINDOWS + 1, noisy(offloading_pays, {3, 9}), inline_factor=3.0)
+    assert path[TRIAL_WINDOWS - 1] == path[0] != t0, "extended after the first look"
+    assert path[MAX_TRIAL_WINDOWS - 1:] == [t0, t0], "dropped at the second look, then the cool-down"
+    assert "(rejected)" in offload_tuner.decide(total, [0]).reason
 
 
 def test_a_tie_keeps_the_incumbent(tmp_path):
