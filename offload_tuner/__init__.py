@@ -7,7 +7,7 @@ Production API (stdlib only, no numpy/scikit-learn)::
     @kernel(size=lambda records: len(records), sample=make_records)
     def cluster(records): ...
 
-    set_executor(recommended_pool())
+    set_executor(recommended_pool())                     # or set_executors(recommended_pools())
     labels = await run_kernel(cluster, records)          # the profile decides
     labels = await run_kernel(cluster, records, offload_if=True)   # the caller decides
 
@@ -18,7 +18,13 @@ a file shared by the service's processes, which ``offload-tuner retune`` and ``d
 (or ``OFFLOAD_TUNER_ADAPT=1``) retunes in-process, off the hot path.
 """
 
-from offload_tuner.runtime._backends import Backend, ResultNotPicklable, recommended_pool, register_backend
+from offload_tuner.runtime._backends import (
+    Backend,
+    ResultNotPicklable,
+    recommended_pool,
+    recommended_pools,
+    register_backend,
+)
 from offload_tuner.runtime._profile import Profile, ProfileError, default_profile_path
 from offload_tuner.runtime._registry import KernelSizeError, kernel
 from offload_tuner.runtime._stats import reset_stats
@@ -30,11 +36,13 @@ from offload_tuner.runtime._runtime import (
     current_profile,
     decide,
     get_executor,
+    get_executors,
     load_profile,
     run_kernel,
     run_kernel_sync,
     sample_every,
     set_executor,
+    set_executors,
     unload_profile,
 )
 
@@ -53,9 +61,11 @@ __all__ = [
     "decide",
     "default_profile_path",
     "get_executor",
+    "get_executors",
     "kernel",
     "load_profile",
     "recommended_pool",
+    "recommended_pools",
     "record_stats",
     "register_backend",
     "reset_stats",
@@ -63,6 +73,7 @@ __all__ = [
     "run_kernel_sync",
     "sample_every",
     "set_executor",
+    "set_executors",
     "stats",
     "unload_profile",
 ]

@@ -14,6 +14,7 @@ from offload_tuner.runtime._profile import (
     default_profile_path,
     parse_profile,
     read_profile,
+    validate_profile,
     write_profile,
 )
 
@@ -38,7 +39,7 @@ def test_round_trip_keeps_everything(tmp_path):
     [
         ({"kernels": {}}, '"schema"'),
         ({"schema": "1", "kernels": {}}, '"schema"'),
-        ({"schema": 3, "kernels": {}}, "schema version 3 is not supported"),
+        ({"schema": 4, "kernels": {}}, "schema version 4 is not supported"),
         ({"schema": 1, "kernels": {}}, "older offload-tuner .* calibrate"),
         ({"schema": 2}, '"kernels"'),
         ({"schema": 2, "kernels": []}, '"kernels"'),
@@ -100,3 +101,32 @@ def test_default_location_is_per_host(monkeypatch, tmp_path):
     assert a.parent == b.parent and a != b
     assert a.name == "alpha.json" and "/" not in b.name
     assert str(a).startswith(str(tmp_path))
+
+
+@pytest.mark.parametrize("thread, expected", [
+    ([], '"thread" must be an object'),
+    ({"threshold": 5}, "gil_hold"),
+    ({"gil_hold": 1.5, "threshold": 5}, "gil_hold"),
+    ({"gil_hold": True, "threshold": 5}, "gil_hold"),
+    ({"gil_hold": 0.1}, 'missing "threshold"'),
+    ({"gil_hold": 0.1, "threshold": -3}, "negative"),
+])
+def test_a_bad_thread_section_is_refused_by_name(thread, expected):
+    data = minimal(**{"m:f": 1})
+    data["kernels"]["m:f"]["thread"] = thread
+    with pytest.raises(ProfileError, match=expected):
+        validate_profile(data, "x.json")
+    with pytest.raises(ProfileError, match="fixed_s"):
+        validate_profile({**minimal(**{"m:f": 1}), "thread": {"fixed_s": -1}}, "x.json")
+
+
+def test_a_schema_2_profile_still_loads_without_thread_sections():
+    """Schema 3 only adds the thread lane: a schema 2 profile keeps working, and its kernels stay off threads."""
+    profile = validate_profile({**minimal(**{"m:f": 96}), "schema": 2}, "old.json")
+    assert profile.kernels["m:f"].threshold == 96 and profile.kernels["m:f"].thread is None
+    data = minimal(**{"m:f": 96})
+    data["kernels"]["m:f"]["thread"] = {"gil_hold": 0.02, "threshold": 4096}
+    entry = validate_profile(data, "new.json").kernels["m:f"]
+    assert entry.thread is not None and entry.thread.gil_hold == 0.02 and entry.thread.threshold == 4096
+    with pytest.raises(ProfileError, match="older offload-tuner"):
+        validate_profile({**minimal(**{"m:f": 96}), "schema": 1}, "older.json")

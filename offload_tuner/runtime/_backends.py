@@ -114,6 +114,18 @@ def recommended_pool(workers: int | None = None, *, start_method: str | None = N
     return pool
 
 
+def recommended_pools(workers: int | None = None, *, threads: int | None = None) -> "dict[str, Executor]":
+    """The recommended pair for :func:`set_executors`: the process pool of :func:`recommended_pool` for kernels
+    that hold the GIL, and a thread pool (one thread per core by default) for those calibration measured to
+    release it. Threads beyond the cores buy nothing for CPU work that really runs in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = default_workers() if threads is None else threads
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return {"process": recommended_pool(workers), "thread": ThreadPoolExecutor(threads, thread_name_prefix="offload-tuner")}
+
+
 def describe_executor(executor: "Executor | None") -> dict[str, Any]:
     """What a profile records about the executor it was calibrated against."""
     backend = backend_for(executor)

@@ -294,6 +294,30 @@ def _switch_point(
     return high
 
 
+GIL_RELEASING_MAX = 0.25
+"""A kernel that holds up another Python thread (the event loop's) for more than this share of its run time,
+as calibration measured it running in a thread, is never sent to threads: there it would still block the
+loop, and pure-Python kernels measure ~0.5 (two threads taking turns on the GIL)."""
+THREAD_MARGIN = 2.0
+"""The thread lane pays from the size whose loop time saved is this many times the thread pool's fixed cost:
+the fixed cost is also latency, and a call that saves the loop 10 us for 10 us of hand-off gains nothing."""
+
+
+def thread_threshold(
+    costs: KernelCosts, gil_hold: float, fixed_s: float, size_range: tuple[float, float] | None = None
+) -> int | None:
+    """Smallest size from which a kernel that releases the GIL runs in the thread pool: inline it blocks the
+    loop ``C(n)``; in a thread, the hand-off ``fixed_s`` plus the share of ``C(n)`` it still holds the GIL.
+    None for a kernel holding the GIL (``gil_hold > GIL_RELEASING_MAX``) or when it never pays in the range."""
+    if not 0 <= gil_hold <= 1 or not 0 <= fixed_s < math.inf:
+        raise ValueError(f"thread_threshold() needs gil_hold in [0, 1] and a finite fixed_s >= 0, got "
+                         f"{gil_hold!r}, {fixed_s!r}")
+    if gil_hold > GIL_RELEASING_MAX:
+        return None
+    saved = lambda n: costs.compute.predict(n) * costs.load.inline * (1 - gil_hold)  # noqa: E731
+    return _switch_point(lambda n: saved(n) > THREAD_MARGIN * fixed_s, costs, size_range)
+
+
 WORKLOAD_POINTS = 96
 """Sizes the reference workload is discretised into (log-spaced): fine enough that the threshold moves
 by < 6% per step over a 100x range, small enough that the search is O(points^2) ~ 10^4 operations."""

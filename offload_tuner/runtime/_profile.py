@@ -15,8 +15,13 @@ from typing import Any, Mapping
 
 from offload_tuner.runtime._registry import as_count
 
-SCHEMA_VERSION = 2
-"""2: thresholds are chosen by measurements under the reference load (each kernel's ``load`` section)."""
+SCHEMA_VERSION = 3
+"""2: thresholds are chosen by measurements under the reference load (each kernel's ``load`` section).
+3: each kernel may carry a ``thread`` section (how much it holds the GIL, the thread lane's threshold) and the
+profile a ``thread`` section (the thread pool's fixed cost). A schema 2 profile is read as a schema 3 one
+without them: its kernels are never sent to threads."""
+MIGRATED_SCHEMAS = (2,)
+"""Older schemas read as the current one (their fields mean the same; what they lack is optional)."""
 PROFILE_ENV = "OFFLOAD_TUNER_PROFILE"
 # A profile for a few dozen kernels with raw samples is well under 1 MiB; refuse to parse absurd files.
 MAX_PROFILE_BYTES = 32 * 1024 * 1024
@@ -30,6 +35,17 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadEntry:
+    """What calibration measured of a kernel run in a thread (schema 3)."""
+
+    gil_hold: float
+    """Share of the kernel's run time during which another Python thread (the event loop's) could not run: ~0
+    for a kernel that releases the GIL (numpy, compression, hashing), ~0.5 or more for pure Python."""
+    threshold: int | None
+    """From this size up the kernel runs in the thread pool (None: never)."""
+
+
+@dataclass(frozen=True, slots=True)
 class KernelEntry:
     """The runtime-relevant part of one kernel's calibration."""
 
@@ -38,6 +54,7 @@ class KernelEntry:
     status: str
     code_fingerprint: str | None
     data: Mapping[str, Any] = field(repr=False)
+    thread: ThreadEntry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +164,7 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
     schema = data.get("schema")
     if isinstance(schema, bool) or not isinstance(schema, int):
         raise fail('missing or non-integer "schema"')
-    if schema != SCHEMA_VERSION:
+    if schema != SCHEMA_VERSION and schema not in MIGRATED_SCHEMAS:
         if 0 < schema < SCHEMA_VERSION:
             raise fail(
                 f"schema version {schema} was written by an older offload-tuner whose thresholds were never "
@@ -176,8 +193,29 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
         fingerprint = entry.get("code_fingerprint")
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise fail(f'kernel {key!r}: "code_fingerprint" must be a string')
-        kernels[key] = KernelEntry(key, threshold, status, fingerprint, entry)
+        kernels[key] = KernelEntry(key, threshold, status, fingerprint, entry, _validate_thread(entry, key, fail))
+    thread = data.get("thread", {})
+    if not isinstance(thread, dict):
+        raise fail('"thread" must be an object')
+    fixed = thread.get("fixed_s")
+    if fixed is not None and (isinstance(fixed, bool) or not isinstance(fixed, (int, float))
+                              or not 0 <= fixed < 1.0):
+        raise fail(f'"thread": fixed_s must be a number of seconds in [0, 1), got {fixed!r}')
     return Profile(source, schema, host, executor, kernels, data)
+
+
+def _validate_thread(entry: Mapping[str, Any], key: str, fail: Any) -> ThreadEntry | None:
+    section = entry.get("thread")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise fail(f'kernel {key!r}: "thread" must be an object')
+    hold = section.get("gil_hold")
+    if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not 0 <= hold <= 1:
+        raise fail(f"kernel {key!r}: thread gil_hold must be a share in [0, 1], got {hold!r}")
+    if "threshold" not in section:
+        raise fail(f'kernel {key!r}: thread section missing "threshold"')
+    return ThreadEntry(float(hold), _validate_threshold(section["threshold"], key, fail))
 
 
 def _validate_threshold(value: Any, key: str, fail: Any) -> int | None:

@@ -22,10 +22,11 @@ import threading
 import warnings
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable, Final
+from typing import TYPE_CHECKING, Any, Callable, Final, Mapping
 
 from offload_tuner.runtime._backends import (
     INLINE,
+    THREAD,
     Backend,
     ResultNotPicklable,
     backend_for,
@@ -33,6 +34,7 @@ from offload_tuner.runtime._backends import (
     invoke_pickled,
 )
 from offload_tuner.runtime._host import host_mismatches
+from offload_tuner.runtime._policy import GIL_RELEASING_MAX
 from offload_tuner.runtime._profile import Profile, ProfileError, configured_profile_path, read_profile
 from offload_tuner.runtime._registry import KernelSpec, spec_for
 from offload_tuner.runtime import _stats
@@ -67,9 +69,23 @@ class Decision:
     kernel: str | None = None
 
 
-# A table entry: (spec or None, threshold or None, reason, statistics or None). Tuples are the cheapest thing
-# to unpack. Spec and statistics are None together (not a registered kernel).
-_Entry = tuple[KernelSpec | None, int | None, str, KernelStats | None]
+class _Lane:
+    """One installed executor and how calls reach it: what the hot path hands to the offloading code.
+
+    ``modelled`` is False for the thread lane of a kernel the profile sends to threads because it releases
+    the GIL: its offloaded calls are not timed (the statistics' offloaded kinds are the process model's, which
+    drift and retune compare them with)."""
+
+    __slots__ = ("name", "executor", "backend", "modelled")
+
+    def __init__(self, name: str, executor: "Executor", modelled: bool = True) -> None:
+        self.name, self.executor, self.backend, self.modelled = name, executor, backend_for(executor), modelled
+
+
+# A table entry: (spec or None, threshold or None, reason, statistics or None, lane or None). Tuples are the
+# cheapest thing to unpack. Spec and statistics are None together (not a registered kernel); the lane is where
+# the kernel's offloaded calls go (None: no executor installed).
+_Entry = tuple[KernelSpec | None, int | None, str, KernelStats | None, "_Lane | None"]
 
 _UNLOADED: Final = object()
 
@@ -81,27 +97,40 @@ _adapted: tuple[object, dict[str, tuple[int | None, str]]] = (None, {})
 # Reasons of entries the profile decides (trusted: status ok, same code, same executor kind, this host).
 _FROM_PROFILE: Final = "profile"
 _NEVER_PAYS: Final = "profile: offloading never pays for this kernel"
+_THREAD_LANE: Final = "profile: releases the GIL, thread pool"
+"""Reasons of entries sent to the thread lane start with this (not an offload threshold adaptation tunes)."""
+PRIMARY_ORDER: Final = ("process",)
+"""With several executors installed, caller-decided calls (``offload_if=True``) and kernels the profile does not
+send elsewhere go to the first of these that is installed, else to the first executor installed."""
 
 
 class _Snapshot:
-    __slots__ = ("profile", "profile_problem", "executor", "backend", "table", "caller_decided")
+    __slots__ = ("profile", "profile_problem", "executors", "lanes", "primary", "gil_free", "executor", "backend",
+                 "table", "caller_decided")
 
     def __init__(
         self,
         profile: Profile | None | object,
         profile_problem: str | None,
-        executor: "Executor | None",
+        executors: "Mapping[str, Executor]",
     ) -> None:
         self.profile = profile
         self.profile_problem = profile_problem
-        self.executor = executor
-        self.backend: Backend = backend_for(executor)
+        self.executors: dict[str, Executor] = dict(executors)
+        self.lanes = {name: _Lane(name, executor) for name, executor in self.executors.items()}
+        first = next((name for name in PRIMARY_ORDER if name in self.lanes), next(iter(self.lanes), None))
+        self.primary: _Lane | None = self.lanes[first] if first is not None else None
+        thread = self.executors.get(THREAD.name)
+        self.gil_free: _Lane | None = _Lane(THREAD.name, thread, modelled=False) if thread is not None else None
+        """The thread lane for kernels the profile sends there because they release the GIL."""
+        self.executor = self.primary.executor if self.primary is not None else None
+        self.backend: Backend = self.primary.backend if self.primary is not None else INLINE
         self.table: dict[Callable[..., Any], _Entry] = {}
         self.caller_decided: set[Callable[..., Any]] = set()
         """Functions whose caller-decided calls were checked against this snapshot's profile."""
 
 
-_snapshot = _Snapshot(_UNLOADED, None, None)
+_snapshot = _Snapshot(_UNLOADED, None, {})
 _lock = threading.RLock()
 _warned: set[str] = set()
 
@@ -119,17 +148,47 @@ def _warn_once(
 
 
 def set_executor(executor: "Executor | None") -> None:
-    """Install the executor offloaded calls go to (``None``: everything runs inline)."""
-    global _snapshot
+    """Install the executor offloaded calls go to (``None``: everything runs inline); replaces every executor
+    installed before (see :func:`set_executors` for several)."""
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise TypeError(f"set_executor() needs a concurrent.futures-style executor, got {type(executor).__name__}")
+    _install({} if executor is None else {backend_for(executor).name: executor})
+
+
+def set_executors(executors: "Mapping[str, Executor]") -> None:
+    """Install several executors at once, by backend name: ``{"process": pool, "thread": threads}``.
+
+    A kernel the profile measured to release the GIL goes to ``"thread"`` (from its thread threshold); every
+    other kernel, and every caller-decided ``offload_if=True`` call, to ``"process"`` (or the one executor
+    installed). Each executor fails alone: a broken process pool does not stop the thread pool. ``{}``: inline."""
+    if not isinstance(executors, Mapping):
+        raise TypeError(f"set_executors() needs a mapping of backend name -> executor, got {type(executors).__name__}")
+    for name, executor in executors.items():
+        if not callable(getattr(executor, "submit", None)):
+            raise TypeError(f"set_executors(): {name!r} needs a concurrent.futures-style executor, "
+                            f"got {type(executor).__name__}")
+        kind = backend_for(executor).name
+        if name != kind:
+            raise ValueError(f"set_executors(): a {type(executor).__name__} is a {kind!r} backend; install it under "
+                             f"{kind!r}, not {name!r}")
+    _install(executors)
+
+
+def _install(executors: "Mapping[str, Executor]") -> None:
+    global _snapshot
     with _lock:
         old = _snapshot
-        _snapshot = _Snapshot(old.profile, old.profile_problem, executor)
+        _snapshot = _Snapshot(old.profile, old.profile_problem, executors)
 
 
 def get_executor() -> "Executor | None":
+    """The executor caller-decided calls go to (the process pool when several are installed)."""
     return _snapshot.executor
+
+
+def get_executors() -> "dict[str, Executor]":
+    """Every installed executor by backend name (a copy)."""
+    return dict(_snapshot.executors)
 
 
 def load_profile(path: Any = None, *, strict: bool = False, check_host: bool = True) -> Profile | None:
@@ -159,7 +218,7 @@ def load_profile(path: Any = None, *, strict: bool = False, check_host: bool = T
             f"profile:{problem}", f"offload-tuner: profile not used, kernels use their defaults: {problem}{hint}"
         )
     with _lock:
-        _snapshot = _Snapshot(profile, problem, _snapshot.executor)
+        _snapshot = _Snapshot(profile, problem, _snapshot.executors)
     return profile
 
 
@@ -167,7 +226,7 @@ def unload_profile() -> None:
     """Forget the installed profile; the next decision loads the configured one lazily again."""
     global _snapshot
     with _lock:
-        _snapshot = _Snapshot(_UNLOADED, None, _snapshot.executor)
+        _snapshot = _Snapshot(_UNLOADED, None, _snapshot.executors)
 
 
 def current_profile() -> Profile | None:
@@ -194,46 +253,58 @@ def _resolve(fn: Callable[..., Any]) -> tuple[_Snapshot, _Entry]:
     snap = _ensure_loaded()
     entry = snap.table.get(fn)
     if entry is None:
-        entry = (*_entry_for(snap, fn), stats_for(fn))
+        spec, threshold, reason, lane = _entry_for(snap, fn)
+        entry = (spec, threshold, reason, stats_for(fn), lane)
         if entry[0] is not None:  # registered kernels only: a stream of lambdas must not grow the table
             snap.table[fn] = entry
     return snap, entry
 
 
-def _entry_for(snap: _Snapshot, fn: Callable[..., Any]) -> tuple[KernelSpec | None, int | None, str]:
+def _entry_for(
+    snap: _Snapshot, fn: Callable[..., Any]
+) -> tuple[KernelSpec | None, int | None, str, "_Lane | None"]:
     spec = spec_for(fn)
     if spec is None:
-        return None, None, "not a registered kernel: inline unless offload_if says otherwise"
+        return None, None, "not a registered kernel: inline unless offload_if says otherwise", None
     default = spec.default_threshold
     default_text = "inline" if default is None else f"default threshold {default}"
+    primary = snap.primary
     profile = snap.profile
     if not isinstance(profile, Profile):
-        return spec, default, f"{snap.profile_problem or 'no profile'}: {default_text}"
-    if snap.executor is not None and profile.executor_kind not in (None, snap.backend.name):
-        _warn_once(
-            f"kind:{profile.source}:{snap.backend.name}",
-            f"offload-tuner: profile {profile.source} was calibrated for a {profile.executor_kind!r} executor, "
-            f"the installed one is {snap.backend.name!r}; kernels use their defaults",
-        )
-        return spec, default, f"profile calibrated for {profile.executor_kind} executor: {default_text}"
+        return spec, default, f"{snap.profile_problem or 'no profile'}: {default_text}", primary
     entry = profile.kernels.get(spec.key)
     if entry is None:
-        return spec, default, f"kernel not in profile: {default_text}"
+        return spec, default, f"kernel not in profile: {default_text}", primary
     if entry.status != "ok":  # "failed", or "untrusted": too few samples or too narrow a range to trust
-        return spec, default, f"calibration {entry.status} for this kernel: {default_text}"
+        return spec, default, f"calibration {entry.status} for this kernel: {default_text}", primary
     if entry.code_fingerprint is not None and entry.code_fingerprint != spec.code_fingerprint():
         _warn_once(
             f"code:{profile.source}:{spec.key}",
             f"offload-tuner: kernel {spec.key} changed since it was calibrated ({profile.source}); "
             "using its default until it is calibrated again",
         )
-        return spec, default, f"kernel code changed since calibration: {default_text}"
+        return spec, default, f"kernel code changed since calibration: {default_text}", primary
+    thread = entry.thread
+    if snap.gil_free is not None and thread is not None and thread.threshold is not None and (
+            thread.gil_hold <= GIL_RELEASING_MAX):
+        return spec, thread.threshold, (f"{_THREAD_LANE} (calibration measured the event loop held up "
+                                        f"{thread.gil_hold:.0%} of its run time)"), snap.gil_free
+    kind = profile.executor_kind
+    lane = snap.lanes.get(kind) if kind is not None else primary
+    if primary is not None and lane is None:
+        installed = ", ".join(repr(name) for name in snap.lanes)
+        _warn_once(
+            f"kind:{profile.source}:{installed}",
+            f"offload-tuner: profile {profile.source} was calibrated for a {kind!r} executor, the installed "
+            f"{'ones are' if len(snap.lanes) > 1 else 'one is'} {installed}; kernels use their defaults",
+        )
+        return spec, default, f"profile calibrated for {kind} executor: {default_text}", primary
     adapted = _adapted[1].get(spec.key) if _adapted[0] is profile else None
     if adapted is not None:
-        return spec, adapted[0], adapted[1]
+        return spec, adapted[0], adapted[1], lane
     if entry.threshold is None:
-        return spec, None, _NEVER_PAYS
-    return spec, entry.threshold, _FROM_PROFILE
+        return spec, None, _NEVER_PAYS, lane
+    return spec, entry.threshold, _FROM_PROFILE, lane
 
 
 def _trusted(reason: str) -> bool:
@@ -254,7 +325,7 @@ def install_adapted(profile: Profile, table: dict[str, tuple[int | None, str]]) 
         _adapted = (profile, dict(table))
         current = _snapshot
         if current.profile is profile:
-            _snapshot = _Snapshot(current.profile, current.profile_problem, current.executor)
+            _snapshot = _Snapshot(current.profile, current.profile_problem, current.executors)
 
 
 def _note_caller_decision(snap: _Snapshot, fn: Callable[..., Any]) -> None:
@@ -266,7 +337,7 @@ def _note_caller_decision(snap: _Snapshot, fn: Callable[..., Any]) -> None:
     snap.caller_decided.add(fn)
     if snap.profile is _UNLOADED and not configured_profile_path().is_file():
         return
-    snap, (spec, threshold, reason, _) = _resolve(fn)
+    snap, (spec, threshold, reason, _, _) = _resolve(fn)
     if spec is None or not _trusted(reason):
         return
     verdict = "offloading never pays" if threshold is None else f"threshold {threshold}"
@@ -283,7 +354,7 @@ def _note_caller_decision(snap: _Snapshot, fn: Callable[..., Any]) -> None:
 
 def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -> Decision:
     """Where ``run_kernel(fn, *args, offload_if=...)`` would run this call, and why."""
-    snap, (spec, threshold, reason, _) = _resolve(fn)
+    snap, (spec, threshold, reason, _, lane) = _resolve(fn)
     key = spec.key if spec is not None else None
     size = spec.checked_size(args) if spec is not None else None
     if snap.executor is None:
@@ -301,11 +372,14 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
         offload = size >= threshold
         relation = ">=" if offload else "<"
         why = f"{reason}: size {size} {relation} threshold {threshold}"
-    return Decision(offload, snap.backend.name if offload else INLINE.name, size, threshold, why, key)
+    if offload_if is not None:
+        lane = snap.primary
+    return Decision(offload, lane.backend.name if offload and lane is not None else INLINE.name, size, threshold,
+                    why, key)
 
 
-def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None) -> "_Snapshot | Timed | None":
-    """The hot path shared by run_kernel and its twin: the snapshot to offload to, None for inline, or a
+def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None) -> "_Lane | Timed | None":
+    """The hot path shared by run_kernel and its twin: the lane to offload to, None for inline, or a
     :class:`Timed` for a call picked for timing. Counts every call of a registered kernel that the profile
     decides (:mod:`_stats`), and those run with no executor (without loading a profile for them). Written out
     in one function: each Python call here costs about as much as the counting itself."""
@@ -315,9 +389,9 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
         # the calls the profile decides; dropping offload_if is what retune and drift then help with).
         if fn not in snap.caller_decided:
             _note_caller_decision(snap, fn)
-        return snap if offload_if else None
+        return snap.primary if offload_if else None
     if snap.executor is None:  # everything inline; still counted: the mix is worth knowing before offloading
-        offload, threshold = False, None
+        offload, threshold, lane = False, None, None
         stats = _stats_by_fn.get(fn)
         if stats is None:
             stats = stats_for(fn)
@@ -332,7 +406,7 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
             snap, entry = _resolve(fn)  # a lazy load may swap the snapshot
             if snap.executor is None:  # set_executor(None) raced this first call: inline, as it now says
                 return None
-        spec, threshold, reason, stats = entry
+        spec, threshold, reason, stats, lane = entry
         if stats is None:  # not a registered kernel: no threshold, inline
             return None
         if threshold is None:  # as above
@@ -361,14 +435,14 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
         c = counts[b] + 1
     counts[b] = c
     if c & _sample_mask != _sample_phase:
-        return snap if offload else None
+        return lane if offload else None
     if c & _explore_mask == _explore_phase and threshold is not None and snap.executor is not None and (
             threshold >> EXPLORE_NEAR_SHIFT <= n < threshold << EXPLORE_NEAR_SHIFT) and _trusted(reason):
         # Adapting: this timed call near the threshold runs the other way, so both sides stay measured. It
         # stays counted under the decision (the counts advance, so the next call is not picked again).
         offload = not offload
         stats.explored += 1
-    return Timed(snap if offload else None, stats, n)
+    return Timed(lane if offload else None, stats, n)
 
 
 def _size_or_none(spec: KernelSpec, args: tuple) -> int | None:
@@ -432,7 +506,7 @@ async def run_kernel(
     target = _offload_target(fn, args, offload_if)
     if target is None:
         return fn(*args)
-    if target.__class__ is _Snapshot:
+    if target.__class__ is _Lane:
         return await _offload(target, fn, args, timeout)  # type: ignore[arg-type]
     return await _timed(target, fn, args, timeout)  # type: ignore[arg-type]
 
@@ -441,7 +515,7 @@ async def _timed(call: Timed, fn: Callable[..., Any], args: tuple, timeout: floa
     """A call picked for timing (one in ``sample_every``): run it as decided and record what it cost."""
     if call.snap is None:
         return _inline_timed(call, fn, args)
-    return await _offload(call.snap, fn, args, timeout, call)
+    return await _offload(call.snap, fn, args, timeout, call if call.snap.modelled else None)
 
 
 def _inline_timed(call: Timed, fn: Callable[..., Any], args: tuple) -> Any:
@@ -460,18 +534,20 @@ def run_kernel_sync(
     if target is None:
         return fn(*args)
     call: Timed | None = None
-    if target.__class__ is _Snapshot:
-        snap: _Snapshot = target  # type: ignore[assignment]
+    if target.__class__ is _Lane:
+        lane: _Lane = target  # type: ignore[assignment]
     else:
         call = target  # type: ignore[assignment]
         if call.snap is None:
             return _inline_timed(call, fn, args)
-        snap = call.snap
+        lane = call.snap
+        if not lane.modelled:
+            call = None
     started = perf_counter()
-    executor = snap.executor
+    executor = lane.executor
     from concurrent.futures import BrokenExecutor, CancelledError
 
-    pickled = snap.backend.pickles_on_caller
+    pickled = lane.backend.pickles_on_caller
     payload = _payload_or_none(fn, args) if pickled else None
     if pickled and payload is None:
         return fn(*args)
@@ -482,11 +558,11 @@ def run_kernel_sync(
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
     except (BrokenExecutor, CancelledError) as exc:
-        return _rerun_inline_after_executor_failure(snap, fn, args, exc)
+        return _rerun_inline_after_executor_failure(lane, fn, args, exc)
     except RuntimeError as exc:
         if not _is_shutdown_error(exc):
             raise
-        return _rerun_inline_after_executor_failure(snap, fn, args, exc)
+        return _rerun_inline_after_executor_failure(lane, fn, args, exc)
     returned = perf_counter()
     value = pickle.loads(result) if pickled else result
     if call is not None:
@@ -531,7 +607,7 @@ def _check_drift(stats: KernelStats) -> None:
 
 
 async def _offload(
-    snap: _Snapshot, fn: Callable[..., Any], args: tuple, timeout: float | None, call: Timed | None = None
+    lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None, call: Timed | None = None
 ) -> Any:
     # Imported here: the inline path must not pay for asyncio or concurrent.futures.
     import asyncio
@@ -539,30 +615,30 @@ async def _offload(
 
     loop = asyncio.get_running_loop()
     started = perf_counter() if call is not None else 0.0
-    pickled = snap.backend.pickles_on_caller
+    pickled = lane.backend.pickles_on_caller
     payload = _payload_or_none(fn, args) if pickled else None
     if pickled and payload is None:
         return fn(*args)
     try:
         if pickled:
-            future = loop.run_in_executor(snap.executor, invoke_pickled, payload)
+            future = loop.run_in_executor(lane.executor, invoke_pickled, payload)
         else:
-            future = loop.run_in_executor(snap.executor, fn, *args)
+            future = loop.run_in_executor(lane.executor, fn, *args)
         submitted = perf_counter() if call is not None else 0.0
         result = await (future if timeout is None else asyncio.wait_for(future, timeout))
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
     except BrokenExecutor as exc:
-        return _rerun_inline_after_executor_failure(snap, fn, args, exc)
+        return _rerun_inline_after_executor_failure(lane, fn, args, exc)
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise  # our caller was cancelled: propagate, nothing to clean up
-        return _rerun_inline_after_executor_failure(snap, fn, args, exc)  # the executor dropped the call
+        return _rerun_inline_after_executor_failure(lane, fn, args, exc)  # the executor dropped the call
     except RuntimeError as exc:
         if not _is_shutdown_error(exc):
             raise
-        return _rerun_inline_after_executor_failure(snap, fn, args, exc)
+        return _rerun_inline_after_executor_failure(lane, fn, args, exc)
     if call is None:
         return pickle.loads(result) if pickled else result
     returned = perf_counter()
@@ -575,21 +651,29 @@ def _is_shutdown_error(exc: RuntimeError) -> bool:
     return "shutdown" in str(exc) or "interpreter" in str(exc)
 
 
-def _rerun_inline_after_executor_failure(snap: _Snapshot, fn: Callable[..., Any], args: tuple, exc: BaseException) -> Any:
-    """The executor lost the call: run the (pure) kernel inline and stop sending work to that executor."""
+def _rerun_inline_after_executor_failure(lane: _Lane, fn: Callable[..., Any], args: tuple, exc: BaseException) -> Any:
+    """The executor lost the call: run the (pure) kernel inline and stop sending work to that executor. The
+    other installed executors are left alone (a broken process pool does not stop the thread pool)."""
     global _snapshot
-    executor = snap.executor
+    executor = lane.executor
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     with _lock:
         current = _snapshot
-        if current.executor is executor and executor is not None:
+        if current.executors.get(lane.name) is executor:
             replacement = _rebuild(executor)
-            _snapshot = _Snapshot(current.profile, current.profile_problem, replacement)
+            executors = dict(current.executors)
+            if replacement is None:
+                del executors[lane.name]
+            else:
+                executors[lane.name] = replacement
+            _snapshot = _Snapshot(current.profile, current.profile_problem, executors)
+            others = ", ".join(repr(name) for name in executors if name != lane.name)
             after = "a new pool of the same shape is installed" if replacement else (
-                "calls run inline until set_executor() installs a working executor")
+                f"its calls run {'on ' + others + ' or ' if others else ''}inline until set_executor() installs a "
+                "working executor")
             _warn_once(
                 f"executor:{id(executor)}",
-                f"offload-tuner: the executor failed ({what}); the call was re-run inline and {after}",
+                f"offload-tuner: the {lane.name} executor failed ({what}); the call was re-run inline and {after}",
             )
     return fn(*args)
 
