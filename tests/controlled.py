@@ -70,3 +70,16 @@ def hangs_when_big(xs: list[int]) -> int:
     while len(xs) > 8:
         pass
     return len(xs)
+
+
+@kernel(size=lambda data: len(data) // ELEMENT_BYTES, sample=_payload)
+def nap(data: bytes) -> int:
+    """Waits about NAP_PER_ELEMENT_S per element with the GIL released, like a C extension that does: the
+    controlled kernel of the thread lane (a process pool would only add pickling)."""
+    import time
+
+    time.sleep(len(data) // ELEMENT_BYTES * NAP_PER_ELEMENT_S)
+    return len(data)
+
+
+NAP_PER_ELEMENT_S = 2e-6

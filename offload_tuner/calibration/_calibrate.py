@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from offload_tuner.runtime._backends import PICKLE_PROTOCOL, describe_executor, dumps_call, invoke_pickled
 from offload_tuner.runtime._host import host_fingerprint
+from offload_tuner.calibration._gil import gil_hold, point_sizes, thread_fixed_cost, thread_section
 from offload_tuner.calibration._loadphase import Rounds, measure_under_load
 from offload_tuner.calibration._measure import Timing, clock, time_call
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
@@ -31,6 +32,16 @@ Progress = Callable[..., None]
 
 def _silent(event: str, **info: Any) -> None:
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class GilEffort:
+    """How the GIL hold is measured (:mod:`_gil`)."""
+
+    points: int
+    """Sizes, from the top of the ladder down."""
+    repeats: int
+    window_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +66,21 @@ class Effort:
     refine: bool
     load: Rounds
     """How the concurrent phase spends its time: rounds, run length, budget per kernel."""
+    gil: GilEffort = field(default_factory=lambda: GilEffort(2, 2, 0.05))
+    """How the GIL hold is measured (:mod:`_gil`): sizes, repeats, seconds per window."""
 
 
 EFFORTS: dict[str, Effort] = {
     "quick": Effort(
-        "quick", 3, 2e-4, 0.008, 2.0, 1.2, 2, 2, (0, 65536, 1 << 20), 40, False, Rounds(2, 3, 0.04, 0.5, neighbours=False)
+        "quick", 3, 2e-4, 0.008, 2.0, 1.2, 2, 2, (0, 65536, 1 << 20), 40, False, Rounds(2, 3, 0.04, 0.5, neighbours=False),
+        GilEffort(1, 1, 0.03),
     ),
     "standard": Effort(
         "standard", 5, 5e-4, 0.025, 2.0, 3.0, 3, 4, (0, 4096, 65536, 1 << 20, 4 << 20), 60, True, Rounds(3, 8, 0.2, 2.5, calls_per_caller=6)
     ),
     "thorough": Effort(
         "thorough", 15, 2e-3, 0.1, 2**0.5, 30.0, 5, 11, (0, 1024, 16384, 131072, 1 << 20, 4 << 20, 16 << 20), 150, True,
-        Rounds(5, 15, 0.5, 20.0, calls_per_caller=12),
+        Rounds(5, 15, 0.5, 20.0, calls_per_caller=12), GilEffort(3, 3, 0.1),
     ),
 }
 
@@ -392,6 +406,8 @@ class KernelResult:
     entry: dict[str, Any]
     samples: KernelSamples | None = None
     costs: KernelCosts | None = None
+    gil_points: list[tuple[int, float]] | None = None
+    """(size, GIL hold) measured in a thread; None if it could not be measured."""
 
 
 def measure_kernel(
@@ -454,11 +470,29 @@ def measure_kernel(
         )
         if not trusted:
             entry["error"] = "; ".join(costs.compute.notes + costs.caller_serial.notes) or "fit not trusted"
+        result.gil_points = _measure_gil(spec, samples.size, effort, entry, progress)
     except KernelFailed as exc:
         entry["error"] = str(exc)
         entry["traceback"] = traceback.format_exception(exc.__cause__ or exc)[-6:]
     entry["duration_s"] = round(clock() - started, 3)
     return result
+
+
+def _measure_gil(
+    spec: KernelSpec, ladder: Sequence[int], effort: Effort, entry: dict[str, Any], progress: Progress
+) -> list[tuple[int, float]] | None:
+    """The kernel's GIL hold at a few sizes of its ladder (the thread lane's evidence). A failure here costs the
+    kernel its thread lane only; it is recorded in the entry."""
+    points = []
+    try:
+        for n in point_sizes(ladder)[: effort.gil.points]:
+            progress("gil", kernel=spec.key, size=n)
+            points.append((n, gil_hold(spec.fn, _build_args(spec, n), window_s=effort.gil.window_s,
+                                       repeats=effort.gil.repeats)))
+    except Exception as exc:  # the kernel or its sample failed in a thread: no thread lane for it
+        entry["thread_error"] = f"{type(exc).__name__}: {exc}"
+        return None
+    return points or None
 
 
 def finalize_kernel(
@@ -468,6 +502,7 @@ def finalize_kernel(
     knobs: PolicyKnobs,
     effort: Effort,
     progress: Progress = _silent,
+    thread_fixed_s: float | None = None,
 ) -> dict[str, Any]:
     """Model error under the final transport model, then the concurrent phase: threshold and interval."""
     entry, costs, samples = result.entry, result.costs, result.samples
@@ -496,6 +531,8 @@ def finalize_kernel(
     entry["fit_error"]["makespan_under_load"] = phase.entry["model_error"]
     t = phase.threshold
     entry["at_threshold"] = predict(phase.costs, transport, knobs, t).to_json() if t is not None else None
+    if result.gil_points and thread_fixed_s is not None:
+        entry["thread"] = thread_section(result.gil_points, phase.costs, thread_fixed_s, workload)
     return entry
 
 
@@ -527,6 +564,7 @@ def calibrate(
     executor_info = describe_executor(executor)
     progress("start", kernels=len(specs), effort=effort.name)
     warm_pool(executor, knobs.workers)
+    thread_fixed = thread_fixed_cost(effort.transport_calls * 5)
     sweep, sweep_rows = measure_transport(executor, effort, progress)
     probes = [probe_fixed_costs(executor, effort.transport_calls)]
     results: list[KernelResult] = []
@@ -540,7 +578,7 @@ def calibrate(
     transport = _combine_transport(sweep, probes)
     kernels: dict[str, Any] = {}
     for index, result in enumerate(results):
-        kernels[result.spec.key] = finalize_kernel(result, executor, transport, knobs, effort, progress)
+        kernels[result.spec.key] = finalize_kernel(result, executor, transport, knobs, effort, progress, thread_fixed)
         progress("kernel_done", kernel=result.spec.key, entry=kernels[result.spec.key], index=index,
                  total=len(specs), elapsed=clock() - started)
     return {
@@ -555,6 +593,7 @@ def calibrate(
             "sweep": sweep_rows,
             "fixed_probes": [list(p) for p in probes],
         },
+        "thread": {"fixed_s": thread_fixed},
         "duration_s": round(clock() - started, 2),
         "kernels": kernels,
     }

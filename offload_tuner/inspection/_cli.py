@@ -182,8 +182,8 @@ class _TerminalProgress:
             self.index = info["index"]
             self._kernel_started = time.monotonic()
             self._status(f"[{self.index + 1}/{self.total}] {info['kernel']}")
-        elif event in ("size", "validate"):
-            verb = "size" if event == "size" else "validating at"
+        elif event in ("size", "validate", "gil"):
+            verb = {"size": "size", "validate": "validating at", "gil": "GIL hold in a thread at"}[event]
             self._status(f"[{self.index + 1}/{self.total}] {info['kernel']}  {verb} {info['size']}  {self._left()}")
         elif event == "kernel_measured":
             self.done_times.append(time.monotonic() - self._kernel_started)
@@ -193,6 +193,10 @@ class _TerminalProgress:
             entry = info["entry"]
             outcome = "FAILED: " + str(entry.get("error")) if entry["status"] == "failed" else (
                 f"threshold {format_threshold(entry.get('threshold'))}")
+            thread = entry.get("thread")
+            if thread is not None and entry["status"] != "failed":
+                outcome += (f"; in a thread it holds the GIL {thread['gil_hold']:.0%} of its run time: thread lane "
+                            f"{'never' if thread['threshold'] is None else 'from ' + str(thread['threshold'])}")
             self._status(f"[{info['index'] + 1}/{info['total']}] {info['kernel']}: {outcome}", final=True)
 
     def _status(self, text: str, final: bool = False) -> None:
