@@ -73,3 +73,20 @@ def test_slowdown_benchmark_runs_every_policy_over_both_phases(tmp_path):
     assert report["retune"]["factors"]["inline"]["samples"] >= 8
     assert len(report["adaptive"]["thresholds"]) == 1
     assert (out / "slowdown-smoke.md").read_text().startswith("# A kernel 2x slower")
+
+
+def test_threads_benchmark_runs_both_lanes_and_reports_against_processes_only(tmp_path):
+    from pathlib import Path
+
+    from benchmarks import threads
+
+    profile = Path(__file__).resolve().parent / "results" / "threads" / "profile-detect_spikes.json"
+    out = tmp_path / "threads"
+    assert threads.main(["--smoke", "--profile", str(profile), "--out-dir", str(out)]) == 0
+    report = json.loads((out / "threads-smoke.json").read_text())
+    (entry,) = report["workloads"]
+    assert entry["kernel"].endswith("detect_spikes")
+    assert {"lanes", "process never", "thread always"} <= set(entry["summary"])
+    assert entry["best_process"].startswith("process") and entry["best_thread"].startswith("thread")
+    assert entry["decision_at_top"]["backend"] == "thread"  # the profile's thread lane, with both installed
+    assert (out / "threads-smoke.md").read_text().startswith("# The thread lane")
