@@ -313,3 +313,21 @@ def test_a_candidate_splitting_the_stream_like_never_or_always_stands_for_them_i
     # A candidate that offloads a few calls is not stretched: the stream told it apart from never.
     cs = [cand(0, [0.70, 0.72, 0.71], offloaded=40), cand(4096, [0.31, 0.32, 0.30], offloaded=2)]
     assert choose(cs, rounds=3, workload_range=(100.0, 5000.0), calls=40).interval == (grid_above(100), 4096)
+
+
+def test_the_lanes_are_compared_through_the_all_inline_run_each_phase_measured():
+    from offload_tuner.calibration._choice import thread_lane_wins
+
+    process = [cand(0, [0.9] * 3), cand(4096, [0.8] * 3), cand(None, [1.0] * 3)]
+    # The machine ran 20% slower during the thread phase: its never reads 1.2, its best 0.72 (0.60x never).
+    threads = [cand(0, [0.80] * 3), cand(2048, [0.72] * 3), cand(None, [1.2] * 3)]
+    wins, how = thread_lane_wins(process, 4096, threads, 2048)
+    assert wins and "0.60x" in how and "0.80x" in how, "0.72 s > 0.8 s raw, but 0.60x never against 0.80x"
+    slower = [cand(2048, [1.1] * 3), cand(None, [1.2] * 3)]
+    assert thread_lane_wins(process, 4096, slower, 2048)[0] is False
+    assert thread_lane_wins(process, 4096, threads, None) == (
+        False, "the thread lane's own phase measured never sending a call there as best")
+    no_anchor = [cand(0, [0.9] * 3), cand(4096, [0.8] * 3)]
+    assert thread_lane_wins(no_anchor, 4096, threads, 2048)[0] is True  # raw: 0.72 s against 0.8 s
+    with pytest.raises(ValueError, match="chosen"):
+        thread_lane_wins(process, 512, threads, 2048)

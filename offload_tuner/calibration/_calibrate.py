@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from offload_tuner.runtime._backends import PICKLE_PROTOCOL, describe_executor, dumps_call, invoke_pickled
 from offload_tuner.runtime._host import host_fingerprint
 from offload_tuner.calibration._gil import gil_hold, point_sizes, thread_fixed_cost, thread_section
-from offload_tuner.calibration._loadphase import Rounds, measure_under_load
+from offload_tuner.calibration._choice import Candidate, thread_lane_wins
+from offload_tuner.calibration._loadphase import Rounds, measure_thread_lane, measure_under_load
 from offload_tuner.calibration._measure import Timing, clock, time_call
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
 from offload_tuner.runtime._profile import SCHEMA_VERSION
@@ -532,8 +533,46 @@ def finalize_kernel(
     t = phase.threshold
     entry["at_threshold"] = predict(phase.costs, transport, knobs, t).to_json() if t is not None else None
     if result.gil_points and thread_fixed_s is not None:
-        entry["thread"] = thread_section(result.gil_points, phase.costs, thread_fixed_s, workload)
+        entry["thread"] = _thread_lane(result, phase, thread_fixed_s, workload, knobs, effort, progress)
     return entry
+
+
+def _thread_lane(
+    result: KernelResult,
+    phase: Any,
+    fixed_s: float,
+    workload: tuple[float, float],
+    knobs: PolicyKnobs,
+    effort: Effort,
+    progress: Progress,
+) -> dict[str, Any]:
+    """The thread section: the model's threshold from the GIL hold, then, for a kernel that releases the GIL,
+    the thread lane's own concurrent phase on the process phase's stream, which decides the threshold and
+    whether the thread lane beats the process lane at all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert result.gil_points is not None
+    section = thread_section(result.gil_points, phase.costs, fixed_s, workload)
+    if section["threshold"] is None or not phase.calls:
+        return section
+    section["model_threshold"] = section["threshold"]
+    try:
+        with ThreadPoolExecutor(knobs.workers, thread_name_prefix="offload-tuner-lane") as threads:
+            choice, candidates = measure_thread_lane(result.spec, threads, section["threshold"], phase.calls, knobs,
+                                                     workload, rounds=effort.load, progress=progress)
+    except Exception as exc:  # the kernel failed in a thread under load: no thread lane, the rest stands
+        section.update(threshold=None, reason=f"thread lane's concurrent phase failed: {type(exc).__name__}: {exc}")
+        return section
+    process = [Candidate(c["threshold"], c["offloaded"], tuple(c["makespan_s"]), tuple(c["lag_p99_s"]),
+                         tuple(c["cpu_s"])) for c in phase.entry["candidates"]]
+    wins, how = thread_lane_wins(process, phase.entry["chosen"], candidates, choice.threshold)
+    section["threshold"] = choice.threshold if wins else None
+    section["interval"] = list(choice.interval)
+    section["reason"] = (f"{'thread lane' if wins else 'process lane'} measured faster under load: {how}; "
+                         f"thread lane: {choice.reason}")
+    section["load"] = {"candidates": [c.to_json() for c in candidates], "noise": choice.noise,
+                       "tie_band": choice.band, "best": choice.best, "tied": list(choice.tied)}
+    return section
 
 
 def _sort_samples(samples: KernelSamples) -> None:

@@ -377,6 +377,29 @@ def choose(
                   tuple(c.threshold for c in over))
 
 
+def thread_lane_wins(
+    process: Sequence[Candidate], process_choice: int | None, threads: Sequence[Candidate], thread_choice: int | None
+) -> tuple[bool, str]:
+    """Whether the thread lane's choice beats the process lane's, and why. Both phases ran the same stream of
+    calls, each with "never" (every call inline) among its candidates: each choice is taken relative to its own
+    phase's never, so the drift of the machine between the two phases cancels. Without a never in both, the
+    medians are compared as they are."""
+    if thread_choice is None:
+        return False, "the thread lane's own phase measured never sending a call there as best"
+    by_process = {c.threshold: c for c in process}
+    by_thread = {c.threshold: c for c in threads}
+    p, t = by_process.get(process_choice), by_thread.get(thread_choice)
+    if p is None or t is None:
+        raise ValueError("thread_lane_wins() needs each lane's chosen threshold among its candidates")
+    if None in by_process and None in by_thread:
+        p_ratio, t_ratio = p.makespan / by_process[None].makespan, t.makespan / by_thread[None].makespan
+        how = (f"{t_ratio:.2f}x the all-inline makespan in threads (from {_fmt(thread_choice)}) against "
+               f"{p_ratio:.2f}x in processes (from {_fmt(process_choice)})")
+        return t_ratio <= p_ratio, how
+    how = f"{t.makespan * 1e3:.1f} ms in threads against {p.makespan * 1e3:.1f} ms in processes"
+    return t.makespan <= p.makespan, how
+
+
 def lag_tie_s(loop_budget_s: float | None) -> float:
     """The absolute part of the lag tie: ``LAG_TIE``'s, or a tenth of the loop budget when that is more."""
     return max(LAG_TIE[1], LAG_TIE_BUDGET_SHARE * loop_budget_s) if loop_budget_s else LAG_TIE[1]

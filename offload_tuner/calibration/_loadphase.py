@@ -52,7 +52,15 @@ from offload_tuner.runtime._policy import (
     _log_points,
 )
 from offload_tuner.runtime._registry import KernelSpec
-from offload_tuner.calibration._workload import Calls, build_calls, process_call, run_calls, shuffled_calls
+from offload_tuner.calibration._workload import (
+    Call,
+    Calls,
+    build_calls,
+    process_call,
+    run_calls,
+    shuffled_calls,
+    thread_call,
+)
 
 MIN_CALLS_PER_CALLER = 2
 """Fewer calls than this say nothing about a mix of sizes, however long they take."""
@@ -111,6 +119,8 @@ class LoadPhase:
     interval: tuple[int | None, int | None]
     entry: dict[str, Any]
     """The profile's ``load`` section: every candidate's runs, the fit, the choice and its reason."""
+    calls: Calls = ()
+    """The stream of calls every candidate ran (the thread lane's phase runs the same one)."""
 
 
 def measure_under_load(
@@ -192,13 +202,39 @@ def measure_under_load(
         "noise": choice.noise,
         "tie_band": choice.band,
         "best": choice.best,
+        "chosen": choice.threshold,
         "tied": list(choice.tied),
         "over_budget": list(choice.over_budget),
         "flat": choice.flat,
         "reason": choice.reason,
         "duration_s": round(clock() - started, 3),
     }
-    return LoadPhase(corrected, chosen, interval, entry)
+    return LoadPhase(corrected, chosen, interval, entry, calls)
+
+
+def measure_thread_lane(
+    spec: KernelSpec,
+    threads: Executor,
+    proposal: int | None,
+    calls: Calls,
+    knobs: PolicyKnobs,
+    workload_range: tuple[float, float],
+    *,
+    rounds: Rounds,
+    progress: Callable[..., None],
+) -> tuple[Choice, list[Candidate]]:
+    """The thread lane under load: the process phase's stream of calls, run by the same callers with calls from
+    each candidate threshold up sent to ``threads`` (the model's proposal, its neighbours, always, never).
+    "Never" is every call inline in both phases: the anchor that compares the two lanes."""
+    started = clock()
+    seed = SEED ^ zlib.crc32(spec.key.encode()) ^ 0x7EAD
+    sizes = sorted(n for _, n in calls)
+    runner = _Runner(threads, spec, calls, sizes, knobs.concurrency, rounds, seed, progress, started, thread_call)
+    runner.measure(proposals(proposal, None, workload_range, neighbours=rounds.neighbours))
+    candidates = runner.candidates()
+    choice = choose(candidates, rounds=max(len(c.makespan_s) for c in candidates), loop_budget_s=knobs.loop_budget_s,
+                    workload_range=workload_range, calls=len(calls))
+    return choice, candidates
 
 
 def call_count(
@@ -317,10 +353,11 @@ class _Runner:
         seed: int,
         progress: Callable[..., None],
         started: float | None = None,
+        make_call: Callable[[Executor, Callable[..., Any], Callable[[int], bool]], Call] = process_call,
     ) -> None:
         self.executor, self.spec, self.calls, self.sizes, self.callers = executor, spec, calls, sizes, callers
         self.started = clock() if started is None else started  # the phase's budget runs from here
-        self.rounds, self.progress = rounds, progress
+        self.rounds, self.progress, self.make_call = rounds, progress, make_call
         self.rng = random.Random(seed)
         self.order_rng = random.Random(seed + 1)
         self.runs: dict[int, Candidate] = {}  # offload_from index -> the candidate measured for it
@@ -394,7 +431,7 @@ class _Runner:
         gate = (lambda n: False) if t is None else (lambda n: n >= t)
         # A warm-up, then the steady pass: what a stream with no first or last call costs, which is what the
         # cost model predicts and what a service runs (see _workload).
-        return run_calls(calls, self.callers, process_call(self.executor, self.spec.fn, gate), self.executor,
+        return run_calls(calls, self.callers, self.make_call(self.executor, self.spec.fn, gate), self.executor,
                          warmup=WARMUP_CALLS_PER_CALLER * self.callers if self.rounds.steady else 0)
 
     def indexed(self) -> list[tuple[int, float]]:

@@ -222,6 +222,17 @@ def process_call(executor: Executor, fn: Callable[..., Any], offload: Callable[[
     return call
 
 
+def thread_call(executor: Executor, fn: Callable[..., Any], offload: Callable[[int], bool]) -> Call:
+    """A call that runs in the thread pool ``executor`` when ``offload(size)`` (nothing pickled), else inline."""
+
+    async def call(args: tuple, n: int) -> Any:
+        if not offload(n):
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    return call
+
+
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") and "SC_CLK_TCK" in os.sysconf_names else 100
 
 

@@ -369,18 +369,34 @@ def _explain(args: argparse.Namespace) -> int:
               f"also weighs the mix of sizes (workload {entry.get('workload_range', [lo, hi])})")
     if entry.get("load"):
         print(format_load(entry["load"], entry.get("threshold")))
-    # The decision itself goes through run_kernel's own code path, against an executor of the profiled kind.
+    thread = entry.get("thread")
+    if thread:
+        lane = "never" if thread.get("threshold") is None else f"from size {thread['threshold']}"
+        print(f"  thread lane: {lane}; in a thread it held up a busy event loop {thread['gil_hold']:.0%} of its "
+              f"run time (hand-off {format_seconds(thread.get('fixed_s'))})")
+        if thread.get("reason"):
+            print(f"    {thread['reason']}")
+    # The decision itself goes through run_kernel's own code path, against executors of the profiled kinds
+    # (never started: no task is submitted).
+    from concurrent.futures import ThreadPoolExecutor
+
     offload_tuner.load_profile(path)
-    previous = offload_tuner.get_executor()
-    idle_pool = ProcessPoolExecutor(max_workers=1)  # never started: no task is submitted
-    offload_tuner.set_executor(idle_pool)
+    previous = offload_tuner.get_executors()
+    idle_pool, idle_threads = ProcessPoolExecutor(max_workers=1), ThreadPoolExecutor(1)
     try:
+        offload_tuner.set_executor(idle_pool)
         decision = offload_tuner.decide(spec.fn, *spec.sample(args.size))
+        offload_tuner.set_executors({"process": idle_pool, "thread": idle_threads})
+        both = offload_tuner.decide(spec.fn, *spec.sample(args.size))
     finally:
-        offload_tuner.set_executor(previous)
+        offload_tuner.set_executors(previous)
         idle_pool.shutdown(wait=False)
+        idle_threads.shutdown(wait=False)
     verdict = "OFFLOAD" if decision.offload else "INLINE"
     print(f"  decision: {verdict} ({decision.reason})")
+    if thread:
+        where = both.backend.upper() if both.offload else "INLINE"
+        print(f"  with a thread pool installed too (set_executors): {where} ({both.reason})")
     return EXIT_OK
 
 

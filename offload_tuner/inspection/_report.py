@@ -33,6 +33,7 @@ def summary_rows(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
         at = entry.get("at_threshold") or {}
         fit = entry.get("fit_error") or {}
         load = entry.get("load") or {}
+        thread = entry.get("thread") or {}
         rows.append(
             {
                 "kernel": key,
@@ -49,6 +50,9 @@ def summary_rows(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "inline_s_at_threshold": at.get("inline_s"),
                 "offload_loop_s_at_threshold": at.get("offload_loop_s"),
                 "offload_latency_s_at_threshold": at.get("offload_latency_s"),
+                "thread_gil_hold": thread.get("gil_hold"),
+                "thread_threshold": thread.get("threshold"),
+                "thread_reason": thread.get("reason"),
                 "error": entry.get("error"),
             }
         )
@@ -66,9 +70,18 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def _thread_lane(row: Mapping[str, Any]) -> str:
+    """``from T (GIL 2%)``, ``never (GIL 95%)``, or ``-`` for a profile without the measurement."""
+    hold = row["thread_gil_hold"]
+    if hold is None:
+        return "-"
+    t = row["thread_threshold"]
+    return f"{'never' if t is None else 'from ' + format_threshold(t)} (GIL {hold:.0%})"
+
+
 def format_table(profile: Mapping[str, Any]) -> str:
     headers = ["kernel", "threshold", "interval", "under load", "fit err", "load err", "inline@thr", "loop@thr",
-               "latency@thr", "status"]
+               "latency@thr", "thread lane", "status"]
     body = []
     for row in summary_rows(profile):
         body.append(
@@ -82,6 +95,7 @@ def format_table(profile: Mapping[str, Any]) -> str:
                 format_seconds(row["inline_s_at_threshold"]),
                 format_seconds(row["offload_loop_s_at_threshold"]),
                 format_seconds(row["offload_latency_s_at_threshold"]),
+                _thread_lane(row),
                 row["status"] + (f": {row['error']}" if row["error"] else ""),
             ]
         )
@@ -94,7 +108,9 @@ def format_table(profile: Mapping[str, Any]) -> str:
         "under load: candidates measured with the reference workload, and how many tied with the best (a flat "
         "basin, resolved by loop lag then CPU; `offload-tuner explain` says why); fit err: cross-validated error "
         "of the compute model; load err: predicted vs measured makespan under load, after correction; @thr: "
-        "predicted per call at the threshold (inline; loop-thread time and latency offloaded)"
+        "predicted per call at the threshold (inline; loop-thread time and latency offloaded); thread lane: from which "
+        "size a kernel goes to a thread pool when one is installed (set_executors), and the share of its run time "
+        "it held the GIL in a thread (measured; above 25% it never does)"
     )
     return "\n".join(lines) + "\n" + notes
 
