@@ -84,3 +84,17 @@ def sleepy(seconds: float) -> int:
 
 def crash_here(message: str) -> None:
     raise KeyError(message)
+
+
+@kernel(sample=lambda n: (list(range(n)),))
+def lane_probe(xs: list[int]) -> tuple[int, str]:
+    """Which process and which thread ran it: tells a thread pool's thread from the caller's (inline)."""
+    return os.getpid(), threading.current_thread().name
+
+
+@kernel(sample=lambda n: (list(range(n)),))
+def calls_lane_probe(xs: list[int]) -> tuple[int, str]:
+    """A kernel that runs another through the runtime, as a kernel built from kernels would."""
+    from offload_tuner import run_kernel_sync
+
+    return run_kernel_sync(lane_probe, xs)

@@ -331,3 +331,7 @@ def test_the_lanes_are_compared_through_the_all_inline_run_each_phase_measured()
     assert thread_lane_wins(no_anchor, 4096, threads, 2048)[0] is True  # raw: 0.72 s against 0.8 s
     with pytest.raises(ValueError, match="chosen"):
         thread_lane_wins(process, 512, threads, 2048)
+    # As fast, but its p99 loop lag 40 ms against 10 ms: past the lag tie (25% + 10 ms at a 100 ms budget).
+    laggy = [cand(2048, [0.72] * 3, lag=0.04), cand(None, [1.2] * 3)]
+    assert thread_lane_wins(process, 4096, laggy, 2048, 0.1)[0] is False
+    assert thread_lane_wins(process, 4096, [cand(2048, [0.72] * 3, lag=0.02), cand(None, [1.2] * 3)], 2048, 0.1)[0]

@@ -471,7 +471,8 @@ def measure_kernel(
         )
         if not trusted:
             entry["error"] = "; ".join(costs.compute.notes + costs.caller_serial.notes) or "fit not trusted"
-        result.gil_points = _measure_gil(spec, samples.size, effort, entry, progress)
+        if trusted:  # the runtime ignores untrusted entries: no time spent on their thread lane
+            result.gil_points = _measure_gil(spec, samples.size, effort, entry, progress)
     except KernelFailed as exc:
         entry["error"] = str(exc)
         entry["traceback"] = traceback.format_exception(exc.__cause__ or exc)[-6:]
@@ -553,7 +554,10 @@ def _thread_lane(
 
     assert result.gil_points is not None
     section = thread_section(result.gil_points, phase.costs, fixed_s, workload)
-    if section["threshold"] is None or not phase.calls:
+    if section["threshold"] is None:
+        return section
+    if not phase.calls:  # nothing to run the thread lane's phase on: an unmeasured proposal is not kept
+        section.update(threshold=None, reason="the thread lane could not be measured under load")
         return section
     section["model_threshold"] = section["threshold"]
     try:
@@ -565,8 +569,12 @@ def _thread_lane(
         return section
     process = [Candidate(c["threshold"], c["offloaded"], tuple(c["makespan_s"]), tuple(c["lag_p99_s"]),
                          tuple(c["cpu_s"])) for c in phase.entry["candidates"]]
-    wins, how = thread_lane_wins(process, phase.entry["chosen"], candidates, choice.threshold)
-    section["threshold"] = choice.threshold if wins else None
+    wins, how = thread_lane_wins(process, phase.entry["chosen"], candidates, choice.threshold, knobs.loop_budget_s)
+    chosen = choice.threshold
+    if wins and section["floor"] is not None and (chosen is None or chosen < section["floor"]):
+        chosen = section["floor"]  # sizes below it were measured holding the GIL: they never go to threads
+        how += f"; raised to {chosen}, below which the kernel was measured holding the GIL"
+    section["threshold"] = chosen if wins else None
     section["interval"] = list(choice.interval)
     section["reason"] = (f"{'thread lane' if wins else 'process lane'} measured faster under load: {how}; "
                          f"thread lane: {choice.reason}")

@@ -378,12 +378,17 @@ def choose(
 
 
 def thread_lane_wins(
-    process: Sequence[Candidate], process_choice: int | None, threads: Sequence[Candidate], thread_choice: int | None
+    process: Sequence[Candidate],
+    process_choice: int | None,
+    threads: Sequence[Candidate],
+    thread_choice: int | None,
+    loop_budget_s: float | None = None,
 ) -> tuple[bool, str]:
     """Whether the thread lane's choice beats the process lane's, and why. Both phases ran the same stream of
     calls, each with "never" (every call inline) among its candidates: each choice is taken relative to its own
     phase's never, so the drift of the machine between the two phases cancels. Without a never in both, the
-    medians are compared as they are."""
+    medians are compared as they are. Throughput first; a thread lane whose p99 loop lag is worse than the
+    process lane's beyond the lag tie (:func:`lag_tie_s`) does not win on it."""
     if thread_choice is None:
         return False, "the thread lane's own phase measured never sending a call there as best"
     by_process = {c.threshold: c for c in process}
@@ -395,9 +400,13 @@ def thread_lane_wins(
         p_ratio, t_ratio = p.makespan / by_process[None].makespan, t.makespan / by_thread[None].makespan
         how = (f"{t_ratio:.2f}x the all-inline makespan in threads (from {_fmt(thread_choice)}) against "
                f"{p_ratio:.2f}x in processes (from {_fmt(process_choice)})")
-        return t_ratio <= p_ratio, how
-    how = f"{t.makespan * 1e3:.1f} ms in threads against {p.makespan * 1e3:.1f} ms in processes"
-    return t.makespan <= p.makespan, how
+        faster = t_ratio <= p_ratio
+    else:
+        how = f"{t.makespan * 1e3:.1f} ms in threads against {p.makespan * 1e3:.1f} ms in processes"
+        faster = t.makespan <= p.makespan
+    calm = t.lag_p99 <= p.lag_p99 * LAG_TIE[0] + lag_tie_s(loop_budget_s)
+    how += f"; p99 loop lag {t.lag_p99 * 1e3:.1f} ms in threads against {p.lag_p99 * 1e3:.1f} ms"
+    return faster and calm, how
 
 
 def lag_tie_s(loop_budget_s: float | None) -> float:

@@ -3,10 +3,10 @@
 The event loop is a Python thread. A kernel that releases the GIL (numpy on large arrays, zlib, hashlib,
 most C extensions) runs in a thread pool without holding the loop up and without pickling anything; pure
 Python holds the GIL, so the loop and the kernel's thread take turns (every 5 ms, ``sys.getswitchinterval()``)
-and the loop is held up about half the time. Which one a kernel is cannot be read off its code, so calibration
+and a busy loop is held up most of the time (~95% on the development VM). Which one a kernel is cannot be read off its code, so calibration
 measures it: the calling thread spins in small fixed units of Python work, alone and while the kernel runs
 over and over in a thread, interleaved; the share of its pace lost while the kernel runs is the kernel's
-*GIL hold* (0: released throughout; ~0.5: pure Python; more if the kernel also takes the core).
+*GIL hold* (0: released throughout; ~0.95: pure Python).
 
 The share can depend on the size (numpy's per-call Python overhead dominates small arrays), so it is measured
 at a few sizes from the top of the calibrated ladder down; :func:`thread_section` turns the points into what
@@ -135,8 +135,10 @@ def thread_section(
     size_range: tuple[float, float],
 ) -> dict[str, Any]:
     """What the profile records for the thread lane (pure): the hold at the largest size measured (the calls
-    that get offloaded are the large ones) and the threshold, never below the smallest measured size from
-    which every larger measured size releases the GIL (below it, nothing says the kernel does)."""
+    that get offloaded are the large ones) and the model's threshold. Where a smaller measured size held the
+    GIL, the threshold is never below ``floor``: the smallest measured size from which every larger one
+    released it (below it, the measurements say the kernel holds the GIL). Where every measured size released
+    it, the model's threshold stands, whatever size it is (the concurrent phase checks it)."""
     if not points:
         raise ValueError("thread_section() needs at least one measured (size, share) point")
     ordered = sorted(points)
@@ -148,6 +150,9 @@ def thread_section(
             if share > GIL_RELEASING_MAX:
                 break
             releasing_from = n
-        t = max(t, releasing_from) if releasing_from != ordered[0][0] else t
+        floor = releasing_from if releasing_from != ordered[0][0] else None
+        t = max(t, floor) if floor is not None else t
+    else:
+        floor = None
     return {"gil_hold": round(hold, 4), "threshold": t, "points": [[n, round(s, 4)] for n, s in ordered],
-            "fixed_s": fixed_s}
+            "fixed_s": fixed_s, "floor": floor}

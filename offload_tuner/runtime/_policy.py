@@ -295,12 +295,13 @@ def _switch_point(
 
 
 GIL_RELEASING_MAX = 0.25
-"""A kernel that holds up another Python thread (the event loop's) for more than this share of its run time,
-as calibration measured it running in a thread, is never sent to threads: there it would still block the
-loop, and pure-Python kernels measure ~0.5 (two threads taking turns on the GIL)."""
+"""A kernel that holds up a busy event loop's thread for more than this share of its run time, as calibration
+measured it running in a thread (:mod:`offload_tuner.calibration._gil`), is never sent to threads: there it
+would still block the loop. Pure-Python kernels measure ~0.95 on the development VM, numpy's C loops ~0.01."""
 THREAD_MARGIN = 2.0
-"""The thread lane pays from the size whose loop time saved is this many times the thread pool's fixed cost:
-the fixed cost is also latency, and a call that saves the loop 10 us for 10 us of hand-off gains nothing."""
+"""The thread lane pays from the size where the kernel's compute that no longer holds the loop,
+``(1 - gil_hold) * C(n)``, is at least this many times the hand-off (the hand-off itself is paid on top, so
+the loop nets at least one hand-off's worth; a call that saves 10 us for 10 us of hand-off gains nothing)."""
 
 
 def thread_threshold(

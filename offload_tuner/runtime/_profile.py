@@ -39,8 +39,8 @@ class ThreadEntry:
     """What calibration measured of a kernel run in a thread (schema 3)."""
 
     gil_hold: float
-    """Share of the kernel's run time during which another Python thread (the event loop's) could not run: ~0
-    for a kernel that releases the GIL (numpy, compression, hashing), ~0.5 or more for pure Python."""
+    """Share of a busy event loop's pace lost while the kernel runs in a thread: ~0 for a kernel that releases
+    the GIL (numpy, compression, hashing), ~0.95 for pure Python (measured on the development VM)."""
     threshold: int | None
     """From this size up the kernel runs in the thread pool (None: never)."""
 
@@ -193,8 +193,11 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
         fingerprint = entry.get("code_fingerprint")
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise fail(f'kernel {key!r}: "code_fingerprint" must be a string')
-        kernels[key] = KernelEntry(key, threshold, status, fingerprint, entry, _validate_thread(entry, key, fail))
-    thread = data.get("thread", {})
+        # A schema 2 profile predates the thread lane: whatever it holds under "thread" is not ours to trust.
+        thread_entry = _validate_thread(entry, key, fail) if schema >= 3 else None
+        kernels[key] = KernelEntry(key, threshold, status, fingerprint, entry, thread_entry)
+    thread = data.get("thread")
+    thread = {} if thread is None else thread
     if not isinstance(thread, dict):
         raise fail('"thread" must be an object')
     fixed = thread.get("fixed_s")
@@ -215,7 +218,7 @@ def _validate_thread(entry: Mapping[str, Any], key: str, fail: Any) -> ThreadEnt
         raise fail(f"kernel {key!r}: thread gil_hold must be a share in [0, 1], got {hold!r}")
     if "threshold" not in section:
         raise fail(f'kernel {key!r}: thread section missing "threshold"')
-    return ThreadEntry(float(hold), _validate_threshold(section["threshold"], key, fail))
+    return ThreadEntry(float(hold), _validate_threshold(section["threshold"], f"{key} (thread lane)", fail))
 
 
 def _validate_threshold(value: Any, key: str, fail: Any) -> int | None:

@@ -1,7 +1,7 @@
 """The production path: decide per call, in O(1), and run the kernel inline or on the installed executor.
 
-All process-wide state is one immutable :class:`_Snapshot` (profile + executor + a per-function decision
-table). Installing a profile or an executor swaps the reference; a call in flight keeps the snapshot it
+All process-wide state is one immutable :class:`_Snapshot` (profile + the installed executors, each a
+:class:`_Lane` + a per-function decision table). Installing a profile or an executor swaps the reference; a call in flight keeps the snapshot it
 started with, so every decision is made from one consistent profile.
 
 Fallback rules (the documented safe default): with no executor installed everything runs inline; a kernel
@@ -105,25 +105,35 @@ send elsewhere go to the first of these that is installed, else to the first exe
 
 
 class _Snapshot:
-    __slots__ = ("profile", "profile_problem", "executors", "lanes", "primary", "gil_free", "executor", "backend",
-                 "table", "caller_decided")
+    __slots__ = ("profile", "profile_problem", "executors", "lanes", "installed", "primary_name", "primary", "gil_free",
+                 "dropped", "executor", "backend", "table", "caller_decided")
 
     def __init__(
         self,
         profile: Profile | None | object,
         profile_problem: str | None,
         executors: "Mapping[str, Executor]",
+        primary_name: str | None = None,
+        dropped: frozenset[str] = frozenset(),
     ) -> None:
         self.profile = profile
         self.profile_problem = profile_problem
         self.executors: dict[str, Executor] = dict(executors)
         self.lanes = {name: _Lane(name, executor) for name, executor in self.executors.items()}
-        first = next((name for name in PRIMARY_ORDER if name in self.lanes), next(iter(self.lanes), None))
-        self.primary: _Lane | None = self.lanes[first] if first is not None else None
+        self.installed = bool(self.lanes)
+        if primary_name is None:
+            primary_name = next((name for name in PRIMARY_ORDER if name in self.lanes), next(iter(self.lanes), None))
+        self.primary_name = primary_name
+        """Where caller-decided calls go. Kept when that executor fails and is dropped: its calls then run
+        inline, never on another executor (a kernel holding the GIL must not land on the thread pool)."""
+        self.primary: _Lane | None = self.lanes.get(primary_name) if primary_name is not None else None
+        self.dropped = dropped
+        """Executors dropped after they failed (their kernels run inline until set_executor(s) is called)."""
         thread = self.executors.get(THREAD.name)
         self.gil_free: _Lane | None = _Lane(THREAD.name, thread, modelled=False) if thread is not None else None
         """The thread lane for kernels the profile sends there because they release the GIL."""
         self.executor = self.primary.executor if self.primary is not None else None
+        """The primary executor (``get_executor()``); None with no executor installed, or its lane dropped."""
         self.backend: Backend = self.primary.backend if self.primary is not None else INLINE
         self.table: dict[Callable[..., Any], _Entry] = {}
         self.caller_decided: set[Callable[..., Any]] = set()
@@ -218,7 +228,7 @@ def load_profile(path: Any = None, *, strict: bool = False, check_host: bool = T
             f"profile:{problem}", f"offload-tuner: profile not used, kernels use their defaults: {problem}{hint}"
         )
     with _lock:
-        _snapshot = _Snapshot(profile, problem, _snapshot.executors)
+        _snapshot = _Snapshot(profile, problem, _snapshot.executors, _snapshot.primary_name, _snapshot.dropped)
     return profile
 
 
@@ -226,7 +236,7 @@ def unload_profile() -> None:
     """Forget the installed profile; the next decision loads the configured one lazily again."""
     global _snapshot
     with _lock:
-        _snapshot = _Snapshot(_UNLOADED, None, _snapshot.executors)
+        _snapshot = _Snapshot(_UNLOADED, None, _snapshot.executors, _snapshot.primary_name, _snapshot.dropped)
 
 
 def current_profile() -> Profile | None:
@@ -254,6 +264,8 @@ def _resolve(fn: Callable[..., Any]) -> tuple[_Snapshot, _Entry]:
     entry = snap.table.get(fn)
     if entry is None:
         spec, threshold, reason, lane = _entry_for(snap, fn)
+        if lane is None and threshold is not None and snap.installed:  # its executor was dropped: nowhere to go
+            threshold, reason = None, f"{reason}; no executor left for it: inline"
         entry = (spec, threshold, reason, stats_for(fn), lane)
         if entry[0] is not None:  # registered kernels only: a stream of lambdas must not grow the table
             snap.table[fn] = entry
@@ -291,14 +303,17 @@ def _entry_for(
                                         f"{thread.gil_hold:.0%} of its run time)"), snap.gil_free
     kind = profile.executor_kind
     lane = snap.lanes.get(kind) if kind is not None else primary
-    if primary is not None and lane is None:
+    if lane is None and (kind in snap.dropped or (kind is None and snap.primary_name in snap.dropped)):
+        return spec, None, f"the {kind or snap.primary_name} executor failed and was dropped: inline", None
+    if snap.installed and lane is None:
         installed = ", ".join(repr(name) for name in snap.lanes)
         _warn_once(
             f"kind:{profile.source}:{installed}",
             f"offload-tuner: profile {profile.source} was calibrated for a {kind!r} executor, the installed "
             f"{'ones are' if len(snap.lanes) > 1 else 'one is'} {installed}; kernels use their defaults",
         )
-        return spec, default, f"profile calibrated for {kind} executor: {default_text}", primary
+        return spec, default if primary is not None else None, (
+            f"profile calibrated for {kind} executor: {default_text if primary is not None else 'inline'}"), primary
     adapted = _adapted[1].get(spec.key) if _adapted[0] is profile else None
     if adapted is not None:
         return spec, adapted[0], adapted[1], lane
@@ -308,8 +323,14 @@ def _entry_for(
 
 
 def _trusted(reason: str) -> bool:
-    """Whether an entry with this reason comes from a usable profile entry (not a fallback)."""
+    """Whether an entry with this reason is the profile's process-lane threshold (not a fallback): what the
+    statistics' models, drift, exploration and adaptation work with."""
     return reason == _FROM_PROFILE or reason == _NEVER_PAYS or reason.startswith(_ADAPTED)
+
+
+def _from_profile(reason: str) -> bool:
+    """Whether the profile decides calls with this reason: a trusted entry or the thread lane."""
+    return _trusted(reason) or reason.startswith(_THREAD_LANE)
 
 
 def profile_decides(fn: Callable[..., Any]) -> bool:
@@ -325,7 +346,8 @@ def install_adapted(profile: Profile, table: dict[str, tuple[int | None, str]]) 
         _adapted = (profile, dict(table))
         current = _snapshot
         if current.profile is profile:
-            _snapshot = _Snapshot(current.profile, current.profile_problem, current.executors)
+            _snapshot = _Snapshot(current.profile, current.profile_problem, current.executors, current.primary_name,
+                                  current.dropped)
 
 
 def _note_caller_decision(snap: _Snapshot, fn: Callable[..., Any]) -> None:
@@ -338,7 +360,7 @@ def _note_caller_decision(snap: _Snapshot, fn: Callable[..., Any]) -> None:
     if snap.profile is _UNLOADED and not configured_profile_path().is_file():
         return
     snap, (spec, threshold, reason, _, _) = _resolve(fn)
-    if spec is None or not _trusted(reason):
+    if spec is None or not _from_profile(reason):
         return
     verdict = "offloading never pays" if threshold is None else f"threshold {threshold}"
     source = snap.profile.source if isinstance(snap.profile, Profile) else "the profile"
@@ -357,23 +379,24 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
     snap, (spec, threshold, reason, _, lane) = _resolve(fn)
     key = spec.key if spec is not None else None
     size = spec.checked_size(args) if spec is not None else None
-    if snap.executor is None:
+    if not snap.installed:
         return Decision(False, INLINE.name, size, threshold, "no executor installed: inline", key)
     if offload_if is not None:
         offload = bool(offload_if)
         why = f"caller: offload_if={offload}"
-        if _trusted(reason) and size is not None:
+        if _from_profile(reason) and size is not None:
             would = "offloading never pays" if threshold is None else (
                 f"size {size} {'>=' if size >= threshold else '<'} threshold {threshold}")
             why += f", overriding the profile ({would})"
+        lane = snap.primary
+        if offload and lane is None:
+            offload, why = False, f"{why}; the {snap.primary_name} executor was dropped after it failed: inline"
     elif threshold is None or size is None:
         offload, why = False, reason
     else:
         offload = size >= threshold
         relation = ">=" if offload else "<"
         why = f"{reason}: size {size} {relation} threshold {threshold}"
-    if offload_if is not None:
-        lane = snap.primary
     return Decision(offload, lane.backend.name if offload and lane is not None else INLINE.name, size, threshold,
                     why, key)
 
@@ -384,13 +407,13 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
     decides (:mod:`_stats`), and those run with no executor (without loading a profile for them). Written out
     in one function: each Python call here costs about as much as the counting itself."""
     snap = _snapshot
-    if offload_if is not None and snap.executor is not None:
+    if offload_if is not None and snap.installed:
         # The caller decided, as the old gate did: no size is needed, none is counted (the statistics are of
         # the calls the profile decides; dropping offload_if is what retune and drift then help with).
         if fn not in snap.caller_decided:
             _note_caller_decision(snap, fn)
         return snap.primary if offload_if else None
-    if snap.executor is None:  # everything inline; still counted: the mix is worth knowing before offloading
+    if not snap.installed:  # everything inline; still counted: the mix is worth knowing before offloading
         offload, threshold, lane = False, None, None
         stats = _stats_by_fn.get(fn)
         if stats is None:
@@ -404,7 +427,7 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
         entry = snap.table.get(fn)
         if entry is None:
             snap, entry = _resolve(fn)  # a lazy load may swap the snapshot
-            if snap.executor is None:  # set_executor(None) raced this first call: inline, as it now says
+            if not snap.installed:  # set_executor(None) raced this first call: inline, as it now says
                 return None
         spec, threshold, reason, stats, lane = entry
         if stats is None:  # not a registered kernel: no threshold, inline
@@ -436,7 +459,7 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
     counts[b] = c
     if c & _sample_mask != _sample_phase:
         return lane if offload else None
-    if c & _explore_mask == _explore_phase and threshold is not None and snap.executor is not None and (
+    if c & _explore_mask == _explore_phase and threshold is not None and lane is not None and (
             threshold >> EXPLORE_NEAR_SHIFT <= n < threshold << EXPLORE_NEAR_SHIFT) and _trusted(reason):
         # Adapting: this timed call near the threshold runs the other way, so both sides stay measured. It
         # stays counted under the decision (the counts advance, so the next call is not picked again).
@@ -513,9 +536,9 @@ async def run_kernel(
 
 async def _timed(call: Timed, fn: Callable[..., Any], args: tuple, timeout: float | None) -> Any:
     """A call picked for timing (one in ``sample_every``): run it as decided and record what it cost."""
-    if call.snap is None:
+    if call.lane is None:
         return _inline_timed(call, fn, args)
-    return await _offload(call.snap, fn, args, timeout, call if call.snap.modelled else None)
+    return await _offload(call.lane, fn, args, timeout, call if call.lane.modelled else None)
 
 
 def _inline_timed(call: Timed, fn: Callable[..., Any], args: tuple) -> Any:
@@ -538,21 +561,28 @@ def run_kernel_sync(
         lane: _Lane = target  # type: ignore[assignment]
     else:
         call = target  # type: ignore[assignment]
-        if call.snap is None:
+        if call.lane is None:
             return _inline_timed(call, fn, args)
-        lane = call.snap
+        lane = call.lane
         if not lane.modelled:
             call = None
     started = perf_counter()
     executor = lane.executor
     from concurrent.futures import BrokenExecutor, CancelledError
 
+    if getattr(_in_thread_lane, "active", False):
+        return fn(*args)  # a kernel running in a thread pool calls another: waiting on the same pool could hang
     pickled = lane.backend.pickles_on_caller
     payload = _payload_or_none(fn, args) if pickled else None
     if pickled and payload is None:
         return fn(*args)
     try:
-        future = executor.submit(invoke_pickled, payload) if pickled else executor.submit(fn, *args)
+        if pickled:
+            future = executor.submit(invoke_pickled, payload)
+        elif lane.backend is THREAD:
+            future = executor.submit(_run_in_thread_lane, fn, *args)
+        else:
+            future = executor.submit(fn, *args)
         submitted = perf_counter()
         result = future.result(timeout)
     except ResultNotPicklable as exc:
@@ -613,6 +643,8 @@ async def _offload(
     import asyncio
     from concurrent.futures import BrokenExecutor
 
+    if getattr(_in_thread_lane, "active", False):
+        return fn(*args)  # see _in_thread_lane
     loop = asyncio.get_running_loop()
     started = perf_counter() if call is not None else 0.0
     pickled = lane.backend.pickles_on_caller
@@ -622,6 +654,8 @@ async def _offload(
     try:
         if pickled:
             future = loop.run_in_executor(lane.executor, invoke_pickled, payload)
+        elif lane.backend is THREAD:
+            future = loop.run_in_executor(lane.executor, _run_in_thread_lane, fn, *args)
         else:
             future = loop.run_in_executor(lane.executor, fn, *args)
         submitted = perf_counter() if call is not None else 0.0
@@ -647,6 +681,20 @@ async def _offload(
     return value
 
 
+_in_thread_lane = threading.local()
+"""``active`` is True while a thread pool's thread runs a kernel for us: a kernel that calls ``run_kernel_sync``
+on another from there runs it inline instead of waiting on the pool it occupies (every thread busy waiting
+would never end). A process worker has no executor installed, so it never offloads in the first place."""
+
+
+def _run_in_thread_lane(fn: Callable[..., Any], *args: Any) -> Any:
+    _in_thread_lane.active = True
+    try:
+        return fn(*args)
+    finally:
+        _in_thread_lane.active = False
+
+
 def _is_shutdown_error(exc: RuntimeError) -> bool:
     return "shutdown" in str(exc) or "interpreter" in str(exc)
 
@@ -661,16 +709,17 @@ def _rerun_inline_after_executor_failure(lane: _Lane, fn: Callable[..., Any], ar
         current = _snapshot
         if current.executors.get(lane.name) is executor:
             replacement = _rebuild(executor)
-            executors = dict(current.executors)
+            executors, dropped = dict(current.executors), current.dropped
             if replacement is None:
                 del executors[lane.name]
+                dropped = dropped | {lane.name}
             else:
                 executors[lane.name] = replacement
-            _snapshot = _Snapshot(current.profile, current.profile_problem, executors)
-            others = ", ".join(repr(name) for name in executors if name != lane.name)
+            _snapshot = _Snapshot(current.profile, current.profile_problem, executors, current.primary_name, dropped)
             after = "a new pool of the same shape is installed" if replacement else (
-                f"its calls run {'on ' + others + ' or ' if others else ''}inline until set_executor() installs a "
-                "working executor")
+                "the calls it would have run run inline until set_executor() or set_executors() installs a "
+                "working executor" + (f" (the other executors stay: {', '.join(map(repr, executors))})"
+                                      if executors else ""))
             _warn_once(
                 f"executor:{id(executor)}",
                 f"offload-tuner: the {lane.name} executor failed ({what}); the call was re-run inline and {after}",

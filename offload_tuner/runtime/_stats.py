@@ -146,12 +146,12 @@ class KernelStats:
 
 
 class Timed:
-    """A call picked for timing: where it runs (``snap`` is None for inline) and what to record it under."""
+    """A call picked for timing: where it runs (``lane`` is None for inline) and what to record it under."""
 
-    __slots__ = ("snap", "stats", "n")
+    __slots__ = ("lane", "stats", "n")
 
-    def __init__(self, snap: Any, stats: KernelStats, n: int) -> None:
-        self.snap, self.stats, self.n = snap, stats, n
+    def __init__(self, lane: Any, stats: KernelStats, n: int) -> None:
+        self.lane, self.stats, self.n = lane, stats, n
 
 
 def sampling(every: int) -> tuple[int, int]:
