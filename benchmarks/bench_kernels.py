@@ -9,6 +9,13 @@ def tiny(xs: list[int]) -> int:
     return xs[0]
 
 
+@kernel(size=lambda xs: len(xs))
+def tiny_sized(xs: list[int]) -> int:
+    """``tiny`` with an explicit size function: every version of the decision path calls it alike, so
+    :mod:`benchmarks.stats_cost` compares what else they do."""
+    return xs[0]
+
+
 def _ramp(n: int) -> tuple[list[int]]:
     return (list(range(n)),)
 

@@ -22,7 +22,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.bench_kernels import tiny
+from benchmarks.bench_kernels import tiny_sized as tiny
 from offload_tuner.runtime import _runtime
 from offload_tuner.runtime._host import host_identity
 from offload_tuner.runtime._profile import SCHEMA_VERSION

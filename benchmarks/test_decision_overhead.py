@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -91,6 +92,34 @@ def test_added_cost_paired(benchmark, installed):
     up to 2x within minutes; here the old gate and ``run_kernel`` alternate, block by block (``CALLS`` calls
     each, which goes first alternating too), in every round, so drift hits both alike. The median of the
     per-round differences per call is in ``extra_info`` (``python -m benchmarks.summarize`` prints it)."""
+    _paired(benchmark, installed)
+
+
+@pytest.mark.benchmark(group="decision-overhead-paired")
+def test_added_cost_paired_with_both_lanes(benchmark, installed, tmp_path):
+    """The same with a thread pool installed beside the process pool and ``tiny`` in the thread lane
+    (``set_executors``): the lane is chosen once per kernel, so a call pays nothing more."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    installed_profile = offload_tuner.current_profile().source
+    data = json.loads(Path(installed_profile).read_text())
+    data["kernels"][kernel_key(tiny)]["thread"] = {"gil_hold": 0.0, "threshold": 256}
+    path = tmp_path / "lanes.json"
+    path.write_text(json.dumps(data))
+    before = offload_tuner.get_executors()
+    threads = ThreadPoolExecutor(1)
+    offload_tuner.set_executors({**before, "thread": threads})
+    offload_tuner.load_profile(path)
+    try:
+        assert "releases the GIL" in offload_tuner.decide(tiny, XS).reason
+        _paired(benchmark, installed)
+    finally:
+        offload_tuner.set_executors(before)
+        offload_tuner.load_profile(installed_profile)
+        threads.shutdown()
+
+
+def _paired(benchmark, installed) -> None:  # type: ignore[no-untyped-def]
     xs = XS
     assert offload_tuner.decide(tiny, xs).offload is False
     run_kernel = offload_tuner.run_kernel
