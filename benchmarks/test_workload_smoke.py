@@ -90,3 +90,19 @@ def test_threads_benchmark_runs_both_lanes_and_reports_against_processes_only(tm
     assert entry["best_process"].startswith("process") and entry["best_thread"].startswith("thread")
     assert entry["decision_at_top"]["backend"] == "thread"  # the profile's thread lane, with both installed
     assert (out / "threads-smoke.md").read_text().startswith("# The thread lane")
+
+
+def test_mixed_benchmark_runs_the_profile_s_lanes_against_the_static_grid(tmp_path):
+    from pathlib import Path
+
+    from benchmarks import mixed
+
+    reference = Path(__file__).resolve().parent.parent / "calibration" / "reference" / "vm.json"
+    out = tmp_path / "mixed"
+    assert mixed.main(["--smoke", "--profile", str(reference), "--out-dir", str(out)]) == 0
+    report = json.loads((out / "mixed-smoke.json").read_text())
+    entry = report["entry"]
+    assert "lanes (profile)" in entry["summary"] and entry["best_static"] != "lanes (profile)"
+    assert len(entry["summary"]) >= 9  # the profile's lanes and a grid of at least 4 x 2 static policies
+    assert entry["same_decisions_as_lanes"] in entry["summary"]
+    assert (out / "mixed-smoke.md").read_text().startswith("# Mixed workload")
