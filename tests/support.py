@@ -98,3 +98,13 @@ def calls_lane_probe(xs: list[int]) -> tuple[int, str]:
     from offload_tuner import run_kernel_sync
 
     return run_kernel_sync(lane_probe, xs)
+
+
+@kernel(sample=lambda n: (list(range(n)),))
+def nested_decisions(xs: list[int]) -> tuple[str, str, int]:
+    """From inside the runtime: where decide() places lane_probe with and without offload_if=True, and which
+    process ran lane_probe with offload_if=True."""
+    from offload_tuner import decide, run_kernel_sync
+
+    return (decide(lane_probe, xs).backend, decide(lane_probe, xs, offload_if=True).backend,
+            run_kernel_sync(lane_probe, xs, offload_if=True)[0])

@@ -22,6 +22,7 @@ from tests.support import write_profile_json
 GIL_FREE = kernel_key(support.lane_probe)  # stands for a kernel calibration measured releasing the GIL
 GIL_BOUND = kernel_key(support.total)
 NESTING = kernel_key(support.calls_lane_probe)
+DECIDING = kernel_key(support.nested_decisions)
 THREAD_PREFIX = "lane-test"
 
 
@@ -31,12 +32,12 @@ def in_a_pool_thread(ran: tuple[int, str]) -> bool:
 
 def lane_profile(tmp_path, *, hold: float = 0.02, thread_threshold: int | None = 4, kind: str = "process",
                  schema: int | None = None):
-    path = write_profile_json(tmp_path / "p.json", {GIL_FREE: 1000, GIL_BOUND: 4, NESTING: 1000},
+    path = write_profile_json(tmp_path / "p.json", {GIL_FREE: 1000, GIL_BOUND: 4, NESTING: 1000, DECIDING: 1000},
                               executor_kind=kind)
     data = json.loads(path.read_text())
     if schema is not None:
         data["schema"] = schema
-    for key in (GIL_FREE, NESTING):
+    for key in (GIL_FREE, NESTING, DECIDING):
         data["kernels"][key]["thread"] = {"gil_hold": hold, "threshold": thread_threshold}
     data["kernels"][GIL_BOUND]["thread"] = {"gil_hold": 0.55, "threshold": None}
     data["thread"] = {"fixed_s": 5e-5}
@@ -260,5 +261,18 @@ def test_a_schema_2_profile_s_thread_sections_are_not_trusted(tmp_path):
         offload_tuner.set_executors({"thread": threads})
         offload_tuner.load_profile(lane_profile(tmp_path, kind="thread", schema=2), strict=True)
         assert decide(support.lane_probe, [0] * 8).backend == "inline", "its threshold, 1000, on a thread profile"
+    finally:
+        threads.shutdown()
+
+
+def test_inside_the_thread_lane_decide_says_inline_for_threads_and_processes_still_get_their_calls(pool, tmp_path):
+    threads = ThreadPoolExecutor(1, thread_name_prefix=THREAD_PREFIX)
+    try:
+        offload_tuner.set_executors({"process": pool, "thread": threads})
+        offload_tuner.load_profile(lane_profile(tmp_path))
+        assert decide(support.nested_decisions, [0] * 8).backend == "thread"
+        lane, caller, pid = run_kernel_sync(support.nested_decisions, [0] * 8)
+        assert lane == "inline", "a thread-lane call nested in the thread pool runs inline, and decide() says so"
+        assert caller == "process" and pid != os.getpid(), "waiting on the process pool cannot deadlock: it goes"
     finally:
         threads.shutdown()

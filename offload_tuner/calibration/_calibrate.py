@@ -572,18 +572,15 @@ def _thread_lane(
     try:
         with ThreadPoolExecutor(knobs.workers, thread_name_prefix="offload-tuner-lane") as threads:
             choice, candidates = measure_thread_lane(result.spec, threads, section["threshold"], phase.calls, knobs,
-                                                     workload, rounds=_thread_rounds(effort.load), progress=progress)
+                                                     workload, rounds=_thread_rounds(effort.load), progress=progress,
+                                                     floor=section["floor"])
     except Exception as exc:  # the kernel failed in a thread under load: no thread lane, the rest stands
         section.update(threshold=None, reason=f"thread lane's concurrent phase failed: {type(exc).__name__}: {exc}")
         return section
     process = [Candidate(c["threshold"], c["offloaded"], tuple(c["makespan_s"]), tuple(c["lag_p99_s"]),
                          tuple(c["cpu_s"])) for c in phase.entry["candidates"]]
     wins, how = thread_lane_wins(process, phase.entry["chosen"], candidates, choice.threshold, knobs.loop_budget_s)
-    chosen = choice.threshold
-    if wins and section["floor"] is not None and (chosen is None or chosen < section["floor"]):
-        chosen = section["floor"]  # sizes below it were measured holding the GIL: they never go to threads
-        how += f"; raised to {chosen}, below which the kernel was measured holding the GIL"
-    section["threshold"] = chosen if wins else None
+    section["threshold"] = choice.threshold if wins else None
     section["interval"] = list(choice.interval)
     section["reason"] = (f"{'thread lane' if wins else 'process lane'} measured faster under load: {how}; "
                          f"thread lane: {choice.reason}")

@@ -222,15 +222,19 @@ def measure_thread_lane(
     *,
     rounds: Rounds,
     progress: Callable[..., None],
+    floor: int | None = None,
 ) -> tuple[Choice, list[Candidate]]:
     """The thread lane under load: the process phase's stream of calls, run by the same callers with calls from
     each candidate threshold up sent to ``threads`` (the model's proposal, its neighbours, always, never).
-    "Never" is every call inline in both phases: the anchor that compares the two lanes."""
+    "Never" is every call inline in both phases: the anchor that compares the two lanes. Candidates below
+    ``floor`` (sizes measured holding the GIL) are neither measured nor chosen."""
     started = clock()
     seed = SEED ^ zlib.crc32(spec.key.encode()) ^ 0x7EAD
     sizes = sorted(n for _, n in calls)
     runner = _Runner(threads, spec, calls, sizes, knobs.concurrency, rounds, seed, progress, started, thread_call)
-    runner.measure(proposals(proposal, None, workload_range, neighbours=rounds.neighbours))
+    allowed = [t for t in proposals(proposal, None, workload_range, neighbours=rounds.neighbours)
+               if floor is None or t is None or t >= floor]
+    runner.measure(allowed)
     candidates = runner.candidates()
     choice = choose(candidates, rounds=max(len(c.makespan_s) for c in candidates), loop_budget_s=knobs.loop_budget_s,
                     workload_range=workload_range, calls=len(calls))

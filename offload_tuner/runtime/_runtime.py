@@ -128,7 +128,9 @@ class _Snapshot:
         inline, never on another executor (a kernel holding the GIL must not land on the thread pool)."""
         self.primary: _Lane | None = self.lanes.get(primary_name) if primary_name is not None else None
         self.dropped = dropped
-        """Executors dropped after they failed (their kernels run inline until set_executor(s) is called)."""
+        """Executors dropped after they failed, until set_executor(s) is called: the primary's calls and the
+        kernels profiled for a dropped process pool run inline; thread-lane kernels of a dropped thread pool
+        fall back to their process threshold."""
         thread = self.executors.get(THREAD.name)
         self.gil_free: _Lane | None = _Lane(THREAD.name, thread, modelled=False) if thread is not None else None
         """The thread lane for kernels the profile sends there because they release the GIL."""
@@ -397,6 +399,8 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
         offload = size >= threshold
         relation = ">=" if offload else "<"
         why = f"{reason}: size {size} {relation} threshold {threshold}"
+    if offload and lane is not None and lane.backend is THREAD and getattr(_in_thread_lane, "active", False):
+        offload, why = False, f"{why}; called from a kernel running in the thread pool: inline (see run_kernel)"
     return Decision(offload, lane.backend.name if offload and lane is not None else INLINE.name, size, threshold,
                     why, key)
 
@@ -570,7 +574,7 @@ def run_kernel_sync(
     executor = lane.executor
     from concurrent.futures import BrokenExecutor, CancelledError
 
-    if getattr(_in_thread_lane, "active", False):
+    if lane.backend is THREAD and getattr(_in_thread_lane, "active", False):
         return fn(*args)  # a kernel running in a thread pool calls another: waiting on the same pool could hang
     pickled = lane.backend.pickles_on_caller
     payload = _payload_or_none(fn, args) if pickled else None
@@ -643,7 +647,7 @@ async def _offload(
     import asyncio
     from concurrent.futures import BrokenExecutor
 
-    if getattr(_in_thread_lane, "active", False):
+    if lane.backend is THREAD and getattr(_in_thread_lane, "active", False):
         return fn(*args)  # see _in_thread_lane
     loop = asyncio.get_running_loop()
     started = perf_counter() if call is not None else 0.0
@@ -683,8 +687,9 @@ async def _offload(
 
 _in_thread_lane = threading.local()
 """``active`` is True while a thread pool's thread runs a kernel for us: a kernel that calls ``run_kernel_sync``
-on another from there runs it inline instead of waiting on the pool it occupies (every thread busy waiting
-would never end). A process worker has no executor installed, so it never offloads in the first place."""
+on another from there, for a thread pool, runs it inline instead of waiting on the pool it occupies (every
+thread busy waiting would never end); ``decide()`` says so. A call for a process pool goes there as usual
+(waiting on it cannot deadlock the threads). Such a nested call is counted under the decision it replaced."""
 
 
 def _run_in_thread_lane(fn: Callable[..., Any], *args: Any) -> Any:
