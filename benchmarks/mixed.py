@@ -26,13 +26,12 @@ import statistics
 import sys
 import time
 import warnings
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
 import offload_tuner
-from benchmarks.workload import RESULTS, report_header, write_report
-from offload_tuner.calibration._loadphase import round_scales
+from benchmarks.workload import RESULTS, installed_pools, lane_summary, report_header, write_report
 from offload_tuner.calibration._workload import build_calls, process_call, run_calls, thread_call
 from offload_tuner.inspection._report import format_threshold as _fmt
 
@@ -186,10 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = {k: spec_by_key(k) for k in KERNELS}
     rounds = 1 if args.smoke else args.rounds
     workers = default_workers()
-    pools: dict[str, Executor] = {"process": offload_tuner.recommended_pool(workers),
-                                  "thread": ThreadPoolExecutor(workers, thread_name_prefix="bench")}
     started = time.perf_counter()
-    try:
+    with installed_pools(workers) as pools:
         stream = build_stream(specs, args.seed, args.smoke)
         offload_tuner.set_executors({"process": pools["process"]})
         for key, spec in specs.items():  # the workers import each kernel's module outside every timed run
@@ -210,16 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                 stats = run_policy(specs, round_stream, rule, pools, args.callers)
                 runs[name].append({"makespan_s": stats.steady_s or stats.makespan_s, "lag_p99_s": stats.lag_p99_s,
                                    "cpu_s": stats.caller_cpu_s + (stats.worker_cpu_s or 0.0)})
-    finally:
-        offload_tuner.set_executors({})
-        for pool in pools.values():
-            pool.shutdown(wait=True, cancel_futures=True)
     names = [name for name, _ in named]
-    scales = round_scales([[runs[n][r]["makespan_s"] for n in names] for r in range(rounds)])
-    normalised = {n: [run["makespan_s"] * f for run, f in zip(runs[n], scales)] for n in names}
-    summary = {n: {"makespan_s": statistics.median(normalised[n]),
-                   "lag_p99_s": statistics.median(run["lag_p99_s"] for run in runs[n]),
-                   "cpu_s": statistics.median(run["cpu_s"] for run in runs[n])} for n in names}
+    summary, normalised = lane_summary(runs)
     best = min((n for n in names if n != "lanes (profile)"), key=lambda n: summary[n]["makespan_s"])
     spread = statistics.median((max(v) - min(v)) / statistics.median(v) for v in normalised.values()) if rounds > 1 else 0.0
     entry = {

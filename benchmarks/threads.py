@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import time
 import warnings
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Callable
 
 import offload_tuner
 from benchmarks.workload import (
     RESULTS,
+    installed_pools,
+    lane_summary,
     load_workloads,
     report_header,
     size_calls,
@@ -39,7 +40,6 @@ from benchmarks.workload import (
     warm_workers,
     write_report,
 )
-from offload_tuner.calibration._loadphase import round_scales
 from offload_tuner.calibration._workload import run_calls, shuffled_calls
 from offload_tuner.inspection._report import format_threshold as _fmt
 
@@ -88,21 +88,13 @@ def bench(spec: Any, workload: Any, pools: dict[str, Executor], *, callers: int,
             runs[name].append({"makespan_s": stats.steady_s or stats.makespan_s, "lag_p99_s": stats.lag_p99_s,
                                "cpu_s": stats.caller_cpu_s + (stats.worker_cpu_s or 0.0)})
     names = [name for name, _, _ in named]
-    scales = round_scales([[runs[name][r]["makespan_s"] for name in names] for r in range(rounds)])
-    summary = {
-        name: {
-            "makespan_s": statistics.median(run["makespan_s"] * f for run, f in zip(runs[name], scales)),
-            "lag_p99_s": statistics.median(run["lag_p99_s"] for run in runs[name]),
-            "cpu_s": statistics.median(run["cpu_s"] for run in runs[name]),
-        }
-        for name in names
-    }
+    summary, normalised = lane_summary(runs)
     best_process = min((n for n in names if n.startswith("process")), key=lambda n: summary[n]["makespan_s"])
     best_thread = min((n for n in names if n.startswith("thread")), key=lambda n: summary[n]["makespan_s"])
     offload_tuner.set_executors(pools)
     decision = offload_tuner.decide(spec.fn, *spec.sample(workload.hi))
     offload_tuner.set_executors({})
-    per_round = [runs["lanes"][r]["makespan_s"] / runs[best_process][r]["makespan_s"] for r in range(rounds)]
+    per_round = [a / b for a, b in zip(normalised["lanes"], normalised[best_process])]
     return {
         "kernel": spec.key, "sizes": [workload.lo, workload.hi], "calls": len(calls), "runs": runs,
         "summary": summary, "best_process": best_process, "best_thread": best_thread,
@@ -176,11 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("benchmarks.threads: no kernel to run (none named, or none with a thread lane in the profile)")
     rounds = 1 if args.smoke else args.rounds
     workers = default_workers()
-    pools: dict[str, Executor] = {"process": offload_tuner.recommended_pool(workers),
-                                  "thread": ThreadPoolExecutor(workers, thread_name_prefix="bench")}
     started = time.perf_counter()
     entries = []
-    try:
+    with installed_pools(workers) as pools:
         for w in workloads:
             spec = spec_by_key(w.key)
             if spec is None:
@@ -188,10 +178,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"threads {w.key}: sizes {w.lo}-{w.hi} ...", file=sys.stderr)
             entries.append(bench(spec, w, pools, callers=args.callers, rounds=rounds, seed=args.seed,
                                  smoke=args.smoke))
-    finally:
-        offload_tuner.set_executors({})
-        for pool in pools.values():
-            pool.shutdown(wait=True, cancel_futures=True)
     report = {
         **report_header("benchmarks.threads", argv, args.smoke),
         "profile": str(args.profile), "callers": args.callers, "workers": workers, "threads": workers,

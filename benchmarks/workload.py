@@ -189,6 +189,37 @@ def installed_pool(workers: int | None) -> Iterator[Executor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+@contextmanager
+def installed_pools(workers: int) -> Iterator[dict[str, Executor]]:
+    """A recommended process pool and a thread pool (not installed: each policy installs what it uses);
+    afterwards no executor and no pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pools: dict[str, Executor] = {"process": offload_tuner.recommended_pool(workers),
+                                  "thread": ThreadPoolExecutor(workers, thread_name_prefix="bench")}
+    try:
+        yield pools
+    finally:
+        offload_tuner.set_executors({})
+        for pool in pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def lane_summary(runs: Mapping[str, list[dict[str, float]]]) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
+    """Per policy: the median makespan normalised round by round (each round's geometric mean over every
+    policy), and the median p99 loop lag and CPU; and the normalised makespans themselves."""
+    from offload_tuner.calibration._loadphase import round_scales
+
+    names = list(runs)
+    rounds = len(runs[names[0]])
+    scales = round_scales([[runs[n][r]["makespan_s"] for n in names] for r in range(rounds)])
+    normalised = {n: [run["makespan_s"] * f for run, f in zip(runs[n], scales)] for n in names}
+    summary = {n: {"makespan_s": statistics.median(normalised[n]),
+                   "lag_p99_s": statistics.median(run["lag_p99_s"] for run in runs[n]),
+                   "cpu_s": statistics.median(run["cpu_s"] for run in runs[n])} for n in names}
+    return summary, normalised
+
+
 def warm_workers(spec: KernelSpec, calls: Calls) -> None:
     """Each worker imports the kernel's module on its first call; keep that out of every timed run."""
     from offload_tuner.runtime._backends import dumps_call, invoke_pickled
