@@ -49,24 +49,28 @@ def offload_warnings(record) -> list[str]:
     return [str(w.message) for w in record if issubclass(w.category, OffloadTunerWarning)]
 
 
-def test_set_executors_checks_names_and_executors():
-    threads = ThreadPoolExecutor(1, thread_name_prefix=THREAD_PREFIX)
-    try:
-        with pytest.raises(ValueError, match="'thread' backend; install it under 'thread', not 'process'"):
-            offload_tuner.set_executors({"process": threads})
-        with pytest.raises(TypeError, match="'thread' needs a concurrent.futures-style executor"):
-            offload_tuner.set_executors({"thread": object()})
-        with pytest.raises(TypeError, match="mapping"):
-            offload_tuner.set_executors([threads])  # type: ignore[arg-type]
-        offload_tuner.set_executors({"thread": threads})
-        got = get_executors()
-        assert got == {"thread": threads} and get_executor() is threads
-        got.clear()
-        assert get_executors() == {"thread": threads}, "a copy"
-        offload_tuner.set_executors({})
-        assert get_executor() is None and get_executors() == {}
-    finally:
-        threads.shutdown()
+@pytest.fixture
+def threads():
+    """A one-thread pool whose thread names tell it from the caller's (and from inline)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix=THREAD_PREFIX)
+    yield pool
+    pool.shutdown()
+
+
+def test_set_executors_checks_names_and_executors(threads):
+    with pytest.raises(ValueError, match="'thread' backend; install it under 'thread', not 'process'"):
+        offload_tuner.set_executors({"process": threads})
+    with pytest.raises(TypeError, match="'thread' needs a concurrent.futures-style executor"):
+        offload_tuner.set_executors({"thread": object()})
+    with pytest.raises(TypeError, match="mapping"):
+        offload_tuner.set_executors([threads])  # type: ignore[arg-type]
+    offload_tuner.set_executors({"thread": threads})
+    got = get_executors()
+    assert got == {"thread": threads} and get_executor() is threads
+    got.clear()
+    assert get_executors() == {"thread": threads}, "a copy"
+    offload_tuner.set_executors({})
+    assert get_executor() is None and get_executors() == {}
 
 
 def test_a_gil_releasing_kernel_goes_to_threads_and_the_rest_to_processes(pool, tmp_path):
@@ -92,15 +96,11 @@ def test_a_gil_releasing_kernel_goes_to_threads_and_the_rest_to_processes(pool, 
         threads.shutdown()
 
 
-def test_a_kernel_holding_the_gil_never_goes_to_threads_whatever_its_threshold_says(pool, tmp_path):
-    threads = ThreadPoolExecutor(1, thread_name_prefix=THREAD_PREFIX)
-    try:
-        offload_tuner.set_executors({"process": pool, "thread": threads})
-        offload_tuner.load_profile(lane_profile(tmp_path, hold=0.5))  # a hand-edited threshold: refused
-        assert decide(support.lane_probe, [0] * 8).backend == "inline", "its process threshold (1000) applies"
-        assert decide(support.lane_probe, [0] * 1000).backend == "process"
-    finally:
-        threads.shutdown()
+def test_a_kernel_holding_the_gil_never_goes_to_threads_whatever_its_threshold_says(pool, tmp_path, threads):
+    offload_tuner.set_executors({"process": pool, "thread": threads})
+    offload_tuner.load_profile(lane_profile(tmp_path, hold=0.5))  # a hand-edited threshold: refused
+    assert decide(support.lane_probe, [0] * 8).backend == "inline", "its process threshold (1000) applies"
+    assert decide(support.lane_probe, [0] * 1000).backend == "process"
 
 
 def test_without_a_thread_pool_the_thread_sections_are_ignored(pool, tmp_path):
@@ -110,19 +110,15 @@ def test_without_a_thread_pool_the_thread_sections_are_ignored(pool, tmp_path):
     assert decide(support.lane_probe, [0] * 1000).backend == "process"
 
 
-def test_a_thread_pool_alone_serves_the_gil_releasing_kernels_of_a_process_profile(tmp_path):
-    threads = ThreadPoolExecutor(1, thread_name_prefix=THREAD_PREFIX)
-    try:
-        offload_tuner.set_executor(threads)
-        with warnings.catch_warnings(record=True) as record:
-            warnings.simplefilter("always")
-            offload_tuner.load_profile(lane_profile(tmp_path))
-            assert decide(support.lane_probe, [0] * 8).backend == "thread"
-            bound = decide(support.total, [0] * 8)
-        assert bound.backend == "inline" and "calibrated for process executor" in bound.reason
-        assert any("calibrated for a 'process' executor" in m for m in offload_warnings(record))
-    finally:
-        threads.shutdown()
+def test_a_thread_pool_alone_serves_the_gil_releasing_kernels_of_a_process_profile(tmp_path, threads):
+    offload_tuner.set_executor(threads)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        offload_tuner.load_profile(lane_profile(tmp_path))
+        assert decide(support.lane_probe, [0] * 8).backend == "thread"
+        bound = decide(support.total, [0] * 8)
+    assert bound.backend == "inline" and "calibrated for process executor" in bound.reason
+    assert any("calibrated for a 'process' executor" in m for m in offload_warnings(record))
 
 
 def test_thread_lane_calls_are_counted_but_not_timed_as_offloaded(pool, tmp_path):
@@ -229,50 +225,39 @@ def test_a_dropped_process_pool_never_sends_its_calls_to_the_thread_pool(tmp_pat
         threads.shutdown()
 
 
-def test_a_kernel_in_the_thread_lane_that_runs_another_runs_it_inline_instead_of_waiting_on_its_own_pool(tmp_path):
-    threads = ThreadPoolExecutor(1, thread_name_prefix=THREAD_PREFIX)  # one thread: waiting on it would hang
-    try:
-        offload_tuner.set_executors({"thread": threads})
-        offload_tuner.load_profile(lane_profile(tmp_path, kind="thread"))
-        pid, name = run_kernel_sync(support.calls_lane_probe, [0] * 8)
-        assert pid == os.getpid() and name.startswith(THREAD_PREFIX), "both ran on the pool's one thread"
-        assert in_a_pool_thread(asyncio.run(asyncio.wait_for(run_kernel(support.calls_lane_probe, [0] * 8), 10)))
-    finally:
-        threads.shutdown()
+def test_a_kernel_in_the_thread_lane_that_runs_another_runs_it_inline_instead_of_waiting_on_its_own_pool(
+    tmp_path, threads
+):
+    # The fixture's pool has one thread: waiting on it from it would hang.
+    offload_tuner.set_executors({"thread": threads})
+    offload_tuner.load_profile(lane_profile(tmp_path, kind="thread"))
+    pid, name = run_kernel_sync(support.calls_lane_probe, [0] * 8)
+    assert pid == os.getpid() and name.startswith(THREAD_PREFIX), "both ran on the pool's one thread"
+    assert in_a_pool_thread(asyncio.run(asyncio.wait_for(run_kernel(support.calls_lane_probe, [0] * 8), 10)))
 
 
-def test_passing_offload_if_over_a_thread_lane_entry_is_reported_like_any_override(pool, tmp_path):
-    threads = ThreadPoolExecutor(1, thread_name_prefix=THREAD_PREFIX)
-    try:
-        offload_tuner.set_executors({"process": pool, "thread": threads})
-        offload_tuner.load_profile(lane_profile(tmp_path))
-        with warnings.catch_warnings(record=True) as record:
-            warnings.simplefilter("always")
-            run_kernel_sync(support.lane_probe, [0] * 8, offload_if=False)
-        assert any(issubclass(w.category, offload_tuner.ProfileOverriddenWarning) for w in record)
-        assert "overriding the profile" in decide(support.lane_probe, [0] * 8, offload_if=False).reason
-    finally:
-        threads.shutdown()
+def test_passing_offload_if_over_a_thread_lane_entry_is_reported_like_any_override(pool, tmp_path, threads):
+    offload_tuner.set_executors({"process": pool, "thread": threads})
+    offload_tuner.load_profile(lane_profile(tmp_path))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        run_kernel_sync(support.lane_probe, [0] * 8, offload_if=False)
+    assert any(issubclass(w.category, offload_tuner.ProfileOverriddenWarning) for w in record)
+    assert "overriding the profile" in decide(support.lane_probe, [0] * 8, offload_if=False).reason
 
 
-def test_a_schema_2_profile_s_thread_sections_are_not_trusted(tmp_path):
-    threads = ThreadPoolExecutor(1, thread_name_prefix=THREAD_PREFIX)
-    try:
-        offload_tuner.set_executors({"thread": threads})
-        offload_tuner.load_profile(lane_profile(tmp_path, kind="thread", schema=2), strict=True)
-        assert decide(support.lane_probe, [0] * 8).backend == "inline", "its threshold, 1000, on a thread profile"
-    finally:
-        threads.shutdown()
+def test_a_schema_2_profile_s_thread_sections_are_not_trusted(tmp_path, threads):
+    offload_tuner.set_executors({"thread": threads})
+    offload_tuner.load_profile(lane_profile(tmp_path, kind="thread", schema=2), strict=True)
+    assert decide(support.lane_probe, [0] * 8).backend == "inline", "its threshold, 1000, on a thread profile"
 
 
-def test_inside_the_thread_lane_decide_says_inline_for_threads_and_processes_still_get_their_calls(pool, tmp_path):
-    threads = ThreadPoolExecutor(1, thread_name_prefix=THREAD_PREFIX)
-    try:
-        offload_tuner.set_executors({"process": pool, "thread": threads})
-        offload_tuner.load_profile(lane_profile(tmp_path))
-        assert decide(support.nested_decisions, [0] * 8).backend == "thread"
-        lane, caller, pid = run_kernel_sync(support.nested_decisions, [0] * 8)
-        assert lane == "inline", "a thread-lane call nested in the thread pool runs inline, and decide() says so"
-        assert caller == "process" and pid != os.getpid(), "waiting on the process pool cannot deadlock: it goes"
-    finally:
-        threads.shutdown()
+def test_inside_the_thread_lane_decide_says_inline_for_threads_and_processes_still_get_their_calls(
+    pool, tmp_path, threads
+):
+    offload_tuner.set_executors({"process": pool, "thread": threads})
+    offload_tuner.load_profile(lane_profile(tmp_path))
+    assert decide(support.nested_decisions, [0] * 8).backend == "thread"
+    lane, caller, pid = run_kernel_sync(support.nested_decisions, [0] * 8)
+    assert lane == "inline", "a thread-lane call nested in the thread pool runs inline, and decide() says so"
+    assert caller == "process" and pid != os.getpid(), "waiting on the process pool cannot deadlock: it goes"
