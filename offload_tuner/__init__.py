@@ -16,6 +16,9 @@ every call of a registered kernel is counted per size bucket and decision, and o
 is timed: ``stats()`` returns them, ``record_stats(path)`` (or ``OFFLOAD_TUNER_STATS=path``) writes them to
 a file shared by the service's processes, which ``offload-tuner retune`` and ``drift`` read; ``adapt(True)``
 (or ``OFFLOAD_TUNER_ADAPT=1``) retunes in-process, off the hot path.
+
+A Dask cluster is one more backend (the ``[dask]`` extra): ``set_executors({"process": pool, "dask":
+cluster_executor("tcp://scheduler:8786")})``; offloaded calls then go where they are expected to complete soonest.
 """
 
 from offload_tuner.runtime._backends import (
@@ -54,9 +57,12 @@ __all__ = [
     "Profile",
     "ProfileError",
     "ProfileOverriddenWarning",
+    "ClusterExecutor",
+    "ClusterUnavailable",
     "ResultNotPicklable",
     "StatsError",
     "adapt",
+    "cluster_executor",
     "current_profile",
     "decide",
     "default_profile_path",
@@ -100,9 +106,24 @@ def adapt(enabled: bool | None = None, *, every_s: float | None = None, min_call
     return _adapt(enabled, every_s=every_s, min_calls=min_calls)
 
 
+def cluster_executor(address: str, *, connect_timeout_s: float = 5.0, retry_s: float = 30.0):  # type: ignore[no-untyped-def]
+    """A Dask cluster as the ``"dask"`` executor: ``set_executors({"process": pool, "dask": cluster_executor(addr)})``.
+
+    It connects in the background and keeps retrying every ``retry_s``, so a service starts and serves while the
+    scheduler is unreachable (its calls run locally, one warning). Needs the ``[dask]`` extra; imported on use, so
+    a service without a cluster never imports Dask."""
+    from offload_tuner.runtime._dask import ClusterExecutor
+
+    return ClusterExecutor(address, connect_timeout_s=connect_timeout_s, retry_s=retry_s)
+
+
 def __getattr__(name: str):  # type: ignore[no-untyped-def]
     if name == "StatsError":  # lazily, for the same reason
         from offload_tuner.runtime._statsfile import StatsError
 
         return StatsError
+    if name in ("ClusterExecutor", "ClusterUnavailable"):
+        from offload_tuner.runtime import _dask
+
+        return getattr(_dask, name)
     raise AttributeError(f"module 'offload_tuner' has no attribute {name!r}")

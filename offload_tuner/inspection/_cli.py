@@ -34,6 +34,7 @@ EXIT_NO_KERNELS = 4
 EXIT_WRITE = 5
 EXIT_PROFILE = 6
 EXIT_STATS = 7
+EXIT_CLUSTER = 8
 EXIT_INTERRUPTED = 130
 
 
@@ -59,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--loop-budget-ms", type=_budget_ms, default=None, metavar="MS",
                      help="offload calls predicted to block the loop longer than this whenever offloading blocks it "
                           "less (default 100, asyncio's slow-callback limit; 'off' turns it off)")
+    cal.add_argument("--dask", metavar="ADDRESS", default=None,
+                     help="also measure this Dask cluster (e.g. tcp://scheduler:8786): its round trip, per-byte cost "
+                          "and each kernel's speed on its workers, so offloaded calls can be placed there")
     cal.add_argument("-q", "--quiet", action="store_true", help="no progress, only the final table")
 
     show = sub.add_parser("show", help="print a profile's thresholds")
@@ -69,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("kernel", help="module:qualname (or a kernel name present in the profile)")
     explain.add_argument("size", type=int)
     explain.add_argument("--profile", type=Path)
+    explain.add_argument("--what-if", type=_worker_counts, default=(8, 64), metavar="N,N",
+                         help="with a Dask cluster in the profile: what the same cluster would give with these many "
+                              "workers (default 8,64)")
 
     check = sub.add_parser("check", help="validate a profile against this host and the current kernel code")
     check.add_argument("profile", nargs="?", type=Path)
@@ -89,6 +96,16 @@ def _parser() -> argparse.ArgumentParser:
     retune.add_argument("--stats", type=Path, required=True, metavar="FILE")
     retune.add_argument("--out", type=Path, metavar="NEW", help="write the retuned profile here (default: only print)")
     return parser
+
+
+def _worker_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected worker counts like 8,64, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected worker counts >= 1 like 8,64, got {text!r}")
+    return counts
 
 
 def _budget_ms(text: str) -> float:
@@ -182,6 +199,10 @@ class _TerminalProgress:
             self.index = info["index"]
             self._kernel_started = time.monotonic()
             self._status(f"[{self.index + 1}/{self.total}] {info['kernel']}")
+        elif event == "cluster":
+            print(f"measuring the Dask cluster at {info['address']} ({info['workers']} workers)...", file=sys.stderr)
+        elif event == "cluster_kernel":
+            self._status(f"cluster: {info['kernel']} speed at size {info['size']}")
         elif event in ("size", "validate", "gil"):
             verb = {"size": "size", "validate": "validating at", "gil": "GIL hold in a thread at"}[event]
             self._status(f"[{self.index + 1}/{self.total}] {info['kernel']}  {verb} {info['size']}  {self._left()}")
@@ -262,13 +283,37 @@ def _calibrate(args: argparse.Namespace) -> int:
     if not args.quiet:  # name them: a kernel missing from this list is never measured
         print(f"kernels: {', '.join(spec.key for spec in specs)}", file=sys.stderr)
     out = args.out or default_profile_path()
+    client = None
+    if args.dask is not None:  # reach the cluster before a minute of measuring, not after
+        problem = requirement_problem("dask", "offload-tuner calibrate --dask")
+        if problem:
+            print(f"offload-tuner: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        from offload_tuner.calibration._cluster import ClusterUnreachable, connect
+
+        try:
+            client = connect(args.dask)
+        except ClusterUnreachable as exc:
+            print(f"offload-tuner: {exc}", file=sys.stderr)
+            return EXIT_CLUSTER
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     executor = recommended_pool(workers)
     try:
         progress = _TerminalProgress(args.quiet, effort.kernel_budget_s)
         profile = calibrate(specs, executor, effort=effort, knobs=knobs, plans=_kernel_plans(plan), progress=progress)
+        if client is not None:
+            from offload_tuner.calibration._cluster import calibrate_cluster
+
+            try:
+                profile["cluster"] = calibrate_cluster(client.get_executor(pure=False), executor, specs,
+                                                       profile["kernels"], effort, progress)
+            except Exception as exc:  # the cluster failed mid-way: the local profile is still worth writing
+                print(f"offload-tuner: measuring the Dask cluster at {args.dask} failed ({type(exc).__name__}: "
+                      f"{exc}); the profile is written without it", file=sys.stderr)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        if client is not None:
+            client.close()
         signal.signal(signal.SIGTERM, previous)
     try:
         write_profile(out, profile)
@@ -376,6 +421,8 @@ def _explain(args: argparse.Namespace) -> int:
               f"run time (hand-off {format_seconds(thread.get('fixed_s'))})")
         if thread.get("reason"):
             print(f"    {thread['reason']}")
+    if profile.cluster is not None and "costs" in entry:
+        _explain_cluster(profile, key, entry, args.size, args.what_if)
     # The decision itself goes through run_kernel's own code path, against executors of the profiled kinds
     # (never started: no task is submitted).
     from concurrent.futures import ThreadPoolExecutor
@@ -398,6 +445,32 @@ def _explain(args: argparse.Namespace) -> int:
         where = both.backend.upper() if both.offload else "INLINE"
         print(f"  with a thread pool installed too (set_executors): {where} ({both.reason})")
     return EXIT_OK
+
+
+def _explain_cluster(profile: Any, key: str, entry: Any, size: int, what_if_workers: Sequence[int]) -> None:
+    """The cluster's predicted completion for this call, and the what-if for bigger clusters (from measured costs)."""
+    from offload_tuner.inspection._report import format_seconds
+    from offload_tuner.runtime._placement import what_if
+    from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel
+
+    cluster = profile.cluster
+    ratio = cluster.ratios.get(key)
+    t = cluster.transport
+    print(f"  dask cluster {cluster.address} ({cluster.workers} workers, {cluster.threads} threads): round trip "
+          f"{format_seconds(t.round_trip_s)}, {1e-6 / t.round_trip_per_byte_s if t.round_trip_per_byte_s else float('inf'):.0f} MB/s, "
+          f"caller CPU {format_seconds(t.caller_cpu_s)} per call")
+    if ratio is None:
+        print("    this kernel was not measured on the cluster: its offloaded calls stay on the local pool")
+        return
+    knobs = PolicyKnobs.from_json(profile.data.get("policy", {}))
+    local = TransportModel.from_json(profile.data["transport"]["model"])
+    rows = what_if(KernelCosts.from_json(entry["costs"]), local, cluster, ratio, knobs, size, what_if_workers)
+    print(f"    its workers compute this kernel in {ratio:.2f}x this host's time; offloaded calls go where they are "
+          "expected to complete soonest (each backend's queue once every slot is busy, plus the call's latency there)")
+    print(f"    {'backend':<12} {'slots':>5}  {'one call, idle':>14}  {'saturated stream, per call':>26}")
+    for row in rows:
+        print(f"    {row.backend:<12} {row.slots:>5}  {format_seconds(row.latency_s):>14}  "
+              f"{format_seconds(row.period_s):>26}")
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import importlib.util
 EXTRAS: dict[str, tuple[str, ...]] = {
     "calibrate": ("numpy", "sklearn"),
     "plot": ("matplotlib", "numpy"),
+    "dask": ("distributed",),
 }
 """Import names each extra of pyproject.toml provides (the ones commands need)."""
 

@@ -51,7 +51,11 @@ class Backend:
 
 PROCESS = Backend("process", pickles_on_caller=True)
 THREAD = Backend("thread", pickles_on_caller=False)
-EXECUTOR = Backend("executor", pickles_on_caller=False)  # any other concurrent.futures executor (e.g. Dask's)
+DASK = Backend("dask", pickles_on_caller=True)
+"""A Dask cluster (:mod:`_dask`): pickled on the caller like the process pool, so the cost calibration measured is
+the cost paid, the payload reaches the workers as plain bytes (Dask neither re-pickles nor hashes an object
+graph), and a kernel's own exception is told apart from the cluster's failures."""
+EXECUTOR = Backend("executor", pickles_on_caller=False)  # any other concurrent.futures executor
 INLINE = Backend("inline", pickles_on_caller=False)
 
 # Keyed by "module.qualname" of an executor class and matched along the executor's MRO, so subclasses
@@ -59,6 +63,8 @@ INLINE = Backend("inline", pickles_on_caller=False)
 _TABLE: dict[str, Backend] = {
     "concurrent.futures.process.ProcessPoolExecutor": PROCESS,
     "concurrent.futures.thread.ThreadPoolExecutor": THREAD,
+    "distributed.cfexecutor.ClientExecutor": DASK,  # client.get_executor()
+    "offload_tuner.runtime._dask.ClusterExecutor": DASK,
 }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from offload_tuner.runtime._placement import ClusterCosts
 from offload_tuner.runtime._registry import as_count
 
 SCHEMA_VERSION = 3
@@ -65,6 +66,8 @@ class Profile:
     executor: Mapping[str, Any]
     kernels: Mapping[str, KernelEntry]
     data: Mapping[str, Any] = field(repr=False)
+    cluster: ClusterCosts | None = None
+    """A Dask cluster calibration measured (``calibrate --dask``): optional, so it needs no schema change."""
 
     @property
     def executor_kind(self) -> str | None:
@@ -204,7 +207,13 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
     if fixed is not None and (isinstance(fixed, bool) or not isinstance(fixed, (int, float))
                               or not 0 <= fixed < 1.0):
         raise fail(f'"thread": fixed_s must be a number of seconds in [0, 1), got {fixed!r}')
-    return Profile(source, schema, host, executor, kernels, data)
+    cluster = None
+    if data.get("cluster") is not None:
+        try:
+            cluster = ClusterCosts.from_json(data["cluster"])
+        except ValueError as exc:
+            raise fail(f'"cluster": {exc}') from None
+    return Profile(source, schema, host, executor, kernels, data, cluster)
 
 
 def _validate_thread(entry: Mapping[str, Any], key: str, fail: Any) -> ThreadEntry | None:

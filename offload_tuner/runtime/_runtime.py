@@ -25,6 +25,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Final, Mapping
 
 from offload_tuner.runtime._backends import (
+    DASK,
     INLINE,
     THREAD,
     Backend,
@@ -34,7 +35,9 @@ from offload_tuner.runtime._backends import (
     invoke_pickled,
 )
 from offload_tuner.runtime._host import host_mismatches
-from offload_tuner.runtime._policy import GIL_RELEASING_MAX
+from offload_tuner.runtime._placement import BUCKETS as _PLACEMENT_BUCKETS
+from offload_tuner.runtime._placement import cluster_costs, isolated, lane_table
+from offload_tuner.runtime._policy import GIL_RELEASING_MAX, KernelCosts, PolicyKnobs, TransportModel
 from offload_tuner.runtime._profile import Profile, ProfileError, configured_profile_path, read_profile
 from offload_tuner.runtime._registry import KernelSpec, spec_for
 from offload_tuner.runtime import _stats
@@ -73,13 +76,64 @@ class _Lane:
     """One installed executor and how calls reach it: what the hot path hands to the offloading code.
 
     ``modelled`` is False for the thread lane of a kernel the profile sends to threads because it releases
-    the GIL: its offloaded calls are not timed (the statistics' offloaded kinds are the process model's, which
-    drift and retune compare them with)."""
+    the GIL, and for a Dask cluster: their offloaded calls are not timed (the statistics' offloaded kinds are the
+    process model's, which drift and retune compare them with).
 
-    __slots__ = ("name", "executor", "backend", "modelled")
+    ``inflight`` and ``work`` are the backlog placement reads (:class:`_Placer`): calls placed on this lane and
+    not finished, and their predicted worker-seconds. ``work`` is reset to zero whenever ``inflight`` drops to
+    zero, so prediction errors never pile up."""
+
+    __slots__ = ("name", "executor", "backend", "modelled", "inflight", "work")
 
     def __init__(self, name: str, executor: "Executor", modelled: bool = True) -> None:
-        self.name, self.executor, self.backend, self.modelled = name, executor, backend_for(executor), modelled
+        self.name, self.executor, self.backend = name, executor, backend_for(executor)
+        self.modelled = modelled and self.backend is not DASK
+        self.inflight, self.work = 0, 0.0
+
+
+class _Placed:
+    """Where placement sent one offloaded call: the lane, the call's predicted worker-seconds (its share of the
+    lane's backlog while it runs) and, for a cluster, how long to wait before computing it locally instead."""
+
+    __slots__ = ("lane", "work", "guard")
+
+    def __init__(self, lane: _Lane, work: float, guard: float | None) -> None:
+        self.lane, self.work, self.guard = lane, work, guard
+
+
+CLUSTER_GUARD_FACTOR: Final = 10.0
+CLUSTER_GUARD_FLOOR_S: Final = 10.0
+"""A cluster call not back within ``factor x`` its predicted completion ``+ floor`` is computed locally (and the
+cluster dropped for a while): a lost scheduler or a stuck worker must never hang the caller."""
+
+
+class _Placer:
+    """A kernel's offloaded calls placed by expected completion (:mod:`_placement`) among its candidate lanes.
+
+    ``candidates``: (lane, latency per size bucket, worker-seconds per size bucket, slots). One loop over two
+    candidates per offloaded call; inline calls never get here."""
+
+    __slots__ = ("candidates",)
+
+    def __init__(self, candidates: "tuple[tuple[_Lane, tuple[float, ...], tuple[float, ...], int], ...]") -> None:
+        self.candidates = candidates
+
+    def completions(self, n: int) -> "list[tuple[float, _Lane, float]]":
+        """(expected completion, lane, predicted work) per candidate for a call of size ``n``."""
+        b = n.bit_length()
+        if b >= _PLACEMENT_BUCKETS:
+            b = _PLACEMENT_BUCKETS - 1
+        return [(latency[b] + (lane.work / slots if lane.inflight >= slots else 0.0), lane, work[b])
+                for lane, latency, work, slots in self.candidates]
+
+    def place(self, n: int) -> _Placed:
+        best, lane, work = min(self.completions(n), key=_first)
+        guard = best * CLUSTER_GUARD_FACTOR + CLUSTER_GUARD_FLOOR_S if lane.backend is DASK else None
+        return _Placed(lane, work, guard)
+
+
+def _first(item: "tuple[float, _Lane, float]") -> float:
+    return item[0]
 
 
 # A table entry: (spec or None, threshold or None, reason, statistics or None, lane or None). Tuples are the
@@ -115,11 +169,15 @@ class _Snapshot:
         executors: "Mapping[str, Executor]",
         primary_name: str | None = None,
         dropped: frozenset[str] = frozenset(),
+        previous: "_Snapshot | None" = None,
     ) -> None:
         self.profile = profile
         self.profile_problem = profile_problem
         self.executors: dict[str, Executor] = dict(executors)
-        self.lanes = {name: _Lane(name, executor) for name, executor in self.executors.items()}
+        # A lane carries its backlog (calls in flight) across snapshots while its executor stays installed.
+        kept = previous.lanes if previous is not None else {}
+        self.lanes = {name: kept[name] if name in kept and kept[name].executor is executor else _Lane(name, executor)
+                      for name, executor in self.executors.items()}
         self.installed = bool(self.lanes)
         if primary_name is None:
             primary_name = next((name for name in PRIMARY_ORDER if name in self.lanes), next(iter(self.lanes), None))
@@ -190,7 +248,7 @@ def _install(executors: "Mapping[str, Executor]") -> None:
     global _snapshot
     with _lock:
         old = _snapshot
-        _snapshot = _Snapshot(old.profile, old.profile_problem, executors)
+        _snapshot = _Snapshot(old.profile, old.profile_problem, executors, previous=old)
 
 
 def get_executor() -> "Executor | None":
@@ -230,7 +288,8 @@ def load_profile(path: Any = None, *, strict: bool = False, check_host: bool = T
             f"profile:{problem}", f"offload-tuner: profile not used, kernels use their defaults: {problem}{hint}"
         )
     with _lock:
-        _snapshot = _Snapshot(profile, problem, _snapshot.executors, _snapshot.primary_name, _snapshot.dropped)
+        _snapshot = _Snapshot(profile, problem, _snapshot.executors, _snapshot.primary_name, _snapshot.dropped,
+                              _snapshot)
     return profile
 
 
@@ -238,7 +297,8 @@ def unload_profile() -> None:
     """Forget the installed profile; the next decision loads the configured one lazily again."""
     global _snapshot
     with _lock:
-        _snapshot = _Snapshot(_UNLOADED, None, _snapshot.executors, _snapshot.primary_name, _snapshot.dropped)
+        _snapshot = _Snapshot(_UNLOADED, None, _snapshot.executors, _snapshot.primary_name, _snapshot.dropped,
+                              _snapshot)
 
 
 def current_profile() -> Profile | None:
@@ -305,6 +365,10 @@ def _entry_for(
                                         f"{thread.gil_hold:.0%} of its run time)"), snap.gil_free
     kind = profile.executor_kind
     lane = snap.lanes.get(kind) if kind is not None else primary
+    if lane is None and DASK.name in snap.lanes and profile.cluster is not None and kind not in snap.dropped:
+        lane = _with_cluster(snap, profile, spec, entry, None)  # only a cluster: it takes the offloaded calls
+        if lane is not None:
+            return spec, entry.threshold, _FROM_PROFILE if entry.threshold is not None else _NEVER_PAYS, lane
     if lane is None and (kind in snap.dropped or (kind is None and snap.primary_name in snap.dropped)):
         return spec, None, f"the {kind or snap.primary_name} executor failed and was dropped: inline", None
     if snap.installed and lane is None:
@@ -318,10 +382,51 @@ def _entry_for(
             f"profile calibrated for {kind} executor: {default_text if primary is not None else 'inline'}"), primary
     adapted = _adapted[1].get(spec.key) if _adapted[0] is profile else None
     if adapted is not None:
-        return spec, adapted[0], adapted[1], lane
+        return spec, adapted[0], adapted[1], _with_cluster(snap, profile, spec, entry, lane)
     if entry.threshold is None:
         return spec, None, _NEVER_PAYS, lane
-    return spec, entry.threshold, _FROM_PROFILE, lane
+    return spec, entry.threshold, _FROM_PROFILE, _with_cluster(snap, profile, spec, entry, lane)
+
+
+def _with_cluster(
+    snap: _Snapshot, profile: Profile, spec: KernelSpec, entry: Any, lane: "_Lane | None"
+) -> "_Lane | _Placer | None":
+    """With a Dask cluster installed, the kernel's offloaded calls are placed by expected completion between the
+    process pool (``lane``) and the cluster, from the costs calibration stored (``calibrate --dask``). Every such
+    kernel gets a placer, one candidate or two, so the process pool's backlog counts all of their calls."""
+    cluster_lane = snap.lanes.get(DASK.name)
+    if cluster_lane is None or cluster_lane is lane:
+        return lane
+    cluster = profile.cluster
+    if cluster is None:
+        _warn_once(f"cluster-uncalibrated:{profile.source}",
+                   f"offload-tuner: a Dask cluster is installed but {profile.source} holds no measurements of one; "
+                   "kernels stay on the local pool (run `offload-tuner calibrate --dask ADDRESS`)")
+        return lane
+    from offload_tuner.runtime._dask import cluster_address
+
+    address = cluster_address(cluster_lane.executor)
+    if address != cluster.address:
+        _warn_once(f"cluster-other:{profile.source}:{address}",
+                   f"offload-tuner: {profile.source} measured the Dask cluster at {cluster.address}, the installed one "
+                   f"is at {address}; kernels stay on the local pool (calibrate with --dask {address})")
+        return lane
+    try:
+        costs = KernelCosts.from_json(entry.data["costs"])
+        knobs = PolicyKnobs.from_json(profile.data.get("policy", {}))
+        local = TransportModel.from_json(profile.data["transport"]["model"])
+    except Exception:  # an entry without usable models (hand-written, older): the static lane
+        return lane
+    candidates = []
+    if lane is not None and lane.backend is not THREAD:
+        table = lane_table(isolated(costs), local, knobs)
+        slots = getattr(lane.executor, "_max_workers", None)
+        candidates.append((lane, table.latency_s, table.work_s, slots if isinstance(slots, int) else knobs.workers))
+    ratio = cluster.ratios.get(spec.key)
+    if ratio is not None:
+        table = lane_table(cluster_costs(costs, ratio), cluster.transport, knobs)
+        candidates.append((cluster_lane, table.latency_s, table.work_s, cluster.threads))
+    return _Placer(tuple(candidates)) if candidates else lane
 
 
 def _trusted(reason: str) -> bool:
@@ -349,7 +454,7 @@ def install_adapted(profile: Profile, table: dict[str, tuple[int | None, str]]) 
         current = _snapshot
         if current.profile is profile:
             _snapshot = _Snapshot(current.profile, current.profile_problem, current.executors, current.primary_name,
-                                  current.dropped)
+                                  current.dropped, current)
 
 
 def _note_caller_decision(snap: _Snapshot, fn: Callable[..., Any]) -> None:
@@ -399,6 +504,12 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
         offload = size >= threshold
         relation = ">=" if offload else "<"
         why = f"{reason}: size {size} {relation} threshold {threshold}"
+    if offload and lane.__class__ is _Placer and size is not None:
+        rows = lane.completions(size)  # type: ignore[union-attr]
+        lane = min(rows, key=_first)[1]
+        why += "; placed where it completes soonest, expected " + ", ".join(
+            f"{other.name} {seconds * 1e3:.2f} ms" + (f" ({other.inflight} in flight)" if other.inflight else "")
+            for seconds, other, _ in rows)
     if offload and lane is not None and lane.backend is THREAD and getattr(_in_thread_lane, "active", False):
         offload, why = False, f"{why}; called from a kernel running in the thread pool: inline (see run_kernel)"
     return Decision(offload, lane.backend.name if offload and lane is not None else INLINE.name, size, threshold,
@@ -462,13 +573,17 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
         c = counts[b] + 1
     counts[b] = c
     if c & _sample_mask != _sample_phase:
-        return lane if offload else None
+        if not offload:
+            return None
+        return lane if lane.__class__ is not _Placer else lane.place(n)  # type: ignore[union-attr]
     if c & _explore_mask == _explore_phase and threshold is not None and lane is not None and (
             threshold >> EXPLORE_NEAR_SHIFT <= n < threshold << EXPLORE_NEAR_SHIFT) and _trusted(reason):
         # Adapting: this timed call near the threshold runs the other way, so both sides stay measured. It
         # stays counted under the decision (the counts advance, so the next call is not picked again).
         offload = not offload
         stats.explored += 1
+    if offload and lane.__class__ is _Placer:
+        return Timed(lane.place(n), stats, n)  # type: ignore[union-attr]
     return Timed(lane if offload else None, stats, n)
 
 
@@ -535,6 +650,8 @@ async def run_kernel(
         return fn(*args)
     if target.__class__ is _Lane:
         return await _offload(target, fn, args, timeout)  # type: ignore[arg-type]
+    if target.__class__ is _Placed:
+        return await _offload_placed(target, fn, args, timeout)  # type: ignore[arg-type]
     return await _timed(target, fn, args, timeout)  # type: ignore[arg-type]
 
 
@@ -542,7 +659,83 @@ async def _timed(call: Timed, fn: Callable[..., Any], args: tuple, timeout: floa
     """A call picked for timing (one in ``sample_every``): run it as decided and record what it cost."""
     if call.lane is None:
         return _inline_timed(call, fn, args)
+    if call.lane.__class__ is _Placed:
+        return await _offload_placed(call.lane, fn, args, timeout, call)
     return await _offload(call.lane, fn, args, timeout, call if call.lane.modelled else None)
+
+
+async def _offload_placed(
+    placed: _Placed, fn: Callable[..., Any], args: tuple, timeout: float | None, call: Timed | None = None
+) -> Any:
+    """A call placement sent to a lane: counted in that lane's backlog until it completes."""
+    lane = placed.lane
+    lane.inflight += 1
+    lane.work += placed.work
+    try:
+        if lane.backend is DASK:
+            return await _offload_cluster(lane, fn, args, timeout, placed.guard or CLUSTER_GUARD_FLOOR_S)
+        return await _offload(lane, fn, args, timeout, call if lane.modelled else None)
+    finally:
+        _settle(lane, placed.work)
+
+
+def _settle(lane: _Lane, work: float) -> None:
+    """A placed call completed: out of its lane's backlog; an idle lane's backlog is exactly zero again."""
+    lane.inflight -= 1
+    lane.work = lane.work - work if lane.inflight > 0 else 0.0
+
+
+async def _offload_cluster(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None,
+                           guard: float) -> Any:
+    """A call on the Dask cluster. Whatever the cluster does, the caller gets the kernel's result or the kernel's
+    own exception: a cluster that cannot take the call, loses it, or does not answer within ``guard`` seconds is
+    dropped (one warning, retried later) and the call is computed locally. The caller's ``timeout`` keeps its
+    meaning (:class:`TimeoutError`) when it is the shorter wait."""
+    import asyncio
+
+    from offload_tuner.runtime._dask import ClusterUnavailable, cluster_ready, is_cluster_failure
+
+    payload = _payload_or_none(fn, args)
+    if payload is None:
+        return fn(*args)
+    loop = asyncio.get_running_loop()
+    limit = guard if timeout is None else min(guard, timeout)
+    try:
+        if not cluster_ready(lane.executor):  # a lost scheduler: a submit would wait on a dead connection
+            raise ClusterUnavailable(f"Dask cluster {lane.name!r} is not connected")
+        future = loop.run_in_executor(lane.executor, invoke_pickled, payload)
+    except Exception as exc:  # the cluster could not take the call
+        return await _after_cluster_failure(lane, fn, args, timeout, exc)
+    try:
+        blob = await asyncio.wait_for(future, limit)
+    except ResultNotPicklable as exc:
+        return _rerun_inline_for_result(fn, args, exc)
+    except TimeoutError:
+        if timeout is not None and timeout <= guard:
+            raise  # the caller's own bound
+        return await _after_cluster_failure(
+            lane, fn, args, timeout, TimeoutError(f"no result within {guard:.1f} s (10x its predicted completion)"))
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # our caller was cancelled
+        return await _after_cluster_failure(lane, fn, args, timeout, exc)
+    except Exception as exc:
+        if not is_cluster_failure(exc):
+            raise  # the kernel's own exception, re-raised by Dask as itself
+        return await _after_cluster_failure(lane, fn, args, timeout, exc)
+    return pickle.loads(blob)
+
+
+async def _after_cluster_failure(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None,
+                                 exc: BaseException) -> Any:
+    """Drop the cluster (retried later) and compute the call locally: on the process pool if one is installed
+    (the call was worth offloading), else inline."""
+    _drop_lane(lane, exc)
+    local = _snapshot.lanes.get(PRIMARY_ORDER[0])
+    if local is None or local.backend is DASK:
+        return fn(*args)
+    return await _offload(local, fn, args, timeout)
 
 
 def _inline_timed(call: Timed, fn: Callable[..., Any], args: tuple) -> Any:
@@ -563,13 +756,82 @@ def run_kernel_sync(
     call: Timed | None = None
     if target.__class__ is _Lane:
         lane: _Lane = target  # type: ignore[assignment]
+    elif target.__class__ is _Placed:
+        return _offload_placed_sync(target, fn, args, timeout)  # type: ignore[arg-type]
     else:
         call = target  # type: ignore[assignment]
         if call.lane is None:
             return _inline_timed(call, fn, args)
+        if call.lane.__class__ is _Placed:
+            return _offload_placed_sync(call.lane, fn, args, timeout, call)
         lane = call.lane
         if not lane.modelled:
             call = None
+    return _offload_sync(lane, fn, args, timeout, call)
+
+
+def _offload_placed_sync(
+    placed: _Placed, fn: Callable[..., Any], args: tuple, timeout: float | None, call: Timed | None = None
+) -> Any:
+    """:func:`_offload_placed` for the synchronous twin (several threads may run it: a lost update of the
+    backlog is an estimation error the next idle moment resets)."""
+    lane = placed.lane
+    lane.inflight += 1
+    lane.work += placed.work
+    try:
+        if lane.backend is DASK:
+            return _offload_cluster_sync(lane, fn, args, timeout, placed.guard or CLUSTER_GUARD_FLOOR_S)
+        return _offload_sync(lane, fn, args, timeout, call if lane.modelled else None)
+    finally:
+        _settle(lane, placed.work)
+
+
+def _offload_cluster_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None,
+                          guard: float) -> Any:
+    """:func:`_offload_cluster` for the synchronous twin."""
+    from concurrent.futures import CancelledError
+    from concurrent.futures import TimeoutError as FuturesTimeout
+
+    from offload_tuner.runtime._dask import ClusterUnavailable, cluster_ready, is_cluster_failure
+
+    payload = _payload_or_none(fn, args)
+    if payload is None:
+        return fn(*args)
+    try:
+        if not cluster_ready(lane.executor):
+            raise ClusterUnavailable(f"Dask cluster {lane.name!r} is not connected")
+        future = lane.executor.submit(invoke_pickled, payload)
+    except Exception as exc:
+        return _after_cluster_failure_sync(lane, fn, args, timeout, exc)
+    try:
+        blob = future.result(guard if timeout is None else min(guard, timeout))
+    except ResultNotPicklable as exc:
+        return _rerun_inline_for_result(fn, args, exc)
+    except (TimeoutError, FuturesTimeout):
+        future.cancel()
+        if timeout is not None and timeout <= guard:
+            raise
+        return _after_cluster_failure_sync(
+            lane, fn, args, timeout, TimeoutError(f"no result within {guard:.1f} s (10x its predicted completion)"))
+    except CancelledError as exc:
+        return _after_cluster_failure_sync(lane, fn, args, timeout, exc)
+    except Exception as exc:
+        if not is_cluster_failure(exc):
+            raise
+        return _after_cluster_failure_sync(lane, fn, args, timeout, exc)
+    return pickle.loads(blob)
+
+
+def _after_cluster_failure_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None,
+                                exc: BaseException) -> Any:
+    _drop_lane(lane, exc)
+    local = _snapshot.lanes.get(PRIMARY_ORDER[0])
+    if local is None or local.backend is DASK:
+        return fn(*args)
+    return _offload_sync(local, fn, args, timeout, None)
+
+
+def _offload_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None, call: Timed | None) -> Any:
     started = perf_counter()
     executor = lane.executor
     from concurrent.futures import BrokenExecutor, CancelledError
@@ -707,29 +969,65 @@ def _is_shutdown_error(exc: RuntimeError) -> bool:
 def _rerun_inline_after_executor_failure(lane: _Lane, fn: Callable[..., Any], args: tuple, exc: BaseException) -> Any:
     """The executor lost the call: run the (pure) kernel inline and stop sending work to that executor. The
     other installed executors are left alone (a broken process pool does not stop the thread pool)."""
+    _drop_lane(lane, exc)
+    return fn(*args)
+
+
+def _drop_lane(lane: _Lane, exc: BaseException) -> None:
+    """Stop sending work to a failed executor: a pool we built is rebuilt, the user's is dropped (a cluster is
+    tried again every :data:`_dask.RETRY_S`), one warning either way."""
     global _snapshot
     executor = lane.executor
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     with _lock:
         current = _snapshot
         if current.executors.get(lane.name) is executor:
-            replacement = _rebuild(executor)
+            replacement = None if lane.backend is DASK else _rebuild(executor)
             executors, dropped = dict(current.executors), current.dropped
             if replacement is None:
                 del executors[lane.name]
                 dropped = dropped | {lane.name}
             else:
                 executors[lane.name] = replacement
-            _snapshot = _Snapshot(current.profile, current.profile_problem, executors, current.primary_name, dropped)
+            _snapshot = _Snapshot(current.profile, current.profile_problem, executors, current.primary_name, dropped,
+                                  current)
             after = "a new pool of the same shape is installed" if replacement else (
                 "the calls it would have run run inline until set_executor() or set_executors() installs a "
                 "working executor" + (f" (the other executors stay: {', '.join(map(repr, executors))})"
                                       if executors else ""))
+            if lane.backend is DASK:
+                from offload_tuner.runtime._dask import retry_delay
+
+                delay = retry_delay(executor)
+                after = f"its calls run locally; it is tried again every {delay:g} s until it answers (said once)"
+                _retry_cluster_later(lane.name, executor, delay)
             _warn_once(
                 f"executor:{id(executor)}",
-                f"offload-tuner: the {lane.name} executor failed ({what}); the call was re-run inline and {after}",
+                f"offload-tuner: the {lane.name} executor failed ({what}); the call was re-run locally and {after}",
             )
-    return fn(*args)
+
+
+def _retry_cluster_later(name: str, executor: "Executor", delay: float) -> None:
+    timer = threading.Timer(delay, _retry_cluster, (name, executor, delay))
+    timer.daemon = True
+    timer.start()
+
+
+def _retry_cluster(name: str, executor: "Executor", delay: float) -> None:
+    """Put a dropped cluster back once it answers again; give up if the user installed other executors since."""
+    global _snapshot
+    from offload_tuner.runtime._dask import cluster_closed, cluster_ready
+
+    with _lock:
+        current = _snapshot
+        if name not in current.dropped or name in current.executors or cluster_closed(executor):
+            return
+        if not cluster_ready(executor):
+            _retry_cluster_later(name, executor, delay)
+            return
+        executors = {**current.executors, name: executor}
+        _snapshot = _Snapshot(current.profile, current.profile_problem, executors, current.primary_name,
+                              current.dropped - {name}, current)
 
 
 def _rebuild(executor: "Executor") -> "Executor | None":
