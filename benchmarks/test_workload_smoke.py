@@ -106,3 +106,21 @@ def test_mixed_benchmark_runs_the_profile_s_lanes_against_the_static_grid(tmp_pa
     assert len(entry["summary"]) >= 9  # the profile's lanes and a grid of at least 4 x 2 static policies
     assert entry["same_decisions_as_lanes"] in entry["summary"]
     assert (out / "mixed-smoke.md").read_text().startswith("# Mixed workload")
+
+
+def test_cluster_benchmark_measures_a_local_cluster_and_checks_results(tmp_path):
+    from pathlib import Path
+
+    from benchmarks import cluster
+
+    reference = Path(__file__).resolve().parents[1] / "calibration" / "reference" / "vm.json"
+    out = tmp_path / "cluster"
+    assert cluster.main(["--smoke", "--profile", str(reference), "--out-dir", str(out)]) == 0
+    report = json.loads((out / "cluster-smoke.json").read_text())
+    (row,) = report["kernels"]
+    assert row["identical"] is True
+    assert set(row["decisions"]) == {"process only", "with the cluster, idle", "with the cluster, pool busy"}
+    assert all(len(d) == len(row["sizes"]) for d in row["decisions"].values())
+    assert [p["backend"] for p in row["what_if"]] == ["process", "dask x2", "dask x8", "dask x64"]
+    assert report["cluster"]["transport"]["round_trip_s"] > 0
+    assert (out / "cluster-smoke.md").read_text().startswith("# A Dask cluster as a backend")
