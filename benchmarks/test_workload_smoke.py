@@ -86,7 +86,8 @@ def test_threads_benchmark_runs_both_lanes_and_reports_against_processes_only(tm
     report = json.loads((out / "threads-smoke.json").read_text())
     (entry,) = report["workloads"]
     assert entry["kernel"].endswith("detect_spikes")
-    assert {"lanes", "process never", "thread always"} <= set(entry["summary"])
+    assert {"lanes", "placed", "process never", "thread always"} <= set(entry["summary"])
+    assert len(entry["placed_vs_best_process_per_round"]) == 1
     assert entry["best_process"].startswith("process") and entry["best_thread"].startswith("thread")
     assert entry["decision_at_top"]["backend"] == "thread"  # the profile's thread lane, with both installed
     assert (out / "threads-smoke.md").read_text().startswith("# The thread lane")

@@ -9,7 +9,10 @@ For each kernel (by default the bundled ones whose profile entry has a thread la
 * ``process T=t``: a process pool only, every call from size ``t`` up offloaded to it (always, powers of
   two, never): the static policies the project's oracle is the best of;
 * ``thread T=t``: a thread pool only, the same thresholds;
-* ``lanes``: both installed (``set_executors``), the profile decides per call (its thread lane for this kernel).
+* ``lanes``: both installed (``set_executors``), the profile decides per call, each kernel on its static lane
+  (placement off: the thread lane for this kernel);
+* ``placed``: the same, with placement by expected completion on (the default): an offloaded call goes to the
+  thread or the process pool, whichever is expected to complete it soonest given what each has in flight.
 
 Each round runs every policy once, in a shuffled order, with the calls in a fresh order. Makespans are
 normalised round by round (each round's geometric mean over every policy); p99 loop lag is the median over
@@ -42,6 +45,7 @@ from benchmarks.workload import (
 )
 from offload_tuner.calibration._workload import run_calls, shuffled_calls
 from offload_tuner.inspection._report import format_threshold as _fmt
+from offload_tuner.runtime import _runtime
 
 OUT = RESULTS / "threads"
 
@@ -50,12 +54,13 @@ def policies(workload: Any) -> list[tuple[str, str, int | None]]:
     """(name, lane, threshold): the static sweeps on each lane alone, and both lanes with the profile deciding."""
     out = [(f"process {static_name(t)}", "process", t) for t in sweep_thresholds(workload)]
     out += [(f"thread {static_name(t)}", "thread", t) for t in sweep_thresholds(workload) if t is not None]
-    return out + [("lanes", "both", None)]
+    return out + [("lanes", "both", None), ("placed", "placed", None)]
 
 
 def run_one(spec: Any, calls: Any, lane: str, t: int | None, pools: dict[str, Executor], callers: int) -> Any:
-    if lane == "both":
+    if lane in ("both", "placed"):
         offload_tuner.set_executors(pools)
+        _runtime.set_placement(lane == "placed")
         gate: Callable[[int], bool | None] = lambda n: None  # noqa: E731
     else:
         offload_tuner.set_executors({lane: pools[lane]})
@@ -68,6 +73,7 @@ def run_one(spec: Any, calls: Any, lane: str, t: int | None, pools: dict[str, Ex
         return run_calls(calls, callers, call, pools["process"], warmup=2 * callers)
     finally:
         offload_tuner.set_executors({})
+        _runtime.set_placement(True)
 
 
 def bench(spec: Any, workload: Any, pools: dict[str, Executor], *, callers: int, rounds: int, seed: int,
@@ -95,11 +101,15 @@ def bench(spec: Any, workload: Any, pools: dict[str, Executor], *, callers: int,
     decision = offload_tuner.decide(spec.fn, *spec.sample(workload.hi))
     offload_tuner.set_executors({})
     per_round = [a / b for a, b in zip(normalised["lanes"], normalised[best_process])]
+    placed_per_round = [a / b for a, b in zip(normalised["placed"], normalised[best_process])]
     return {
         "kernel": spec.key, "sizes": [workload.lo, workload.hi], "calls": len(calls), "runs": runs,
         "summary": summary, "best_process": best_process, "best_thread": best_thread,
         "lanes_vs_best_process": summary["lanes"]["makespan_s"] / summary[best_process]["makespan_s"],
         "lanes_vs_best_process_per_round": per_round,
+        "placed_vs_best_process": summary["placed"]["makespan_s"] / summary[best_process]["makespan_s"],
+        "placed_vs_best_process_per_round": placed_per_round,
+        "placed_vs_lanes": summary["placed"]["makespan_s"] / summary["lanes"]["makespan_s"],
         "decision_at_top": {"backend": decision.backend, "threshold": decision.threshold, "reason": decision.reason},
     }
 
@@ -122,7 +132,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     for e in report["workloads"]:
         s = e["summary"]
         base = s[e["best_process"]]["makespan_s"]
-        shown = [e["best_process"], e["best_thread"], "lanes", "process never"]
+        shown = [e["best_process"], e["best_thread"], "lanes", *(["placed"] if "placed" in s else []), "process never"]
         for name in dict.fromkeys(shown):
             label = name + (" (best process-only)" if name == e["best_process"] else
                             " (best thread-only)" if name == e["best_thread"] else "")
@@ -134,6 +144,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         d = e["decision_at_top"]
         lines.append(f"| | | lanes / best process-only per round: {min(ratios):.2f}-{max(ratios):.2f}; the "
                      f"profile at size {e['sizes'][1]}: {d['backend']} from {_fmt(d['threshold'])} | | | | |")
+        if "placed_vs_best_process_per_round" in e:
+            placed = e["placed_vs_best_process_per_round"]
+            lines.append(f"| | | placed / best process-only per round: {min(placed):.2f}-{max(placed):.2f}; placed / "
+                         f"lanes (static): {e['placed_vs_lanes']:.2f} | | | | |")
     lines += [
         "",
         "Makespans are the steady pass of each run, normalised round by round (each round's geometric mean over "

@@ -15,11 +15,13 @@ from offload_tuner.runtime._placement import (
     expected_completion,
     isolated,
     lane_table,
+    thread_table,
     what_if,
 )
+from offload_tuner.runtime._backends import DASK
 from offload_tuner.runtime._policy import KernelCosts, LoadFactors, PolicyKnobs, TransportModel
 from offload_tuner.runtime._profile import ProfileError, parse_profile
-from offload_tuner.runtime._runtime import _Lane, _Placer, _settle
+from offload_tuner.runtime._runtime import _candidate, _Lane, _Placer, _settle
 from tests.support import synthetic_costs, synthetic_transport
 
 COSTS = KernelCosts.from_json(synthetic_costs(1e-4))  # 0.1 ms per element
@@ -80,9 +82,10 @@ def test_the_queue_counts_only_once_every_slot_is_busy():
 
 def test_the_placer_sends_calls_to_the_cluster_when_the_pool_is_backlogged():
     with ThreadPoolExecutor(1) as a, ThreadPoolExecutor(1) as b:
-        pool, remote = _Lane("process", a), _Lane("cluster", b)
+        pool, remote = _Lane("process", a), _Lane("dask", b)
+        remote.backend = DASK  # stands for a cluster: its workers are not this host's cores
         local_t, remote_t = lane_table(COSTS, LOCAL, KNOBS), lane_table(cluster_costs(COSTS, 1.0), REMOTE, KNOBS)
-        placer = _Placer(((pool, local_t.latency_s, local_t.work_s, 2), (remote, remote_t.latency_s, remote_t.work_s, 2)))
+        placer = _Placer((_candidate(pool, local_t, 0, 2), _candidate(remote, remote_t, 0, 2)), 2)
         n = 1000  # 0.1 s of compute: the pool wins by the cluster's round trip when idle
         assert placer.place(n).lane is pool
         pool.inflight, pool.work = 2, 1.0  # two calls of 0.5 s each running
@@ -121,3 +124,81 @@ def test_explain_prints_the_cluster_and_the_what_if(tmp_path, capsys):
     assert set(lines) == {"dask x2", "dask x8", "dask x64"}
     with pytest.raises(SystemExit):
         main(["explain", key, "1000", "--profile", str(path), "--what-if", "0"])
+
+
+def test_the_loop_time_a_choice_blocks_is_charged_once_per_other_caller():
+    """A cluster whose client costs the caller 6 ms of CPU per call: with no other caller it wins a call its faster
+    workers win back; with three others waiting on the loop, those 6 ms cost 18 more and the pool keeps it."""
+    heavy_client = TransportModel(1e-2, 1e-9, 6e-3, 1e-10, 5e-5, 1e-10)
+    with ThreadPoolExecutor(1) as a, ThreadPoolExecutor(1) as b:
+        pool, remote = _Lane("process", a), _Lane("dask", b)
+        remote.backend = DASK  # stands for a cluster: its workers are not this host's cores
+        local_t = lane_table(COSTS, LOCAL, KNOBS)
+        remote_t = lane_table(cluster_costs(COSTS, 0.9), heavy_client, KNOBS)
+        n = 2000  # ~0.145 s of compute at the bucket's middle: 0.9x saves ~14 ms, the round trip costs 10 ms
+        alone = _Placer((_candidate(pool, local_t, 0, 2), _candidate(remote, remote_t, 0, 2)), 2)
+        shared = _Placer((_candidate(pool, local_t, 3, 2), _candidate(remote, remote_t, 3, 2)), 2)
+        assert alone.place(n).lane is remote
+        assert shared.place(n).lane is pool
+        assert "loop" in shared.describe(n) and "x 3 callers" in shared.describe(n)
+
+
+@pytest.mark.parametrize("cores, overflow", [(8, True), (2, False)])
+def test_a_backlogged_thread_pool_overflows_to_processes_only_onto_free_cores(cores, overflow):
+    """Arrays: pickling them costs the caller a fifth of the compute; in a thread the kernel holds the GIL 2%. Both
+    threads busy: on 8 cores the idle process pool has free cores to run on and takes the call; on 2 cores the
+    threads already take every core, the process pool would only share them, and the call waits for a thread."""
+    arrays = KernelCosts.from_json({**synthetic_costs(1e-4), "caller_serial": synthetic_costs(2e-5)["compute"]})
+    with ThreadPoolExecutor(1) as a, ThreadPoolExecutor(1) as b:
+        threads, pool = _Lane("thread", a), _Lane("process", b)
+        placer = _Placer((_candidate(threads, thread_table(arrays, 6e-5, 0.02), 3, 2),
+                          _candidate(pool, lane_table(arrays, LOCAL, KNOBS), 3, 2)), cores)
+        n = 1000
+        assert placer.place(n).lane is threads  # idle: no pickling, no round trip
+        threads.inflight, threads.work = 2, 2.0  # both threads busy for ~1 s
+        assert (placer.place(n).lane is pool) is overflow
+
+
+def test_with_both_pools_a_backlogged_thread_pool_sends_the_call_to_the_process_pool(tmp_path):
+    """The runtime end to end: a GIL-releasing kernel's offloaded call goes to the thread pool while it is idle and
+    to the process pool while both threads are taken; placement off keeps it on threads whatever the backlog."""
+    import os
+
+    import offload_tuner
+    from offload_tuner import decide, run_kernel_sync
+    from offload_tuner.runtime import _runtime
+    from offload_tuner.runtime._registry import kernel_key
+    from tests import support
+    from tests.support import write_profile_json
+
+    key = kernel_key(support.lane_probe)
+    path = write_profile_json(tmp_path / "p.json", {key: 0})
+    data = json.loads(path.read_text())
+    data["kernels"][key].update(costs={**synthetic_costs(1e-4), "caller_serial": synthetic_costs(2e-5)["compute"]},
+                                thread={"gil_hold": 0.01, "threshold": 0})
+    data.update(transport={"model": synthetic_transport(2e-4)}, thread={"fixed_s": 6e-5},
+                policy={"concurrency": 4, "workers": 1, "cores": 8, "loop_budget_s": 0.1})
+    path.write_text(json.dumps(data))
+    pools = offload_tuner.recommended_pools(1, threads=2)
+    try:
+        offload_tuner.load_profile(path)
+        offload_tuner.set_executors(pools)
+        xs = list(range(1000))
+        assert decide(support.lane_probe, xs).backend == "thread"
+        assert run_kernel_sync(support.lane_probe, xs)[0] == os.getpid()
+        threads = _runtime._snapshot.gil_free
+        threads.inflight, threads.work = 2, 2.0
+        busy = decide(support.lane_probe, xs)
+        assert busy.backend == "process" and "queue 1000.00 behind 2 in flight" in busy.reason
+        assert run_kernel_sync(support.lane_probe, xs)[0] != os.getpid()
+        assert (threads.inflight, threads.work) == (2, 2.0)  # the call went elsewhere: its backlog untouched
+        previous = _runtime.set_placement(False)
+        try:
+            assert decide(support.lane_probe, xs).backend == "thread"
+        finally:
+            _runtime.set_placement(previous)
+    finally:
+        offload_tuner.set_executors({})
+        offload_tuner.unload_profile()
+        for pool in pools.values():
+            pool.shutdown(wait=True)

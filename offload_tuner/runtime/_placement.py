@@ -7,6 +7,9 @@ predicted latency there, the soonest wins.
 
 * latency: :func:`_policy.predict`'s offloaded latency with that backend's transport (round trip, per byte) and
   its workers' compute speed relative to this host (a cluster's workers may be faster or slower);
+* loop-thread time: what the choice blocks the event loop for (pickling on the caller, the executor's own CPU, a
+  thread's share of the GIL), charged once per other caller it delays (``concurrency - 1``): the loop is the
+  resource every caller shares;
 * queue end: the predicted worker-seconds already in flight on the backend over its slots, counted only once all
   its slots are busy. The runtime keeps that backlog in O(1) (calls and predicted work in flight, added at submit,
   removed at completion, reset to zero whenever the backend goes idle so estimation errors do not pile up).
@@ -101,20 +104,35 @@ def bucket_size(b: int) -> float:
 
 @dataclass(frozen=True, slots=True)
 class LaneTable:
-    """Per size bucket: a call's predicted latency and worker-seconds on one backend."""
+    """Per size bucket: a call's predicted latency, worker-seconds and loop-thread time on one backend."""
 
     latency_s: tuple[float, ...]
     work_s: tuple[float, ...]
+    loop_s: tuple[float, ...]
 
 
 def lane_table(costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs) -> LaneTable:
-    """Pass :func:`isolated` or :func:`cluster_costs` costs: see :func:`isolated`."""
-    latency, work = [], []
+    """A pool of processes or a cluster (arguments pickled on the caller). Pass :func:`isolated` or
+    :func:`cluster_costs` costs: see :func:`isolated`."""
+    latency, work, loop = [], [], []
     for b in range(BUCKETS):
         p = predict(costs, transport, knobs, bucket_size(b))
         latency.append(_finite(p.offload_latency_s))
         work.append(_finite(p.offload_worker_s))
-    return LaneTable(tuple(latency), tuple(work))
+        loop.append(_finite(p.offload_loop_s))
+    return LaneTable(tuple(latency), tuple(work), tuple(loop))
+
+
+def thread_table(costs: KernelCosts, hand_off_s: float, gil_hold: float) -> LaneTable:
+    """A thread pool, for a kernel that releases the GIL: no pickling; the call takes the hand-off plus its compute,
+    and holds up the loop thread for the share of its compute calibration measured (``gil_hold``)."""
+    latency, work, loop = [], [], []
+    for b in range(BUCKETS):
+        compute = _finite(costs.compute.predict(bucket_size(b)))
+        latency.append(hand_off_s + compute)
+        work.append(compute)
+        loop.append(gil_hold * compute)
+    return LaneTable(tuple(latency), tuple(work), tuple(loop))
 
 
 def _finite(seconds: float) -> float:

@@ -36,7 +36,7 @@ from offload_tuner.runtime._backends import (
 )
 from offload_tuner.runtime._host import host_mismatches
 from offload_tuner.runtime._placement import BUCKETS as _PLACEMENT_BUCKETS
-from offload_tuner.runtime._placement import cluster_costs, isolated, lane_table
+from offload_tuner.runtime._placement import cluster_costs, isolated, lane_table, thread_table
 from offload_tuner.runtime._policy import GIL_RELEASING_MAX, KernelCosts, PolicyKnobs, TransportModel
 from offload_tuner.runtime._profile import Profile, ProfileError, configured_profile_path, read_profile
 from offload_tuner.runtime._registry import KernelSpec, spec_for
@@ -110,21 +110,49 @@ cluster dropped for a while): a lost scheduler or a stuck worker must never hang
 class _Placer:
     """A kernel's offloaded calls placed by expected completion (:mod:`_placement`) among its candidate lanes.
 
-    ``candidates``: (lane, latency per size bucket, worker-seconds per size bucket, slots). One loop over two
-    candidates per offloaded call; inline calls never get here."""
+    ``candidates``: (lane, score per size bucket, worker-seconds per size bucket, slots, latency per bucket,
+    loop-thread time per bucket); the score is the latency plus the loop-thread time charged once per other
+    caller. One loop over two or three candidates per offloaded call; inline calls never get here."""
 
-    __slots__ = ("candidates",)
+    __slots__ = ("candidates", "cores")
 
-    def __init__(self, candidates: "tuple[tuple[_Lane, tuple[float, ...], tuple[float, ...], int], ...]") -> None:
+    def __init__(self, candidates: tuple, cores: int) -> None:
         self.candidates = candidates
+        self.cores = cores
+        """The host's cores, which its local backends (threads, processes) share: an idle process pool adds no
+        capacity while the thread pool's calls already take every core."""
+
+    def _waits(self) -> "list[float]":
+        host_work, host_inflight = 0.0, 0
+        for lane, _, _, _, _, _, local in self.candidates:
+            if local:
+                host_work += lane.work
+                host_inflight += lane.inflight
+        host = host_work / self.cores if host_inflight >= self.cores else 0.0
+        waits = []
+        for lane, _, _, slots, _, _, local in self.candidates:
+            wait = lane.work / slots if lane.inflight >= slots else 0.0
+            waits.append(host if local and host > wait else wait)
+        return waits
 
     def completions(self, n: int) -> "list[tuple[float, _Lane, float]]":
         """(expected completion, lane, predicted work) per candidate for a call of size ``n``."""
         b = n.bit_length()
         if b >= _PLACEMENT_BUCKETS:
             b = _PLACEMENT_BUCKETS - 1
-        return [(latency[b] + (lane.work / slots if lane.inflight >= slots else 0.0), lane, work[b])
-                for lane, latency, work, slots in self.candidates]
+        return [(c[1][b] + wait, c[0], c[2][b]) for c, wait in zip(self.candidates, self._waits())]
+
+    def describe(self, n: int) -> str:
+        """Each candidate's score for a call of size ``n`` and what it is made of (for ``decide()``)."""
+        b = min(n.bit_length(), _PLACEMENT_BUCKETS - 1)
+        parts = []
+        for (score, lane, _), queue, c in zip(self.completions(n), self._waits(), self.candidates):
+            latency, loop = c[4], c[5]
+            parts.append(f"{lane.name} {score * 1e3:.2f} ms (latency {latency[b] * 1e3:.2f}"
+                         + (f" + queue {queue * 1e3:.2f} behind {lane.inflight} in flight" if queue else "")
+                         + (f" + loop {loop[b] * 1e3:.3f} x {round((score - latency[b] - queue) / loop[b])} callers"
+                            if loop[b] > 0 and score - latency[b] - queue > 0 else "") + ")")
+        return "; ".join(parts)
 
     def place(self, n: int) -> _Placed:
         best, lane, work = min(self.completions(n), key=_first)
@@ -190,7 +218,10 @@ class _Snapshot:
         kernels profiled for a dropped process pool run inline; thread-lane kernels of a dropped thread pool
         fall back to their process threshold."""
         thread = self.executors.get(THREAD.name)
-        self.gil_free: _Lane | None = _Lane(THREAD.name, thread, modelled=False) if thread is not None else None
+        kept_free = previous.gil_free if previous is not None else None
+        self.gil_free: _Lane | None = None if thread is None else (
+            kept_free if kept_free is not None and kept_free.executor is thread else
+            _Lane(THREAD.name, thread, modelled=False))
         """The thread lane for kernels the profile sends there because they release the GIL."""
         self.executor = self.primary.executor if self.primary is not None else None
         """The primary executor (``get_executor()``); None with no executor installed, or its lane dropped."""
@@ -361,12 +392,14 @@ def _entry_for(
     thread = entry.thread
     if snap.gil_free is not None and thread is not None and thread.threshold is not None and (
             thread.gil_hold <= GIL_RELEASING_MAX):
+        process_lane = snap.lanes.get(profile.executor_kind or PRIMARY_ORDER[0])
         return spec, thread.threshold, (f"{_THREAD_LANE} (calibration measured the event loop held up "
-                                        f"{thread.gil_hold:.0%} of its run time)"), snap.gil_free
+                                        f"{thread.gil_hold:.0%} of its run time)"), _placed(
+            snap, profile, spec, entry, process_lane, thread_lane=snap.gil_free)
     kind = profile.executor_kind
     lane = snap.lanes.get(kind) if kind is not None else primary
     if lane is None and DASK.name in snap.lanes and profile.cluster is not None and kind not in snap.dropped:
-        lane = _with_cluster(snap, profile, spec, entry, None)  # only a cluster: it takes the offloaded calls
+        lane = _placed(snap, profile, spec, entry, None)  # only a cluster: it takes the offloaded calls
         if lane is not None:
             return spec, entry.threshold, _FROM_PROFILE if entry.threshold is not None else _NEVER_PAYS, lane
     if lane is None and (kind in snap.dropped or (kind is None and snap.primary_name in snap.dropped)):
@@ -382,51 +415,94 @@ def _entry_for(
             f"profile calibrated for {kind} executor: {default_text if primary is not None else 'inline'}"), primary
     adapted = _adapted[1].get(spec.key) if _adapted[0] is profile else None
     if adapted is not None:
-        return spec, adapted[0], adapted[1], _with_cluster(snap, profile, spec, entry, lane)
+        return spec, adapted[0], adapted[1], _placed(snap, profile, spec, entry, lane)
     if entry.threshold is None:
         return spec, None, _NEVER_PAYS, lane
-    return spec, entry.threshold, _FROM_PROFILE, _with_cluster(snap, profile, spec, entry, lane)
+    return spec, entry.threshold, _FROM_PROFILE, _placed(snap, profile, spec, entry, lane)
 
 
-def _with_cluster(
-    snap: _Snapshot, profile: Profile, spec: KernelSpec, entry: Any, lane: "_Lane | None"
+_placement_on = True
+"""Placement by expected completion; off, each kernel keeps its static lane (benchmarks compare the two)."""
+
+
+def set_placement(on: bool) -> bool:
+    """Placement by expected completion on or off (on by default); returns the previous setting. Off, a kernel's
+    offloaded calls go to its static lane (the thread pool for a GIL-releasing kernel, else the process pool) and
+    never to a Dask cluster. For comparisons, not a production knob."""
+    global _snapshot, _placement_on
+    with _lock:
+        previous, _placement_on = _placement_on, bool(on)
+        current = _snapshot
+        _snapshot = _Snapshot(current.profile, current.profile_problem, current.executors, current.primary_name,
+                              current.dropped, current)
+    return previous
+
+
+def _placed(
+    snap: _Snapshot, profile: Profile, spec: KernelSpec, entry: Any, lane: "_Lane | None", *,
+    thread_lane: "_Lane | None" = None,
 ) -> "_Lane | _Placer | None":
-    """With a Dask cluster installed, the kernel's offloaded calls are placed by expected completion between the
-    process pool (``lane``) and the cluster, from the costs calibration stored (``calibrate --dask``). Every such
-    kernel gets a placer, one candidate or two, so the process pool's backlog counts all of their calls."""
+    """Where the kernel's offloaded calls go when several offload backends are installed: placed per call by
+    expected completion (:mod:`_placement`) among its thread lane (``thread_lane``: it releases the GIL), the
+    process pool (``lane``) and a Dask cluster calibration measured for it, each scored by the call's predicted
+    latency there, the backend's queue, and the loop-thread time it blocks charged once per other caller (that
+    time delays each of them). With one backend, or placement off, the static lane."""
     cluster_lane = snap.lanes.get(DASK.name)
-    if cluster_lane is None or cluster_lane is lane:
-        return lane
+    if not _placement_on or (cluster_lane is None and (thread_lane is None or lane is None)):
+        return thread_lane or lane
+    try:
+        costs = isolated(KernelCosts.from_json(entry.data["costs"]))
+        knobs = PolicyKnobs.from_json(profile.data.get("policy", {}))
+        local = TransportModel.from_json(profile.data["transport"]["model"])
+    except Exception:  # an entry without usable models (hand-written, older): the static lane
+        return thread_lane or lane
+    charge = max(0, knobs.concurrency - 1)
+    candidates = []
+    if thread_lane is not None:
+        hand_off = profile.data.get("thread", {}).get("fixed_s") or 0.0
+        table = thread_table(costs, hand_off, entry.thread.gil_hold)
+        candidates.append(_candidate(thread_lane, table, charge, _slots(thread_lane, knobs.workers)))
+    if lane is not None and lane.backend is not THREAD and lane is not cluster_lane:
+        candidates.append(_candidate(lane, lane_table(costs, local, knobs), charge, _slots(lane, knobs.workers)))
+    if cluster_lane is not None:
+        ratio = _cluster_ratio(profile, spec, cluster_lane)
+        if ratio is not None:
+            table = lane_table(cluster_costs(costs, ratio), profile.cluster.transport, knobs)  # type: ignore[union-attr]
+            candidates.append(_candidate(cluster_lane, table, charge, profile.cluster.threads))  # type: ignore[union-attr]
+    if not candidates:
+        return thread_lane or lane
+    return _Placer(tuple(candidates), knobs.cores)
+
+
+def _candidate(lane: "_Lane", table: Any, charge: int, slots: int) -> tuple:
+    """(lane, score, work, slots, latency, loop, local) per size bucket; a cluster's workers are not this host's."""
+    score = tuple(latency + charge * loop for latency, loop in zip(table.latency_s, table.loop_s))
+    return (lane, score, table.work_s, slots, table.latency_s, table.loop_s, lane.backend is not DASK)
+
+
+def _slots(lane: "_Lane", default: int) -> int:
+    workers = getattr(lane.executor, "_max_workers", None)
+    return workers if isinstance(workers, int) and workers > 0 else default
+
+
+def _cluster_ratio(profile: Profile, spec: KernelSpec, cluster_lane: "_Lane") -> float | None:
+    """The kernel's compute ratio on the installed cluster, if the profile measured this very cluster (one warning
+    otherwise)."""
     cluster = profile.cluster
     if cluster is None:
         _warn_once(f"cluster-uncalibrated:{profile.source}",
                    f"offload-tuner: a Dask cluster is installed but {profile.source} holds no measurements of one; "
-                   "kernels stay on the local pool (run `offload-tuner calibrate --dask ADDRESS`)")
-        return lane
+                   "kernels stay local (run `offload-tuner calibrate --dask ADDRESS`)")
+        return None
     from offload_tuner.runtime._dask import cluster_address
 
     address = cluster_address(cluster_lane.executor)
     if address != cluster.address:
         _warn_once(f"cluster-other:{profile.source}:{address}",
                    f"offload-tuner: {profile.source} measured the Dask cluster at {cluster.address}, the installed one "
-                   f"is at {address}; kernels stay on the local pool (calibrate with --dask {address})")
-        return lane
-    try:
-        costs = KernelCosts.from_json(entry.data["costs"])
-        knobs = PolicyKnobs.from_json(profile.data.get("policy", {}))
-        local = TransportModel.from_json(profile.data["transport"]["model"])
-    except Exception:  # an entry without usable models (hand-written, older): the static lane
-        return lane
-    candidates = []
-    if lane is not None and lane.backend is not THREAD:
-        table = lane_table(isolated(costs), local, knobs)
-        slots = getattr(lane.executor, "_max_workers", None)
-        candidates.append((lane, table.latency_s, table.work_s, slots if isinstance(slots, int) else knobs.workers))
-    ratio = cluster.ratios.get(spec.key)
-    if ratio is not None:
-        table = lane_table(cluster_costs(costs, ratio), cluster.transport, knobs)
-        candidates.append((cluster_lane, table.latency_s, table.work_s, cluster.threads))
-    return _Placer(tuple(candidates)) if candidates else lane
+                   f"is at {address}; kernels stay local (calibrate with --dask {address})")
+        return None
+    return cluster.ratios.get(spec.key)
 
 
 def _trusted(reason: str) -> bool:
@@ -505,11 +581,10 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
         relation = ">=" if offload else "<"
         why = f"{reason}: size {size} {relation} threshold {threshold}"
     if offload and lane.__class__ is _Placer and size is not None:
-        rows = lane.completions(size)  # type: ignore[union-attr]
+        lane_placer: _Placer = lane  # type: ignore[assignment]
+        rows = lane_placer.completions(size)
         lane = min(rows, key=_first)[1]
-        why += "; placed where it completes soonest, expected " + ", ".join(
-            f"{other.name} {seconds * 1e3:.2f} ms" + (f" ({other.inflight} in flight)" if other.inflight else "")
-            for seconds, other, _ in rows)
+        why += f"; placed on {lane.name}, the soonest by expected completion: " + lane_placer.describe(size)
     if offload and lane is not None and lane.backend is THREAD and getattr(_in_thread_lane, "active", False):
         offload, why = False, f"{why}; called from a kernel running in the thread pool: inline (see run_kernel)"
     return Decision(offload, lane.backend.name if offload and lane is not None else INLINE.name, size, threshold,
