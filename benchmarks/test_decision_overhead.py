@@ -199,3 +199,70 @@ def test_sync_profile_decision(benchmark, installed):
     run_sync = offload_tuner.run_kernel_sync
     benchmark.extra_info["calls_per_round"] = CALLS
     benchmark(lambda: [run_sync(tiny, xs) for _ in range(CALLS)])
+
+
+@pytest.mark.benchmark(group="decision-overhead-placement")
+@pytest.mark.parametrize("pools", ["idle", "threads busy"])
+def test_placement_added_cost_paired(benchmark, installed, tmp_path, pools):
+    """Placement's own cost: the decision for an offloaded call (``_offload_target``, nothing submitted) with both
+    pools installed and ``tiny`` offloaded from size 0 in the thread lane, placed per call between the thread and
+    the process pool, against the very same decision with placement off (its static thread lane). The two
+    snapshots are built once and swapped block by block, alternating which goes first, as in the pairs above.
+    Inline calls never reach placement (the figures above). ``idle``: nothing in flight, the precomputed choice;
+    ``threads busy``: both threads taken (the counters set as two calls in flight would), a pass over the
+    candidates (the call still goes to threads: the host's cores are busy)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from offload_tuner.runtime import _runtime
+    from tests.support import synthetic_costs, synthetic_transport
+
+    installed_profile = offload_tuner.current_profile().source
+    data = json.loads(Path(installed_profile).read_text())
+    data["kernels"][kernel_key(tiny)].update(threshold=0, costs=synthetic_costs(1e-6),
+                                             thread={"gil_hold": 0.0, "threshold": 0})
+    data.update(transport={"model": synthetic_transport(2e-4)}, thread={"fixed_s": 6e-5},
+                policy={"concurrency": 4, "workers": 1, "cores": 2, "loop_budget_s": 0.1})
+    path = tmp_path / "placed.json"
+    path.write_text(json.dumps(data))
+    before = offload_tuner.get_executors()
+    threads = ThreadPoolExecutor(1)
+    offload_tuner.set_executors({**before, "thread": threads})
+    offload_tuner.load_profile(path)
+    target, args = _runtime._offload_target, (XS,)
+    try:
+        placed = _runtime._snapshot
+        assert type(target(tiny, args, None)).__name__ == "_Placed"
+        _runtime.set_placement(False)
+        static = _runtime._snapshot
+        assert type(target(tiny, args, None)).__name__ == "_Lane"
+        if pools == "threads busy":
+            placed.gil_free.inflight, placed.gil_free.work = 2, 1.0
+        differences: list[float] = []
+
+        def block(snapshot) -> float:  # type: ignore[no-untyped-def]
+            _runtime._snapshot = snapshot
+            start = time.perf_counter()
+            for _ in range(CALLS):
+                target(tiny, args, None)
+            return time.perf_counter() - start
+
+        def pair() -> None:
+            if len(differences) % 2 == 0:
+                off, on = block(static), block(placed)
+            else:
+                on, off = block(placed), block(static)
+            differences.append((on - off) / CALLS)
+
+        benchmark.extra_info["calls_per_round"] = 2 * CALLS
+        benchmark.pedantic(pair, rounds=PAIRED_ROUNDS, iterations=1, warmup_rounds=4)
+        measured = differences[-PAIRED_ROUNDS:]
+        quartiles = statistics.quantiles(measured, n=4) if len(measured) > 1 else measured * 3
+        benchmark.extra_info["paired_added_s"] = statistics.median(measured)
+        benchmark.extra_info["paired_added_quartiles_s"] = [quartiles[0], quartiles[2]]
+        benchmark.extra_info["paired_rounds"] = len(measured)
+    finally:
+        placed.gil_free.inflight, placed.gil_free.work = 0, 0.0
+        _runtime.set_placement(True)
+        offload_tuner.set_executors(before)
+        offload_tuner.load_profile(installed_profile)
+        threads.shutdown()

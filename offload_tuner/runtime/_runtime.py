@@ -17,6 +17,7 @@ kernel's first caller-decided call per snapshot (one set lookup per call after t
 
 from __future__ import annotations
 
+import math
 import pickle
 import threading
 import warnings
@@ -112,15 +113,27 @@ class _Placer:
 
     ``candidates``: (lane, score per size bucket, worker-seconds per size bucket, slots, latency per bucket,
     loop-thread time per bucket); the score is the latency plus the loop-thread time charged once per other
-    caller. One loop over two or three candidates per offloaded call; inline calls never get here."""
+    caller. Inline calls never get here; an offloaded call while every candidate is idle costs a lookup (the
+    idle choice per size bucket is precomputed), otherwise one pass over two or three candidates. The
+    :class:`_Placed` answers are built once per candidate and bucket: a call allocates nothing (a cluster call
+    behind a queue excepted: its guard grows with the wait)."""
 
-    __slots__ = ("candidates", "cores")
+    __slots__ = ("candidates", "cores", "lanes", "local_lanes", "fast", "placed", "idle")
 
     def __init__(self, candidates: tuple, cores: int) -> None:
         self.candidates = candidates
         self.cores = cores
         """The host's cores, which its local backends (threads, processes) share: an idle process pool adds no
         capacity while the thread pool's calls already take every core."""
+        self.lanes = tuple(c[0] for c in candidates)
+        self.local_lanes = tuple(c[0] for c in candidates if c[6])
+        self.fast = tuple((i, c[0], c[1], c[3], c[6]) for i, c in enumerate(candidates))
+        self.placed = tuple(
+            tuple(_Placed(c[0], c[2][b], _guard(c[0], c[1][b])) for b in range(_PLACEMENT_BUCKETS))
+            for c in candidates)
+        self.idle = tuple(
+            self.placed[min(range(len(candidates)), key=lambda i: candidates[i][1][b])][b]
+            for b in range(_PLACEMENT_BUCKETS))
 
     def _waits(self) -> "list[float]":
         host_work, host_inflight = 0.0, 0
@@ -155,9 +168,37 @@ class _Placer:
         return "; ".join(parts)
 
     def place(self, n: int) -> _Placed:
-        best, lane, work = min(self.completions(n), key=_first)
-        guard = best * CLUSTER_GUARD_FACTOR + CLUSTER_GUARD_FLOOR_S if lane.backend is DASK else None
-        return _Placed(lane, work, guard)
+        b = n.bit_length()
+        if b >= _PLACEMENT_BUCKETS:
+            b = _PLACEMENT_BUCKETS - 1
+        for lane in self.lanes:
+            if lane.inflight:
+                break
+        else:
+            return self.idle[b]
+        # _waits() and completions() inlined: this runs on every offloaded call while a backend is busy.
+        host_work, host_inflight, cores = 0.0, 0, self.cores
+        for lane in self.local_lanes:
+            host_inflight += lane.inflight
+            host_work += lane.work
+        host = host_work / cores if host_inflight >= cores else 0.0
+        best, best_t, best_wait = 0, math.inf, 0.0
+        for i, lane, score, slots, local in self.fast:
+            wait = lane.work / slots if lane.inflight >= slots else 0.0
+            if local and host > wait:
+                wait = host
+            t = score[b] + wait
+            if t < best_t:
+                best, best_t, best_wait = i, t, wait
+        placed = self.placed[best][b]
+        if best_wait and placed.guard is not None:
+            return _Placed(placed.lane, placed.work, _guard(placed.lane, best_t))
+        return placed
+
+
+def _guard(lane: _Lane, expected_s: float) -> float | None:
+    """How long a cluster call may take before it is computed locally (None: not a cluster)."""
+    return expected_s * CLUSTER_GUARD_FACTOR + CLUSTER_GUARD_FLOOR_S if lane.backend is DASK else None
 
 
 def _first(item: "tuple[float, _Lane, float]") -> float:
