@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         **report_header("benchmarks.cluster", argv, args.smoke),
         "profile": str(args.profile),
         "cluster": {"address": remote.address, "workers": remote.workers, "threads": remote.threads,
-                    "transport": remote.transport.to_json()},
+                    "transport": remote.transport.to_json(), "scatter": section["scatter"]},
         "local_transport": local.to_json(),
         "duration_s": round(time.perf_counter() - started, 1),
         "kernels": rows,
@@ -163,6 +163,16 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"| {_fmt_s(lt['caller_cpu_s'])} |",
         f"| Dask cluster (measured now) | {_fmt_s(ct['round_trip_s'])} | {bandwidth(ct['round_trip_per_byte_s'])} "
         f"| {_fmt_s(ct['caller_cpu_s'])} |",
+        "",
+        "## Large arguments: with the call or by `scatter` (no-op call, median of 3 each, interleaved)",
+        "",
+        "| payload | with the call | scatter to a worker, then the call |",
+        "|---|---|---|",
+        *[f"| {r['bytes'] / 1e6:.1f} MB | {_fmt_s(r['with_call_s'])} | {_fmt_s(r['scatter_s'])} |"
+          for r in c["scatter"]["rows"]],
+        "",
+        "Scatter from: " + ("never (arguments always go with the call)" if c["scatter"]["from_bytes"] is None else
+                            f"{c['scatter']['from_bytes']} bytes"),
         "",
         "## Decisions (where an offloaded call goes; `inline` below the threshold)",
         "",

@@ -4,6 +4,7 @@ each, random ports, no dashboard) that the fixtures start and shut down. Every f
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -128,6 +129,24 @@ def test_results_are_identical_to_inline_and_placement_says_why(local_cluster, p
     with pytest.raises(ValueError, match="bad input of length 100"):  # the kernel's own exception, as itself
         run_kernel_sync(support.fails, xs)
     with pytest.raises(ValueError, match="bad input of length 100"):
+        asyncio.run(run_kernel(support.fails, xs))
+
+
+def test_payloads_go_by_scatter_where_the_profile_measured_it_cheaper(local_cluster, pool, tmp_path):
+    cluster, client, _ = local_cluster
+    path = cluster_profile(tmp_path, cluster.scheduler_address)
+    data = json.loads(path.read_text())
+    data["cluster"]["scatter"] = {"from_bytes": 0}  # every payload: this cluster never measured it cheaper
+    path.write_text(json.dumps(data))
+    offload_tuner.load_profile(path)
+    offload_tuner.set_executors({"process": pool, "dask": client.get_executor(pure=False)})
+    workers = worker_pids(client)
+    xs = list(range(1000))
+    assert run_kernel_sync(support.total, xs) == sum(xs)
+    assert asyncio.run(run_kernel(support.total, xs)) == sum(xs)
+    assert run_kernel_sync(support.nap, 0.0, 100)[0] in workers
+    assert asyncio.run(run_kernel(support.nap, 0.0, 100))[0] in workers
+    with pytest.raises(ValueError, match="bad input of length 1000"):
         asyncio.run(run_kernel(support.fails, xs))
 
 
@@ -314,6 +333,9 @@ def test_calibrate_against_the_cluster_records_its_costs(local_cluster, tmp_path
     assert key.endswith(":graph_eccentricities") and 0.2 < ratio < 5  # same CPU, shared cores
     row = profile.data["cluster"]["kernels"][key]
     assert len(row["cluster_s"]) == len(row["local_worker_s"]) >= 3
+    scatter = profile.data["cluster"]["scatter"]
+    assert len(scatter["rows"]) == 3 and all(r["scatter_s"] > 0 and r["with_call_s"] > 0 for r in scatter["rows"])
+    assert section.scatter_from_bytes == scatter["from_bytes"]
 
 
 def test_calibrate_names_an_unreachable_scheduler(tmp_path):

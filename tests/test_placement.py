@@ -15,6 +15,7 @@ from offload_tuner.runtime._placement import (
     expected_completion,
     isolated,
     lane_table,
+    scatter_from,
     thread_table,
     what_if,
 )
@@ -47,6 +48,7 @@ def test_cluster_costs_round_trip_through_json():
     (lambda d: d["kernels"]["k"].update(worker_compute_ratio=-1), "worker_compute_ratio"),
     (lambda d: d["kernels"]["k"].update(worker_compute_ratio=1e9), "worker_compute_ratio"),
     (lambda d: d["transport"].pop("round_trip_s"), "round_trip_s"),
+    (lambda d: d.update(scatter={"from_bytes": -1}), "scatter.from_bytes"),
 ])
 def test_a_bad_cluster_section_is_refused_naming_the_field(mutate, named):
     data = cluster().to_json()
@@ -202,3 +204,14 @@ def test_with_both_pools_a_backlogged_thread_pool_sends_the_call_to_the_process_
         offload_tuner.unload_profile()
         for pool in pools.values():
             pool.shutdown(wait=True)
+
+
+def test_scatter_starts_where_it_is_cheaper_at_that_size_and_every_larger_one():
+    def rows(*cheaper: bool) -> list[dict]:
+        return [{"bytes": 1 << (20 + 3 * i), "with_call_s": 1.0, "scatter_s": 0.5 if c else 2.0}
+                for i, c in enumerate(cheaper)]
+
+    assert scatter_from(rows(False, False, False)) is None  # what this VM's LocalCluster measured
+    assert scatter_from(rows(False, True, True)) == 1 << 23
+    assert scatter_from(rows(True, False, True)) == 1 << 26  # one larger payload where it lost: start after it
+    assert scatter_from(list(reversed(rows(True, True, True)))) == 1 << 20

@@ -26,13 +26,15 @@ from offload_tuner.calibration._calibrate import (
 from offload_tuner.calibration._measure import clock
 from offload_tuner.runtime._backends import dumps_call, invoke_pickled
 from offload_tuner.runtime._dask import cluster_identity
-from offload_tuner.runtime._placement import RATIO_RANGE, ClusterCosts
+from offload_tuner.runtime._placement import RATIO_RANGE, ClusterCosts, scatter_from
 from offload_tuner.runtime._policy import KernelCosts
 from offload_tuner.runtime._registry import KernelSpec
 
 SPEED_TARGET_S = 0.02
 """A kernel's speed is compared at the size whose predicted compute is closest to this (inside its calibrated
 range): long enough to dwarf timer and call overheads on both sides, short enough to stay cheap."""
+SCATTER_PAYLOADS = (1 << 20, 8 << 20, 32 << 20)
+SCATTER_REPEATS = 3
 SPEED_REPEATS = 7
 SPEED_TAKE_S = 0.06
 """Each timing loops the kernel for about this long. Three takes of one 20 ms call read the same cluster 0.70x and
@@ -132,7 +134,11 @@ def calibrate_cluster(
             continue
         measured[spec.key] = row
         ratios[spec.key] = row["worker_compute_ratio"]
-    section = ClusterCosts(identity["address"], identity["workers"], identity["threads"], transport, ratios).to_json()
+    progress("cluster_scatter", address=identity["address"])
+    scatter_rows = measure_scatter(executor)
+    section = ClusterCosts(identity["address"], identity["workers"], identity["threads"], transport, ratios,
+                           scatter_from(scatter_rows)).to_json()
+    section["scatter"]["rows"] = scatter_rows
     section["transport"] = transport.to_json()
     section["sweep"] = rows
     section["fixed_probes"] = [list(p) for p in probes]
@@ -141,6 +147,29 @@ def calibrate_cluster(
     if errors:
         section["errors"] = errors  # these kernels stay on the local pool
     return section
+
+
+def measure_scatter(executor: Any, payloads: Sequence[int] = SCATTER_PAYLOADS) -> list[dict[str, float]]:
+    """Round trip of a no-op call whose payload goes with the call, against one whose payload is scattered to a
+    worker first (``direct=True``: straight to it, not through the scheduler), interleaved, per payload size."""
+    from offload_tuner.calibration._calibrate import _probe
+    from offload_tuner.runtime._dask import cluster_client, scatter_and_submit
+
+    client = cluster_client(executor)
+    rows = []
+    for size in payloads:
+        payload = dumps_call(_probe, (bytes(size),))
+        with_call, scattered = [], []
+        for _ in range(SCATTER_REPEATS):
+            started = clock()
+            executor.submit(invoke_pickled, payload).result()
+            with_call.append(clock() - started)
+            started = clock()
+            scatter_and_submit(client, payload)
+            scattered.append(clock() - started)
+        rows.append({"bytes": len(payload), "with_call_s": statistics.median(with_call),
+                     "scatter_s": statistics.median(scattered)})
+    return rows
 
 
 def _check_packaging(executor: Any) -> None:

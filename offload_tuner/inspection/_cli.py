@@ -201,6 +201,8 @@ class _TerminalProgress:
             self._status(f"[{self.index + 1}/{self.total}] {info['kernel']}")
         elif event == "cluster":
             print(f"measuring the Dask cluster at {info['address']} ({info['workers']} workers)...", file=sys.stderr)
+        elif event == "cluster_scatter":
+            self._status("cluster: scatter against sending payloads with each call")
         elif event == "cluster_kernel":
             self._status(f"cluster: {info['kernel']} speed at size {info['size']}")
         elif event in ("size", "validate", "gil"):
@@ -458,7 +460,9 @@ def _explain_cluster(profile: Any, key: str, entry: Any, size: int, what_if_work
     t = cluster.transport
     print(f"  dask cluster {cluster.address} ({cluster.workers} workers, {cluster.threads} threads): round trip "
           f"{format_seconds(t.round_trip_s)}, {1e-6 / t.round_trip_per_byte_s if t.round_trip_per_byte_s else float('inf'):.0f} MB/s, "
-          f"caller CPU {format_seconds(t.caller_cpu_s)} per call")
+          f"caller CPU {format_seconds(t.caller_cpu_s)} per call; arguments "
+          + ("always go with the call (scatter never measured cheaper)" if cluster.scatter_from_bytes is None else
+             f"of {cluster.scatter_from_bytes} bytes and more go by scatter (measured cheaper)"))
     if ratio is None:
         print("    this kernel was not measured on the cluster: its offloaded calls stay on the local pool")
         return

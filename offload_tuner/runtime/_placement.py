@@ -43,12 +43,16 @@ class ClusterCosts:
     transport: TransportModel
     ratios: Mapping[str, float]
     """Kernel key -> compute time on a cluster worker over compute time inline on this host."""
+    scatter_from_bytes: int | None = None
+    """Payloads from this many bytes up go to the workers by ``scatter`` first (calibration measured it cheaper
+    than sending them with the call, at this size and every larger one it tried); None: always with the call."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "identity": {"address": self.address, "workers": self.workers, "threads": self.threads},
             "transport": self.transport.to_json(),
             "kernels": {key: {"worker_compute_ratio": ratio} for key, ratio in self.ratios.items()},
+            "scatter": {"from_bytes": self.scatter_from_bytes},
         }
 
     @classmethod
@@ -82,7 +86,25 @@ class ClusterCosts:
                 raise ValueError(f"kernel {key!r}: worker_compute_ratio must be a number in "
                                  f"[{RATIO_RANGE[0]}, {RATIO_RANGE[1]}], got {ratio!r}")
             ratios[str(key)] = float(ratio)
-        return cls(address, counts["workers"], counts["threads"], TransportModel.from_json(transport), ratios)
+        scatter = data.get("scatter") or {}
+        from_bytes = scatter.get("from_bytes") if isinstance(scatter, Mapping) else "not an object"
+        if from_bytes is not None and (isinstance(from_bytes, bool) or not isinstance(from_bytes, int) or from_bytes < 0):
+            raise ValueError(f"scatter.from_bytes must be a byte count >= 0 or null, got {from_bytes!r}")
+        return cls(address, counts["workers"], counts["threads"], TransportModel.from_json(transport), ratios,
+                   from_bytes)
+
+
+def scatter_from(rows: Sequence[Mapping[str, float]]) -> int | None:
+    """The smallest payload from which scattering first measured cheaper than sending with the call, there and at
+    every larger payload measured (``rows``: ``bytes``, ``with_call_s``, ``scatter_s``); None if it never was."""
+    ordered = sorted(rows, key=lambda r: r["bytes"])
+    start = None
+    for row in ordered:
+        if row["scatter_s"] < row["with_call_s"]:
+            start = row["bytes"] if start is None else start
+        else:
+            start = None
+    return int(start) if start is not None else None
 
 
 def isolated(costs: KernelCosts) -> KernelCosts:

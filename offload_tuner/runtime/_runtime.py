@@ -819,7 +819,12 @@ async def _offload_cluster(lane: _Lane, fn: Callable[..., Any], args: tuple, tim
     try:
         if not cluster_ready(lane.executor):  # a lost scheduler: a submit would wait on a dead connection
             raise ClusterUnavailable(f"Dask cluster {lane.name!r} is not connected")
-        future = loop.run_in_executor(lane.executor, invoke_pickled, payload)
+        if _scatters(payload):  # scatter blocks for a round trip: off the loop, in the default thread pool
+            from offload_tuner.runtime._dask import cluster_client, scatter_and_submit
+
+            future = loop.run_in_executor(None, scatter_and_submit, cluster_client(lane.executor), payload)
+        else:
+            future = loop.run_in_executor(lane.executor, invoke_pickled, payload)
     except Exception as exc:  # the cluster could not take the call
         return await _after_cluster_failure(lane, fn, args, timeout, exc)
     try:
@@ -841,6 +846,13 @@ async def _offload_cluster(lane: _Lane, fn: Callable[..., Any], args: tuple, tim
             raise  # the kernel's own exception, re-raised by Dask as itself
         return await _after_cluster_failure(lane, fn, args, timeout, exc)
     return pickle.loads(blob)
+
+
+def _scatters(payload: bytes) -> bool:
+    """Whether this payload goes to the cluster by scatter (the installed profile measured it cheaper)."""
+    profile = _snapshot.profile
+    cluster = profile.cluster if isinstance(profile, Profile) else None
+    return cluster is not None and cluster.scatter_from_bytes is not None and len(payload) >= cluster.scatter_from_bytes
 
 
 async def _after_cluster_failure(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None,
@@ -916,7 +928,16 @@ def _offload_cluster_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, time
     try:
         if not cluster_ready(lane.executor):
             raise ClusterUnavailable(f"Dask cluster {lane.name!r} is not connected")
-        future = lane.executor.submit(invoke_pickled, payload)
+        if _scatters(payload):
+            from concurrent.futures import ThreadPoolExecutor
+
+            from offload_tuner.runtime._dask import cluster_client, scatter_and_submit
+
+            helper = ThreadPoolExecutor(1)  # so the guard bounds the wait; the thread ends with the call
+            future = helper.submit(scatter_and_submit, cluster_client(lane.executor), payload)
+            helper.shutdown(wait=False)
+        else:
+            future = lane.executor.submit(invoke_pickled, payload)
     except Exception as exc:
         return _after_cluster_failure_sync(lane, fn, args, timeout, exc)
     try:
