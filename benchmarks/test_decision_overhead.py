@@ -15,6 +15,8 @@ from pathlib import Path
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import pytest
 
@@ -99,20 +101,31 @@ def test_added_cost_paired(benchmark, installed):
 def test_added_cost_paired_with_both_lanes(benchmark, installed, tmp_path):
     """The same with a thread pool installed beside the process pool and ``tiny`` in the thread lane
     (``set_executors``): the lane is chosen once per kernel, so a call pays nothing more."""
+    def thread_lane(data: dict) -> None:
+        data["kernels"][kernel_key(tiny)]["thread"] = {"gil_hold": 0.0, "threshold": 256}
+
+    with _thread_pool_and_profile(tmp_path, thread_lane):
+        assert "releases the GIL" in offload_tuner.decide(tiny, XS).reason
+        _paired(benchmark, installed)
+
+
+@contextmanager
+def _thread_pool_and_profile(tmp_path: Path, edit: Callable[[dict], None]) -> Iterator[None]:
+    """A one-thread pool installed beside the fixture's process pool, and the fixture's profile as ``edit`` changes
+    it; both put back afterwards."""
     from concurrent.futures import ThreadPoolExecutor
 
     installed_profile = offload_tuner.current_profile().source
     data = json.loads(Path(installed_profile).read_text())
-    data["kernels"][kernel_key(tiny)]["thread"] = {"gil_hold": 0.0, "threshold": 256}
-    path = tmp_path / "lanes.json"
+    edit(data)
+    path = tmp_path / "edited.json"
     path.write_text(json.dumps(data))
     before = offload_tuner.get_executors()
     threads = ThreadPoolExecutor(1)
     offload_tuner.set_executors({**before, "thread": threads})
     offload_tuner.load_profile(path)
     try:
-        assert "releases the GIL" in offload_tuner.decide(tiny, XS).reason
-        _paired(benchmark, installed)
+        yield
     finally:
         offload_tuner.set_executors(before)
         offload_tuner.load_profile(installed_profile)
@@ -144,7 +157,12 @@ def _paired(benchmark, installed) -> None:  # type: ignore[no-untyped-def]
     benchmark.extra_info["calls_per_round"] = 2 * CALLS
     benchmark.pedantic(lambda: installed.run_until_complete(pair()), rounds=PAIRED_ROUNDS, iterations=1,
                        warmup_rounds=4)
-    measured = differences[-PAIRED_ROUNDS:]  # pedantic's warm-up rounds ran pair() too
+    _record_pairs(benchmark, differences)
+
+
+def _record_pairs(benchmark, differences: list[float]) -> None:  # type: ignore[no-untyped-def]
+    """The median and quartiles of the per-round differences into ``extra_info`` (``benchmarks.summarize``)."""
+    measured = differences[-PAIRED_ROUNDS:]  # pedantic's warm-up rounds ran the pair too
     quartiles = statistics.quantiles(measured, n=4) if len(measured) > 1 else measured * 3
     benchmark.extra_info["paired_added_s"] = statistics.median(measured)
     benchmark.extra_info["paired_added_quartiles_s"] = [quartiles[0], quartiles[2]]
@@ -211,58 +229,50 @@ def test_placement_added_cost_paired(benchmark, installed, tmp_path, pools):
     Inline calls never reach placement (the figures above). ``idle``: nothing in flight, the precomputed choice;
     ``threads busy``: both threads taken (the counters set as two calls in flight would), a pass over the
     candidates (the call still goes to threads: the host's cores are busy)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from offload_tuner.runtime import _runtime
     from tests.support import synthetic_costs, synthetic_transport
 
-    installed_profile = offload_tuner.current_profile().source
-    data = json.loads(Path(installed_profile).read_text())
-    data["kernels"][kernel_key(tiny)].update(threshold=0, costs=synthetic_costs(1e-6),
-                                             thread={"gil_hold": 0.0, "threshold": 0})
-    data.update(transport={"model": synthetic_transport(2e-4)}, thread={"fixed_s": 6e-5},
-                policy={"concurrency": 4, "workers": 1, "cores": 2, "loop_budget_s": 0.1})
-    path = tmp_path / "placed.json"
-    path.write_text(json.dumps(data))
-    before = offload_tuner.get_executors()
-    threads = ThreadPoolExecutor(1)
-    offload_tuner.set_executors({**before, "thread": threads})
-    offload_tuner.load_profile(path)
+    def placeable(data: dict) -> None:
+        data["kernels"][kernel_key(tiny)].update(threshold=0, costs=synthetic_costs(1e-6),
+                                                 thread={"gil_hold": 0.0, "threshold": 0})
+        data.update(transport={"model": synthetic_transport(2e-4)}, thread={"fixed_s": 6e-5},
+                    policy={"concurrency": 4, "workers": 1, "cores": 2, "loop_budget_s": 0.1})
+
     target, args = _runtime._offload_target, (XS,)
-    try:
+    with _thread_pool_and_profile(tmp_path, placeable):
         placed = _runtime._snapshot
         assert type(target(tiny, args, None)).__name__ == "_Placed"
         _runtime.set_placement(False)
         static = _runtime._snapshot
         assert type(target(tiny, args, None)).__name__ == "_Lane"
-        if pools == "threads busy":
-            placed.gil_free.inflight, placed.gil_free.work = 2, 1.0
-        differences: list[float] = []
+        try:
+            if pools == "threads busy":
+                placed.gil_free.inflight, placed.gil_free.work = 2, 1.0
+            _pair_snapshots(benchmark, target, args, static, placed)
+        finally:
+            placed.gil_free.inflight, placed.gil_free.work = 0, 0.0
+            _runtime.set_placement(True)
 
-        def block(snapshot) -> float:  # type: ignore[no-untyped-def]
-            _runtime._snapshot = snapshot
-            start = time.perf_counter()
-            for _ in range(CALLS):
-                target(tiny, args, None)
-            return time.perf_counter() - start
 
-        def pair() -> None:
-            if len(differences) % 2 == 0:
-                off, on = block(static), block(placed)
-            else:
-                on, off = block(placed), block(static)
-            differences.append((on - off) / CALLS)
+def _pair_snapshots(benchmark, target, args, static, placed) -> None:  # type: ignore[no-untyped-def]
+    from offload_tuner.runtime import _runtime
 
-        benchmark.extra_info["calls_per_round"] = 2 * CALLS
-        benchmark.pedantic(pair, rounds=PAIRED_ROUNDS, iterations=1, warmup_rounds=4)
-        measured = differences[-PAIRED_ROUNDS:]
-        quartiles = statistics.quantiles(measured, n=4) if len(measured) > 1 else measured * 3
-        benchmark.extra_info["paired_added_s"] = statistics.median(measured)
-        benchmark.extra_info["paired_added_quartiles_s"] = [quartiles[0], quartiles[2]]
-        benchmark.extra_info["paired_rounds"] = len(measured)
-    finally:
-        placed.gil_free.inflight, placed.gil_free.work = 0, 0.0
-        _runtime.set_placement(True)
-        offload_tuner.set_executors(before)
-        offload_tuner.load_profile(installed_profile)
-        threads.shutdown()
+    differences: list[float] = []
+
+    def block(snapshot) -> float:  # type: ignore[no-untyped-def]
+        _runtime._snapshot = snapshot
+        start = time.perf_counter()
+        for _ in range(CALLS):
+            target(tiny, args, None)
+        return time.perf_counter() - start
+
+    def pair() -> None:
+        if len(differences) % 2 == 0:
+            off, on = block(static), block(placed)
+        else:
+            on, off = block(placed), block(static)
+        differences.append((on - off) / CALLS)
+
+    benchmark.extra_info["calls_per_round"] = 2 * CALLS
+    benchmark.pedantic(pair, rounds=PAIRED_ROUNDS, iterations=1, warmup_rounds=4)
+    _record_pairs(benchmark, differences)
