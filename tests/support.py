@@ -139,7 +139,7 @@ def cluster_profile(tmp_path: Path, address: str, *, ratio: float = 0.02, per_el
     size 100 the cluster (10 ms round trip + 2 ms) wins over the pool (100 ms) when both are idle."""
     from offload_tuner.runtime._registry import kernel_key
 
-    keys = [kernel_key(fn) for fn in (nap, total, fails)]
+    keys = [kernel_key(fn) for fn in (nap, total, fails, times_out)]
     path = write_profile_json(tmp_path / "p.json", {key: 1 for key in keys})
     data = json.loads(path.read_text())
     for entry in data["kernels"].values():
@@ -153,3 +153,20 @@ def cluster_profile(tmp_path: Path, address: str, *, ratio: float = 0.02, per_el
     }
     path.write_text(json.dumps(data))
     return path
+
+
+@kernel(sample=lambda n: (list(range(n)),))
+def times_out(xs: list[int]) -> int:
+    """Raises TimeoutError itself: the caller must get it as the kernel's own, not as the runtime's bound."""
+    raise TimeoutError(f"the kernel's own timeout, {len(xs)} items")
+
+
+def _unloadable() -> None:
+    raise ModuleNotFoundError("No module named 'gone_from_the_workers'")
+
+
+class Unloadable:
+    """Pickles fine here; unpickling it (in a worker) fails as a missing module would."""
+
+    def __reduce__(self) -> tuple:
+        return (_unloadable, ())

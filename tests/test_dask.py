@@ -99,7 +99,7 @@ def test_the_cluster_listens_on_loopback_only(local_cluster):
     assert http and all(host == "127.0.0.1" and port != 8787 for host, port in http)
 
 
-def test_the_production_path_never_imports_dask():
+def test_the_production_path_never_imports_dask(tmp_path):
     code = (
         "import sys\n"
         "from concurrent.futures import ThreadPoolExecutor\n"
@@ -108,9 +108,15 @@ def test_the_production_path_never_imports_dask():
         "offload_tuner.set_executor(ThreadPoolExecutor(1))\n"
         "assert offload_tuner.run_kernel_sync(total, [1, 2], offload_if=True) == 3\n"
         "assert offload_tuner.run_kernel_sync(total, [1, 2]) == 3\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('distributed', 'dask', 'tornado')))\n"
+        "offload_tuner.load_profile(sys.argv[1], strict=True)\n"
+        "assert offload_tuner.current_profile().cluster is not None\n"
+        "assert offload_tuner.run_kernel_sync(total, [1, 2]) == 3\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "             ('distributed', 'dask', 'tornado', 'numpy', 'sklearn')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    profile = cluster_profile(tmp_path, "tcp://10.0.0.1:8786")  # a cluster in the profile, none installed
+    out = subprocess.run([sys.executable, "-c", code, str(profile)], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -277,6 +283,7 @@ def test_scheduler_lost_mid_call_the_call_is_computed_locally(pool, tmp_path):
         assert waited < 15
         said = offload_warnings(record)
         assert len(said) == 1 and "dask executor failed" in said[0]
+        assert "no result within" not in said[0]  # the lost scheduler was seen as such, not by the guard
     finally:
         client.close()
         cluster.close()
@@ -310,6 +317,12 @@ def test_the_callers_own_timeout_still_raises(local_cluster, pool, tmp_path):
     with pytest.raises(TimeoutError):
         run_kernel_sync(support.nap, 2.0, 100, timeout=0.3)
     assert decide(support.nap, 0.0, 100).backend == "dask"  # the caller's bound is not the cluster's fault
+    with pytest.raises(TimeoutError, match="the kernel's own"):  # raised by the kernel: not a timeout of ours
+        asyncio.run(run_kernel(support.times_out, [1, 2]))
+    assert decide(support.nap, 0.0, 100).backend == "dask"
+    deadline = time.monotonic() + 10  # leave the workers idle for the tests after this one
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 # ------------------------------------------------------------------------------------------- calibration

@@ -12,7 +12,6 @@ from offload_tuner.runtime._placement import (
     ClusterCosts,
     bucket_size,
     cluster_costs,
-    expected_completion,
     isolated,
     lane_table,
     scatter_from,
@@ -78,8 +77,14 @@ def test_tables_grow_with_size_and_a_faster_cluster_wins_large_calls_only():
 
 
 def test_the_queue_counts_only_once_every_slot_is_busy():
-    assert expected_completion(0.01, inflight=1, work_s=5.0, slots=2) == 0.01
-    assert expected_completion(0.01, inflight=2, work_s=5.0, slots=2) == pytest.approx(2.51)
+    with ThreadPoolExecutor(1) as a:
+        pool = _Lane("process", a)
+        (score, lane, _), = _Placer((_candidate(pool, lane_table(COSTS, LOCAL, KNOBS), 0, 2),), 8).completions(100)
+        pool.inflight, pool.work = 1, 5.0
+        assert _Placer((_candidate(pool, lane_table(COSTS, LOCAL, KNOBS), 0, 2),), 8).completions(100)[0][0] == score
+        pool.inflight = 2
+        busy = _Placer((_candidate(pool, lane_table(COSTS, LOCAL, KNOBS), 0, 2),), 8).completions(100)[0][0]
+        assert busy == pytest.approx(score + 2.5)
 
 
 def test_the_placer_sends_calls_to_the_cluster_when_the_pool_is_backlogged():

@@ -120,6 +120,20 @@ def test_unpicklable_result_is_recomputed_inline_with_one_warning(pool):
     assert len(messages) == 1 and "result of returns_lock cannot be pickled" in messages[0]
 
 
+def test_a_call_the_worker_cannot_load_runs_inline_with_one_warning_not_as_the_kernels_error(pool):
+    """A worker whose environment lacks a module the arguments need (a ModuleNotFoundError while unpickling): the
+    kernel did not fail, so the caller gets its result, computed here."""
+    set_executor(pool)
+    args = [support.Unloadable()]
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert run(run_kernel(support.where, args, offload_if=True)) == os.getpid()
+        assert run_kernel_sync(support.where, args, offload_if=True) == os.getpid()
+    messages = offload_warnings(record)
+    assert len(messages) == 1 and "could not load a call of where" in messages[0]
+    assert "gone_from_the_workers" in messages[0]
+
+
 @pytest.mark.parametrize("fn, expected", [(support.negative_size, "returned -1"), (support.junk_size, "'many'")])
 def test_junk_size_raises_a_clear_error_naming_the_kernel(pool, tmp_path, fn, expected):
     set_executor(pool)

@@ -26,13 +26,21 @@ class ResultNotPicklable(Exception):
     """Raised in a worker when a kernel's result cannot be pickled back to the caller."""
 
 
+class PayloadNotLoadable(Exception):
+    """Raised in a worker that cannot unpickle a call (its environment lacks a module the kernel or an argument
+    needs): the worker's problem, never to be mistaken for the kernel's own exception."""
+
+
 def dumps_call(fn: Callable[..., Any], args: tuple) -> bytes:
     return pickle.dumps((fn, args), protocol=PICKLE_PROTOCOL)
 
 
 def invoke_pickled(payload: bytes) -> bytes:
     """Worker side of the process backend: unpickle, call, pickle the result."""
-    fn, args = pickle.loads(payload)
+    try:
+        fn, args = pickle.loads(payload)
+    except Exception as exc:  # ModuleNotFoundError, AttributeError, UnpicklingError, ...
+        raise PayloadNotLoadable(f"{type(exc).__name__}: {exc}") from None
     result = fn(*args)
     try:
         return pickle.dumps(result, protocol=PICKLE_PROTOCOL)

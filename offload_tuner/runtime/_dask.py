@@ -43,6 +43,10 @@ class ClusterExecutor(concurrent.futures.Executor):
         for name, value in (("connect_timeout_s", connect_timeout_s), ("retry_s", retry_s)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"cluster_executor(): {name} must be a positive number of seconds, got {value!r}")
+        import importlib.util
+
+        if importlib.util.find_spec("distributed") is None:
+            raise ImportError("cluster_executor() needs Dask's distributed package: pip install 'offload-tuner[dask]'")
         self.address = address
         self.connect_timeout_s = float(connect_timeout_s)
         self.retry_s = float(retry_s)
@@ -86,14 +90,16 @@ class ClusterExecutor(concurrent.futures.Executor):
         return self._client
 
     def ready(self) -> bool:
-        return not self._closed.is_set() and self._client is not None and self._client.status == "running"
+        client = self._client  # read once: shutdown() may clear it meanwhile
+        return not self._closed.is_set() and client is not None and client.status == "running"
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
         if self._closed.is_set():
             raise RuntimeError("cannot schedule new futures after shutdown")
-        executor = self._executor
-        if executor is None or self._client.status != "running":
-            state = "not connected yet" if executor is None else f"client {self._client.status}"
+        with self._lock:
+            client, executor = self._client, self._executor
+        if executor is None or client.status != "running":
+            state = "not connected yet" if executor is None else f"client {client.status}"
             raise ClusterUnavailable(f"Dask scheduler {self.address}: {state}"
                                      + (f" ({self.last_error})" if self.last_error else ""))
         return executor.submit(fn, *args, **kwargs)
@@ -132,10 +138,12 @@ def cluster_ready(executor: Any) -> bool:
 
 
 def cluster_closed(executor: Any) -> bool:
-    """Whether the user shut a ``"dask"`` executor down (then the runtime stops trying it)."""
+    """Whether the user shut a ``"dask"`` executor down, or closed its client (then the runtime stops trying it:
+    a closed client never comes back)."""
     if isinstance(executor, ClusterExecutor):
         return executor._closed.is_set()
-    return bool(getattr(executor, "_shutdown", False))
+    client = getattr(executor, "_client", None)
+    return bool(getattr(executor, "_shutdown", False)) or getattr(client, "status", None) in ("closing", "closed")
 
 
 def retry_delay(executor: Any) -> float:
@@ -177,15 +185,36 @@ def _takes_n_workers(client: Any) -> bool:
         return False
 
 
-def scatter_and_submit(client: Any, payload: bytes) -> bytes:
-    """Scatter a call's payload straight to a worker, run it there, wait for the result (blocks: run it off the
-    event loop). For payloads calibration measured cheaper to scatter than to send with the call."""
+SCATTER_THREADS = 4
+"""Helper threads for scattered calls (``client.scatter`` blocks): bounded, and apart from the event loop's
+default pool, so a stuck cluster can hold at most these."""
+_scatter_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_scatter_lock = threading.Lock()
+
+
+def scatter_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _scatter_pool
+    with _scatter_lock:
+        if _scatter_pool is None:
+            _scatter_pool = concurrent.futures.ThreadPoolExecutor(SCATTER_THREADS, "offload-tuner-scatter")
+        return _scatter_pool
+
+
+def scatter_and_submit(client: Any, payload: bytes, timeout: float | None = None) -> bytes:
+    """Scatter a call's payload straight to a worker, run it there, wait for the result, all within ``timeout``
+    (blocks: run it on :func:`scatter_pool`). For payloads calibration measured cheaper to scatter than to send
+    with the call."""
     from offload_tuner.runtime._backends import invoke_pickled
 
-    data = client.scatter(payload, direct=True)
+    # hash=False: a key of its own per call. By content, two calls with the same arguments would share one key, and
+    # the first one's release could drop the data under the second one's task ("lost dependencies").
+    bound = {} if timeout is None else {"timeout": timeout}  # Dask's own default, not None, when unbounded
+    data = client.scatter(payload, direct=True, hash=False, **bound)
+    future = client.submit(invoke_pickled, data, pure=False)
     try:
-        return client.submit(invoke_pickled, data, pure=False).result()
+        return future.result(timeout)
     finally:
+        future.cancel()  # a no-op once done; frees the worker from a call nobody waits for any more
         data.release()
 
 
@@ -193,7 +222,10 @@ def is_cluster_failure(exc: BaseException) -> bool:
     """Whether a call failed because of the cluster (its result can still be computed locally) rather than because
     the kernel raised. Dask re-raises a kernel's own exception as that exception; its own failures (a worker lost
     too often, a closed connection, a cancelled future) come from its modules or as a cancellation."""
-    if isinstance(exc, (ClusterUnavailable, concurrent.futures.CancelledError, asyncio.CancelledError)):
+    from offload_tuner.runtime._backends import PayloadNotLoadable
+
+    if isinstance(exc, (ClusterUnavailable, PayloadNotLoadable, concurrent.futures.CancelledError,
+                        asyncio.CancelledError)):
         return True
     module = type(exc).__module__ or ""
     return module == "distributed" or module.startswith(("distributed.", "tornado."))

@@ -162,12 +162,6 @@ def _finite(seconds: float) -> float:
     return seconds if math.isfinite(seconds) and seconds >= 0 else 1e12
 
 
-def expected_completion(latency_s: float, inflight: int, work_s: float, slots: int) -> float:
-    """When a call submitted now would complete on a backend: its latency, after the backend's queue if every slot
-    is taken (the predicted work in flight spread over its slots)."""
-    return latency_s + (work_s / slots if inflight >= slots else 0.0)
-
-
 @dataclass(frozen=True, slots=True)
 class WhatIf:
     """A saturated stream of size-``n`` calls on one backend: seconds per call, and one call's latency."""

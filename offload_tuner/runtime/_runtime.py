@@ -30,6 +30,7 @@ from offload_tuner.runtime._backends import (
     INLINE,
     THREAD,
     Backend,
+    PayloadNotLoadable,
     ResultNotPicklable,
     backend_for,
     dumps_call,
@@ -84,12 +85,13 @@ class _Lane:
     not finished, and their predicted worker-seconds. ``work`` is reset to zero whenever ``inflight`` drops to
     zero, so prediction errors never pile up."""
 
-    __slots__ = ("name", "executor", "backend", "modelled", "inflight", "work")
+    __slots__ = ("name", "executor", "backend", "modelled", "inflight", "work", "lock")
 
     def __init__(self, name: str, executor: "Executor", modelled: bool = True) -> None:
         self.name, self.executor, self.backend = name, executor, backend_for(executor)
         self.modelled = modelled and self.backend is not DASK
         self.inflight, self.work = 0, 0.0
+        self.lock = threading.Lock()
 
 
 class _Placed:
@@ -161,8 +163,9 @@ class _Placer:
         parts = []
         for (score, lane, _), queue, c in zip(self.completions(n), self._waits(), self.candidates):
             latency, loop = c[4], c[5]
+            behind = f"{lane.inflight} in flight" if lane.inflight else "the host's cores, busy"
             parts.append(f"{lane.name} {score * 1e3:.2f} ms (latency {latency[b] * 1e3:.2f}"
-                         + (f" + queue {queue * 1e3:.2f} behind {lane.inflight} in flight" if queue else "")
+                         + (f" + queue {queue * 1e3:.2f} behind {behind}" if queue else "")
                          + (f" + loop {loop[b] * 1e3:.3f} x {round((score - latency[b] - queue) / loop[b])} callers"
                             if loop[b] > 0 and score - latency[b] - queue > 0 else "") + ")")
         return "; ".join(parts)
@@ -468,8 +471,8 @@ _placement_on = True
 
 def set_placement(on: bool) -> bool:
     """Placement by expected completion on or off (on by default); returns the previous setting. Off, a kernel's
-    offloaded calls go to its static lane (the thread pool for a GIL-releasing kernel, else the process pool) and
-    never to a Dask cluster. For comparisons, not a production knob."""
+    offloaded calls go to its static lane (the thread pool for a GIL-releasing kernel, else the process pool), and
+    to a Dask cluster only when it is the one executor installed. For comparisons, not a production knob."""
     global _snapshot, _placement_on
     with _lock:
         previous, _placement_on = _placement_on, bool(on)
@@ -503,7 +506,9 @@ def _placed(
         hand_off = profile.data.get("thread", {}).get("fixed_s") or 0.0
         table = thread_table(costs, hand_off, entry.thread.gil_hold)
         candidates.append(_candidate(thread_lane, table, charge, _slots(thread_lane, knobs.workers)))
-    if lane is not None and lane.backend is not THREAD and lane is not cluster_lane:
+    if lane is not None and lane.backend is THREAD and thread_lane is None:
+        return lane  # a profile calibrated for a thread pool: its costs include no pickling to compare with
+    if lane is not None and lane is not cluster_lane and lane is not thread_lane:
         candidates.append(_candidate(lane, lane_table(costs, local, knobs), charge, _slots(lane, knobs.workers)))
     if cluster_lane is not None:
         ratio = _cluster_ratio(profile, spec, cluster_lane)
@@ -785,8 +790,7 @@ async def _offload_placed(
 ) -> Any:
     """A call placement sent to a lane: counted in that lane's backlog until it completes."""
     lane = placed.lane
-    lane.inflight += 1
-    lane.work += placed.work
+    _enter(lane, placed.work)
     try:
         if lane.backend is DASK:
             return await _offload_cluster(lane, fn, args, timeout, placed.guard or CLUSTER_GUARD_FLOOR_S)
@@ -795,10 +799,32 @@ async def _offload_placed(
         _settle(lane, placed.work)
 
 
+def _enter(lane: _Lane, work: float) -> None:
+    """A placed call joins its lane's backlog. Under the lane's lock: the synchronous twin may run in several
+    threads beside the event loop, and a lost update would leave the count off for good."""
+    with lane.lock:
+        lane.inflight += 1
+        lane.work += work
+
+
 def _settle(lane: _Lane, work: float) -> None:
     """A placed call completed: out of its lane's backlog; an idle lane's backlog is exactly zero again."""
-    lane.inflight -= 1
-    lane.work = lane.work - work if lane.inflight > 0 else 0.0
+    with lane.lock:
+        lane.inflight -= 1
+        if lane.inflight > 0:
+            lane.work -= work
+        else:
+            lane.inflight, lane.work = 0, 0.0
+
+
+def _guard_message(guard: float) -> str:
+    return (f"no result within {guard:.1f} s ({CLUSTER_GUARD_FACTOR:g}x its expected completion "
+            f"+ {CLUSTER_GUARD_FLOOR_S:g} s)")
+
+
+def _left(timeout: float | None, started: float) -> float | None:
+    """What is left of the caller's ``timeout`` for a local re-run: the caller's bound holds across both tries."""
+    return None if timeout is None else max(0.0, timeout - (perf_counter() - started))
 
 
 async def _offload_cluster(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None,
@@ -806,11 +832,12 @@ async def _offload_cluster(lane: _Lane, fn: Callable[..., Any], args: tuple, tim
     """A call on the Dask cluster. Whatever the cluster does, the caller gets the kernel's result or the kernel's
     own exception: a cluster that cannot take the call, loses it, or does not answer within ``guard`` seconds is
     dropped (one warning, retried later) and the call is computed locally. The caller's ``timeout`` keeps its
-    meaning (:class:`TimeoutError`) when it is the shorter wait."""
+    meaning (:class:`TimeoutError`) and bounds both tries together."""
     import asyncio
 
     from offload_tuner.runtime._dask import ClusterUnavailable, cluster_ready, is_cluster_failure
 
+    started = perf_counter()
     payload = _payload_or_none(fn, args)
     if payload is None:
         return fn(*args)
@@ -819,32 +846,39 @@ async def _offload_cluster(lane: _Lane, fn: Callable[..., Any], args: tuple, tim
     try:
         if not cluster_ready(lane.executor):  # a lost scheduler: a submit would wait on a dead connection
             raise ClusterUnavailable(f"Dask cluster {lane.name!r} is not connected")
-        if _scatters(payload):  # scatter blocks for a round trip: off the loop, in the default thread pool
-            from offload_tuner.runtime._dask import cluster_client, scatter_and_submit
+        if _scatters(payload):  # scatter blocks for a round trip: on the cluster's own helper threads
+            from offload_tuner.runtime._dask import cluster_client, scatter_and_submit, scatter_pool
 
-            future = loop.run_in_executor(None, scatter_and_submit, cluster_client(lane.executor), payload)
+            future = loop.run_in_executor(scatter_pool(), scatter_and_submit, cluster_client(lane.executor),
+                                          payload, limit)
         else:
             future = loop.run_in_executor(lane.executor, invoke_pickled, payload)
     except Exception as exc:  # the cluster could not take the call
-        return await _after_cluster_failure(lane, fn, args, timeout, exc)
+        return await _after_cluster_failure(lane, fn, args, _left(timeout, started), exc)
     try:
-        blob = await asyncio.wait_for(future, limit)
+        # Waited on, not wait_for()'s TimeoutError: a kernel that raises TimeoutError itself must reach the caller.
+        done, _ = await asyncio.wait({future}, timeout=limit)
+        if not done:
+            future.cancel()  # cancels the Dask task too
+            if timeout is not None and timeout <= guard:
+                raise TimeoutError(f"offloaded call did not complete within {timeout} s")  # the caller's own bound
+            return await _after_cluster_failure(lane, fn, args, _left(timeout, started),
+                                                TimeoutError(_guard_message(guard)))
+        blob = future.result()
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
-    except TimeoutError:
-        if timeout is not None and timeout <= guard:
-            raise  # the caller's own bound
-        return await _after_cluster_failure(
-            lane, fn, args, timeout, TimeoutError(f"no result within {guard:.1f} s (10x its predicted completion)"))
+    except PayloadNotLoadable as exc:
+        return _rerun_inline_for_payload(fn, args, exc)
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
+            future.cancel()
             raise  # our caller was cancelled
-        return await _after_cluster_failure(lane, fn, args, timeout, exc)
+        return await _after_cluster_failure(lane, fn, args, _left(timeout, started), exc)
     except Exception as exc:
         if not is_cluster_failure(exc):
             raise  # the kernel's own exception, re-raised by Dask as itself
-        return await _after_cluster_failure(lane, fn, args, timeout, exc)
+        return await _after_cluster_failure(lane, fn, args, _left(timeout, started), exc)
     return pickle.loads(blob)
 
 
@@ -901,11 +935,9 @@ def run_kernel_sync(
 def _offload_placed_sync(
     placed: _Placed, fn: Callable[..., Any], args: tuple, timeout: float | None, call: Timed | None = None
 ) -> Any:
-    """:func:`_offload_placed` for the synchronous twin (several threads may run it: a lost update of the
-    backlog is an estimation error the next idle moment resets)."""
+    """:func:`_offload_placed` for the synchronous twin."""
     lane = placed.lane
-    lane.inflight += 1
-    lane.work += placed.work
+    _enter(lane, placed.work)
     try:
         if lane.backend is DASK:
             return _offload_cluster_sync(lane, fn, args, timeout, placed.guard or CLUSTER_GUARD_FLOOR_S)
@@ -918,44 +950,45 @@ def _offload_cluster_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, time
                           guard: float) -> Any:
     """:func:`_offload_cluster` for the synchronous twin."""
     from concurrent.futures import CancelledError
-    from concurrent.futures import TimeoutError as FuturesTimeout
+    from concurrent.futures import wait as wait_futures
 
     from offload_tuner.runtime._dask import ClusterUnavailable, cluster_ready, is_cluster_failure
 
+    started = perf_counter()
     payload = _payload_or_none(fn, args)
     if payload is None:
         return fn(*args)
+    limit = guard if timeout is None else min(guard, timeout)
     try:
         if not cluster_ready(lane.executor):
             raise ClusterUnavailable(f"Dask cluster {lane.name!r} is not connected")
         if _scatters(payload):
-            from concurrent.futures import ThreadPoolExecutor
+            from offload_tuner.runtime._dask import cluster_client, scatter_and_submit, scatter_pool
 
-            from offload_tuner.runtime._dask import cluster_client, scatter_and_submit
-
-            helper = ThreadPoolExecutor(1)  # so the guard bounds the wait; the thread ends with the call
-            future = helper.submit(scatter_and_submit, cluster_client(lane.executor), payload)
-            helper.shutdown(wait=False)
+            future = scatter_pool().submit(scatter_and_submit, cluster_client(lane.executor), payload, limit)
         else:
             future = lane.executor.submit(invoke_pickled, payload)
     except Exception as exc:
-        return _after_cluster_failure_sync(lane, fn, args, timeout, exc)
+        return _after_cluster_failure_sync(lane, fn, args, _left(timeout, started), exc)
     try:
-        blob = future.result(guard if timeout is None else min(guard, timeout))
+        done, _ = wait_futures([future], timeout=limit)
+        if not done:
+            future.cancel()
+            if timeout is not None and timeout <= guard:
+                raise TimeoutError(f"offloaded call did not complete within {timeout} s")
+            return _after_cluster_failure_sync(lane, fn, args, _left(timeout, started),
+                                               TimeoutError(_guard_message(guard)))
+        blob = future.result()
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
-    except (TimeoutError, FuturesTimeout):
-        future.cancel()
-        if timeout is not None and timeout <= guard:
-            raise
-        return _after_cluster_failure_sync(
-            lane, fn, args, timeout, TimeoutError(f"no result within {guard:.1f} s (10x its predicted completion)"))
+    except PayloadNotLoadable as exc:
+        return _rerun_inline_for_payload(fn, args, exc)
     except CancelledError as exc:
-        return _after_cluster_failure_sync(lane, fn, args, timeout, exc)
+        return _after_cluster_failure_sync(lane, fn, args, _left(timeout, started), exc)
     except Exception as exc:
         if not is_cluster_failure(exc):
             raise
-        return _after_cluster_failure_sync(lane, fn, args, timeout, exc)
+        return _after_cluster_failure_sync(lane, fn, args, _left(timeout, started), exc)
     return pickle.loads(blob)
 
 
@@ -969,6 +1002,8 @@ def _after_cluster_failure_sync(lane: _Lane, fn: Callable[..., Any], args: tuple
 
 
 def _offload_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None, call: Timed | None) -> Any:
+    if lane.backend is DASK:  # the cluster as the only or primary executor: the same protection as when placed
+        return _offload_cluster_sync(lane, fn, args, timeout, CLUSTER_GUARD_FLOOR_S)
     started = perf_counter()
     executor = lane.executor
     from concurrent.futures import BrokenExecutor, CancelledError
@@ -990,6 +1025,8 @@ def _offload_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: flo
         result = future.result(timeout)
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
+    except PayloadNotLoadable as exc:
+        return _rerun_inline_for_payload(fn, args, exc)
     except (BrokenExecutor, CancelledError) as exc:
         return _rerun_inline_after_executor_failure(lane, fn, args, exc)
     except RuntimeError as exc:
@@ -1048,6 +1085,8 @@ async def _offload(
 
     if lane.backend is THREAD and getattr(_in_thread_lane, "active", False):
         return fn(*args)  # see _in_thread_lane
+    if lane.backend is DASK:  # the cluster as the only or primary executor: the same protection as when placed
+        return await _offload_cluster(lane, fn, args, timeout, CLUSTER_GUARD_FLOOR_S)
     loop = asyncio.get_running_loop()
     started = perf_counter() if call is not None else 0.0
     pickled = lane.backend.pickles_on_caller
@@ -1065,6 +1104,8 @@ async def _offload(
         result = await (future if timeout is None else asyncio.wait_for(future, timeout))
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
+    except PayloadNotLoadable as exc:
+        return _rerun_inline_for_payload(fn, args, exc)
     except BrokenExecutor as exc:
         return _rerun_inline_after_executor_failure(lane, fn, args, exc)
     except asyncio.CancelledError as exc:
@@ -1112,7 +1153,7 @@ def _rerun_inline_after_executor_failure(lane: _Lane, fn: Callable[..., Any], ar
 
 def _drop_lane(lane: _Lane, exc: BaseException) -> None:
     """Stop sending work to a failed executor: a pool we built is rebuilt, the user's is dropped (a cluster is
-    tried again every :data:`_dask.RETRY_S`), one warning either way."""
+    tried again every :func:`_dask.retry_delay` seconds), one warning either way."""
     global _snapshot
     executor = lane.executor
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -1192,6 +1233,18 @@ def _payload_or_none(fn: Callable[..., Any], args: tuple) -> bytes | None:
             "running such calls inline",
         )
         return None
+
+
+def _rerun_inline_for_payload(fn: Callable[..., Any], args: tuple, exc: Exception) -> Any:
+    """The worker could not load the call (its environment lacks the kernel's module, or a class of an argument):
+    not the kernel's error. The kernel runs here instead, and such calls are said once."""
+    name = getattr(fn, "__qualname__", repr(fn))
+    _warn_once(
+        f"unloadable-payload:{name}",
+        f"offload-tuner: a worker could not load a call of {name} ({exc}); the call ran inline (said once: the "
+        "workers' environment should import what the kernel and its arguments need)",
+    )
+    return fn(*args)
 
 
 def _rerun_inline_for_result(fn: Callable[..., Any], args: tuple, exc: Exception) -> Any:
