@@ -363,3 +363,22 @@ def test_calibrate_names_an_unreachable_scheduler(tmp_path):
     assert run.returncode == 8
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in run.stderr
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_cluster_as_the_only_executor_is_guarded_too(tmp_path):
+    """No local pool, no profile entry to place by: offload_if=True sends calls to the cluster, and an unreachable
+    one still gives the result (computed inline), with one warning, never ClusterUnavailable."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    executor = offload_tuner.cluster_executor(f"tcp://127.0.0.1:{port}", connect_timeout_s=0.5, retry_s=0.3)
+    try:
+        offload_tuner.set_executors({"dask": executor})
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            assert run_kernel_sync(support.total, [1, 2, 3], offload_if=True) == 6
+            assert asyncio.run(run_kernel(support.total, [1, 2, 3], offload_if=True)) == 6
+        said = offload_warnings(record)
+        assert len(said) == 1 and "not connected" in said[0]
+    finally:
+        executor.shutdown()
