@@ -103,6 +103,14 @@ class _Placed:
     def __init__(self, lane: _Lane, work: float, guard: float | None) -> None:
         self.lane, self.work, self.guard = lane, work, guard
 
+    def __enter__(self) -> _Lane:
+        """The call joins its lane's backlog until it completes (``with placed as lane:``)."""
+        _enter(self.lane, self.work)
+        return self.lane
+
+    def __exit__(self, *exc: object) -> None:
+        _settle(self.lane, self.work)
+
 
 CLUSTER_GUARD_FACTOR: Final = 10.0
 CLUSTER_GUARD_FLOOR_S: Final = 10.0
@@ -789,14 +797,10 @@ async def _offload_placed(
     placed: _Placed, fn: Callable[..., Any], args: tuple, timeout: float | None, call: Timed | None = None
 ) -> Any:
     """A call placement sent to a lane: counted in that lane's backlog until it completes."""
-    lane = placed.lane
-    _enter(lane, placed.work)
-    try:
+    with placed as lane:
         if lane.backend is DASK:
             return await _offload_cluster(lane, fn, args, timeout, placed.guard or CLUSTER_GUARD_FLOOR_S)
         return await _offload(lane, fn, args, timeout, call if lane.modelled else None)
-    finally:
-        _settle(lane, placed.work)
 
 
 def _enter(lane: _Lane, work: float) -> None:
@@ -936,14 +940,10 @@ def _offload_placed_sync(
     placed: _Placed, fn: Callable[..., Any], args: tuple, timeout: float | None, call: Timed | None = None
 ) -> Any:
     """:func:`_offload_placed` for the synchronous twin."""
-    lane = placed.lane
-    _enter(lane, placed.work)
-    try:
+    with placed as lane:
         if lane.backend is DASK:
             return _offload_cluster_sync(lane, fn, args, timeout, placed.guard or CLUSTER_GUARD_FLOOR_S)
         return _offload_sync(lane, fn, args, timeout, call if lane.modelled else None)
-    finally:
-        _settle(lane, placed.work)
 
 
 def _offload_cluster_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None,
