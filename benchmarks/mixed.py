@@ -19,19 +19,24 @@ the profile's lanes are from the best static combination. Writes ``results/mixed
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import random
 import statistics
 import sys
 import time
-import warnings
 from concurrent.futures import Executor
-from pathlib import Path
 from typing import Any
 
 import offload_tuner
-from benchmarks.workload import RESULTS, installed_pools, lane_summary, report_header, write_report
+from benchmarks.workload import (
+    RESULTS,
+    benchmark_arguments,
+    installed_pools,
+    lane_summary,
+    load_benchmark_profile,
+    report_header,
+    write_report,
+)
 from offload_tuner.calibration._workload import build_calls, process_call, run_calls, thread_call
 from offload_tuner.inspection._report import format_threshold as _fmt
 
@@ -163,25 +168,16 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", type=Path, required=True)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--callers", type=int, default=4)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves it runs, measures nothing")
-    parser.add_argument("--out-dir", type=Path, default=OUT)
-    parser.add_argument("--seed", type=int, default=20261130)
-    args = parser.parse_args(argv)
+    args = benchmark_arguments(__doc__, out=OUT, rounds=5, seed=20261130).parse_args(argv)
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
     from offload_tuner.runtime._backends import default_workers
     from offload_tuner.runtime._registry import spec_by_key
 
-    profile = offload_tuner.load_profile(args.profile, strict=True, check_host=False)
-    assert profile is not None
+    profile = load_benchmark_profile(args.profile)
     missing = [k for k in KERNELS if k not in profile.kernels or spec_by_key(k) is None]
     if missing:
         raise SystemExit(f"benchmarks.mixed: {', '.join(missing)} not in the profile or not registered")
-    warnings.filterwarnings("ignore", category=offload_tuner.ProfileOverriddenWarning)
     specs = {k: spec_by_key(k) for k in KERNELS}
     rounds = 1 if args.smoke else args.rounds
     workers = default_workers()

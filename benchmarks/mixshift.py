@@ -14,11 +14,8 @@ is the oracle. Writes ``results/mixshift/mixshift.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-import warnings
-from pathlib import Path
 from typing import Any
 
 import offload_tuner
@@ -27,7 +24,9 @@ from benchmarks.workload import (
     RESULTS,
     Workload,
     bench_workload,
+    benchmark_arguments,
     installed_pool,
+    load_benchmark_profile,
     load_workloads,
     report_header,
     run_policy,
@@ -100,23 +99,15 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", type=Path, required=True)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--callers", type=int, default=4)
-    parser.add_argument("--kernel", action="append", default=[])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves it runs, measures nothing")
-    parser.add_argument("--out-dir", type=Path, default=OUT)
-    parser.add_argument("--seed", type=int, default=20261129)
+    parser = benchmark_arguments(__doc__, out=OUT, rounds=5, seed=20261129, kernel=True)
     args = parser.parse_args(argv)
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
     from offload_tuner.runtime._backends import default_workers
     from offload_tuner.runtime._registry import spec_by_key
 
-    profile = offload_tuner.load_profile(args.profile, strict=True, check_host=False)
+    profile = load_benchmark_profile(args.profile)
     workers = default_workers()
-    warnings.filterwarnings("ignore", category=offload_tuner.ProfileOverriddenWarning)
     rounds = 1 if args.smoke else args.rounds
     workloads = [w for w in load_workloads() if not args.kernel or any(k in w.key for k in args.kernel)]
     started = time.perf_counter()

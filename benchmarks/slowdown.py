@@ -22,7 +22,6 @@ Writes ``results/slowdown/slowdown.{json,md}`` and the profile it used.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -38,6 +37,7 @@ from benchmarks.workload import (
     Calls,
     Workload,
     bench_workload,
+    benchmark_arguments,
     installed_pool,
     report_header,
     size_calls,
@@ -146,14 +146,9 @@ def ratios_per_round(entry: dict[str, Any]) -> dict[str, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", type=Path, help="a profile with the kernel (default: calibrate it now)")
+    parser = benchmark_arguments(__doc__, out=OUT, rounds=5, seed=20261129,
+                                 profile="a profile with the kernel (default: calibrate it now)")
     parser.add_argument("--effort", default="standard", choices=["quick", "standard", "thorough"])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--callers", type=int, default=4)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves it runs, measures nothing")
-    parser.add_argument("--out-dir", type=Path, default=OUT)
-    parser.add_argument("--seed", type=int, default=20261129)
     args = parser.parse_args(argv)
 
     from benchmarks import bench_kernels  # noqa: F401  (registers the kernel)

@@ -21,20 +21,19 @@ rounds. Writes ``results/threads/threads.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import time
-import warnings
 from concurrent.futures import Executor
-from pathlib import Path
 from typing import Any, Callable
 
 import offload_tuner
 from benchmarks.workload import (
     RESULTS,
+    benchmark_arguments,
     installed_pools,
     lane_summary,
+    load_benchmark_profile,
     load_workloads,
     report_header,
     size_calls,
@@ -158,23 +157,13 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", type=Path, required=True)
-    parser.add_argument("--kernel", action="append", default=[])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--callers", type=int, default=4)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves it runs, measures nothing")
-    parser.add_argument("--out-dir", type=Path, default=OUT)
-    parser.add_argument("--seed", type=int, default=20261130)
-    args = parser.parse_args(argv)
+    args = benchmark_arguments(__doc__, out=OUT, rounds=7, seed=20261130, kernel=True).parse_args(argv)
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
     from offload_tuner.runtime._backends import default_workers
     from offload_tuner.runtime._registry import spec_by_key
 
-    profile = offload_tuner.load_profile(args.profile, strict=True, check_host=False)
-    assert profile is not None
-    warnings.filterwarnings("ignore", category=offload_tuner.ProfileOverriddenWarning)
+    profile = load_benchmark_profile(args.profile)
     with_lane = [key for key, entry in profile.kernels.items() if entry.thread and entry.thread.threshold is not None]
     workloads = [w for w in load_workloads()
                  if (any(k in w.key for k in args.kernel) if args.kernel else w.key in with_lane)]

@@ -535,6 +535,34 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def benchmark_arguments(doc: str | None, *, out: Path, rounds: int, seed: int, profile: str | None = "required",
+                        kernel: bool = False) -> argparse.ArgumentParser:
+    """The options the co-hosted benchmarks share: ``--profile`` (``profile``: "required", or its help text when
+    optional), ``--rounds``, ``--callers``, ``--smoke``, ``--out-dir``, ``--seed``, and ``--kernel`` if asked."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    if profile == "required":
+        parser.add_argument("--profile", type=Path, required=True)
+    elif profile is not None:
+        parser.add_argument("--profile", type=Path, help=profile)
+    if kernel:
+        parser.add_argument("--kernel", action="append", default=[])
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--callers", type=int, default=4)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves it runs, measures nothing")
+    parser.add_argument("--out-dir", type=Path, default=out)
+    parser.add_argument("--seed", type=int, default=seed)
+    return parser
+
+
+def load_benchmark_profile(path: Path) -> Any:
+    """A profile for a benchmark, whatever host wrote it (recorded profiles travel), strictly validated; the
+    benchmark's own offload_if= policies must not warn on every run."""
+    profile = offload_tuner.load_profile(path, strict=True, check_host=False)
+    assert profile is not None
+    warnings.filterwarnings("ignore", category=offload_tuner.ProfileOverriddenWarning)
+    return profile
+
+
 def report_header(module: str, argv: list[str] | None, smoke: bool) -> dict[str, Any]:
     """When, how and where a benchmark report was made (shared by the benchmarks that write one)."""
     return {
