@@ -220,3 +220,29 @@ def test_scatter_starts_where_it_is_cheaper_at_that_size_and_every_larger_one():
     assert scatter_from(rows(False, True, True)) == 1 << 23
     assert scatter_from(rows(True, False, True)) == 1 << 26  # one larger payload where it lost: start after it
     assert scatter_from(list(reversed(rows(True, True, True)))) == 1 << 20
+
+
+def test_the_two_candidate_shortcut_places_every_call_as_the_general_pass_does():
+    """place() spells the pass out for two candidates; the general loop is the reference. Random backlogs, sizes,
+    a local and a remote candidate or two local ones."""
+    import random
+
+    rng = random.Random(20261130)
+    with ThreadPoolExecutor(1) as a, ThreadPoolExecutor(1) as b:
+        for remote_second in (False, True):
+            first, second = _Lane("thread", a), _Lane("dask" if remote_second else "process", b)
+            if remote_second:
+                second.backend = DASK
+            tables = (thread_table(COSTS, 6e-5, 0.02), lane_table(cluster_costs(COSTS, 0.7), REMOTE, KNOBS))
+            shortcut = _Placer((_candidate(first, tables[0], 3, 2), _candidate(second, tables[1], 3, 2)), 2)
+            general = _Placer((_candidate(first, tables[0], 3, 2), _candidate(second, tables[1], 3, 2)), 2)
+            general.pair = None
+            chosen = set()
+            for _ in range(500):
+                first.inflight, first.work = rng.randint(0, 3), rng.random() * 2
+                second.inflight, second.work = rng.randint(0, 3), rng.random() * 2
+                n = int(2 ** rng.uniform(0, 20))  # log-uniform: small calls favour one lane, large the other
+                got, want = shortcut.place(n), general.place(n)
+                assert (got.lane, got.work, got.guard) == (want.lane, want.work, want.guard)
+                chosen.add(got.lane.name)
+            assert chosen == {first.name, second.name}  # both outcomes met, or the comparison proves little
