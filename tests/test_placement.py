@@ -246,3 +246,18 @@ def test_the_two_candidate_shortcut_places_every_call_as_the_general_pass_does()
                 assert (got.lane, got.work, got.guard) == (want.lane, want.work, want.guard)
                 chosen.add(got.lane.name)
             assert chosen == {first.name, second.name}  # both outcomes met, or the comparison proves little
+
+
+def test_show_prints_the_cluster_a_profile_measured(tmp_path, capsys):
+    from offload_tuner.inspection._cli import main
+    from tests.support import cluster_profile
+
+    path = cluster_profile(tmp_path, "tcp://10.1.2.3:8786", ratio=0.5)
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "dask cluster tcp://10.1.2.3:8786 (2 workers, 2 threads): round trip 10.00 ms" in out
+    assert "tests.support:nap: computes in 0.50x this host's inline time on a cluster worker" in out
+    assert main(["show", str(path), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["cluster"]["identity"]["address"] == "tcp://10.1.2.3:8786"
+    assert shown["cluster"]["kernels"]["tests.support:nap"]["worker_compute_ratio"] == 0.5

@@ -254,7 +254,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from offload_tuner.calibration._calibrate import EFFORTS, calibrate
     from offload_tuner.runtime._policy import DEFAULT_CONCURRENCY, DEFAULT_LOOP_BUDGET_S, PolicyKnobs
     from offload_tuner.runtime._profile import ProfileError, default_profile_path, write_profile
-    from offload_tuner.inspection._report import format_table
+    from offload_tuner.inspection._report import format_cluster, format_table
     from offload_tuner.calibration._targets import NoKernelsError, TargetError, resolve_targets
 
     plan = _load_plan(args.plan, use_bundled=not args.targets)
@@ -324,6 +324,9 @@ def _calibrate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_WRITE
     print(format_table(profile))
+    cluster_text = format_cluster(profile)
+    if cluster_text:
+        print("\n" + cluster_text)
     print(f"\nprofile: {out}  ({profile['duration_s']:.1f} s, effort {effort.name}, {workers} workers)")
     failed = [k for k, e in profile["kernels"].items() if e["status"] == "failed"]
     for key in failed:
@@ -346,20 +349,25 @@ def _read_or_report(path: Path) -> Any:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from offload_tuner.inspection._report import format_table, summary_rows
+    from offload_tuner.inspection._report import format_cluster, format_table, summary_rows
 
     path = _profile_path(args.profile)
     profile = _read_or_report(path)
     if profile is None:
         return EXIT_PROFILE
     if args.json:
-        print(json.dumps({"profile": str(path), "host": profile.host, "rows": summary_rows(profile.data)}, indent=1))
+        cluster = profile.cluster.to_json() if profile.cluster is not None else None
+        print(json.dumps({"profile": str(path), "host": profile.host, "rows": summary_rows(profile.data),
+                          "cluster": cluster}, indent=1))
     else:
         host = profile.host
         print(f"profile {path}\nhost {host.get('hostname')} ({host.get('cpu_model')}, {host.get('logical_cores')} cores, "
               f"Python {host.get('python_version', host.get('python_minor'))}), created {profile.data.get('created', '?')}, "
               f"executor {profile.executor.get('kind')} x{profile.executor.get('workers', '?')}\n")
         print(format_table(profile.data))
+        cluster = format_cluster(profile.data)
+        if cluster:
+            print("\n" + cluster)
     return EXIT_OK
 
 

@@ -155,3 +155,30 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
         )
     lines.append(f"  why {format_threshold(threshold)}: {load['reason']}")
     return "\n".join(lines)
+
+
+def format_cluster(profile: Mapping[str, Any]) -> str | None:
+    """The Dask cluster a profile measured (``calibrate --dask``), or None: its identity, costs, whether large
+    arguments are scattered, and each kernel's compute speed on its workers."""
+    cluster = profile.get("cluster")
+    if not isinstance(cluster, Mapping):
+        return None
+    identity, transport = cluster.get("identity", {}), cluster.get("transport", {})
+    per_byte = transport.get("round_trip_per_byte_s") or 0.0
+    scatter = (cluster.get("scatter") or {}).get("from_bytes")
+    lines = [
+        f"dask cluster {identity.get('address')} ({identity.get('workers')} workers, {identity.get('threads')} "
+        f"threads): round trip {format_seconds(transport.get('round_trip_s'))}, "
+        + (f"{1e-6 / per_byte:.0f} MB/s, " if per_byte > 0 else "")
+        + f"caller CPU {format_seconds(transport.get('caller_cpu_s'))} per call; large arguments "
+        + ("go with the call" if scatter is None else f"from {scatter} bytes go by scatter"),
+    ]
+    for key, entry in sorted((cluster.get("kernels") or {}).items()):
+        ratio = entry.get("worker_compute_ratio") if isinstance(entry, Mapping) else None
+        if isinstance(ratio, (int, float)):
+            lines.append(f"  {key}: computes in {ratio:.2f}x this host's inline time on a cluster worker")
+    for key, error in sorted((cluster.get("errors") or {}).items()):
+        lines.append(f"  {key}: not measured there ({error}); stays local")
+    lines.append("offloaded calls go to the pool or the cluster, whichever is expected to complete them soonest "
+                 "(`offload-tuner explain KERNEL SIZE` shows the comparison and a what-if for more workers)")
+    return "\n".join(lines)
