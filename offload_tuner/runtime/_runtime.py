@@ -354,8 +354,9 @@ def set_executors(executors: "Mapping[str, Executor]") -> None:
 
 
 def _install(executors: "Mapping[str, Executor]") -> None:
-    global _snapshot
+    global _snapshot, _placers
     with _lock:
+        _placers = (None, {})  # the user's executors change: let the old ones go
         old = _snapshot
         _snapshot = _Snapshot(old.profile, old.profile_problem, executors, previous=old)
 
@@ -525,9 +526,28 @@ def _placed(
     process pool (``lane``) and a Dask cluster calibration measured for it, each scored by the call's predicted
     latency there, the backend's queue, and the loop-thread time it blocks charged once per other caller (that
     time delays each of them). With one backend, or placement off, the static lane."""
+    global _placers
     cluster_lane = snap.lanes.get(DASK.name)
     if not _placement_on or (cluster_lane is None and (thread_lane is None or lane is None)):
         return thread_lane or lane
+    if _placers[0] is not profile:
+        _placers = (profile, {})
+    key = (spec.key, thread_lane, lane, cluster_lane)  # lanes by identity: carried across snapshots while installed
+    placer = _placers[1].get(key)
+    if placer is None:
+        placer = _placers[1][key] = _build_placer(profile, spec, entry, lane, thread_lane, cluster_lane)
+    return placer
+
+
+_placers: "tuple[object, dict[tuple, _Lane | _Placer | None]]" = (None, {})
+"""What :func:`_placed` built for the installed profile, by kernel and lanes: a snapshot swap (an adaptation step,
+a cluster dropped or back) finds the same lanes and reuses the placer instead of building its tables again."""
+
+
+def _build_placer(
+    profile: Profile, spec: KernelSpec, entry: Any, lane: "_Lane | None", thread_lane: "_Lane | None",
+    cluster_lane: "_Lane | None",
+) -> "_Lane | _Placer | None":
     try:
         costs = isolated(KernelCosts.from_json(entry.data["costs"]))
         knobs = PolicyKnobs.from_json(profile.data.get("policy", {}))
