@@ -317,9 +317,13 @@ def test_the_callers_own_timeout_still_raises(local_cluster, pool, tmp_path):
     with pytest.raises(TimeoutError):
         run_kernel_sync(support.nap, 2.0, 100, timeout=0.3)
     assert decide(support.nap, 0.0, 100).backend == "dask"  # the caller's bound is not the cluster's fault
+    xs = list(range(100))
+    assert decide(support.times_out, xs).backend == "dask"
     with pytest.raises(TimeoutError, match="the kernel's own"):  # raised by the kernel: not a timeout of ours
-        asyncio.run(run_kernel(support.times_out, [1, 2]))
-    assert decide(support.nap, 0.0, 100).backend == "dask"
+        asyncio.run(run_kernel(support.times_out, xs))
+    with pytest.raises(TimeoutError, match="the kernel's own"):
+        run_kernel_sync(support.times_out, xs)
+    assert decide(support.nap, 0.0, 100).backend == "dask"  # the cluster was not dropped for it
     deadline = time.monotonic() + 10  # leave the workers idle for the tests after this one
     while any(client.processing().values()) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -194,6 +194,7 @@ def test_with_both_pools_a_backlogged_thread_pool_sends_the_call_to_the_process_
         assert decide(support.lane_probe, xs).backend == "thread"
         assert run_kernel_sync(support.lane_probe, xs)[0] == os.getpid()
         placer = _runtime._snapshot.table[support.lane_probe][4]
+        assert isinstance(placer, _runtime._Placer)
         _runtime.install_adapted(offload_tuner.current_profile(), {})  # a snapshot swap, as an adaptation step makes
         decide(support.lane_probe, xs)
         assert _runtime._snapshot.table[support.lane_probe][4] is placer  # its tables are not built again

@@ -153,7 +153,7 @@ def measure_scatter(executor: Any, payloads: Sequence[int] = SCATTER_PAYLOADS) -
     """Round trip of a no-op call whose payload goes with the call, against one whose payload is scattered to a
     worker first (``direct=True``: straight to it, not through the scheduler), interleaved, per payload size."""
     from offload_tuner.calibration._calibrate import _probe
-    from offload_tuner.runtime._dask import cluster_client, scatter_and_submit
+    from offload_tuner.runtime._dask import cluster_client, scatter_payload
 
     client = cluster_client(executor)
     rows = []
@@ -165,7 +165,7 @@ def measure_scatter(executor: Any, payloads: Sequence[int] = SCATTER_PAYLOADS) -
             executor.submit(invoke_pickled, payload).result()
             with_call.append(clock() - started)
             started = clock()
-            scatter_and_submit(client, payload)
+            executor.submit(invoke_pickled, scatter_payload(client, payload)).result()
             scattered.append(clock() - started)
         rows.append({"bytes": len(payload), "with_call_s": statistics.median(with_call),
                      "scatter_s": statistics.median(scattered)})

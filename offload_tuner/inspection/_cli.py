@@ -356,9 +356,8 @@ def _show(args: argparse.Namespace) -> int:
     if profile is None:
         return EXIT_PROFILE
     if args.json:
-        cluster = profile.cluster.to_json() if profile.cluster is not None else None
         print(json.dumps({"profile": str(path), "host": profile.host, "rows": summary_rows(profile.data),
-                          "cluster": cluster}, indent=1))
+                          "cluster": profile.data.get("cluster")}, indent=1))
     else:
         host = profile.host
         print(f"profile {path}\nhost {host.get('hostname')} ({host.get('cpu_model')}, {host.get('logical_cores')} cores, "

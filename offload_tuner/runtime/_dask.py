@@ -200,22 +200,18 @@ def scatter_pool() -> concurrent.futures.ThreadPoolExecutor:
         return _scatter_pool
 
 
-def scatter_and_submit(client: Any, payload: bytes, timeout: float | None = None) -> bytes:
-    """Scatter a call's payload straight to a worker, run it there, wait for the result, all within ``timeout``
-    (blocks: run it on :func:`scatter_pool`). For payloads calibration measured cheaper to scatter than to send
-    with the call."""
-    from offload_tuner.runtime._backends import invoke_pickled
-
+def scatter_payload(client: Any, payload: bytes, timeout: float | None = None) -> Any:
+    """Send a call's payload straight to a worker (``direct=True``) ahead of the call; returns the Dask future the
+    task then takes as its argument. Blocks: run it on :func:`scatter_pool`. Any failure is the cluster's
+    (:class:`ClusterUnavailable`), never mistaken for the kernel's: a direct connection that times out raises a
+    plain ``OSError``."""
     # hash=False: a key of its own per call. By content, two calls with the same arguments would share one key, and
     # the first one's release could drop the data under the second one's task ("lost dependencies").
     bound = {} if timeout is None else {"timeout": timeout}  # Dask's own default, not None, when unbounded
-    data = client.scatter(payload, direct=True, hash=False, **bound)
-    future = client.submit(invoke_pickled, data, pure=False)
     try:
-        return future.result(timeout)
-    finally:
-        future.cancel()  # a no-op once done; frees the worker from a call nobody waits for any more
-        data.release()
+        return client.scatter(payload, direct=True, hash=False, **bound)
+    except Exception as exc:
+        raise ClusterUnavailable(f"scatter to the cluster failed ({type(exc).__name__}: {exc})") from exc
 
 
 def is_cluster_failure(exc: BaseException) -> bool:

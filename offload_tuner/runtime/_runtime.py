@@ -530,18 +530,21 @@ def _placed(
     cluster_lane = snap.lanes.get(DASK.name)
     if not _placement_on or (cluster_lane is None and (thread_lane is None or lane is None)):
         return thread_lane or lane
-    if _placers[0] is not profile:
-        _placers = (profile, {})
+    cached_for, cache = _placers  # one read: another thread may swap it meanwhile
+    if cached_for is not profile:
+        cache = {}
+        _placers = (profile, cache)
     key = (spec.key, thread_lane, lane, cluster_lane)  # lanes by identity: carried across snapshots while installed
-    placer = _placers[1].get(key)
-    if placer is None:
-        placer = _placers[1][key] = _build_placer(profile, spec, entry, lane, thread_lane, cluster_lane)
-    return placer
+    placer = cache.get(key, _UNLOADED)
+    if placer is _UNLOADED:
+        placer = cache[key] = _build_placer(profile, spec, entry, lane, thread_lane, cluster_lane)
+    return placer  # type: ignore[return-value]
 
 
 _placers: "tuple[object, dict[tuple, _Lane | _Placer | None]]" = (None, {})
-"""What :func:`_placed` built for the installed profile, by kernel and lanes: a snapshot swap (an adaptation step,
-a cluster dropped or back) finds the same lanes and reuses the placer instead of building its tables again."""
+"""What :func:`_placed` built for the installed profile, by kernel and lanes: the snapshot swaps of adaptation
+steps find the same lanes and reuse the placer instead of building its tables again. Emptied when the executors
+change (set_executors, a pool rebuilt or dropped, a cluster back), so no entry keeps an old executor alive."""
 
 
 def _build_placer(
@@ -893,27 +896,31 @@ async def _offload_cluster(lane: _Lane, fn: Callable[..., Any], args: tuple, tim
         return fn(*args)
     loop = asyncio.get_running_loop()
     limit = guard if timeout is None else min(guard, timeout)
+    failure: BaseException | None = None
+    future: Any = None
     try:
         if not cluster_ready(lane.executor):  # a lost scheduler: a submit would wait on a dead connection
             raise ClusterUnavailable(f"Dask cluster {lane.name!r} is not connected")
-        if _scatters(payload):  # scatter blocks for a round trip: on the cluster's own helper threads
-            from offload_tuner.runtime._dask import cluster_client, scatter_and_submit, scatter_pool
+        argument: Any = payload
+        if _scatters(payload):  # scatter blocks for a round trip: on helper threads of its own, bounded
+            from offload_tuner.runtime._dask import cluster_client, scatter_payload, scatter_pool
 
-            future = loop.run_in_executor(scatter_pool(), scatter_and_submit, cluster_client(lane.executor),
-                                          payload, limit)
-        else:
-            future = loop.run_in_executor(lane.executor, invoke_pickled, payload)
-    except Exception as exc:  # the cluster could not take the call
-        return await _after_cluster_failure(lane, fn, args, _left(timeout, started), exc)
-    try:
+            scattering = loop.run_in_executor(scatter_pool(), scatter_payload, cluster_client(lane.executor),
+                                              payload, limit)
+            done, _ = await asyncio.wait({scattering}, timeout=limit)
+            if not done:
+                raise ClusterUnavailable(f"scatter did not complete within {limit:.1f} s")
+            argument = scattering.result()  # a Dask future: the task below reads the scattered payload
+        # Through the executor, so cancelling the asyncio future cancels the Dask task too.
+        future = loop.run_in_executor(lane.executor, invoke_pickled, argument)
+        left = max(0.0, limit - (perf_counter() - started))
         # Waited on, not wait_for()'s TimeoutError: a kernel that raises TimeoutError itself must reach the caller.
-        done, _ = await asyncio.wait({future}, timeout=limit)
+        done, _ = await asyncio.wait({future}, timeout=left)
         if not done:
-            future.cancel()  # cancels the Dask task too
+            future.cancel()
             if timeout is not None and timeout <= guard:
                 raise TimeoutError(f"offloaded call did not complete within {timeout} s")  # the caller's own bound
-            return await _after_cluster_failure(lane, fn, args, _left(timeout, started),
-                                                TimeoutError(_guard_message(guard)))
+            raise ClusterUnavailable(_guard_message(guard))
         blob = future.result()
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
@@ -922,13 +929,18 @@ async def _offload_cluster(lane: _Lane, fn: Callable[..., Any], args: tuple, tim
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
-            future.cancel()
+            if future is not None:
+                future.cancel()
             raise  # our caller was cancelled
-        return await _after_cluster_failure(lane, fn, args, _left(timeout, started), exc)
+        failure = exc
+    except TimeoutError:
+        raise  # the caller's own bound (a cluster's silence is ClusterUnavailable, above)
     except Exception as exc:
         if not is_cluster_failure(exc):
             raise  # the kernel's own exception, re-raised by Dask as itself
-        return await _after_cluster_failure(lane, fn, args, _left(timeout, started), exc)
+        failure = exc
+    if failure is not None:  # outside the try: the local re-run's own errors are the kernel's, not the cluster's
+        return await _after_cluster_failure(lane, fn, args, _left(timeout, started), failure)
     return pickle.loads(blob)
 
 
@@ -1005,36 +1017,43 @@ def _offload_cluster_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, time
     if payload is None:
         return fn(*args)
     limit = guard if timeout is None else min(guard, timeout)
+    failure: BaseException | None = None
+    future: Any = None
     try:
         if not cluster_ready(lane.executor):
             raise ClusterUnavailable(f"Dask cluster {lane.name!r} is not connected")
+        argument: Any = payload
         if _scatters(payload):
-            from offload_tuner.runtime._dask import cluster_client, scatter_and_submit, scatter_pool
+            from offload_tuner.runtime._dask import cluster_client, scatter_payload, scatter_pool
 
-            future = scatter_pool().submit(scatter_and_submit, cluster_client(lane.executor), payload, limit)
-        else:
-            future = lane.executor.submit(invoke_pickled, payload)
-    except Exception as exc:
-        return _after_cluster_failure_sync(lane, fn, args, _left(timeout, started), exc)
-    try:
-        done, _ = wait_futures([future], timeout=limit)
-        if not done:
+            scattering = scatter_pool().submit(scatter_payload, cluster_client(lane.executor), payload, limit)
+            if not wait_futures([scattering], timeout=limit).done:
+                raise ClusterUnavailable(f"scatter did not complete within {limit:.1f} s")
+            argument = scattering.result()
+        future = lane.executor.submit(invoke_pickled, argument)
+        left = max(0.0, limit - (perf_counter() - started))
+        if not wait_futures([future], timeout=left).done:
             future.cancel()
             if timeout is not None and timeout <= guard:
                 raise TimeoutError(f"offloaded call did not complete within {timeout} s")
-            return _after_cluster_failure_sync(lane, fn, args, _left(timeout, started),
-                                               TimeoutError(_guard_message(guard)))
+            raise ClusterUnavailable(_guard_message(guard))
         blob = future.result()
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
     except PayloadNotLoadable as exc:
         return _rerun_inline_for_payload(fn, args, exc)
     except CancelledError as exc:
-        return _after_cluster_failure_sync(lane, fn, args, _left(timeout, started), exc)
-    except Exception as exc:
-        if not is_cluster_failure(exc):
+        failure = exc
+    except TimeoutError:
+        raise
+    except BaseException as exc:
+        if future is not None and not isinstance(exc, Exception):  # KeyboardInterrupt: free the worker too
+            future.cancel()
+        if not isinstance(exc, Exception) or not is_cluster_failure(exc):
             raise
-        return _after_cluster_failure_sync(lane, fn, args, _left(timeout, started), exc)
+        failure = exc
+    if failure is not None:
+        return _after_cluster_failure_sync(lane, fn, args, _left(timeout, started), failure)
     return pickle.loads(blob)
 
 
@@ -1200,7 +1219,7 @@ def _rerun_inline_after_executor_failure(lane: _Lane, fn: Callable[..., Any], ar
 def _drop_lane(lane: _Lane, exc: BaseException) -> None:
     """Stop sending work to a failed executor: a pool we built is rebuilt, the user's is dropped (a cluster is
     tried again every :func:`_dask.retry_delay` seconds), one warning either way."""
-    global _snapshot
+    global _snapshot, _placers
     executor = lane.executor
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     with _lock:
@@ -1215,6 +1234,7 @@ def _drop_lane(lane: _Lane, exc: BaseException) -> None:
                 executors[lane.name] = replacement
             _snapshot = _Snapshot(current.profile, current.profile_problem, executors, current.primary_name, dropped,
                                   current)
+            _placers = (None, {})
             after = "a new pool of the same shape is installed" if replacement else (
                 "the calls it would have run run inline until set_executor() or set_executors() installs a "
                 "working executor" + (f" (the other executors stay: {', '.join(map(repr, executors))})"
@@ -1239,7 +1259,7 @@ def _retry_cluster_later(name: str, executor: "Executor", delay: float) -> None:
 
 def _retry_cluster(name: str, executor: "Executor", delay: float) -> None:
     """Put a dropped cluster back once it answers again; give up if the user installed other executors since."""
-    global _snapshot
+    global _snapshot, _placers
     from offload_tuner.runtime._dask import cluster_closed, cluster_ready
 
     with _lock:
@@ -1252,6 +1272,7 @@ def _retry_cluster(name: str, executor: "Executor", delay: float) -> None:
         executors = {**current.executors, name: executor}
         _snapshot = _Snapshot(current.profile, current.profile_problem, executors, current.primary_name,
                               current.dropped - {name}, current)
+        _placers = (None, {})
 
 
 def _rebuild(executor: "Executor") -> "Executor | None":
