@@ -170,3 +170,18 @@ class Unloadable:
 
     def __reduce__(self) -> tuple:
         return (_unloadable, ())
+
+
+async def sleepy_call_while_its_workers_are_killed(pool: Any) -> int:
+    """Offload a 0.5 s ``sleepy`` call (offload_if=True), SIGKILL every worker of ``pool`` while it runs, and
+    return what the caller gets (the pid that ran it): the fault the runtime must survive without losing the call."""
+    import asyncio
+    import signal
+
+    from offload_tuner import run_kernel
+
+    call = asyncio.create_task(run_kernel(sleepy, 0.5, offload_if=True))
+    await asyncio.sleep(0.2)
+    for pid in list(pool._processes):
+        os.kill(pid, signal.SIGKILL)
+    return await asyncio.wait_for(call, timeout=30)

@@ -28,16 +28,9 @@ def test_killed_worker_loses_no_work_and_the_pool_is_rebuilt():
     set_executor(pool)
     assert run_kernel_sync(support.sleepy, 0.0, offload_if=True) != os.getpid()  # worker is up
 
-    async def main():
-        call = asyncio.create_task(run_kernel(support.sleepy, 0.5, offload_if=True))
-        await asyncio.sleep(0.2)
-        for pid in list(pool._processes):
-            os.kill(pid, signal.SIGKILL)
-        return await asyncio.wait_for(call, timeout=30)
-
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        pid = run(main())
+        pid = run(support.sleepy_call_while_its_workers_are_killed(pool))
     assert pid == os.getpid()  # re-run inline: the caller got its result
     assert any("BrokenProcessPool" in m and "new pool" in m for m in messages(record))
     replacement = get_executor()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -148,16 +147,9 @@ def test_a_broken_process_pool_does_not_stop_the_thread_lane(tmp_path):
         offload_tuner.load_profile(lane_profile(tmp_path))
         assert run_kernel_sync(support.sleepy, 0.0, offload_if=True) != os.getpid()  # the worker is up
 
-        async def main():
-            call = asyncio.create_task(run_kernel(support.sleepy, 0.5, offload_if=True))
-            await asyncio.sleep(0.2)
-            for pid in list(pool._processes):
-                os.kill(pid, signal.SIGKILL)
-            return await asyncio.wait_for(call, timeout=30)
-
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
-            assert asyncio.run(main()) == os.getpid()  # re-run inline
+            assert asyncio.run(support.sleepy_call_while_its_workers_are_killed(pool)) == os.getpid()  # re-run inline
         assert any("the process executor failed" in m and "new pool" in m for m in offload_warnings(record))
         now = get_executors()
         assert now["thread"] is threads and now["process"] is not pool, "the process pool alone was rebuilt"
