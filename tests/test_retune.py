@@ -165,6 +165,49 @@ def test_mix_points_spread_each_bucket_over_its_octave():
     assert all(1024 <= n < 2048 for n in sizes[2:]) and sum(weights[2:]) == pytest.approx(8)
 
 
+def test_mix_points_put_a_bucket_where_its_timed_calls_lie():
+    sampled = [4100 + 50 * i for i in range(9)]  # 4100-4500: the bottom tenth of the 4096-8191 octave
+    sizes, weights = mix_points({4096: 90}, sampled)
+    assert all(4100 <= n <= 4500 for n in sizes) and sum(weights) == pytest.approx(90)
+    sizes, _ = mix_points({4096: 90}, sampled[:3])  # too few timed calls to say: the whole octave
+    assert max(sizes) > 7000
+
+
+def narrow_mix(lo: int, hi: int, calls: int = 400, timed: int = 80, seed: int = 3) -> tuple[Traffic, list[int]]:
+    """Calls log-uniform over ``[lo, hi]``, every one counted, the first ``timed`` timed inline."""
+    from offload_tuner.runtime._stats import bucket_floor, bucket_of
+
+    rng = random.Random(seed)
+    sizes = [int(lo * (hi / lo) ** rng.random()) for _ in range(calls)]
+    t = Traffic()
+    for n in sizes:
+        floor = bucket_floor(bucket_of(n))
+        t.inline[floor] = t.inline.get(floor, 0) + 1
+    t.samples["inline"] = [(n, predict(COSTS, TRANSPORT, KNOBS, n).inline_s) for n in sizes[:timed]]
+    return t, sizes
+
+
+@pytest.mark.parametrize("lo, hi", [(4100, 4500), (3000, 3900), (1000, 5000)])
+def test_retune_splits_the_calls_observed_not_the_octaves_they_fall_in(lo, hi):
+    """Spread over whole octaves, a mix of 4100-4500 put the split at 6317, above every call: 1.74x the best
+    split of those calls by the same model. Split where the timed calls say they lie, it is within the tie
+    rule of the best."""
+    from offload_tuner.runtime._policy import TIE_TOLERANCE, workload_makespan
+
+    t, sizes = narrow_mix(lo, hi)
+    (r,) = retune(profile_data(), {KEY: t})
+    ordered = sorted(sizes)
+    predictions = [predict(COSTS, TRANSPORT, KNOBS, n) for n in ordered]
+
+    def span(threshold):
+        k = len(ordered) if threshold is None else sum(1 for n in ordered if n < threshold)
+        return workload_makespan(predictions, KNOBS, k)
+
+    best = min(workload_makespan(predictions, KNOBS, k) for k in range(len(ordered) + 1))
+    assert r.new is not None and r.new <= hi  # some observed call is offloaded
+    assert span(r.new) <= best * (1 + TIE_TOLERANCE + 0.01)
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 
 
@@ -245,8 +288,10 @@ def test_drift_allows_anything_between_the_idle_and_the_loaded_model():
 def test_retune_keeps_the_old_threshold_when_the_mix_cannot_tell_them_apart():
     from offload_tuner.runtime._policy import mix_threshold
 
-    tiny_calls = {8: 100, 16: 100, 32: 100, 64: 100}  # 8-127: offloading never pays, and the old threshold
-    (r,) = retune(profile_data(), {KEY: observed(tiny_calls)})  # keeps them all inline too
-    sizes, weights = mix_points(tiny_calls)
-    assert mix_threshold(r.costs, TRANSPORT, KNOBS, sizes, weights) is None  # "never": a different number...
+    tiny_calls = {8: 100, 16: 100, 32: 100, 64: 100}  # 8-127: offloading barely matters, and the old threshold
+    t = observed(tiny_calls)  # keeps them all inline
+    (r,) = retune(profile_data(), {KEY: t})
+    sizes, weights = mix_points(t.mix(), t.sampled_sizes())
+    proposed = mix_threshold(r.costs, TRANSPORT, KNOBS, sizes, weights)
+    assert proposed != r.old and (proposed is None or proposed > 100)  # a different number, at the top...
     assert r.new == r.old == profile_data()["kernels"][KEY]["threshold"] and r.gain == 0  # ...with no gain

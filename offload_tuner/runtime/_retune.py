@@ -45,8 +45,12 @@ MIN_SAMPLES = 8
 """Samples a bucket (drift) or a kernel (retune's timing correction) needs before it counts."""
 DRIFT_RATIO = 1.5
 """Observed / predicted beyond this (or below its inverse) is drift."""
-POINTS_PER_BUCKET = 4
-"""A bucket's calls are spread over this many log-spaced sizes in ``[floor, 2 * floor)``."""
+POINTS_PER_BUCKET = 8
+"""A bucket's calls are spread over this many log-spaced sizes of its octave, or of the part its timed calls span."""
+MIN_SHAPE_SAMPLES = 4
+"""Timed calls a bucket needs before their sizes, not the whole octave, say where its calls lie."""
+SHAPE_KINDS = ("inline", "loop")
+"""Sample kinds that time each timed call once (an offloaded call's latency is its ``loop`` sample's twin)."""
 FACTOR_LIMITS = (0.2, 5.0)
 """A correction beyond these says the model is wrong, not loaded: drift, and the factor is clamped."""
 KIND_LABELS = {"inline": "inline compute", "loop": "caller-thread time offloaded", "latency": "offloaded latency"}
@@ -74,6 +78,11 @@ class Traffic:
         for floor, n in self.offload.items():
             out[floor] = out.get(floor, 0) + n
         return out
+
+    def sampled_sizes(self) -> list[int]:
+        """The sizes of the timed calls, one per call (inline, or offloaded's caller-thread time): a sample of
+        the mix finer than its log2 buckets, since every call is timed with the same probability."""
+        return [size for kind in SHAPE_KINDS for size, _ in self.samples.get(kind, ())]
 
 
 def traffic_of(stats: Any) -> Traffic:
@@ -261,7 +270,7 @@ def retune_kernel(
         round(load.offload_loop * factors.get("loop", (1.0, 0))[0], 4),
         load.offload_worker,
     ))
-    sizes, weights = mix_points(t.mix())
+    sizes, weights = mix_points(t.mix(), t.sampled_sizes())
     new = mix_threshold(corrected, transport, knobs, sizes, weights)
     old_span = mix_makespan(corrected, transport, knobs, sizes, weights, current)
     new_span = mix_makespan(corrected, transport, knobs, sizes, weights, new)
@@ -271,8 +280,16 @@ def retune_kernel(
     return Retuned(model.key, current, new, t.calls, factors, observed_offload, old_span / new_span - 1, corrected)
 
 
-def mix_points(mix: Mapping[int, int]) -> tuple[list[float], list[float]]:
-    """A bucketed mix as sizes and weights: each bucket's calls spread log-evenly over ``[floor, 2 * floor)``."""
+def mix_points(mix: Mapping[int, int], sampled: Sequence[int] = ()) -> tuple[list[float], list[float]]:
+    """A bucketed mix as sizes (ascending) and weights: each bucket's calls spread log-evenly over
+    ``POINTS_PER_BUCKET`` sizes of its octave ``[floor, 2 * floor)`` or, where ``sampled`` (the sizes of timed
+    calls) holds ``MIN_SHAPE_SAMPLES`` of the bucket, of the part they span (their extremes, not their
+    quantiles: a few samples place a bucket's edges well, its density within them poorly). Why: a mix of sizes 64-80 fills a
+    sixth of its octave, and spread over the whole octave it put the best split at 83, where no observed call
+    is offloaded (a 2x slower threshold in the mix-shift benchmark)."""
+    seen: dict[int, list[int]] = {}
+    for size in sampled:
+        seen.setdefault(bucket_floor(bucket_of(size)), []).append(size)
     sizes: list[float] = []
     weights: list[float] = []
     for floor in sorted(mix):
@@ -283,9 +300,11 @@ def mix_points(mix: Mapping[int, int]) -> tuple[list[float], list[float]]:
             sizes.append(float(max(1, floor)))
             weights.append(float(count))
             continue
-        for i in range(POINTS_PER_BUCKET):
-            sizes.append(floor * 2 ** ((i + 0.5) / POINTS_PER_BUCKET))
-            weights.append(count / POINTS_PER_BUCKET)
+        observed = seen.get(floor, ())
+        lo, hi = (min(observed), max(observed) + 1) if len(observed) >= MIN_SHAPE_SAMPLES else (floor, 2 * floor)
+        points = [lo * (hi / lo) ** ((i + 0.5) / POINTS_PER_BUCKET) for i in range(POINTS_PER_BUCKET)]
+        sizes.extend(points)
+        weights.extend([count / POINTS_PER_BUCKET] * POINTS_PER_BUCKET)
     return sizes, weights
 
 
