@@ -69,6 +69,7 @@ def log_spread(lo: int, hi: int, count: int) -> list[int]:
     (40_000, None, None),  # ...and never once past every size seen (top 65536)
     (None, 100, 32768), (None, 50_000, 50_000),  # from never: the top half of the sizes seen first
     (None, None, None), (None, 65536, None),
+    (200_000, 100, 32768), (200_000, 50_000, 50_000),  # above every size seen: from the top, as from never
 ])
 def test_a_step_moves_a_threshold_at_most_twofold(current, proposal, expected):
     assert limited(current, proposal, 65536) == expected

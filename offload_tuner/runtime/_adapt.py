@@ -320,8 +320,10 @@ def _yardstick(model: KernelModel, transport: Any, knobs: Any, bucket: int) -> f
 def limited(current: int | None, proposal: int | None, top: int) -> int | None:
     """The hysteresis: ``proposal`` clamped to within ``MAX_STEP``-fold of ``current``. None is never
     offloading, which sits at ``top`` (above every size seen): from never, the first step offloads at most the
-    top ``MAX_STEP``-fold of the sizes seen; a threshold stepping up past ``top`` is never again."""
-    base = max(1, top if current is None else current)
+    top ``MAX_STEP``-fold of the sizes seen; a threshold stepping up past ``top`` is never again. A threshold
+    above ``top`` decides like never and steps from ``top`` too: a mix of 8-80 under a threshold of 256 spent
+    its first step on 128, the same decisions, which a trial can only reject (the mix-shift benchmark)."""
+    base = max(1, top if current is None else min(current, top))
     high = int(base * MAX_STEP)
     low = math.ceil(base / MAX_STEP) if base > 1 else 0
     if proposal is None:
