@@ -30,11 +30,14 @@ from typing import Any
 import offload_tuner
 from benchmarks.workload import (
     RESULTS,
+    RunResult,
     benchmark_arguments,
+    chunk_count,
     installed_pools,
     lane_summary,
     load_benchmark_profile,
     report_header,
+    run_round,
     write_report,
 )
 from offload_tuner.calibration._workload import build_calls, process_call, run_calls, thread_call
@@ -193,16 +196,21 @@ def main(argv: list[str] | None = None) -> int:
         named = policies(profile)
         twin = _same_decisions(specs, stream, named, pools)
         runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in named}
+        rules = dict(named)
         order_rng, calls_rng = random.Random(args.seed), random.Random(args.seed + 1)
+        slices = 1 if args.smoke else chunk_count(len(stream), args.callers, args.chunks)
+
+        def run(piece: list, name: str) -> RunResult:
+            stats = run_policy(specs, piece, rules[name], pools, args.callers)
+            return RunResult(name, stats.makespan_s, stats.lag_p50_s, stats.lag_p99_s, stats.lag_max_s,
+                             stats.caller_cpu_s, stats.worker_cpu_s, 0, len(piece), stats.steady_s)
+
         for _ in range(rounds):
-            order = named[:]
-            order_rng.shuffle(order)
             round_stream = stream[:]
             calls_rng.shuffle(round_stream)
-            for name, rule in order:
-                stats = run_policy(specs, round_stream, rule, pools, args.callers)
-                runs[name].append({"makespan_s": stats.steady_s or stats.makespan_s, "lag_p99_s": stats.lag_p99_s,
-                                   "cpu_s": stats.caller_cpu_s + (stats.worker_cpu_s or 0.0)})
+            for name, result in run_round(round_stream, list(rules), slices, order_rng, run).items():
+                runs[name].append({"makespan_s": result.steady_s or result.makespan_s, "lag_p99_s": result.lag_p99_s,
+                                   "cpu_s": result.caller_cpu_s + (result.worker_cpu_s or 0.0)})
     names = [name for name, _ in named]
     summary, normalised = lane_summary(runs)
     best = min((n for n in names if n != "lanes (profile)"), key=lambda n: summary[n]["makespan_s"])

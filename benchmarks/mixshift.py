@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES)
             entry = bench_workload(spec, lowest, callers=args.callers, rounds=rounds, seed=args.seed,
                                    smoke=args.smoke, named={"retuned": retuned["new"]}, calls=calls,
-                                   dynamic={"adaptive": adaptive})
+                                   dynamic={"adaptive": adaptive}, chunks=args.chunks)
             entry["retune"] = retuned
             entry["adaptive"] = adaptive.record()
             entries.append(entry)

@@ -125,3 +125,29 @@ def test_cluster_benchmark_measures_a_local_cluster_and_checks_results(tmp_path)
     assert [p["backend"] for p in row["what_if"]] == ["process", "dask x2", "dask x8", "dask x64"]
     assert report["cluster"]["transport"]["round_trip_s"] > 0
     assert (out / "cluster-smoke.md").read_text().startswith("# A Dask cluster as a backend")
+
+
+def test_a_round_runs_every_policy_on_every_slice_and_adds_the_slices_up():
+    import random
+
+    from benchmarks.workload import RunResult, chunk_count, run_round
+
+    calls = [((i,), i) for i in range(100)]
+    seen: list[tuple[str, tuple[int, ...]]] = []
+
+    def run(piece, name):
+        seen.append((name, tuple(n for _, n in piece)))
+        return RunResult(name, float(len(piece)), 0.001 * len(piece), 0.01 * len(piece), 0.1, 1.0, 2.0,
+                         sum(n % 2 for _, n in piece), len(piece), 0.5)
+
+    results = run_round(calls, ["a", "b", "c"], 4, random.Random(1), run)
+    slices = [piece for name, piece in seen if name == "a"]
+    assert sorted(n for piece in slices for n in piece) == list(range(100))  # the slices cut the calls
+    assert all(sorted(p for name, p in seen if name == x) == sorted(slices) for x in "bc")  # each ran every slice
+    orders = {tuple(name for name, _ in seen[i:i + 3]) for i in range(0, 12, 3)}
+    assert len(orders) > 1  # the policies' order is shuffled slice by slice
+    for name in "abc":
+        r = results[name]
+        assert (r.makespan_s, r.calls, r.offloaded, r.caller_cpu_s, r.worker_cpu_s, r.steady_s) == (100.0, 100, 50, 4.0, 8.0, 2.0)
+        assert r.lag_p99_s == 0.25 and r.lag_max_s == 0.1  # the largest slice's (25 calls), not a sum
+    assert chunk_count(120, 4, 4) == 3 and chunk_count(12, 4, 4) == 1 and chunk_count(1200, 4, 4) == 4

@@ -57,6 +57,14 @@ VM varied by 12-34% round to round, too much to tell 1.00x from 1.10x; the sprea
 calls falls as one over the square root of their number, and a run's few largest calls (which set its tail)
 are a smaller share of it."""
 MIN_CALLS, MAX_CALLS = 120, 1200
+CHUNKS = 4
+"""A round's calls run in this many slices, every policy taking a slice before the next slice starts, so
+that policies alternate every ~0.3 s instead of every ~1.5 s. This VM's speed wanders over seconds (a fixed
+0.22 s loop took 0.198-0.300 s, in runs of several slow or fast takes): seven blocks of 1.3 s of equal work
+normalised round by round spread by 25% across rounds; the same work as six interleaved slices each, 5.6%.
+Each slice has its own ramp-up and drain, which the steady pass (timed per slice) leaves out."""
+MIN_SLICE_CALLS_PER_CALLER = 8
+"""A slice needs several calls per caller to be a workload rather than its ramp-up and drain."""
 LEARN_PASSES = 2
 """With ``--adaptive``: runs with adaptation on before the measured rounds (a service that has been running)."""
 
@@ -234,10 +242,11 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
                    smoke: bool = False, named: Mapping[str, int | None] | None = None,
                    calls: Calls | None = None, dynamic: Mapping[str, DynamicPolicy] | None = None,
                    order: Callable[[Calls, random.Random], Calls] = shuffled_calls,
-                   warmup: int | None = None) -> dict[str, Any]:
+                   warmup: int | None = None, chunks: int = CHUNKS) -> dict[str, Any]:
     """Every policy in interleaved rounds: tuned (the profile decides), the old 256, ``named`` thresholds,
     ``dynamic`` policies, and the static sweep (the oracle is the best static measured, named ones included).
-    ``order`` gives each round's order of the calls (the same for every policy of the round)."""
+    ``order`` gives each round's order of the calls (the same for every policy of the round); each round runs
+    in up to ``chunks`` slices (:func:`run_round`; 1 for a run that must stay one time series)."""
     calls = calls if calls is not None else size_calls(spec, workload, seed, smoke)
     warm_workers(spec, calls)
     statics = [static_name(t) for t in sweep_thresholds(workload)]
@@ -247,12 +256,12 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
     distinct = [p for p in policies if same_as[p] == p]
     runs: dict[str, list[RunResult]] = {p: [] for p in policies}
     order_rng, calls_rng = random.Random(seed), random.Random(seed + 1)
+    slices = chunk_count(len(calls), callers, chunks)
     for _ in range(rounds):
-        names = distinct[:]
-        order_rng.shuffle(names)
         round_calls = order(calls, calls_rng)  # one fresh order per round, the same for every policy
-        for name in names:
-            result = run_policy(spec, round_calls, name, callers, named, dynamic, warmup)
+        results = run_round(round_calls, distinct, slices, order_rng,
+                            lambda piece, name: run_policy(spec, piece, name, callers, named, dynamic, warmup))
+        for name, result in results.items():
             for member in (p for p in policies if same_as[p] == name):
                 runs[member].append(RunResult(member, *astuple(result)[1:]))
     tuned = offload_tuner.decide(spec.fn, *spec.sample(workload.lo))  # type: ignore[misc]
@@ -272,6 +281,47 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
     analyse(entry)
     entry["model_check"] = model_check(spec, calls, entry["summary"], workload, named, list(dynamic or {}))
     return entry
+
+
+def chunk_count(calls: int, callers: int, chunks: int) -> int:
+    """Slices a round of ``calls`` runs in: at most ``chunks``, each with ``MIN_SLICE_CALLS_PER_CALLER``."""
+    return max(1, min(chunks, calls // (MIN_SLICE_CALLS_PER_CALLER * callers)))
+
+
+def run_round(calls: Calls, names: list[str], slices: int, rng: random.Random,
+              run: Callable[[Calls, str], RunResult]) -> dict[str, RunResult]:
+    """One round: the calls cut into ``slices`` slices (every ``slices``-th call: each a sample of the mix),
+    every policy running each slice, in a fresh shuffled order, before the next slice starts; per policy,
+    its slices' results added up (:func:`combined`). See ``CHUNKS`` for why."""
+    pieces = [calls[i::slices] for i in range(slices)]
+    parts: dict[str, list[RunResult]] = {name: [] for name in names}
+    for piece in pieces:
+        order = names[:]
+        rng.shuffle(order)
+        for name in order:
+            parts[name].append(run(piece, name))
+    return {name: combined(results) for name, results in parts.items()}
+
+
+def combined(parts: list[RunResult]) -> RunResult:
+    """One run from its slices: times, CPU and counts add up; the p50 lag is the slices' median, the p99 and
+    the maximum their largest (an upper bound of the whole run's p99)."""
+    if len(parts) == 1:
+        return parts[0]
+    workers = [p.worker_cpu_s for p in parts]
+    steady = [p.steady_s for p in parts]
+    return RunResult(
+        parts[0].policy,
+        sum(p.makespan_s for p in parts),
+        statistics.median(p.lag_p50_s for p in parts),
+        max(p.lag_p99_s for p in parts),
+        max(p.lag_max_s for p in parts),
+        sum(p.caller_cpu_s for p in parts),
+        None if any(w is None for w in workers) else sum(workers),  # type: ignore[misc]
+        sum(p.offloaded for p in parts),
+        sum(p.calls for p in parts),
+        None if any(t is None for t in steady) else sum(steady),  # type: ignore[misc]
+    )
 
 
 def identical_policies(spec: KernelSpec, calls: Calls, policies: list[str],
@@ -551,6 +601,8 @@ def benchmark_arguments(doc: str | None, *, out: Path, rounds: int, seed: int, p
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves it runs, measures nothing")
     parser.add_argument("--out-dir", type=Path, default=out)
     parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--chunks", type=int, default=CHUNKS,
+                        help=f"slices per round, every policy taking one before the next (default {CHUNKS})")
     return parser
 
 
@@ -590,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves it runs, measures nothing")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--chunks", type=int, default=CHUNKS,
+                        help=f"slices per round, every policy taking one before the next (default {CHUNKS})")
     parser.add_argument("--adaptive", action="store_true",
                         help="add the adaptive policy (online adaptation, warm: LEARN_PASSES runs first)")
     args = parser.parse_args(argv)
@@ -637,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
                 warm_workers(spec, calls)
                 adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES)
             entry = bench_workload(spec, w, callers=args.callers, rounds=rounds, seed=args.seed, smoke=args.smoke,
-                                   calls=calls, dynamic={"adaptive": adaptive} if adaptive else None)
+                                   calls=calls, dynamic={"adaptive": adaptive} if adaptive else None,
+                                   chunks=args.chunks)
             if adaptive is not None:
                 entry["adaptive"] = adaptive.record()
             entry["verdicts"] = verdicts(entry, budget)
