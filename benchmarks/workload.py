@@ -57,12 +57,13 @@ VM varied by 12-34% round to round, too much to tell 1.00x from 1.10x; the sprea
 calls falls as one over the square root of their number, and a run's few largest calls (which set its tail)
 are a smaller share of it."""
 MIN_CALLS, MAX_CALLS = 120, 1200
-CHUNKS = 4
+CHUNKS = 8
 """A round's calls run in this many slices, every policy taking a slice before the next slice starts, so
-that policies alternate every ~0.3 s instead of every ~1.5 s. This VM's speed wanders over seconds (a fixed
+that policies alternate every ~0.2 s instead of every ~1.5 s. This VM's speed wanders over seconds (a fixed
 0.22 s loop took 0.198-0.300 s, in runs of several slow or fast takes): seven blocks of 1.3 s of equal work
 normalised round by round spread by 25% across rounds; the same work as six interleaved slices each, 5.6%.
-Each slice has its own ramp-up and drain, which the steady pass (timed per slice) leaves out."""
+The mix-shift benchmark's spread over rounds: 19-22% in whole runs, 10-11% in 4 slices, 6-7% in 8. Each
+slice has its own ramp-up and drain, which the steady pass (timed per slice) leaves out."""
 MIN_SLICE_CALLS_PER_CALLER = 8
 """A slice needs several calls per caller to be a workload rather than its ramp-up and drain."""
 LEARN_PASSES = 2
