@@ -204,15 +204,15 @@ def test_a_kernel_that_behaves_as_calibrated_is_left_alone(tmp_path):
 
 def test_a_window_needs_enough_new_calls(tmp_path):
     with ThreadPoolExecutor(1) as pool:
-        install_profile(tmp_path, pool)
+        t0 = install_profile(tmp_path, pool)  # offloaded calls timed as modelled, inline ones 3x: a busy loop
         _stats.stats_for(total)
         _adapt._adapter.step(0.0)
-        feed(log_spread(*map(int, WORKLOAD), MIN_NEW_CALLS - 1), 1 << 62, inline_factor=3.0)
+        feed(log_spread(*map(int, WORKLOAD), MIN_NEW_CALLS - 1), t0, inline_factor=3.0)
         assert _adapt._adapter.step(1.0) == []
-        feed([int(WORKLOAD[0])], 1 << 62, inline_factor=3.0)  # the MIN_NEW_CALLS-th
+        feed([int(WORKLOAD[0])], t0, inline_factor=3.0)  # the MIN_NEW_CALLS-th
         assert [c.phase for c in _adapt._adapter.step(2.0)] == ["trying"]
         offload_tuner.adapt(None, min_calls=10)  # a service that wants faster windows on fewer calls
-        feed(log_spread(*map(int, WORKLOAD), 10), 1 << 62, inline_factor=3.0)
+        feed(log_spread(*map(int, WORKLOAD), 10), t0, inline_factor=3.0)
         assert len(_adapt._adapter.step(3.0)) == 1
 
 
@@ -324,15 +324,15 @@ def test_a_failing_window_is_reported_once_and_the_threshold_stays(tmp_path, mon
 
 def test_reset_stats_opens_a_new_window_instead_of_reading_negative_counts(tmp_path):
     with ThreadPoolExecutor(1) as pool:
-        install_profile(tmp_path, pool)
+        t0 = install_profile(tmp_path, pool)  # offloaded calls timed as modelled, inline ones 3x: a busy loop
         _stats.stats_for(total)
         _adapt._adapter.step(0.0)
-        feed(FULL, 1 << 62, inline_factor=3.0)
+        feed(FULL, t0, inline_factor=3.0)
         assert [c.phase for c in _adapt._adapter.step(1.0)] == ["trying"]  # a window closed, a trial began
         offload_tuner.reset_stats()
-        feed(FULL[:MIN_NEW_CALLS], 1 << 62, inline_factor=3.0)
+        feed(FULL[:MIN_NEW_CALLS], t0, inline_factor=3.0)
         assert _adapt._adapter.step(2.0) == []  # counts went back: the window opens again
-        feed(FULL[:MIN_NEW_CALLS], 1 << 62, inline_factor=3.0)
+        feed(FULL[:MIN_NEW_CALLS], t0, inline_factor=3.0)
         assert [c.phase for c in _adapt._adapter.step(3.0)] == ["trying"]  # and closes on new calls
 
 

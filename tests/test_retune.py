@@ -153,6 +153,18 @@ def test_observed_slowdowns_move_the_threshold_the_way_they_should():
     assert slow_inline.gain > 0 and slow_offload.gain > 0
 
 
+def test_with_no_offloaded_call_timed_an_inline_slowdown_counts_for_the_workers_too():
+    """All calls inline and timed 3x the model: nothing tells a slower loop from a heavier kernel, and the
+    workers run the kernel's code. With offloaded calls timed as modelled, the loop is what got slower."""
+    t = observed(LOG_UNIFORM, {"inline": 3.0})
+    t.samples["loop"] = t.samples["latency"] = []
+    (heavier,) = retune(profile_data(), {KEY: t})
+    (busier,) = retune(profile_data(), {KEY: observed(LOG_UNIFORM, {"inline": 3.0})})
+    assert heavier.costs.load.offload_worker == pytest.approx(3.0 * COSTS.load.offload_worker, rel=0.1)
+    assert busier.costs.load.offload_worker == COSTS.load.offload_worker
+    assert busier.new is not None and (heavier.new is None or heavier.new > busier.new)
+
+
 def test_timings_with_too_few_samples_are_left_as_calibrated():
     (r,) = retune(profile_data(), {KEY: observed(LOG_UNIFORM, {"inline": 3.0}, samples=MIN_SAMPLES - 1)})
     assert r.factors == {}
