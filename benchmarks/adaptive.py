@@ -2,8 +2,11 @@
 
 Benchmarks run seconds, production runs hours: adaptation's clock is compressed (a step every ``every_s``
 of a fraction of a second, on ``min_calls`` new calls, with more calls timed) so that it has as many steps to
-act on within a run as a service would have within minutes. A step every 0.05 s: the benchmarks run each
-round in slices of ~0.2 s (``benchmarks.workload.CHUNKS``), and adaptation starts and pauses with each. Its rules are the production ones: at most 2x
+act on within a run as a service would have within minutes. The benchmarks run each round in slices of
+~0.2 s (``benchmarks.workload.CHUNKS``) and adaptation pauses between them, so a warm policy learns mostly
+in its learning passes (whole runs); a step every 0.05 s closed windows of ~64 calls whose paces were too
+noisy for a trial (0.67-3.65x in one), and the mix-shift benchmark's adaptive policy spent its rounds
+trying and rejecting 64 against 256. Its rules are the production ones: at most 2x
 per step, exploration capped, the corrections of ``retune``.
 """
 
@@ -24,7 +27,7 @@ class Adaptive(DynamicPolicy):
     ``warm=True``: what adaptation learnt carries over from run to run (a service that has been running);
     either way the policies between its runs see the static profile."""
 
-    def __init__(self, spec: KernelSpec, profile: Path, *, every_s: float = 0.05, min_calls: int = 64,
+    def __init__(self, spec: KernelSpec, profile: Path, *, every_s: float = 0.25, min_calls: int = 64,
                  sample_every: int = 4, warm: bool = False) -> None:
         self.spec, self.profile, self.warm = spec, profile, warm
         self.every_s, self.min_calls, self.sample_every = every_s, min_calls, sample_every
