@@ -165,6 +165,20 @@ def test_with_no_offloaded_call_timed_an_inline_slowdown_counts_for_the_workers_
     assert busier.new is not None and (heavier.new is None or heavier.new > busier.new)
 
 
+def test_a_gain_calibration_could_not_measure_keeps_the_threshold_in_force():
+    """The threshold in force was measured under load; the model's proposal must beat it by more than that
+    measurement could resolve (the load phase's tie band), or it re-proposes a candidate that lost."""
+    t = observed(LOG_UNIFORM, {"inline": 1.5})
+    (moved,) = retune(profile_data(), {KEY: t})
+    assert moved.new != moved.old and 0.01 < moved.gain
+    banded = profile_data()
+    banded["kernels"][KEY]["load"] = {"tie_band": moved.gain + 0.01}
+    (kept,) = retune(banded, {KEY: t})
+    assert kept.new == kept.old and kept.gain == 0
+    banded["kernels"][KEY]["load"] = {"tie_band": moved.gain - 0.01}
+    assert retune(banded, {KEY: t})[0].new == moved.new
+
+
 def test_timings_with_too_few_samples_are_left_as_calibrated():
     (r,) = retune(profile_data(), {KEY: observed(LOG_UNIFORM, {"inline": 3.0}, samples=MIN_SAMPLES - 1)})
     assert r.factors == {}
