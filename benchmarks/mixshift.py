@@ -3,9 +3,9 @@
     python -m benchmarks.mixshift --profile calibration/reference/vm.json [--rounds 5] [--kernel NAME ...]
 
 For each bundled kernel: the calls of the co-hosted workload are drawn from ``[lo, 10 * lo]`` of the kernel's
-``workload_range`` instead of the whole range. First the service runs them once under the profile, as in
-production, with every call timed (``sample_every(1)``); ``retune`` (the same function as ``offload-tuner
-retune``) then recomputes the threshold from those statistics and the profile's models. Then the service
+``workload_range`` instead of the whole range. First the service runs them under the profile, as in
+production, ``RECORD_PASSES`` times, its ring of samples spanning them all; ``retune`` (the same function as
+``offload-tuner retune``) then recomputes the threshold from those statistics and the profile's models. Then the service
 runs ``LEARN_PASSES`` more times under the profile with online adaptation on (:mod:`benchmarks.adaptive`,
 warm: what it learns carries over). Then, in interleaved rounds: ``tuned`` (the static profile), ``retuned``,
 ``adaptive`` (still adapting), and the static sweep over the decade (always, powers of two, never) whose best
@@ -38,19 +38,27 @@ from offload_tuner.inspection._report import format_threshold as _fmt
 
 OUT = RESULTS / "mixshift"
 DECADE = 10
+RECORD_PASSES = 4
+"""Runs the statistics retune reads are recorded over. Every call of one run timed, the ring of the last 256
+samples covered 0.3 s of it, and this VM's speed wanders over seconds: detect_spikes' inline timings read
+0.83-1.59x its model from one benchmark run to the next, and at 1.59x retune proposed a threshold that ran
+1.28x the oracle. Production's rings span hours (1 call in 64)."""
 LEARN_PASSES = 8
 """Runs of the calls with adaptation on before the measured rounds (a service that has been running): with
 production-sized windows (256 calls) a run of ~1200 calls closes ~4, and a trial takes 7."""
 
 
 def record_and_retune(spec: Any, calls: Any, callers: int, profile_data: dict) -> dict[str, Any]:
-    """Run the calls under the profile with every call timed; retune from what that recorded."""
+    """Run the calls ``RECORD_PASSES`` times under the profile, timing one call in N so that the last
+    ``SAMPLE_CAP`` samples span the whole recording; retune from what that recorded."""
     from offload_tuner.runtime._retune import retune, traffic
+    from offload_tuner.runtime._stats import SAMPLE_CAP
 
     offload_tuner.reset_stats()
-    previous = offload_tuner.sample_every(1)
+    previous = offload_tuner.sample_every(max(1, RECORD_PASSES * len(calls) // SAMPLE_CAP))
     try:
-        run_policy(spec, calls, "tuned", callers)
+        for _ in range(RECORD_PASSES):
+            run_policy(spec, calls, "tuned", callers)
     finally:
         offload_tuner.sample_every(previous)
     results = [r for r in retune(profile_data, traffic(offload_tuner.stats())) if r.key == spec.key]
