@@ -140,7 +140,8 @@ def kernel_models(profile: Mapping[str, Any]) -> tuple[TransportModel, PolicyKno
             lo, hi = entry.get("workload_range") or costs.compute.size_range
             load = entry.get("load")
             band = load.get("tie_band", 0.0) if isinstance(load, Mapping) else 0.0
-            band = float(band) if isinstance(band, (int, float)) and not isinstance(band, bool) and 0 <= band < 1 else 0.0
+            numeric = isinstance(band, (int, float)) and not isinstance(band, bool)
+            band = float(band) if numeric and 0 <= band < 1 else 0.0
             models[key] = KernelModel(key, costs, entry["threshold"], (float(lo), float(hi)), band)
     return transport, knobs, models
 
@@ -302,9 +303,9 @@ def mix_points(mix: Mapping[int, int], sampled: Sequence[int] = ()) -> tuple[lis
     """A bucketed mix as sizes (ascending) and weights: each bucket's calls spread log-evenly over
     ``POINTS_PER_BUCKET`` sizes of its octave ``[floor, 2 * floor)`` or, where ``sampled`` (the sizes of timed
     calls) holds ``MIN_SHAPE_SAMPLES`` of the bucket, of the part they span (their extremes, not their
-    quantiles: a few samples place a bucket's edges well, its density within them poorly). Why: a mix of sizes 64-80 fills a
-    sixth of its octave, and spread over the whole octave it put the best split at 83, where no observed call
-    is offloaded (a 2x slower threshold in the mix-shift benchmark)."""
+    quantiles: a few samples place a bucket's edges well, its density within them poorly). Why: a mix of
+    sizes 64-80 fills a sixth of its octave, and spread over the whole octave it put the best split at 83,
+    where no observed call is offloaded (a 2x slower threshold in the mix-shift benchmark)."""
     seen: dict[int, list[int]] = {}
     for size in sampled:
         seen.setdefault(bucket_floor(bucket_of(size)), []).append(size)
