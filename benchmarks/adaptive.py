@@ -1,15 +1,13 @@
 """The adaptive policy of the benchmarks: the profile decides, with online adaptation on (``offload_tuner.adapt``).
 
 Benchmarks run seconds, production runs hours: adaptation's clock is compressed (a step every ``every_s``
-of a fraction of a second, with more calls timed; a window still needs the production default of 256 new
-calls: with 64-call windows a trial's paired comparison varied 0.55-3.65x on this VM, and the mix-shift
-benchmark's adaptive policy rejected the gains the oracle measured) so that it has as many steps to
-act on within a run as a service would have within minutes. The benchmarks run each round in slices of
-~0.2 s (``benchmarks.workload.CHUNKS``) and adaptation pauses between them, so a warm policy learns mostly
-in its learning passes (whole runs); a step every 0.05 s closed windows of ~64 calls whose paces were too
-noisy for a trial (0.67-3.65x in one), and the mix-shift benchmark's adaptive policy spent its rounds
-trying and rejecting 64 against 256. Its rules are the production ones: at most 2x
-per step, exploration capped, the corrections of ``retune``.
+of a fraction of a second, with more calls timed) so that it has as many steps to act on within a run as a
+service would have within minutes. A window still needs the production default of 256 new calls: with
+64-call windows a trial's paired comparison varied 0.55-3.65x on this VM, and the mix-shift benchmark's
+adaptive policy rejected the gains the oracle measured. The benchmarks run each round in slices of ~0.2 s
+(``benchmarks.workload.CHUNKS``) with adaptation paused between them, shorter than a window: a warm policy
+learns only in its learning passes (whole runs), and the rounds measure what it learnt. Its rules are the
+production ones: at most 2x per step, exploration capped, the corrections of ``retune``.
 """
 
 from __future__ import annotations
@@ -36,21 +34,40 @@ class Adaptive(DynamicPolicy):
         self.thresholds: list[int | None] = []
         """The threshold in force at the end of each run."""
         self.reasons: list[str] = []
+        self.trials_ended = 0
+        """Trials still open after learning, ended with their incumbent kept (see :meth:`learn`)."""
         self._before = 0
 
     def settings(self) -> dict[str, object]:
         return {"every_s": self.every_s, "min_calls": self.min_calls, "sample_every": self.sample_every,
                 "warm": self.warm}
 
-    def learn(self, calls: Calls, callers: int, passes: int) -> None:
+    def learn(self, calls: Calls, callers: int, passes: int, *, extra: int = 0) -> None:
         """Run the calls ``passes`` times under this policy before anything is measured (a service that has
-        been running: only meaningful with ``warm=True``)."""
+        been running: only meaningful with ``warm=True``), then up to ``extra`` more while a trial is open;
+        a trial still open after that is ended, its incumbent kept. The measured rounds run in slices shorter
+        than a window, where adaptation holds what it learnt: a half-run trial would leave the policy
+        alternating between two thresholds for the whole measurement."""
         for _ in range(passes):
             run_policy(self.spec, calls, "adaptive", callers, dynamic={"adaptive": self})
+        for _ in range(extra):
+            if not self.trying():
+                break
+            run_policy(self.spec, calls, "adaptive", callers, dynamic={"adaptive": self})
+        if self.trying():
+            _adapt._adapter.restart_windows(end_trials=True)  # installs the adapted table: take it back down
+            _runtime.install_adapted(offload_tuner.current_profile(), {})  # type: ignore[arg-type]
+            self.trials_ended += 1
+
+    def trying(self) -> bool:
+        """Whether adaptation has a trial open for this kernel."""
+        state = _adapt._adapter.kernels.get(self.spec.key)
+        return state is not None and state.trial is not None
 
     def record(self) -> dict[str, object]:
         """What the report keeps: the settings, and the threshold and decide() reason after each run."""
-        return {"settings": self.settings(), "thresholds": self.thresholds, "reasons": self.reasons}
+        return {"settings": self.settings(), "thresholds": self.thresholds, "reasons": self.reasons,
+                "trials_ended": self.trials_ended}
 
     def _offloaded_so_far(self) -> int:
         stats = _stats.stats_for(self.spec.fn)

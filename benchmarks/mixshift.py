@@ -8,12 +8,13 @@ production, ``RECORD_PASSES`` times, its ring of samples spanning them all; ``re
 ``offload-tuner retune``) then recomputes the threshold from those statistics and the profile's models. Then the service
 runs ``LEARN_PASSES`` more times under the profile with online adaptation on (:mod:`benchmarks.adaptive`,
 warm: what it learns carries over). Then, in interleaved rounds: ``tuned`` (the static profile), ``retuned``,
-``adaptive`` (still adapting), and the static sweep over the decade (always, powers of two, never) whose best
-is the oracle. Writes ``results/mixshift/mixshift.{json,md}``.
+``adaptive`` (adaptation on; its rounds' slices are shorter than a window, so it holds what it learnt), and
+the static sweep over the decade (always, powers of two, never) whose best is the oracle. Writes ``results/mixshift/mixshift.{json,md}``.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any
@@ -29,6 +30,7 @@ from benchmarks.workload import (
     load_benchmark_profile,
     load_workloads,
     report_header,
+    round_ends,
     run_policy,
     size_calls,
     warm_workers,
@@ -55,7 +57,9 @@ def record_and_retune(spec: Any, calls: Any, callers: int, profile_data: dict) -
     from offload_tuner.runtime._stats import SAMPLE_CAP
 
     offload_tuner.reset_stats()
-    previous = offload_tuner.sample_every(max(1, RECORD_PASSES * len(calls) // SAMPLE_CAP))
+    # Rounded up to a power of two (sample_every rounds down): the ring then spans every pass.
+    every = 1 << math.ceil(math.log2(max(1.0, RECORD_PASSES * len(calls) / SAMPLE_CAP)))
+    previous = offload_tuner.sample_every(every)
     try:
         for _ in range(RECORD_PASSES):
             run_policy(spec, calls, "tuned", callers)
@@ -89,7 +93,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         o = s[e["oracle"]]["makespan_s"]
         r = e["retune"]
         factors = ", ".join(f"{k} x{v['ratio']:.2f}" for k, v in r["factors"].items()) or "none"
-        adaptive = " / ".join(_fmt(t) for t in e["adaptive"]["thresholds"][-report["rounds"]:])
+        adaptive = " / ".join(_fmt(t) for t in round_ends(e, report["rounds"]))
         lines.append(
             f"| {e['kernel'].split(':')[-1]} | {e['sizes'][0]}-{e['sizes'][1]} | {_fmt(r['old'])} | "
             f"{_fmt(r['new'])} ({factors}) | {adaptive} | {s['tuned']['makespan_s'] / o:.2f} | "
@@ -100,8 +104,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         "Ratios are of normalised median makespans (each round scaled by its geometric mean over every policy); "
         "the oracle is the best static policy measured in the same rounds (the retuned threshold included). "
-        f"Adaptive: {LEARN_PASSES} runs with adaptation on before the rounds, then adapting on in its own runs; "
-        "its threshold at the end of each round is listed. "
+        f"Adaptive: {LEARN_PASSES} runs with adaptation on before the rounds (up to 4 more while a trial is open, "
+        "then an open trial ends with its incumbent), then adaptation on in its own slices, which are shorter "
+        "than a window: it holds what it learnt; its threshold at the end of each round is listed. "
         "Spread: the median over policies of (max - min) / median across rounds.",
     ]
     return "\n".join(lines) + "\n"
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             warm_workers(spec, calls)
             retuned = record_and_retune(spec, calls, args.callers, profile.data)
             adaptive = Adaptive(spec, args.profile, warm=True)
-            adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES)
+            adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES, extra=0 if args.smoke else 4)
             entry = bench_workload(spec, lowest, callers=args.callers, rounds=rounds, seed=args.seed,
                                    smoke=args.smoke, named={"retuned": retuned["new"]}, calls=calls,
                                    dynamic={"adaptive": adaptive}, chunks=args.chunks)

@@ -274,6 +274,7 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
         "tuned_reason": tuned.reason,
         "runs": {name: [asdict(r) for r in results] for name, results in runs.items()},
         "same_as": {name: rep for name, rep in same_as.items() if rep != name},
+        "slices": slices,
     }
     if named:
         entry["named"] = dict(named)
@@ -282,6 +283,13 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
     analyse(entry)
     entry["model_check"] = model_check(spec, calls, entry["summary"], workload, named, list(dynamic or {}))
     return entry
+
+
+def round_ends(entry: dict[str, Any], rounds: int) -> list[Any]:
+    """A dynamic policy's threshold at the end of each measured round: it records one per run, and a round
+    runs it once per slice."""
+    slices = entry.get("slices", 1)
+    return entry["adaptive"]["thresholds"][-rounds * slices:][slices - 1::slices]
 
 
 def chunk_count(calls: int, callers: int, chunks: int) -> int:
@@ -466,7 +474,7 @@ def _adaptive_section(report: dict[str, Any]) -> list[str]:
         o = s[e["oracle"]]["makespan_s"]
         per_round = [a["makespan_s"] / t["makespan_s"] for a, t in zip(runs["adaptive"], runs["tuned"])]
         ratio = s["adaptive"]["makespan_s"] / s["tuned"]["makespan_s"]
-        thresholds = ", ".join(_fmt_t(t) for t in e["adaptive"]["thresholds"][-report["rounds"]:])
+        thresholds = ", ".join(_fmt_t(t) for t in round_ends(e, report["rounds"]))
         lines.append(f"| {_name(e)} | {_fmt_t(e['tuned_threshold'])} | {thresholds} | {s['tuned']['makespan_s'] / o:.2f} "
                      f"| {s['adaptive']['makespan_s'] / o:.2f} | {ratio:.2f} [{min(per_round):.2f}, "
                      f"{max(per_round):.2f}] | {e['spread']:.0%} |")
@@ -690,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 adaptive = Adaptive(spec, profile_path, warm=True)
                 warm_workers(spec, calls)
-                adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES)
+                adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES, extra=0 if args.smoke else 4)
             entry = bench_workload(spec, w, callers=args.callers, rounds=rounds, seed=args.seed, smoke=args.smoke,
                                    calls=calls, dynamic={"adaptive": adaptive} if adaptive else None,
                                    chunks=args.chunks)

@@ -70,6 +70,8 @@ def log_spread(lo: int, hi: int, count: int) -> list[int]:
     (None, 100, 32768), (None, 50_000, 50_000),  # from never: the top half of the sizes seen first
     (None, None, None), (None, 65536, None),
     (200_000, 100, 32768), (200_000, 50_000, 50_000),  # above every size seen: from the top, as from never
+    (200_000, 200_000, 200_000), (200_000, None, 200_000), (None, 70_000, None),  # the same decisions: no step
+    (1000, 1000, 1000),
 ])
 def test_a_step_moves_a_threshold_at_most_twofold(current, proposal, expected):
     assert limited(current, proposal, 65536) == expected

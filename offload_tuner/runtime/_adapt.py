@@ -322,7 +322,11 @@ def limited(current: int | None, proposal: int | None, top: int) -> int | None:
     offloading, which sits at ``top`` (above every size seen): from never, the first step offloads at most the
     top ``MAX_STEP``-fold of the sizes seen; a threshold stepping up past ``top`` is never again. A threshold
     above ``top`` decides like never and steps from ``top`` too: a mix of 8-80 under a threshold of 256 spent
-    its first step on 128, the same decisions, which a trial can only reject (the mix-shift benchmark)."""
+    its first step on 128, the same decisions, which a trial can only reject (the mix-shift benchmark). For
+    the same reason a proposal that decides every size seen as ``current`` does keeps ``current``."""
+    above = current is None or current >= top
+    if proposal == current or (above and (proposal is None or proposal >= top)):
+        return current
     base = max(1, top if current is None else min(current, top))
     high = int(base * MAX_STEP)
     low = math.ceil(base / MAX_STEP) if base > 1 else 0

@@ -15,7 +15,7 @@ verdict and retuned thresholds out. ``offload-tuner drift`` and ``retune`` print
   to the makespan's pool term (the mix-shift benchmark saw 2.4x on a kernel whose model was right).
 * **Retune.** The threshold recomputed from the profile's models for the observed mix (bucket counts,
   spread over each bucket) and the observed timings (the inline and caller-thread terms scaled by their
-  median observed / predicted ratio, from ``MIN_SAMPLES`` samples on; with no timed offloaded call, the
+  median observed / predicted ratio, from ``MIN_SAMPLES`` samples on; with fewer timed offloaded calls, the
   worker's side by the inline one too, since it runs the same code; latency, for the reason above, is not
   used), without measuring again; the predicted gain is the corrected model's makespan of the observed
   mix under the old threshold over the new one. This is the model's proposal: where the mix has no timed
@@ -43,6 +43,8 @@ from offload_tuner.runtime._stats import SAMPLE_KINDS, bucket_floor, bucket_of
 MIN_GAIN = 0.01
 """Retune keeps the old threshold unless the new one is predicted at least this much faster on the mix, and
 more than the kernel's calibration could resolve under load (its ``tie_band``, see :func:`retune_kernel`)."""
+MAX_TIE_BAND = 0.5
+"""A profile's tie band is clamped to this (calibration writes 0.03-0.4; a larger one would block every retune)."""
 MIN_SAMPLES = 8
 """Samples a bucket (drift) or a kernel (retune's timing correction) needs before it counts."""
 DRIFT_RATIO = 1.5
@@ -141,7 +143,7 @@ def kernel_models(profile: Mapping[str, Any]) -> tuple[TransportModel, PolicyKno
             load = entry.get("load")
             band = load.get("tie_band", 0.0) if isinstance(load, Mapping) else 0.0
             numeric = isinstance(band, (int, float)) and not isinstance(band, bool)
-            band = float(band) if numeric and 0 <= band < 1 else 0.0
+            band = min(float(band), MAX_TIE_BAND) if numeric and band >= 0 else 0.0  # NaN: not >= 0
             models[key] = KernelModel(key, costs, entry["threshold"], (float(lo), float(hi)), band)
     return transport, knobs, models
 
@@ -275,10 +277,10 @@ def retune_kernel(
             factors[kind] = (min(max(statistics.median(ratios), FACTOR_LIMITS[0]), FACTOR_LIMITS[1]), len(ratios))
     load = model.costs.load
     inline = factors.get("inline", (1.0, 0))[0]
-    # With no timed offloaded call, nothing tells a slower loop from a heavier kernel, and the kernel's code
-    # runs in the workers too: the inline correction applies there alike. Scaled on the loop alone,
-    # detect_spikes timed 1.56x its model inline (all calls inline) looked cheaper offloaded and retuned to
-    # 3912, 1.61x the oracle (never) in the mix-shift benchmark.
+    # With fewer than MIN_SAMPLES timed offloaded calls, nothing tells a slower loop from a heavier kernel,
+    # and the kernel's code runs in the workers too: the inline correction applies there alike. Scaled on
+    # the loop alone, detect_spikes timed 1.56x its model inline (all calls inline) looked cheaper offloaded
+    # and retuned to 3912, 1.61x the oracle (never) in the mix-shift benchmark.
     worker = 1.0 if "loop" in factors else inline
     corrected = replace(model.costs, load=LoadFactors(
         round(load.inline * inline, 4),
@@ -319,12 +321,22 @@ def mix_points(mix: Mapping[int, int], sampled: Sequence[int] = ()) -> tuple[lis
             sizes.append(float(max(1, floor)))
             weights.append(float(count))
             continue
-        observed = seen.get(floor, ())
-        lo, hi = (min(observed), max(observed) + 1) if len(observed) >= MIN_SHAPE_SAMPLES else (floor, 2 * floor)
+        lo, hi = _span(seen.get(floor, ()), floor)
         points = [lo * (hi / lo) ** ((i + 0.5) / POINTS_PER_BUCKET) for i in range(POINTS_PER_BUCKET)]
         sizes.extend(points)
         weights.extend([count / POINTS_PER_BUCKET] * POINTS_PER_BUCKET)
     return sizes, weights
+
+
+def _span(observed: Sequence[int], floor: int) -> tuple[float, float]:
+    """Where a bucket's calls lie: the octave ``[floor, 2 * floor)``, or with ``MIN_SHAPE_SAMPLES`` timed calls
+    their extremes widened by one average gap (log) each way, within the octave (k samples' extremes fall
+    short of the range they come from by about a (k+1)-th of it at each end)."""
+    if len(observed) < MIN_SHAPE_SAMPLES:
+        return float(floor), float(2 * floor)
+    lo, hi = float(min(observed)), float(max(observed)) + 1
+    gap = (hi / lo) ** (1 / (len(observed) - 1))
+    return max(float(floor), lo / gap), min(float(2 * floor), hi * gap)
 
 
 def mix_makespan(
