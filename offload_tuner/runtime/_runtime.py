@@ -23,7 +23,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable, Final, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Final, Mapping, NoReturn
 
 from offload_tuner.runtime._backends import (
     DASK,
@@ -917,10 +917,7 @@ async def _offload_cluster(lane: _Lane, fn: Callable[..., Any], args: tuple, tim
         # Waited on, not wait_for()'s TimeoutError: a kernel that raises TimeoutError itself must reach the caller.
         done, _ = await asyncio.wait({future}, timeout=left)
         if not done:
-            future.cancel()
-            if timeout is not None and timeout <= guard:
-                raise TimeoutError(f"offloaded call did not complete within {timeout} s")  # the caller's own bound
-            raise ClusterUnavailable(_guard_message(guard))
+            _overran(future, timeout, guard)
         blob = future.result()
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
@@ -942,6 +939,18 @@ async def _offload_cluster(lane: _Lane, fn: Callable[..., Any], args: tuple, tim
     if failure is not None:  # outside the try: the local re-run's own errors are the kernel's, not the cluster's
         return await _after_cluster_failure(lane, fn, args, _left(timeout, started), failure)
     return pickle.loads(blob)
+
+
+def _overran(future: Any, timeout: float | None, guard: float) -> NoReturn:
+    """A cluster call past its bound, in either calling convention: cancel it (the Dask task too), then raise
+    the caller's own ``TimeoutError`` when its timeout was the tighter bound, else the guard's
+    ``ClusterUnavailable`` (the cluster is treated as lost)."""
+    from offload_tuner.runtime._dask import ClusterUnavailable
+
+    future.cancel()
+    if timeout is not None and timeout <= guard:
+        raise TimeoutError(f"offloaded call did not complete within {timeout} s")
+    raise ClusterUnavailable(_guard_message(guard))
 
 
 def _scatters(payload: bytes) -> bool:
@@ -1033,10 +1042,7 @@ def _offload_cluster_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, time
         future = lane.executor.submit(invoke_pickled, argument)
         left = max(0.0, limit - (perf_counter() - started))
         if not wait_futures([future], timeout=left).done:
-            future.cancel()
-            if timeout is not None and timeout <= guard:
-                raise TimeoutError(f"offloaded call did not complete within {timeout} s")
-            raise ClusterUnavailable(_guard_message(guard))
+            _overran(future, timeout, guard)
         blob = future.result()
     except ResultNotPicklable as exc:
         return _rerun_inline_for_result(fn, args, exc)
