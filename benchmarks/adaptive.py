@@ -22,6 +22,10 @@ from offload_tuner.runtime import _adapt, _runtime, _stats
 from offload_tuner.runtime._registry import KernelSpec
 
 
+EXTRA_LEARN_PASSES = 4
+"""Runs :meth:`Adaptive.learn` may add while a trial is still open, before it ends the trial."""
+
+
 class Adaptive(DynamicPolicy):
     """``warm=False``: every run starts from the profile's thresholds (a service that just started).
     ``warm=True``: what adaptation learnt carries over from run to run (a service that has been running);

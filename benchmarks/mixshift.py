@@ -5,11 +5,12 @@
 For each bundled kernel: the calls of the co-hosted workload are drawn from ``[lo, 10 * lo]`` of the kernel's
 ``workload_range`` instead of the whole range. First the service runs them under the profile, as in
 production, ``RECORD_PASSES`` times, its ring of samples spanning them all; ``retune`` (the same function as
-``offload-tuner retune``) then recomputes the threshold from those statistics and the profile's models. Then the service
-runs ``LEARN_PASSES`` more times under the profile with online adaptation on (:mod:`benchmarks.adaptive`,
+``offload-tuner retune``) then recomputes the threshold from those statistics and the profile's models. Then
+the service runs ``LEARN_PASSES`` more times under the profile with online adaptation on (:mod:`benchmarks.adaptive`,
 warm: what it learns carries over). Then, in interleaved rounds: ``tuned`` (the static profile), ``retuned``,
 ``adaptive`` (adaptation on; its rounds' slices are shorter than a window, so it holds what it learnt), and
-the static sweep over the decade (always, powers of two, never) whose best is the oracle. Writes ``results/mixshift/mixshift.{json,md}``.
+the static sweep over the decade (always, powers of two, never) whose best is the oracle. Writes
+``results/mixshift/mixshift.{json,md}``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from typing import Any
 
 import offload_tuner
-from benchmarks.adaptive import Adaptive
+from benchmarks.adaptive import EXTRA_LEARN_PASSES, Adaptive
 from benchmarks.workload import (
     RESULTS,
     Workload,
@@ -104,7 +105,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         "Ratios are of normalised median makespans (each round scaled by its geometric mean over every policy); "
         "the oracle is the best static policy measured in the same rounds (the retuned threshold included). "
-        f"Adaptive: {LEARN_PASSES} runs with adaptation on before the rounds (up to 4 more while a trial is open, "
+        f"Adaptive: {LEARN_PASSES} runs with adaptation on before the rounds (up to {EXTRA_LEARN_PASSES} more while "
+        "a trial is open, "
         "then an open trial ends with its incumbent), then adaptation on in its own slices, which are shorter "
         "than a window: it holds what it learnt; its threshold at the end of each round is listed. "
         "Spread: the median over policies of (max - min) / median across rounds.",
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             warm_workers(spec, calls)
             retuned = record_and_retune(spec, calls, args.callers, profile.data)
             adaptive = Adaptive(spec, args.profile, warm=True)
-            adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES, extra=0 if args.smoke else 4)
+            adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES,
+                           extra=0 if args.smoke else EXTRA_LEARN_PASSES)
             entry = bench_workload(spec, lowest, callers=args.callers, rounds=rounds, seed=args.seed,
                                    smoke=args.smoke, named={"retuned": retuned["new"]}, calls=calls,
                                    dynamic={"adaptive": adaptive}, chunks=args.chunks)

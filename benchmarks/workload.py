@@ -642,17 +642,9 @@ def write_report(report: dict[str, Any], out_dir: Path, stem: str, markdown: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", type=Path, help="profile for the tuned policy (default: this host's)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--callers", type=int, default=4)
+    parser = benchmark_arguments(__doc__, out=RESULTS, rounds=5, seed=20261127, kernel=True,
+                                 profile="profile for the tuned policy (default: this host's)")
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--kernel", action="append", default=[])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves it runs, measures nothing")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS)
-    parser.add_argument("--seed", type=int, default=20261127)
-    parser.add_argument("--chunks", type=int, default=CHUNKS,
-                        help=f"slices per round, every policy taking one before the next (default {CHUNKS})")
     parser.add_argument("--adaptive", action="store_true",
                         help="add the adaptive policy (online adaptation, warm: LEARN_PASSES runs first)")
     args = parser.parse_args(argv)
@@ -694,11 +686,12 @@ def main(argv: list[str] | None = None) -> int:
             calls = size_calls(spec, w, args.seed, args.smoke)
             adaptive = None
             if args.adaptive:
-                from benchmarks.adaptive import Adaptive
+                from benchmarks.adaptive import EXTRA_LEARN_PASSES, Adaptive
 
                 adaptive = Adaptive(spec, profile_path, warm=True)
                 warm_workers(spec, calls)
-                adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES, extra=0 if args.smoke else 4)
+                adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES,
+                               extra=0 if args.smoke else EXTRA_LEARN_PASSES)
             entry = bench_workload(spec, w, callers=args.callers, rounds=rounds, seed=args.seed, smoke=args.smoke,
                                    calls=calls, dynamic={"adaptive": adaptive} if adaptive else None,
                                    chunks=args.chunks)
