@@ -66,12 +66,15 @@ MIN_CALLS_PER_CALLER = 2
 """Fewer calls than this say nothing about a mix of sizes, however long they take."""
 STEADY_CALLS_PER_CALLER = 6
 """A steady pass needs several calls per caller: its two ends each cut through the calls in flight."""
-WARMUP_CALLS_PER_CALLER = 2
-"""Takes before the steady pass's clock starts. The pass ends with long offloaded calls still in flight (the
-longer a call, the likelier it is running at any moment), and their remaining work, the result's unpickling
-on the loop included, falls outside it; its start must look alike, or the pass favours offloading the
-largest calls. With one take per caller the start saw only fresh calls: calibration then measured offloading
-2 of 64 calls of a big-result kernel 6-18% faster than never, and the benchmark measured it 29-41% slower."""
+WARMUP_PASSES = 1
+"""Passes over the calls before the steady pass's clock starts: one whole pass, so that the pass starts with
+the backlog (the pool's queue, the results waiting to be unpickled) a stream in progress has, which is what
+it ends with. After a few calls per caller the backlog is still filling; the pass then misses the work queued
+at its end and makes offloading look cheaper than it is. A discrete-event model of the reference workload
+(O(n^2) kernel over 8-512, 4 callers, 2 workers on 2 cores) put that bias at 6-20% with 2 warm-up calls per
+caller against 0-3% with a whole pass, which also cut the pass-to-pass spread by half; measured here, with 2
+per caller never looked about 1.3x slower relative to the best than in long runs, and a threshold that offloads 2
+of 24 calls came out 13% faster than offloading all of them, where the co-hosted benchmark ran it 5% slower."""
 MAX_CALLS = 600
 EXPECTED_LOAD_INFLATION = 1.5
 """Sizing guess only: offloaded work under load costs up to ~1.5x the isolated model (measured here)."""
@@ -95,7 +98,7 @@ class Rounds:
     min_rounds: int
     max_rounds: int
     run_s: float
-    """Target seconds for one run, from the warm-up run's measured makespan."""
+    """Target seconds for one run (warm-up pass included), from the sizing run's measured makespan."""
     budget_s: float
     neighbours: bool = True
     """Also measure the grid points an octave either side of the model's choice."""
@@ -107,6 +110,11 @@ class Rounds:
     def steady(self) -> bool:
         """Time a steady pass (:mod:`_workload`) only when a run has calls enough for one to mean anything."""
         return self.calls_per_caller >= STEADY_CALLS_PER_CALLER
+
+    @property
+    def passes(self) -> int:
+        """Passes over the calls one run makes: the warm-up's and the timed one."""
+        return 1 + WARMUP_PASSES if self.steady else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +196,7 @@ def measure_under_load(
         "rounds": max(len(c.makespan_s) for c in candidates),
         "seed": seed,
         "steady_pass": rounds.steady,
+        "warmup_calls": WARMUP_PASSES * len(calls) if rounds.steady else 0,
         "workload_range": [lo, hi],
         "candidates": [
             {**c.to_json(), "predicted_s": p, "isolated_predicted_s": q}
@@ -285,13 +294,15 @@ def _sized_calls(
     thresholds: Sequence[int | None],
     rounds: Rounds,
 ) -> Calls:
-    """The calls of one run, sized so that the slowest candidate's run lasts about ``run_s``.
+    """The calls of one run, sized so that the slowest candidate's run (its warm-up pass included) lasts about
+    ``run_s``.
 
     A first guess from the isolated model; then one warm-up run of the first candidate (it pays for caches
     and lazy imports, and is not counted) corrects the guess by what it measured, and the model's ratio
     between the slowest candidate and that one scales it."""
     calls = build_calls(spec.sample, spec.size, workload_range,  # type: ignore[arg-type]
-                        call_count(costs, transport, knobs, workload_range, rounds.run_s, rounds.calls_per_caller), seed)
+                        call_count(costs, transport, knobs, workload_range, rounds.run_s / rounds.passes,
+                                   rounds.calls_per_caller), seed)
     sizes = sorted(n for _, n in calls)
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
     predicted = predicted_makespans(predictions, [offload_from(sizes, t) for t in thresholds], knobs, LoadFactors())
@@ -301,7 +312,7 @@ def _sized_calls(
     slowest = warm.makespan_s * max(predicted) / predicted[0]
     # On the half-octave grid, so that reruns on one host usually run the very same calls.
     fewest = rounds.calls_per_caller * knobs.concurrency
-    wanted = snap(min(MAX_CALLS, max(fewest, len(calls) * rounds.run_s / slowest)))
+    wanted = snap(min(MAX_CALLS, max(fewest, len(calls) * rounds.run_s / rounds.passes / slowest)))
     wanted = max(wanted, fewest)  # snapping must not go below the floor
     if wanted == len(calls):
         return calls
@@ -436,7 +447,7 @@ class _Runner:
         # A warm-up, then the steady pass: what a stream with no first or last call costs, which is what the
         # cost model predicts and what a service runs (see _workload).
         return run_calls(calls, self.callers, self.make_call(self.executor, self.spec.fn, gate), self.executor,
-                         warmup=WARMUP_CALLS_PER_CALLER * self.callers if self.rounds.steady else 0)
+                         warmup=WARMUP_PASSES * len(calls) if self.rounds.steady else 0)
 
     def indexed(self) -> list[tuple[int, float]]:
         return [(k, c.makespan) for k, c in self.runs.items()]

@@ -120,7 +120,7 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
     lo, hi = load["workload_range"]
     lines = [
         f"  under load ({load['callers']} callers, {load['calls']} calls: the log-uniform mix over {lo:g}..{hi:g} at its quantiles, "
-        f"{load['rounds']} interleaved rounds{', each timed over a steady pass' if load.get('steady_pass') else ''}; noise {load['noise']:.1%} per run, so candidates within "
+        f"{load['rounds']} interleaved rounds{_steady_pass(load)}; noise {load['noise']:.1%} per run, so candidates within "
         f"{load['tie_band']:.0%} of the best tie):",
         "    threshold   offloaded  makespan median [min, max]       predicted  p99 loop lag  CPU",
     ]
@@ -182,3 +182,11 @@ def format_cluster(profile: Mapping[str, Any]) -> str | None:
     lines.append("offloaded calls go to the pool or the cluster, whichever is expected to complete them soonest "
                  "(`offload-tuner explain KERNEL SIZE` shows the comparison and a what-if for more workers)")
     return "\n".join(lines)
+
+
+def _steady_pass(load: dict[str, Any]) -> str:
+    """How each run was timed; profiles before the whole warm-up pass did not record their warm-up."""
+    if not load.get("steady_pass"):
+        return ""
+    warmup = load.get("warmup_calls")
+    return ", each timed over a steady pass" + ("" if warmup is None else f" after {warmup} warm-up calls")

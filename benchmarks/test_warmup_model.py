@@ -1,0 +1,33 @@
+"""The discrete-event model behind calibration's whole warm-up pass (pure, seeded: no timing)."""
+
+from __future__ import annotations
+
+import math
+
+from benchmarks.warmup_model import THRESHOLDS, quadratic, relative_pass_times, steady_pass
+
+
+def _worst_gap(rel: dict, truth: dict) -> float:
+    return max(abs(rel[t][0] / truth[t][0] - 1) for t in THRESHOLDS)
+
+
+def test_a_whole_warm_up_pass_reads_thresholds_as_a_long_stream_does():
+    truth = relative_pass_times(400, 400, THRESHOLDS, reps=1)
+    whole = relative_pass_times(24, 24, THRESHOLDS, reps=100)
+    short = relative_pass_times(24, 8, THRESHOLDS, reps=100)
+    assert _worst_gap(whole, truth) < 0.05
+    assert _worst_gap(short, truth) > 2 * _worst_gap(whole, truth)
+    # The short warm-up's error has a direction: never (nothing queued) looks slower beside the rest.
+    assert short[None][0] > whole[None][0] > truth[None][0] * 0.99
+    # And a whole pass is the steadier reading of the two.
+    assert max(s for _, s in whole.values()) < max(s for _, s in short.values())
+
+
+def test_never_offloading_takes_the_sum_of_its_inline_calls_whatever_the_warm_up():
+    costs = quadratic()
+    sizes = [8, 512, 64, 300, 20, 128]
+    expected = sum(costs.inline(n) for n in sizes)
+    for warmup in (4, 6):  # at least one per caller: the first takes all happen at once
+        makespan, steady = steady_pass(sizes, None, costs, warmup=warmup)
+        assert math.isclose(steady, expected, rel_tol=1e-9)
+        assert math.isclose(makespan, expected + sum(costs.inline(n) for n in sizes[:warmup]), rel_tol=1e-9)

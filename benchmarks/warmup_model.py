@@ -1,0 +1,137 @@
+"""How long a steady pass must be warmed up: a discrete-event model of the reference workload (pure, seeded).
+
+Calibration times each candidate threshold over one *steady pass* of a ring of calls (``_workload``). The pass
+starts after some warm-up takes; if the pool's backlog has not filled by then, the pass ends with more queued
+work than it started with, leaves that work out, and reads offloading cheaper than a long stream runs it.
+Timing cannot show this on a noisy 2-core VM without many minutes of rounds; a model can, in seconds:
+
+* ``callers`` callers take calls from one shared ring (the quantiles of the log-uniform mix, shuffled);
+* the event loop is one FIFO server: inline calls, and each offloaded call's pickling and unpickling;
+* ``workers`` worker processes take offloaded calls from one FIFO queue;
+* the loop thread and the busy workers share ``cores`` CPUs equally (each runs at ``min(1, cores/busy)``).
+
+``python -m benchmarks.warmup_model`` prints, per ring length and warm-up, each threshold's steady-pass time
+relative to the best, against a long stream (the truth calibration should approximate); the numbers are in
+``benchmarks/results/warmup_model.md``. The costs are an O(n^2) kernel like ``cluster_observations`` on this VM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from offload_tuner.calibration._workload import mix_sizes
+
+
+@dataclass(frozen=True, slots=True)
+class Costs:
+    """Seconds of CPU each part of a call takes at size ``n``."""
+
+    inline: Callable[[int], float]
+    worker: Callable[[int], float]
+    loop_side: Callable[[int], float]
+    """Pickling the arguments plus unpickling the result, on the loop thread, for one offloaded call."""
+
+
+def quadratic(at_512_s: float = 0.110) -> Costs:
+    """An O(n^2) kernel with a small result (``cluster_observations``-like): 110 ms inline at n=512."""
+    a = at_512_s / 512**2
+    return Costs(lambda n: a * n * n, lambda n: 1.1 * a * n * n + 0.2e-3, lambda n: 0.15e-3 + 0.4e-6 * n)
+
+
+def steady_pass(sizes: Sequence[int], threshold: int | None, costs: Costs, *, warmup: int, callers: int = 4,
+                workers: int = 2, cores: int = 2) -> tuple[float, float]:
+    """(whole-run makespan, steady pass) of one run of the ring ``sizes``, the same definitions as ``_workload``:
+    the pass runs from taking call ``warmup`` to taking call ``len(sizes) + warmup``."""
+    count = len(sizes)
+    total = count + warmup
+    taken, marks, now = 0, [], 0.0
+    loop_queue: list[list] = []  # [remaining s, caller, kind, n]
+    pool_queue: list[tuple[int, int]] = []
+    running: list[list] = []  # [remaining s, caller, n]
+    current: list | None = None
+
+    def take(caller: int) -> bool:
+        nonlocal taken
+        index, taken = taken, taken + 1
+        if warmup and index in (warmup, total):
+            marks.append(now)
+        if index >= total:
+            return False
+        n = sizes[index % count]
+        if threshold is not None and n >= threshold:
+            loop_queue.append([costs.loop_side(n) / 2, caller, "pickle", n])
+        else:
+            loop_queue.append([costs.inline(n), caller, "inline", n])
+        return True
+
+    active = sum(take(c) for c in range(callers))
+    while active:
+        if current is None and loop_queue:
+            current = loop_queue.pop(0)
+        while len(running) < workers and pool_queue:
+            n, caller = pool_queue.pop(0)
+            running.append([costs.worker(n), caller, n])
+        busy = (current is not None) + len(running)
+        rate = min(1.0, cores / busy)
+        step = min([r[0] for r in running] + ([current[0]] if current else [])) / rate
+        now += step
+        for r in running:
+            r[0] -= step * rate
+        if current is not None:
+            current[0] -= step * rate
+        for r in [r for r in running if r[0] <= 1e-12]:
+            running.remove(r)
+            loop_queue.append([costs.loop_side(r[2]) / 2, r[1], "unpickle", r[2]])
+        if current is not None and current[0] <= 1e-12:
+            _, caller, kind, n = current
+            current = None
+            if kind == "pickle":
+                pool_queue.append((n, caller))
+            elif not take(caller):
+                active -= 1
+    return now, (marks[1] - marks[0]) if len(marks) == 2 else float("nan")
+
+
+def relative_pass_times(count: int, warmup: int, thresholds: Sequence[int | None], *, costs: Costs | None = None,
+                        lo: float = 8, hi: float = 512, reps: int = 200, seed: int = 1
+                        ) -> dict[int | None, tuple[float, float]]:
+    """Per threshold: (mean steady-pass time per call relative to the best threshold's, spread of one pass
+    relative to its mean), over ``reps`` shuffled orders of the ring."""
+    costs = costs or quadratic()
+    rng = random.Random(seed)
+    ring = mix_sizes(lo, hi, count)
+    times: dict[int | None, list[float]] = {t: [] for t in thresholds}
+    for _ in range(reps):
+        order = ring[:]
+        rng.shuffle(order)
+        for t in thresholds:
+            times[t].append(steady_pass(order, t, costs, warmup=warmup)[1] / count)
+    means = {t: statistics.fmean(v) for t, v in times.items()}
+    best = min(means.values())
+    return {t: (means[t] / best, statistics.pstdev(v) / means[t]) for t, v in times.items()}
+
+
+THRESHOLDS: list[int | None] = [8, 64, 128, 256, 362, None]
+SETUPS = [(400, 400, "long stream (the truth)"), (24, 8, "calibration until now: 2 warm-up takes per caller"),
+          (24, 24, "calibration now: one whole warm-up pass"), (32, 8, "the benchmark's steady column")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=200)
+    args = parser.parse_args(argv)
+    names = ["always" if t == 8 else "never" if t is None else f"T={t}" for t in THRESHOLDS]
+    print("| ring + warm-up | " + " | ".join(names) + " | setup |")
+    print("|---" * (len(names) + 2) + "|")
+    for count, warmup, label in SETUPS:
+        rel = relative_pass_times(count, warmup, THRESHOLDS, reps=1 if count >= 400 else args.reps)
+        cells = " | ".join(f"{rel[t][0]:.3f} ±{rel[t][1]:.2f}" for t in THRESHOLDS)
+        print(f"| {count} + {warmup} | {cells} | {label} |")
+
+
+if __name__ == "__main__":
+    main()
