@@ -1,18 +1,22 @@
-"""How long a steady pass must be warmed up: a discrete-event model of the reference workload (pure, seeded).
+"""A discrete-event model of the reference workload (pure, seeded): questions timing cannot settle on this VM.
 
-Calibration times each candidate threshold over one *steady pass* of a ring of calls (``_workload``). The pass
-starts after some warm-up takes; if the pool's backlog has not filled by then, the pass ends with more queued
-work than it started with, leaves that work out, and reads offloading cheaper than a long stream runs it.
-Timing cannot show this on a noisy 2-core VM without many minutes of rounds; a model can, in seconds:
+Timing on a noisy 2-core VM needs many minutes of rounds to resolve a few percent; a model answers in seconds:
 
 * ``callers`` callers take calls from one shared ring (the quantiles of the log-uniform mix, shuffled);
 * the event loop is one FIFO server: inline calls, and each offloaded call's pickling and unpickling;
 * ``workers`` worker processes take offloaded calls from one FIFO queue;
 * the loop thread and the busy workers share ``cores`` CPUs equally (each runs at ``min(1, cores/busy)``).
 
-``python -m benchmarks.warmup_model`` prints, per ring length and warm-up, each threshold's steady-pass time
-relative to the best, against a long stream (the truth calibration should approximate); the numbers are in
-``benchmarks/results/warmup_model.md``. The costs are an O(n^2) kernel like ``cluster_observations`` on this VM.
+Two studies, ``python -m benchmarks.workload_model`` (numbers in ``benchmarks/results/workload_model.md``):
+
+1. **Warm-up of the steady pass.** Calibration times each candidate over one steady pass of a ring of calls
+   (``_workload``). If the pass starts before the pool's backlog has filled, it ends with more queued work than
+   it started with, leaves that work out, and reads offloading cheaper than a long stream runs it. Per ring
+   length and warm-up: each threshold's steady-pass time relative to the best, against a long stream. Costs:
+   an O(n^2) kernel like ``cluster_observations`` on this VM.
+2. **What a 2x slowdown can cost a static threshold on 2 cores.** A linear kernel whose offloading costs the
+   loop ``L`` per element of result against ``c`` of compute: the threshold best before it gets 2x slower,
+   kept for a run that is half before and half after, against the best static threshold for the whole run.
 """
 
 from __future__ import annotations
@@ -115,6 +119,40 @@ def relative_pass_times(count: int, warmup: int, thresholds: Sequence[int | None
     return {t: (means[t] / best, statistics.pstdev(v) / means[t]) for t, v in times.items()}
 
 
+def linear(per_element_s: float, loop_per_element_s: float) -> Costs:
+    """A linear kernel: ``per_element_s`` of compute per element; offloaded, the loop pays
+    ``loop_per_element_s`` per element (unpickling the result) plus a fixed 0.15 ms, and the worker the
+    compute plus 20% (pickling the result) plus 0.2 ms."""
+    c, loop = per_element_s, loop_per_element_s
+    return Costs(lambda n: c * n, lambda n: 1.2 * c * n + 0.2e-3, lambda n: 0.15e-3 + loop * n)
+
+
+SLOWDOWN_THRESHOLDS: list[int | None] = [1000, 2000, 4000, 8000, 16000, 32000, 64000, None]
+
+
+def slowdown_cost(loop_over_compute: float, *, slower: float = 2.0, reps: int = 3, seed: int = 3
+                  ) -> dict[str, object]:
+    """The static threshold best before a ``slower``-times slowdown, over a run half before and half after,
+    against the best static threshold for the whole run (sizes log-uniform 1000-100000, a 200-call ring)."""
+    rng = random.Random(seed)
+    ring = mix_sizes(1000, 100000, 200)
+    c = 1e-6
+    before, after = linear(c, loop_over_compute * c), linear(slower * c, loop_over_compute * c)
+    totals: dict[int | None, tuple[float, float]] = {}
+    for t in SLOWDOWN_THRESHOLDS:
+        first = second = 0.0
+        for _ in range(reps):
+            order = ring[:]
+            rng.shuffle(order)
+            first += steady_pass(order, t, before, warmup=len(order))[1]
+            second += steady_pass(order, t, after, warmup=len(order))[1]
+        totals[t] = (first, second)
+    static = min(SLOWDOWN_THRESHOLDS, key=lambda t: totals[t][0])
+    oracle = min(SLOWDOWN_THRESHOLDS, key=lambda t: sum(totals[t]))
+    return {"static": static, "after": min(SLOWDOWN_THRESHOLDS, key=lambda t: totals[t][1]), "oracle": oracle,
+            "loss": sum(totals[static]) / sum(totals[oracle])}
+
+
 THRESHOLDS: list[int | None] = [8, 64, 128, 256, 362, None]
 SETUPS = [(400, 400, "long stream (the truth)"), (24, 8, "calibration until now: 2 warm-up takes per caller"),
           (24, 24, "calibration now: one whole warm-up pass"), (32, 8, "the benchmark's steady column")]
@@ -125,12 +163,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=200)
     args = parser.parse_args(argv)
     names = ["always" if t == 8 else "never" if t is None else f"T={t}" for t in THRESHOLDS]
+    print("## 1. Warm-up of the steady pass\n")
     print("| ring + warm-up | " + " | ".join(names) + " | setup |")
     print("|---" * (len(names) + 2) + "|")
     for count, warmup, label in SETUPS:
         rel = relative_pass_times(count, warmup, THRESHOLDS, reps=1 if count >= 400 else args.reps)
         cells = " | ".join(f"{rel[t][0]:.3f} ±{rel[t][1]:.2f}" for t in THRESHOLDS)
         print(f"| {count} + {warmup} | {cells} | {label} |")
+    print("\n## 2. What a 2x slowdown can cost a static threshold on 2 cores\n")
+    print("| loop cost of offloading / compute, per element | best before | best after | best for the whole run "
+          "| static (best before) / oracle |")
+    print("|---|---|---|---|---|")
+    for ratio in (0.6, 0.8, 1.0, 1.2, 1.5, 2.0):
+        r = slowdown_cost(ratio)
+        name = {t: ("never" if t is None else str(t)) for t in SLOWDOWN_THRESHOLDS}
+        print(f"| {ratio} | {name[r['static']]} | {name[r['after']]} | {name[r['oracle']]} | {r['loss']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""The discrete-event model behind calibration's whole warm-up pass (pure, seeded: no timing)."""
+"""The discrete-event model of the reference workload (pure, seeded: no timing)."""
 
 from __future__ import annotations
 
 import math
 
-from benchmarks.warmup_model import THRESHOLDS, quadratic, relative_pass_times, steady_pass
+from benchmarks.workload_model import THRESHOLDS, quadratic, relative_pass_times, slowdown_cost, steady_pass
 
 
 def _worst_gap(rel: dict, truth: dict) -> float:
@@ -31,3 +31,11 @@ def test_never_offloading_takes_the_sum_of_its_inline_calls_whatever_the_warm_up
         makespan, steady = steady_pass(sizes, None, costs, warmup=warmup)
         assert math.isclose(steady, expected, rel_tol=1e-9)
         assert math.isclose(makespan, expected + sum(costs.inline(n) for n in sizes[:warmup]), rel_tol=1e-9)
+
+
+def test_a_2x_slowdown_costs_a_static_threshold_most_where_offloading_was_a_wash():
+    losses = {ratio: slowdown_cost(ratio, reps=1)["loss"] for ratio in (0.6, 1.0, 2.0)}
+    assert all(loss >= 1.0 for loss in losses.values())  # the oracle is the best static: nothing beats it
+    assert losses[1.0] > losses[0.6] and losses[1.0] > losses[2.0]
+    # Far from the wash, the threshold best before stays best: nothing for adaptation to win.
+    assert losses[2.0] < 1.02
