@@ -17,7 +17,10 @@ sight, so that every rule below is tested on synthetic measurements:
   throughput. Among ties the secondary objective decides, deterministically: the lowest p99 loop lag
   (lags within ``LAG_TIE`` of each other, or a tenth of the loop budget, tie), then the least CPU (within ``CPU_TIE``), then the
   candidate that offloads least. A flat basin therefore resolves the same way on every rerun instead of
-  wherever the noise puts the minimum.
+  wherever the noise puts the minimum. A lone winner on a cliff's edge (the next candidate above measured
+  ``CLIFF_RATIO`` slower) gives way to the nearest candidate below within two standard errors of it:
+  the slope between two measured grid points is unseen, and a winner by less than two standard errors is
+  not one the measurement vouches for.
 * **The interval.** The thresholds a rerun on this host may choose. A rerun measures afresh, so a
   candidate within four standard errors of the best may come out tied or best next time, with the noise
   taken at the noise's 90% upper confidence bound (two rounds of three candidates estimate it poorly)
@@ -68,6 +71,17 @@ calibration offload the 4 largest of 64 calls of a big-result kernel over never 
 in the benchmark; never offloading also used 30% less CPU, which is where the tie now goes."""
 CPU_TIE = 0.05
 """CPU seconds tie within 5%."""
+CLIFF_RATIO = 1.5
+"""A lone winner whose next measured candidate above (the one offloading less) is this much slower sits on a
+cliff's edge: the slope starts somewhere between the two grid points measured, unseen. Campaigns 9 and
+10 (21 calibrations each) chose such an edge 4 times (362 before 512 at 2.2-2.3x, 185364 before never at
+1.6-1.8x) and the co-hosted benchmark read those 1.16-1.38x the oracle, with the candidate one step down
+within 1.05x: a short phase ranks candidates ~10% apart by noise, and a production mix drawn at random
+rather than at quantiles puts more calls on the slope."""
+CLIFF_STEP_STANDARD_ERRORS = 2.0
+"""Off a cliff's edge, the nearest candidate below that is within this many standard errors of the best
+(measured noise, as for ties; at most ``MAX_TIE_BAND``) is taken instead: a difference under two standard
+errors is not one the measurement can vouch for, while the cliff is."""
 FACTOR_RANGE = (0.5, 5.0)
 """Load factors are searched in this range: under load, costs do not shrink by 2x or grow by 5x."""
 FACTOR_PRIOR = 0.05
@@ -352,6 +366,9 @@ def choose(
     best = min(eligible, key=lambda c: (c.makespan, order_key(c.threshold)))
     tied = [c for c in eligible if c.makespan <= best.makespan * (1 + band)]
     chosen, why = _secondary(tied, lag_tie_s(loop_budget_s))
+    step_band = min(MAX_TIE_BAND, max(band, tie_band(noise, rounds, CLIFF_STEP_STANDARD_ERRORS)))
+    # Only a lone winner: a tie was already resolved by what the measurement can tell apart (lag, CPU).
+    stepped = None if len(tied) > 1 else _off_the_edge(chosen, ordered, eligible, best.makespan * (1 + step_band))
     # What a rerun may find: the noise could be as high as its 90% upper confidence bound (few rounds of few
     # candidates estimate it poorly), and a candidate within twice that band could come out best.
     upper = noise_upper_bound(noise, degrees_of_freedom(ordered))
@@ -365,6 +382,13 @@ def choose(
     else:
         reason = (f"measured under load: flat basin, {len(tied)} candidates ({_fmt_set(tied)}) within {band:.0%} "
                   f"(the measured noise band) of the best ({_fmt(best.threshold)}); taken for {why}")
+    if stepped is not None:
+        edge, cliff = chosen, stepped[1]
+        chosen = stepped[0]
+        reason += (f"; but {_fmt(edge.threshold)} sits on a cliff's edge ({_fmt(cliff.threshold)} measured "
+                   f"{cliff.makespan / edge.makespan:.1f}x slower), so the nearest candidate below within "
+                   f"{step_band:.0%} of the best (two standard errors) is taken: {_fmt(chosen.threshold)}, "
+                   f"{chosen.makespan / best.makespan - 1:.0%} slower as measured")
     if capped and len(within_cap) < len(ordered):
         reason += f"; the loop budget rules out thresholds above {_fmt(budget_cap)}"
     if over:
@@ -375,6 +399,19 @@ def choose(
                    f"{min(c.lag_p99 for c in within_cap) * 1e3:.0f} ms): the model's cap alone applies")
     return Choice(chosen.threshold, best.threshold, tuple(c.threshold for c in tied), interval, noise, band, reason,
                   tuple(c.threshold for c in over))
+
+
+def _off_the_edge(
+    chosen: Candidate, ordered: Sequence[Candidate], eligible: Sequence[Candidate], bar: float
+) -> tuple[Candidate, Candidate] | None:
+    """(the candidate to take instead, the cliff) when ``chosen`` sits on a cliff's edge (``CLIFF_RATIO``)
+    and an eligible candidate below it is within ``bar``; else ``None``. ``ordered`` is every measured
+    candidate in threshold order (a cliff measured past the loop budget is still a cliff)."""
+    position = next(i for i, c in enumerate(ordered) if c is chosen)
+    if position + 1 >= len(ordered) or ordered[position + 1].makespan < chosen.makespan * CLIFF_RATIO:
+        return None
+    below = [c for c in ordered[:position] if c in eligible and c.makespan <= bar]
+    return (below[-1], ordered[position + 1]) if below else None
 
 
 def thread_lane_wins(
