@@ -74,10 +74,10 @@ CPU_TIE = 0.05
 CLIFF_RATIO = 1.5
 """A lone winner whose next measured candidate above (the one offloading less) is this much slower sits on a
 cliff's edge: the slope starts somewhere between the two grid points measured, unseen. Campaigns 9 and
-10 (21 calibrations each) chose such an edge 4 times (362 before 512 at 2.2-2.3x, 185364 before never at
-1.6-1.8x) and the co-hosted benchmark read those 1.16-1.38x the oracle, with the candidate one step down
-within 1.05x: a short phase ranks candidates ~10% apart by noise, and a production mix drawn at random
-rather than at quantiles puts more calls on the slope."""
+10 (21 calibrations each) chose such an edge 5 times (362 before 512 twice, 64 before never, 185364 before
+never twice) and the co-hosted benchmark read them 1.02-1.38x the oracle, three above 1.10x, and the
+candidate one step down 1.00-1.03x where it measured it: a short phase ranks candidates ~10% apart by noise,
+and a production mix drawn at random rather than at quantiles puts more calls on the slope."""
 CLIFF_STEP_STANDARD_ERRORS = 2.0
 """Off a cliff's edge, the nearest candidate below that is within this many standard errors of the best
 (measured noise, as for ties; at most ``MAX_TIE_BAND``) is taken instead: a difference under two standard
