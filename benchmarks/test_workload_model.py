@@ -35,7 +35,6 @@ def test_never_offloading_takes_the_sum_of_its_inline_calls_whatever_the_warm_up
 
 def test_a_2x_slowdown_costs_a_static_threshold_most_where_offloading_was_a_wash():
     losses = {ratio: slowdown_cost(ratio, reps=1)["loss"] for ratio in (0.6, 1.0, 2.0)}
-    assert all(loss >= 1.0 for loss in losses.values())  # the oracle is the best static: nothing beats it
     assert losses[1.0] > losses[0.6] and losses[1.0] > losses[2.0]
     # Far from the wash, the threshold best before stays best: nothing for adaptation to win.
     assert losses[2.0] < 1.02

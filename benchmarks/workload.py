@@ -64,13 +64,14 @@ normalised round by round spread by 25% across rounds; the same work as six inte
 The mix-shift benchmark's spread over rounds: 19-22% in whole runs, 10-11% in 4 slices, 6-7% in 8. Each
 slice has its own ramp-up and drain, which the steady pass (timed per slice) leaves out."""
 MIN_SLICE_CALLS_PER_CALLER = 8
+"""A slice needs several calls per caller to be a workload rather than its ramp-up and drain."""
 WARMUP_CALLS_PER_CALLER = 2
 """Calls per caller run again after a slice's last, so that each run also times a steady pass. Fewer than
 calibration's whole warm-up pass (``_loadphase.WARMUP_PASSES``): the benchmark's verdicts come from whole runs,
 warm-up calls included, and a whole pass per slice would double its time. The steady column and the model
-check read that pass; it starts before the pool's backlog has filled, so it reads offloading up to ~10%
-cheaper than a long stream does (the discrete-event model's estimate for 32 calls and 8 warm-up takes)."""
-"""A slice needs several calls per caller to be a workload rather than its ramp-up and drain."""
+check read that pass; it starts before the pool's backlog has filled, so it reads the best threshold up to
+~12% further ahead of the others than a long stream does (the discrete-event model, 32 calls and 8 warm-up
+takes)."""
 LEARN_PASSES = 2
 """With ``--adaptive``: runs with adaptation on before the measured rounds (a service that has been running)."""
 

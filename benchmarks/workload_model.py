@@ -138,15 +138,15 @@ def slowdown_cost(loop_over_compute: float, *, slower: float = 2.0, reps: int = 
     ring = mix_sizes(1000, 100000, 200)
     c = 1e-6
     before, after = linear(c, loop_over_compute * c), linear(slower * c, loop_over_compute * c)
+    orders = []
+    for _ in range(reps):  # the same orders for every threshold: the comparison carries no order noise
+        order = ring[:]
+        rng.shuffle(order)
+        orders.append(order)
     totals: dict[int | None, tuple[float, float]] = {}
     for t in SLOWDOWN_THRESHOLDS:
-        first = second = 0.0
-        for _ in range(reps):
-            order = ring[:]
-            rng.shuffle(order)
-            first += steady_pass(order, t, before, warmup=len(order))[1]
-            second += steady_pass(order, t, after, warmup=len(order))[1]
-        totals[t] = (first, second)
+        totals[t] = (sum(steady_pass(o, t, before, warmup=len(o))[1] for o in orders),
+                     sum(steady_pass(o, t, after, warmup=len(o))[1] for o in orders))
     static = min(SLOWDOWN_THRESHOLDS, key=lambda t: totals[t][0])
     oracle = min(SLOWDOWN_THRESHOLDS, key=lambda t: sum(totals[t]))
     return {"static": static, "after": min(SLOWDOWN_THRESHOLDS, key=lambda t: totals[t][1]), "oracle": oracle,

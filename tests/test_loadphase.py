@@ -245,3 +245,11 @@ def test_the_steady_pass_times_each_call_once_and_leaves_the_drain_out():
 
     plain = run_calls(calls, 4, call)
     assert plain.steady_s is None and plain.steady_cpu_s is None
+
+
+def test_explain_says_how_each_run_was_timed():
+    from offload_tuner.inspection._report import _steady_pass
+
+    assert _steady_pass({"steady_pass": True, "warmup_calls": 24}) == ", each timed over a steady pass after 24 warm-up calls"
+    assert _steady_pass({"steady_pass": True}) == ", each timed over a steady pass"  # profiles before warmup_calls
+    assert _steady_pass({"steady_pass": False, "warmup_calls": 0}) == ""

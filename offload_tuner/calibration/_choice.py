@@ -80,8 +80,10 @@ candidate one step down 1.00-1.03x where it measured it: a short phase ranks can
 and a production mix drawn at random rather than at quantiles puts more calls on the slope."""
 CLIFF_STEP_STANDARD_ERRORS = 2.0
 """Off a cliff's edge, the nearest candidate below that is within this many standard errors of the best
-(measured noise, as for ties; at most ``MAX_TIE_BAND``) is taken instead: a difference under two standard
-errors is not one the measurement can vouch for, while the cliff is."""
+(measured noise, as for ties; never less than the tie band nor more than ``MAX_TIE_BAND``) is taken instead:
+a difference under two standard errors is not one the measurement can vouch for, while the cliff is. At the
+band's limits the rule has nothing to do: within the tie band a candidate ties (and the secondary objective
+decides), and a band at ``MAX_TIE_BAND`` says the machine was too busy to compare at all."""
 FACTOR_RANGE = (0.5, 5.0)
 """Load factors are searched in this range: under load, costs do not shrink by 2x or grow by 5x."""
 FACTOR_PRIOR = 0.05
@@ -387,7 +389,7 @@ def choose(
         chosen = stepped[0]
         reason += (f"; but {_fmt(edge.threshold)} sits on a cliff's edge ({_fmt(cliff.threshold)} measured "
                    f"{cliff.makespan / edge.makespan:.1f}x slower), so the nearest candidate below within "
-                   f"{step_band:.0%} of the best (two standard errors) is taken: {_fmt(chosen.threshold)}, "
+                   f"{step_band:.0%} of the best is taken: {_fmt(chosen.threshold)}, "
                    f"{chosen.makespan / best.makespan - 1:.0%} slower as measured")
     if capped and len(within_cap) < len(ordered):
         reason += f"; the loop budget rules out thresholds above {_fmt(budget_cap)}"
@@ -410,7 +412,9 @@ def _off_the_edge(
     position = next(i for i, c in enumerate(ordered) if c is chosen)
     if position + 1 >= len(ordered) or ordered[position + 1].makespan < chosen.makespan * CLIFF_RATIO:
         return None
-    below = [c for c in ordered[:position] if c in eligible and c.makespan <= bar]
+    # Nearest first, passing over any candidate measured beyond ``bar``: that one is a measured bump, not an
+    # unseen slope, and the candidates past it were measured as near the best as the step allows.
+    below = [c for c in ordered[:position] if any(c is e for e in eligible) and c.makespan <= bar]
     return (below[-1], ordered[position + 1]) if below else None
 
 

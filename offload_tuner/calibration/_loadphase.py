@@ -69,13 +69,13 @@ STEADY_CALLS_PER_CALLER = 6
 WARMUP_PASSES = 1
 """Passes over the calls before the steady pass's clock starts: one whole pass, so that the pass starts with
 the backlog (the pool's queue, the results waiting to be unpickled) a stream in progress has, which is what
-it ends with. After a few calls per caller the backlog is still filling; the pass then misses the work
-queued at its end and makes offloading look cheaper than it is. A discrete-event model of the reference
-workload (``benchmarks/workload_model.py``: an O(n^2) kernel over 8-512, 4 callers, 2 workers on 2 cores)
-puts that bias at 6-20% with 2 warm-up calls per caller against 0-3% with a whole pass, which also halves the
+it ends with. After a few calls per caller the backlog is still filling, and the pass misses the work queued
+at its end: it reads the policies that offload part of the stream cheaper than a long stream runs them, the
+best of them most. A discrete-event model of the reference workload (``benchmarks/workload_model.py``: an
+O(n^2) kernel over 8-512, 4 callers, 2 workers on 2 cores) puts every other threshold 12-17% further from the
+best than a long stream does with 2 warm-up calls per caller, and within 3% with a whole pass, at half the
 pass-to-pass spread. Measured here with 2 per caller: never looked about 1.3x slower relative to the best
-than in long runs, and a threshold that offloads 2 of 24 calls came out 13% faster than offloading all of
-them, where the co-hosted benchmark ran it 5% slower."""
+than in long runs. (``_workload`` replays at most one pass: more would need a longer ring.)"""
 MAX_CALLS = 600
 EXPECTED_LOAD_INFLATION = 1.5
 """Sizing guess only: offloaded work under load costs up to ~1.5x the isolated model (measured here)."""

@@ -184,7 +184,7 @@ def format_cluster(profile: Mapping[str, Any]) -> str | None:
     return "\n".join(lines)
 
 
-def _steady_pass(load: dict[str, Any]) -> str:
+def _steady_pass(load: Mapping[str, Any]) -> str:
     """How each run was timed; profiles before the whole warm-up pass did not record their warm-up."""
     if not load.get("steady_pass"):
         return ""
