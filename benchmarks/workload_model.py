@@ -100,18 +100,26 @@ def steady_pass(sizes: Sequence[int], threshold: int | None, costs: Costs, *, wa
     return now, (marks[1] - marks[0]) if len(marks) == 2 else float("nan")
 
 
+def shuffled_orders(ring: Sequence[int], reps: int, seed: int) -> list[list[int]]:
+    """``reps`` seeded orders of ``ring``; every threshold runs the same ones, so comparisons carry no order
+    noise."""
+    rng = random.Random(seed)
+    orders = []
+    for _ in range(reps):
+        order = list(ring)
+        rng.shuffle(order)
+        orders.append(order)
+    return orders
+
+
 def relative_pass_times(count: int, warmup: int, thresholds: Sequence[int | None], *, costs: Costs | None = None,
                         lo: float = 8, hi: float = 512, reps: int = 200, seed: int = 1
                         ) -> dict[int | None, tuple[float, float]]:
     """Per threshold: (mean steady-pass time per call relative to the best threshold's, spread of one pass
     relative to its mean), over ``reps`` shuffled orders of the ring."""
     costs = costs or quadratic()
-    rng = random.Random(seed)
-    ring = mix_sizes(lo, hi, count)
     times: dict[int | None, list[float]] = {t: [] for t in thresholds}
-    for _ in range(reps):
-        order = ring[:]
-        rng.shuffle(order)
+    for order in shuffled_orders(mix_sizes(lo, hi, count), reps, seed):
         for t in thresholds:
             times[t].append(steady_pass(order, t, costs, warmup=warmup)[1] / count)
     means = {t: statistics.fmean(v) for t, v in times.items()}
@@ -134,15 +142,9 @@ def slowdown_cost(loop_over_compute: float, *, slower: float = 2.0, reps: int = 
                   ) -> dict[str, object]:
     """The static threshold best before a ``slower``-times slowdown, over a run half before and half after,
     against the best static threshold for the whole run (sizes log-uniform 1000-100000, a 200-call ring)."""
-    rng = random.Random(seed)
-    ring = mix_sizes(1000, 100000, 200)
     c = 1e-6
     before, after = linear(c, loop_over_compute * c), linear(slower * c, loop_over_compute * c)
-    orders = []
-    for _ in range(reps):  # the same orders for every threshold: the comparison carries no order noise
-        order = ring[:]
-        rng.shuffle(order)
-        orders.append(order)
+    orders = shuffled_orders(mix_sizes(1000, 100000, 200), reps, seed)
     totals: dict[int | None, tuple[float, float]] = {}
     for t in SLOWDOWN_THRESHOLDS:
         totals[t] = (sum(steady_pass(o, t, before, warmup=len(o))[1] for o in orders),
