@@ -67,8 +67,8 @@ MIN_SLICE_CALLS_PER_CALLER = 8
 """A slice needs several calls per caller to be a workload rather than its ramp-up and drain."""
 WARMUP_CALLS_PER_CALLER = 2
 """Calls per caller run again after a slice's last, so that each run also times a steady pass. Fewer than
-calibration's whole warm-up pass (``_loadphase.WARMUP_PASSES``): the benchmark's verdicts come from whole runs,
-warm-up calls included, and a whole pass per slice would double its time. The steady column and the model
+calibration's 6 (``_loadphase.WARMUP_TAKES_PER_CALLER``): the benchmark's verdicts come from whole runs,
+warm-up calls included, and a longer warm-up per slice would add to its time. The steady column and the model
 check read that pass; it starts before the pool's backlog has filled, so it reads the best threshold up to
 ~12% further ahead of the others than a long stream does (the discrete-event model, 32 calls and 8 warm-up
 takes)."""

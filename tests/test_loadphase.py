@@ -93,13 +93,19 @@ def test_call_count_grows_with_the_run_length_and_stays_bounded():
     assert 2 * KNOBS.concurrency <= short < long <= MAX_CALLS
 
 
-def test_a_steady_run_warms_up_over_one_whole_pass_and_is_sized_for_both_passes(monkeypatch):
+def test_a_steady_run_warms_up_six_takes_per_caller_at_most_one_pass_and_is_sized_for_both(monkeypatch):
     from offload_tuner.calibration import _loadphase
     from offload_tuner.calibration._workload import RunStats
 
     standard, quick = EFFORTS["standard"].load, EFFORTS["quick"].load
-    assert standard.steady and standard.passes == 2
-    assert not quick.steady and quick.passes == 1
+    assert standard.steady and not quick.steady
+    callers = KNOBS.concurrency
+    cap = _loadphase.WARMUP_TAKES_PER_CALLER * callers
+    assert standard.warmup(cap - 4, callers) == cap - 4  # a short ring: one whole pass
+    assert standard.warmup(3 * cap, callers) == cap  # a long one: the cap
+    assert quick.warmup(3 * cap, callers) == 0
+    for ring in (cap - 4, cap, 2 * cap, 5 * cap):  # ring() inverts ring + warmup(ring)
+        assert standard.ring(ring + standard.warmup(ring, callers), callers) == ring
     seen: list[int] = []
 
     def fake_run(calls, callers, call, executor=None, *, warmup=0):
@@ -107,28 +113,31 @@ def test_a_steady_run_warms_up_over_one_whole_pass_and_is_sized_for_both_passes(
         return RunStats(1.0, 0.0, 0.0, 0.0, 0.5, 0.5, steady_s=0.5, steady_cpu_s=0.9)
 
     monkeypatch.setattr(_loadphase, "run_calls", fake_run)
-    calls = [((n,), n) for n in range(1, 25)]
-    for rounds, warmup in ((standard, len(calls)), (quick, 0)):
-        seen.clear()
-        runner = _loadphase._Runner(None, spec_for(controlled.spin), calls, sorted(n for _, n in calls), 4, rounds,
-                                    seed=1, progress=lambda *a, **k: None)
-        runner.measure([0, None])
-        assert seen and set(seen) == {warmup}
-        # A steady run is judged by its pass (and its CPU), a plain one by the whole run.
-        assert {c.makespan for c in runner.candidates()} == {0.5 if rounds.steady else 1.0}
+    for count in (24, 64):
+        calls = [((n,), n) for n in range(1, count + 1)]
+        for rounds, warmup in ((standard, min(count, cap)), (quick, 0)):
+            seen.clear()
+            runner = _loadphase._Runner(None, spec_for(controlled.spin), calls, sorted(n for _, n in calls), callers,
+                                        rounds, seed=1, progress=lambda *a, **k: None)
+            runner.measure([0, None])
+            assert seen and set(seen) == {warmup}
+            # A steady run is judged by its pass (and its CPU), a plain one by the whole run.
+            assert {c.makespan for c in runner.candidates()} == {0.5 if rounds.steady else 1.0}
 
-    # Sizing: a run lasts about ``run_s`` warm-up pass included, so a steady run's pass is half as many calls.
+    # Sizing: a run lasts about ``run_s`` warm-up included, so a steady run's ring plus its warm-up holds as
+    # many calls as a plain run's.
     def timed_by_count(calls, callers, call, executor=None, *, warmup=0):
         return RunStats(1e-3 * (len(calls) + warmup), 0.0, 0.0, 0.0, 0.0, None)
 
     monkeypatch.setattr(_loadphase, "run_calls", timed_by_count)
     costs, tr = KernelCosts(power(1e-7, 2.0), zero(), zero(), zero()), transport(150e-6, 20e-6, 20e-6)
-    plain = _loadphase.Rounds(3, 8, 0.2, 2.5, calls_per_caller=2)
-    steady = _loadphase.Rounds(3, 8, 0.2, 2.5, calls_per_caller=_loadphase.STEADY_CALLS_PER_CALLER)
-    count = {r.passes: len(_loadphase._sized_calls(spec_for(controlled.spin), None, costs, tr, KNOBS, (16, 4096), 1,
-                                                   [None, 0], r)) for r in (plain, steady)}
-    assert count[2] * 2 == pytest.approx(count[1], rel=0.5)
-    assert count[2] >= steady.calls_per_caller * KNOBS.concurrency
+    for run_s in (0.1, 0.3):
+        plain = _loadphase.Rounds(3, 8, run_s, 2.5, calls_per_caller=2)
+        steady = _loadphase.Rounds(3, 8, run_s, 2.5, calls_per_caller=_loadphase.STEADY_CALLS_PER_CALLER)
+        count = {r.steady: len(_loadphase._sized_calls(spec_for(controlled.spin), None, costs, tr, KNOBS, (16, 4096),
+                                                       1, [None, 0], r)) for r in (plain, steady)}
+        assert count[True] + steady.warmup(count[True], callers) == pytest.approx(count[False], rel=0.3)
+        assert count[True] >= steady.calls_per_caller * callers
 
 
 # ------------------------------------------------------------------------------------ measured, real
@@ -154,7 +163,7 @@ def test_every_candidate_is_recorded_with_its_rounds(profile):
         assert any(len(c["makespan_s"]) == load["rounds"] for c in load["candidates"])
         assert thresholds == sorted(thresholds, key=order_key)
         assert load["reason"].startswith("measured under load")
-        assert load["warmup_calls"] == (load["calls"] if load["steady_pass"] else 0)
+        assert load["warmup_calls"] == (min(load["calls"], 6 * KNOBS.concurrency) if load["steady_pass"] else 0)
 
 
 def test_the_choice_is_never_beyond_the_noise_of_the_best(profile):

@@ -66,16 +66,17 @@ MIN_CALLS_PER_CALLER = 2
 """Fewer calls than this say nothing about a mix of sizes, however long they take."""
 STEADY_CALLS_PER_CALLER = 6
 """A steady pass needs several calls per caller: its two ends each cut through the calls in flight."""
-WARMUP_PASSES = 1
-"""Passes over the calls before the steady pass's clock starts: one whole pass, so that the pass starts with
-the backlog (the pool's queue, the results waiting to be unpickled) a stream in progress has, which is what
-it ends with. After a few calls per caller the backlog is still filling, and the pass misses the work queued
-at its end: it reads the policies that offload part of the stream cheaper than a long stream runs them, the
-best of them most. A discrete-event model of the reference workload (``benchmarks/workload_model.py``: an
+WARMUP_TAKES_PER_CALLER = STEADY_CALLS_PER_CALLER
+"""Calls each caller takes before the steady pass's clock starts, at most one whole pass: the pass then starts
+with the backlog (the pool's queue, the results waiting to be unpickled) a stream in progress has, which is
+what it ends with. After a few calls per caller the backlog is still filling, and the pass misses the work
+queued at its end: it reads the policies that offload part of the stream cheaper than a long stream runs them,
+the best of them most. A discrete-event model of the reference workload (``benchmarks/workload_model.py``: an
 O(n^2) kernel over 8-512, 4 callers, 2 workers on 2 cores) puts every other threshold 12-17% further from the
-best than a long stream does with 2 warm-up calls per caller, and within 3% with a whole pass, at half the
-pass-to-pass spread. Measured here with 2 per caller: never looked about 1.3x slower relative to the best
-than in long runs. (``_workload`` replays at most one pass: more would need a longer ring.)"""
+best than a long stream does with 2 warm-up calls per caller; with 6 per caller every threshold reads within 3%
+of a long stream on rings of 24, 45 and 64 calls, and within 1% of a whole pass's warm-up on the longer rings.
+Measured here with 2 per caller: never looked about 1.3x slower relative to the best than in long runs.
+(``_workload`` replays at most one pass: more would need a longer ring.)"""
 MAX_CALLS = 600
 EXPECTED_LOAD_INFLATION = 1.5
 """Sizing guess only: offloaded work under load costs up to ~1.5x the isolated model (measured here)."""
@@ -99,7 +100,7 @@ class Rounds:
     min_rounds: int
     max_rounds: int
     run_s: float
-    """Target seconds for one run (warm-up pass included), from the sizing run's measured makespan."""
+    """Target seconds for one run (warm-up included), from the sizing run's measured makespan."""
     budget_s: float
     neighbours: bool = True
     """Also measure the grid points an octave either side of the model's choice."""
@@ -112,10 +113,16 @@ class Rounds:
         """Time a steady pass (:mod:`_workload`) only when a run has calls enough for one to mean anything."""
         return self.calls_per_caller >= STEADY_CALLS_PER_CALLER
 
-    @property
-    def passes(self) -> int:
-        """Passes over the calls one run makes: the warm-up's and the timed one."""
-        return 1 + WARMUP_PASSES if self.steady else 1
+    def warmup(self, ring: int, callers: int) -> int:
+        """Warm-up calls before the steady pass of a ring of ``ring`` calls (none for a plain run)."""
+        return min(ring, WARMUP_TAKES_PER_CALLER * callers) if self.steady else 0
+
+    def ring(self, run_calls: float, callers: int) -> float:
+        """The ring whose run (its warm-up included) takes ``run_calls`` calls: the inverse of
+        ``ring + warmup(ring)``."""
+        if not self.steady:
+            return run_calls
+        return max(run_calls / 2, run_calls - WARMUP_TAKES_PER_CALLER * callers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +204,7 @@ def measure_under_load(
         "rounds": max(len(c.makespan_s) for c in candidates),
         "seed": seed,
         "steady_pass": rounds.steady,
-        "warmup_calls": WARMUP_PASSES * len(calls) if rounds.steady else 0,
+        "warmup_calls": rounds.warmup(len(calls), knobs.concurrency),
         "workload_range": [lo, hi],
         "candidates": [
             {**c.to_json(), "predicted_s": p, "isolated_predicted_s": q}
@@ -295,15 +302,16 @@ def _sized_calls(
     thresholds: Sequence[int | None],
     rounds: Rounds,
 ) -> Calls:
-    """The calls of one run, sized so that the slowest candidate's run (its warm-up pass included) lasts about
+    """The calls of one run, sized so that the slowest candidate's run (its warm-up included) lasts about
     ``run_s``.
 
     A first guess from the isolated model; then one warm-up run of the first candidate (it pays for caches
     and lazy imports, and is not counted) corrects the guess by what it measured, and the model's ratio
     between the slowest candidate and that one scales it."""
+    fewest = rounds.calls_per_caller * knobs.concurrency
+    guess = call_count(costs, transport, knobs, workload_range, rounds.run_s, rounds.calls_per_caller)
     calls = build_calls(spec.sample, spec.size, workload_range,  # type: ignore[arg-type]
-                        call_count(costs, transport, knobs, workload_range, rounds.run_s / rounds.passes,
-                                   rounds.calls_per_caller), seed)
+                        max(fewest, round(rounds.ring(guess, knobs.concurrency))), seed)
     sizes = sorted(n for _, n in calls)
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
     predicted = predicted_makespans(predictions, [offload_from(sizes, t) for t in thresholds], knobs, LoadFactors())
@@ -311,9 +319,9 @@ def _sized_calls(
     gate = (lambda n: False) if first is None else (lambda n: n >= first)
     warm = run_calls(calls, knobs.concurrency, process_call(executor, spec.fn, gate), executor)
     slowest = warm.makespan_s * max(predicted) / predicted[0]
+    in_a_run = len(calls) * rounds.run_s / slowest  # calls the slowest candidate runs in run_s
     # On the half-octave grid, so that reruns on one host usually run the very same calls.
-    fewest = rounds.calls_per_caller * knobs.concurrency
-    wanted = snap(min(MAX_CALLS, max(fewest, len(calls) * rounds.run_s / rounds.passes / slowest)))
+    wanted = snap(min(MAX_CALLS, max(fewest, rounds.ring(in_a_run, knobs.concurrency))))
     wanted = max(wanted, fewest)  # snapping must not go below the floor
     if wanted == len(calls):
         return calls
@@ -448,7 +456,7 @@ class _Runner:
         # A warm-up, then the steady pass: what a stream with no first or last call costs, which is what the
         # cost model predicts and what a service runs (see _workload).
         return run_calls(calls, self.callers, self.make_call(self.executor, self.spec.fn, gate), self.executor,
-                         warmup=WARMUP_PASSES * len(calls) if self.rounds.steady else 0)
+                         warmup=self.rounds.warmup(len(calls), self.callers))
 
     def indexed(self) -> list[tuple[int, float]]:
         return [(k, c.makespan) for k, c in self.runs.items()]

@@ -185,7 +185,7 @@ def format_cluster(profile: Mapping[str, Any]) -> str | None:
 
 
 def _steady_pass(load: Mapping[str, Any]) -> str:
-    """How each run was timed; profiles before the whole warm-up pass did not record their warm-up."""
+    """How each run was timed; profiles before campaign 10's warm-up rule did not record their warm-up."""
     if not load.get("steady_pass"):
         return ""
     warmup = load.get("warmup_calls")
