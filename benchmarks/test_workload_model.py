@@ -23,6 +23,17 @@ def test_a_whole_warm_up_pass_reads_thresholds_as_a_long_stream_does():
     assert max(s for _, s in whole.values()) < max(s for _, s in short.values())
 
 
+def test_six_takes_per_caller_read_a_longer_ring_as_a_whole_pass_does():
+    truth = relative_pass_times(400, 400, THRESHOLDS, reps=1)
+    for count in (45, 64):
+        capped = relative_pass_times(count, 24, THRESHOLDS, reps=60)
+        whole = relative_pass_times(count, count, THRESHOLDS, reps=60)
+        short = relative_pass_times(count, 8, THRESHOLDS, reps=60)
+        assert max(abs(capped[t][0] / whole[t][0] - 1) for t in THRESHOLDS) < 0.015
+        assert _worst_gap(capped, truth) < 0.04
+        assert _worst_gap(short, truth) > 1.5 * _worst_gap(capped, truth)  # 2 takes per caller stay too few
+
+
 def test_never_offloading_takes_the_sum_of_its_inline_calls_whatever_the_warm_up():
     costs = quadratic()
     sizes = [8, 512, 64, 300, 20, 128]

@@ -156,8 +156,13 @@ def slowdown_cost(loop_over_compute: float, *, slower: float = 2.0, reps: int = 
 
 
 THRESHOLDS: list[int | None] = [8, 64, 128, 256, 362, None]
-SETUPS = [(400, 400, "long stream (the truth)"), (24, 8, "calibration until now: 2 warm-up takes per caller"),
-          (24, 24, "calibration now: one whole warm-up pass"), (32, 8, "the benchmark's steady column")]
+SETUPS = [(400, 400, "long stream (the truth)"), (24, 8, "calibration through campaign 9: 2 warm-up takes per caller"),
+          (24, 24, "calibration: 6 takes per caller, one whole pass of a 24-call ring"),
+          (45, 45, "campaigns 10-11 on a 45-call ring: one whole pass"),
+          (45, 24, "calibration now on a 45-call ring: 6 takes per caller"),
+          (64, 64, "campaigns 10-11 on a 64-call ring: one whole pass"),
+          (64, 24, "calibration now on a 64-call ring: 6 takes per caller"),
+          (32, 8, "the benchmark's steady column")]
 
 
 def main(argv: list[str] | None = None) -> None:
