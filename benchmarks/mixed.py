@@ -13,8 +13,12 @@ shuffled per round) with a process pool and a thread pool installed. Policies:
   and four times it), or to processes from its process threshold, or never. The best of that grid is what
   issue 12 calls "the best static per-backend thresholds found by a sweep".
 
-Placement is per kernel and static here (issue 12's dynamic placement is not built); this measures how far
-the profile's lanes are from the best static combination. Writes ``results/mixed/mixed.{json,md}``.
+Each kernel's sizes span its workload range in the profile. The best of the grid is the best of ~20 noisy
+medians, so it reads low by selection: a policy exactly as good reads a few percent above it. So a
+**confirmation** stage follows (``--confirm-rounds``): the profile's lanes and the grid's best static (and the
+grid policy making exactly the profile's decisions, if any) in fresh interleaved rounds, where nothing was
+selected. A profile calibrated with ``offload-tuner calibrate --shared`` has thresholds tuned on the kernels'
+shared stream; one calibrated without has each kernel's alone. Writes ``results/mixed/mixed.{json,md}``.
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ from offload_tuner.inspection._report import format_threshold as _fmt
 
 OUT = RESULTS / "mixed"
 KERNELS = ("offload_tuner_kernels.clustering:cluster_observations", "offload_tuner_kernels.numeric:detect_spikes")
-RANGES = {KERNELS[0]: (8, 512), KERNELS[1]: (2048, 262144)}
 TARGET_RUN_S = 1.5
+LANES = "lanes (profile)"
 
 
 def _grid(t: int | None) -> list[int | None]:
@@ -62,18 +66,29 @@ def policies(profile: Any) -> list[tuple[str, dict[str, tuple[str, int | None]] 
         b_options += [("thread", max(1, thread_b // 4)), ("thread", thread_b), ("thread", thread_b * 4)]
     if b.threshold is not None:
         b_options.append(("process", b.threshold))
-    out: list[tuple[str, dict[str, tuple[str, int | None]] | None]] = [("lanes (profile)", None)]
+    out: list[tuple[str, dict[str, tuple[str, int | None]] | None]] = [(LANES, None)]
     for ta, (lane_b, tb) in itertools.product(_grid(a.threshold), b_options):
         name = f"cluster process {_fmt(ta)} / spikes {lane_b if tb is not None else ''} {_fmt(tb)}".replace("  ", " ")
         out.append((name, {KERNELS[0]: ("process", ta), KERNELS[1]: (lane_b, tb)}))
     return out
 
 
-def build_stream(specs: dict[str, Any], seed: int, smoke: bool) -> list[tuple[tuple, int]]:
+def workload_ranges(profile: Any) -> dict[str, tuple[int, int]]:
+    """Each kernel's workload range as its profile entry records it (what calibration measured it over)."""
+    ranges = {key: profile.kernels[key].data.get("workload_range") for key in KERNELS}
+    missing = [key for key, r in ranges.items() if not r]
+    if missing:
+        raise SystemExit(f"benchmarks.mixed: no workload range in the profile for {', '.join(missing)} "
+                         "(calibrate them again)")
+    return {key: (int(r[0]), int(r[1])) for key, r in ranges.items()}
+
+
+def build_stream(specs: dict[str, Any], ranges: dict[str, tuple[int, int]], seed: int,
+                 smoke: bool) -> list[tuple[tuple, int]]:
     """Calls of both kernels, about the same inline work each, as ((key, args), size)."""
     stream = []
     for key, spec in specs.items():
-        lo, hi = RANGES[key]
+        lo, hi = ranges[key]
         if smoke:
             hi = min(hi, lo * 4)
         probe = build_calls(spec.sample, spec.size, (lo, hi), 12, seed)
@@ -145,6 +160,11 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"Command: `{report['command']}` ({report['duration_s']:.0f} s).",
         "",
+        "The profile's thresholds " + ("(tuned on the kernels' shared stream, `calibrate --shared`): "
+                                       if e.get("shared") and "error" not in e["shared"] else "(each kernel's alone): ")
+        + "; ".join(f"`{key.split(':')[-1]}` processes from {_fmt(t['process'])}, threads from {_fmt(t['thread'])}"
+                    for key, t in e.get("thresholds", {}).items()) + ".",
+        "",
         "| policy | makespan (normalised) | vs best static | p99 loop lag | CPU |",
         "|---|---|---|---|---|",
     ]
@@ -156,22 +176,36 @@ def to_markdown(report: dict[str, Any]) -> str:
     pr = e["lanes_vs_best_per_round"]
     twin = e.get("same_decisions_as_lanes")
     if twin is not None:
-        lines += ["", f"`{twin}` decides every call as `lanes (profile)` does (through calibration's own call "
+        lines += ["", f"`{twin}` decides every call as `{LANES}` does (through calibration's own call "
                       f"packaging instead of `run_kernel`): their ratio, "
-                      f"{s['lanes (profile)']['makespan_s'] / s[twin]['makespan_s']:.2f}, is this benchmark's noise."]
+                      f"{s[LANES]['makespan_s'] / s[twin]['makespan_s']:.2f}, is this benchmark's noise."]
     lines += [
         "",
-        f"lanes (profile) / best static: **{e['lanes_vs_best']:.2f}x** (per round {min(pr):.2f}-{max(pr):.2f}); "
+        f"Sweep: {LANES} / best static: **{e['lanes_vs_best']:.2f}x** (per round {min(pr):.2f}-{max(pr):.2f}); "
         f"spread of a round: {e['spread']:.0%}. Makespans are the steady pass of each run, normalised round by "
         "round (each round's geometric mean over every policy); p99 loop lag and CPU (caller + process workers) "
         f"are medians over rounds. The best static is the best of {len(s) - 1} noisy medians: it reads low by "
         "selection.",
     ]
+    c = e.get("confirmation")
+    if c is not None:
+        cr = c["lanes_vs_best_per_round"]
+        lines += [
+            "",
+            f"Confirmation ({report['confirm_rounds']} fresh round{'s' if report['confirm_rounds'] != 1 else ''} of {', '.join(f'`{n}`' for n in c['summary'])} "
+            f"only, nothing selected): {LANES} / `{best}` **{c['lanes_vs_best']:.2f}x** (median of per-round "
+            f"ratios; per round {min(cr):.2f}-{max(cr):.2f})"
+            + (f"; against its identical-decision twin {c['lanes_vs_twin']:.2f}x" if "lanes_vs_twin" in c else "")
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = benchmark_arguments(__doc__, out=OUT, rounds=5, seed=20261130).parse_args(argv)
+    parser = benchmark_arguments(__doc__, out=OUT, rounds=5, seed=20261130)
+    parser.add_argument("--confirm-rounds", type=int, default=5,
+                        help="fresh rounds of the lanes against the sweep's best static (0: no confirmation)")
+    args = parser.parse_args(argv)
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
     from offload_tuner.runtime._backends import default_workers
@@ -183,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"benchmarks.mixed: {', '.join(missing)} not in the profile or not registered")
     specs = {k: spec_by_key(k) for k in KERNELS}
     rounds = 1 if args.smoke else args.rounds
+    confirm_rounds = min(1, args.confirm_rounds) if args.smoke else args.confirm_rounds
     workers = default_workers()
     started = time.perf_counter()
     with installed_pools(workers) as pools:
-        stream = build_stream(specs, args.seed, args.smoke)
+        stream = build_stream(specs, workload_ranges(profile), args.seed, args.smoke)
         offload_tuner.set_executors({"process": pools["process"]})
         for key, spec in specs.items():  # the workers import each kernel's module outside every timed run
             args0 = next(real for (k, real), _ in stream if k == key)
@@ -195,7 +230,6 @@ def main(argv: list[str] | None = None) -> int:
         offload_tuner.set_executors({})
         named = policies(profile)
         twin = _same_decisions(specs, stream, named, pools)
-        runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in named}
         rules = dict(named)
         order_rng, calls_rng = random.Random(args.seed), random.Random(args.seed + 1)
         slices = 1 if args.smoke else chunk_count(len(stream), args.callers, args.chunks)
@@ -205,30 +239,57 @@ def main(argv: list[str] | None = None) -> int:
             return RunResult(name, stats.makespan_s, stats.lag_p50_s, stats.lag_p99_s, stats.lag_max_s,
                              stats.caller_cpu_s, stats.worker_cpu_s, 0, len(piece), stats.steady_s)
 
-        for _ in range(rounds):
-            round_stream = stream[:]
-            calls_rng.shuffle(round_stream)
-            for name, result in run_round(round_stream, list(rules), slices, order_rng, run).items():
-                runs[name].append({"makespan_s": result.steady_s or result.makespan_s, "lag_p99_s": result.lag_p99_s,
-                                   "cpu_s": result.caller_cpu_s + (result.worker_cpu_s or 0.0)})
-    names = [name for name, _ in named]
-    summary, normalised = lane_summary(runs)
-    best = min((n for n in names if n != "lanes (profile)"), key=lambda n: summary[n]["makespan_s"])
+        def measure(names: list[str], count: int) -> dict[str, list[dict[str, float]]]:
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+            for _ in range(count):
+                round_stream = stream[:]
+                calls_rng.shuffle(round_stream)
+                for name, result in run_round(round_stream, names, slices, order_rng, run).items():
+                    runs[name].append({"makespan_s": result.steady_s or result.makespan_s,
+                                       "lag_p99_s": result.lag_p99_s,
+                                       "cpu_s": result.caller_cpu_s + (result.worker_cpu_s or 0.0)})
+            return runs
+
+        names = [name for name, _ in named]
+        runs = measure(names, rounds)
+        summary, normalised = lane_summary(runs)
+        best = min((n for n in names if n != LANES), key=lambda n: summary[n]["makespan_s"])
+        confirm_names = list(dict.fromkeys([LANES, best] + ([twin] if twin is not None else [])))
+        confirm = measure(confirm_names, confirm_rounds) if confirm_rounds > 0 else None
     spread = statistics.median((max(v) - min(v)) / statistics.median(v) for v in normalised.values()) if rounds > 1 else 0.0
     entry = {
         "calls": len(stream), "runs": runs, "summary": summary, "best_static": best, "spread": spread,
         "same_decisions_as_lanes": twin,
-        "lanes_vs_best": summary["lanes (profile)"]["makespan_s"] / summary[best]["makespan_s"],
-        "lanes_vs_best_per_round": [a / b for a, b in zip(normalised["lanes (profile)"], normalised[best])],
+        "lanes_vs_best": summary[LANES]["makespan_s"] / summary[best]["makespan_s"],
+        "lanes_vs_best_per_round": [a / b for a, b in zip(normalised[LANES], normalised[best])],
+        "shared": profile.data.get("shared"),
+        "thresholds": {key: {"process": profile.kernels[key].threshold,
+                             "thread": None if profile.kernels[key].thread is None else profile.kernels[key].thread.threshold}
+                       for key in KERNELS},
     }
+    if confirm is not None:
+        entry["confirmation"] = confirmation(confirm, best, twin)
     report = {
         **report_header("benchmarks.mixed", argv, args.smoke),
         "profile": str(args.profile), "callers": args.callers, "workers": workers, "rounds": rounds,
+        "confirm_rounds": confirm_rounds if confirm is not None else 0,
         "duration_s": round(time.perf_counter() - started, 1), "entry": entry,
     }
     write_report(report, args.out_dir, "mixed-smoke" if args.smoke else "mixed", to_markdown(report))
     print(to_markdown(report))
     return 0
+
+
+def confirmation(runs: dict[str, list[dict[str, float]]], best: str, twin: str | None) -> dict[str, Any]:
+    """The lanes against the sweep's best static in rounds where nothing was selected: per round, the two
+    measured side by side; the median ratio and its range."""
+    summary, normalised = lane_summary(runs)
+    ratios = [a / b for a, b in zip(normalised[LANES], normalised[best])]
+    out = {"runs": runs, "summary": summary, "lanes_vs_best": statistics.median(ratios),
+           "lanes_vs_best_per_round": ratios}
+    if twin is not None and twin != best:
+        out["lanes_vs_twin"] = statistics.median(a / b for a, b in zip(normalised[LANES], normalised[twin]))
+    return out
 
 
 if __name__ == "__main__":

@@ -106,7 +106,12 @@ def test_mixed_benchmark_runs_the_profile_s_lanes_against_the_static_grid(tmp_pa
     assert "lanes (profile)" in entry["summary"] and entry["best_static"] != "lanes (profile)"
     assert len(entry["summary"]) >= 9  # the profile's lanes and a grid of at least 4 x 2 static policies
     assert entry["same_decisions_as_lanes"] in entry["summary"]
-    assert (out / "mixed-smoke.md").read_text().startswith("# Mixed workload")
+    # The confirmation runs the lanes against the sweep's best static again, in rounds of their own.
+    confirmation = entry["confirmation"]
+    assert {"lanes (profile)", entry["best_static"]} <= set(confirmation["summary"]) <= set(entry["summary"])
+    assert confirmation["lanes_vs_best"] > 0 and len(confirmation["lanes_vs_best_per_round"]) == report["confirm_rounds"]
+    markdown = (out / "mixed-smoke.md").read_text()
+    assert markdown.startswith("# Mixed workload") and "Confirmation (1 fresh round of" in markdown
 
 
 def test_cluster_benchmark_measures_a_local_cluster_and_checks_results(tmp_path):

@@ -608,8 +608,11 @@ def calibrate(
     knobs: PolicyKnobs,
     plans: Mapping[str, KernelPlan] | None = None,
     progress: Progress = _silent,
+    shared: bool = False,
 ) -> dict[str, Any]:
-    """Calibrate ``specs`` against ``executor``; return the profile as plain JSON-ready data.
+    """Calibrate ``specs`` against ``executor``; return the profile as plain JSON-ready data. With ``shared``
+    the kernels share one event loop in production: after each is calibrated alone, their thresholds are tuned
+    on one stream of all their calls (:mod:`_shared`).
 
     The executor's fixed costs drift on a shared VM (idle vCPUs wake slowly), so they are probed again
     between kernels and averaged; thresholds are computed at the end, under that average.
@@ -635,6 +638,7 @@ def calibrate(
         kernels[result.spec.key] = finalize_kernel(result, executor, transport, knobs, effort, progress, thread_fixed)
         progress("kernel_done", kernel=result.spec.key, entry=kernels[result.spec.key], index=index,
                  total=len(specs), elapsed=clock() - started)
+    shared_section = _shared_phase(results, kernels, executor, transport, knobs, effort, progress) if shared else None
     return {
         "schema": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -650,7 +654,76 @@ def calibrate(
         "thread": {"fixed_s": thread_fixed},
         "duration_s": round(clock() - started, 2),
         "kernels": kernels,
+        **({} if shared_section is None else {"shared": shared_section}),
     }
+
+
+def _shared_phase(
+    results: Sequence[KernelResult],
+    kernels: dict[str, Any],
+    executor: Executor,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    effort: Effort,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Tune the calibrated kernels' thresholds on their shared stream and write the choices into their entries
+    (the alone choice stays in each ``shared`` section). Returns the profile's ``shared`` section; a failure
+    leaves every alone threshold as it was and says why there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from offload_tuner.calibration._shared import measure_shared, member_from_entry
+
+    started = clock()
+    members = []
+    for result in results:
+        costs = result.costs
+        member = None if costs is None else member_from_entry(result.spec, kernels[result.spec.key],
+                                                               costs.compute.predict)
+        if member is not None:
+            members.append(member)
+    keys = [m.spec.key for m in members]
+    if len(members) < 2:
+        error = (f"a shared stream needs at least two calibrated kernels, {len(members)} calibrated; every "
+                 "threshold is the kernel's alone")
+        progress("shared_failed", error=error)
+        return {"kernels": keys, "error": error}
+    progress("shared", kernels=keys)
+    try:
+        with ThreadPoolExecutor(knobs.workers, thread_name_prefix="offload-tuner-shared") as threads:
+            choices, stream = measure_shared(members, {"process": executor, "thread": threads}, knobs,
+                                             rounds=effort.load, progress=progress)
+        updates = [(sc, _shared_update(kernels[sc.key], sc, transport, knobs)) for sc in choices]
+    except Exception as exc:  # a kernel or a pool failed on the shared stream: the alone thresholds stand
+        error = f"the shared stream failed ({type(exc).__name__}: {exc}); every threshold is the kernel's alone"
+        progress("shared_failed", error=error)
+        return {"kernels": keys, "error": error}
+    for sc, update in updates:  # all or nothing: every update was built before any entry changes
+        entry = kernels[sc.key]
+        entry["shared"] = sc.to_json(keys, len(stream))
+        if sc.lane == "thread":
+            entry["shared"]["alone_reason"] = entry["thread"].get("reason")
+            entry["thread"].update(update)
+        else:
+            entry["shared"]["alone_reason"] = entry["load"].get("reason")
+            entry.update(update)
+        progress("shared_done", kernel=sc.key, lane=sc.lane, alone=sc.alone, threshold=sc.choice.threshold)
+    return {"kernels": keys, "calls": len(stream), "duration_s": round(clock() - started, 3)}
+
+
+def _shared_update(entry: Mapping[str, Any], sc: Any, transport: TransportModel, knobs: PolicyKnobs) -> dict[str, Any]:
+    """The fields of a kernel's entry (or of its thread section) the shared choice replaces."""
+    t, interval = sc.choice.threshold, list(sc.choice.interval)
+    if sc.lane == "thread":
+        return {"threshold": t, "interval": interval,
+                "reason": f"tuned on the shared stream ({_fmt(sc.alone)} alone): {sc.choice.reason}"}
+    costs = KernelCosts.from_json(entry["costs"])
+    return {"threshold": t, "interval": interval,
+            "at_threshold": None if t is None else predict(costs, transport, knobs, t).to_json()}
+
+
+def _fmt(t: int | None) -> str:
+    return "never" if t is None else ("always" if t == 0 else f"from {t}")
 
 
 def _probe_batch(

@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--dask", metavar="ADDRESS", default=None,
                      help="also measure this Dask cluster (e.g. tcp://scheduler:8786): its round trip, per-byte cost "
                           "and each kernel's speed on its workers, so offloaded calls can be placed there")
+    cal.add_argument("--shared", action=argparse.BooleanOptionalAction, default=None,
+                     help="the kernels share one event loop in production: after calibrating each alone, tune their "
+                          "thresholds on one stream of all their calls, each on the lane it uses with both pools "
+                          "installed (default: the plan's \"shared\", else off)")
     cal.add_argument("-q", "--quiet", action="store_true", help="no progress, only the final table")
 
     show = sub.add_parser("show", help="print a profile's thresholds")
@@ -154,6 +158,8 @@ def _load_plan(path: Path | None, use_bundled: bool) -> dict[str, Any]:
         raise SystemExit(f"offload-tuner: cannot read plan {source}: {exc}") from None
     if not isinstance(plan, dict) or plan.get("schema") != 1:
         raise SystemExit(f"offload-tuner: plan {source} must be a JSON object with \"schema\": 1")
+    if not isinstance(plan.get("shared", False), bool):
+        raise SystemExit(f"offload-tuner: plan {source}: \"shared\" must be true or false, got {plan['shared']!r}")
     return plan
 
 
@@ -208,6 +214,15 @@ class _TerminalProgress:
         elif event in ("size", "validate", "gil"):
             verb = {"size": "size", "validate": "validating at", "gil": "GIL hold in a thread at"}[event]
             self._status(f"[{self.index + 1}/{self.total}] {info['kernel']}  {verb} {info['size']}  {self._left()}")
+        elif event == "shared":
+            print(f"tuning {len(info['kernels'])} kernels together on their shared stream...", file=sys.stderr)
+        elif event == "shared_failed":
+            print(f"shared stream: {info['error']}", file=sys.stderr)
+        elif event == "shared_done":
+            from offload_tuner.inspection._report import format_threshold
+
+            self._status(f"shared stream: {info['kernel']} {info['lane']} lane {format_threshold(info['alone'])} alone "
+                         f"-> {format_threshold(info['threshold'])}", final=True)
         elif event == "kernel_measured":
             self.done_times.append(time.monotonic() - self._kernel_started)
         elif event == "kernel_done":
@@ -302,7 +317,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     executor = recommended_pool(workers)
     try:
         progress = _TerminalProgress(args.quiet, effort.kernel_budget_s)
-        profile = calibrate(specs, executor, effort=effort, knobs=knobs, plans=_kernel_plans(plan), progress=progress)
+        profile = calibrate(specs, executor, effort=effort, knobs=knobs, plans=_kernel_plans(plan), progress=progress,
+                            shared=bool(args.shared if args.shared is not None else plan.get("shared", False)))
         if client is not None:
             from offload_tuner.calibration._cluster import calibrate_cluster
 
@@ -324,6 +340,9 @@ def _calibrate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_WRITE
     print(format_table(profile))
+    shared_error = (profile.get("shared") or {}).get("error")
+    if shared_error:
+        print(f"offload-tuner: --shared: {shared_error}", file=sys.stderr)
     cluster_text = format_cluster(profile)
     if cluster_text:
         print("\n" + cluster_text)
@@ -375,7 +394,7 @@ def _explain(args: argparse.Namespace) -> int:
 
     import offload_tuner
     from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
-    from offload_tuner.inspection._report import format_load, format_seconds
+    from offload_tuner.inspection._report import format_load, format_seconds, format_shared
     from offload_tuner.calibration._targets import TargetError, import_kernel
 
     path = _profile_path(args.profile)
@@ -421,8 +440,12 @@ def _explain(args: argparse.Namespace) -> int:
         stream = "pays" if offload_pays(p, knobs) else "does not pay"
         print(f"  per-size view: offloading a saturated stream of size-{args.size} calls {stream}; the threshold "
               f"also weighs the mix of sizes (workload {entry.get('workload_range', [lo, hi])})")
+    shared = entry.get("shared")
     if entry.get("load"):
-        print(format_load(entry["load"], entry.get("threshold")))
+        alone = shared["alone"] if shared and shared.get("lane") == "process" else entry.get("threshold")
+        print(format_load(entry["load"], alone))
+    if shared:
+        print(format_shared(shared))
     thread = entry.get("thread")
     if thread:
         lane = "never" if thread.get("threshold") is None else f"from size {thread['threshold']}"

@@ -34,6 +34,7 @@ def summary_rows(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
         fit = entry.get("fit_error") or {}
         load = entry.get("load") or {}
         thread = entry.get("thread") or {}
+        shared = entry.get("shared") or {}
         rows.append(
             {
                 "kernel": key,
@@ -53,10 +54,21 @@ def summary_rows(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "thread_gil_hold": thread.get("gil_hold"),
                 "thread_threshold": thread.get("threshold"),
                 "thread_reason": thread.get("reason"),
+                "shared_lane": None if "retuned_to" in shared else shared.get("lane"),  # retune owns it now
+                "shared_alone_threshold": shared.get("alone"),
                 "error": entry.get("error"),
             }
         )
     return rows
+
+
+def _alone(row: Mapping[str, Any], lane: str) -> str:
+    """`` (alone T)`` where the shared stream moved this lane's threshold from the kernel's alone choice."""
+    if row.get("shared_lane") != lane:
+        return ""
+    now = row["thread_threshold"] if lane == "thread" else row["threshold"]
+    alone = row["shared_alone_threshold"]
+    return "" if alone == now else f" (alone {format_threshold(alone)})"
 
 
 def _under_load(row: Mapping[str, Any]) -> str:
@@ -76,7 +88,7 @@ def _thread_lane(row: Mapping[str, Any]) -> str:
     if hold is None:
         return "-"
     t = row["thread_threshold"]
-    return f"{'never' if t is None else 'from ' + format_threshold(t)} (GIL {hold:.0%})"
+    return f"{'never' if t is None else 'from ' + format_threshold(t)} (GIL {hold:.0%}){_alone(row, 'thread')}"
 
 
 def format_table(profile: Mapping[str, Any]) -> str:
@@ -87,7 +99,7 @@ def format_table(profile: Mapping[str, Any]) -> str:
         body.append(
             [
                 row["kernel"],
-                format_threshold(row["threshold"]),
+                format_threshold(row["threshold"]) + _alone(row, "process"),
                 format_interval(row["interval"]),
                 _under_load(row),
                 _pct(row["fit_error_compute"]),
@@ -110,7 +122,8 @@ def format_table(profile: Mapping[str, Any]) -> str:
         "of the compute model; load err: predicted vs measured makespan under load, after correction; @thr: "
         "predicted per call at the threshold (inline; loop-thread time and latency offloaded); thread lane: from which "
         "size a kernel goes to a thread pool when one is installed (set_executors), and the share of its run time "
-        "it held the GIL in a thread (measured; above 25% it never does)"
+        "it held the GIL in a thread (measured; above 25% it never does); (alone T): calibrated with --shared, the "
+        "threshold tuned on the kernels' shared stream, T the kernel's own"
     )
     return "\n".join(lines) + "\n" + notes
 
@@ -154,6 +167,29 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
             "the calls in between run inline or offloaded makes no difference the measurements can see"
         )
     lines.append(f"  why {format_threshold(threshold)}: {load['reason']}")
+    return "\n".join(lines)
+
+
+def format_shared(shared: Mapping[str, Any]) -> str:
+    """The shared-stream phase of one kernel, for ``explain``: its candidates with the other kernels at theirs."""
+    lines = [
+        f"  on the shared stream ({len(shared['kernels'])} kernels, {shared['calls']} calls; {shared['rounds']} interleaved "
+        f"rounds, noise {shared['noise']:.1%} per run, candidates within {shared['tie_band']:.0%} of the best tie), "
+        f"its {shared['lane']} lane with every other kernel at its threshold:",
+        "    threshold   offloaded  makespan median [min, max]       p99 loop lag  CPU",
+    ]
+    for c in shared["candidates"]:
+        spans = c["makespan_s"]
+        mid = len(spans) // 2
+        mark = "*" if c["threshold"] == shared["threshold"] else " "
+        tied = "tie" if c["threshold"] in shared["tied"] else ("lag" if c["threshold"] in shared["over_budget"] else "   ")
+        lines.append(
+            f"   {mark}{format_threshold(c['threshold']):>9}  {c['offloaded']:>9}  {format_seconds(sorted(spans)[mid]):>9} "
+            f"[{format_seconds(min(spans))}, {format_seconds(max(spans))}] {tied}  "
+            f"{format_seconds(sorted(c['lag_p99_s'])[mid]):>12}  {format_seconds(sorted(c['cpu_s'])[mid])}"
+        )
+    lines.append(f"  alone {format_threshold(shared['alone'])}, shared {format_threshold(shared['threshold'])}: "
+                 f"{shared['reason']}")
     return "\n".join(lines)
 
 

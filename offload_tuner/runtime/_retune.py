@@ -368,4 +368,6 @@ def retuned_profile(profile: Mapping[str, Any], results: Sequence[Retuned], stat
         entry["threshold"] = r.new
         entry["costs"] = r.costs.to_json()
         entry.pop("interval", None)
+        if (entry.get("shared") or {}).get("lane") == "process":  # the shared choice is what retune replaced
+            entry["shared"] = {**entry["shared"], "retuned_to": r.new}
     return out
