@@ -90,7 +90,13 @@ def test_threads_benchmark_runs_both_lanes_and_reports_against_processes_only(tm
     assert len(entry["placed_vs_best_process_per_round"]) == 1
     assert entry["best_process"].startswith("process") and entry["best_thread"].startswith("thread")
     assert entry["decision_at_top"]["backend"] == "thread"  # the profile's thread lane, with both installed
-    assert (out / "threads-smoke.md").read_text().startswith("# The thread lane")
+    # The confirmation runs placed and lanes against the sweep's best static of either lane, in rounds of their own.
+    c = entry["confirmation"]
+    assert c["best_static"] in (entry["best_process"], entry["best_thread"])
+    assert set(c["summary"]) == {"placed", "lanes", c["best_static"]}
+    assert len(c["placed_vs_best_static_per_round"]) == 1 and c["placed_vs_best_static"] > 0
+    markdown = (out / "threads-smoke.md").read_text()
+    assert markdown.startswith("# The thread lane") and "confirmation (1 fresh rounds" in markdown
 
 
 def test_mixed_benchmark_runs_the_profile_s_lanes_against_the_static_grid(tmp_path):

@@ -16,12 +16,15 @@ For each kernel (by default the bundled ones whose profile entry has a thread la
 
 Each round runs every policy once, in a shuffled order, with the calls in a fresh order. Makespans are
 normalised round by round (each round's geometric mean over every policy); p99 loop lag is the median over
-rounds. Writes ``results/threads/threads.{json,md}``.
+rounds. The best static of either lane is the best of ~15 noisy medians and reads low by selection, so a
+**confirmation** follows (``--confirm-rounds``): ``placed``, ``lanes`` and that best static in fresh rounds of
+their own. Writes ``results/threads/threads.{json,md}``.
 """
 
 from __future__ import annotations
 
 import random
+import statistics
 import sys
 import time
 from concurrent.futures import Executor
@@ -76,26 +79,43 @@ def run_one(spec: Any, calls: Any, lane: str, t: int | None, pools: dict[str, Ex
 
 
 def bench(spec: Any, workload: Any, pools: dict[str, Executor], *, callers: int, rounds: int, seed: int,
-          smoke: bool) -> dict[str, Any]:
+          smoke: bool, confirm_rounds: int = 0) -> dict[str, Any]:
     calls = size_calls(spec, workload, seed, smoke)
     offload_tuner.set_executors({"process": pools["process"]})
     warm_workers(spec, calls)  # the workers import the kernel's module outside every timed run
     offload_tuner.set_executors({})
     named = policies(workload)
     order_rng, calls_rng = random.Random(seed), random.Random(seed + 1)
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in named}
-    for _ in range(rounds):
-        order = named[:]
-        order_rng.shuffle(order)
-        round_calls = shuffled_calls(calls, calls_rng)
-        for name, lane, t in order:
-            stats = run_one(spec, round_calls, lane, t, pools, callers)
-            runs[name].append({"makespan_s": stats.steady_s or stats.makespan_s, "lag_p99_s": stats.lag_p99_s,
-                               "cpu_s": stats.caller_cpu_s + (stats.worker_cpu_s or 0.0)})
+
+    def measure(chosen: list[tuple[str, str, int | None]], count: int) -> dict[str, list[dict[str, float]]]:
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in chosen}
+        for _ in range(count):
+            order = chosen[:]
+            order_rng.shuffle(order)
+            round_calls = shuffled_calls(calls, calls_rng)
+            for name, lane, t in order:
+                stats = run_one(spec, round_calls, lane, t, pools, callers)
+                runs[name].append({"makespan_s": stats.steady_s or stats.makespan_s, "lag_p99_s": stats.lag_p99_s,
+                                   "cpu_s": stats.caller_cpu_s + (stats.worker_cpu_s or 0.0)})
+        return runs
+
+    runs = measure(named, rounds)
     names = [name for name, _, _ in named]
     summary, normalised = lane_summary(runs)
     best_process = min((n for n in names if n.startswith("process")), key=lambda n: summary[n]["makespan_s"])
     best_thread = min((n for n in names if n.startswith("thread")), key=lambda n: summary[n]["makespan_s"])
+    best_static = min(best_process, best_thread, key=lambda n: summary[n]["makespan_s"])
+    confirmation = None
+    if confirm_rounds > 0:
+        again = measure([p for p in named if p[0] in ("placed", "lanes", best_static)], confirm_rounds)
+        c_summary, c_normalised = lane_summary(again)
+        placed_ratios = [a / b for a, b in zip(c_normalised["placed"], c_normalised[best_static])]
+        lanes_ratios = [a / b for a, b in zip(c_normalised["lanes"], c_normalised[best_static])]
+        confirmation = {"runs": again, "summary": c_summary, "best_static": best_static,
+                        "placed_vs_best_static": statistics.median(placed_ratios),
+                        "placed_vs_best_static_per_round": placed_ratios,
+                        "lanes_vs_best_static": statistics.median(lanes_ratios),
+                        "lanes_vs_best_static_per_round": lanes_ratios}
     offload_tuner.set_executors(pools)
     decision = offload_tuner.decide(spec.fn, *spec.sample(workload.hi))
     offload_tuner.set_executors({})
@@ -110,6 +130,7 @@ def bench(spec: Any, workload: Any, pools: dict[str, Executor], *, callers: int,
         "placed_vs_best_process_per_round": placed_per_round,
         "placed_vs_lanes": summary["placed"]["makespan_s"] / summary["lanes"]["makespan_s"],
         "decision_at_top": {"backend": decision.backend, "threshold": decision.threshold, "reason": decision.reason},
+        **({} if confirmation is None else {"confirmation": confirmation}),
     }
 
 
@@ -147,6 +168,12 @@ def to_markdown(report: dict[str, Any]) -> str:
             placed = e["placed_vs_best_process_per_round"]
             lines.append(f"| | | placed / best process-only per round: {min(placed):.2f}-{max(placed):.2f}; placed / "
                          f"lanes (static): {e['placed_vs_lanes']:.2f} | | | | |")
+        c = e.get("confirmation")
+        if c is not None:
+            pr, lr = c["placed_vs_best_static_per_round"], c["lanes_vs_best_static_per_round"]
+            lines.append(f"| | | confirmation ({len(pr)} fresh rounds, nothing selected): placed / `{c['best_static']}` "
+                         f"**{c['placed_vs_best_static']:.2f}** (per round {min(pr):.2f}-{max(pr):.2f}); lanes / "
+                         f"`{c['best_static']}` {c['lanes_vs_best_static']:.2f} ({min(lr):.2f}-{max(lr):.2f}) | | | | |")
     lines += [
         "",
         "Makespans are the steady pass of each run, normalised round by round (each round's geometric mean over "
@@ -157,7 +184,10 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = benchmark_arguments(__doc__, out=OUT, rounds=7, seed=20261130, kernel=True).parse_args(argv)
+    parser = benchmark_arguments(__doc__, out=OUT, rounds=7, seed=20261130, kernel=True)
+    parser.add_argument("--confirm-rounds", type=int, default=5,
+                        help="fresh rounds of placed and lanes against the sweep's best static (0: none)")
+    args = parser.parse_args(argv)
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
     from offload_tuner.runtime._backends import default_workers
@@ -180,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"benchmarks.threads: kernel {w.key} is not registered")
             print(f"threads {w.key}: sizes {w.lo}-{w.hi} ...", file=sys.stderr)
             entries.append(bench(spec, w, pools, callers=args.callers, rounds=rounds, seed=args.seed,
-                                 smoke=args.smoke))
+                                 smoke=args.smoke,
+                                 confirm_rounds=min(1, args.confirm_rounds) if args.smoke else args.confirm_rounds))
     report = {
         **report_header("benchmarks.threads", argv, args.smoke),
         "profile": str(args.profile), "callers": args.callers, "workers": workers, "threads": workers,
