@@ -14,8 +14,7 @@ sight, so that every rule below is tested on synthetic measurements:
   time; under load the heartbeat also waits behind other callers' inline calls, and every recorded
   campaign measured the cap candidate of the O(n^2) kernels at 100-150 ms p99. The best measured median
   makespan sets the bar; every candidate within the *measured* noise of it (:func:`tie_band`) ties on
-  throughput. Among ties within half a standard error of the best (``TRADE_STANDARD_ERRORS``) the secondary
-  objective decides, deterministically: the lowest p99 loop lag
+  throughput. Among ties the secondary objective decides, deterministically: the lowest p99 loop lag
   (lags within ``LAG_TIE`` of each other, or a tenth of the loop budget, tie), then the least CPU (within ``CPU_TIE``), then the
   candidate that offloads least. A flat basin therefore resolves the same way on every rerun instead of
   wherever the noise puts the minimum. A lone winner on a cliff's edge (the next candidate above measured
@@ -54,14 +53,6 @@ MAX_TIE_BAND = 0.2
 TIE_STANDARD_ERRORS = 1.0
 """Ties are within one standard error of a difference: wider bands let the secondary objective (lag) pick
 candidates measurably slower (recorded benchmark: up to 1.65x the oracle with two standard errors)."""
-TRADE_STANDARD_ERRORS: float | None = 0.5
-"""Within a flat basin, the secondary objective may trade throughput only among the candidates within half a
-standard error of the best (never less than ``MIN_TIE_BAND``); the rest of the tied set still makes the basin
-flat (``tied``, the interval, ``explain``). With 3 rounds at 10-11% noise the tie band is as wide as the 10%
-goal, and campaign 12's three misses were ends of it taken for lag or CPU, measured 7-10% slower in calibration
-and 1.11-1.21x the oracle by the benchmark. Replayed on campaigns 11 and 12 (42 calibrations) this moves 4
-choices, each to one the benchmark read within 1.09x, and the calibrations over 1.10x from 4 to 2. ``None``
-lets the whole tie band trade."""
 PLAUSIBLE_STANDARD_ERRORS = 4.0
 """What a rerun may still choose: within four standard errors, at the noise's upper confidence bound."""
 PLAUSIBLE_FLOOR = 0.10
@@ -376,9 +367,7 @@ def choose(
     band = tie_band(noise, rounds)
     best = min(eligible, key=lambda c: (c.makespan, order_key(c.threshold)))
     tied = [c for c in eligible if c.makespan <= best.makespan * (1 + band)]
-    trade = band if TRADE_STANDARD_ERRORS is None else min(band, tie_band(noise, rounds, TRADE_STANDARD_ERRORS))
-    tradable = [c for c in tied if c.makespan <= best.makespan * (1 + trade)]
-    chosen, why = _secondary(tradable, lag_tie_s(loop_budget_s))
+    chosen, why = _secondary(tied, lag_tie_s(loop_budget_s))
     step_band = min(MAX_TIE_BAND, max(band, tie_band(noise, rounds, CLIFF_STEP_STANDARD_ERRORS)))
     # Only a lone winner: a tie was already resolved by what the measurement can tell apart (lag, CPU).
     stepped = None if len(tied) > 1 else _off_the_edge(chosen, ordered, eligible, best.makespan * (1 + step_band))
@@ -394,13 +383,7 @@ def choose(
                   f"(the measured noise band) slower")
     else:
         reason = (f"measured under load: flat basin, {len(tied)} candidates ({_fmt_set(tied)}) within {band:.0%} "
-                  f"(the measured noise band) of the best ({_fmt(best.threshold)}); ")
-        if len(tradable) < len(tied):
-            reason += (f"of the {len(tradable)} within {trade:.0%} (half a standard error, where throughput may be "
-                       f"traded), " if len(tradable) > 1 else
-                       f"the best is the only one within {trade:.0%} (half a standard error, where throughput may be "
-                       f"traded): ")
-        reason += f"taken for {why}"
+                  f"(the measured noise band) of the best ({_fmt(best.threshold)}); taken for {why}")
     if stepped is not None:
         edge, cliff = chosen, stepped[1]
         chosen = stepped[0]
