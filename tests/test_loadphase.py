@@ -140,6 +140,31 @@ def test_a_steady_run_warms_up_six_takes_per_caller_at_most_one_pass_and_is_size
         assert count[True] >= steady.calls_per_caller * callers
 
 
+def test_a_candidate_far_behind_after_the_first_round_runs_no_more(monkeypatch):
+    from offload_tuner.calibration import _loadphase
+    from offload_tuner.calibration._workload import RunStats
+
+    pace = {0: 1.0, 12: 1.02, 18: 1.6, None: 2.0}  # never is 2x the fastest: past FIRST_ROUND_RACE
+
+    def run(calls, callers, call, executor=None, *, warmup=0):
+        offloaded = sum(1 for _, n in calls if call(n))  # the "call" is the candidate's gate (make_call below)
+        t = {24: 0, 13: 12, 7: 18, 0: None}[offloaded]
+        return RunStats(2 * pace[t], 0, 0, 0, 0, 0, pace[t], 1.0)
+
+    monkeypatch.setattr(_loadphase, "run_calls", run)
+    calls = [((n,), n) for n in range(1, 25)]
+    runner = _loadphase._Runner(None, spec_for(controlled.spin), calls, list(range(1, 25)), 4,
+                                _loadphase.Rounds(3, 8, 0.2, 0.0, calls_per_caller=6), seed=1,
+                                progress=lambda *a, **k: None,
+                                make_call=lambda executor, fn, gate: gate)
+    runner.measure([0, 12, 18, None])
+    rounds = {c.threshold: len(c.makespan_s) for c in runner.candidates()}
+    assert rounds[None] == 1 and pace[None] >= _loadphase.FIRST_ROUND_RACE * pace[0]
+    assert rounds[0] == rounds[12] == 3  # near each other: the full minimum
+    assert rounds[18] >= 2  # 1.6x: left to the noise-based rule from round 2
+    assert _loadphase.FIRST_ROUND_RACE > 1.6
+
+
 # ------------------------------------------------------------------------------------ measured, real
 
 
@@ -158,7 +183,7 @@ def test_every_candidate_is_recorded_with_its_rounds(profile):
         assert 0 in thresholds or any(c["offloaded"] == load["calls"] for c in load["candidates"])
         assert any(c["offloaded"] == 0 for c in load["candidates"])  # never (or its equivalent)
         for c in load["candidates"]:  # a candidate dropped as clearly worse ran fewer rounds than the rest
-            assert 2 <= len(c["makespan_s"]) == len(c["lag_p99_s"]) == len(c["cpu_s"]) <= load["rounds"]
+            assert 1 <= len(c["makespan_s"]) == len(c["lag_p99_s"]) == len(c["cpu_s"]) <= load["rounds"]
             assert all(v > 0 for v in c["makespan_s"])
         assert any(len(c["makespan_s"]) == load["rounds"] for c in load["candidates"])
         assert thresholds == sorted(thresholds, key=order_key)

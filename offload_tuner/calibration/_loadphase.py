@@ -80,6 +80,11 @@ Measured here with 2 per caller: never looked about 1.3x slower relative to the 
 MAX_CALLS = 600
 EXPECTED_LOAD_INFLATION = 1.5
 """Sizing guess only: offloaded work under load costs up to ~1.5x the isolated model (measured here)."""
+FIRST_ROUND_RACE = 1.75
+"""After the first round, a candidate this much slower than the round's fastest is dropped: no noise yet, but a
+gap this wide is many times any noise measured here (10-20% per run), and such candidates (never, for the
+O(n^2) kernels at 1.7-2.3x) are the longest runs of their phase. In the recorded campaigns 11-13 no candidate
+this far behind after one round was tied with the best or chosen; dropping them saves 1-3 s a calibration."""
 NEIGHBOUR_STEPS = 2
 """Neighbours of the model's choice are this many half-octave grid steps away (an octave)."""
 SEED = 20261128
@@ -89,9 +94,9 @@ SEED = 20261128
 class Rounds:
     """How the concurrent phase spends its time on one kernel.
 
-    Every candidate runs once per round, in a shuffled order. From the second round on, a candidate whose
-    median is worse than the best by more than four standard errors is dropped (it cannot tie, and the slow
-    extremes are the longest runs); the rest go on until ``max_rounds``, or until ``budget_s`` is spent
+    Every candidate runs once per round, in a shuffled order. After the first, a candidate ``FIRST_ROUND_RACE``
+    times slower than the fastest is dropped; from the second round on, one whose median is worse than the
+    best by more than four standard errors (it cannot tie, and the slow extremes are the longest runs); the rest go on until ``max_rounds``, or until ``budget_s`` is spent
     once ``min_rounds`` are done, or until one candidate is left. ``budget_s`` is for the kernel's whole
     phase (sizing the runs, the first candidates and those the corrected model adds), not per batch: at
     3 s per batch the standard calibration of the bundled kernels took 58-63 s against its 60 s goal.
@@ -433,6 +438,9 @@ class _Runner:
                 else:
                     raw[t].append((stats.makespan_s, stats.lag_p99_s, stats.cpu_s))
             done = r + 1
+            if done == 1 and len(alive) > 1:
+                fastest = min(raw[t][0][0] for t in alive)
+                alive = [t for t in alive if raw[t][0][0] < fastest * FIRST_ROUND_RACE]
             if done >= 2:
                 alive = _contenders(self._candidates(raw, alive), alive)
             if done >= policy.min_rounds and (len(alive) == 1 or clock() - self.started >= policy.budget_s):
