@@ -159,3 +159,29 @@ def test_transport_sweep_sees_fixed_and_per_byte_costs(pool):
     assert model.round_trip_per_byte_s > 0  # a MiB costs more than nothing
     assert rows["round_trip_s"][-1] > rows["round_trip_s"][0]
     assert model.caller_cpu_s > 0 and model.worker_cpu_s > 0
+
+
+def test_each_size_s_arguments_are_built_once_per_kernel(pool):
+    """The ladder's largest sizes are measured again by the validation and the GIL probe: a slow ``sample(n)``
+    (the row kernels' pure-Python builders) is paid once per size, not once per phase."""
+    from collections import Counter
+
+    from offload_tuner.calibration._calibrate import measure_kernel
+    from tests.test_policy import transport
+
+    built: Counter = Counter()
+    spec = spec_for(controlled.spin)
+
+    def counting(n: int) -> tuple:
+        built[n] += 1
+        return spec.sample(n)
+
+    counted = dataclasses.replace(spec, sample=counting)
+    knobs = PolicyKnobs(concurrency=4, workers=2, cores=2)
+    result = measure_kernel(counted, pool, transport(150e-6, 20e-6, 20e-6), knobs, EFFORTS["quick"],
+                            KernelPlan(min_size=4, max_size=16384, workload_range=(16, 4096)))
+    assert result.entry["status"] == "ok", result.entry.get("error")
+    top = max(result.samples.size)
+    assert top in result.entry["validation"]["size"]  # measured again after the ladder ...
+    assert result.gil_points and top in [n for n, _ in result.gil_points]
+    assert built[top] == 1 and max(built.values()) == 1  # ... from the arguments built for it

@@ -272,13 +272,24 @@ class KernelSamples:
         }
 
 
-def _build_args(spec: KernelSpec, n: int) -> tuple:
+ArgsCache = dict[int, tuple]
+"""One kernel's ``sample(n)`` results while it is measured: the ladder's largest sizes are built again for the
+validation and the GIL probe, and a kernel's own pure-Python ``sample`` can take half a second there (the row
+kernels: about half their ladder's time is building arguments). Kernels are pure, so reusing arguments is
+what every timing loop already does."""
+
+
+def _build_args(spec: KernelSpec, n: int, cache: ArgsCache | None = None) -> tuple:
+    if cache is not None and n in cache:
+        return cache[n]
     try:
         args = spec.sample(n)  # type: ignore[misc]
     except Exception as exc:
         raise KernelFailed(f"sample({n}) raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(args, tuple):
         raise KernelFailed(f"sample({n}) returned {type(args).__name__}, expected a tuple of arguments")
+    if cache is not None:
+        cache[n] = args
     return args
 
 
@@ -313,18 +324,19 @@ def _measure_size(spec: KernelSpec, n: int, args: tuple, effort: Effort, samples
     return compute
 
 
-def _ladder(spec: KernelSpec, plan: KernelPlan, effort: Effort, samples: KernelSamples, progress: Progress) -> None:
+def _ladder(spec: KernelSpec, plan: KernelPlan, effort: Effort, samples: KernelSamples, progress: Progress,
+            cache: ArgsCache | None = None) -> None:
     """Grow sizes geometrically until compute or serialisation passes the ceiling, the max size or the budget."""
     started = clock()
     if plan.sizes:
         for n in plan.sizes:
             progress("size", kernel=spec.key, size=n)
-            _measure_size(spec, n, _build_args(spec, n), effort, samples)
+            _measure_size(spec, n, _build_args(spec, n, cache), effort, samples)
         return
     n = max(1, plan.min_size)
     while n <= plan.max_size:
         progress("size", kernel=spec.key, size=n)
-        args = _build_args(spec, n)
+        args = _build_args(spec, n, cache)
         compute = _measure_size(spec, n, args, effort, samples)
         heaviest = max(compute.median, samples.caller_serial[-1].median, samples.worker_serial[-1].median)
         spent = clock() - started
@@ -359,12 +371,13 @@ def _validate(
     sizes: Sequence[int],
     effort: Effort,
     progress: Progress,
+    cache: ArgsCache | None = None,
 ) -> dict[str, Any]:
     """Real offloaded round trips at a few sizes against the model's predicted latency."""
     rows: dict[str, list[float]] = {"size": [], "measured_s": [], "worker_compute_s": []}
     for n in sizes:
         progress("validate", kernel=spec.key, size=n)
-        args = _build_args(spec, n)
+        args = _build_args(spec, n, cache)
         expected = _run(spec, args, n)
         seconds, result = _offload_round_trip(executor, spec.fn, args)  # warm: imports in the worker
         if not same_result(result, expected):
@@ -431,9 +444,10 @@ def measure_kernel(
         if spec.sample is None:
             raise KernelFailed("kernel has no sample(n) function, so it cannot be calibrated")
         samples = KernelSamples()
+        cache: ArgsCache = {}  # dropped with this call: only the kernel being measured holds its arguments
         limit = plan.time_limit_s or effort.kernel_budget_s * HANG_FACTOR + 10
         with _Watchdog(limit, spec.key):
-            _ladder(spec, plan, effort, samples, progress)
+            _ladder(spec, plan, effort, samples, progress, cache)
         if len(set(samples.size)) < 2:
             raise KernelFailed(f"only {len(samples.size)} size(s) could be measured within the budget")
         costs = _fit_costs(samples)
@@ -444,13 +458,13 @@ def measure_kernel(
             for n in refined:
                 if samples.size[0] <= n <= samples.size[-1]:
                     progress("size", kernel=spec.key, size=n)
-                    _measure_size(spec, n, _build_args(spec, n), effort, samples)
+                    _measure_size(spec, n, _build_args(spec, n, cache), effort, samples)
             _sort_samples(samples)
             costs = _fit_costs(samples)
             t = threshold(costs, transport, knobs, workload)
         validation = _validate(
             executor, spec, costs, transport, knobs,
-            _validation_sizes(samples.size, t, effort.validation_sizes), effort, progress,
+            _validation_sizes(samples.size, t, effort.validation_sizes), effort, progress, cache,
         )
         ratios = [w / costs.compute.predict(n) for n, w in zip(validation["size"], validation["worker_compute_s"])]
         ratio = statistics.median(ratios) if ratios else 1.0
@@ -474,7 +488,7 @@ def measure_kernel(
         if not trusted:
             entry["error"] = "; ".join(costs.compute.notes + costs.caller_serial.notes) or "fit not trusted"
         if trusted:  # the runtime ignores untrusted entries: no time spent on their thread lane
-            result.gil_points = _measure_gil(spec, samples.size, effort, entry, progress)
+            result.gil_points = _measure_gil(spec, samples.size, effort, entry, progress, cache)
     except KernelFailed as exc:
         entry["error"] = str(exc)
         entry["traceback"] = traceback.format_exception(exc.__cause__ or exc)[-6:]
@@ -483,7 +497,8 @@ def measure_kernel(
 
 
 def _measure_gil(
-    spec: KernelSpec, ladder: Sequence[int], effort: Effort, entry: dict[str, Any], progress: Progress
+    spec: KernelSpec, ladder: Sequence[int], effort: Effort, entry: dict[str, Any], progress: Progress,
+    cache: ArgsCache | None = None,
 ) -> list[tuple[int, float]] | None:
     """The kernel's GIL hold at a few sizes of its ladder (the thread lane's evidence). A failure here costs the
     kernel its thread lane only; it is recorded in the entry."""
@@ -491,7 +506,7 @@ def _measure_gil(
     try:
         for n in point_sizes(ladder)[: effort.gil.points]:
             progress("gil", kernel=spec.key, size=n)
-            points.append((n, gil_hold(spec.fn, _build_args(spec, n), window_s=effort.gil.window_s,
+            points.append((n, gil_hold(spec.fn, _build_args(spec, n, cache), window_s=effort.gil.window_s,
                                        repeats=effort.gil.repeats)))
     except Exception as exc:  # the kernel or its sample failed in a thread: no thread lane for it
         entry["thread_error"] = f"{type(exc).__name__}: {exc}"
