@@ -40,6 +40,7 @@ from benchmarks.workload import (
     installed_pools,
     lane_summary,
     load_benchmark_profile,
+    per_round,
     report_header,
     run_round,
     write_report,
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "calls": len(stream), "runs": runs, "summary": summary, "best_static": best, "spread": spread,
         "same_decisions_as_lanes": twin,
         "lanes_vs_best": summary[LANES]["makespan_s"] / summary[best]["makespan_s"],
-        "lanes_vs_best_per_round": [a / b for a, b in zip(normalised[LANES], normalised[best])],
+        "lanes_vs_best_per_round": per_round(normalised, LANES, best),
         "shared": profile.data.get("shared"),
         "thresholds": {key: {"process": profile.kernels[key].threshold,
                              "thread": None if profile.kernels[key].thread is None else profile.kernels[key].thread.threshold}
@@ -284,11 +285,11 @@ def confirmation(runs: dict[str, list[dict[str, float]]], best: str, twin: str |
     """The lanes against the sweep's best static in rounds where nothing was selected: per round, the two
     measured side by side; the median ratio and its range."""
     summary, normalised = lane_summary(runs)
-    ratios = [a / b for a, b in zip(normalised[LANES], normalised[best])]
+    ratios = per_round(normalised, LANES, best)
     out = {"runs": runs, "summary": summary, "lanes_vs_best": statistics.median(ratios),
            "lanes_vs_best_per_round": ratios}
     if twin is not None and twin != best:
-        out["lanes_vs_twin"] = statistics.median(a / b for a, b in zip(normalised[LANES], normalised[twin]))
+        out["lanes_vs_twin"] = statistics.median(per_round(normalised, LANES, twin))
     return out
 
 

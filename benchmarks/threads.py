@@ -38,6 +38,7 @@ from benchmarks.workload import (
     lane_summary,
     load_benchmark_profile,
     load_workloads,
+    per_round,
     report_header,
     size_calls,
     static_name,
@@ -109,8 +110,8 @@ def bench(spec: Any, workload: Any, pools: dict[str, Executor], *, callers: int,
     if confirm_rounds > 0:
         again = measure([p for p in named if p[0] in ("placed", "lanes", best_static)], confirm_rounds)
         c_summary, c_normalised = lane_summary(again)
-        placed_ratios = [a / b for a, b in zip(c_normalised["placed"], c_normalised[best_static])]
-        lanes_ratios = [a / b for a, b in zip(c_normalised["lanes"], c_normalised[best_static])]
+        placed_ratios = per_round(c_normalised, "placed", best_static)
+        lanes_ratios = per_round(c_normalised, "lanes", best_static)
         confirmation = {"runs": again, "summary": c_summary, "best_static": best_static,
                         "placed_vs_best_static": statistics.median(placed_ratios),
                         "placed_vs_best_static_per_round": placed_ratios,
@@ -119,13 +120,13 @@ def bench(spec: Any, workload: Any, pools: dict[str, Executor], *, callers: int,
     offload_tuner.set_executors(pools)
     decision = offload_tuner.decide(spec.fn, *spec.sample(workload.hi))
     offload_tuner.set_executors({})
-    per_round = [a / b for a, b in zip(normalised["lanes"], normalised[best_process])]
-    placed_per_round = [a / b for a, b in zip(normalised["placed"], normalised[best_process])]
+    lanes_per_round = per_round(normalised, "lanes", best_process)
+    placed_per_round = per_round(normalised, "placed", best_process)
     return {
         "kernel": spec.key, "sizes": [workload.lo, workload.hi], "calls": len(calls), "runs": runs,
         "summary": summary, "best_process": best_process, "best_thread": best_thread,
         "lanes_vs_best_process": summary["lanes"]["makespan_s"] / summary[best_process]["makespan_s"],
-        "lanes_vs_best_process_per_round": per_round,
+        "lanes_vs_best_process_per_round": lanes_per_round,
         "placed_vs_best_process": summary["placed"]["makespan_s"] / summary[best_process]["makespan_s"],
         "placed_vs_best_process_per_round": placed_per_round,
         "placed_vs_lanes": summary["placed"]["makespan_s"] / summary["lanes"]["makespan_s"],

@@ -235,6 +235,12 @@ def lane_summary(runs: Mapping[str, list[dict[str, float]]]) -> tuple[dict[str, 
     return summary, normalised
 
 
+def per_round(normalised: Mapping[str, list[float]], a: str, b: str) -> list[float]:
+    """``a`` over ``b`` round by round (:func:`lane_summary`'s normalised makespans): two policies measured side
+    by side in every round, so the machine's drift between rounds cancels."""
+    return [x / y for x, y in zip(normalised[a], normalised[b])]
+
+
 def warm_workers(spec: KernelSpec, calls: Calls) -> None:
     """Each worker imports the kernel's module on its first call; keep that out of every timed run."""
     from offload_tuner.runtime._backends import dumps_call, invoke_pickled

@@ -137,17 +137,8 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
         f"{load['tie_band']:.0%} of the best tie):",
         "    threshold   offloaded  makespan median [min, max]       predicted  p99 loop lag  CPU",
     ]
-    for c in load["candidates"]:
-        spans = c["makespan_s"]
-        mark = "*" if c["threshold"] == load.get("chosen", threshold) else " "
-        tied = "tie" if c["threshold"] in load["tied"] else ("lag" if c["threshold"] in load.get("over_budget", ()) else "   ")
-        lines.append(
-            f"   {mark}{format_threshold(c['threshold']):>9}  {c['offloaded']:>9}  "
-            f"{format_seconds(sorted(spans)[len(spans) // 2]):>9} [{format_seconds(min(spans))}, "
-            f"{format_seconds(max(spans))}] {tied}  {format_seconds(c['predicted_s']):>9}  "
-            f"{format_seconds(sorted(c['lag_p99_s'])[len(spans) // 2]):>12}  "
-            f"{format_seconds(sorted(c['cpu_s'])[len(spans) // 2])}"
-        )
+    lines += _candidate_rows(load["candidates"], load.get("chosen", threshold), load["tied"],
+                             load.get("over_budget", ()), predicted=True)
     f = load["factors"]
     lines.append(
         f"  load factors (isolated model -> under load): inline x{f['inline']:.2f}, offloaded loop side "
@@ -170,6 +161,26 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
     return "\n".join(lines)
 
 
+def _candidate_rows(candidates: Sequence[Mapping[str, Any]], chosen: int | None, tied: Sequence[int | None],
+                    over_budget: Sequence[int | None], predicted: bool = False) -> list[str]:
+    """One line per measured candidate: medians over rounds, the chosen one starred, ties and lag ruled out
+    marked."""
+    lines = []
+    for c in candidates:
+        spans = c["makespan_s"]
+        mid = len(spans) // 2
+        mark = "*" if c["threshold"] == chosen else " "
+        flag = "tie" if c["threshold"] in tied else ("lag" if c["threshold"] in over_budget else "   ")
+        lines.append(
+            f"   {mark}{format_threshold(c['threshold']):>9}  {c['offloaded']:>9}  "
+            f"{format_seconds(sorted(spans)[mid]):>9} [{format_seconds(min(spans))}, "
+            f"{format_seconds(max(spans))}] {flag}  "
+            + (f"{format_seconds(c['predicted_s']):>9}  " if predicted else "")
+            + f"{format_seconds(sorted(c['lag_p99_s'])[mid]):>12}  {format_seconds(sorted(c['cpu_s'])[mid])}"
+        )
+    return lines
+
+
 def format_shared(shared: Mapping[str, Any]) -> str:
     """The shared-stream phase of one kernel, for ``explain``: its candidates with the other kernels at theirs."""
     lines = [
@@ -178,16 +189,7 @@ def format_shared(shared: Mapping[str, Any]) -> str:
         f"its {shared['lane']} lane with every other kernel at its threshold:",
         "    threshold   offloaded  makespan median [min, max]       p99 loop lag  CPU",
     ]
-    for c in shared["candidates"]:
-        spans = c["makespan_s"]
-        mid = len(spans) // 2
-        mark = "*" if c["threshold"] == shared["threshold"] else " "
-        tied = "tie" if c["threshold"] in shared["tied"] else ("lag" if c["threshold"] in shared["over_budget"] else "   ")
-        lines.append(
-            f"   {mark}{format_threshold(c['threshold']):>9}  {c['offloaded']:>9}  {format_seconds(sorted(spans)[mid]):>9} "
-            f"[{format_seconds(min(spans))}, {format_seconds(max(spans))}] {tied}  "
-            f"{format_seconds(sorted(c['lag_p99_s'])[mid]):>12}  {format_seconds(sorted(c['cpu_s'])[mid])}"
-        )
+    lines += _candidate_rows(shared["candidates"], shared["threshold"], shared["tied"], shared["over_budget"])
     lines.append(f"  alone {format_threshold(shared['alone'])}, shared {format_threshold(shared['threshold'])}: "
                  f"{shared['reason']}")
     return "\n".join(lines)
