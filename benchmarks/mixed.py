@@ -45,7 +45,7 @@ from benchmarks.workload import (
     run_round,
     write_report,
 )
-from offload_tuner.calibration._workload import build_calls, process_call, run_calls, thread_call
+from offload_tuner.calibration._workload import build_calls, process_call, run_calls, thread_call, threshold_gate
 from offload_tuner.inspection._report import format_threshold as _fmt
 
 OUT = RESULTS / "mixed"
@@ -114,9 +114,8 @@ def run_policy(specs: dict[str, Any], stream: list, rule: dict[str, tuple[str, i
     else:
         makers = {}
         for key, (lane, t) in rule.items():
-            gate = (lambda n: False) if t is None else (lambda n, t=t: n >= t)
             make = thread_call if lane == "thread" else process_call
-            makers[key] = make(pools["thread" if lane == "thread" else "process"], specs[key].fn, gate)
+            makers[key] = make(pools["thread" if lane == "thread" else "process"], specs[key].fn, threshold_gate(t))
 
         async def call(args: tuple, n: int) -> Any:
             key, real = args

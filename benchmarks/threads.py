@@ -46,7 +46,7 @@ from benchmarks.workload import (
     warm_workers,
     write_report,
 )
-from offload_tuner.calibration._workload import run_calls, shuffled_calls
+from offload_tuner.calibration._workload import run_calls, shuffled_calls, threshold_gate
 from offload_tuner.inspection._report import format_threshold as _fmt
 from offload_tuner.runtime import _runtime
 
@@ -67,7 +67,7 @@ def run_one(spec: Any, calls: Any, lane: str, t: int | None, pools: dict[str, Ex
         gate: Callable[[int], bool | None] = lambda n: None  # noqa: E731
     else:
         offload_tuner.set_executors({lane: pools[lane]})
-        gate = (lambda n: False) if t is None else (lambda n: n >= t)
+        gate = threshold_gate(t)
 
     async def call(args: tuple, n: int) -> Any:
         return await offload_tuner.run_kernel(spec.fn, *args, offload_if=gate(n))

@@ -46,7 +46,7 @@ import offload_tuner
 from offload_tuner.runtime._host import host_fingerprint
 from offload_tuner.runtime._registry import KernelSpec
 from offload_tuner.inspection._report import format_threshold as _fmt_t
-from offload_tuner.calibration._workload import Calls, build_calls, run_calls, shuffled_calls
+from offload_tuner.calibration._workload import Calls, build_calls, run_calls, shuffled_calls, threshold_gate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PLAN = Path(__file__).resolve().parent.parent / "calibration" / "plan.json"
@@ -128,8 +128,7 @@ def policy_gate(name: str, named: Mapping[str, int | None] | None = None) -> Cal
     """The offload_if value a policy passes for a call of size n (None: let the profile decide). ``named``
     adds policies that are static thresholds under another name (e.g. ``{"retuned": 181}``)."""
     if named and name in named:
-        t = named[name]
-        return (lambda n: False) if t is None else (lambda n: n >= t)
+        return threshold_gate(named[name])
     if name == "tuned":
         return lambda n: None
     if name == "static-256":

@@ -60,6 +60,7 @@ from offload_tuner.calibration._workload import (
     run_calls,
     shuffled_calls,
     thread_call,
+    threshold_gate,
 )
 
 MIN_CALLS_PER_CALLER = 2
@@ -321,8 +322,7 @@ def _sized_calls(
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
     predicted = predicted_makespans(predictions, [offload_from(sizes, t) for t in thresholds], knobs, LoadFactors())
     first = thresholds[0]
-    gate = (lambda n: False) if first is None else (lambda n: n >= first)
-    warm = run_calls(calls, knobs.concurrency, process_call(executor, spec.fn, gate), executor)
+    warm = run_calls(calls, knobs.concurrency, process_call(executor, spec.fn, threshold_gate(first)), executor)
     slowest = warm.makespan_s * max(predicted) / predicted[0]
     in_a_run = len(calls) * rounds.run_s / slowest  # calls the slowest candidate runs in run_s
     # On the half-octave grid, so that reruns on one host usually run the very same calls.
@@ -460,10 +460,10 @@ class _Runner:
         return out
 
     def _run(self, t: int | None, calls: Calls) -> Any:
-        gate = (lambda n: False) if t is None else (lambda n: n >= t)
         # A warm-up, then the steady pass: what a stream with no first or last call costs, which is what the
         # cost model predicts and what a service runs (see _workload).
-        return run_calls(calls, self.callers, self.make_call(self.executor, self.spec.fn, gate), self.executor,
+        return run_calls(calls, self.callers, self.make_call(self.executor, self.spec.fn, threshold_gate(t)),
+                         self.executor,
                          warmup=self.rounds.warmup(len(calls), self.callers))
 
     def indexed(self) -> list[tuple[int, float]]:

@@ -22,9 +22,17 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from offload_tuner.calibration._choice import Candidate, Choice, choose, grid_index, grid_point, order_key, snap
-from offload_tuner.calibration._loadphase import SEED, Rounds, _Runner
+from offload_tuner.calibration._loadphase import MAX_CALLS, SEED, Rounds, _Runner
 from offload_tuner.calibration._measure import clock
-from offload_tuner.calibration._workload import Call, Calls, build_calls, mix_sizes, process_call, thread_call
+from offload_tuner.calibration._workload import (
+    Call,
+    Calls,
+    build_calls,
+    mix_sizes,
+    process_call,
+    thread_call,
+    threshold_gate,
+)
 from offload_tuner.runtime._policy import PolicyKnobs
 from offload_tuner.runtime._registry import KernelSpec
 
@@ -70,14 +78,14 @@ def member_from_entry(spec: KernelSpec, entry: Mapping[str, Any], inline_s: Call
 
 def stream_counts(members: Sequence[Member], inline_work_s: float, fewest: int) -> list[int]:
     """Calls per member so that each brings about ``inline_work_s / len(members)`` of inline work over its own mix
-    (at least ``fewest``, at most 600): a kernel whose calls are cheap gets many, a heavy one few, but never so
+    (at least ``fewest``, at most ``MAX_CALLS``): a kernel whose calls are cheap gets many, a heavy one few, but never so
     few that its candidates stop splitting its calls differently."""
     share = inline_work_s / max(1, len(members))
     counts = []
     for m in members:
         lo, hi = m.workload_range
         per_call = statistics.fmean(max(m.inline_s(n), 1e-7) for n in mix_sizes(max(1.0, lo), max(1.0, hi), 48))
-        counts.append(int(min(600, max(fewest, round(share / per_call)))))
+        counts.append(int(min(MAX_CALLS, max(fewest, round(share / per_call)))))
     return counts
 
 
@@ -108,23 +116,17 @@ def build_shared_stream(members: Sequence[Member], counts: Sequence[int], seed: 
     return stream
 
 
-def _gate(t: int | None) -> Callable[[int], bool]:
-    return (lambda n: False) if t is None else (lambda n: n >= t)
-
-
-def _lane_call(member: Member, pools: Mapping[str, Executor], t: int | None) -> Call:
+def _lane_call(member: Member, pools: Mapping[str, Executor], gate: Callable[[int], bool]) -> Call:
     make = thread_call if member.lane == "thread" else process_call
-    return make(pools[member.lane], member.spec.fn, _gate(t))
+    return make(pools[member.lane], member.spec.fn, gate)
 
 
 def composite_call(members: Sequence[Member], pools: Mapping[str, Executor], tested: str,
                    tested_gate: Callable[[int], bool]) -> Call:
     """One call of the shared stream: the tested kernel's calls by ``tested_gate`` on its lane, every other
     kernel's by its current threshold on its own."""
-    makers = {m.spec.key: _lane_call(m, pools, m.threshold) for m in members if m.spec.key != tested}
-    member = next(m for m in members if m.spec.key == tested)
-    make = thread_call if member.lane == "thread" else process_call
-    makers[tested] = make(pools[member.lane], member.spec.fn, tested_gate)
+    makers = {m.spec.key: _lane_call(m, pools, tested_gate if m.spec.key == tested else threshold_gate(m.threshold))
+              for m in members}
 
     async def call(args: tuple, n: int) -> Any:
         key, real = args

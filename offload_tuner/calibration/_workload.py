@@ -205,6 +205,11 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else 0.0
 
 
+def threshold_gate(t: int | None) -> Callable[[int], bool]:
+    """Which sizes a static threshold offloads: from ``t`` up, none for ``None`` (never)."""
+    return (lambda n: False) if t is None else (lambda n: n >= t)
+
+
 def process_call(executor: Executor, fn: Callable[..., Any], offload: Callable[[int], bool]) -> Call:
     """A call that goes through the process backend's own packaging when ``offload(size)``, else inline.
 
