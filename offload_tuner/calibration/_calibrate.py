@@ -16,17 +16,20 @@ import traceback
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from offload_tuner.runtime._backends import PICKLE_PROTOCOL, describe_executor, dumps_call, invoke_pickled
 from offload_tuner.runtime._host import host_fingerprint
 from offload_tuner.calibration._gil import gil_hold, point_sizes, thread_fixed_cost, thread_section
-from offload_tuner.calibration._choice import Candidate, thread_lane_wins
+from offload_tuner.calibration._choice import Candidate, _fmt, thread_lane_wins
 from offload_tuner.calibration._loadphase import Rounds, measure_thread_lane, measure_under_load
 from offload_tuner.calibration._measure import Timing, clock, time_call
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
 from offload_tuner.runtime._profile import SCHEMA_VERSION
 from offload_tuner.runtime._registry import KernelSpec
+
+if TYPE_CHECKING:
+    from offload_tuner.calibration._shared import SharedChoice
 
 Progress = Callable[..., None]
 
@@ -726,19 +729,21 @@ def _shared_phase(
     return {"kernels": keys, "calls": len(stream), "duration_s": round(clock() - started, 3)}
 
 
-def _shared_update(entry: Mapping[str, Any], sc: Any, transport: TransportModel, knobs: PolicyKnobs) -> dict[str, Any]:
+def _shared_update(entry: Mapping[str, Any], sc: "SharedChoice", transport: TransportModel,
+                   knobs: PolicyKnobs) -> dict[str, Any]:
     """The fields of a kernel's entry (or of its thread section) the shared choice replaces."""
     t, interval = sc.choice.threshold, list(sc.choice.interval)
     if sc.lane == "thread":
         return {"threshold": t, "interval": interval,
-                "reason": f"tuned on the shared stream ({_fmt(sc.alone)} alone): {sc.choice.reason}"}
+                "reason": f"tuned on the shared stream ({_from(sc.alone)} alone): {sc.choice.reason}"}
     costs = KernelCosts.from_json(entry["costs"])
     return {"threshold": t, "interval": interval,
             "at_threshold": None if t is None else predict(costs, transport, knobs, t).to_json()}
 
 
-def _fmt(t: int | None) -> str:
-    return "never" if t is None else ("always" if t == 0 else f"from {t}")
+def _from(t: int | None) -> str:
+    """A thread lane's threshold as words: "never", "always", "from 512" (:func:`_choice._fmt`, with "from")."""
+    return _fmt(t) if t in (None, 0) else f"from {t}"
 
 
 def _probe_batch(

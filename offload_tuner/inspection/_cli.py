@@ -216,8 +216,6 @@ class _TerminalProgress:
             self._status(f"[{self.index + 1}/{self.total}] {info['kernel']}  {verb} {info['size']}  {self._left()}")
         elif event == "shared":
             print(f"tuning {len(info['kernels'])} kernels together on their shared stream...", file=sys.stderr)
-        elif event == "shared_failed":
-            print(f"shared stream: {info['error']}", file=sys.stderr)
         elif event == "shared_done":
             from offload_tuner.inspection._report import format_threshold
 
