@@ -64,3 +64,18 @@ def test_a_basin_the_benchmark_measured_flat_makes_far_thresholds_reproducible()
     never_slow = verdicts([_run(8192, [4096, None], [8192], 1.0, sweep={"T=16384": 1.3}, ),
                            _run(None, [4096, None], [None], 1.3, sweep={"T=16384": 1.3})])
     assert not never_slow["kernels"]["m:k"]["flat_in_benchmark"]
+
+
+def test_the_confirmed_ratio_is_judged_where_the_benchmark_ran_one():
+    def confirmed(ratio, sweep_ratio):
+        run = _run(128, [91, 181], [128], sweep_ratio)
+        run["workload"]["workloads"][0]["confirmation"] = {"ratio": ratio, "oracle": "T=128", "per_round": [ratio] * 8}
+        return run
+
+    # The sweep read one run 1.12x (a lucky oracle); the fresh rounds read it 1.04x.
+    row = verdicts([confirmed(1.04, 1.12), _run(128, [91, 181], [128], 1.0)])["kernels"]["m:k"]
+    assert row["all_within_1.10x_oracle"] and row["judged"] == [1.04, 1.0]
+    assert row["confirmed"][0]["ratio"] == 1.04 and row["confirmed"][1] is None
+    # And the other way: a confirmation that reads it slow fails the run, whatever the sweep said.
+    row = verdicts([confirmed(1.15, 1.05), _run(128, [91, 181], [128], 1.0)])["kernels"]["m:k"]
+    assert not row["all_within_1.10x_oracle"]

@@ -26,6 +26,13 @@ def test_workload_benchmark_runs_and_writes_its_outputs(tmp_path, monkeypatch):
         assert entry["summary"]["never"]["offloaded"] == 0
         assert entry["summary"]["always"]["offloaded"] == entry["summary"]["always"]["calls"]
         assert set(entry["verdicts"]) >= {"tuned_vs_oracle", "makespan_within_1.10x_oracle", "p99_lag_within_budget"}
+        # Tuned is confirmed in a fresh round against the sweep's best statics unless it decides like the oracle.
+        if entry["same_as"].get(entry["oracle"]) == "tuned":
+            assert "confirmation" not in entry
+        else:
+            c = entry["confirmation"]
+            assert set(c["runs"]) == {"tuned", *c["against"]} and c["oracle"] in c["against"]
+            assert len(c["per_round"]) == 1 and entry["verdicts"]["confirmed_vs_oracle"] == c["ratio"]
         assert entry["model_check"] is not None and entry["model_check"]["median_error"] >= 0
         # Policies deciding every call alike were measured once and share the numbers; "always" and "never"
         # differ on every call, so they are never merged.

@@ -18,9 +18,12 @@ not a bias one order repeats);
 medians are reported. The
 oracle is the static policy with the lowest median makespan *in the same rounds* (``static-256``,
 ``always`` and ``never`` included), and each ratio is reported with its spread: the same ratio taken
-round by round (tuned and oracle ran side by side in each), so drift between rounds cancels.
+round by round (tuned and oracle ran side by side in each), so drift between rounds cancels. The oracle
+is the lowest of many noisy medians and reads low by selection; a **confirmation** (``--confirm-rounds``)
+runs tuned and the sweep's best statics again in fresh rounds where nothing is selected, and the verdicts
+judge that ratio.
 
-    python -m benchmarks.workload [--profile PATH] [--rounds 5] [--kernel NAME ...] [--smoke]
+    python -m benchmarks.workload [--profile PATH] [--rounds 5] [--confirm-rounds 8] [--kernel NAME ...] [--smoke]
 
 writes ``benchmarks/results/workload.{json,md}`` (and ``.png`` when matplotlib is installed; ``--out-dir``
 to change).
@@ -254,11 +257,15 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
                    smoke: bool = False, named: Mapping[str, int | None] | None = None,
                    calls: Calls | None = None, dynamic: Mapping[str, DynamicPolicy] | None = None,
                    order: Callable[[Calls, random.Random], Calls] = shuffled_calls,
-                   warmup: int | None = None, chunks: int = CHUNKS) -> dict[str, Any]:
+                   warmup: int | None = None, chunks: int = CHUNKS, confirm_rounds: int = 0,
+                   confirm_max_rounds: int | None = None) -> dict[str, Any]:
     """Every policy in interleaved rounds: tuned (the profile decides), the old 256, ``named`` thresholds,
     ``dynamic`` policies, and the static sweep (the oracle is the best static measured, named ones included).
     ``order`` gives each round's order of the calls (the same for every policy of the round); each round runs
-    in up to ``chunks`` slices (:func:`run_round`; 1 for a run that must stay one time series)."""
+    in up to ``chunks`` slices (:func:`run_round`; 1 for a run that must stay one time series).
+    ``confirm_rounds``: fresh rounds of tuned against the sweep's best statics (:func:`confirmation_names`),
+    more until settled (``CONFIRM_STANDARD_ERROR``), at most ``confirm_max_rounds`` (default
+    ``CONFIRM_MAX_FACTOR`` times as many)."""
     calls = calls if calls is not None else size_calls(spec, workload, seed, smoke)
     warm_workers(spec, calls)
     statics = [static_name(t) for t in sweep_thresholds(workload)]
@@ -269,10 +276,14 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
     runs: dict[str, list[RunResult]] = {p: [] for p in policies}
     order_rng, calls_rng = random.Random(seed), random.Random(seed + 1)
     slices = chunk_count(len(calls), callers, chunks)
-    for _ in range(rounds):
-        round_calls = order(calls, calls_rng)  # one fresh order per round, the same for every policy
-        results = run_round(round_calls, distinct, slices, order_rng,
+
+    def measure(names: list[str], count: int) -> Iterator[dict[str, RunResult]]:
+        for _ in range(count):
+            round_calls = order(calls, calls_rng)  # one fresh order per round, the same for every policy
+            yield run_round(round_calls, names, slices, order_rng,
                             lambda piece, name: run_policy(spec, piece, name, callers, named, dynamic, warmup))
+
+    for results in measure(distinct, rounds):
         for name, result in results.items():
             for member in (p for p in policies if same_as[p] == name):
                 runs[member].append(RunResult(member, *astuple(result)[1:]))
@@ -292,6 +303,17 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
     if dynamic:
         entry["dynamic"] = list(dynamic)
     analyse(entry)
+    confirm = confirmation_names(entry) if confirm_rounds > 0 else None
+    if confirm is not None:
+        confirmed: dict[str, list[dict[str, Any]]] = {name: [] for name in confirm}
+        most = CONFIRM_MAX_FACTOR * confirm_rounds if confirm_max_rounds is None else confirm_max_rounds
+        for done, results in enumerate(measure(confirm, most), 1):
+            for name, result in results.items():
+                confirmed[name].append(asdict(result))
+            entry["confirmation"] = {"runs": confirmed}
+            analyse_confirmation(entry)
+            if done >= confirm_rounds and entry["confirmation"]["standard_error"] <= CONFIRM_STANDARD_ERROR:
+                break
     entry["model_check"] = model_check(spec, calls, entry["summary"], workload, named, list(dynamic or {}))
     return entry
 
@@ -384,6 +406,8 @@ def analyse(entry: dict[str, Any]) -> None:
             summary[name]["raw_steady_s"] = statistics.median(run["steady_s"] for run in runs[name])
             summary[name]["steady_s"] = steady["medians"][name]
         entry["steady"] = {k: steady[k] for k in ("oracle", "ratio", "per_round", "spread")}
+    if "confirmation" in entry:
+        analyse_confirmation(entry)
 
 
 def _compare(entry: dict[str, Any], field: str) -> dict[str, Any]:
@@ -409,6 +433,70 @@ def _compare(entry: dict[str, Any], field: str) -> dict[str, Any]:
         "per_round": [t / o for t, o in zip(normalised["tuned"], normalised[oracle])],
         "spread": spread,
     }
+
+
+CONFIRM_ROUNDS = 8
+"""Fresh rounds of the confirmation. Tuned / static taken round by round spreads ~6% (one sigma, campaign 14) on
+this VM; the median of 8 then has a standard error of ~3%, well inside the 10% the goals are judged at."""
+CONFIRM_STANDARD_ERROR = 0.03
+CONFIRM_MAX_FACTOR = 3
+"""The confirmation runs at least ``--confirm-rounds`` rounds, and more, up to this many times as many, until
+the standard error of its median ratio is within ``CONFIRM_STANDARD_ERROR``. Kernels with a few very large
+calls are lumpy: where the largest calls land decides a run's drain, and tuned / static spread 13% round to
+round (cluster_campaigns); 8 rounds then leave a 6% standard error, too wide to judge 1.10x by."""
+CONFIRM_AGAINST = 2
+"""Statics the confirmation runs tuned against: the sweep's best two that decide differently from tuned. The
+best of the sweep may be a lucky one; against two, the verdict takes the one tuned compares worse with."""
+
+
+def confirmation_names(entry: dict[str, Any]) -> list[str] | None:
+    """Tuned and the sweep's best ``CONFIRM_AGAINST`` distinct statics, or None when tuned decides every call
+    like the oracle (their ratio is 1 by identity: one policy, measured once per round).
+
+    Why confirm at all: the oracle is the lowest of 8-12 noisy medians, so it reads low by selection. In
+    campaign 14, tuned / oracle round by round spread 2-9% (one sigma, median 6%): a policy exactly as fast
+    as six tied statics then reads a median 1.03x in a 5-round sweep, and above 1.10x in ~3% of kernel-runs
+    (at 7% noise per run, 1.05x and 14%; simulated). Fresh rounds of the few selected policies, nothing
+    selected in them, measure the ratio without that bias."""
+    same_as = entry.get("same_as", {})
+    dynamic = set(entry.get("dynamic", ()))
+    medians = {name: s["makespan_s"] for name, s in entry["summary"].items()}
+    if same_as.get(entry["oracle"], entry["oracle"]) == "tuned":
+        return None
+    statics = [name for name in medians if name != "tuned" and name not in dynamic and name not in same_as]
+    return ["tuned"] + sorted(statics, key=lambda name: medians[name])[:CONFIRM_AGAINST]
+
+
+def analyse_confirmation(entry: dict[str, Any]) -> None:
+    """Tuned against each confirmed static, round by round (normalised like the sweep), the median ratio; the
+    verdict's oracle is the static tuned compares worst with (pure: re-run on recorded reports)."""
+    from offload_tuner.calibration._loadphase import round_scales
+
+    c = entry["confirmation"]
+    runs = c["runs"]
+    names = list(runs)
+    scale = round_scales([[runs[name][r]["makespan_s"] for name in names] for r in range(len(runs["tuned"]))])
+    normalised = {name: [run["makespan_s"] * f for run, f in zip(runs[name], scale)] for name in names}
+    ratios = {name: per_round(normalised, "tuned", name) for name in names if name != "tuned"}
+    against = {name: statistics.median(values) for name, values in ratios.items()}
+    oracle = max(against, key=lambda name: against[name])
+    c.update(oracle=oracle, ratio=against[oracle], against=against, per_round=ratios[oracle],
+             rounds=len(runs["tuned"]), standard_error=max(median_standard_error(v) for v in ratios.values()))
+
+
+def median_standard_error(ratios: list[float]) -> float:
+    """Relative standard error of the median of ``ratios`` (~1.25 sigma / sqrt(n) for normal noise, sigma of the
+    logs); infinite for fewer than two."""
+    if len(ratios) < 2:
+        return math.inf
+    return 1.25 * statistics.stdev(math.log(r) for r in ratios) / math.sqrt(len(ratios))
+
+
+def judged_ratio(entry: dict[str, Any]) -> float:
+    """Tuned / oracle as the verdicts judge it: confirmed where a confirmation ran, else the sweep's ratio
+    (exactly 1 where tuned decides like the oracle)."""
+    c = entry.get("confirmation")
+    return entry["tuned_vs_oracle"] if c is None else c["ratio"]
 
 
 def summarise(results: list[RunResult]) -> dict[str, Any]:
@@ -457,10 +545,13 @@ def verdicts(entry: dict[str, Any], loop_budget_s: float | None) -> dict[str, An
     """The issue's goals, checked on the medians."""
     s = entry["summary"]
     per_round = entry["tuned_vs_oracle_per_round"]
+    c = entry.get("confirmation")
     out = {
         "tuned_vs_oracle": entry["tuned_vs_oracle"],
         "tuned_vs_oracle_range": [min(per_round), max(per_round)],
-        "makespan_within_1.10x_oracle": entry["tuned_vs_oracle"] <= 1.10,
+        "confirmed_vs_oracle": None if c is None else c["ratio"],
+        "confirmed_range": None if c is None else [min(c["per_round"]), max(c["per_round"])],
+        "makespan_within_1.10x_oracle": judged_ratio(entry) <= 1.10,
         "steady_within_1.10x_oracle": None if "steady" not in entry else entry["steady"]["ratio"] <= 1.10,
         "p99_lag_not_above_static_256": s["tuned"]["lag_p99_s"] <= s["static-256"]["lag_p99_s"] * 1.05,
     }
@@ -507,13 +598,21 @@ def to_markdown(report: dict[str, Any]) -> str:
         "of the machine weighs on all policies of its round alike). The oracle is the static policy (a threshold "
         "of the sweep, `always`, `never` or `static-256`) with the lowest normalised median in the same rounds. "
         "*tuned / oracle* is the ratio of those medians, with the range of the same ratio taken round by round; "
+        "the oracle is the lowest of many noisy medians, so this ratio reads high by selection. *Confirmed* runs "
+        f"tuned and the sweep's best {CONFIRM_AGAINST} statics again in fresh rounds of their own, at least "
+        f"{report.get('confirm_rounds', 0)} and up to {CONFIRM_MAX_FACTOR}x as many until the standard error of the "
+        f"median ratio is within {CONFIRM_STANDARD_ERROR:.0%} (nothing selected in them; none needed where tuned "
+        "decides like the oracle): the median of tuned / static round by round, against the static it compares "
+        "worst with, ± its standard error, over the rounds run. The verdicts judge the confirmed ratio where "
+        "there is one. "
         "*spread* is a policy's round-to-round (max - min) / median after normalisation, the median over "
         "policies. The *steady pass* is the same comparison on one pass of the calls with ramp-up and drain left "
         "out (what calibration times: a service's stream has no last call). Policies that decide every call alike are one policy, measured once per round (`(= tuned)` "
         "in the table below). The model check compares raw medians with the profile's predictions.\n",
-        "| kernel | tuned T | oracle | tuned / oracle [per round] | spread | steady pass: oracle, tuned / oracle [per round] "
+        "| kernel | tuned T | oracle | tuned / oracle [per round] | confirmed: oracle, tuned / oracle ± SE [per round] "
+        "| spread | steady pass: oracle, tuned / oracle [per round] "
         "| p99 lag: tuned / static-256 / always / never | tuned p99 lag within budget | model error (median) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in report["workloads"]:
         s, v = e["summary"], e["verdicts"]
@@ -524,7 +623,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {_name(e)} | {_fmt_t(e['tuned_threshold'])} | {e['oracle']} | "
             f"{'**' if e['tuned_vs_oracle'] > 1.10 else ''}{e['tuned_vs_oracle']:.2f}"
-            f"{'**' if e['tuned_vs_oracle'] > 1.10 else ''} [{lo:.2f}, {hi:.2f}] | {e['spread']:.0%} | {_steady(e)} | {lags} ms | "
+            f"{'**' if e['tuned_vs_oracle'] > 1.10 else ''} [{lo:.2f}, {hi:.2f}] | {_confirmed(e)} | {e['spread']:.0%} | "
+            f"{_steady(e)} | {lags} ms | "
             f"{within} | {'-' if check is None else format(check['median_error'], '.0%')} |"
         )
     lines += _adaptive_section(report)
@@ -556,6 +656,15 @@ def to_markdown(report: dict[str, Any]) -> str:
         cells = ", ".join(f"{name}: {r['predicted_s'] * 1e3:.0f}/{r['measured_s'] * 1e3:.0f}" for name, r in check["rows"].items())
         lines.append(f"| {_name(e)} | {check['median_error']:.0%} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _confirmed(entry: dict[str, Any]) -> str:
+    c = entry.get("confirmation")
+    if c is None:
+        return "-"
+    bold = "**" if c["ratio"] > 1.10 else ""
+    return (f"{c['oracle']}, {bold}{c['ratio']:.2f}{bold} ± {c['standard_error']:.2f} [{min(c['per_round']):.2f}, "
+            f"{max(c['per_round']):.2f}], {c['rounds']} rounds")
 
 
 def _steady(entry: dict[str, Any]) -> str:
@@ -656,6 +765,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_arguments(__doc__, out=RESULTS, rounds=5, seed=20261127, kernel=True,
                                  profile="profile for the tuned policy (default: this host's)")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--confirm-rounds", type=int, default=CONFIRM_ROUNDS,
+                        help="fresh rounds of tuned against the sweep's best statics where they decide differently "
+                             f"(default {CONFIRM_ROUNDS}; 0: none)")
     parser.add_argument("--adaptive", action="store_true",
                         help="add the adaptive policy (online adaptation, warm: LEARN_PASSES runs first)")
     args = parser.parse_args(argv)
@@ -705,7 +817,9 @@ def main(argv: list[str] | None = None) -> int:
                                extra=0 if args.smoke else EXTRA_LEARN_PASSES)
             entry = bench_workload(spec, w, callers=args.callers, rounds=rounds, seed=args.seed, smoke=args.smoke,
                                    calls=calls, dynamic={"adaptive": adaptive} if adaptive else None,
-                                   chunks=args.chunks)
+                                   chunks=args.chunks,
+                                   confirm_rounds=min(1, args.confirm_rounds) if args.smoke else args.confirm_rounds,
+                                   confirm_max_rounds=min(1, args.confirm_rounds) if args.smoke else None)
             if adaptive is not None:
                 entry["adaptive"] = adaptive.record()
             entry["verdicts"] = verdicts(entry, budget)
@@ -718,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
         "callers": args.callers,
         "workers": workers,
         "rounds": rounds,
+        "confirm_rounds": min(1, args.confirm_rounds) if args.smoke else args.confirm_rounds,
         "duration_s": round(time.perf_counter() - started, 1),
         "workloads": entries,
     }
