@@ -32,6 +32,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 import offload_tuner
+from benchmarks.confirm import per_round
 from benchmarks.workload import (
     RESULTS,
     RunResult,
@@ -40,7 +41,6 @@ from benchmarks.workload import (
     installed_pools,
     lane_summary,
     load_benchmark_profile,
-    per_round,
     report_header,
     run_round,
     write_report,

@@ -8,15 +8,23 @@ per kernel, what issue 10 asks of them:
   tuned against the sweep's best statics, nothing selected in them; the sweep's ratio is reported beside it);
 * thresholds across runs within 1.5x of each other, or their intervals overlapping with the recorded
   makespans showing a flat basin: several candidates tied under load in every calibration, or, in every
-  run's benchmark, each static threshold between the runs' thresholds within 1.10x of the oracle;
+  run's benchmark, each static threshold between the runs' thresholds within 1.10x of the oracle (where a
+  basin check ran, its measurement decides instead: see below);
 * each run's threshold inside the other runs' intervals (pairwise coverage);
 * the model's predicted makespan against the measured one (median error over kernels <= 15%).
 
     python -m benchmarks.reruns [--runs 3] [--effort standard] [--rounds 5] [--confirm-rounds 8] [--out-dir ...]
     python -m benchmarks.reruns --from-recorded [--out-dir ...]   # re-read recorded runs, measure nothing
+    python -m benchmarks.reruns --from-recorded --measure-basins    # ... but run the basin checks they need
+
+Where the runs' thresholds are too far apart to agree by distance but their intervals overlap, a **basin
+check** follows: the runs' thresholds, each run's sweep oracle and a few powers of two between them, side by
+side in fresh rounds until settled (``benchmarks.workload --compare``); the basin is flat when every
+threshold from the lowest to the highest of the runs' is within 1.10x of the best measured beside them.
 
 Run it on an otherwise idle machine: it is a measurement. Writes ``profile-N.json`` and ``run-N/`` (the
-workload report) per run, and ``reruns.{json,md}`` with the verdicts.
+workload report) per run, ``basin-KERNEL/basin.json`` per basin check, and ``reruns.{json,md}`` with the
+verdicts.
 """
 
 from __future__ import annotations
@@ -77,7 +85,84 @@ def load_recorded(out_dir: Path) -> list[dict[str, Any]]:
 
 
 FLAT = 1.10
-"""A benchmark shows a flat basin where every policy between the runs' thresholds is within this of the oracle."""
+"""A benchmark shows a flat basin where every policy between the runs' thresholds is within this of the best
+measured beside it (the basin check's best, or the sweep's oracle)."""
+BASIN_BETWEEN = 4
+"""Powers of two strictly between the runs' lowest and highest thresholds that the basin check measures too (a
+bump between two fine thresholds is not a flat basin); more are thinned to every other, and so on."""
+
+
+def basin_thresholds(thresholds: list[int | None], oracles: list[str], workload_range: tuple[int, int]) -> list[int | None]:
+    """What the basin check measures side by side: the runs' thresholds, each run's sweep oracle (the
+    reference), and up to ``BASIN_BETWEEN`` powers of two between the lowest and highest threshold (inside
+    the workload range: below its bottom every threshold is ``always``, beyond its top ``never``)."""
+    from benchmarks.workload import parse_threshold
+
+    lo = max(min(_key(t) for t in thresholds), workload_range[0])
+    hi = max(_key(t) for t in thresholds)
+    between = [1 << k for k in range(1, 63) if lo < (1 << k) < hi and (1 << k) <= workload_range[1]]
+    while len(between) > BASIN_BETWEEN:
+        between = between[1::2]
+    return sorted(set(thresholds) | set(between) | {parse_threshold(o) for o in oracles}, key=_key)
+
+
+def basin_flat(basin: dict[str, Any], thresholds: list[int | None]) -> bool:
+    """The basin check's verdict: every measured threshold from the lowest to the highest of the runs' within
+    ``FLAT`` of the best measured beside them. A check that did not measure each of the runs' thresholds (a
+    failed one, or one recorded for other runs) shows nothing."""
+    from benchmarks.workload import static_name
+
+    if basin.get("error") or not {static_name(t) for t in thresholds} <= set(basin.get("vs_best", {})):
+        return False
+    lo, hi = min(_key(t) for t in thresholds), max(_key(t) for t in thresholds)
+    span = [t for t in basin["thresholds"] if lo <= _key(t) <= hi]
+    return all(basin["vs_best"][static_name(t)] <= FLAT for t in span)
+
+
+def needs_basin(row: dict[str, Any]) -> bool:
+    """Thresholds too far apart to be reproducible by distance, in intervals that overlap: the basin decides."""
+    return not row["within_1.5x"] and row["intervals_overlap"]
+
+
+def measure_basins(runs: list[dict[str, Any]], out_dir: Path, confirm_rounds: int) -> dict[str, Any]:
+    """The basin check for every kernel that needs one, each in its own process: the runs' thresholds and
+    the statics between them side by side in fresh rounds (``benchmarks.workload --compare``). A check that
+    fails is recorded as failed (it shows no flat basin); the campaign's report is still written."""
+    from benchmarks.workload import load_workloads
+
+    ranges = {w.key: (w.lo, w.hi) for w in load_workloads()}
+    basins: dict[str, Any] = {}
+    for key, row in verdicts(runs)["kernels"].items():
+        if not needs_basin(row) or key not in ranges:
+            continue
+        name = key.split(":")[1]
+        thresholds = basin_thresholds(row["thresholds"], row["oracles"], ranges[key])
+        print(f"basin check: {name} at {', '.join(_fmt(t) for t in thresholds)} ...", file=sys.stderr)
+        basin_dir = out_dir / f"basin-{name}"
+        done = subprocess.run([sys.executable, "-m", "benchmarks.workload", "--profile", str(out_dir / "profile-1.json"),
+                               "--kernel", key, "--compare", ",".join(_fmt(t) for t in thresholds),
+                               "--confirm-rounds", str(confirm_rounds), "--out-dir", str(basin_dir)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            print(f"basin check: {name} failed:\n{done.stderr}", file=sys.stderr)
+            basins[key] = {"kernel": key, "thresholds": thresholds, "error": done.stderr.strip().splitlines()[-1:]}
+            continue
+        basins[key] = json.loads((basin_dir / "basin.json").read_text())["basin"]
+    return basins
+
+
+def load_basins(out_dir: Path) -> dict[str, Any]:
+    """Recorded basin checks (``basin-*/basin.json``), re-analysed from their raw rounds."""
+    from benchmarks.confirm import analyse_basin
+
+    basins = {}
+    for path in sorted(out_dir.glob("basin-*/basin.json")):
+        basin = json.loads(path.read_text())["basin"]
+        if basin.get("runs"):
+            basin.update(analyse_basin(basin["runs"]))
+            basin["vs_best"].update({alias: basin["vs_best"][rep] for alias, rep in basin.get("same_as", {}).items()})
+        basins[basin["kernel"]] = basin
+    return basins
 
 
 def flat_between(bench: dict[str, Any], thresholds: list[int | None]) -> bool:
@@ -109,7 +194,9 @@ def _confirmed(bench: dict[str, Any]) -> dict[str, Any] | str | None:
     return "identical" if same_as.get(bench["oracle"], bench["oracle"]) == "tuned" else None
 
 
-def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def verdicts(runs: list[dict[str, Any]], basins: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per kernel, the issue's checks; ``basins``: recorded basin checks (:func:`measure_basins`), which decide
+    whether the benchmark shows a flat basin where they ran (else every run's sweep decides)."""
     from benchmarks import workload
 
     kernels = list(runs[0]["profile"]["kernels"])
@@ -127,7 +214,11 @@ def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
         within_15 = same or (spread is not None and spread <= 1.5)
         overlap = max(_key(lo) for lo, _ in intervals) <= min(_key(hi) for _, hi in intervals)
         flat = all(len(e.get("load", {}).get("tied", [])) > 1 for e in entries)
-        flat_measured = all(b and flat_between(b, thresholds) for b in benches)
+        basin = (basins or {}).get(key)
+        if basin is not None:
+            flat_measured = basin_flat(basin, thresholds)
+        else:
+            flat_measured = all(b and flat_between(b, thresholds) for b in benches)
         inside = 0
         for (a, _), (_, ib) in itertools.permutations(zip(thresholds, intervals), 2):
             inside += _key(ib[0]) <= _key(a) <= _key(ib[1])
@@ -150,6 +241,7 @@ def verdicts(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "intervals_overlap": overlap,
             "flat_basin_every_run": flat,
             "flat_in_benchmark": flat_measured,
+            "basin": None if basin is None else {field: basin.get(field) for field in ("vs_best", "best", "rounds", "error")},
             "reproducible": within_15 or (overlap and (flat or flat_measured)),
             "coverage": f"{inside}/{n_pairs}",
             "all_within_1.10x_oracle": all(r <= 1.10 for r in judged),
@@ -196,14 +288,16 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         "*Reproducible*: the thresholds are within 1.5x of each other, or their intervals overlap and the basin "
         "is flat, either in calibration's measurements (every run found several candidates tied) or in the "
-        "benchmark's (in every run, the tuned policy and each static threshold from the lowest to the highest "
-        "of the runs' thresholds within 1.10x of the oracle).",
+        "benchmark's: where a basin check ran, every threshold it measured from the lowest to the highest of the "
+        "runs' within 1.10x of the best measured beside them (below); else, in every run's sweep, the tuned policy "
+        "and each static threshold in that span within 1.10x of the oracle.",
         "",
         "*Confirmed*: tuned against the sweep's best two statics again, in fresh rounds of those three alone (none "
         "where tuned decides every call like the sweep's oracle: \"same as the oracle\", 1.00 by identity); the "
         "median of tuned / static round by round, against the static it compares worse with. The sweep's oracle "
         "is the lowest of 8-12 noisy medians and reads low by selection; *<= 1.10x* judges the confirmed ratio.",
         "",
+        *_basin_lines(v),
         f"Pairwise coverage (a run's threshold inside another run's interval): **{v['coverage']:.0%}**.",
         f"Model check, median over kernels and runs of the predicted-vs-measured makespan error: "
         f"**{v['model_error_median']:.0%}**.",
@@ -214,6 +308,22 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _basin_lines(v: dict[str, Any]) -> list[str]:
+    rows = {key: r["basin"] for key, r in v["kernels"].items() if r.get("basin")}
+    if not rows:
+        return []
+    lines = ["*Basin checks* (the thresholds alone, side by side in fresh rounds; each against the best of them "
+             "in the same rounds, the median of the per-round ratios; picking that best in the same rounds reads "
+             "the others slightly slow, against flatness):", ""]
+    for key, basin in rows.items():
+        if basin.get("error"):
+            lines.append(f"- `{key.split(':')[1]}`: the check failed ({' '.join(basin['error'])}); it shows nothing.")
+            continue
+        cells = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in basin["vs_best"].items())
+        lines.append(f"- `{key.split(':')[1]}`: {cells} ({basin['rounds']} rounds; best `{basin['best']}`).")
+    return lines + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -222,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--confirm-rounds", type=int, default=8,
                         help="the workload benchmark's confirmation rounds (0: judge the sweep's ratio)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
-    parser.add_argument("--from-recorded", action="store_true", help="re-analyse the runs in --out-dir; measure nothing")
+    parser.add_argument("--from-recorded", action="store_true",
+                        help="re-analyse the runs and basin checks recorded in --out-dir; measure nothing")
+    parser.add_argument("--measure-basins", action="store_true",
+                        help="with --from-recorded: run the basin checks the recorded runs need, now")
     args = parser.parse_args(argv)
     from offload_tuner.runtime._host import host_fingerprint
 
@@ -239,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(1, 0 if args.from_recorded else args.runs + 1):
         print(f"run {i}/{args.runs}: calibrating and benchmarking ...", file=sys.stderr)
         runs.append(run_once(i, args.out_dir, args.effort, args.rounds, args.confirm_rounds))
+    if args.from_recorded and not args.measure_basins:
+        basins = load_basins(args.out_dir)
+    else:
+        basins = measure_basins(runs, args.out_dir, previous.get("confirm_rounds") or args.confirm_rounds)
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m benchmarks.reruns " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -248,12 +365,14 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "confirm_rounds": args.confirm_rounds,
         "duration_s": time.perf_counter() - started,
-        "verdicts": verdicts(runs),
+        "verdicts": verdicts(runs, basins),
     }
     if args.from_recorded and previous:  # keep what was measured, say it was re-read
         report.update(command=previous["command"] + "; re-analysed with --from-recorded", duration_s=previous["duration_s"],
                       effort=previous["effort"], rounds=previous["rounds"], created=previous["created"],
                       confirm_rounds=previous.get("confirm_rounds", 0))
+        if args.measure_basins:
+            report["command"] += " --measure-basins"
     (args.out_dir / "reruns.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out_dir / "reruns.md").write_text(to_markdown(report))
     print(to_markdown(report))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.reruns import verdicts
+from benchmarks.reruns import basin_flat, basin_thresholds, verdicts
 
 
 def _run(threshold, interval, tied, ratio, error=0.05, sweep=None):
@@ -79,3 +79,31 @@ def test_the_confirmed_ratio_is_judged_where_the_benchmark_ran_one():
     # And the other way: a confirmation that reads it slow fails the run, whatever the sweep said.
     row = verdicts([confirmed(1.15, 1.05), _run(128, [91, 181], [128], 1.0)])["kernels"]["m:k"]
     assert not row["all_within_1.10x_oracle"]
+
+
+def test_the_basin_check_measures_the_runs_thresholds_their_oracles_and_a_few_between():
+    assert basin_thresholds([8, 128, 128], ["T=32", "static-256", "T=32"], [8, 512]) == [8, 16, 32, 64, 128, 256]
+    # Wide spans are thinned to a few powers of two between; beyond the workload's top, never is never.
+    assert basin_thresholds([1024, 262144], ["T=131072"], [1024, 262144]) == [1024, 4096, 16384, 65536, 131072, 262144]
+    assert basin_thresholds([8192, None], ["never"], [64, 16384]) == [8192, 16384, None]
+    assert basin_thresholds([0, 45], ["always"], [8, 128]) == [0, 16, 32, 45]  # below 8, every threshold is always
+
+
+def test_a_recorded_basin_check_decides_whether_far_thresholds_are_reproducible():
+    basin = {"thresholds": [8, 16, 32, 64, 128, 256], "best": "T=32",
+             "vs_best": {"T=8": 1.04, "T=16": 1.01, "T=32": 1.0, "T=64": 1.03, "T=128": 1.07, "T=256": 1.3}}
+    assert basin_flat(basin, [8, 128, 8])  # 256 is outside the runs' span: not asked
+    assert not basin_flat(dict(basin, vs_best=dict(basin["vs_best"], **{"T=64": 1.12})), [8, 128])
+    runs = [_run(8, [8, 256], [8], 1.0), _run(128, [8, 362], [128], 1.02)]
+    row = verdicts(runs, {"m:k": basin})["kernels"]["m:k"]
+    assert not row["within_1.5x"] and not row["flat_basin_every_run"]
+    assert row["flat_in_benchmark"] and row["reproducible"] and row["basin"]["best"] == "T=32"
+    bumpy = dict(basin, vs_best=dict(basin["vs_best"], **{"T=16": 1.15}))
+    assert not verdicts(runs, {"m:k": bumpy})["kernels"]["m:k"]["reproducible"]
+    # A check that did not measure the runs' own thresholds (failed, or recorded for other runs) shows nothing.
+    assert not basin_flat(dict(basin, error=["Traceback ..."]), [8, 128])
+    assert not basin_flat(basin, [8, 181])
+    sweep_flat = {"T=8": 1.04, "T=16": 1.02, "T=32": 1.0, "T=64": 1.01}
+    fallback = [_run(8, [8, 256], [8], 1.0, sweep=sweep_flat), _run(128, [8, 362], [128], 1.02, sweep=sweep_flat)]
+    assert verdicts(fallback)["kernels"]["m:k"]["flat_in_benchmark"]  # no basin check: the sweeps decide
+    assert not verdicts(fallback, {"m:k": bumpy})["kernels"]["m:k"]["flat_in_benchmark"]  # with one: it decides

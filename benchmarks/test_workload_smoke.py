@@ -43,6 +43,14 @@ def test_workload_benchmark_runs_and_writes_its_outputs(tmp_path, monkeypatch):
             assert strip(entry["runs"][name]) == strip(entry["runs"][rep])
     assert (out / "workload-smoke.md").read_text().startswith("# Co-hosted workload benchmark")
     assert (out / "workload-smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The reruns' basin check: static thresholds alone, side by side; aliases share their representative's ratio.
+    basin_dir = tmp_path / "basin"
+    assert workload.main(["--smoke", "--profile", str(profile), "--out-dir", str(basin_dir), "--kernel", "rank_latencies",
+                          "--compare", "always,1,128,never"]) == 0
+    basin = json.loads((basin_dir / "basin.json").read_text())["basin"]
+    assert basin["thresholds"] == [0, 1, 128, None] and basin["same_as"]["T=1"] == "always"
+    assert set(basin["vs_best"]) == {"always", "T=1", "T=128", "never"} and basin["vs_best"][basin["best"]] == 1.0
+    assert basin["vs_best"]["T=1"] == basin["vs_best"]["always"] and basin["rounds"] == 1
 
 
 def test_mix_shift_benchmark_runs_and_retunes_from_what_it_recorded(tmp_path):

@@ -31,6 +31,7 @@ from concurrent.futures import Executor
 from typing import Any, Callable
 
 import offload_tuner
+from benchmarks.confirm import per_round
 from benchmarks.workload import (
     RESULTS,
     benchmark_arguments,
@@ -38,7 +39,6 @@ from benchmarks.workload import (
     lane_summary,
     load_benchmark_profile,
     load_workloads,
-    per_round,
     report_header,
     size_calls,
     static_name,

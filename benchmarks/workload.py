@@ -24,6 +24,7 @@ runs tuned and the sweep's best statics again in fresh rounds where nothing is s
 judge that ratio.
 
     python -m benchmarks.workload [--profile PATH] [--rounds 5] [--confirm-rounds 8] [--kernel NAME ...] [--smoke]
+    python -m benchmarks.workload --profile PATH --kernel NAME --compare 8,32,128   # thresholds side by side
 
 writes ``benchmarks/results/workload.{json,md}`` (and ``.png`` when matplotlib is installed; ``--out-dir``
 to change).
@@ -50,6 +51,9 @@ from offload_tuner.runtime._host import host_fingerprint
 from offload_tuner.runtime._registry import KernelSpec
 from offload_tuner.inspection._report import format_threshold as _fmt_t
 from offload_tuner.calibration._workload import Calls, build_calls, run_calls, shuffled_calls, threshold_gate
+from benchmarks.confirm import (CONFIRM_AGAINST, CONFIRM_MAX_FACTOR, CONFIRM_ROUNDS, CONFIRM_STANDARD_ERROR,
+                                analyse_basin, analyse_confirmation, confirmation_names, judged_ratio, normalised,
+                                until_settled)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PLAN = Path(__file__).resolve().parent.parent / "calibration" / "plan.json"
@@ -225,22 +229,11 @@ def installed_pools(workers: int) -> Iterator[dict[str, Executor]]:
 def lane_summary(runs: Mapping[str, list[dict[str, float]]]) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
     """Per policy: the median makespan normalised round by round (each round's geometric mean over every
     policy), and the median p99 loop lag and CPU; and the normalised makespans themselves."""
-    from offload_tuner.calibration._loadphase import round_scales
-
-    names = list(runs)
-    rounds = len(runs[names[0]])
-    scales = round_scales([[runs[n][r]["makespan_s"] for n in names] for r in range(rounds)])
-    normalised = {n: [run["makespan_s"] * f for run, f in zip(runs[n], scales)] for n in names}
-    summary = {n: {"makespan_s": statistics.median(normalised[n]),
+    values = normalised(runs)
+    summary = {n: {"makespan_s": statistics.median(values[n]),
                    "lag_p99_s": statistics.median(run["lag_p99_s"] for run in runs[n]),
-                   "cpu_s": statistics.median(run["cpu_s"] for run in runs[n])} for n in names}
-    return summary, normalised
-
-
-def per_round(normalised: Mapping[str, list[float]], a: str, b: str) -> list[float]:
-    """``a`` over ``b`` round by round (:func:`lane_summary`'s normalised makespans): two policies measured side
-    by side in every round, so the machine's drift between rounds cancels."""
-    return [x / y for x, y in zip(normalised[a], normalised[b])]
+                   "cpu_s": statistics.median(run["cpu_s"] for run in runs[n])} for n in runs}
+    return summary, values
 
 
 def warm_workers(spec: KernelSpec, calls: Calls) -> None:
@@ -305,17 +298,39 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
     analyse(entry)
     confirm = confirmation_names(entry) if confirm_rounds > 0 else None
     if confirm is not None:
-        confirmed: dict[str, list[dict[str, Any]]] = {name: [] for name in confirm}
         most = CONFIRM_MAX_FACTOR * confirm_rounds if confirm_max_rounds is None else confirm_max_rounds
-        for done, results in enumerate(measure(confirm, most), 1):
-            for name, result in results.items():
-                confirmed[name].append(asdict(result))
-            entry["confirmation"] = {"runs": confirmed}
-            analyse_confirmation(entry)
-            if done >= confirm_rounds and entry["confirmation"]["standard_error"] <= CONFIRM_STANDARD_ERROR:
-                break
+        fresh = ({name: asdict(result) for name, result in results.items()} for results in measure(confirm, most))
+        entry["confirmation"] = until_settled(fresh, confirm_rounds, analyse_confirmation)
     entry["model_check"] = model_check(spec, calls, entry["summary"], workload, named, list(dynamic or {}))
     return entry
+
+
+def compare_statics(spec: KernelSpec, workload: Workload, thresholds: list[int | None], *, callers: int, seed: int,
+                    least: int, most: int, smoke: bool = False, chunks: int = CHUNKS) -> dict[str, Any]:
+    """Static thresholds alone, side by side in fresh rounds (at least ``least``, at most ``most``, more until
+    settled): is the basin between several calibrations' thresholds flat? Thresholds deciding every call alike
+    are one policy (``same_as``)."""
+    calls = size_calls(spec, workload, seed, smoke)
+    warm_workers(spec, calls)
+    names = list(dict.fromkeys(static_name(t) for t in thresholds))
+    same_as = identical_policies(spec, calls, names)
+    distinct = [name for name in names if same_as[name] == name]
+    slices = chunk_count(len(calls), callers, chunks)
+    order_rng, calls_rng = random.Random(seed), random.Random(seed + 1)
+
+    def fresh() -> Iterator[dict[str, dict[str, Any]]]:
+        for _ in range(most):
+            results = run_round(shuffled_calls(calls, calls_rng), distinct, slices, order_rng,
+                                lambda piece, name: run_policy(spec, piece, name, callers))
+            yield {name: asdict(result) for name, result in results.items()}
+
+    if len(distinct) == 1:  # one policy under several names: flat by identity
+        basin = {"runs": {}, "best": distinct[0], "vs_best": {distinct[0]: 1.0}, "rounds": 0, "standard_error": 0.0}
+    else:
+        basin = until_settled(fresh(), least, analyse_basin)
+    aliases = {name: rep for name, rep in same_as.items() if rep != name}
+    basin["vs_best"].update({name: basin["vs_best"][rep] for name, rep in aliases.items()})
+    return {"kernel": spec.key, "calls": len(calls), "thresholds": thresholds, "same_as": aliases, **basin}
 
 
 def round_ends(entry: dict[str, Any], rounds: int) -> list[Any]:
@@ -407,7 +422,7 @@ def analyse(entry: dict[str, Any]) -> None:
             summary[name]["steady_s"] = steady["medians"][name]
         entry["steady"] = {k: steady[k] for k in ("oracle", "ratio", "per_round", "spread")}
     if "confirmation" in entry:
-        analyse_confirmation(entry)
+        entry["confirmation"] = analyse_confirmation(entry["confirmation"]["runs"])
 
 
 def _compare(entry: dict[str, Any], field: str) -> dict[str, Any]:
@@ -433,70 +448,6 @@ def _compare(entry: dict[str, Any], field: str) -> dict[str, Any]:
         "per_round": [t / o for t, o in zip(normalised["tuned"], normalised[oracle])],
         "spread": spread,
     }
-
-
-CONFIRM_ROUNDS = 8
-"""Fresh rounds of the confirmation. Tuned / static taken round by round spreads ~6% (one sigma, campaign 14) on
-this VM; the median of 8 then has a standard error of ~3%, well inside the 10% the goals are judged at."""
-CONFIRM_STANDARD_ERROR = 0.03
-CONFIRM_MAX_FACTOR = 3
-"""The confirmation runs at least ``--confirm-rounds`` rounds, and more, up to this many times as many, until
-the standard error of its median ratio is within ``CONFIRM_STANDARD_ERROR``. Kernels with a few very large
-calls are lumpy: where the largest calls land decides a run's drain, and tuned / static spread 13% round to
-round (cluster_campaigns); 8 rounds then leave a 6% standard error, too wide to judge 1.10x by."""
-CONFIRM_AGAINST = 2
-"""Statics the confirmation runs tuned against: the sweep's best two that decide differently from tuned. The
-best of the sweep may be a lucky one; against two, the verdict takes the one tuned compares worse with."""
-
-
-def confirmation_names(entry: dict[str, Any]) -> list[str] | None:
-    """Tuned and the sweep's best ``CONFIRM_AGAINST`` distinct statics, or None when tuned decides every call
-    like the oracle (their ratio is 1 by identity: one policy, measured once per round).
-
-    Why confirm at all: the oracle is the lowest of 8-12 noisy medians, so it reads low by selection. In
-    campaign 14, tuned / oracle round by round spread 2-9% (one sigma, median 6%): a policy exactly as fast
-    as six tied statics then reads a median 1.03x in a 5-round sweep, and above 1.10x in ~3% of kernel-runs
-    (at 7% noise per run, 1.05x and 14%; simulated). Fresh rounds of the few selected policies, nothing
-    selected in them, measure the ratio without that bias."""
-    same_as = entry.get("same_as", {})
-    dynamic = set(entry.get("dynamic", ()))
-    medians = {name: s["makespan_s"] for name, s in entry["summary"].items()}
-    if same_as.get(entry["oracle"], entry["oracle"]) == "tuned":
-        return None
-    statics = [name for name in medians if name != "tuned" and name not in dynamic and name not in same_as]
-    return ["tuned"] + sorted(statics, key=lambda name: medians[name])[:CONFIRM_AGAINST]
-
-
-def analyse_confirmation(entry: dict[str, Any]) -> None:
-    """Tuned against each confirmed static, round by round (normalised like the sweep), the median ratio; the
-    verdict's oracle is the static tuned compares worst with (pure: re-run on recorded reports)."""
-    from offload_tuner.calibration._loadphase import round_scales
-
-    c = entry["confirmation"]
-    runs = c["runs"]
-    names = list(runs)
-    scale = round_scales([[runs[name][r]["makespan_s"] for name in names] for r in range(len(runs["tuned"]))])
-    normalised = {name: [run["makespan_s"] * f for run, f in zip(runs[name], scale)] for name in names}
-    ratios = {name: per_round(normalised, "tuned", name) for name in names if name != "tuned"}
-    against = {name: statistics.median(values) for name, values in ratios.items()}
-    oracle = max(against, key=lambda name: against[name])
-    c.update(oracle=oracle, ratio=against[oracle], against=against, per_round=ratios[oracle],
-             rounds=len(runs["tuned"]), standard_error=max(median_standard_error(v) for v in ratios.values()))
-
-
-def median_standard_error(ratios: list[float]) -> float:
-    """Relative standard error of the median of ``ratios`` (~1.25 sigma / sqrt(n) for normal noise, sigma of the
-    logs); infinite for fewer than two."""
-    if len(ratios) < 2:
-        return math.inf
-    return 1.25 * statistics.stdev(math.log(r) for r in ratios) / math.sqrt(len(ratios))
-
-
-def judged_ratio(entry: dict[str, Any]) -> float:
-    """Tuned / oracle as the verdicts judge it: confirmed where a confirmation ran, else the sweep's ratio
-    (exactly 1 where tuned decides like the oracle)."""
-    c = entry.get("confirmation")
-    return entry["tuned_vs_oracle"] if c is None else c["ratio"]
 
 
 def summarise(results: list[RunResult]) -> dict[str, Any]:
@@ -533,7 +484,7 @@ def model_check(spec: KernelSpec, calls: Calls, summary: dict[str, Any], workloa
         if named and name in named:
             t = named[name]
         else:
-            t = 256 if name == "static-256" else (None if name == "never" else 0 if name == "always" else int(name[2:]))
+            t = parse_threshold(name)
         k = len(sizes) if t is None else next((i for i, n in enumerate(sizes) if n >= t), len(sizes))
         predicted = workload_makespan(predictions, knobs, k)
         measured = summary[name].get("raw_steady_s", summary[name]["raw_makespan_s"])  # the model is steady-state
@@ -601,9 +552,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         "the oracle is the lowest of many noisy medians, so this ratio reads high by selection. *Confirmed* runs "
         f"tuned and the sweep's best {CONFIRM_AGAINST} statics again in fresh rounds of their own, at least "
         f"{report.get('confirm_rounds', 0)} and up to {CONFIRM_MAX_FACTOR}x as many until the standard error of the "
-        f"median ratio is within {CONFIRM_STANDARD_ERROR:.0%} (nothing selected in them; none needed where tuned "
+        f"median ratio is within {CONFIRM_STANDARD_ERROR:.0%} (no policy is picked in them; none needed where tuned "
         "decides like the oracle): the median of tuned / static round by round, against the static it compares "
-        "worst with, ± its standard error, over the rounds run. The verdicts judge the confirmed ratio where "
+        "worst with, ± the largest standard error of those medians, over the rounds run. The verdicts judge the "
+        "confirmed ratio where "
         "there is one. "
         "*spread* is a policy's round-to-round (max - min) / median after normalisation, the median over "
         "policies. The *steady pass* is the same comparison on one pass of the calls with ramp-up and drain left "
@@ -768,6 +720,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--confirm-rounds", type=int, default=CONFIRM_ROUNDS,
                         help="fresh rounds of tuned against the sweep's best statics where they decide differently "
                              f"(default {CONFIRM_ROUNDS}; 0: none)")
+    parser.add_argument("--compare", metavar="T,T,...",
+                        help="measure only these static thresholds of one --kernel side by side ('always', 'never' "
+                             "or sizes) in fresh rounds, until settled; writes basin.json (the reruns' flat-basin check)")
     parser.add_argument("--adaptive", action="store_true",
                         help="add the adaptive policy (online adaptation, warm: LEARN_PASSES runs first)")
     args = parser.parse_args(argv)
@@ -781,7 +736,8 @@ def main(argv: list[str] | None = None) -> int:
     # Everything a run needs is checked before anything is measured.
     profile_path = args.profile or configured_profile_path()
     try:
-        profile = offload_tuner.load_profile(profile_path, strict=True)
+        # --compare runs static thresholds only: a profile recorded on another host serves (recorded reruns).
+        profile = offload_tuner.load_profile(profile_path, strict=True, check_host=not args.compare)
     except ProfileError as exc:
         raise SystemExit(f"benchmarks.workload: {exc}; calibrate this host (offload-tuner calibrate --out PATH) "
                          "and pass --profile PATH") from None
@@ -798,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
     # The fixed policies pass offload_if over a trusted profile on purpose: no need to be told.
     warnings.filterwarnings("ignore", category=offload_tuner.ProfileOverriddenWarning)
     rounds = 1 if args.smoke else args.rounds
+    if args.compare:
+        return compare_main(args, workloads, workers, argv)
     started = time.perf_counter()
     budget = profile.data.get("policy", {}).get("loop_budget_s")
     entries = []
@@ -843,6 +801,45 @@ def main(argv: list[str] | None = None) -> int:
     print(to_markdown(report))
     if figure_problem:
         print(f"figure skipped: {figure_problem}", file=sys.stderr)
+    return 0
+
+
+def parse_threshold(text: str) -> int | None:
+    """A static policy's threshold as the command line and the reports spell it: ``always`` (0), ``never``
+    (None), ``static-256``, ``T=size`` or a size."""
+    text = text.strip().removeprefix("T=").removeprefix("static-")
+    if text in ("always", "never"):
+        return 0 if text == "always" else None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"not a static threshold: {text!r} (always, never, static-256, T=size or a size)") from None
+
+
+def compare_main(args: argparse.Namespace, workloads: list[Workload], workers: int, argv: list[str] | None) -> int:
+    """``--compare``: the static thresholds of one kernel side by side, written to ``basin.json``."""
+    from offload_tuner.runtime._registry import spec_by_key
+
+    if len(workloads) != 1:
+        raise SystemExit(f"benchmarks.workload: --compare needs exactly one --kernel, got {len(workloads)}")
+    try:
+        thresholds = [parse_threshold(t) for t in args.compare.split(",")]
+    except ValueError as exc:
+        raise SystemExit(f"benchmarks.workload: --compare: {exc}") from None
+    spec = spec_by_key(workloads[0].key)
+    assert spec is not None  # checked by main
+    least = 1 if args.smoke else args.confirm_rounds or CONFIRM_ROUNDS
+    started = time.perf_counter()
+    with installed_pool(workers):
+        basin = compare_statics(spec, workloads[0], thresholds, callers=args.callers, seed=args.seed, least=least,
+                                most=1 if args.smoke else CONFIRM_MAX_FACTOR * least, smoke=args.smoke,
+                                chunks=args.chunks)
+    report = {**report_header("benchmarks.workload", argv, args.smoke), "callers": args.callers, "workers": workers,
+              "duration_s": round(time.perf_counter() - started, 1), "basin": basin}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "basin.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(", ".join(f"{name} {ratio:.2f}x" for name, ratio in basin["vs_best"].items())
+          + f" the best ({basin['best']}), {basin['rounds']} rounds")
     return 0
 
 
