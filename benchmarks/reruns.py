@@ -147,7 +147,7 @@ def measure_basins(runs: list[dict[str, Any]], out_dir: Path, confirm_rounds: in
             print(f"basin check: {name} failed:\n{done.stderr}", file=sys.stderr)
             basins[key] = {"kernel": key, "thresholds": thresholds, "error": done.stderr.strip().splitlines()[-1:]}
             continue
-        basins[key] = json.loads((basin_dir / "basin.json").read_text())["basin"]
+        basins[key] = _recorded_basin(basin_dir / "basin.json")
     return basins
 
 
@@ -157,12 +157,17 @@ def load_basins(out_dir: Path) -> dict[str, Any]:
 
     basins = {}
     for path in sorted(out_dir.glob("basin-*/basin.json")):
-        basin = json.loads(path.read_text())["basin"]
+        basin = _recorded_basin(path)
         if basin.get("runs"):
             basin.update(analyse_basin(basin["runs"]))
             basin["vs_best"].update({alias: basin["vs_best"][rep] for alias, rep in basin.get("same_as", {}).items()})
         basins[basin["kernel"]] = basin
     return basins
+
+
+def _recorded_basin(path: Path) -> dict[str, Any]:
+    report = json.loads(path.read_text())
+    return {**report["basin"], "duration_s": report.get("duration_s")}
 
 
 def flat_between(bench: dict[str, Any], thresholds: list[int | None]) -> bool:
@@ -241,7 +246,8 @@ def verdicts(runs: list[dict[str, Any]], basins: dict[str, Any] | None = None) -
             "intervals_overlap": overlap,
             "flat_basin_every_run": flat,
             "flat_in_benchmark": flat_measured,
-            "basin": None if basin is None else {field: basin.get(field) for field in ("vs_best", "best", "rounds", "error")},
+            "basin": None if basin is None else {field: basin.get(field)
+                                                 for field in ("vs_best", "best", "rounds", "duration_s", "error")},
             "reproducible": within_15 or (overlap and (flat or flat_measured)),
             "coverage": f"{inside}/{n_pairs}",
             "all_within_1.10x_oracle": all(r <= 1.10 for r in judged),
@@ -320,7 +326,8 @@ def _basin_lines(v: dict[str, Any]) -> list[str]:
             lines.append(f"- `{key.split(':')[1]}`: the check failed ({' '.join(basin['error'])}); it shows nothing.")
             continue
         cells = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in basin["vs_best"].items())
-        lines.append(f"- `{key.split(':')[1]}`: {cells} ({basin['rounds']} rounds; best `{basin['best']}`).")
+        took = "" if basin.get("duration_s") is None else f", {basin['duration_s']:.0f} s"
+        lines.append(f"- `{key.split(':')[1]}`: {cells} ({basin['rounds']} rounds{took}; best `{basin['best']}`).")
     return lines + [""]
 
 
@@ -368,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         "verdicts": verdicts(runs, basins),
     }
     if args.from_recorded and previous:  # keep what was measured, say it was re-read
-        report.update(command=previous["command"] + "; re-analysed with --from-recorded", duration_s=previous["duration_s"],
+        command = previous["command"].split("; re-analysed")[0]
+        report.update(command=command + "; re-analysed with --from-recorded", duration_s=previous["duration_s"],
                       effort=previous["effort"], rounds=previous["rounds"], created=previous["created"],
                       confirm_rounds=previous.get("confirm_rounds", 0))
         if args.measure_basins:
