@@ -29,15 +29,15 @@ the sweep may be a lucky one; against two, the verdict takes the one tuned compa
 Runs = Mapping[str, list[dict[str, Any]]]
 
 
-def normalised(runs: Runs) -> dict[str, list[float]]:
-    """Each policy's makespans, each round scaled by the round's geometric mean over the policies (a slow
-    moment of the machine weighs on every policy of its round alike)."""
+def normalised(runs: Runs, field: str = "makespan_s") -> dict[str, list[float]]:
+    """Each policy's ``field`` (a makespan), each round scaled by the round's geometric mean over the policies
+    (a slow moment of the machine weighs on every policy of its round alike)."""
     from offload_tuner.calibration._loadphase import round_scales
 
     names = list(runs)
     rounds = len(runs[names[0]])
-    scale = round_scales([[runs[name][r]["makespan_s"] for name in names] for r in range(rounds)])
-    return {name: [run["makespan_s"] * f for run, f in zip(runs[name], scale)] for name in names}
+    scale = round_scales([[runs[name][r][field] for name in names] for r in range(rounds)])
+    return {name: [run[field] * f for run, f in zip(runs[name], scale)] for name in names}
 
 
 def per_round(values: Mapping[str, list[float]], a: str, b: str) -> list[float]:

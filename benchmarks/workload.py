@@ -53,7 +53,7 @@ from offload_tuner.inspection._report import format_threshold as _fmt_t
 from offload_tuner.calibration._workload import Calls, build_calls, run_calls, shuffled_calls, threshold_gate
 from benchmarks.confirm import (CONFIRM_AGAINST, CONFIRM_MAX_FACTOR, CONFIRM_ROUNDS, CONFIRM_STANDARD_ERROR,
                                 analyse_basin, analyse_confirmation, confirmation_names, judged_ratio, normalised,
-                                until_settled)
+                                per_round, until_settled)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PLAN = Path(__file__).resolve().parent.parent / "calibration" / "plan.json"
@@ -271,9 +271,7 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
     slices = chunk_count(len(calls), callers, chunks)
 
     def measure(names: list[str], count: int) -> Iterator[dict[str, RunResult]]:
-        for _ in range(count):
-            round_calls = order(calls, calls_rng)  # one fresh order per round, the same for every policy
-            yield run_round(round_calls, names, slices, order_rng,
+        return fresh_rounds(calls, names, count, slices, order_rng, calls_rng, order,
                             lambda piece, name: run_policy(spec, piece, name, callers, named, dynamic, warmup))
 
     for results in measure(distinct, rounds):
@@ -318,19 +316,25 @@ def compare_statics(spec: KernelSpec, workload: Workload, thresholds: list[int |
     slices = chunk_count(len(calls), callers, chunks)
     order_rng, calls_rng = random.Random(seed), random.Random(seed + 1)
 
-    def fresh() -> Iterator[dict[str, dict[str, Any]]]:
-        for _ in range(most):
-            results = run_round(shuffled_calls(calls, calls_rng), distinct, slices, order_rng,
-                                lambda piece, name: run_policy(spec, piece, name, callers))
-            yield {name: asdict(result) for name, result in results.items()}
-
+    rounds = fresh_rounds(calls, distinct, most, slices, order_rng, calls_rng, shuffled_calls,
+                          lambda piece, name: run_policy(spec, piece, name, callers))
     if len(distinct) == 1:  # one policy under several names: flat by identity
         basin = {"runs": {}, "best": distinct[0], "vs_best": {distinct[0]: 1.0}, "rounds": 0, "standard_error": 0.0}
     else:
-        basin = until_settled(fresh(), least, analyse_basin)
+        basin = until_settled(({name: asdict(r) for name, r in results.items()} for results in rounds), least,
+                              analyse_basin)
     aliases = {name: rep for name, rep in same_as.items() if rep != name}
     basin["vs_best"].update({name: basin["vs_best"][rep] for name, rep in aliases.items()})
     return {"kernel": spec.key, "calls": len(calls), "thresholds": thresholds, "same_as": aliases, **basin}
+
+
+def fresh_rounds(calls: Calls, names: list[str], count: int, slices: int, order_rng: random.Random,
+                 calls_rng: random.Random, order: Callable[[Calls, random.Random], Calls],
+                 run: Callable[[Calls, str], RunResult]) -> Iterator[dict[str, RunResult]]:
+    """``count`` rounds of ``names``, lazily (a caller may stop early): each a fresh order of the calls, the same
+    for every policy of the round, run in ``slices`` slices (:func:`run_round`)."""
+    for _ in range(count):
+        yield run_round(order(calls, calls_rng), names, slices, order_rng, run)
 
 
 def round_ends(entry: dict[str, Any], rounds: int) -> list[Any]:
@@ -427,25 +431,24 @@ def analyse(entry: dict[str, Any]) -> None:
 
 def _compare(entry: dict[str, Any], field: str) -> dict[str, Any]:
     """Normalised medians of ``field``, the best static policy and tuned's ratio to it (median, per round)."""
-    from offload_tuner.calibration._loadphase import round_scales
-
-    runs = entry["runs"]
+    runs, same_as = entry["runs"], entry.get("same_as", {})
     names = list(runs)
     rounds = len(runs[names[0]])
-    distinct = [name for name in names if name not in entry.get("same_as", {})]
-    scale = round_scales([[runs[name][r][field] for name in distinct] for r in range(rounds)])
-    normalised = {name: [run[field] * f for run, f in zip(runs[name], scale)] for name in names}
-    medians = {name: statistics.median(values) for name, values in normalised.items()}
+    distinct = [name for name in names if name not in same_as]
+    # Aliases ran as their representative: normalise over distinct policies, then share the values.
+    values = normalised({name: runs[name] for name in distinct}, field)
+    normalised_all = {name: values[same_as.get(name, name)] for name in names}
+    medians = {name: statistics.median(v) for name, v in normalised_all.items()}
     dynamic = set(entry.get("dynamic", ()))
     oracle = min((n for n in names if n != "tuned" and n not in dynamic), key=lambda n: medians[n])
     spread = statistics.median(
-        (max(v) - min(v)) / statistics.median(v) for name, v in normalised.items() if name in distinct and len(v) > 1
+        (max(v) - min(v)) / statistics.median(v) for name, v in values.items() if len(v) > 1
     ) if rounds > 1 else 0.0
     return {
         "medians": medians,
         "oracle": oracle,
         "ratio": medians["tuned"] / medians[oracle],
-        "per_round": [t / o for t, o in zip(normalised["tuned"], normalised[oracle])],
+        "per_round": per_round(normalised_all, "tuned", oracle),
         "spread": spread,
     }
 
