@@ -130,7 +130,8 @@ def test_a_steady_run_warms_up_six_takes_per_caller_at_most_one_pass_and_is_size
         return RunStats(1e-3 * (len(calls) + warmup), 0.0, 0.0, 0.0, 0.0, None)
 
     monkeypatch.setattr(_loadphase, "run_calls", timed_by_count)
-    costs, tr = KernelCosts(power(1e-7, 2.0), zero(), zero(), zero()), transport(150e-6, 20e-6, 20e-6)
+    # The model puts a call near what the fake run measures (1 ms), so no run is too long to size.
+    costs, tr = KernelCosts(power(1e-10, 2.0, 5e-4), zero(), zero(), zero()), transport(150e-6, 20e-6, 20e-6)
     for run_s in (0.1, 0.3):
         plain = _loadphase.Rounds(3, 8, run_s, 2.5, calls_per_caller=2)
         steady = _loadphase.Rounds(3, 8, run_s, 2.5, calls_per_caller=_loadphase.STEADY_CALLS_PER_CALLER)
@@ -138,6 +139,62 @@ def test_a_steady_run_warms_up_six_takes_per_caller_at_most_one_pass_and_is_size
                                                        1, [None, 0], r)) for r in (plain, steady)}
         assert count[True] + steady.warmup(count[True], callers) == pytest.approx(count[False], rel=0.3)
         assert count[True] >= steady.calls_per_caller * callers
+
+
+def test_sizing_is_skipped_only_where_the_model_says_the_fewest_calls_run_far_too_long(monkeypatch):
+    from offload_tuner.calibration import _loadphase
+    from offload_tuner.calibration._workload import RunStats
+
+    runs: list[int] = []
+
+    def timed_by_count(calls, callers, call, executor=None, *, warmup=0):
+        runs.append(len(calls))
+        return RunStats(1e-3 * (len(calls) + warmup), 0.0, 0.0, 0.0, 0.0, None)
+
+    monkeypatch.setattr(_loadphase, "run_calls", timed_by_count)
+    tr = transport(150e-6, 20e-6, 20e-6)
+    steady = _loadphase.Rounds(3, 8, 0.2, 2.5, calls_per_caller=_loadphase.STEADY_CALLS_PER_CALLER)
+    fewest = steady.calls_per_caller * KNOBS.concurrency
+    heavy = KernelCosts(power(1e-6, 2.0), zero(), zero(), zero())  # 16 s inline at the top of 16..4096
+    calls = _loadphase._sized_calls(spec_for(controlled.spin), None, heavy, tr, KNOBS, (16, 4096), 1, [None, 0], steady)
+    assert len(calls) == fewest and runs == []  # nothing measured: no measurement could make the ring shorter
+    light = KernelCosts(power(1e-10, 2.0, 5e-4), zero(), zero(), zero())
+    calls = _loadphase._sized_calls(spec_for(controlled.spin), None, light, tr, KNOBS, (16, 4096), 1, [None, 0], steady)
+    assert runs and len(calls) > fewest  # sized by what its first run measured
+
+
+def test_a_follow_up_is_measured_only_where_the_model_says_it_beats_everything_measured():
+    from offload_tuner.calibration._choice import Candidate, offload_from, predicted_makespans
+    from offload_tuner.calibration._loadphase import worth_measuring
+    from offload_tuner.runtime._policy import LoadFactors, predict
+
+    sizes = [16 * 2**i for i in range(9)]  # 16..4096
+    # Offloading costs the loop 1.3x the compute it saves: the more is kept inline, the faster.
+    costs = KernelCosts(power(1e-6, 1.0), power(1.3e-6, 1.0), zero(), zero())
+    predictions = [predict(costs, transport(150e-6, 20e-6, 20e-6), KNOBS, n) for n in sizes]
+    none = LoadFactors()
+
+    def model(t: int | None) -> float:
+        return predicted_makespans(predictions, [offload_from(sizes, t)], KNOBS, none)[0]
+
+    def measured(*thresholds: int | None, noise: float = 0.02) -> list[Candidate]:
+        return [Candidate(t, 0, (1.0, 1.0 + noise, 1.0 - noise), (0.0,) * 3, (1.0,) * 3) for t in thresholds]
+
+    assert model(16) > 1.3 * model(None) and 1.1 < model(4096) / model(None) < 1.2  # the premise
+    # The model's best, not yet measured and clearly better than what was: worth a batch.
+    assert worth_measuring([None], measured(16), sizes, predictions, KNOBS, none, None) == [None]
+    assert worth_measuring([None], measured(4096), sizes, predictions, KNOBS, none, None) == [None]
+    # Already measured (as a split of the stream: 4097 splits it like never): nothing to run.
+    assert worth_measuring([None], measured(16, 4097), sizes, predictions, KNOBS, none, None) == []
+    # A step from a measured candidate and no faster than what was, or faster by less than the measured noise:
+    # one more tied candidate, not worth its rounds.
+    assert worth_measuring([23], measured(16, None), sizes, predictions, KNOBS, none, None) == []
+    assert worth_measuring([4096], measured(2896, noise=0.3), sizes, predictions, KNOBS, none, None) == []
+    assert model(2896) / model(4096) < 1.2  # (the band is capped at 20%)
+    # Where nothing was measured, the model's word is enough to look, even if it predicts no gain.
+    assert worth_measuring([64], measured(16, None), sizes, predictions, KNOBS, none, None) == [64]
+    # Nothing measured within the loop budget's cap: the cap's candidate is measured whatever the model says.
+    assert worth_measuring([16], measured(1024), sizes, predictions, KNOBS, none, 64) == [16]
 
 
 def test_a_candidate_far_behind_after_the_first_round_runs_no_more(monkeypatch):
@@ -287,3 +344,23 @@ def test_explain_says_how_each_run_was_timed():
     assert _steady_pass({"steady_pass": True, "warmup_calls": 24}) == ", each timed over a steady pass after 24 warm-up calls"
     assert _steady_pass({"steady_pass": True}) == ", each timed over a steady pass"  # profiles before warmup_calls
     assert _steady_pass({"steady_pass": False, "warmup_calls": 0}) == ""
+
+
+def test_explain_names_the_proposals_left_unmeasured_and_why():
+    from offload_tuner.inspection._report import format_load
+
+    def candidate(t):
+        return {"threshold": t, "offloaded": 4, "makespan_s": [0.2, 0.21], "predicted_s": 0.2, "lag_p99_s": [0.01] * 2,
+                "cpu_s": [0.3] * 2}
+
+    load = {"workload_range": [8, 512], "callers": 4, "calls": 24, "rounds": 2, "steady_pass": True, "noise": 0.05,
+            "tie_band": 0.08, "candidates": [candidate(64), candidate(256)], "chosen": 64, "tied": [64, 256],
+            "over_budget": [], "factors": {"inline": 1.0, "offload_loop": 1.2, "offload_worker": 1.1},
+            "isolated_model_error": 0.3, "model_error": 0.05, "budget_cap": None, "isolated_model_threshold": 90,
+            "model_threshold": 181, "reason": "flat basin", "follow_up": {"proposed": [181, 256], "measured": []}}
+    text = format_load(load, 64)
+    assert "not measured: 181, proposed by the corrected model" in text  # 256 was measured: not listed
+    load["follow_up"] = {"proposed": [181], "measured": [181]}
+    assert "not measured" not in format_load(load, 64)
+    del load["follow_up"]  # profiles from before the gate
+    assert "not measured" not in format_load(load, 64)

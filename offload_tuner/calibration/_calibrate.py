@@ -68,6 +68,10 @@ class Effort:
     transport_payloads: tuple[int, ...]
     transport_calls: int
     refine: bool
+    """Measure two more ladder sizes around the isolated model's threshold and fit again. Off at standard: the
+    isolated threshold only seeds the concurrent phase's candidates (snapped to the half-octave grid, with
+    neighbours an octave either side, and the corrected model's choice measured after), and the refinement
+    cost ~0.8 s a kernel, over half of it the second cross-validated fit."""
     load: Rounds
     """How the concurrent phase spends its time: rounds, run length, budget per kernel."""
     gil: GilEffort = field(default_factory=lambda: GilEffort(2, 1, 0.04))
@@ -82,7 +86,7 @@ EFFORTS: dict[str, Effort] = {
         GilEffort(1, 1, 0.03),
     ),
     "standard": Effort(
-        "standard", 5, 5e-4, 0.025, 2.0, 3.0, 3, 4, (0, 4096, 65536, 1 << 20, 4 << 20), 60, True, Rounds(3, 8, 0.2, 2.5, calls_per_caller=6)
+        "standard", 5, 5e-4, 0.025, 2.0, 3.0, 3, 4, (0, 4096, 65536, 1 << 20, 4 << 20), 60, False, Rounds(3, 8, 0.2, 2.5, calls_per_caller=6)
     ),
     "thorough": Effort(
         "thorough", 15, 2e-3, 0.1, 2**0.5, 30.0, 5, 11, (0, 1024, 16384, 131072, 1 << 20, 4 << 20, 16 << 20), 150, True,

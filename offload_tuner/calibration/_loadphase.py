@@ -7,8 +7,9 @@ threads compete for the GIL. So after the isolated fits, each kernel runs the re
 mix) under a few candidate thresholds the model proposes: its choice and the grid points an octave either
 side, the loop budget's cap, always and never. Candidates run interleaved in shuffled order, round after
 round, each round with the calls in a fresh order. What is timed is the steady pass of each run (ramp-up and
-drain left out, :mod:`_workload`), and its CPU. The makespans fit the model's load factors; if the corrected model then proposes a threshold not
-yet measured, it is measured against the best so far. :mod:`_choice` makes the decision.
+drain left out, :mod:`_workload`), and its CPU. The makespans fit the model's load factors; if the corrected
+model then proposes a threshold not yet measured, away from everything measured or promising more than the
+noise (:func:`worth_measuring`), it is measured against the best so far. :mod:`_choice` makes the decision.
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ FIRST_ROUND_RACE = 1.75
 gap this wide is many times any noise measured here (10-20% per run), and such candidates (never, for the
 O(n^2) kernels at 1.7-2.3x) are the longest runs of their phase. In the recorded campaigns 11-13 no candidate
 this far behind after one round was tied with the best or chosen; dropping them saves 1-3 s a calibration."""
+SIZING_MARGIN = 2.0
+"""The sizing run is skipped when the isolated model puts the shortest allowed run at this many times the target
+(:func:`_floor_binds`)."""
 NEIGHBOUR_STEPS = 2
 """Neighbours of the model's choice are this many half-octave grid steps away (an octave)."""
 SEED = 20261128
@@ -179,7 +183,9 @@ def measure_under_load(
     factors, corrected, model_choice = refit()
     cap = budget_threshold(corrected, transport, knobs, workload_range)
     capped = None if cap is None else snap_down(cap)
-    if runner.measure_more([_on_grid(model_choice), capped] if capped is not None else [_on_grid(model_choice)]):
+    proposed = [_on_grid(model_choice)] + ([] if capped is None else [capped])
+    promising = worth_measuring(proposed, runner.candidates(), sizes, predictions, knobs, factors, capped)
+    if runner.measure_more(promising):
         factors, corrected, model_choice = refit()
 
     def decide() -> tuple[list[Candidate], Choice]:
@@ -221,6 +227,7 @@ def measure_under_load(
         "isolated_model_error": _median_error(raw, measured),
         "model_threshold": model_choice,
         "isolated_model_threshold": proposal,
+        "follow_up": {"proposed": list(dict.fromkeys(proposed)), "measured": promising},
         "budget_cap": capped,
         "noise": choice.noise,
         "tie_band": choice.band,
@@ -262,6 +269,43 @@ def measure_thread_lane(
     choice = choose(candidates, rounds=max(len(c.makespan_s) for c in candidates), loop_budget_s=knobs.loop_budget_s,
                     workload_range=workload_range, calls=len(calls))
     return choice, candidates
+
+
+def worth_measuring(
+    proposed: Sequence[int | None],
+    measured: Sequence[Candidate],
+    sizes: Sequence[int],
+    predictions: Sequence[Any],
+    knobs: PolicyKnobs,
+    factors: LoadFactors,
+    capped: int | None,
+) -> list[int | None]:
+    """The corrected model's proposals worth a follow-up batch: those that split the stream unlike anything
+    measured, and either lie where nothing was measured (more than one half-octave step from every measured
+    threshold) or are predicted faster than every measured candidate the loop budget allows by more than the
+    measured tie band.
+
+    In a flat basin the model's best moves several-fold from run to run (8, 317, 303, 361, 54 for the bundled
+    O(n^2) kernels) while it predicts neighbouring candidates within a few percent of each other, and a
+    follow-up batch there costs 3-6 s of rounds. Comparing prediction with prediction, the model's own bias
+    cancels. Where it points past everything measured, or promises more than the noise, the measurement
+    decides."""
+    seen = {offload_from(sizes, c.threshold) for c in measured}
+    fresh = [t for t in dict.fromkeys(proposed) if offload_from(sizes, t) not in seen]
+    allowed = [c for c in measured if capped is None or order_key(c.threshold) <= order_key(capped)]
+    if not fresh or not allowed:
+        return fresh
+    band = tie_band(measured_noise(measured), max(len(c.makespan_s) for c in measured))
+    steps = [grid_index(c.threshold) for c in measured if c.threshold not in (None, 0)]
+
+    def model(t: int | None) -> float:
+        return predicted_makespans(predictions, [offload_from(sizes, t)], knobs, factors)[0]
+
+    def unexplored(t: int | None) -> bool:
+        return t in (None, 0) or all(abs(grid_index(t) - k) > 1 for k in steps)
+
+    best = min(model(c.threshold) for c in allowed)
+    return [t for t in fresh if unexplored(t) or model(t) < best * (1 - band)]
 
 
 def call_count(
@@ -313,7 +357,8 @@ def _sized_calls(
 
     A first guess from the isolated model; then one warm-up run of the first candidate (it pays for caches
     and lazy imports, and is not counted) corrects the guess by what it measured, and the model's ratio
-    between the slowest candidate and that one scales it."""
+    between the slowest candidate and that one scales it. Where the isolated model says even the fewest calls
+    allowed run far too long (:func:`_floor_binds`), the fewest it is, unmeasured."""
     fewest = rounds.calls_per_caller * knobs.concurrency
     guess = call_count(costs, transport, knobs, workload_range, rounds.run_s, rounds.calls_per_caller)
     calls = build_calls(spec.sample, spec.size, workload_range,  # type: ignore[arg-type]
@@ -321,6 +366,8 @@ def _sized_calls(
     sizes = sorted(n for _, n in calls)
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
     predicted = predicted_makespans(predictions, [offload_from(sizes, t) for t in thresholds], knobs, LoadFactors())
+    if len(calls) == fewest and _floor_binds(max(predicted), len(calls), rounds, knobs.concurrency):
+        return calls
     first = thresholds[0]
     warm = run_calls(calls, knobs.concurrency, process_call(executor, spec.fn, threshold_gate(first)), executor)
     slowest = warm.makespan_s * max(predicted) / predicted[0]
@@ -331,6 +378,16 @@ def _sized_calls(
     if wanted == len(calls):
         return calls
     return build_calls(spec.sample, spec.size, workload_range, wanted, seed)  # type: ignore[arg-type]
+
+
+def _floor_binds(slowest_s: float, ring: int, rounds: Rounds, callers: int) -> bool:
+    """Whether the fewest calls a run may have are already too many for ``run_s`` by the isolated model: its
+    slowest candidate over the ring, warm-up included, takes ``SIZING_MARGIN`` times ``run_s`` or more. Then no
+    measurement could shrink the ring, and the sizing run is skipped (for an O(n^2) kernel it is a whole extra
+    run, 0.2-0.6 s). Under load the model errs the other way (offloaded work costs more than predicted), so
+    the margin is wide."""
+    per_call = slowest_s / ring
+    return per_call * (ring + rounds.warmup(ring, callers)) >= SIZING_MARGIN * rounds.run_s
 
 
 def round_scales(rounds: Sequence[Sequence[float]]) -> list[float]:
