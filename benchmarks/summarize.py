@@ -50,7 +50,11 @@ def summarize(path: Path) -> str:
                 continue
             added = "baseline" if b["name"] == BASELINES.get(group) else (
                 ("+" + _fmt(value - base) if value >= base else "-" + _fmt(base - value)) if base is not None else "-")
-            lines.append(f"| {group} | {b['name']} | {_fmt(value)} | {added} | {b['stats']['rounds']} |")
+            if b["extra_info"].get("show_range") and b["stats"]["rounds"] > 1:  # few, long rounds: show them all
+                value_text = f"{_fmt(value)} (fastest {_fmt(b['stats']['min'])}, slowest {_fmt(b['stats']['max'])})"
+            else:
+                value_text = _fmt(value)
+            lines.append(f"| {group} | {b['name']} | {value_text} | {added} | {b['stats']['rounds']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -158,9 +158,14 @@ def test_sizing_is_skipped_only_where_the_model_says_the_fewest_calls_run_far_to
     heavy = KernelCosts(power(1e-6, 2.0), zero(), zero(), zero())  # 16 s inline at the top of 16..4096
     calls = _loadphase._sized_calls(spec_for(controlled.spin), None, heavy, tr, KNOBS, (16, 4096), 1, [None, 0], steady)
     assert len(calls) == fewest and runs == []  # nothing measured: no measurement could make the ring shorter
+    # At the floor by the model's guess too, but a floor run predicted under twice the target: measured.
+    medium = KernelCosts(power(3e-9, 2.0), zero(), zero(), zero())
+    assert _loadphase.call_count(medium, tr, KNOBS, (16, 4096), steady.run_s, steady.calls_per_caller) <= 2 * fewest
+    _loadphase._sized_calls(spec_for(controlled.spin), None, medium, tr, KNOBS, (16, 4096), 1, [None, 0], steady)
+    assert runs == [fewest]
     light = KernelCosts(power(1e-10, 2.0, 5e-4), zero(), zero(), zero())
     calls = _loadphase._sized_calls(spec_for(controlled.spin), None, light, tr, KNOBS, (16, 4096), 1, [None, 0], steady)
-    assert runs and len(calls) > fewest  # sized by what its first run measured
+    assert len(runs) == 2 and len(calls) > fewest  # sized by what its first run measured
 
 
 def test_a_follow_up_is_measured_only_where_the_model_says_it_beats_everything_measured():
@@ -168,7 +173,8 @@ def test_a_follow_up_is_measured_only_where_the_model_says_it_beats_everything_m
     from offload_tuner.calibration._loadphase import worth_measuring
     from offload_tuner.runtime._policy import LoadFactors, predict
 
-    sizes = [16 * 2**i for i in range(9)]  # 16..4096
+    sizes = [16 * 2**i for i in range(9)]  # 16..4096, one call each
+    mix = (16.0, 4096.0)
     # Offloading costs the loop 1.3x the compute it saves: the more is kept inline, the faster.
     costs = KernelCosts(power(1e-6, 1.0), power(1.3e-6, 1.0), zero(), zero())
     predictions = [predict(costs, transport(150e-6, 20e-6, 20e-6), KNOBS, n) for n in sizes]
@@ -177,24 +183,29 @@ def test_a_follow_up_is_measured_only_where_the_model_says_it_beats_everything_m
     def model(t: int | None) -> float:
         return predicted_makespans(predictions, [offload_from(sizes, t)], KNOBS, none)[0]
 
-    def measured(*thresholds: int | None, noise: float = 0.02) -> list[Candidate]:
-        return [Candidate(t, 0, (1.0, 1.0 + noise, 1.0 - noise), (0.0,) * 3, (1.0,) * 3) for t in thresholds]
+    def measured(*pairs: tuple[int | None, float], noise: float = 0.02) -> list[Candidate]:
+        return [Candidate(t, 0, (m, m * (1 + noise), m * (1 - noise)), (0.0,) * 3, (1.0,) * 3) for t, m in pairs]
 
-    assert model(16) > 1.3 * model(None) and 1.1 < model(4096) / model(None) < 1.2  # the premise
-    # The model's best, not yet measured and clearly better than what was: worth a batch.
-    assert worth_measuring([None], measured(16), sizes, predictions, KNOBS, none, None) == [None]
-    assert worth_measuring([None], measured(4096), sizes, predictions, KNOBS, none, None) == [None]
-    # Already measured (as a split of the stream: 4097 splits it like never): nothing to run.
-    assert worth_measuring([None], measured(16, 4097), sizes, predictions, KNOBS, none, None) == []
-    # A step from a measured candidate and no faster than what was, or faster by less than the measured noise:
-    # one more tied candidate, not worth its rounds.
-    assert worth_measuring([23], measured(16, None), sizes, predictions, KNOBS, none, None) == []
-    assert worth_measuring([4096], measured(2896, noise=0.3), sizes, predictions, KNOBS, none, None) == []
-    assert model(2896) / model(4096) < 1.2  # (the band is capped at 20%)
-    # Where nothing was measured, the model's word is enough to look, even if it predicts no gain.
-    assert worth_measuring([64], measured(16, None), sizes, predictions, KNOBS, none, None) == [64]
-    # Nothing measured within the loop budget's cap: the cap's candidate is measured whatever the model says.
-    assert worth_measuring([16], measured(1024), sizes, predictions, KNOBS, none, 64) == [16]
+    def gate(proposed, candidates, capped=None):
+        return worth_measuring(proposed, candidates, sizes, predictions, KNOBS, none, capped, mix)
+
+    assert model(16) > 1.3 * model(None) and 1.05 < model(2048) / model(2896) < 1.2  # the premise
+    # Where nothing was measured, the model's word is enough to look, even where it predicts no gain.
+    assert gate([None], measured((16, 1.3))).measured == (None,)
+    assert gate([64], measured((16, 1.0), (None, 1.0))).measured == (64,)
+    # Already measured as a split of the stream (4097 splits it like never): nothing to run, and it says so.
+    follow = gate([None, 4097], measured((16, 1.3), (4097, 1.0)))
+    assert follow.measured == () and "like 4097" in dict(follow.skipped)[None]
+    # A step from a measured candidate: measured only if the model predicts a gain beyond the noise band.
+    assert gate([2896], measured((2048, 1.0))).measured == (2896,)  # ~6% faster by the model, noise 2%
+    follow = gate([2896], measured((2048, 1.0), noise=0.3))  # the band (capped at 20%) swallows it
+    assert follow.measured == () and "noise band" in dict(follow.skipped)[2896]
+    assert gate([23], measured((16, 1.0), (None, 1.0))).measured == ()  # a step from 16, and slower
+    # The loop budget's cap: above it nothing is measured (it can never be chosen); the candidates measured
+    # above it do not count as "near" (they cannot be chosen either), so the cap is measured where they are.
+    assert gate([256], measured((16, 1.0)), capped=128).skipped[0][1].startswith("above the loop budget's cap")
+    assert gate([128], measured((181, 1.0), (0, 1.2)), capped=128).measured == (128,)
+    assert gate([128], measured((181, 1.0), (91, 1.2), noise=0.3), capped=128).measured == ()
 
 
 def test_a_candidate_far_behind_after_the_first_round_runs_no_more(monkeypatch):
@@ -357,10 +368,10 @@ def test_explain_names_the_proposals_left_unmeasured_and_why():
             "tie_band": 0.08, "candidates": [candidate(64), candidate(256)], "chosen": 64, "tied": [64, 256],
             "over_budget": [], "factors": {"inline": 1.0, "offload_loop": 1.2, "offload_worker": 1.1},
             "isolated_model_error": 0.3, "model_error": 0.05, "budget_cap": None, "isolated_model_threshold": 90,
-            "model_threshold": 181, "reason": "flat basin", "follow_up": {"proposed": [181, 256], "measured": []}}
-    text = format_load(load, 64)
-    assert "not measured: 181, proposed by the corrected model" in text  # 256 was measured: not listed
-    load["follow_up"] = {"proposed": [181], "measured": [181]}
+            "model_threshold": 181, "reason": "flat basin",
+            "follow_up": {"proposed": [181, 256], "measured": [], "skipped": [{"threshold": 181, "why": "because"}]}}
+    assert "not measured: 181, proposed by the corrected model: because" in format_load(load, 64)
+    load["follow_up"] = {"proposed": [181], "measured": [181], "skipped": []}
     assert "not measured" not in format_load(load, 64)
     del load["follow_up"]  # profiles from before the gate
     assert "not measured" not in format_load(load, 64)

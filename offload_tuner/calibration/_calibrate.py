@@ -69,9 +69,9 @@ class Effort:
     transport_calls: int
     refine: bool
     """Measure two more ladder sizes around the isolated model's threshold and fit again. Off at standard: the
-    isolated threshold only seeds the concurrent phase's candidates (snapped to the half-octave grid, with
-    neighbours an octave either side, and the corrected model's choice measured after), and the refinement
-    cost ~0.8 s a kernel, over half of it the second cross-validated fit."""
+    isolated threshold no longer decides; it seeds the concurrent phase's candidates (snapped to the half-octave
+    grid, with neighbours an octave either side, and the corrected model's proposals after) and places the
+    validation sizes, and the refinement cost ~0.8 s a kernel, over half of it the second cross-validated fit."""
     load: Rounds
     """How the concurrent phase spends its time: rounds, run length, budget per kernel."""
     gil: GilEffort = field(default_factory=lambda: GilEffort(2, 1, 0.04))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from offload_tuner.calibration._choice import (
+    _fmt,
     Candidate,
     Choice,
     choose,
@@ -184,8 +185,9 @@ def measure_under_load(
     cap = budget_threshold(corrected, transport, knobs, workload_range)
     capped = None if cap is None else snap_down(cap)
     proposed = [_on_grid(model_choice)] + ([] if capped is None else [capped])
-    promising = worth_measuring(proposed, runner.candidates(), sizes, predictions, knobs, factors, capped)
-    if runner.measure_more(promising):
+    follow_up = worth_measuring(proposed, runner.candidates(), sizes, predictions, knobs, factors, capped,
+                                workload_range)
+    if runner.measure_more(follow_up.measured):
         factors, corrected, model_choice = refit()
 
     def decide() -> tuple[list[Candidate], Choice]:
@@ -227,7 +229,7 @@ def measure_under_load(
         "isolated_model_error": _median_error(raw, measured),
         "model_threshold": model_choice,
         "isolated_model_threshold": proposal,
-        "follow_up": {"proposed": list(dict.fromkeys(proposed)), "measured": promising},
+        "follow_up": follow_up.to_json(),
         "budget_cap": capped,
         "noise": choice.noise,
         "tie_band": choice.band,
@@ -271,6 +273,19 @@ def measure_thread_lane(
     return choice, candidates
 
 
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """What the corrected model proposed after the first batch, what of it is measured, and why the rest is not."""
+
+    proposed: tuple[int | None, ...]
+    measured: tuple[int | None, ...]
+    skipped: tuple[tuple[int | None, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"proposed": list(self.proposed), "measured": list(self.measured),
+                "skipped": [{"threshold": t, "why": why} for t, why in self.skipped]}
+
+
 def worth_measuring(
     proposed: Sequence[int | None],
     measured: Sequence[Candidate],
@@ -279,33 +294,54 @@ def worth_measuring(
     knobs: PolicyKnobs,
     factors: LoadFactors,
     capped: int | None,
-) -> list[int | None]:
-    """The corrected model's proposals worth a follow-up batch: those that split the stream unlike anything
-    measured, and either lie where nothing was measured (more than one half-octave step from every measured
-    threshold) or are predicted faster than every measured candidate the loop budget allows by more than the
-    measured tie band.
+    workload_range: tuple[float, float],
+) -> FollowUp:
+    """The corrected model's proposals worth a follow-up batch: those the loop budget allows that split the stream
+    unlike anything measured, and either lie where nothing the budget allows was measured (more than one
+    half-octave step from it; "always" stands at the mix's low end, "never" a step past its top) or are predicted
+    faster than the best candidate measured within the budget by more than the measured tie band.
 
     In a flat basin the model's best moves several-fold from run to run (8, 317, 303, 361, 54 for the bundled
     O(n^2) kernels) while it predicts neighbouring candidates within a few percent of each other, and a
     follow-up batch there costs 3-6 s of rounds. Comparing prediction with prediction, the model's own bias
     cancels. Where it points past everything measured, or promises more than the noise, the measurement
     decides."""
-    seen = {offload_from(sizes, c.threshold) for c in measured}
-    fresh = [t for t in dict.fromkeys(proposed) if offload_from(sizes, t) not in seen]
+    lo, hi = workload_range
+    splits = {offload_from(sizes, c.threshold): c.threshold for c in measured}
     allowed = [c for c in measured if capped is None or order_key(c.threshold) <= order_key(capped)]
-    if not fresh or not allowed:
-        return fresh
-    band = tie_band(measured_noise(measured), max(len(c.makespan_s) for c in measured))
-    steps = [grid_index(c.threshold) for c in measured if c.threshold not in (None, 0)]
+    band = tie_band(measured_noise(measured), max(len(c.makespan_s) for c in measured)) if measured else 0.0
+
+    def position(t: int | None) -> int:
+        return grid_index(snap(max(1.0, lo))) if t == 0 else (
+            grid_index(snap(hi)) + 1 if t is None else grid_index(snap(min(max(t, lo), hi))))
 
     def model(t: int | None) -> float:
         return predicted_makespans(predictions, [offload_from(sizes, t)], knobs, factors)[0]
 
-    def unexplored(t: int | None) -> bool:
-        return t in (None, 0) or all(abs(grid_index(t) - k) > 1 for k in steps)
-
-    best = min(model(c.threshold) for c in allowed)
-    return [t for t in fresh if unexplored(t) or model(t) < best * (1 - band)]
+    best = min(allowed, key=lambda c: c.makespan) if allowed else None
+    chosen: list[int | None] = []
+    skipped: list[tuple[int | None, str]] = []
+    for t in dict.fromkeys(proposed):
+        split = offload_from(sizes, t)
+        if split in splits:
+            skipped.append((t, f"splits the calls like {_fmt(splits[split])}, measured"))
+            continue
+        if capped is not None and order_key(t) > order_key(capped):
+            skipped.append((t, f"above the loop budget's cap ({_fmt(capped)})"))
+            continue
+        splits[split] = t
+        near = [c for c in allowed if abs(position(c.threshold) - position(t)) <= 1]
+        if best is None or not near:
+            chosen.append(t)
+            continue
+        gain = 1 - model(t) / model(best.threshold)
+        if gain > band:
+            chosen.append(t)
+        else:
+            skipped.append((t, f"a step from {_fmt(near[0].threshold)}, measured, and predicted {gain:+.0%} "
+                               f"against the best measured ({_fmt(best.threshold)}), inside the {band:.0%} noise "
+                               "band: one more candidate the measurement could not tell apart"))
+    return FollowUp(tuple(dict.fromkeys(proposed)), tuple(chosen), tuple(skipped))
 
 
 def call_count(
@@ -358,7 +394,7 @@ def _sized_calls(
     A first guess from the isolated model; then one warm-up run of the first candidate (it pays for caches
     and lazy imports, and is not counted) corrects the guess by what it measured, and the model's ratio
     between the slowest candidate and that one scales it. Where the isolated model says even the fewest calls
-    allowed run far too long (:func:`_floor_binds`), the fewest it is, unmeasured."""
+    allowed run far too long (:func:`_floor_binds`), a steady run takes the fewest, unmeasured."""
     fewest = rounds.calls_per_caller * knobs.concurrency
     guess = call_count(costs, transport, knobs, workload_range, rounds.run_s, rounds.calls_per_caller)
     calls = build_calls(spec.sample, spec.size, workload_range,  # type: ignore[arg-type]
@@ -366,7 +402,7 @@ def _sized_calls(
     sizes = sorted(n for _, n in calls)
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
     predicted = predicted_makespans(predictions, [offload_from(sizes, t) for t in thresholds], knobs, LoadFactors())
-    if len(calls) == fewest and _floor_binds(max(predicted), len(calls), rounds, knobs.concurrency):
+    if rounds.steady and len(calls) == fewest and _floor_binds(max(predicted), len(calls), rounds, knobs.concurrency):
         return calls
     first = thresholds[0]
     warm = run_calls(calls, knobs.concurrency, process_call(executor, spec.fn, threshold_gate(first)), executor)
@@ -385,7 +421,8 @@ def _floor_binds(slowest_s: float, ring: int, rounds: Rounds, callers: int) -> b
     slowest candidate over the ring, warm-up included, takes ``SIZING_MARGIN`` times ``run_s`` or more. Then no
     measurement could shrink the ring, and the sizing run is skipped (for an O(n^2) kernel it is a whole extra
     run, 0.2-0.6 s). Under load the model errs the other way (offloaded work costs more than predicted), so
-    the margin is wide."""
+    the margin is wide. Only for steady runs: their own warm-up pass absorbs what the sizing run also paid for
+    (the first calls after another kernel's phase); a plain run has none."""
     per_call = slowest_s / ring
     return per_call * (ring + rounds.warmup(ring, callers)) >= SIZING_MARGIN * rounds.run_s
 

@@ -151,15 +151,9 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
         f"{format_threshold(load['model_threshold'])} (corrected)"
         + ("" if cap is None else f"; the loop budget caps the threshold at {format_threshold(cap)}")
     )
-    follow_up = load.get("follow_up") or {}
-    ran = {c["threshold"] for c in load["candidates"]}
-    skipped = [t for t in follow_up.get("proposed", ()) if t not in ran and t not in follow_up.get("measured", ())]
-    if skipped:
-        lines.append(
-            f"  not measured: {', '.join(format_threshold(t) for t in skipped)}, proposed by the corrected model: "
-            "it splits the calls like a candidate already measured, or the model predicts it faster than the best "
-            "one measured by less than the noise band (one more tied candidate, not worth its rounds)"
-        )
+    for skipped in (load.get("follow_up") or {}).get("skipped", ()):
+        lines.append(f"  not measured: {format_threshold(skipped['threshold'])}, proposed by the corrected model: "
+                     f"{skipped['why']}")
     tied = load["tied"]
     if len(tied) > 1:
         lines.append(
