@@ -196,6 +196,7 @@ def test_a_follow_up_is_measured_only_where_the_model_says_it_beats_everything_m
     # Already measured as a split of the stream (4097 splits it like never): nothing to run, and it says so.
     follow = gate([None, 4097], measured((16, 1.3), (4097, 1.0)))
     assert follow.measured == () and "like 4097" in dict(follow.skipped)[None]
+    assert dict(follow.skipped)[4097] == "measured in the first batch"
     # A step from a measured candidate: measured only if the model predicts a gain beyond the noise band.
     assert gate([2896], measured((2048, 1.0))).measured == (2896,)  # ~6% faster by the model, noise 2%
     follow = gate([2896], measured((2048, 1.0), noise=0.3))  # the band (capped at 20%) swallows it

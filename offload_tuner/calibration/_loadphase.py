@@ -324,7 +324,9 @@ def worth_measuring(
     for t in dict.fromkeys(proposed):
         split = offload_from(sizes, t)
         if split in splits:
-            skipped.append((t, f"splits the calls like {_fmt(splits[split])}, measured"))
+            twin = splits[split]
+            skipped.append((t, "measured in the first batch" if twin == t else
+                            f"splits the calls like {_fmt(twin)}, measured"))
             continue
         if capped is not None and order_key(t) > order_key(capped):
             skipped.append((t, f"above the loop budget's cap ({_fmt(capped)})"))
