@@ -117,6 +117,12 @@ def analyse_basin(runs: Runs) -> dict[str, Any]:
                                   default=0.0)}
 
 
+def with_aliases(vs_best: Mapping[str, float], same_as: Mapping[str, str]) -> dict[str, float]:
+    """``vs_best`` with every alias (a threshold deciding every call like another, measured as that one) given
+    its representative's ratio."""
+    return {**vs_best, **{alias: vs_best[rep] for alias, rep in same_as.items() if alias != rep}}
+
+
 def judged_ratio(entry: Mapping[str, Any]) -> float:
     """Tuned / oracle as the verdicts judge it: confirmed where a confirmation ran, else the sweep's ratio
     (exactly 1 where tuned decides like the oracle)."""

@@ -153,14 +153,14 @@ def measure_basins(runs: list[dict[str, Any]], out_dir: Path, confirm_rounds: in
 
 def load_basins(out_dir: Path) -> dict[str, Any]:
     """Recorded basin checks (``basin-*/basin.json``), re-analysed from their raw rounds."""
-    from benchmarks.confirm import analyse_basin
+    from benchmarks.confirm import analyse_basin, with_aliases
 
     basins = {}
     for path in sorted(out_dir.glob("basin-*/basin.json")):
         basin = _recorded_basin(path)
         if basin.get("runs"):
             basin.update(analyse_basin(basin["runs"]))
-            basin["vs_best"].update({alias: basin["vs_best"][rep] for alias, rep in basin.get("same_as", {}).items()})
+            basin["vs_best"] = with_aliases(basin["vs_best"], basin.get("same_as", {}))
         basins[basin["kernel"]] = basin
     return basins
 

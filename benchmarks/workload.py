@@ -53,7 +53,7 @@ from offload_tuner.inspection._report import format_threshold as _fmt_t
 from offload_tuner.calibration._workload import Calls, build_calls, run_calls, shuffled_calls, threshold_gate
 from benchmarks.confirm import (CONFIRM_AGAINST, CONFIRM_MAX_FACTOR, CONFIRM_ROUNDS, CONFIRM_STANDARD_ERROR,
                                 analyse_basin, analyse_confirmation, confirmation_names, judged_ratio, normalised,
-                                per_round, until_settled)
+                                per_round, until_settled, with_aliases)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PLAN = Path(__file__).resolve().parent.parent / "calibration" / "plan.json"
@@ -324,7 +324,7 @@ def compare_statics(spec: KernelSpec, workload: Workload, thresholds: list[int |
         basin = until_settled(({name: asdict(r) for name, r in results.items()} for results in rounds), least,
                               analyse_basin)
     aliases = {name: rep for name, rep in same_as.items() if rep != name}
-    basin["vs_best"].update({name: basin["vs_best"][rep] for name, rep in aliases.items()})
+    basin["vs_best"] = with_aliases(basin["vs_best"], aliases)
     return {"kernel": spec.key, "calls": len(calls), "thresholds": thresholds, "same_as": aliases, **basin}
 
 
