@@ -40,13 +40,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from offload_tuner.calibration._choice import order_key
 from offload_tuner.inspection._report import format_threshold as _fmt
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reruns"
-
-
-def _key(t: int | None) -> float:
-    return math.inf if t is None else float(t)
 
 
 def run_once(index: int, out_dir: Path, effort: str, rounds: int, confirm_rounds: int) -> dict[str, Any]:
@@ -98,12 +95,12 @@ def basin_thresholds(thresholds: list[int | None], oracles: list[str], workload_
     the workload range: below its bottom every threshold is ``always``, beyond its top ``never``)."""
     from benchmarks.workload import parse_threshold
 
-    lo = max(min(_key(t) for t in thresholds), workload_range[0])
-    hi = max(_key(t) for t in thresholds)
+    lo = max(min(order_key(t) for t in thresholds), workload_range[0])
+    hi = max(order_key(t) for t in thresholds)
     between = [1 << k for k in range(1, 63) if lo < (1 << k) < hi and (1 << k) <= workload_range[1]]
     while len(between) > BASIN_BETWEEN:
         between = between[1::2]
-    return sorted(set(thresholds) | set(between) | {parse_threshold(o) for o in oracles}, key=_key)
+    return sorted(set(thresholds) | set(between) | {parse_threshold(o) for o in oracles}, key=order_key)
 
 
 def basin_flat(basin: dict[str, Any], thresholds: list[int | None]) -> bool:
@@ -114,8 +111,8 @@ def basin_flat(basin: dict[str, Any], thresholds: list[int | None]) -> bool:
 
     if basin.get("error") or not {static_name(t) for t in thresholds} <= set(basin.get("vs_best", {})):
         return False
-    lo, hi = min(_key(t) for t in thresholds), max(_key(t) for t in thresholds)
-    span = [t for t in basin["thresholds"] if lo <= _key(t) <= hi]
+    lo, hi = min(order_key(t) for t in thresholds), max(order_key(t) for t in thresholds)
+    span = [t for t in basin["thresholds"] if lo <= order_key(t) <= hi]
     return all(basin["vs_best"][static_name(t)] <= FLAT for t in span)
 
 
@@ -174,7 +171,7 @@ def flat_between(bench: dict[str, Any], thresholds: list[int | None]) -> bool:
     """The recorded makespans show the basin flat across the runs' thresholds: in this benchmark the tuned
     policy and every static threshold of the sweep from the lowest to the highest of them (``always`` and
     ``never`` included when a run chose them) are within ``FLAT`` of the oracle."""
-    lo, hi = min(_key(t) for t in thresholds), max(_key(t) for t in thresholds)
+    lo, hi = min(order_key(t) for t in thresholds), max(order_key(t) for t in thresholds)
     summary, same_as = bench["summary"], bench.get("same_as", {})
 
     def ratio(policy: str) -> float:
@@ -217,7 +214,7 @@ def verdicts(runs: list[dict[str, Any]], basins: dict[str, Any] | None = None) -
         spread = (max(finite) / max(1, min(finite))) if finite and len(finite) == len(thresholds) else None
         same = len({_fmt(t) for t in thresholds}) == 1
         within_15 = same or (spread is not None and spread <= 1.5)
-        overlap = max(_key(lo) for lo, _ in intervals) <= min(_key(hi) for _, hi in intervals)
+        overlap = max(order_key(lo) for lo, _ in intervals) <= min(order_key(hi) for _, hi in intervals)
         flat = all(len(e.get("load", {}).get("tied", [])) > 1 for e in entries)
         basin = (basins or {}).get(key)
         if basin is not None:
@@ -226,7 +223,7 @@ def verdicts(runs: list[dict[str, Any]], basins: dict[str, Any] | None = None) -
             flat_measured = all(b and flat_between(b, thresholds) for b in benches)
         inside = 0
         for (a, _), (_, ib) in itertools.permutations(zip(thresholds, intervals), 2):
-            inside += _key(ib[0]) <= _key(a) <= _key(ib[1])
+            inside += order_key(ib[0]) <= order_key(a) <= order_key(ib[1])
         n_pairs = len(thresholds) * (len(thresholds) - 1)
         covered, pairs = covered + inside, pairs + n_pairs
         ratios = [b["tuned_vs_oracle"] for b in benches if b]
