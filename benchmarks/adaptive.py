@@ -12,15 +12,14 @@ production ones: at most 2x per step, exploration capped, the corrections of ``r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import offload_tuner
 from benchmarks.workload import Calls, DynamicPolicy, run_policy
 from offload_tuner.runtime import _adapt, _runtime, _stats
 from offload_tuner.runtime._registry import KernelSpec
-
 
 EXTRA_LEARN_PASSES = 4
 """Runs :meth:`Adaptive.learn` may add while a trial is still open, before it ends the trial."""
@@ -31,8 +30,16 @@ class Adaptive(DynamicPolicy):
     ``warm=True``: what adaptation learnt carries over from run to run (a service that has been running);
     either way the policies between its runs see the static profile."""
 
-    def __init__(self, spec: KernelSpec, profile: Path, *, every_s: float = 0.25, min_calls: int = 256,
-                 sample_every: int = 4, warm: bool = False) -> None:
+    def __init__(
+        self,
+        spec: KernelSpec,
+        profile: Path,
+        *,
+        every_s: float = 0.25,
+        min_calls: int = 256,
+        sample_every: int = 4,
+        warm: bool = False,
+    ) -> None:
         self.spec, self.profile, self.warm = spec, profile, warm
         self.every_s, self.min_calls, self.sample_every = every_s, min_calls, sample_every
         self.thresholds: list[int | None] = []
@@ -43,8 +50,12 @@ class Adaptive(DynamicPolicy):
         self._before = 0
 
     def settings(self) -> dict[str, object]:
-        return {"every_s": self.every_s, "min_calls": self.min_calls, "sample_every": self.sample_every,
-                "warm": self.warm}
+        return {
+            "every_s": self.every_s,
+            "min_calls": self.min_calls,
+            "sample_every": self.sample_every,
+            "warm": self.warm,
+        }
 
     def learn(self, calls: Calls, callers: int, passes: int, *, extra: int = 0) -> None:
         """Run the calls ``passes`` times under this policy before anything is measured (a service that has
@@ -70,8 +81,12 @@ class Adaptive(DynamicPolicy):
 
     def record(self) -> dict[str, object]:
         """What the report keeps: the settings, and the threshold and decide() reason after each run."""
-        return {"settings": self.settings(), "thresholds": self.thresholds, "reasons": self.reasons,
-                "trials_ended": self.trials_ended}
+        return {
+            "settings": self.settings(),
+            "thresholds": self.thresholds,
+            "reasons": self.reasons,
+            "trials_ended": self.trials_ended,
+        }
 
     def _offloaded_so_far(self) -> int:
         stats = _stats.stats_for(self.spec.fn)

@@ -37,7 +37,7 @@ OUT = RESULTS / "cluster"
 
 
 def _sizes(lo: int, hi: int) -> list[int]:
-    mid = int(round((lo * hi) ** 0.5))
+    mid = round((lo * hi) ** 0.5)
     return [lo, mid, hi, hi * 4]
 
 
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=OUT)
     args = parser.parse_args(argv)
 
-    import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
     from distributed import Client, LocalCluster
 
+    import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
     from offload_tuner.calibration._calibrate import EFFORTS, same_result
     from offload_tuner.calibration._cluster import calibrate_cluster
     from offload_tuner.runtime import _runtime
@@ -70,15 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     specs = [spec_by_key(w.key) for w in workloads]
     warnings.filterwarnings("ignore", category=offload_tuner.ProfileOverriddenWarning)
     started = time.perf_counter()
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", scheduler_port=0,
-                           dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
-                           silence_logs=logging.ERROR)
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        scheduler_port=0,
+        dashboard_address="127.0.0.1:0",
+        scheduler_kwargs={"dashboard": False},
+        silence_logs=logging.ERROR,
+    )
     client = Client(cluster, set_as_default=False)
     pool = offload_tuner.recommended_pool()
     try:
         executor = client.get_executor(pure=False)
         print(f"measuring the cluster at {cluster.scheduler_address} ...", file=sys.stderr)
-        section = calibrate_cluster(executor, pool, specs, base["kernels"], EFFORTS["quick" if args.smoke else args.effort])
+        section = calibrate_cluster(
+            executor, pool, specs, base["kernels"], EFFORTS["quick" if args.smoke else args.effort]
+        )
         profile_data = {**base, "cluster": section}
         path = args.out_dir / ("profile-smoke.json" if args.smoke else "profile.json")
         args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,19 +102,24 @@ def main(argv: list[str] | None = None) -> int:
         for w, spec in zip(workloads, specs):
             print(f"cluster {w.key} ...", file=sys.stderr)
             sizes = _sizes(w.lo, w.hi)
-            decisions: dict[str, list[str]] = {"process only": [], "with the cluster, idle": [],
-                                               "with the cluster, pool busy": []}
+            decisions: dict[str, list[str]] = {
+                "process only": [],
+                "with the cluster, idle": [],
+                "with the cluster, pool busy": [],
+            }
             offload_tuner.set_executors({"process": pool})
             decisions["process only"] = [offload_tuner.decide(spec.fn, *spec.sample(n)).backend for n in sizes]
             offload_tuner.set_executors({"process": pool, "dask": executor})
-            decisions["with the cluster, idle"] = [offload_tuner.decide(spec.fn, *spec.sample(n)).backend
-                                                   for n in sizes]
+            decisions["with the cluster, idle"] = [
+                offload_tuner.decide(spec.fn, *spec.sample(n)).backend for n in sizes
+            ]
             lane = _runtime._snapshot.lanes["process"]
             costs = KernelCosts.from_json(base["kernels"][w.key]["costs"])
             top = costs.compute.predict(w.hi)
             lane.inflight, lane.work = pool._max_workers, 2 * top  # two top-size calls in flight
-            decisions["with the cluster, pool busy"] = [offload_tuner.decide(spec.fn, *spec.sample(n)).backend
-                                                        for n in sizes]
+            decisions["with the cluster, pool busy"] = [
+                offload_tuner.decide(spec.fn, *spec.sample(n)).backend for n in sizes
+            ]
             lane.inflight, lane.work = 0, 0.0
             # Correctness: each size through run_kernel with the cluster installed, and once forced onto the cluster.
             identical = True
@@ -113,17 +127,32 @@ def main(argv: list[str] | None = None) -> int:
                 args_n = spec.sample(n)
                 expected = spec.fn(*args_n)
                 via_runtime = offload_tuner.run_kernel_sync(spec.fn, *args_n)
-                from offload_tuner.runtime._backends import dumps_call, invoke_pickled
                 import pickle
+
+                from offload_tuner.runtime._backends import dumps_call, invoke_pickled
 
                 on_cluster = pickle.loads(executor.submit(invoke_pickled, dumps_call(spec.fn, args_n)).result())
                 identical &= same_result(expected, via_runtime) and same_result(expected, on_cluster)
             ratio = remote.ratios.get(w.key)
-            plan = [] if ratio is None else [
-                {"backend": r.backend, "slots": r.slots, "period_s": r.period_s, "latency_s": r.latency_s}
-                for r in what_if(costs, local, remote, ratio, knobs, w.hi, (8, 64))]
-            rows.append({"kernel": w.key, "sizes": sizes, "decisions": decisions, "identical": identical,
-                         "worker_compute_ratio": ratio, "what_if_size": w.hi, "what_if": plan})
+            plan = (
+                []
+                if ratio is None
+                else [
+                    {"backend": r.backend, "slots": r.slots, "period_s": r.period_s, "latency_s": r.latency_s}
+                    for r in what_if(costs, local, remote, ratio, knobs, w.hi, (8, 64))
+                ]
+            )
+            rows.append(
+                {
+                    "kernel": w.key,
+                    "sizes": sizes,
+                    "decisions": decisions,
+                    "identical": identical,
+                    "worker_compute_ratio": ratio,
+                    "what_if_size": w.hi,
+                    "what_if": plan,
+                }
+            )
         offload_tuner.set_executors({})
     finally:
         offload_tuner.set_executors({})
@@ -133,8 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         **report_header("benchmarks.cluster", argv, args.smoke),
         "profile": str(args.profile),
-        "cluster": {"address": remote.address, "workers": remote.workers, "threads": remote.threads,
-                    "transport": remote.transport.to_json(), "scatter": section["scatter"]},
+        "cluster": {
+            "address": remote.address,
+            "workers": remote.workers,
+            "threads": remote.threads,
+            "transport": remote.transport.to_json(),
+            "scatter": section["scatter"],
+        },
         "local_transport": local.to_json(),
         "duration_s": round(time.perf_counter() - started, 1),
         "kernels": rows,
@@ -168,11 +202,17 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         "| payload | with the call | scatter to a worker, then the call |",
         "|---|---|---|",
-        *[f"| {r['bytes'] / 1e6:.1f} MB | {_fmt_s(r['with_call_s'])} | {_fmt_s(r['scatter_s'])} |"
-          for r in c["scatter"]["rows"]],
+        *[
+            f"| {r['bytes'] / 1e6:.1f} MB | {_fmt_s(r['with_call_s'])} | {_fmt_s(r['scatter_s'])} |"
+            for r in c["scatter"]["rows"]
+        ],
         "",
-        "Scatter from: " + ("never (arguments always go with the call)" if c["scatter"]["from_bytes"] is None else
-                            f"{c['scatter']['from_bytes']} bytes"),
+        "Scatter from: "
+        + (
+            "never (arguments always go with the call)"
+            if c["scatter"]["from_bytes"] is None
+            else f"{c['scatter']['from_bytes']} bytes"
+        ),
         "",
         "## Decisions (where an offloaded call goes; `inline` below the threshold)",
         "",
@@ -186,19 +226,31 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| `{row['kernel'].split(':')[-1]}` | {'-' if ratio is None else f'{ratio:.2f}x'} | "
             f"{', '.join(map(str, row['sizes']))} | {' / '.join(d['process only'])} | "
             f"{' / '.join(d['with the cluster, idle'])} | {' / '.join(d['with the cluster, pool busy'])} | "
-            f"{'yes' if row['identical'] else '**NO**'} |")
-    lines += ["", "Pool busy: both process workers hold a call of the top size (the backlog the runtime counts).", "",
-              "## What-if: a saturated stream at the top of each workload range, per call", "",
-              "| kernel | size | process pool | this cluster | 8 workers | 64 workers | one call on the cluster |",
-              "|---|---|---|---|---|---|---|"]
+            f"{'yes' if row['identical'] else '**NO**'} |"
+        )
+    lines += [
+        "",
+        "Pool busy: both process workers hold a call of the top size (the backlog the runtime counts).",
+        "",
+        "## What-if: a saturated stream at the top of each workload range, per call",
+        "",
+        "| kernel | size | process pool | this cluster | 8 workers | 64 workers | one call on the cluster |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in report["kernels"]:
         plan = row["what_if"]
         if not plan:
             continue
-        lines.append(f"| `{row['kernel'].split(':')[-1]}` | {row['what_if_size']} | "
-                     + " | ".join(f"{_fmt_s(p['period_s'])}" for p in plan) + f" | {_fmt_s(plan[1]['latency_s'])} |")
-    lines += ["", f"Measured in {report['duration_s']} s. The what-if keeps the measured round trip, bandwidth and "
-              "worker speed and adds workers of the same shape; enough callers are assumed to keep every slot busy."]
+        lines.append(
+            f"| `{row['kernel'].split(':')[-1]}` | {row['what_if_size']} | "
+            + " | ".join(f"{_fmt_s(p['period_s'])}" for p in plan)
+            + f" | {_fmt_s(plan[1]['latency_s'])} |"
+        )
+    lines += [
+        "",
+        f"Measured in {report['duration_s']} s. The what-if keeps the measured round trip, bandwidth and "
+        "worker speed and adds workers of the same shape; enough callers are assumed to keep every slot busy.",
+    ]
     return "\n".join(lines) + "\n"
 
 

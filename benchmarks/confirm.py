@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 CONFIRM_ROUNDS = 8
 """Fresh rounds at least. Tuned / static taken round by round spreads ~6% (one sigma, campaign 14) on this VM;
@@ -54,8 +55,11 @@ def median_standard_error(per_round: list[float]) -> float:
     return 1.25 * statistics.stdev(math.log(r) for r in per_round) / math.sqrt(len(per_round))
 
 
-def until_settled(rounds: Iterable[Mapping[str, dict[str, Any]]], least: int,
-                  analyse: Callable[[dict[str, list[dict[str, Any]]]], dict[str, Any]]) -> dict[str, Any]:
+def until_settled(
+    rounds: Iterable[Mapping[str, dict[str, Any]]],
+    least: int,
+    analyse: Callable[[dict[str, list[dict[str, Any]]]], dict[str, Any]],
+) -> dict[str, Any]:
     """Collect ``rounds`` (each: policy -> one run's numbers) until at least ``least`` have run and the
     analysis says its standard error is within ``CONFIRM_STANDARD_ERROR`` (or ``rounds`` runs out)."""
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -94,9 +98,15 @@ def analyse_confirmation(runs: Runs) -> dict[str, Any]:
     per_static = {name: per_round(values, "tuned", name) for name in runs if name != "tuned"}
     against = {name: statistics.median(r) for name, r in per_static.items()}
     oracle = max(against, key=lambda name: against[name])
-    return {"runs": dict(runs), "oracle": oracle, "ratio": against[oracle], "against": against,
-            "per_round": per_static[oracle], "rounds": len(runs["tuned"]),
-            "standard_error": max(median_standard_error(r) for r in per_static.values())}
+    return {
+        "runs": dict(runs),
+        "oracle": oracle,
+        "ratio": against[oracle],
+        "against": against,
+        "per_round": per_static[oracle],
+        "rounds": len(runs["tuned"]),
+        "standard_error": max(median_standard_error(r) for r in per_static.values()),
+    }
 
 
 def analyse_basin(runs: Runs) -> dict[str, Any]:
@@ -111,10 +121,13 @@ def analyse_basin(runs: Runs) -> dict[str, Any]:
     if vs_best[lowest] < 1.0:
         best, scale = lowest, vs_best[lowest]
         vs_best = {name: ratio / scale for name, ratio in vs_best.items()}
-    return {"runs": dict(runs), "best": best, "vs_best": vs_best,
-            "rounds": len(runs[best]),
-            "standard_error": max((median_standard_error(r) for name, r in per_name.items() if name != best),
-                                  default=0.0)}
+    return {
+        "runs": dict(runs),
+        "best": best,
+        "vs_best": vs_best,
+        "rounds": len(runs[best]),
+        "standard_error": max((median_standard_error(r) for name, r in per_name.items() if name != best), default=0.0),
+    }
 
 
 def with_aliases(vs_best: Mapping[str, float], same_as: Mapping[str, str]) -> dict[str, float]:

@@ -32,13 +32,16 @@ def main(argv: list[str]) -> None:
     runs = int(argv[argv.index("--runs") + 1]) if "--runs" in argv else 15
     rows = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", "import json\n" + PROBE, profile],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", "import json\n" + PROBE, profile], capture_output=True, text=True, check=True
+        )
         rows.append(json.loads(out.stdout))
-    print(f"import offload_tuner: median {statistics.median(r['import_s'] for r in rows) * 1e3:.1f} ms; "
-          f"import + load_profile + first decide: median "
-          f"{statistics.median(r['first_decision_s'] for r in rows) * 1e3:.1f} ms over {runs} fresh interpreters; "
-          f"heavy modules imported: {sorted(set(m for r in rows for m in r['heavy'])) or 'none'}")
+    print(
+        f"import offload_tuner: median {statistics.median(r['import_s'] for r in rows) * 1e3:.1f} ms; "
+        f"import + load_profile + first decide: median "
+        f"{statistics.median(r['first_decision_s'] for r in rows) * 1e3:.1f} ms over {runs} fresh interpreters; "
+        f"heavy modules imported: {sorted({m for r in rows for m in r['heavy']}) or 'none'}"
+    )
 
 
 if __name__ == "__main__":

@@ -79,13 +79,15 @@ def workload_ranges(profile: Any) -> dict[str, tuple[int, int]]:
     ranges = {key: profile.kernels[key].data.get("workload_range") for key in KERNELS}
     missing = [key for key, r in ranges.items() if not r]
     if missing:
-        raise SystemExit(f"benchmarks.mixed: no workload range in the profile for {', '.join(missing)} "
-                         "(calibrate them again)")
+        raise SystemExit(
+            f"benchmarks.mixed: no workload range in the profile for {', '.join(missing)} (calibrate them again)"
+        )
     return {key: (int(r[0]), int(r[1])) for key, r in ranges.items()}
 
 
-def build_stream(specs: dict[str, Any], ranges: dict[str, tuple[int, int]], seed: int,
-                 smoke: bool) -> list[tuple[tuple, int]]:
+def build_stream(
+    specs: dict[str, Any], ranges: dict[str, tuple[int, int]], seed: int, smoke: bool
+) -> list[tuple[tuple, int]]:
     """Calls of both kernels, about the same inline work each, as ((key, args), size)."""
     stream = []
     for key, spec in specs.items():
@@ -103,8 +105,13 @@ def build_stream(specs: dict[str, Any], ranges: dict[str, tuple[int, int]], seed
     return stream
 
 
-def run_policy(specs: dict[str, Any], stream: list, rule: dict[str, tuple[str, int | None]] | None,
-               pools: dict[str, Executor], callers: int) -> Any:
+def run_policy(
+    specs: dict[str, Any],
+    stream: list,
+    rule: dict[str, tuple[str, int | None]] | None,
+    pools: dict[str, Executor],
+    callers: int,
+) -> Any:
     if rule is None:
         offload_tuner.set_executors(pools)
 
@@ -120,6 +127,7 @@ def run_policy(specs: dict[str, Any], stream: list, rule: dict[str, tuple[str, i
         async def call(args: tuple, n: int) -> Any:
             key, real = args
             return await makers[key](real, n)
+
     try:
         return run_calls(stream, callers, call, pools["process"], warmup=2 * callers)
     finally:
@@ -160,25 +168,37 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"Command: `{report['command']}` ({report['duration_s']:.0f} s).",
         "",
-        "The profile's thresholds " + ("(tuned on the kernels' shared stream, `calibrate --shared`): "
-                                       if e.get("shared") and "error" not in e["shared"] else "(each kernel's alone): ")
-        + "; ".join(f"`{key.split(':')[-1]}` processes from {_fmt(t['process'])}, threads from {_fmt(t['thread'])}"
-                    for key, t in e.get("thresholds", {}).items()) + ".",
+        "The profile's thresholds "
+        + (
+            "(tuned on the kernels' shared stream, `calibrate --shared`): "
+            if e.get("shared") and "error" not in e["shared"]
+            else "(each kernel's alone): "
+        )
+        + "; ".join(
+            f"`{key.split(':')[-1]}` processes from {_fmt(t['process'])}, threads from {_fmt(t['thread'])}"
+            for key, t in e.get("thresholds", {}).items()
+        )
+        + ".",
         "",
         "| policy | makespan (normalised) | vs best static | p99 loop lag | CPU |",
         "|---|---|---|---|---|",
     ]
     for name in sorted(s, key=lambda n: s[n]["makespan_s"]):
         mark = " (best static)" if name == best else ""
-        lines.append(f"| {name}{mark} | {s[name]['makespan_s'] * 1e3:.0f} ms | "
-                     f"{s[name]['makespan_s'] / s[best]['makespan_s']:.2f} | {s[name]['lag_p99_s'] * 1e3:.1f} ms | "
-                     f"{s[name]['cpu_s'] * 1e3:.0f} ms |")
+        lines.append(
+            f"| {name}{mark} | {s[name]['makespan_s'] * 1e3:.0f} ms | "
+            f"{s[name]['makespan_s'] / s[best]['makespan_s']:.2f} | {s[name]['lag_p99_s'] * 1e3:.1f} ms | "
+            f"{s[name]['cpu_s'] * 1e3:.0f} ms |"
+        )
     pr = e["lanes_vs_best_per_round"]
     twin = e.get("same_decisions_as_lanes")
     if twin is not None:
-        lines += ["", f"`{twin}` decides every call as `{LANES}` does (through calibration's own call "
-                      f"packaging instead of `run_kernel`): their ratio, "
-                      f"{s[LANES]['makespan_s'] / s[twin]['makespan_s']:.2f}, is this benchmark's noise."]
+        lines += [
+            "",
+            f"`{twin}` decides every call as `{LANES}` does (through calibration's own call "
+            f"packaging instead of `run_kernel`): their ratio, "
+            f"{s[LANES]['makespan_s'] / s[twin]['makespan_s']:.2f}, is this benchmark's noise.",
+        ]
     lines += [
         "",
         f"Sweep: {LANES} / best static: **{e['lanes_vs_best']:.2f}x** (per round {min(pr):.2f}-{max(pr):.2f}); "
@@ -203,8 +223,12 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_arguments(__doc__, out=OUT, rounds=5, seed=20261130)
-    parser.add_argument("--confirm-rounds", type=int, default=5,
-                        help="fresh rounds of the lanes against the sweep's best static (0: no confirmation)")
+    parser.add_argument(
+        "--confirm-rounds",
+        type=int,
+        default=5,
+        help="fresh rounds of the lanes against the sweep's best static (0: no confirmation)",
+    )
     args = parser.parse_args(argv)
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
@@ -236,8 +260,18 @@ def main(argv: list[str] | None = None) -> int:
 
         def run(piece: list, name: str) -> RunResult:
             stats = run_policy(specs, piece, rules[name], pools, args.callers)
-            return RunResult(name, stats.makespan_s, stats.lag_p50_s, stats.lag_p99_s, stats.lag_max_s,
-                             stats.caller_cpu_s, stats.worker_cpu_s, 0, len(piece), stats.steady_s)
+            return RunResult(
+                name,
+                stats.makespan_s,
+                stats.lag_p50_s,
+                stats.lag_p99_s,
+                stats.lag_max_s,
+                stats.caller_cpu_s,
+                stats.worker_cpu_s,
+                0,
+                len(piece),
+                stats.steady_s,
+            )
 
         def measure(names: list[str], count: int) -> dict[str, list[dict[str, float]]]:
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
@@ -245,9 +279,13 @@ def main(argv: list[str] | None = None) -> int:
                 round_stream = stream[:]
                 calls_rng.shuffle(round_stream)
                 for name, result in run_round(round_stream, names, slices, order_rng, run).items():
-                    runs[name].append({"makespan_s": result.steady_s or result.makespan_s,
-                                       "lag_p99_s": result.lag_p99_s,
-                                       "cpu_s": result.caller_cpu_s + (result.worker_cpu_s or 0.0)})
+                    runs[name].append(
+                        {
+                            "makespan_s": result.steady_s or result.makespan_s,
+                            "lag_p99_s": result.lag_p99_s,
+                            "cpu_s": result.caller_cpu_s + (result.worker_cpu_s or 0.0),
+                        }
+                    )
             return runs
 
         names = [name for name, _ in named]
@@ -256,24 +294,38 @@ def main(argv: list[str] | None = None) -> int:
         best = min((n for n in names if n != LANES), key=lambda n: summary[n]["makespan_s"])
         confirm_names = list(dict.fromkeys([LANES, best] + ([twin] if twin is not None else [])))
         confirm = measure(confirm_names, confirm_rounds) if confirm_rounds > 0 else None
-    spread = statistics.median((max(v) - min(v)) / statistics.median(v) for v in normalised.values()) if rounds > 1 else 0.0
+    spread = (
+        statistics.median((max(v) - min(v)) / statistics.median(v) for v in normalised.values()) if rounds > 1 else 0.0
+    )
     entry = {
-        "calls": len(stream), "runs": runs, "summary": summary, "best_static": best, "spread": spread,
+        "calls": len(stream),
+        "runs": runs,
+        "summary": summary,
+        "best_static": best,
+        "spread": spread,
         "same_decisions_as_lanes": twin,
         "lanes_vs_best": summary[LANES]["makespan_s"] / summary[best]["makespan_s"],
         "lanes_vs_best_per_round": per_round(normalised, LANES, best),
         "shared": profile.data.get("shared"),
-        "thresholds": {key: {"process": profile.kernels[key].threshold,
-                             "thread": None if profile.kernels[key].thread is None else profile.kernels[key].thread.threshold}
-                       for key in KERNELS},
+        "thresholds": {
+            key: {
+                "process": profile.kernels[key].threshold,
+                "thread": None if profile.kernels[key].thread is None else profile.kernels[key].thread.threshold,
+            }
+            for key in KERNELS
+        },
     }
     if confirm is not None:
         entry["confirmation"] = confirmation(confirm, best, twin)
     report = {
         **report_header("benchmarks.mixed", argv, args.smoke),
-        "profile": str(args.profile), "callers": args.callers, "workers": workers, "rounds": rounds,
+        "profile": str(args.profile),
+        "callers": args.callers,
+        "workers": workers,
+        "rounds": rounds,
         "confirm_rounds": confirm_rounds if confirm is not None else 0,
-        "duration_s": round(time.perf_counter() - started, 1), "entry": entry,
+        "duration_s": round(time.perf_counter() - started, 1),
+        "entry": entry,
     }
     write_report(report, args.out_dir, "mixed-smoke" if args.smoke else "mixed", to_markdown(report))
     print(to_markdown(report))
@@ -285,8 +337,12 @@ def confirmation(runs: dict[str, list[dict[str, float]]], best: str, twin: str |
     measured side by side; the median ratio and its range."""
     summary, normalised = lane_summary(runs)
     ratios = per_round(normalised, LANES, best)
-    out = {"runs": runs, "summary": summary, "lanes_vs_best": statistics.median(ratios),
-           "lanes_vs_best_per_round": ratios}
+    out = {
+        "runs": runs,
+        "summary": summary,
+        "lanes_vs_best": statistics.median(ratios),
+        "lanes_vs_best_per_round": ratios,
+    }
     if twin is not None and twin != best:
         out["lanes_vs_twin"] = statistics.median(per_round(normalised, LANES, twin))
     return out

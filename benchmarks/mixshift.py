@@ -70,8 +70,13 @@ def record_and_retune(spec: Any, calls: Any, callers: int, profile_data: dict) -
     if not results:
         raise SystemExit(f"benchmarks.mixshift: {spec.key} has no fitted costs in the profile")
     r = results[0]
-    return {"old": r.old, "new": r.new, "calls": r.calls, "predicted_gain": r.gain,
-            "factors": {kind: {"ratio": ratio, "samples": n} for kind, (ratio, n) in r.factors.items()}}
+    return {
+        "old": r.old,
+        "new": r.new,
+        "calls": r.calls,
+        "predicted_gain": r.gain,
+        "factors": {kind: {"ratio": ratio, "samples": n} for kind, (ratio, n) in r.factors.items()},
+    }
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -139,11 +144,21 @@ def main(argv: list[str] | None = None) -> int:
             warm_workers(spec, calls)
             retuned = record_and_retune(spec, calls, args.callers, profile.data)
             adaptive = Adaptive(spec, args.profile, warm=True)
-            adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES,
-                           extra=0 if args.smoke else EXTRA_LEARN_PASSES)
-            entry = bench_workload(spec, lowest, callers=args.callers, rounds=rounds, seed=args.seed,
-                                   smoke=args.smoke, named={"retuned": retuned["new"]}, calls=calls,
-                                   dynamic={"adaptive": adaptive}, chunks=args.chunks)
+            adaptive.learn(
+                calls, args.callers, 1 if args.smoke else LEARN_PASSES, extra=0 if args.smoke else EXTRA_LEARN_PASSES
+            )
+            entry = bench_workload(
+                spec,
+                lowest,
+                callers=args.callers,
+                rounds=rounds,
+                seed=args.seed,
+                smoke=args.smoke,
+                named={"retuned": retuned["new"]},
+                calls=calls,
+                dynamic={"adaptive": adaptive},
+                chunks=args.chunks,
+            )
             entry["retune"] = retuned
             entry["adaptive"] = adaptive.record()
             entries.append(entry)

@@ -50,13 +50,39 @@ def run_once(index: int, out_dir: Path, effort: str, rounds: int, confirm_rounds
     """One fresh calibration and its benchmark, each in its own process."""
     profile = out_dir / f"profile-{index}.json"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "offload_tuner.inspection._cli", "calibrate", "--effort", effort, "--out", str(profile),
-                    "--quiet"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "offload_tuner.inspection._cli",
+            "calibrate",
+            "--effort",
+            effort,
+            "--out",
+            str(profile),
+            "--quiet",
+        ],
+        check=True,
+    )
     calibration_s = time.perf_counter() - started
     run_dir = out_dir / f"run-{index}"
-    subprocess.run([sys.executable, "-m", "benchmarks.workload", "--profile", str(profile), "--rounds", str(rounds),
-                    "--confirm-rounds", str(confirm_rounds), "--out-dir", str(run_dir)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.workload",
+            "--profile",
+            str(profile),
+            "--rounds",
+            str(rounds),
+            "--confirm-rounds",
+            str(confirm_rounds),
+            "--out-dir",
+            str(run_dir),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return {
         "profile": json.loads(profile.read_text()),
         "workload": json.loads((run_dir / "workload.json").read_text()),
@@ -89,7 +115,9 @@ BASIN_BETWEEN = 4
 bump between two fine thresholds is not a flat basin); more are thinned to every other, and so on."""
 
 
-def basin_thresholds(thresholds: list[int | None], oracles: list[str], workload_range: tuple[int, int]) -> list[int | None]:
+def basin_thresholds(
+    thresholds: list[int | None], oracles: list[str], workload_range: tuple[int, int]
+) -> list[int | None]:
     """What the basin check measures side by side: the runs' thresholds, each run's sweep oracle (the
     reference), and up to ``BASIN_BETWEEN`` powers of two between the lowest and highest threshold (inside
     the workload range: below its bottom every threshold is ``always``, beyond its top ``never``)."""
@@ -136,10 +164,26 @@ def measure_basins(runs: list[dict[str, Any]], out_dir: Path, confirm_rounds: in
         thresholds = basin_thresholds(row["thresholds"], row["oracles"], ranges[key])
         print(f"basin check: {name} at {', '.join(_fmt(t) for t in thresholds)} ...", file=sys.stderr)
         basin_dir = out_dir / f"basin-{name}"
-        done = subprocess.run([sys.executable, "-m", "benchmarks.workload", "--profile", str(out_dir / "profile-1.json"),
-                               "--kernel", key, "--compare", ",".join(_fmt(t) for t in thresholds),
-                               "--confirm-rounds", str(confirm_rounds), "--out-dir", str(basin_dir)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.workload",
+                "--profile",
+                str(out_dir / "profile-1.json"),
+                "--kernel",
+                key,
+                "--compare",
+                ",".join(_fmt(t) for t in thresholds),
+                "--confirm-rounds",
+                str(confirm_rounds),
+                "--out-dir",
+                str(basin_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if done.returncode != 0:
             print(f"basin check: {name} failed:\n{done.stderr}", file=sys.stderr)
             basins[key] = {"kernel": key, "thresholds": thresholds, "error": done.stderr.strip().splitlines()[-1:]}
@@ -243,8 +287,9 @@ def verdicts(runs: list[dict[str, Any]], basins: dict[str, Any] | None = None) -
             "intervals_overlap": overlap,
             "flat_basin_every_run": flat,
             "flat_in_benchmark": flat_measured,
-            "basin": None if basin is None else {field: basin.get(field)
-                                                 for field in ("vs_best", "best", "rounds", "duration_s", "error")},
+            "basin": None
+            if basin is None
+            else {field: basin.get(field) for field in ("vs_best", "best", "rounds", "duration_s", "error")},
             "reproducible": within_15 or (overlap and (flat or flat_measured)),
             "coverage": f"{inside}/{n_pairs}",
             "all_within_1.10x_oracle": all(r <= 1.10 for r in judged),
@@ -276,11 +321,17 @@ def to_markdown(report: dict[str, Any]) -> str:
     ]
     for key, r in v["kernels"].items():
         ts = ", ".join(f"{_fmt(t)} [{_fmt(i[0])}, {_fmt(i[1])}]" for t, i in zip(r["thresholds"], r["intervals"]))
-        ratios = ", ".join(f"{x:.2f} [{lo:.2f}, {hi:.2f}]" for x, (lo, hi) in
-                           zip(r["tuned_vs_oracle"], r["tuned_vs_oracle_per_round"]))
-        confirmed = ", ".join("-" if c is None else "same as the oracle" if c == "identical" else
-                              f"{c['ratio']:.2f} [{c['range'][0]:.2f}, {c['range'][1]:.2f}] vs {c['oracle']}"
-                              for c in r.get("confirmed", [None] * len(r["tuned_vs_oracle"])))
+        ratios = ", ".join(
+            f"{x:.2f} [{lo:.2f}, {hi:.2f}]" for x, (lo, hi) in zip(r["tuned_vs_oracle"], r["tuned_vs_oracle_per_round"])
+        )
+        confirmed = ", ".join(
+            "-"
+            if c is None
+            else "same as the oracle"
+            if c == "identical"
+            else f"{c['ratio']:.2f} [{c['range'][0]:.2f}, {c['range'][1]:.2f}] vs {c['oracle']}"
+            for c in r.get("confirmed", [None] * len(r["tuned_vs_oracle"]))
+        )
         yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
         lines.append(
             f"| {key.split(':')[1]} | {ts} | {yes(r['within_1.5x'])} | {yes(r['intervals_overlap'])} | "
@@ -296,7 +347,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "and each static threshold in that span within 1.10x of the oracle.",
         "",
         "*Confirmed*: tuned against the sweep's best two statics again, in fresh rounds of those three alone (none "
-        "where tuned decides every call like the sweep's oracle: \"same as the oracle\", 1.00 by identity); the "
+        'where tuned decides every call like the sweep\'s oracle: "same as the oracle", 1.00 by identity); the '
         "median of tuned / static round by round, against the static it compares worse with. The sweep's oracle "
         "is the lowest of 8-12 noisy medians and reads low by selection; *<= 1.10x* judges the confirmed ratio.",
         "",
@@ -315,9 +366,12 @@ def _basin_lines(v: dict[str, Any]) -> list[str]:
     rows = {key: r["basin"] for key, r in v["kernels"].items() if r.get("basin")}
     if not rows:
         return []
-    lines = ["*Basin checks* (the thresholds alone, side by side in fresh rounds; each against the best of them "
-             "in the same rounds, the median of the per-round ratios; picking that best in the same rounds reads "
-             "the others slightly slow, against flatness):", ""]
+    lines = [
+        "*Basin checks* (the thresholds alone, side by side in fresh rounds; each against the best of them "
+        "in the same rounds, the median of the per-round ratios; picking that best in the same rounds reads "
+        "the others slightly slow, against flatness):",
+        "",
+    ]
     for key, basin in rows.items():
         if basin.get("error"):
             lines.append(f"- `{key.split(':')[1]}`: the check failed ({' '.join(basin['error'])}); it shows nothing.")
@@ -333,13 +387,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--effort", default="standard", choices=("quick", "standard", "thorough"))
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--confirm-rounds", type=int, default=8,
-                        help="the workload benchmark's confirmation rounds (0: judge the sweep's ratio)")
+    parser.add_argument(
+        "--confirm-rounds",
+        type=int,
+        default=8,
+        help="the workload benchmark's confirmation rounds (0: judge the sweep's ratio)",
+    )
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
-    parser.add_argument("--from-recorded", action="store_true",
-                        help="re-analyse the runs and basin checks recorded in --out-dir; measure nothing")
-    parser.add_argument("--measure-basins", action="store_true",
-                        help="with --from-recorded: run the basin checks the recorded runs need, now")
+    parser.add_argument(
+        "--from-recorded",
+        action="store_true",
+        help="re-analyse the runs and basin checks recorded in --out-dir; measure nothing",
+    )
+    parser.add_argument(
+        "--measure-basins",
+        action="store_true",
+        help="with --from-recorded: run the basin checks the recorded runs need, now",
+    )
     args = parser.parse_args(argv)
     from offload_tuner.runtime._host import host_fingerprint
 
@@ -349,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     previous: dict[str, Any] = {}
     if args.from_recorded:
         runs = load_recorded(args.out_dir)
-        previous = json.loads((args.out_dir / "reruns.json").read_text()) if (args.out_dir / "reruns.json").exists() else {}
+        previous = (
+            json.loads((args.out_dir / "reruns.json").read_text()) if (args.out_dir / "reruns.json").exists() else {}
+        )
         walls = previous.get("verdicts", {}).get("calibration_wall_s", [])
         for run, wall in zip(runs, walls):
             run["calibration_wall_s"] = wall
@@ -373,9 +439,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.from_recorded and previous:  # keep what was measured, say it was re-read
         command = previous["command"].split("; re-analysed")[0]
-        report.update(command=command + "; re-analysed with --from-recorded", duration_s=previous["duration_s"],
-                      effort=previous["effort"], rounds=previous["rounds"], created=previous["created"],
-                      confirm_rounds=previous.get("confirm_rounds", 0))
+        report.update(
+            command=command + "; re-analysed with --from-recorded",
+            duration_s=previous["duration_s"],
+            effort=previous["effort"],
+            rounds=previous["rounds"],
+            created=previous["created"],
+            confirm_rounds=previous.get("confirm_rounds", 0),
+        )
         if args.measure_basins:
             report["command"] += " --measure-basins"
     (args.out_dir / "reruns.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -58,8 +58,19 @@ def calibrate(out_dir: Path, effort: str) -> Path:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = out_dir / "plan.json"
-    plan.write_text(json.dumps({"schema": 1, "targets": ["benchmarks.bench_kernels"], "effort": effort,
-                                "concurrency": 4, "kernels": {KEY: PLAN}}, indent=1) + "\n")
+    plan.write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "targets": ["benchmarks.bench_kernels"],
+                "effort": effort,
+                "concurrency": 4,
+                "kernels": {KEY: PLAN},
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     profile = out_dir / "profile.json"
     code = cli(["calibrate", "--plan", str(plan), "--kernel", "tally", "--out", str(profile), "-q"])
     if code != 0:
@@ -93,8 +104,12 @@ def record_and_retune(spec: Any, calls: Calls, callers: int, profile_data: dict)
     finally:
         offload_tuner.sample_every(previous)
     (r,) = [r for r in retune(profile_data, traffic(offload_tuner.stats())) if r.key == spec.key]
-    return {"old": r.old, "new": r.new, "predicted_gain": r.gain,
-            "factors": {kind: {"ratio": ratio, "samples": n} for kind, (ratio, n) in r.factors.items()}}
+    return {
+        "old": r.old,
+        "new": r.new,
+        "predicted_gain": r.gain,
+        "factors": {kind: {"ratio": ratio, "samples": n} for kind, (ratio, n) in r.factors.items()},
+    }
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -116,15 +131,19 @@ def to_markdown(report: dict[str, Any]) -> str:
         "| policy | threshold | makespan / oracle | per round | p99 loop lag | offloaded |",
         "|---|---|---|---|---|---|",
     ]
-    rows = [("static profile", "tuned", _fmt(e["tuned_threshold"])),
-            ("retuned from stats", "retuned", _fmt(report["retune"]["new"])),
-            ("adaptive", "adaptive", " -> ".join(sorted({_fmt(t) for t in a["thresholds"]})) + " (end of run)"),
-            (f"oracle ({e['oracle']})", e["oracle"], e["oracle"])]
+    rows = [
+        ("static profile", "tuned", _fmt(e["tuned_threshold"])),
+        ("retuned from stats", "retuned", _fmt(report["retune"]["new"])),
+        ("adaptive", "adaptive", " -> ".join(sorted({_fmt(t) for t in a["thresholds"]})) + " (end of run)"),
+        (f"oracle ({e['oracle']})", e["oracle"], e["oracle"]),
+    ]
     for label, name, threshold in rows:
         per_round = e["ratios_per_round"][name]
-        lines.append(f"| {label} | {threshold} | {s[name]['makespan_s'] / o:.2f} | "
-                     f"{min(per_round):.2f}-{max(per_round):.2f} | {s[name]['lag_p99_s'] * 1e3:.0f} ms | "
-                     f"{s[name]['offloaded']:.0f} of {e['calls']} |")
+        lines.append(
+            f"| {label} | {threshold} | {s[name]['makespan_s'] / o:.2f} | "
+            f"{min(per_round):.2f}-{max(per_round):.2f} | {s[name]['lag_p99_s'] * 1e3:.0f} ms | "
+            f"{s[name]['offloaded']:.0f} of {e['calls']} |"
+        )
     lines += [
         "",
         f"Spread: {e['spread']:.0%} (median over policies of (max - min) / median across rounds). Ratios are of "
@@ -146,8 +165,9 @@ def ratios_per_round(entry: dict[str, Any]) -> dict[str, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = benchmark_arguments(__doc__, out=OUT, rounds=5, seed=20261129,
-                                 profile="a profile with the kernel (default: calibrate it now)")
+    parser = benchmark_arguments(
+        __doc__, out=OUT, rounds=5, seed=20261129, profile="a profile with the kernel (default: calibrate it now)"
+    )
     parser.add_argument("--effort", default="standard", choices=["quick", "standard", "thorough"])
     args = parser.parse_args(argv)
 
@@ -173,9 +193,20 @@ def main(argv: list[str] | None = None) -> int:
         retuned = record_and_retune(spec, phase_order(calls, random.Random(args.seed)), args.callers, profile.data)
         # Windows of 32 calls: a run has ~360-400, so a trial (seven windows after the first) can finish in one.
         adaptive = Adaptive(spec, profile_path, min_calls=32)
-        entry = bench_workload(spec, workload, callers=args.callers, rounds=rounds, seed=args.seed, smoke=args.smoke,
-                               named={"retuned": retuned["new"]}, calls=calls, dynamic={"adaptive": adaptive},
-                               order=phase_order, warmup=0, chunks=1)  # one time series: the slowdown is halfway
+        entry = bench_workload(
+            spec,
+            workload,
+            callers=args.callers,
+            rounds=rounds,
+            seed=args.seed,
+            smoke=args.smoke,
+            named={"retuned": retuned["new"]},
+            calls=calls,
+            dynamic={"adaptive": adaptive},
+            order=phase_order,
+            warmup=0,
+            chunks=1,
+        )  # one time series: the slowdown is halfway
     entry["ratios_per_round"] = ratios_per_round(entry)
     report = {
         **report_header("benchmarks.slowdown", argv, args.smoke),

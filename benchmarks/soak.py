@@ -121,8 +121,14 @@ async def _soak(calls: int, callers: int, seed: int) -> dict[str, Any]:
     }
 
 
-def soak(calls: int = 20_000, callers: int = 8, seed: int = 7, workers: int | None = None,
-         profile: str | None = None, adapt: bool = False) -> dict[str, Any]:
+def soak(
+    calls: int = 20_000,
+    callers: int = 8,
+    seed: int = 7,
+    workers: int | None = None,
+    profile: str | None = None,
+    adapt: bool = False,
+) -> dict[str, Any]:
     pool = offload_tuner.recommended_pool(workers)
     previous = offload_tuner.get_executor()
     offload_tuner.set_executor(pool)
@@ -154,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         from pathlib import Path
 
-        Path(args.out).write_text(json.dumps({"command": "python -m benchmarks.soak " + " ".join(argv or sys.argv[1:]),
-                                              **report}, indent=1) + "\n")
+        Path(args.out).write_text(
+            json.dumps({"command": "python -m benchmarks.soak " + " ".join(argv or sys.argv[1:]), **report}, indent=1)
+            + "\n"
+        )
     print(json.dumps(report, indent=1))
     return 1 if report["error_count"] else 0
 

@@ -54,10 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     earlier = load_runtime(args.against)
     path = Path(tempfile.mkdtemp()) / "profile.json"
-    path.write_text(json.dumps({
-        "schema": SCHEMA_VERSION, "host": host_identity(), "executor": {"kind": "thread"},
-        "kernels": {kernel_key(tiny): {"threshold": 256, "status": "ok", "code_fingerprint": code_fingerprint(tiny)}},
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "schema": SCHEMA_VERSION,
+                "host": host_identity(),
+                "executor": {"kind": "thread"},
+                "kernels": {
+                    kernel_key(tiny): {"threshold": 256, "status": "ok", "code_fingerprint": code_fingerprint(tiny)}
+                },
+            }
+        )
+    )
     pool = ThreadPoolExecutor(1)  # never used: the size (3) is below the threshold; the decision is what is timed
     for module in (_runtime, earlier):
         module.set_executor(pool)
@@ -81,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     medians = {name: statistics.median(values) for name, values in runs.items()}
     for name, value in medians.items():
         print(f"{name:26s} {value:7.0f} ns per decision")
-    print(f"added, profile decides: {medians['now'] - medians['earlier']:+.0f} ns; "
-          f"caller decides: {medians['now, caller decides'] - medians['earlier, caller decides']:+.0f} ns")
+    print(
+        f"added, profile decides: {medians['now'] - medians['earlier']:+.0f} ns; "
+        f"caller decides: {medians['now, caller decides'] - medians['earlier, caller decides']:+.0f} ns"
+    )
     return 0
 
 

@@ -38,18 +38,27 @@ def summarize(path: Path) -> str:
         by_group.setdefault(bench["group"], []).append(bench)
     for group, benches in by_group.items():
         per_call = {b["name"]: b["stats"]["median"] / b["extra_info"].get("calls_per_round", 1) for b in benches}
-        base = per_call.get(BASELINES.get(group, ""), None)
+        base = per_call.get(BASELINES.get(group, ""))
         for b in benches:
             value = per_call[b["name"]]
             paired = b["extra_info"].get("paired_added_s")
             if paired is not None:  # old and new alternating within every round: the difference is measured there
                 q1, q3 = b["extra_info"]["paired_added_quartiles_s"]
-                lines.append(f"| {group} | {b['name']} | {_fmt(value)} (both, alternating) | "
-                             f"{'+' if paired >= 0 else '-'}{_fmt(abs(paired))} (quartiles {_fmt(q1)} to {_fmt(q3)}) | "
-                             f"{b['extra_info']['paired_rounds']} |")
+                lines.append(
+                    f"| {group} | {b['name']} | {_fmt(value)} (both, alternating) | "
+                    f"{'+' if paired >= 0 else '-'}{_fmt(abs(paired))} (quartiles {_fmt(q1)} to {_fmt(q3)}) | "
+                    f"{b['extra_info']['paired_rounds']} |"
+                )
                 continue
-            added = "baseline" if b["name"] == BASELINES.get(group) else (
-                ("+" + _fmt(value - base) if value >= base else "-" + _fmt(base - value)) if base is not None else "-")
+            added = (
+                "baseline"
+                if b["name"] == BASELINES.get(group)
+                else (
+                    ("+" + _fmt(value - base) if value >= base else "-" + _fmt(base - value))
+                    if base is not None
+                    else "-"
+                )
+            )
             if b["extra_info"].get("show_range") and b["stats"]["rounds"] > 1:  # few, long rounds: show them all
                 value_text = f"{_fmt(value)} (fastest {_fmt(b['stats']['min'])}, slowest {_fmt(b['stats']['max'])})"
             else:

@@ -22,6 +22,7 @@ def test_calibrate_bundled_kernels(benchmark, tmp_path, effort):
     out = tmp_path / "profile.json"
     benchmark.extra_info["effort"] = effort
     benchmark.extra_info["show_range"] = True
-    code = benchmark.pedantic(main, args=(["calibrate", "--effort", effort, "--out", str(out), "--quiet"],),
-                              rounds=ROUNDS, iterations=1)
+    code = benchmark.pedantic(
+        main, args=(["calibrate", "--effort", effort, "--out", str(out), "--quiet"],), rounds=ROUNDS, iterations=1
+    )
     assert code == 0 and out.exists()

@@ -5,15 +5,36 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.confirm import (analyse_basin, analyse_confirmation, confirmation_names, judged_ratio,
-                                median_standard_error, until_settled)
+from benchmarks.confirm import (
+    analyse_basin,
+    analyse_confirmation,
+    confirmation_names,
+    judged_ratio,
+    median_standard_error,
+    until_settled,
+)
 from benchmarks.workload import analyse, verdicts
 
 
 def _runs(makespans: dict[str, list[float]]) -> dict[str, list[dict[str, float]]]:
-    return {name: [{"policy": name, "makespan_s": m, "lag_p50_s": 0.001, "lag_p99_s": 0.002, "lag_max_s": 0.003,
-                    "caller_cpu_s": m, "worker_cpu_s": 0.0, "offloaded": 0, "calls": 10, "steady_s": None}
-                   for m in values] for name, values in makespans.items()}
+    return {
+        name: [
+            {
+                "policy": name,
+                "makespan_s": m,
+                "lag_p50_s": 0.001,
+                "lag_p99_s": 0.002,
+                "lag_max_s": 0.003,
+                "caller_cpu_s": m,
+                "worker_cpu_s": 0.0,
+                "offloaded": 0,
+                "calls": 10,
+                "steady_s": None,
+            }
+            for m in values
+        ]
+        for name, values in makespans.items()
+    }
 
 
 def _entry(makespans: dict[str, list[float]], same_as: dict[str, str] | None = None) -> dict:
@@ -22,8 +43,14 @@ def _entry(makespans: dict[str, list[float]], same_as: dict[str, str] | None = N
     return entry
 
 
-SWEEP = {"tuned": [1.10, 1.08, 1.12], "static-256": [1.3, 1.3, 1.3], "T=8": [1.0, 1.0, 1.0],
-         "T=16": [1.02, 1.01, 1.03], "T=64": [1.06, 1.05, 1.07], "never": [2.0, 2.0, 2.0]}
+SWEEP = {
+    "tuned": [1.10, 1.08, 1.12],
+    "static-256": [1.3, 1.3, 1.3],
+    "T=8": [1.0, 1.0, 1.0],
+    "T=16": [1.02, 1.01, 1.03],
+    "T=64": [1.06, 1.05, 1.07],
+    "never": [2.0, 2.0, 2.0],
+}
 
 
 def test_tuned_is_confirmed_against_the_sweep_s_best_two_statics():
@@ -51,8 +78,9 @@ def test_aliases_of_tuned_and_of_each_other_are_not_confirmed_twice():
 def test_the_confirmed_ratio_is_against_the_static_tuned_compares_worst_with():
     entry = _entry(SWEEP)
     # Fresh rounds: T=16 turns out the faster of the two; tuned is 2-4% behind it, level with T=8.
-    entry["confirmation"] = analyse_confirmation(_runs({"tuned": [1.02, 1.03, 1.04, 1.03],
-                                                        "T=8": [1.02, 1.03, 1.04, 1.03], "T=16": [1.0, 1.0, 1.0, 1.0]}))
+    entry["confirmation"] = analyse_confirmation(
+        _runs({"tuned": [1.02, 1.03, 1.04, 1.03], "T=8": [1.02, 1.03, 1.04, 1.03], "T=16": [1.0, 1.0, 1.0, 1.0]})
+    )
     c = entry["confirmation"]
     assert c["oracle"] == "T=16" and c["rounds"] == 4
     assert c["ratio"] == pytest.approx(1.03, abs=0.002) and c["against"]["T=8"] == pytest.approx(1.0)
@@ -63,7 +91,9 @@ def test_the_confirmed_ratio_is_against_the_static_tuned_compares_worst_with():
     v = verdicts(entry, None)
     assert v["confirmed_vs_oracle"] == pytest.approx(1.03, abs=0.002) and v["makespan_within_1.10x_oracle"]
     # A slow tuned in the confirmation fails, however the sweep read it.
-    entry["confirmation"] = analyse_confirmation(_runs({"tuned": [1.2, 1.15, 1.18], "T=8": [1.0] * 3, "T=16": [1.0] * 3}))
+    entry["confirmation"] = analyse_confirmation(
+        _runs({"tuned": [1.2, 1.15, 1.18], "T=8": [1.0] * 3, "T=16": [1.0] * 3})
+    )
     assert not verdicts(entry, None)["makespan_within_1.10x_oracle"]
 
 
@@ -112,7 +142,14 @@ def test_a_comparison_without_rounds_is_an_error_not_an_empty_verdict():
 
 def test_the_basin_reference_is_the_one_the_per_round_ratios_put_lowest():
     # By normalised medians T=32 is best; by the median of per-round ratios against it, T=16 is 3% ahead.
-    basin = analyse_basin(_runs({"T=8": [1.16, 0.91, 1.22, 1.09, 0.94], "T=16": [0.83, 1.23, 1.29, 0.84, 1.2],
-                                 "T=32": [1.01, 0.88, 0.95, 1.18, 1.24]}))
+    basin = analyse_basin(
+        _runs(
+            {
+                "T=8": [1.16, 0.91, 1.22, 1.09, 0.94],
+                "T=16": [0.83, 1.23, 1.29, 0.84, 1.2],
+                "T=32": [1.01, 0.88, 0.95, 1.18, 1.24],
+            }
+        )
+    )
     assert basin["best"] == "T=16" and basin["vs_best"]["T=16"] == pytest.approx(1.0)
     assert basin["vs_best"]["T=32"] == pytest.approx(1 / 0.9677, abs=0.001) and min(basin["vs_best"].values()) == 1.0

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -44,12 +44,16 @@ def installed(tmp_path_factory):
     """A profile that keeps ``tiny`` inline at this size and an (idle, never started) process pool."""
     path = tmp_path_factory.mktemp("profile") / "profile.json"
     key = kernel_key(tiny)
-    path.write_text(json.dumps({
-        "schema": SCHEMA_VERSION,
-        "host": host_identity(),
-        "executor": {"kind": "process"},
-        "kernels": {key: {"threshold": 256, "status": "ok", "code_fingerprint": code_fingerprint(tiny)}},
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "schema": SCHEMA_VERSION,
+                "host": host_identity(),
+                "executor": {"kind": "process"},
+                "kernels": {key: {"threshold": 256, "status": "ok", "code_fingerprint": code_fingerprint(tiny)}},
+            }
+        )
+    )
     pool = ProcessPoolExecutor(max_workers=1)
     offload_tuner.set_executor(pool)
     offload_tuner.load_profile(path)
@@ -65,6 +69,7 @@ def _rounds(loop, make_call):
     async def many():
         for _ in range(CALLS):
             await make_call()
+
     return lambda: loop.run_until_complete(many())
 
 
@@ -101,6 +106,7 @@ def test_added_cost_paired(benchmark, installed):
 def test_added_cost_paired_with_both_lanes(benchmark, installed, tmp_path):
     """The same with a thread pool installed beside the process pool and ``tiny`` in the thread lane
     (``set_executors``): the lane is chosen once per kernel, so a call pays nothing more."""
+
     def thread_lane(data: dict) -> None:
         data["kernels"][kernel_key(tiny)]["thread"] = {"gil_hold": 0.0, "threshold": 256}
 
@@ -146,17 +152,24 @@ def _paired(benchmark, installed) -> None:  # type: ignore[no-untyped-def]
 
     async def pair() -> None:
         old_first = len(differences) % 2 == 0
-        first = block(lambda: old_run_kernel(tiny, xs, offload_if=len(xs) >= 256)) if old_first else block(
-            lambda: run_kernel(tiny, xs))
+        first = (
+            block(lambda: old_run_kernel(tiny, xs, offload_if=len(xs) >= 256))
+            if old_first
+            else block(lambda: run_kernel(tiny, xs))
+        )
         a = await first
-        b = await (block(lambda: run_kernel(tiny, xs)) if old_first else block(
-            lambda: old_run_kernel(tiny, xs, offload_if=len(xs) >= 256)))
+        b = await (
+            block(lambda: run_kernel(tiny, xs))
+            if old_first
+            else block(lambda: old_run_kernel(tiny, xs, offload_if=len(xs) >= 256))
+        )
         old, new = (a, b) if old_first else (b, a)
         differences.append((new - old) / CALLS)
 
     benchmark.extra_info["calls_per_round"] = 2 * CALLS
-    benchmark.pedantic(lambda: installed.run_until_complete(pair()), rounds=PAIRED_ROUNDS, iterations=1,
-                       warmup_rounds=4)
+    benchmark.pedantic(
+        lambda: installed.run_until_complete(pair()), rounds=PAIRED_ROUNDS, iterations=1, warmup_rounds=4
+    )
     _record_pairs(benchmark, differences)
 
 
@@ -233,10 +246,14 @@ def test_placement_added_cost_paired(benchmark, installed, tmp_path, pools):
     from tests.support import synthetic_costs, synthetic_transport
 
     def placeable(data: dict) -> None:
-        data["kernels"][kernel_key(tiny)].update(threshold=0, costs=synthetic_costs(1e-6),
-                                                 thread={"gil_hold": 0.0, "threshold": 0})
-        data.update(transport={"model": synthetic_transport(2e-4)}, thread={"fixed_s": 6e-5},
-                    policy={"concurrency": 4, "workers": 1, "cores": 2, "loop_budget_s": 0.1})
+        data["kernels"][kernel_key(tiny)].update(
+            threshold=0, costs=synthetic_costs(1e-6), thread={"gil_hold": 0.0, "threshold": 0}
+        )
+        data.update(
+            transport={"model": synthetic_transport(2e-4)},
+            thread={"fixed_s": 6e-5},
+            policy={"concurrency": 4, "workers": 1, "cores": 2, "loop_budget_s": 0.1},
+        )
 
     target, args = _runtime._offload_target, (XS,)
     with _thread_pool_and_profile(tmp_path, placeable):

@@ -12,15 +12,26 @@ def _run(threshold, interval, tied, ratio, error=0.05, sweep=None):
     summary.update({name: {"makespan_s": v} for name, v in (sweep or {}).items()})
     return {
         "profile": {"kernels": {key: {"threshold": threshold, "interval": interval, "load": {"tied": tied}}}},
-        "workload": {"workloads": [{"kernel": key, "tuned_vs_oracle": ratio, "oracle": "T=128", "summary": summary,
-                                    "verdicts": {"tuned_vs_oracle_range": [ratio - 0.02, ratio + 0.02]},
-                                    "model_check": {"median_error": error}}]},
+        "workload": {
+            "workloads": [
+                {
+                    "kernel": key,
+                    "tuned_vs_oracle": ratio,
+                    "oracle": "T=128",
+                    "summary": summary,
+                    "verdicts": {"tuned_vs_oracle_range": [ratio - 0.02, ratio + 0.02]},
+                    "model_check": {"median_error": error},
+                }
+            ]
+        },
         "calibration_wall_s": 40.0,
     }
 
 
 def test_close_thresholds_are_reproducible_and_covered():
-    v = verdicts([_run(128, [91, 181], [128], 1.02), _run(181, [128, 256], [181], 1.04), _run(128, [91, 181], [128], 1.0)])
+    v = verdicts(
+        [_run(128, [91, 181], [128], 1.02), _run(181, [128, 256], [181], 1.04), _run(128, [91, 181], [128], 1.0)]
+    )
     row = v["kernels"]["m:k"]
     assert row["within_1.5x"] and row["reproducible"] and row["all_within_1.10x_oracle"]
     assert row["coverage"] == "6/6" and v["coverage"] == 1.0
@@ -45,24 +56,38 @@ def test_never_is_its_own_threshold():
 def test_a_basin_the_benchmark_measured_flat_makes_far_thresholds_reproducible():
     # Calibration saw one best candidate each time; the benchmark's sweep between 8 and 181 is flat.
     flat_sweep = {"T=8": 1.04, "T=16": 1.02, "T=64": 1.01, "T=256": 1.3}
-    measured = verdicts([_run(8, [8, 256], [8], 1.05, sweep=flat_sweep),
-                         _run(181, [8, 256], [181], 1.07, sweep=flat_sweep)])["kernels"]["m:k"]
+    measured = verdicts(
+        [_run(8, [8, 256], [8], 1.05, sweep=flat_sweep), _run(181, [8, 256], [181], 1.07, sweep=flat_sweep)]
+    )["kernels"]["m:k"]
     assert not measured["within_1.5x"] and not measured["flat_basin_every_run"]
     assert measured["flat_in_benchmark"] and measured["reproducible"]  # T=256 is outside 8..181: not asked
-    one_slow = verdicts([_run(8, [8, 256], [8], 1.05, sweep=flat_sweep),
-                         _run(181, [8, 256], [181], 1.12, sweep=flat_sweep)])["kernels"]["m:k"]
+    one_slow = verdicts(
+        [_run(8, [8, 256], [8], 1.05, sweep=flat_sweep), _run(181, [8, 256], [181], 1.12, sweep=flat_sweep)]
+    )["kernels"]["m:k"]
     assert not one_slow["flat_in_benchmark"] and not one_slow["reproducible"]
     # Both runs' thresholds fine, but a threshold between them is not: the basin has a bump, not flat.
     bump = dict(flat_sweep, **{"T=32": 1.16})
-    bumpy = verdicts([_run(8, [8, 256], [8], 1.05, sweep=bump),
-                      _run(181, [8, 256], [181], 1.07, sweep=bump)])["kernels"]["m:k"]
+    bumpy = verdicts([_run(8, [8, 256], [8], 1.05, sweep=bump), _run(181, [8, 256], [181], 1.07, sweep=bump)])[
+        "kernels"
+    ]["m:k"]
     assert not bumpy["flat_in_benchmark"] and not bumpy["reproducible"]
-    apart = verdicts([_run(8, [8, 11], [8], 1.0, sweep=flat_sweep),
-                      _run(181, [128, 256], [181], 1.0, sweep=flat_sweep)])["kernels"]["m:k"]
+    apart = verdicts(
+        [_run(8, [8, 11], [8], 1.0, sweep=flat_sweep), _run(181, [128, 256], [181], 1.0, sweep=flat_sweep)]
+    )["kernels"]["m:k"]
     assert apart["flat_in_benchmark"] and not apart["reproducible"]  # intervals must still overlap
     # "never" chosen by one run brings the never policy (often an alias of the top sweep point) into it.
-    never_slow = verdicts([_run(8192, [4096, None], [8192], 1.0, sweep={"T=16384": 1.3}, ),
-                           _run(None, [4096, None], [None], 1.3, sweep={"T=16384": 1.3})])
+    never_slow = verdicts(
+        [
+            _run(
+                8192,
+                [4096, None],
+                [8192],
+                1.0,
+                sweep={"T=16384": 1.3},
+            ),
+            _run(None, [4096, None], [None], 1.3, sweep={"T=16384": 1.3}),
+        ]
+    )
     assert not never_slow["kernels"]["m:k"]["flat_in_benchmark"]
 
 
@@ -90,8 +115,11 @@ def test_the_basin_check_measures_the_runs_thresholds_their_oracles_and_a_few_be
 
 
 def test_a_recorded_basin_check_decides_whether_far_thresholds_are_reproducible():
-    basin = {"thresholds": [8, 16, 32, 64, 128, 256], "best": "T=32",
-             "vs_best": {"T=8": 1.04, "T=16": 1.01, "T=32": 1.0, "T=64": 1.03, "T=128": 1.07, "T=256": 1.3}}
+    basin = {
+        "thresholds": [8, 16, 32, 64, 128, 256],
+        "best": "T=32",
+        "vs_best": {"T=8": 1.04, "T=16": 1.01, "T=32": 1.0, "T=64": 1.03, "T=128": 1.07, "T=256": 1.3},
+    }
     assert basin_flat(basin, [8, 128, 8])  # 256 is outside the runs' span: not asked
     assert not basin_flat(dict(basin, vs_best=dict(basin["vs_best"], **{"T=64": 1.12})), [8, 128])
     runs = [_run(8, [8, 256], [8], 1.0), _run(128, [8, 362], [128], 1.02)]

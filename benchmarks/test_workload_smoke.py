@@ -13,11 +13,24 @@ def test_workload_benchmark_runs_and_writes_its_outputs(tmp_path, monkeypatch):
     profile = tmp_path / "profile.json"
     # A quick calibration of two bundled kernels on this host, so the tuned policy has a real profile.
     rows, ranking = "offload_tuner_kernels.rows:bytes_by_status", "offload_tuner_kernels.ranking:rank_latencies"
-    assert cli(["calibrate", rows, ranking,
-                "--effort", "quick", "--out", str(profile), "--quiet"]) == 0
+    assert cli(["calibrate", rows, ranking, "--effort", "quick", "--out", str(profile), "--quiet"]) == 0
     out = tmp_path / "results"
-    assert workload.main(["--smoke", "--profile", str(profile), "--out-dir", str(out),
-                          "--kernel", "bytes_by_status", "--kernel", "rank_latencies"]) == 0
+    assert (
+        workload.main(
+            [
+                "--smoke",
+                "--profile",
+                str(profile),
+                "--out-dir",
+                str(out),
+                "--kernel",
+                "bytes_by_status",
+                "--kernel",
+                "rank_latencies",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "workload-smoke.json").read_text())
     assert {e["kernel"] for e in report["workloads"]} == {rows, ranking}
     for entry in report["workloads"]:
@@ -45,8 +58,22 @@ def test_workload_benchmark_runs_and_writes_its_outputs(tmp_path, monkeypatch):
     assert (out / "workload-smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The reruns' basin check: static thresholds alone, side by side; aliases share their representative's ratio.
     basin_dir = tmp_path / "basin"
-    assert workload.main(["--smoke", "--profile", str(profile), "--out-dir", str(basin_dir), "--kernel", "rank_latencies",
-                          "--compare", "always,1,128,never"]) == 0
+    assert (
+        workload.main(
+            [
+                "--smoke",
+                "--profile",
+                str(profile),
+                "--out-dir",
+                str(basin_dir),
+                "--kernel",
+                "rank_latencies",
+                "--compare",
+                "always,1,128,never",
+            ]
+        )
+        == 0
+    )
     basin = json.loads((basin_dir / "basin.json").read_text())["basin"]
     assert basin["thresholds"] == [0, 1, 128, None] and basin["same_as"]["T=1"] == "always"
     assert set(basin["vs_best"]) == {"always", "T=1", "T=128", "never"} and basin["vs_best"][basin["best"]] == 1.0
@@ -60,8 +87,10 @@ def test_mix_shift_benchmark_runs_and_retunes_from_what_it_recorded(tmp_path):
 
     reference = Path(__file__).resolve().parent.parent / "calibration" / "reference" / "vm.json"
     out = tmp_path / "mixshift"
-    assert mixshift.main(["--smoke", "--profile", str(reference), "--out-dir", str(out),
-                          "--kernel", "rank_latencies"]) == 0
+    assert (
+        mixshift.main(["--smoke", "--profile", str(reference), "--out-dir", str(out), "--kernel", "rank_latencies"])
+        == 0
+    )
     report = json.loads((out / "mixshift-smoke.json").read_text())
     (entry,) = report["workloads"]
     assert entry["sizes"][1] <= 10 * entry["sizes"][0]
@@ -130,7 +159,9 @@ def test_mixed_benchmark_runs_the_profile_s_lanes_against_the_static_grid(tmp_pa
     # The confirmation runs the lanes against the sweep's best static again, in rounds of their own.
     confirmation = entry["confirmation"]
     assert {"lanes (profile)", entry["best_static"]} <= set(confirmation["summary"]) <= set(entry["summary"])
-    assert confirmation["lanes_vs_best"] > 0 and len(confirmation["lanes_vs_best_per_round"]) == report["confirm_rounds"]
+    assert (
+        confirmation["lanes_vs_best"] > 0 and len(confirmation["lanes_vs_best_per_round"]) == report["confirm_rounds"]
+    )
     markdown = (out / "mixed-smoke.md").read_text()
     assert markdown.startswith("# Mixed workload") and "Confirmation (1 fresh round of" in markdown
 
@@ -163,14 +194,24 @@ def test_a_round_runs_every_policy_on_every_slice_and_adds_the_slices_up():
 
     def run(piece, name):
         seen.append((name, tuple(n for _, n in piece)))
-        return RunResult(name, float(len(piece)), 0.001 * len(piece), 0.01 * len(piece), 0.1, 1.0, 2.0,
-                         sum(n % 2 for _, n in piece), len(piece), 0.5)
+        return RunResult(
+            name,
+            float(len(piece)),
+            0.001 * len(piece),
+            0.01 * len(piece),
+            0.1,
+            1.0,
+            2.0,
+            sum(n % 2 for _, n in piece),
+            len(piece),
+            0.5,
+        )
 
     results = run_round(calls, ["a", "b", "c"], 4, random.Random(1), run)
     slices = [piece for name, piece in seen if name == "a"]
     assert sorted(n for piece in slices for n in piece) == list(range(100))  # the slices cut the calls
     assert all(sorted(p for name, p in seen if name == x) == sorted(slices) for x in "bc")  # each ran every slice
-    orders = {tuple(name for name, _ in seen[i:i + 3]) for i in range(0, 12, 3)}
+    orders = {tuple(name for name, _ in seen[i : i + 3]) for i in range(0, 12, 3)}
     assert len(orders) > 1  # the policies' order is shuffled slice by slice
     for name in "abc":
         r = results[name]

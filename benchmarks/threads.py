@@ -27,8 +27,9 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, Callable
+from typing import Any
 
 import offload_tuner
 from benchmarks.confirm import per_round
@@ -79,8 +80,17 @@ def run_one(spec: Any, calls: Any, lane: str, t: int | None, pools: dict[str, Ex
         _runtime.set_placement(True)
 
 
-def bench(spec: Any, workload: Any, pools: dict[str, Executor], *, callers: int, rounds: int, seed: int,
-          smoke: bool, confirm_rounds: int = 0) -> dict[str, Any]:
+def bench(
+    spec: Any,
+    workload: Any,
+    pools: dict[str, Executor],
+    *,
+    callers: int,
+    rounds: int,
+    seed: int,
+    smoke: bool,
+    confirm_rounds: int = 0,
+) -> dict[str, Any]:
     calls = size_calls(spec, workload, seed, smoke)
     offload_tuner.set_executors({"process": pools["process"]})
     warm_workers(spec, calls)  # the workers import the kernel's module outside every timed run
@@ -96,8 +106,13 @@ def bench(spec: Any, workload: Any, pools: dict[str, Executor], *, callers: int,
             round_calls = shuffled_calls(calls, calls_rng)
             for name, lane, t in order:
                 stats = run_one(spec, round_calls, lane, t, pools, callers)
-                runs[name].append({"makespan_s": stats.steady_s or stats.makespan_s, "lag_p99_s": stats.lag_p99_s,
-                                   "cpu_s": stats.caller_cpu_s + (stats.worker_cpu_s or 0.0)})
+                runs[name].append(
+                    {
+                        "makespan_s": stats.steady_s or stats.makespan_s,
+                        "lag_p99_s": stats.lag_p99_s,
+                        "cpu_s": stats.caller_cpu_s + (stats.worker_cpu_s or 0.0),
+                    }
+                )
         return runs
 
     runs = measure(named, rounds)
@@ -112,19 +127,28 @@ def bench(spec: Any, workload: Any, pools: dict[str, Executor], *, callers: int,
         c_summary, c_normalised = lane_summary(again)
         placed_ratios = per_round(c_normalised, "placed", best_static)
         lanes_ratios = per_round(c_normalised, "lanes", best_static)
-        confirmation = {"runs": again, "summary": c_summary, "best_static": best_static,
-                        "placed_vs_best_static": statistics.median(placed_ratios),
-                        "placed_vs_best_static_per_round": placed_ratios,
-                        "lanes_vs_best_static": statistics.median(lanes_ratios),
-                        "lanes_vs_best_static_per_round": lanes_ratios}
+        confirmation = {
+            "runs": again,
+            "summary": c_summary,
+            "best_static": best_static,
+            "placed_vs_best_static": statistics.median(placed_ratios),
+            "placed_vs_best_static_per_round": placed_ratios,
+            "lanes_vs_best_static": statistics.median(lanes_ratios),
+            "lanes_vs_best_static_per_round": lanes_ratios,
+        }
     offload_tuner.set_executors(pools)
     decision = offload_tuner.decide(spec.fn, *spec.sample(workload.hi))
     offload_tuner.set_executors({})
     lanes_per_round = per_round(normalised, "lanes", best_process)
     placed_per_round = per_round(normalised, "placed", best_process)
     return {
-        "kernel": spec.key, "sizes": [workload.lo, workload.hi], "calls": len(calls), "runs": runs,
-        "summary": summary, "best_process": best_process, "best_thread": best_thread,
+        "kernel": spec.key,
+        "sizes": [workload.lo, workload.hi],
+        "calls": len(calls),
+        "runs": runs,
+        "summary": summary,
+        "best_process": best_process,
+        "best_thread": best_thread,
         "lanes_vs_best_process": summary["lanes"]["makespan_s"] / summary[best_process]["makespan_s"],
         "lanes_vs_best_process_per_round": lanes_per_round,
         "placed_vs_best_process": summary["placed"]["makespan_s"] / summary[best_process]["makespan_s"],
@@ -155,26 +179,38 @@ def to_markdown(report: dict[str, Any]) -> str:
         base = s[e["best_process"]]["makespan_s"]
         shown = [e["best_process"], e["best_thread"], "lanes", *(["placed"] if "placed" in s else []), "process never"]
         for name in dict.fromkeys(shown):
-            label = name + (" (best process-only)" if name == e["best_process"] else
-                            " (best thread-only)" if name == e["best_thread"] else "")
+            label = name + (
+                " (best process-only)"
+                if name == e["best_process"]
+                else " (best thread-only)"
+                if name == e["best_thread"]
+                else ""
+            )
             lines.append(
                 f"| {e['kernel'].split(':')[-1]} | {e['sizes'][0]}-{e['sizes'][1]} | {label} | "
                 f"{s[name]['makespan_s'] * 1e3:.1f} ms | {s[name]['makespan_s'] / base:.2f} | "
-                f"{s[name]['lag_p99_s'] * 1e3:.1f} ms | {s[name]['cpu_s'] * 1e3:.0f} ms |")
+                f"{s[name]['lag_p99_s'] * 1e3:.1f} ms | {s[name]['cpu_s'] * 1e3:.0f} ms |"
+            )
         ratios = e["lanes_vs_best_process_per_round"]
         d = e["decision_at_top"]
-        lines.append(f"| | | lanes / best process-only per round: {min(ratios):.2f}-{max(ratios):.2f}; the "
-                     f"profile at size {e['sizes'][1]}: {d['backend']} from {_fmt(d['threshold'])} | | | | |")
+        lines.append(
+            f"| | | lanes / best process-only per round: {min(ratios):.2f}-{max(ratios):.2f}; the "
+            f"profile at size {e['sizes'][1]}: {d['backend']} from {_fmt(d['threshold'])} | | | | |"
+        )
         if "placed_vs_best_process_per_round" in e:
             placed = e["placed_vs_best_process_per_round"]
-            lines.append(f"| | | placed / best process-only per round: {min(placed):.2f}-{max(placed):.2f}; placed / "
-                         f"lanes (static): {e['placed_vs_lanes']:.2f} | | | | |")
+            lines.append(
+                f"| | | placed / best process-only per round: {min(placed):.2f}-{max(placed):.2f}; placed / "
+                f"lanes (static): {e['placed_vs_lanes']:.2f} | | | | |"
+            )
         c = e.get("confirmation")
         if c is not None:
             pr, lr = c["placed_vs_best_static_per_round"], c["lanes_vs_best_static_per_round"]
-            lines.append(f"| | | confirmation ({len(pr)} fresh rounds, nothing selected): placed / `{c['best_static']}` "
-                         f"**{c['placed_vs_best_static']:.2f}** (per round {min(pr):.2f}-{max(pr):.2f}); lanes / "
-                         f"`{c['best_static']}` {c['lanes_vs_best_static']:.2f} ({min(lr):.2f}-{max(lr):.2f}) | | | | |")
+            lines.append(
+                f"| | | confirmation ({len(pr)} fresh rounds, nothing selected): placed / `{c['best_static']}` "
+                f"**{c['placed_vs_best_static']:.2f}** (per round {min(pr):.2f}-{max(pr):.2f}); lanes / "
+                f"`{c['best_static']}` {c['lanes_vs_best_static']:.2f} ({min(lr):.2f}-{max(lr):.2f}) | | | | |"
+            )
     lines += [
         "",
         "Makespans are the steady pass of each run, normalised round by round (each round's geometric mean over "
@@ -186,8 +222,12 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_arguments(__doc__, out=OUT, rounds=7, seed=20261130, kernel=True)
-    parser.add_argument("--confirm-rounds", type=int, default=5,
-                        help="fresh rounds of placed and lanes against the sweep's best static (0: none)")
+    parser.add_argument(
+        "--confirm-rounds",
+        type=int,
+        default=5,
+        help="fresh rounds of placed and lanes against the sweep's best static (0: none)",
+    )
     args = parser.parse_args(argv)
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
@@ -196,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
 
     profile = load_benchmark_profile(args.profile)
     with_lane = [key for key, entry in profile.kernels.items() if entry.thread and entry.thread.threshold is not None]
-    workloads = [w for w in load_workloads()
-                 if (any(k in w.key for k in args.kernel) if args.kernel else w.key in with_lane)]
+    workloads = [
+        w for w in load_workloads() if (any(k in w.key for k in args.kernel) if args.kernel else w.key in with_lane)
+    ]
     if not workloads:
         raise SystemExit("benchmarks.threads: no kernel to run (none named, or none with a thread lane in the profile)")
     rounds = 1 if args.smoke else args.rounds
@@ -210,13 +251,27 @@ def main(argv: list[str] | None = None) -> int:
             if spec is None:
                 raise SystemExit(f"benchmarks.threads: kernel {w.key} is not registered")
             print(f"threads {w.key}: sizes {w.lo}-{w.hi} ...", file=sys.stderr)
-            entries.append(bench(spec, w, pools, callers=args.callers, rounds=rounds, seed=args.seed,
-                                 smoke=args.smoke,
-                                 confirm_rounds=min(1, args.confirm_rounds) if args.smoke else args.confirm_rounds))
+            entries.append(
+                bench(
+                    spec,
+                    w,
+                    pools,
+                    callers=args.callers,
+                    rounds=rounds,
+                    seed=args.seed,
+                    smoke=args.smoke,
+                    confirm_rounds=min(1, args.confirm_rounds) if args.smoke else args.confirm_rounds,
+                )
+            )
     report = {
         **report_header("benchmarks.threads", argv, args.smoke),
-        "profile": str(args.profile), "callers": args.callers, "workers": workers, "threads": workers,
-        "rounds": rounds, "duration_s": round(time.perf_counter() - started, 1), "workloads": entries,
+        "profile": str(args.profile),
+        "callers": args.callers,
+        "workers": workers,
+        "threads": workers,
+        "rounds": rounds,
+        "duration_s": round(time.perf_counter() - started, 1),
+        "workloads": entries,
     }
     write_report(report, args.out_dir, "threads-smoke" if args.smoke else "threads", to_markdown(report))
     print(to_markdown(report))

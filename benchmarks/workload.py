@@ -40,20 +40,32 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Executor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, ContextManager, Iterator, Mapping
+from typing import Any
 
 import offload_tuner
+from benchmarks.confirm import (
+    CONFIRM_AGAINST,
+    CONFIRM_MAX_FACTOR,
+    CONFIRM_ROUNDS,
+    CONFIRM_STANDARD_ERROR,
+    analyse_basin,
+    analyse_confirmation,
+    confirmation_names,
+    judged_ratio,
+    normalised,
+    per_round,
+    until_settled,
+    with_aliases,
+)
+from offload_tuner.calibration._workload import Calls, build_calls, run_calls, shuffled_calls, threshold_gate
+from offload_tuner.inspection._report import format_threshold as _fmt_t
 from offload_tuner.runtime._host import host_fingerprint
 from offload_tuner.runtime._registry import KernelSpec
-from offload_tuner.inspection._report import format_threshold as _fmt_t
-from offload_tuner.calibration._workload import Calls, build_calls, run_calls, shuffled_calls, threshold_gate
-from benchmarks.confirm import (CONFIRM_AGAINST, CONFIRM_MAX_FACTOR, CONFIRM_ROUNDS, CONFIRM_STANDARD_ERROR,
-                                analyse_basin, analyse_confirmation, confirmation_names, judged_ratio, normalised,
-                                per_round, until_settled, with_aliases)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PLAN = Path(__file__).resolve().parent.parent / "calibration" / "plan.json"
@@ -166,16 +178,22 @@ class DynamicPolicy:
     (``offload_if=None``) inside ``during()``, which sets the policy up and tears it down around each run so
     the policies between its runs see the static profile; ``offloaded()`` counts what it offloaded."""
 
-    def during(self) -> ContextManager[None]:
+    def during(self) -> AbstractContextManager[None]:
         raise NotImplementedError
 
     def offloaded(self) -> int:
         raise NotImplementedError
 
 
-def run_policy(spec: KernelSpec, calls: Calls, name: str, callers: int,
-               named: Mapping[str, int | None] | None = None,
-               dynamic: Mapping[str, DynamicPolicy] | None = None, warmup: int | None = None) -> RunResult:
+def run_policy(
+    spec: KernelSpec,
+    calls: Calls,
+    name: str,
+    callers: int,
+    named: Mapping[str, int | None] | None = None,
+    dynamic: Mapping[str, DynamicPolicy] | None = None,
+    warmup: int | None = None,
+) -> RunResult:
     """One run of ``calls`` under one policy. ``warmup``: calls run again after the last so that a steady pass
     is timed (default: a few per caller; 0 runs the calls once, in order, as a time series)."""
     policy = (dynamic or {}).get(name)
@@ -193,8 +211,18 @@ def run_policy(spec: KernelSpec, calls: Calls, name: str, callers: int,
         # Counted outside the timed run, through the same decision run_kernel makes.
         offloaded = sum(1 for args, n in calls if offload_tuner.decide(spec.fn, *args, offload_if=gate(n)).offload)
         stats = run_calls(calls, callers, call, offload_tuner.get_executor(), warmup=warmup)
-    return RunResult(name, stats.makespan_s, stats.lag_p50_s, stats.lag_p99_s, stats.lag_max_s, stats.caller_cpu_s,
-                     stats.worker_cpu_s, offloaded, len(calls), stats.steady_s)
+    return RunResult(
+        name,
+        stats.makespan_s,
+        stats.lag_p50_s,
+        stats.lag_p99_s,
+        stats.lag_max_s,
+        stats.caller_cpu_s,
+        stats.worker_cpu_s,
+        offloaded,
+        len(calls),
+        stats.steady_s,
+    )
 
 
 @contextmanager
@@ -216,8 +244,10 @@ def installed_pools(workers: int) -> Iterator[dict[str, Executor]]:
     afterwards no executor and no pool."""
     from concurrent.futures import ThreadPoolExecutor
 
-    pools: dict[str, Executor] = {"process": offload_tuner.recommended_pool(workers),
-                                  "thread": ThreadPoolExecutor(workers, thread_name_prefix="bench")}
+    pools: dict[str, Executor] = {
+        "process": offload_tuner.recommended_pool(workers),
+        "thread": ThreadPoolExecutor(workers, thread_name_prefix="bench"),
+    }
     try:
         yield pools
     finally:
@@ -226,13 +256,20 @@ def installed_pools(workers: int) -> Iterator[dict[str, Executor]]:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def lane_summary(runs: Mapping[str, list[dict[str, float]]]) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
+def lane_summary(
+    runs: Mapping[str, list[dict[str, float]]],
+) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
     """Per policy: the median makespan normalised round by round (each round's geometric mean over every
     policy), and the median p99 loop lag and CPU; and the normalised makespans themselves."""
     values = normalised(runs)
-    summary = {n: {"makespan_s": statistics.median(values[n]),
-                   "lag_p99_s": statistics.median(run["lag_p99_s"] for run in runs[n]),
-                   "cpu_s": statistics.median(run["cpu_s"] for run in runs[n])} for n in runs}
+    summary = {
+        n: {
+            "makespan_s": statistics.median(values[n]),
+            "lag_p99_s": statistics.median(run["lag_p99_s"] for run in runs[n]),
+            "cpu_s": statistics.median(run["cpu_s"] for run in runs[n]),
+        }
+        for n in runs
+    }
     return summary, values
 
 
@@ -246,12 +283,23 @@ def warm_workers(spec: KernelSpec, calls: Calls) -> None:
         future.result()
 
 
-def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds: int, seed: int,
-                   smoke: bool = False, named: Mapping[str, int | None] | None = None,
-                   calls: Calls | None = None, dynamic: Mapping[str, DynamicPolicy] | None = None,
-                   order: Callable[[Calls, random.Random], Calls] = shuffled_calls,
-                   warmup: int | None = None, chunks: int = CHUNKS, confirm_rounds: int = 0,
-                   confirm_max_rounds: int | None = None) -> dict[str, Any]:
+def bench_workload(
+    spec: KernelSpec,
+    workload: Workload,
+    *,
+    callers: int,
+    rounds: int,
+    seed: int,
+    smoke: bool = False,
+    named: Mapping[str, int | None] | None = None,
+    calls: Calls | None = None,
+    dynamic: Mapping[str, DynamicPolicy] | None = None,
+    order: Callable[[Calls, random.Random], Calls] = shuffled_calls,
+    warmup: int | None = None,
+    chunks: int = CHUNKS,
+    confirm_rounds: int = 0,
+    confirm_max_rounds: int | None = None,
+) -> dict[str, Any]:
     """Every policy in interleaved rounds: tuned (the profile decides), the old 256, ``named`` thresholds,
     ``dynamic`` policies, and the static sweep (the oracle is the best static measured, named ones included).
     ``order`` gives each round's order of the calls (the same for every policy of the round); each round runs
@@ -271,8 +319,16 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
     slices = chunk_count(len(calls), callers, chunks)
 
     def measure(names: list[str], count: int) -> Iterator[dict[str, RunResult]]:
-        return fresh_rounds(calls, names, count, slices, order_rng, calls_rng, order,
-                            lambda piece, name: run_policy(spec, piece, name, callers, named, dynamic, warmup))
+        return fresh_rounds(
+            calls,
+            names,
+            count,
+            slices,
+            order_rng,
+            calls_rng,
+            order,
+            lambda piece, name: run_policy(spec, piece, name, callers, named, dynamic, warmup),
+        )
 
     for results in measure(distinct, rounds):
         for name, result in results.items():
@@ -303,8 +359,18 @@ def bench_workload(spec: KernelSpec, workload: Workload, *, callers: int, rounds
     return entry
 
 
-def compare_statics(spec: KernelSpec, workload: Workload, thresholds: list[int | None], *, callers: int, seed: int,
-                    least: int, most: int, smoke: bool = False, chunks: int = CHUNKS) -> dict[str, Any]:
+def compare_statics(
+    spec: KernelSpec,
+    workload: Workload,
+    thresholds: list[int | None],
+    *,
+    callers: int,
+    seed: int,
+    least: int,
+    most: int,
+    smoke: bool = False,
+    chunks: int = CHUNKS,
+) -> dict[str, Any]:
     """Static thresholds alone, side by side in fresh rounds (at least ``least``, at most ``most``, more until
     settled): is the basin between several calibrations' thresholds flat? Thresholds deciding every call alike
     are one policy (``same_as``)."""
@@ -316,21 +382,37 @@ def compare_statics(spec: KernelSpec, workload: Workload, thresholds: list[int |
     slices = chunk_count(len(calls), callers, chunks)
     order_rng, calls_rng = random.Random(seed), random.Random(seed + 1)
 
-    rounds = fresh_rounds(calls, distinct, most, slices, order_rng, calls_rng, shuffled_calls,
-                          lambda piece, name: run_policy(spec, piece, name, callers))
+    rounds = fresh_rounds(
+        calls,
+        distinct,
+        most,
+        slices,
+        order_rng,
+        calls_rng,
+        shuffled_calls,
+        lambda piece, name: run_policy(spec, piece, name, callers),
+    )
     if len(distinct) == 1:  # one policy under several names: flat by identity
         basin = {"runs": {}, "best": distinct[0], "vs_best": {distinct[0]: 1.0}, "rounds": 0, "standard_error": 0.0}
     else:
-        basin = until_settled(({name: asdict(r) for name, r in results.items()} for results in rounds), least,
-                              analyse_basin)
+        basin = until_settled(
+            ({name: asdict(r) for name, r in results.items()} for results in rounds), least, analyse_basin
+        )
     aliases = {name: rep for name, rep in same_as.items() if rep != name}
     basin["vs_best"] = with_aliases(basin["vs_best"], aliases)
     return {"kernel": spec.key, "calls": len(calls), "thresholds": thresholds, "same_as": aliases, **basin}
 
 
-def fresh_rounds(calls: Calls, names: list[str], count: int, slices: int, order_rng: random.Random,
-                 calls_rng: random.Random, order: Callable[[Calls, random.Random], Calls],
-                 run: Callable[[Calls, str], RunResult]) -> Iterator[dict[str, RunResult]]:
+def fresh_rounds(
+    calls: Calls,
+    names: list[str],
+    count: int,
+    slices: int,
+    order_rng: random.Random,
+    calls_rng: random.Random,
+    order: Callable[[Calls, random.Random], Calls],
+    run: Callable[[Calls, str], RunResult],
+) -> Iterator[dict[str, RunResult]]:
     """``count`` rounds of ``names``, lazily (a caller may stop early): each a fresh order of the calls, the same
     for every policy of the round, run in ``slices`` slices (:func:`run_round`)."""
     for _ in range(count):
@@ -341,7 +423,7 @@ def round_ends(entry: dict[str, Any], rounds: int) -> list[Any]:
     """A dynamic policy's threshold at the end of each measured round: it records one per run, and a round
     runs it once per slice."""
     slices = entry.get("slices", 1)
-    return entry["adaptive"]["thresholds"][-rounds * slices:][slices - 1::slices]
+    return entry["adaptive"]["thresholds"][-rounds * slices :][slices - 1 :: slices]
 
 
 def chunk_count(calls: int, callers: int, chunks: int) -> int:
@@ -349,8 +431,9 @@ def chunk_count(calls: int, callers: int, chunks: int) -> int:
     return max(1, min(chunks, calls // (MIN_SLICE_CALLS_PER_CALLER * callers)))
 
 
-def run_round(calls: Calls, names: list[str], slices: int, rng: random.Random,
-              run: Callable[[Calls, str], RunResult]) -> dict[str, RunResult]:
+def run_round(
+    calls: Calls, names: list[str], slices: int, rng: random.Random, run: Callable[[Calls, str], RunResult]
+) -> dict[str, RunResult]:
     """One round: the calls cut into ``slices`` slices (every ``slices``-th call: each a sample of the mix),
     every policy running each slice, in a fresh shuffled order, before the next slice starts; per policy,
     its slices' results added up (:func:`combined`). See ``CHUNKS`` for why."""
@@ -385,8 +468,9 @@ def combined(parts: list[RunResult]) -> RunResult:
     )
 
 
-def identical_policies(spec: KernelSpec, calls: Calls, policies: list[str],
-                       named: Mapping[str, int | None] | None = None) -> dict[str, str]:
+def identical_policies(
+    spec: KernelSpec, calls: Calls, policies: list[str], named: Mapping[str, int | None] | None = None
+) -> dict[str, str]:
     """Each policy's representative: the first policy (in ``policies`` order) that decides every call alike."""
     first: dict[tuple[bool, ...], str] = {}
     same_as = {}
@@ -441,9 +525,11 @@ def _compare(entry: dict[str, Any], field: str) -> dict[str, Any]:
     medians = {name: statistics.median(v) for name, v in normalised_all.items()}
     dynamic = set(entry.get("dynamic", ()))
     oracle = min((n for n in names if n != "tuned" and n not in dynamic), key=lambda n: medians[n])
-    spread = statistics.median(
-        (max(v) - min(v)) / statistics.median(v) for name, v in values.items() if len(v) > 1
-    ) if rounds > 1 else 0.0
+    spread = (
+        statistics.median((max(v) - min(v)) / statistics.median(v) for name, v in values.items() if len(v) > 1)
+        if rounds > 1
+        else 0.0
+    )
     return {
         "medians": medians,
         "oracle": oracle,
@@ -464,9 +550,14 @@ def summarise(results: list[RunResult]) -> dict[str, Any]:
     return out
 
 
-def model_check(spec: KernelSpec, calls: Calls, summary: dict[str, Any], workload: Workload,
-                named: Mapping[str, int | None] | None = None,
-                entry_dynamic: Collection[str] = ()) -> dict[str, Any] | None:
+def model_check(
+    spec: KernelSpec,
+    calls: Calls,
+    summary: dict[str, Any],
+    workload: Workload,
+    named: Mapping[str, int | None] | None = None,
+    entry_dynamic: Collection[str] = (),
+) -> dict[str, Any] | None:
     """The profile's own prediction of each static policy's makespan on these exact calls (load factors
     included), against the measured median: where they disagree is where the model needs work."""
     from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, predict, workload_makespan
@@ -519,21 +610,29 @@ def _adaptive_section(report: dict[str, Any]) -> list[str]:
     entries = [e for e in report["workloads"] if "adaptive" in e["summary"]]
     if not entries:
         return []
-    lines = ["", "## Online adaptation (warm) against the static profile", "",
-             f"{LEARN_PASSES} runs with adaptation on before the rounds; its clock compressed (a window every "
-             f"{entries[0]['adaptive']['settings']['every_s']} s on {entries[0]['adaptive']['settings']['min_calls']} "
-             "calls). *adaptive / tuned* per round: the two ran side by side in each round.", "",
-             "| kernel | tuned T | adaptive T (end of each round) | tuned / oracle | adaptive / oracle | "
-             "adaptive / tuned [per round] | spread |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Online adaptation (warm) against the static profile",
+        "",
+        f"{LEARN_PASSES} runs with adaptation on before the rounds; its clock compressed (a window every "
+        f"{entries[0]['adaptive']['settings']['every_s']} s on {entries[0]['adaptive']['settings']['min_calls']} "
+        "calls). *adaptive / tuned* per round: the two ran side by side in each round.",
+        "",
+        "| kernel | tuned T | adaptive T (end of each round) | tuned / oracle | adaptive / oracle | "
+        "adaptive / tuned [per round] | spread |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for e in entries:
         s, runs = e["summary"], e["runs"]
         o = s[e["oracle"]]["makespan_s"]
         per_round = [a["makespan_s"] / t["makespan_s"] for a, t in zip(runs["adaptive"], runs["tuned"])]
         ratio = s["adaptive"]["makespan_s"] / s["tuned"]["makespan_s"]
         thresholds = ", ".join(_fmt_t(t) for t in round_ends(e, report["rounds"]))
-        lines.append(f"| {_name(e)} | {_fmt_t(e['tuned_threshold'])} | {thresholds} | {s['tuned']['makespan_s'] / o:.2f} "
-                     f"| {s['adaptive']['makespan_s'] / o:.2f} | {ratio:.2f} [{min(per_round):.2f}, "
-                     f"{max(per_round):.2f}] | {e['spread']:.0%} |")
+        lines.append(
+            f"| {_name(e)} | {_fmt_t(e['tuned_threshold'])} | {thresholds} | {s['tuned']['makespan_s'] / o:.2f} "
+            f"| {s['adaptive']['makespan_s'] / o:.2f} | {ratio:.2f} [{min(per_round):.2f}, "
+            f"{max(per_round):.2f}] | {e['spread']:.0%} |"
+        )
     return lines
 
 
@@ -585,10 +684,17 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += _adaptive_section(report)
     errors = [e["model_check"]["median_error"] for e in report["workloads"] if e.get("model_check")]
     if errors:
-        lines += ["", f"Model check, median over kernels of each kernel's median error: **{statistics.median(errors):.0%}**."]
-    lines += ["", "## Every policy", "",
-              "| kernel | policy | makespan (raw median) | vs oracle (normalised) | loop lag p50 | p99 | max | caller CPU | worker CPU | offloaded |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Model check, median over kernels of each kernel's median error: **{statistics.median(errors):.0%}**.",
+        ]
+    lines += [
+        "",
+        "## Every policy",
+        "",
+        "| kernel | policy | makespan (raw median) | vs oracle (normalised) | loop lag p50 | p99 | max | caller CPU | worker CPU | offloaded |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for e in report["workloads"]:
         s = e["summary"]
         oracle = s[e["oracle"]]["makespan_s"]
@@ -602,13 +708,20 @@ def to_markdown(report: dict[str, Any]) -> str:
                 f"{r['lag_p50_s'] * 1e3:.2f} ms | {r['lag_p99_s'] * 1e3:.1f} ms | {r['lag_max_s'] * 1e3:.1f} ms | "
                 f"{r['caller_cpu_s'] * 1e3:.0f} ms | {worker} | {r['offloaded']:.0f}/{r['calls']} |"
             )
-    lines += ["", "## Model check: the profile's predicted makespan (load factors included) vs measured", "",
-              "| kernel | median error | policy: predicted / measured steady pass (ms) |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Model check: the profile's predicted makespan (load factors included) vs measured",
+        "",
+        "| kernel | median error | policy: predicted / measured steady pass (ms) |",
+        "|---|---|---|",
+    ]
     for e in report["workloads"]:
         check = e.get("model_check")
         if not check:
             continue
-        cells = ", ".join(f"{name}: {r['predicted_s'] * 1e3:.0f}/{r['measured_s'] * 1e3:.0f}" for name, r in check["rows"].items())
+        cells = ", ".join(
+            f"{name}: {r['predicted_s'] * 1e3:.0f}/{r['measured_s'] * 1e3:.0f}" for name, r in check["rows"].items()
+        )
         lines.append(f"| {_name(e)} | {check['median_error']:.0%} | {cells} |")
     return "\n".join(lines) + "\n"
 
@@ -618,8 +731,10 @@ def _confirmed(entry: dict[str, Any]) -> str:
     if c is None:
         return "-"
     bold = "**" if c["ratio"] > 1.10 else ""
-    return (f"{c['oracle']}, {bold}{c['ratio']:.2f}{bold} ± {c['standard_error']:.2f} [{min(c['per_round']):.2f}, "
-            f"{max(c['per_round']):.2f}], {c['rounds']} rounds")
+    return (
+        f"{c['oracle']}, {bold}{c['ratio']:.2f}{bold} ± {c['standard_error']:.2f} [{min(c['per_round']):.2f}, "
+        f"{max(c['per_round']):.2f}], {c['rounds']} rounds"
+    )
 
 
 def _steady(entry: dict[str, Any]) -> str:
@@ -646,7 +761,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     width = 0.2
     for i, policy in enumerate(policies):
         xs = [k + (i - 1.5) * width for k in range(len(names))]
-        rel = [e["summary"][policy]["makespan_s"] / e["summary"][e["oracle"]]["makespan_s"] for e in report["workloads"]]
+        rel = [
+            e["summary"][policy]["makespan_s"] / e["summary"][e["oracle"]]["makespan_s"] for e in report["workloads"]
+        ]
         lag = [max(e["summary"][policy]["lag_p99_s"] * 1e3, 0.01) for e in report["workloads"]]
         ax1.bar(xs, rel, width, label=policy)
         ax2.bar(xs, lag, width, label=policy)
@@ -654,8 +771,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax1.text(len(names) - 0.5, 1.12, "1.10x oracle", ha="right", fontsize=8)
     ax1.set_yscale("log")
     ax1.set_ylabel("makespan / oracle (log)")
-    ax1.set_title(f"Co-hosted workload: {report['callers']} callers, {report['workers']} workers, "
-                  f"host {report['host']['hostname']} (medians of {report['rounds']} rounds)")
+    ax1.set_title(
+        f"Co-hosted workload: {report['callers']} callers, {report['workers']} workers, "
+        f"host {report['host']['hostname']} (medians of {report['rounds']} rounds)"
+    )
     ax1.legend(ncol=4, fontsize=8, loc="upper left")
     if report.get("loop_budget_s"):
         ax2.axhline(report["loop_budget_s"] * 1e3, color="k", ls="--", lw=0.8)
@@ -669,8 +788,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def benchmark_arguments(doc: str | None, *, out: Path, rounds: int, seed: int, profile: str | None = "required",
-                        kernel: bool = False) -> argparse.ArgumentParser:
+def benchmark_arguments(
+    doc: str | None, *, out: Path, rounds: int, seed: int, profile: str | None = "required", kernel: bool = False
+) -> argparse.ArgumentParser:
     """The options the co-hosted benchmarks share: ``--profile`` (``profile``: "required", or its help text when
     optional), ``--rounds``, ``--callers``, ``--smoke``, ``--out-dir``, ``--seed``, and ``--kernel`` if asked."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
@@ -685,8 +805,12 @@ def benchmark_arguments(doc: str | None, *, out: Path, rounds: int, seed: int, p
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round: proves it runs, measures nothing")
     parser.add_argument("--out-dir", type=Path, default=out)
     parser.add_argument("--seed", type=int, default=seed)
-    parser.add_argument("--chunks", type=int, default=CHUNKS,
-                        help=f"slices per round, every policy taking one before the next (default {CHUNKS})")
+    parser.add_argument(
+        "--chunks",
+        type=int,
+        default=CHUNKS,
+        help=f"slices per round, every policy taking one before the next (default {CHUNKS})",
+    )
     return parser
 
 
@@ -717,22 +841,38 @@ def write_report(report: dict[str, Any], out_dir: Path, stem: str, markdown: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = benchmark_arguments(__doc__, out=RESULTS, rounds=5, seed=20261127, kernel=True,
-                                 profile="profile for the tuned policy (default: this host's)")
+    parser = benchmark_arguments(
+        __doc__,
+        out=RESULTS,
+        rounds=5,
+        seed=20261127,
+        kernel=True,
+        profile="profile for the tuned policy (default: this host's)",
+    )
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--confirm-rounds", type=int, default=CONFIRM_ROUNDS,
-                        help="fresh rounds of tuned against the sweep's best statics where they decide differently "
-                             f"(default {CONFIRM_ROUNDS}; 0: none)")
-    parser.add_argument("--compare", metavar="T,T,...",
-                        help="measure only these static thresholds of one --kernel side by side ('always', 'never' "
-                             "or sizes) in fresh rounds, until settled; writes basin.json (the reruns' flat-basin check)")
-    parser.add_argument("--adaptive", action="store_true",
-                        help="add the adaptive policy (online adaptation, warm: LEARN_PASSES runs first)")
+    parser.add_argument(
+        "--confirm-rounds",
+        type=int,
+        default=CONFIRM_ROUNDS,
+        help="fresh rounds of tuned against the sweep's best statics where they decide differently "
+        f"(default {CONFIRM_ROUNDS}; 0: none)",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="T,T,...",
+        help="measure only these static thresholds of one --kernel side by side ('always', 'never' "
+        "or sizes) in fresh rounds, until settled; writes basin.json (the reruns' flat-basin check)",
+    )
+    parser.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="add the adaptive policy (online adaptation, warm: LEARN_PASSES runs first)",
+    )
     args = parser.parse_args(argv)
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
-    from offload_tuner.runtime._backends import default_workers
     from offload_tuner.inspection._extras import install_hint, missing, requirement_problem
+    from offload_tuner.runtime._backends import default_workers
     from offload_tuner.runtime._profile import ProfileError, configured_profile_path
     from offload_tuner.runtime._registry import spec_by_key
 
@@ -742,8 +882,10 @@ def main(argv: list[str] | None = None) -> int:
         # --compare runs static thresholds only: a profile recorded on another host serves (recorded reruns).
         profile = offload_tuner.load_profile(profile_path, strict=True, check_host=not args.compare)
     except ProfileError as exc:
-        raise SystemExit(f"benchmarks.workload: {exc}; calibrate this host (offload-tuner calibrate --out PATH) "
-                         "and pass --profile PATH") from None
+        raise SystemExit(
+            f"benchmarks.workload: {exc}; calibrate this host (offload-tuner calibrate --out PATH) "
+            "and pass --profile PATH"
+        ) from None
     workers = args.workers or default_workers()
     workloads = [w for w in load_workloads() if not args.kernel or any(k in w.key for k in args.kernel)]
     unregistered = [w.key for w in workloads if spec_by_key(w.key) is None]
@@ -752,8 +894,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"benchmarks.workload: kernels not registered: {', '.join(unregistered)}{numpy}")
     figure_problem = requirement_problem("plot", "the figure")
     if figure_problem:
-        print(f"benchmarks.workload: {figure_problem}; it will be skipped (tables and JSON are written)",
-              file=sys.stderr)
+        print(
+            f"benchmarks.workload: {figure_problem}; it will be skipped (tables and JSON are written)", file=sys.stderr
+        )
     # The fixed policies pass offload_if over a trusted profile on purpose: no need to be told.
     warnings.filterwarnings("ignore", category=offload_tuner.ProfileOverriddenWarning)
     rounds = 1 if args.smoke else args.rounds
@@ -774,13 +917,25 @@ def main(argv: list[str] | None = None) -> int:
 
                 adaptive = Adaptive(spec, profile_path, warm=True)
                 warm_workers(spec, calls)
-                adaptive.learn(calls, args.callers, 1 if args.smoke else LEARN_PASSES,
-                               extra=0 if args.smoke else EXTRA_LEARN_PASSES)
-            entry = bench_workload(spec, w, callers=args.callers, rounds=rounds, seed=args.seed, smoke=args.smoke,
-                                   calls=calls, dynamic={"adaptive": adaptive} if adaptive else None,
-                                   chunks=args.chunks,
-                                   confirm_rounds=min(1, args.confirm_rounds) if args.smoke else args.confirm_rounds,
-                                   confirm_max_rounds=min(1, args.confirm_rounds) if args.smoke else None)
+                adaptive.learn(
+                    calls,
+                    args.callers,
+                    1 if args.smoke else LEARN_PASSES,
+                    extra=0 if args.smoke else EXTRA_LEARN_PASSES,
+                )
+            entry = bench_workload(
+                spec,
+                w,
+                callers=args.callers,
+                rounds=rounds,
+                seed=args.seed,
+                smoke=args.smoke,
+                calls=calls,
+                dynamic={"adaptive": adaptive} if adaptive else None,
+                chunks=args.chunks,
+                confirm_rounds=min(1, args.confirm_rounds) if args.smoke else args.confirm_rounds,
+                confirm_max_rounds=min(1, args.confirm_rounds) if args.smoke else None,
+            )
             if adaptive is not None:
                 entry["adaptive"] = adaptive.record()
             entry["verdicts"] = verdicts(entry, budget)
@@ -834,15 +989,30 @@ def compare_main(args: argparse.Namespace, workloads: list[Workload], workers: i
     least = 1 if args.smoke else args.confirm_rounds or CONFIRM_ROUNDS
     started = time.perf_counter()
     with installed_pool(workers):
-        basin = compare_statics(spec, workloads[0], thresholds, callers=args.callers, seed=args.seed, least=least,
-                                most=1 if args.smoke else CONFIRM_MAX_FACTOR * least, smoke=args.smoke,
-                                chunks=args.chunks)
-    report = {**report_header("benchmarks.workload", argv, args.smoke), "callers": args.callers, "workers": workers,
-              "duration_s": round(time.perf_counter() - started, 1), "basin": basin}
+        basin = compare_statics(
+            spec,
+            workloads[0],
+            thresholds,
+            callers=args.callers,
+            seed=args.seed,
+            least=least,
+            most=1 if args.smoke else CONFIRM_MAX_FACTOR * least,
+            smoke=args.smoke,
+            chunks=args.chunks,
+        )
+    report = {
+        **report_header("benchmarks.workload", argv, args.smoke),
+        "callers": args.callers,
+        "workers": workers,
+        "duration_s": round(time.perf_counter() - started, 1),
+        "basin": basin,
+    }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "basin.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(", ".join(f"{name} {ratio:.2f}x" for name, ratio in basin["vs_best"].items())
-          + f" the best ({basin['best']}), {basin['rounds']} rounds")
+    print(
+        ", ".join(f"{name} {ratio:.2f}x" for name, ratio in basin["vs_best"].items())
+        + f" the best ({basin['best']}), {basin['rounds']} rounds"
+    )
     return 0
 
 

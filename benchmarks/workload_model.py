@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from offload_tuner.calibration._workload import mix_sizes
 
@@ -46,8 +46,16 @@ def quadratic(at_512_s: float = 0.110) -> Costs:
     return Costs(lambda n: a * n * n, lambda n: 1.1 * a * n * n + 0.2e-3, lambda n: 0.15e-3 + 0.4e-6 * n)
 
 
-def steady_pass(sizes: Sequence[int], threshold: int | None, costs: Costs, *, warmup: int, callers: int = 4,
-                workers: int = 2, cores: int = 2) -> tuple[float, float]:
+def steady_pass(
+    sizes: Sequence[int],
+    threshold: int | None,
+    costs: Costs,
+    *,
+    warmup: int,
+    callers: int = 4,
+    workers: int = 2,
+    cores: int = 2,
+) -> tuple[float, float]:
     """(whole-run makespan, steady pass) of one run of the ring ``sizes``, the same definitions as ``_workload``:
     the pass runs from taking call ``warmup`` to taking call ``len(sizes) + warmup``."""
     count = len(sizes)
@@ -112,9 +120,17 @@ def shuffled_orders(ring: Sequence[int], reps: int, seed: int) -> list[list[int]
     return orders
 
 
-def relative_pass_times(count: int, warmup: int, thresholds: Sequence[int | None], *, costs: Costs | None = None,
-                        lo: float = 8, hi: float = 512, reps: int = 200, seed: int = 1
-                        ) -> dict[int | None, tuple[float, float]]:
+def relative_pass_times(
+    count: int,
+    warmup: int,
+    thresholds: Sequence[int | None],
+    *,
+    costs: Costs | None = None,
+    lo: float = 8,
+    hi: float = 512,
+    reps: int = 200,
+    seed: int = 1,
+) -> dict[int | None, tuple[float, float]]:
     """Per threshold: (mean steady-pass time per call relative to the best threshold's, spread of one pass
     relative to its mean), over ``reps`` shuffled orders of the ring."""
     costs = costs or quadratic()
@@ -138,8 +154,7 @@ def linear(per_element_s: float, loop_per_element_s: float) -> Costs:
 SLOWDOWN_THRESHOLDS: list[int | None] = [1000, 2000, 4000, 8000, 16000, 32000, 64000, None]
 
 
-def slowdown_cost(loop_over_compute: float, *, slower: float = 2.0, reps: int = 3, seed: int = 3
-                  ) -> dict[str, object]:
+def slowdown_cost(loop_over_compute: float, *, slower: float = 2.0, reps: int = 3, seed: int = 3) -> dict[str, object]:
     """The static threshold best before a ``slower``-times slowdown, over a run half before and half after,
     against the best static threshold for the whole run (sizes log-uniform 1000-100000, a 200-call ring)."""
     c = 1e-6
@@ -147,22 +162,31 @@ def slowdown_cost(loop_over_compute: float, *, slower: float = 2.0, reps: int = 
     orders = shuffled_orders(mix_sizes(1000, 100000, 200), reps, seed)
     totals: dict[int | None, tuple[float, float]] = {}
     for t in SLOWDOWN_THRESHOLDS:
-        totals[t] = (sum(steady_pass(o, t, before, warmup=len(o))[1] for o in orders),
-                     sum(steady_pass(o, t, after, warmup=len(o))[1] for o in orders))
+        totals[t] = (
+            sum(steady_pass(o, t, before, warmup=len(o))[1] for o in orders),
+            sum(steady_pass(o, t, after, warmup=len(o))[1] for o in orders),
+        )
     static = min(SLOWDOWN_THRESHOLDS, key=lambda t: totals[t][0])
     oracle = min(SLOWDOWN_THRESHOLDS, key=lambda t: sum(totals[t]))
-    return {"static": static, "after": min(SLOWDOWN_THRESHOLDS, key=lambda t: totals[t][1]), "oracle": oracle,
-            "loss": sum(totals[static]) / sum(totals[oracle])}
+    return {
+        "static": static,
+        "after": min(SLOWDOWN_THRESHOLDS, key=lambda t: totals[t][1]),
+        "oracle": oracle,
+        "loss": sum(totals[static]) / sum(totals[oracle]),
+    }
 
 
 THRESHOLDS: list[int | None] = [8, 64, 128, 256, 362, None]
-SETUPS = [(400, 400, "long stream (the truth)"), (24, 8, "calibration through campaign 9: 2 warm-up takes per caller"),
-          (24, 24, "calibration: 6 takes per caller, one whole pass of a 24-call ring"),
-          (45, 45, "campaigns 10-11 on a 45-call ring: one whole pass"),
-          (45, 24, "calibration now on a 45-call ring: 6 takes per caller"),
-          (64, 64, "campaigns 10-11 on a 64-call ring: one whole pass"),
-          (64, 24, "calibration now on a 64-call ring: 6 takes per caller"),
-          (32, 8, "the benchmark's steady column")]
+SETUPS = [
+    (400, 400, "long stream (the truth)"),
+    (24, 8, "calibration through campaign 9: 2 warm-up takes per caller"),
+    (24, 24, "calibration: 6 takes per caller, one whole pass of a 24-call ring"),
+    (45, 45, "campaigns 10-11 on a 45-call ring: one whole pass"),
+    (45, 24, "calibration now on a 45-call ring: 6 takes per caller"),
+    (64, 64, "campaigns 10-11 on a 64-call ring: one whole pass"),
+    (64, 24, "calibration now on a 64-call ring: 6 takes per caller"),
+    (32, 8, "the benchmark's steady column"),
+]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,8 +202,10 @@ def main(argv: list[str] | None = None) -> None:
         cells = " | ".join(f"{rel[t][0]:.3f} ±{rel[t][1]:.2f}" for t in THRESHOLDS)
         print(f"| {count} + {warmup} | {cells} | {label} |")
     print("\n## 2. What a 2x slowdown can cost a static threshold on 2 cores\n")
-    print("| loop cost of offloading / compute, per element | best before | best after | best for the whole run "
-          "| static (best before) / oracle |")
+    print(
+        "| loop cost of offloading / compute, per element | best before | best after | best for the whole run "
+        "| static (best before) / oracle |"
+    )
     print("|---|---|---|---|---|")
     for ratio in (0.6, 0.8, 1.0, 1.2, 1.5, 2.0):
         r = slowdown_cost(ratio)

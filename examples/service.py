@@ -24,9 +24,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from offload_tuner import (
     current_profile,
@@ -107,8 +108,9 @@ async def serve(mode: str, work: dict[str, list[list]]) -> ModeReport:
     stop = asyncio.Event()
     beat = asyncio.create_task(heartbeat(lags, stop))
     started = time.perf_counter()
-    await asyncio.gather(*(clustering_worker(fn, work[name], mode, report.kernels[name])
-                           for name, (fn, _) in KERNELS.items()))
+    await asyncio.gather(
+        *(clustering_worker(fn, work[name], mode, report.kernels[name]) for name, (fn, _) in KERNELS.items())
+    )
     report.wall_s = time.perf_counter() - started
     stop.set()
     await beat
@@ -159,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     modes = [OLD] if profile is None else [OLD, TUNED]
     if profile is not None:
         load_profile(profile)  # a profile it cannot use is reported by one warning; kernels then use defaults
-    work = {name: batches(make, args.calls, args.min_size, args.max_size, args.seed + k)
-            for k, (name, (_, make)) in enumerate(KERNELS.items())}
+    work = {
+        name: batches(make, args.calls, args.min_size, args.max_size, args.seed + k)
+        for k, (name, (_, make)) in enumerate(KERNELS.items())
+    }
 
     pool = recommended_pool()  # the supervisor: one forkserver pool for every worker coroutine
     set_executor(pool)
@@ -171,11 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         set_executor(None)
         pool.shutdown(wait=True, cancel_futures=True)
 
-    print(f"{len(KERNELS)} clustering workers sharing one recommended_pool(); {args.calls} calls "
-          f"each per mode, sizes {args.min_size}-{args.max_size} log-uniform (seed {args.seed})")
+    print(
+        f"{len(KERNELS)} clustering workers sharing one recommended_pool(); {args.calls} calls "
+        f"each per mode, sizes {args.min_size}-{args.max_size} log-uniform (seed {args.seed})"
+    )
     if profile is None:
-        print("profile: none found, so only the old constant ran; calibrate this host with `offload-tuner calibrate "
-              "--kernel cluster_observations --kernel cluster_campaigns` or pass --profile PATH")
+        print(
+            "profile: none found, so only the old constant ran; calibrate this host with `offload-tuner calibrate "
+            "--kernel cluster_observations --kernel cluster_campaigns` or pass --profile PATH"
+        )
     else:
         used = current_profile()
         print(f"profile: {profile}" + ("" if used else " (not usable here: kernels fall back to their defaults)"))

@@ -45,7 +45,7 @@ __all__ = [
 # numpy is an optional dependency (the ``calibrate`` extra). Without it the other kernels must still
 # import: a worker unpickling any of them imports this package first.
 try:
-    from .numeric import detect_spikes
+    from .numeric import detect_spikes  # noqa: F401  (re-exported: __all__ gains it below)
 except ModuleNotFoundError as exc:
     if exc.name != "numpy":
         raise

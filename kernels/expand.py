@@ -42,6 +42,5 @@ def expand_schedule(seed: int, n: int) -> list[Occurrence]:
     weights = [round(rng.uniform(0.25, 4.0), 2) for _ in range(17)]
     stride = rng.choice((5, 7, 11, 13))  # coprime to len(WORKERS): every worker gets a turn
     return [
-        (i, first + i * period + jitter[i % 61], weights[i % 17], WORKERS[i * stride % len(WORKERS)])
-        for i in range(n)
+        (i, first + i * period + jitter[i % 61], weights[i % 17], WORKERS[i * stride % len(WORKERS)]) for i in range(n)
     ]

@@ -21,7 +21,9 @@ def _sample(nodes: int) -> tuple[int, tuple[Edge, ...]]:
     """A seeded connected graph: a random spanning tree plus ``EDGES_PER_NODE - 1`` extra edges per node."""
     rng = random.Random(nodes * 104729 + 7)
     edges = [(rng.randrange(i), i, rng.randint(1, 20)) for i in range(1, nodes)]
-    edges += [(rng.randrange(nodes), rng.randrange(nodes), rng.randint(1, 20)) for _ in range(nodes * (EDGES_PER_NODE - 1))]
+    edges += [
+        (rng.randrange(nodes), rng.randrange(nodes), rng.randint(1, 20)) for _ in range(nodes * (EDGES_PER_NODE - 1))
+    ]
     return nodes, tuple(edges)
 
 

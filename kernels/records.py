@@ -85,8 +85,35 @@ class Identity:
 # ------------------------------------------------------------------------------------------ vocabularies
 
 PORTS: tuple[int, ...] = (
-    21, 22, 23, 25, 53, 80, 110, 123, 143, 161, 389, 443, 445, 993, 995, 1433,
-    1521, 2375, 3306, 3389, 5432, 5900, 6379, 8000, 8080, 8443, 9200, 11211, 27017,
+    21,
+    22,
+    23,
+    25,
+    53,
+    80,
+    110,
+    123,
+    143,
+    161,
+    389,
+    443,
+    445,
+    993,
+    995,
+    1433,
+    1521,
+    2375,
+    3306,
+    3389,
+    5432,
+    5900,
+    6379,
+    8000,
+    8080,
+    8443,
+    9200,
+    11211,
+    27017,
 )
 USER_AGENTS: tuple[str, ...] = (
     "curl/7.88.1",
@@ -114,13 +141,44 @@ HEADER_VALUES: dict[str, tuple[str, ...]] = {
     "x-requested-with": ("XMLHttpRequest",),
 }
 TOOLS: tuple[str, ...] = (
-    "cobalt-strike", "sliver", "mimikatz", "impacket", "bloodhound", "rclone", "anydesk",
-    "plink", "ngrok", "chisel", "metasploit", "empire", "psexec", "adfind", "netscan", "7zip",
+    "cobalt-strike",
+    "sliver",
+    "mimikatz",
+    "impacket",
+    "bloodhound",
+    "rclone",
+    "anydesk",
+    "plink",
+    "ngrok",
+    "chisel",
+    "metasploit",
+    "empire",
+    "psexec",
+    "adfind",
+    "netscan",
+    "7zip",
 )
 FEATURES: tuple[str, ...] = (
-    "ttp:T1059", "ttp:T1566", "ttp:T1078", "ttp:T1190", "ttp:T1486", "ttp:T1021", "ttp:T1003",
-    "ttp:T1105", "target:finance", "target:health", "target:energy", "target:government",
-    "lang:ru", "lang:zh", "lang:en", "tz:+3", "tz:+8", "tz:-5", "infra:vps", "infra:residential",
+    "ttp:T1059",
+    "ttp:T1566",
+    "ttp:T1078",
+    "ttp:T1190",
+    "ttp:T1486",
+    "ttp:T1021",
+    "ttp:T1003",
+    "ttp:T1105",
+    "target:finance",
+    "target:health",
+    "target:energy",
+    "target:government",
+    "lang:ru",
+    "lang:zh",
+    "lang:en",
+    "tz:+3",
+    "tz:+8",
+    "tz:-5",
+    "infra:vps",
+    "infra:residential",
 )
 _ADJECTIVES = ("amber", "cobalt", "crimson", "silent", "frozen", "hollow", "iron", "velvet", "wicked", "zinc")
 _ANIMALS = ("badger", "falcon", "heron", "jackal", "lynx", "mantis", "otter", "raven", "viper", "wolf")
@@ -192,10 +250,7 @@ def make_observations(n: int, seed: int) -> list[Observation]:
     """``n`` observations: ~sqrt(n) scanning groups with noisy members, and ~10% unrelated singletons."""
     rng = random.Random(seed)
     profiles = [_observation_profile(rng) for _ in range(_group_count(n))]
-    return [
-        _observe(rng, _observation_profile(rng) if rng.random() < 0.1 else rng.choice(profiles))
-        for _ in range(n)
-    ]
+    return [_observe(rng, _observation_profile(rng) if rng.random() < 0.1 else rng.choice(profiles)) for _ in range(n)]
 
 
 # ------------------------------------------------------------------------------------------ identities

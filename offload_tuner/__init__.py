@@ -30,8 +30,6 @@ from offload_tuner.runtime._backends import (
 )
 from offload_tuner.runtime._profile import Profile, ProfileError, default_profile_path
 from offload_tuner.runtime._registry import KernelSizeError, kernel
-from offload_tuner.runtime._stats import reset_stats
-from offload_tuner.runtime._stats import snapshot as stats
 from offload_tuner.runtime._runtime import (
     Decision,
     OffloadTunerWarning,
@@ -48,17 +46,19 @@ from offload_tuner.runtime._runtime import (
     set_executors,
     unload_profile,
 )
+from offload_tuner.runtime._stats import reset_stats
+from offload_tuner.runtime._stats import snapshot as stats
 
 __all__ = [
     "Backend",
+    "ClusterExecutor",
+    "ClusterUnavailable",
     "Decision",
     "KernelSizeError",
     "OffloadTunerWarning",
     "Profile",
     "ProfileError",
     "ProfileOverriddenWarning",
-    "ClusterExecutor",
-    "ClusterUnavailable",
     "ResultNotPicklable",
     "StatsError",
     "adapt",

@@ -50,8 +50,14 @@ def not_registered(xs: list[int]) -> int:
     return len(xs)
 
 
-def write_profile_json(path: Path, thresholds: dict[str, Any], *, host: dict | None = None,
-                       executor_kind: str = "process", extra: dict | None = None) -> Path:
+def write_profile_json(
+    path: Path,
+    thresholds: dict[str, Any],
+    *,
+    host: dict | None = None,
+    executor_kind: str = "process",
+    extra: dict | None = None,
+) -> Path:
     """A minimal valid profile for this host, thresholds keyed by kernel key."""
     from offload_tuner.runtime._registry import code_fingerprint, spec_by_key
 
@@ -106,8 +112,11 @@ def nested_decisions(xs: list[int]) -> tuple[str, str, int]:
     process ran lane_probe with offload_if=True."""
     from offload_tuner import decide, run_kernel_sync
 
-    return (decide(lane_probe, xs).backend, decide(lane_probe, xs, offload_if=True).backend,
-            run_kernel_sync(lane_probe, xs, offload_if=True)[0])
+    return (
+        decide(lane_probe, xs).backend,
+        decide(lane_probe, xs, offload_if=True).backend,
+        run_kernel_sync(lane_probe, xs, offload_if=True)[0],
+    )
 
 
 @kernel(size=lambda seconds, n: n, sample=lambda n: (0.0, n))
@@ -121,26 +130,47 @@ def nap(seconds: float, n: int) -> tuple[int, int]:
 
 def synthetic_costs(per_element_s: float) -> dict:
     """KernelCosts JSON: compute ``per_element_s * n``, light pickling, a few bytes per element."""
+
     def power(a: float, b: float = 1.0) -> dict:
-        return {"form": "power", "params": {"a": a, "b": b}, "size_range": [1.0, 1e6], "cv_error": 0.0,
-                "n_samples": 20, "trusted": True, "notes": []}
-    return {"compute": power(per_element_s), "caller_serial": power(1e-8), "worker_serial": power(1e-8),
-            "nbytes": power(8.0), "worker_compute_ratio": 1.0}
+        return {
+            "form": "power",
+            "params": {"a": a, "b": b},
+            "size_range": [1.0, 1e6],
+            "cv_error": 0.0,
+            "n_samples": 20,
+            "trusted": True,
+            "notes": [],
+        }
+
+    return {
+        "compute": power(per_element_s),
+        "caller_serial": power(1e-8),
+        "worker_serial": power(1e-8),
+        "nbytes": power(8.0),
+        "worker_compute_ratio": 1.0,
+    }
 
 
 def synthetic_transport(round_trip_s: float) -> dict:
-    return {"round_trip_s": round_trip_s, "round_trip_per_byte_s": 1e-9, "caller_cpu_s": 5e-5,
-            "caller_cpu_per_byte_s": 1e-10, "worker_cpu_s": 5e-5, "worker_cpu_per_byte_s": 1e-10}
+    return {
+        "round_trip_s": round_trip_s,
+        "round_trip_per_byte_s": 1e-9,
+        "caller_cpu_s": 5e-5,
+        "caller_cpu_per_byte_s": 1e-10,
+        "worker_cpu_s": 5e-5,
+        "worker_cpu_per_byte_s": 1e-10,
+    }
 
 
-def cluster_profile(tmp_path: Path, address: str, *, ratio: float = 0.02, per_element_s: float = 1e-3,
-                    threads: int = 2) -> Path:
+def cluster_profile(
+    tmp_path: Path, address: str, *, ratio: float = 0.02, per_element_s: float = 1e-3, threads: int = 2
+) -> Path:
     """Kernels whose compute is 1 ms per element, a cluster whose workers are ``1 / ratio`` times faster: at
     size 100 the cluster (10 ms round trip + 2 ms) wins over the pool (100 ms) when both are idle."""
     from offload_tuner.runtime._registry import kernel_key
 
     keys = [kernel_key(fn) for fn in (nap, total, fails, times_out)]
-    path = write_profile_json(tmp_path / "p.json", {key: 1 for key in keys})
+    path = write_profile_json(tmp_path / "p.json", dict.fromkeys(keys, 1))
     data = json.loads(path.read_text())
     for entry in data["kernels"].values():
         entry["costs"] = synthetic_costs(per_element_s)

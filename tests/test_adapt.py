@@ -63,16 +63,29 @@ def log_spread(lo: int, hi: int, count: int) -> list[int]:
     return [int(lo * (hi / lo) ** ((i + 0.5) / count)) for i in range(count)]
 
 
-@pytest.mark.parametrize("current, proposal, expected", [
-    (1000, 100, 500), (1000, 700, 700), (1000, 5000, 2000), (1000, 0, 500), (0, 50, 2), (1, 0, 0),
-    (1000, None, 2000),  # towards never, 2x at a time...
-    (40_000, None, None),  # ...and never once past every size seen (top 65536)
-    (None, 100, 32768), (None, 50_000, 50_000),  # from never: the top half of the sizes seen first
-    (None, None, None), (None, 65536, None),
-    (200_000, 100, 32768), (200_000, 50_000, 50_000),  # above every size seen: from the top, as from never
-    (200_000, 200_000, 200_000), (200_000, None, 200_000), (None, 70_000, None),  # the same decisions: no step
-    (1000, 1000, 1000),
-])
+@pytest.mark.parametrize(
+    "current, proposal, expected",
+    [
+        (1000, 100, 500),
+        (1000, 700, 700),
+        (1000, 5000, 2000),
+        (1000, 0, 500),
+        (0, 50, 2),
+        (1, 0, 0),
+        (1000, None, 2000),  # towards never, 2x at a time...
+        (40_000, None, None),  # ...and never once past every size seen (top 65536)
+        (None, 100, 32768),
+        (None, 50_000, 50_000),  # from never: the top half of the sizes seen first
+        (None, None, None),
+        (None, 65536, None),
+        (200_000, 100, 32768),
+        (200_000, 50_000, 50_000),  # above every size seen: from the top, as from never
+        (200_000, 200_000, 200_000),
+        (200_000, None, 200_000),
+        (None, 70_000, None),  # the same decisions: no step
+        (1000, 1000, 1000),
+    ],
+)
 def test_a_step_moves_a_threshold_at_most_twofold(current, proposal, expected):
     assert limited(current, proposal, 65536) == expected
 
@@ -128,7 +141,7 @@ def test_a_proposal_measured_slower_is_dropped_and_not_tried_again_for_a_while(t
         t0 = install_profile(tmp_path, pool)
         path = run_windows(FULL, TRIAL_WINDOWS + COOLDOWN_WINDOWS, offloading_hurts, inline_factor=3.0)
     assert path[0] != t0, "a trial ran"
-    assert path[TRIAL_WINDOWS - 1:] == [t0] * (COOLDOWN_WINDOWS + 1), "the incumbent stays; no trial in the cool-down"
+    assert path[TRIAL_WINDOWS - 1 :] == [t0] * (COOLDOWN_WINDOWS + 1), "the incumbent stays; no trial in the cool-down"
     reason = offload_tuner.decide(total, [0]).reason
     assert "(rejected)" in reason and "kept:" in reason
 
@@ -157,7 +170,7 @@ def test_an_extended_trial_that_keeps_losing_pairs_is_dropped(tmp_path):
         t0 = install_profile(tmp_path, pool)
         path = run_windows(FULL, MAX_TRIAL_WINDOWS + 1, noisy(offloading_pays, {3, 9}), inline_factor=3.0)
     assert path[TRIAL_WINDOWS - 1] == path[0] != t0, "extended after the first look"
-    assert path[MAX_TRIAL_WINDOWS - 1:] == [t0, t0], "dropped at the second look, then the cool-down"
+    assert path[MAX_TRIAL_WINDOWS - 1 :] == [t0, t0], "dropped at the second look, then the cool-down"
     assert "(rejected)" in offload_tuner.decide(total, [0]).reason
 
 
@@ -183,7 +196,7 @@ def test_accepted_trials_follow_a_kernel_that_got_slower_step_by_step(tmp_path):
     with ThreadPoolExecutor(1) as pool:
         t0 = install_profile(tmp_path, pool)
         path = run_windows(FULL, 4 * TRIAL_WINDOWS, offloading_pays, inline_factor=3.0)
-    accepted = path[TRIAL_WINDOWS - 1::TRIAL_WINDOWS]
+    accepted = path[TRIAL_WINDOWS - 1 :: TRIAL_WINDOWS]
     assert accepted[0] < t0 and accepted == sorted(accepted, reverse=True) and len(set(accepted)) >= 2
     assert all(b >= a / MAX_STEP for a, b in zip([t0] + accepted, accepted))
 
@@ -352,15 +365,19 @@ def test_adapt_reports_its_state_and_refuses_a_bad_interval():
     assert offload_tuner.adapt() is False
 
 
-@pytest.mark.parametrize("value, on, warns", [("1", True, False), ("2.5", True, False), ("0", False, False),
-                                              ("often", False, True), ("inf", False, True)])
+@pytest.mark.parametrize(
+    "value, on, warns",
+    [("1", True, False), ("2.5", True, False), ("0", False, False), ("often", False, True), ("inf", False, True)],
+)
 def test_adaptation_starts_from_the_environment(value, on, warns):
     import os
     import subprocess
     import sys
 
-    code = ("import warnings; warnings.simplefilter('always'); import offload_tuner; from tests.support import total; "
-            "offload_tuner.run_kernel_sync(total, [1]); print(offload_tuner.adapt())")
+    code = (
+        "import warnings; warnings.simplefilter('always'); import offload_tuner; from tests.support import total; "
+        "offload_tuner.run_kernel_sync(total, [1]); print(offload_tuner.adapt())"
+    )
     env = {**os.environ, "OFFLOAD_TUNER_ADAPT": value, "OFFLOAD_TUNER_PROFILE": "/nonexistent/p.json"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == str(on)

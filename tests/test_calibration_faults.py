@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_a_hanging_kernel_is_stopped_and_the_others_still_calibrate(pool):
     specs = [spec_for(controlled.hangs_when_big), spec_for(controlled.spin)]
-    plans = {specs[0].key: KernelPlan(min_size=4, max_size=64, time_limit_s=1.0),
-             specs[1].key: KernelPlan(min_size=4, max_size=4096)}
+    plans = {
+        specs[0].key: KernelPlan(min_size=4, max_size=64, time_limit_s=1.0),
+        specs[1].key: KernelPlan(min_size=4, max_size=4096),
+    }
     started = time.monotonic()
     profile = calibrate(specs, pool, effort=EFFORTS["quick"], knobs=PolicyKnobs(4, 2, 2), plans=plans)
     hung = profile["kernels"][specs[0].key]
@@ -32,9 +34,23 @@ def test_a_hanging_kernel_is_stopped_and_the_others_still_calibrate(pool):
 
 def _calibrate_in_subprocess(out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "offload_tuner.inspection._cli", "calibrate", "tests.controlled:spin", "tests.controlled:echo",
-         "--effort", "thorough", "--out", str(out), "--quiet"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "offload_tuner.inspection._cli",
+            "calibrate",
+            "tests.controlled:spin",
+            "tests.controlled:echo",
+            "--effort",
+            "thorough",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -46,7 +62,7 @@ def test_sigterm_and_ctrl_c_leave_the_previous_profile_intact(tmp_path):
         proc = _calibrate_in_subprocess(out)
         time.sleep(2.0)  # well into measuring
         proc.send_signal(sig)
-        stdout, stderr = proc.communicate(timeout=60)
+        _stdout, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 130, (sig, proc.returncode, stderr[-2000:])
         assert "interrupted" in stderr and "untouched" in stderr
         assert json.loads(out.read_text()) == previous

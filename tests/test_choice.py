@@ -220,8 +220,14 @@ def test_never_worse_than_the_best_beyond_the_measured_noise():
         cs = []
         for t in (0, 32, 64, 128, 256, None):
             base = rng.uniform(0.5, 1.5)
-            cs.append(cand(t, [base * rng.uniform(0.95, 1.05) for _ in range(3)], lag=rng.uniform(0, 0.1),
-                           cpu=rng.uniform(0.2, 1.0)))
+            cs.append(
+                cand(
+                    t,
+                    [base * rng.uniform(0.95, 1.05) for _ in range(3)],
+                    lag=rng.uniform(0, 0.1),
+                    cpu=rng.uniform(0.2, 1.0),
+                )
+            )
         choice = choose(cs, rounds=3, workload_range=RANGE)
         best = min(c.makespan for c in cs)
         chosen = next(c for c in cs if c.threshold == choice.threshold)
@@ -246,8 +252,13 @@ def test_a_lone_winner_on_a_cliff_s_edge_gives_way_to_the_nearest_candidate_with
     lo, hi = choice.interval
     assert order_key(lo) <= 256 <= order_key(hi)
     # The nearest below within reach, skipping one that is not: 131072 lies between but was measured far slower.
-    spikes = [cand(0, [0.0785, 0.0747, 0.0694]), cand(92682, [0.0748, 0.0716, 0.0783]),
-              cand(131072, [0.0830, 0.0907]), cand(185364, [0.0802, 0.0649, 0.0631]), cand(None, [0.1036, 0.1144])]
+    spikes = [
+        cand(0, [0.0785, 0.0747, 0.0694]),
+        cand(92682, [0.0748, 0.0716, 0.0783]),
+        cand(131072, [0.0830, 0.0907]),
+        cand(185364, [0.0802, 0.0649, 0.0631]),
+        cand(None, [0.1036, 0.1144]),
+    ]
     assert choose(spikes, rounds=3, workload_range=(1024, 262144)).threshold == 92682
 
 
@@ -311,6 +322,7 @@ def test_a_candidate_measured_past_the_loop_budget_is_ruled_out_when_another_is_
 def test_intervals_cover_reruns_of_a_noisy_flat_basin():
     """Simulated reruns: a true makespan curve over thresholds, each rerun measuring a few candidates around
     a noisy model proposal. Each rerun's choice must fall in the others' intervals in >= 80% of pairs."""
+
     def true_makespan(t):
         x = math.log2(max(t, 4)) if t is not None else 10.0  # never = beyond the range
         return 1.0 + 0.02 * (x - 6.5) ** 2  # a flat bottom around T ~ 90, steep at the edges
@@ -319,9 +331,17 @@ def test_intervals_cover_reruns_of_a_noisy_flat_basin():
     runs = []
     for _ in range(6):
         proposal = snap(90 * rng.uniform(0.5, 2.0))
-        ts = sorted({0, None, proposal, snap(proposal / 2), snap(proposal * 2)}, key=lambda t: math.inf if t is None else t)
-        cs = [cand(t, [true_makespan(t) * rng.gauss(1, 0.03) for _ in range(3)],
-                   lag=0.001 * (t if t is not None else 4096) ** 0.5) for t in ts]
+        ts = sorted(
+            {0, None, proposal, snap(proposal / 2), snap(proposal * 2)}, key=lambda t: math.inf if t is None else t
+        )
+        cs = [
+            cand(
+                t,
+                [true_makespan(t) * rng.gauss(1, 0.03) for _ in range(3)],
+                lag=0.001 * (t if t is not None else 4096) ** 0.5,
+            )
+            for t in ts
+        ]
         runs.append(choose(cs, rounds=3, workload_range=RANGE))
 
     def inside(t, interval):
@@ -367,7 +387,9 @@ def test_the_lanes_are_compared_through_the_all_inline_run_each_phase_measured()
     slower = [cand(2048, [1.1] * 3), cand(None, [1.2] * 3)]
     assert thread_lane_wins(process, 4096, slower, 2048)[0] is False
     assert thread_lane_wins(process, 4096, threads, None) == (
-        False, "the thread lane's own phase measured never sending a call there as best")
+        False,
+        "the thread lane's own phase measured never sending a call there as best",
+    )
     no_anchor = [cand(0, [0.9] * 3), cand(4096, [0.8] * 3)]
     assert thread_lane_wins(no_anchor, 4096, threads, 2048)[0] is True  # raw: 0.72 s against 0.8 s
     with pytest.raises(ValueError, match="chosen"):

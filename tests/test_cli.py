@@ -24,10 +24,27 @@ def profile_path(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
     out, plan = folder / "profile.json", folder / "plan.json"
     # spin's mix is all compute-heavy calls (1-16 ms each): offloading them to 2 workers clearly pays.
-    plan.write_text(json.dumps({"schema": 1, "kernels": {SPIN: {"min_size": 4, "max_size": 16384,
-                                                                   "workload_range": [1024, 16384]}}}))
-    code = main(["calibrate", "tests.controlled:spin", "tests.controlled:echo", "--effort", "quick",
-                 "--workers", "2", "--plan", str(plan), "--out", str(out), "--quiet"])
+    plan.write_text(
+        json.dumps(
+            {"schema": 1, "kernels": {SPIN: {"min_size": 4, "max_size": 16384, "workload_range": [1024, 16384]}}}
+        )
+    )
+    code = main(
+        [
+            "calibrate",
+            "tests.controlled:spin",
+            "tests.controlled:echo",
+            "--effort",
+            "quick",
+            "--workers",
+            "2",
+            "--plan",
+            str(plan),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == EXIT_OK
     return out
 
@@ -41,8 +58,21 @@ def test_calibrate_writes_a_profile_and_prints_the_table(profile_path, capsys):
 
 def test_calibrate_records_failures_and_exits_1(tmp_path, capsys):
     out = tmp_path / "p.json"
-    code = main(["calibrate", "tests.controlled", "--kernel", "bad_sample", "--kernel", "spin",
-                 "--effort", "quick", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "calibrate",
+            "tests.controlled",
+            "--kernel",
+            "bad_sample",
+            "--kernel",
+            "spin",
+            "--effort",
+            "quick",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == EXIT_FAILURES
     data = json.loads(out.read_text())

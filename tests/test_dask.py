@@ -16,14 +16,13 @@ import warnings
 from pathlib import Path
 
 import pytest
+from distributed import Client, LocalCluster  # the [test] extra installs it: an ImportError must fail, not skip
 
 import offload_tuner
 from offload_tuner import OffloadTunerWarning, decide, run_kernel, run_kernel_sync
 from offload_tuner.runtime import _runtime
 from tests import support
 from tests.support import cluster_profile
-
-from distributed import Client, LocalCluster  # the [test] extra installs it: an ImportError must fail, not skip
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +47,16 @@ def _wildcard_listeners() -> set[str]:
 def start_cluster(port: int = 0) -> LocalCluster:
     """No dashboard, and the scheduler's small HTTP server (health, metrics) on a random loopback port: with
     ``dashboard_address=None`` it would still take the fixed port 8787."""
-    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", scheduler_port=port,
-                        dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
-                        silence_logs=logging.ERROR)
+    return LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        scheduler_port=port,
+        dashboard_address="127.0.0.1:0",
+        scheduler_kwargs={"dashboard": False},
+        silence_logs=logging.ERROR,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +121,9 @@ def test_the_production_path_never_imports_dask(tmp_path):
         "             ('distributed', 'dask', 'tornado', 'numpy', 'sklearn')))\n"
     )
     profile = cluster_profile(tmp_path, "tcp://10.0.0.1:8786")  # a cluster in the profile, none installed
-    out = subprocess.run([sys.executable, "-c", code, str(profile)], cwd=ROOT, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(profile)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -336,9 +343,25 @@ def test_calibrate_against_the_cluster_records_its_costs(local_cluster, tmp_path
     cluster, _, _ = local_cluster
     out = tmp_path / "profile.json"
     run = subprocess.run(
-        [sys.executable, "-m", "offload_tuner.inspection._cli", "calibrate", "--effort", "quick", "-q",
-         "--kernel", "graph_eccentricities", "--dask", cluster.scheduler_address, "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "offload_tuner.inspection._cli",
+            "calibrate",
+            "--effort",
+            "quick",
+            "-q",
+            "--kernel",
+            "graph_eccentricities",
+            "--dask",
+            cluster.scheduler_address,
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr
     profile = offload_tuner.load_profile(out, strict=True)
@@ -346,7 +369,7 @@ def test_calibrate_against_the_cluster_records_its_costs(local_cluster, tmp_path
     assert section is not None and section.address == cluster.scheduler_address
     assert (section.workers, section.threads) == (2, 2)
     assert 1e-4 < section.transport.round_trip_s < 1.0  # Dask's round trip: ~10 ms here, never the pool's 0.2 ms
-    (key, ratio), = section.ratios.items()
+    ((key, ratio),) = section.ratios.items()
     assert key.endswith(":graph_eccentricities") and 0.2 < ratio < 5  # same CPU, shared cores
     row = profile.data["cluster"]["kernels"][key]
     assert len(row["cluster_s"]) == len(row["local_worker_s"]) >= 3
@@ -360,9 +383,25 @@ def test_calibrate_names_an_unreachable_scheduler(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     run = subprocess.run(
-        [sys.executable, "-m", "offload_tuner.inspection._cli", "calibrate", "--effort", "quick", "-q",
-         "--kernel", "graph_eccentricities", "--dask", f"tcp://127.0.0.1:{port}", "--out", str(tmp_path / "p.json")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "offload_tuner.inspection._cli",
+            "calibrate",
+            "--effort",
+            "quick",
+            "-q",
+            "--kernel",
+            "graph_eccentricities",
+            "--dask",
+            f"tcp://127.0.0.1:{port}",
+            "--out",
+            str(tmp_path / "p.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 8
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in run.stderr

@@ -23,8 +23,14 @@ CELL = re.compile(r"(\d+) calls: (\d+) inline, (\d+) offloaded \(([^)]*)\)")
 
 def run_example(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OFFLOAD_TUNER_PROFILE": str(tmp_path / "none-here.json")}
-    return subprocess.run([sys.executable, str(EXAMPLE), "--calls", str(CALLS), "--max-size", "64", *extra],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE), "--calls", str(CALLS), "--max-size", "64", *extra],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def cells(stdout: str) -> dict[str, list[tuple[int, int, int, str]]]:
@@ -38,17 +44,20 @@ def cells(stdout: str) -> dict[str, list[tuple[int, int, int, str]]]:
 
 @pytest.mark.slow
 def test_old_constant_and_profile_side_by_side(tmp_path):
-    profile = write_profile_json(tmp_path / "profile.json", {
-        f"{cluster_observations.__module__}:cluster_observations": 16,
-        f"{cluster_campaigns.__module__}:cluster_campaigns": 0,
-    })
+    profile = write_profile_json(
+        tmp_path / "profile.json",
+        {
+            f"{cluster_observations.__module__}:cluster_observations": 16,
+            f"{cluster_campaigns.__module__}:cluster_campaigns": 0,
+        },
+    )
     run = run_example(tmp_path, "--profile", str(profile))
     assert run.returncode == 0, run.stderr
     header = next(line for line in run.stdout.splitlines() if "[old constant]" in line)
     assert "[profile]" in header
     rows = cells(run.stdout)
     assert set(rows) == set(KERNELS)
-    for name, ((calls, inline, offloaded, label), (t_calls, t_inline, t_offloaded, t_label)) in rows.items():
+    for (calls, inline, offloaded, label), (t_calls, t_inline, t_offloaded, _t_label) in rows.values():
         assert calls == t_calls == CALLS
         assert inline + offloaded == calls and t_inline + t_offloaded == calls
         assert offloaded == 0  # sizes <= 64: the old constant 256 offloads none

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -12,8 +13,8 @@ from hypothesis import strategies as st
 from sklearn.linear_model import LinearRegression
 
 from offload_tuner.calibration import _fit
-from offload_tuner.runtime._costmodel import FORMS, MIN_SAMPLES, CostModel
 from offload_tuner.calibration._fit import bootstrap_models, fit_cost_model
+from offload_tuner.runtime._costmodel import FORMS, MIN_SAMPLES, CostModel
 
 # 10 sizes from 100 to 1e5, 4 raw measurements each: 40 points, like a calibration ladder
 SIZES = np.repeat(np.geomspace(100, 1e5, 10).round(), 4)
@@ -41,7 +42,7 @@ def noisy(y, seed, sigma=0.1):
 def spiked(y, seed, fraction=0.15, factor=5.0):
     y = y.copy()
     rng = np.random.default_rng(seed)
-    y[rng.choice(y.size, int(round(fraction * y.size)), replace=False)] *= factor
+    y[rng.choice(y.size, round(fraction * y.size), replace=False)] *= factor
     return y
 
 
@@ -89,7 +90,7 @@ def test_cost_cliff_falls_back_to_monotone_interpolation():
     m = fit_cost_model(SIZES, cliff(SIZES))
     assert m.form == "loglog_linear_interp"
     log_y = m.params["log_y"]
-    assert all(b >= a for a, b in zip(log_y, log_y[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(log_y))
     assert m.params["log_n"] == pytest.approx(np.log(np.unique(SIZES)).tolist())
     # exact at the measured sizes, and never decreasing in between or beyond
     for n in np.unique(SIZES):

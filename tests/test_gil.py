@@ -79,8 +79,13 @@ def test_a_quick_calibration_records_the_thread_lane_and_the_runtime_follows_it(
     }
     pool = offload_tuner.recommended_pool(2)
     try:
-        profile = calibrate([spec_for(controlled.spin), spec_for(controlled.nap)], pool, effort=EFFORTS["quick"],
-                            knobs=PolicyKnobs(concurrency=4, workers=2, cores=2), plans=plans)
+        profile = calibrate(
+            [spec_for(controlled.spin), spec_for(controlled.nap)],
+            pool,
+            effort=EFFORTS["quick"],
+            knobs=PolicyKnobs(concurrency=4, workers=2, cores=2),
+            plans=plans,
+        )
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     assert 0 < profile["thread"]["fixed_s"] < 0.05

@@ -5,18 +5,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+import itertools
 import os
 import pickle
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
 import offload_tuner_kernels
+from offload_tuner.runtime._registry import KernelSpec, registered, spec_for
 from offload_tuner_kernels import (
     bytes_by_status,
     cluster_campaigns,
@@ -30,7 +33,6 @@ from offload_tuner_kernels.clustering import UnionFind, identity_similarity, obs
 from offload_tuner_kernels.expand import WORKERS
 from offload_tuner_kernels.ranking import percentile
 from offload_tuner_kernels.records import Identity, Observation
-from offload_tuner.runtime._registry import KernelSpec, registered, spec_for
 
 EXPECTED_KEYS = {
     cluster_observations: "offload_tuner_kernels.clustering:cluster_observations",
@@ -151,8 +153,9 @@ def test_union_find_merges_and_labels_by_first_appearance() -> None:
     assert UnionFind(0).labels() == ()
 
 
-def obs(ip: str, ports: set[int], agents: set[str], headers: dict[str, str], asn: int | None = None,
-        ja3: str | None = None) -> Observation:
+def obs(
+    ip: str, ports: set[int], agents: set[str], headers: dict[str, str], asn: int | None = None, ja3: str | None = None
+) -> Observation:
     return Observation(ip, frozenset(ports), frozenset(agents), tuple(headers.items()), asn, ja3)
 
 
@@ -255,8 +258,15 @@ def test_rank_latencies_result_stays_small() -> None:
 
 
 def access(status: int, nbytes: int) -> dict[str, Any]:
-    return {"ts": 0.0, "client": "10.0.0.1", "method": "GET", "path": "/", "status": status,
-            "bytes": nbytes, "duration_ms": 1.0}
+    return {
+        "ts": 0.0,
+        "client": "10.0.0.1",
+        "method": "GET",
+        "path": "/",
+        "status": status,
+        "bytes": nbytes,
+        "duration_ms": 1.0,
+    }
 
 
 def test_bytes_by_status_by_hand() -> None:
@@ -281,7 +291,7 @@ def test_expand_schedule_rows() -> None:
     assert len(rows) == 200
     assert [r[0] for r in rows] == list(range(200))
     starts = [r[1] for r in rows]
-    assert all(a < b for a, b in zip(starts, starts[1:]))  # jitter < period: strictly in start order
+    assert all(a < b for a, b in itertools.pairwise(starts))  # jitter < period: strictly in start order
     assert {r[3] for r in rows} == set(WORKERS)
     assert all(0.25 <= r[2] <= 4.0 for r in rows)
     assert expand_schedule(42, 50) == rows[:50]  # a longer expansion extends a shorter one
@@ -362,8 +372,9 @@ def test_results_do_not_depend_on_the_hash_seed() -> None:
     outputs = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        run = subprocess.run([sys.executable, "-c", _DIGEST], env=env, cwd=ROOT, capture_output=True, text=True,
-                             check=True)
+        run = subprocess.run(
+            [sys.executable, "-c", _DIGEST], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+        )
         outputs.append(run.stdout)
     assert outputs[0] == outputs[1]
     assert len(outputs[0].splitlines()) == len(KERNELS)

@@ -29,10 +29,12 @@ def in_a_pool_thread(ran: tuple[int, str]) -> bool:
     return ran[0] == os.getpid() and ran[1].startswith(THREAD_PREFIX)
 
 
-def lane_profile(tmp_path, *, hold: float = 0.02, thread_threshold: int | None = 4, kind: str = "process",
-                 schema: int | None = None):
-    path = write_profile_json(tmp_path / "p.json", {GIL_FREE: 1000, GIL_BOUND: 4, NESTING: 1000, DECIDING: 1000},
-                              executor_kind=kind)
+def lane_profile(
+    tmp_path, *, hold: float = 0.02, thread_threshold: int | None = 4, kind: str = "process", schema: int | None = None
+):
+    path = write_profile_json(
+        tmp_path / "p.json", {GIL_FREE: 1000, GIL_BOUND: 4, NESTING: 1000, DECIDING: 1000}, executor_kind=kind
+    )
     data = json.loads(path.read_text())
     if schema is not None:
         data["schema"] = schema

@@ -9,8 +9,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "offload_tuner"
 LAYERS = ("runtime", "calibration", "inspection")
-MAY_IMPORT = {"runtime": {"runtime"}, "calibration": {"runtime", "calibration"},
-              "inspection": {"runtime", "calibration", "inspection"}}
+MAY_IMPORT = {
+    "runtime": {"runtime"},
+    "calibration": {"runtime", "calibration"},
+    "inspection": {"runtime", "calibration", "inspection"},
+}
 
 
 def imported_layers(path: Path) -> dict[str, int]:
@@ -33,8 +36,12 @@ def imported_layers(path: Path) -> dict[str, int]:
 def test_a_layer_imports_only_itself_and_the_layers_below(layer):
     files = sorted((PACKAGE / layer).glob("*.py"))
     assert len(files) > 2, f"no modules found under {PACKAGE / layer}"
-    wrong = [f"{f.name}:{line} imports offload_tuner.{other}"
-             for f in files for other, line in imported_layers(f).items() if other not in MAY_IMPORT[layer]]
+    wrong = [
+        f"{f.name}:{line} imports offload_tuner.{other}"
+        for f in files
+        for other, line in imported_layers(f).items()
+        if other not in MAY_IMPORT[layer]
+    ]
     assert not wrong, wrong
 
 

@@ -117,8 +117,16 @@ def test_a_steady_run_warms_up_six_takes_per_caller_at_most_one_pass_and_is_size
         calls = [((n,), n) for n in range(1, count + 1)]
         for rounds, warmup in ((standard, min(count, cap)), (quick, 0)):
             seen.clear()
-            runner = _loadphase._Runner(None, spec_for(controlled.spin), calls, sorted(n for _, n in calls), callers,
-                                        rounds, seed=1, progress=lambda *a, **k: None)
+            runner = _loadphase._Runner(
+                None,
+                spec_for(controlled.spin),
+                calls,
+                sorted(n for _, n in calls),
+                callers,
+                rounds,
+                seed=1,
+                progress=lambda *a, **k: None,
+            )
             runner.measure([0, None])
             assert seen and set(seen) == {warmup}
             # A steady run is judged by its pass (and its CPU), a plain one by the whole run.
@@ -135,8 +143,12 @@ def test_a_steady_run_warms_up_six_takes_per_caller_at_most_one_pass_and_is_size
     for run_s in (0.1, 0.3):
         plain = _loadphase.Rounds(3, 8, run_s, 2.5, calls_per_caller=2)
         steady = _loadphase.Rounds(3, 8, run_s, 2.5, calls_per_caller=_loadphase.STEADY_CALLS_PER_CALLER)
-        count = {r.steady: len(_loadphase._sized_calls(spec_for(controlled.spin), None, costs, tr, KNOBS, (16, 4096),
-                                                       1, [None, 0], r)) for r in (plain, steady)}
+        count = {
+            r.steady: len(
+                _loadphase._sized_calls(spec_for(controlled.spin), None, costs, tr, KNOBS, (16, 4096), 1, [None, 0], r)
+            )
+            for r in (plain, steady)
+        }
         assert count[True] + steady.warmup(count[True], callers) == pytest.approx(count[False], rel=0.3)
         assert count[True] >= steady.calls_per_caller * callers
 
@@ -222,10 +234,17 @@ def test_a_candidate_far_behind_after_the_first_round_runs_no_more(monkeypatch):
 
     monkeypatch.setattr(_loadphase, "run_calls", run)
     calls = [((n,), n) for n in range(1, 25)]
-    runner = _loadphase._Runner(None, spec_for(controlled.spin), calls, list(range(1, 25)), 4,
-                                _loadphase.Rounds(3, 8, 0.2, 0.0, calls_per_caller=6), seed=1,
-                                progress=lambda *a, **k: None,
-                                make_call=lambda executor, fn, gate: gate)
+    runner = _loadphase._Runner(
+        None,
+        spec_for(controlled.spin),
+        calls,
+        list(range(1, 25)),
+        4,
+        _loadphase.Rounds(3, 8, 0.2, 0.0, calls_per_caller=6),
+        seed=1,
+        progress=lambda *a, **k: None,
+        make_call=lambda executor, fn, gate: gate,
+    )
     runner.measure([0, 12, 18, None])
     rounds = {c.threshold: len(c.makespan_s) for c in runner.candidates()}
     assert rounds[None] == 1 and pace[None] >= _loadphase.FIRST_ROUND_RACE * pace[0]
@@ -273,7 +292,11 @@ def test_the_choice_is_never_beyond_the_noise_of_the_best(profile):
         if load["tied"]:
             assert all(medians[t] <= best * (1 + load["tie_band"]) + 1e-9 for t in load["tied"])
         # Within the noise band; off a cliff's edge, within two standard errors (_choice.CLIFF_STEP_STANDARD_ERRORS).
-        reach = load["tie_band"] if "cliff" not in load["reason"] else max(load["tie_band"], min(MAX_TIE_BAND, 2 * load["tie_band"]))
+        reach = (
+            load["tie_band"]
+            if "cliff" not in load["reason"]
+            else max(load["tie_band"], min(MAX_TIE_BAND, 2 * load["tie_band"]))
+        )
         assert medians[chosen] <= best * (1 + reach) + 1e-9
         lo, hi = entry["interval"]
         assert order_key(lo) <= order_key(entry["threshold"]) <= order_key(hi)
@@ -323,8 +346,9 @@ def test_independent_quick_calibrations_fall_in_each_others_intervals():
             lo, hi = b["interval"]
             inside += order_key(lo) <= order_key(a["threshold"]) <= order_key(hi)
             total += 1
-    assert inside / total >= 0.8, [(key, [(r["kernels"][key]["threshold"], r["kernels"][key]["interval"])
-                                          for r in runs]) for key in PLANS]
+    assert inside / total >= 0.8, [
+        (key, [(r["kernels"][key]["threshold"], r["kernels"][key]["interval"]) for r in runs]) for key in PLANS
+    ]
 
 
 def test_the_steady_pass_times_each_call_once_and_leaves_the_drain_out():
@@ -353,7 +377,10 @@ def test_the_steady_pass_times_each_call_once_and_leaves_the_drain_out():
 def test_explain_says_how_each_run_was_timed():
     from offload_tuner.inspection._report import _steady_pass
 
-    assert _steady_pass({"steady_pass": True, "warmup_calls": 24}) == ", each timed over a steady pass after 24 warm-up calls"
+    assert (
+        _steady_pass({"steady_pass": True, "warmup_calls": 24})
+        == ", each timed over a steady pass after 24 warm-up calls"
+    )
     assert _steady_pass({"steady_pass": True}) == ", each timed over a steady pass"  # profiles before warmup_calls
     assert _steady_pass({"steady_pass": False, "warmup_calls": 0}) == ""
 
@@ -362,15 +389,36 @@ def test_explain_names_the_proposals_left_unmeasured_and_why():
     from offload_tuner.inspection._report import format_load
 
     def candidate(t):
-        return {"threshold": t, "offloaded": 4, "makespan_s": [0.2, 0.21], "predicted_s": 0.2, "lag_p99_s": [0.01] * 2,
-                "cpu_s": [0.3] * 2}
+        return {
+            "threshold": t,
+            "offloaded": 4,
+            "makespan_s": [0.2, 0.21],
+            "predicted_s": 0.2,
+            "lag_p99_s": [0.01] * 2,
+            "cpu_s": [0.3] * 2,
+        }
 
-    load = {"workload_range": [8, 512], "callers": 4, "calls": 24, "rounds": 2, "steady_pass": True, "noise": 0.05,
-            "tie_band": 0.08, "candidates": [candidate(64), candidate(256)], "chosen": 64, "tied": [64, 256],
-            "over_budget": [], "factors": {"inline": 1.0, "offload_loop": 1.2, "offload_worker": 1.1},
-            "isolated_model_error": 0.3, "model_error": 0.05, "budget_cap": None, "isolated_model_threshold": 90,
-            "model_threshold": 181, "reason": "flat basin",
-            "follow_up": {"proposed": [181, 256], "measured": [], "skipped": [{"threshold": 181, "why": "because"}]}}
+    load = {
+        "workload_range": [8, 512],
+        "callers": 4,
+        "calls": 24,
+        "rounds": 2,
+        "steady_pass": True,
+        "noise": 0.05,
+        "tie_band": 0.08,
+        "candidates": [candidate(64), candidate(256)],
+        "chosen": 64,
+        "tied": [64, 256],
+        "over_budget": [],
+        "factors": {"inline": 1.0, "offload_loop": 1.2, "offload_worker": 1.1},
+        "isolated_model_error": 0.3,
+        "model_error": 0.05,
+        "budget_cap": None,
+        "isolated_model_threshold": 90,
+        "model_threshold": 181,
+        "reason": "flat basin",
+        "follow_up": {"proposed": [181, 256], "measured": [], "skipped": [{"threshold": 181, "why": "because"}]},
+    }
     assert "not measured: 181, proposed by the corrected model: because" in format_load(load, 64)
     load["follow_up"] = {"proposed": [181], "measured": [181], "skipped": []}
     assert "not measured" not in format_load(load, 64)

@@ -25,7 +25,7 @@ def test_notebooks_are_committed_without_outputs(name):
     assert code
     for cell in code:
         assert cell.outputs == [] and cell.execution_count is None, f"{name}: clear the outputs before committing"
-    assert 'PROFILE = None' in code[0].source
+    assert "PROFILE = None" in code[0].source
 
 
 @pytest.fixture
@@ -40,8 +40,9 @@ def this_interpreter_kernel(tmp_path, monkeypatch):
 
 def execute(name: str):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=60,
-                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=60, resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
     client.execute()  # raises CellExecutionError, naming the cell, if any cell fails
     return nb
 

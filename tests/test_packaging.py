@@ -36,8 +36,12 @@ def wheel(tmp_path_factory) -> Path:
         else:
             shutil.copy2(path, src / name)
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     (built,) = out.glob("offload_tuner-*.whl")
     return built
 
@@ -62,13 +66,19 @@ def test_the_editable_install_names_only_our_packages():
 
 
 def test_nothing_in_the_repository_uses_the_old_name():
-    tracked = subprocess.run(["git", "ls-files", "*.py", "*.ipynb", "*.md", "*.json", ".ci/*"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.py", "*.ipynb", "*.md", "*.json", ".ci/*"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     offenders = [
         f"{name}: {match.group(0).strip()}"
         for name in tracked
         if name != "tests/test_packaging.py" and not name.startswith("benchmarks/results/")
-        for match in [OLD_NAME.search((ROOT / name).read_text(encoding="utf-8"))] if match
+        for match in [OLD_NAME.search((ROOT / name).read_text(encoding="utf-8"))]
+        if match
     ]
     assert offenders == []
 
@@ -78,22 +88,45 @@ def test_a_regular_install_calibrates_the_bundled_kernels_from_outside_the_tree(
     """Installed from the wheel (not editable), run elsewhere: the bundled plan is found as package data and
     forkserver workers import the kernels by their installed name."""
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
-    probe = ("import importlib.util, offload_tuner, offload_tuner_kernels; "
-             "print(offload_tuner.__file__); print(offload_tuner_kernels.__file__); "
-             "print(importlib.util.find_spec('kernels'))")
-    lines = subprocess.run([sys.executable, "-c", probe], cwd=work, env=env, capture_output=True, text=True,
-                           check=True).stdout.splitlines()
+    probe = (
+        "import importlib.util, offload_tuner, offload_tuner_kernels; "
+        "print(offload_tuner.__file__); print(offload_tuner_kernels.__file__); "
+        "print(importlib.util.find_spec('kernels'))"
+    )
+    lines = subprocess.run(
+        [sys.executable, "-c", probe], cwd=work, env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     assert all(line.startswith(str(site)) for line in lines[:2]), lines
     assert lines[2] == "None"
     out = work / "profile.json"
-    run = subprocess.run([sys.executable, "-m", "offload_tuner.inspection._cli", "calibrate", "--effort", "quick",
-                          "--kernel", "rank_latencies", "--out", str(out), "-q"],
-                         cwd=work, env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "offload_tuner.inspection._cli",
+            "calibrate",
+            "--effort",
+            "quick",
+            "--kernel",
+            "rank_latencies",
+            "--out",
+            str(out),
+            "-q",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     entry = json.loads(out.read_text())["kernels"]["offload_tuner_kernels.ranking:rank_latencies"]
     plan = json.loads((ROOT / "calibration" / "plan.json").read_text())

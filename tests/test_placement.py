@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from offload_tuner.runtime._backends import DASK
 from offload_tuner.runtime._placement import (
     ClusterCosts,
     bucket_size,
@@ -18,7 +19,6 @@ from offload_tuner.runtime._placement import (
     thread_table,
     what_if,
 )
-from offload_tuner.runtime._backends import DASK
 from offload_tuner.runtime._policy import KernelCosts, LoadFactors, PolicyKnobs, TransportModel
 from offload_tuner.runtime._profile import ProfileError, parse_profile
 from offload_tuner.runtime._runtime import _candidate, _Lane, _Placer, _settle
@@ -40,15 +40,18 @@ def test_cluster_costs_round_trip_through_json():
     assert again == original
 
 
-@pytest.mark.parametrize("mutate, named", [
-    (lambda d: d.pop("identity"), "identity"),
-    (lambda d: d["identity"].update(workers=0), "identity.workers"),
-    (lambda d: d["identity"].update(address=""), "identity.address"),
-    (lambda d: d["kernels"]["k"].update(worker_compute_ratio=-1), "worker_compute_ratio"),
-    (lambda d: d["kernels"]["k"].update(worker_compute_ratio=1e9), "worker_compute_ratio"),
-    (lambda d: d["transport"].pop("round_trip_s"), "round_trip_s"),
-    (lambda d: d.update(scatter={"from_bytes": -1}), "scatter.from_bytes"),
-])
+@pytest.mark.parametrize(
+    "mutate, named",
+    [
+        (lambda d: d.pop("identity"), "identity"),
+        (lambda d: d["identity"].update(workers=0), "identity.workers"),
+        (lambda d: d["identity"].update(address=""), "identity.address"),
+        (lambda d: d["kernels"]["k"].update(worker_compute_ratio=-1), "worker_compute_ratio"),
+        (lambda d: d["kernels"]["k"].update(worker_compute_ratio=1e9), "worker_compute_ratio"),
+        (lambda d: d["transport"].pop("round_trip_s"), "round_trip_s"),
+        (lambda d: d.update(scatter={"from_bytes": -1}), "scatter.from_bytes"),
+    ],
+)
 def test_a_bad_cluster_section_is_refused_naming_the_field(mutate, named):
     data = cluster().to_json()
     mutate(data)
@@ -59,8 +62,9 @@ def test_a_bad_cluster_section_is_refused_naming_the_field(mutate, named):
 
 
 def test_placement_tables_leave_out_the_load_factors():
-    loaded = KernelCosts(COSTS.compute, COSTS.caller_serial, COSTS.worker_serial, COSTS.nbytes, 1.0,
-                         LoadFactors(2.0, 2.0, 3.0))
+    loaded = KernelCosts(
+        COSTS.compute, COSTS.caller_serial, COSTS.worker_serial, COSTS.nbytes, 1.0, LoadFactors(2.0, 2.0, 3.0)
+    )
     assert lane_table(isolated(loaded), LOCAL, KNOBS) == lane_table(COSTS, LOCAL, KNOBS)
     assert cluster_costs(loaded, 0.5).worker_compute_ratio == 0.5
     assert cluster_costs(loaded, 0.5).load == LoadFactors()
@@ -73,13 +77,13 @@ def test_tables_grow_with_size_and_a_faster_cluster_wins_large_calls_only():
     small, large = 4, 16  # ~11 and ~46k elements
     assert local.latency_s[small] < remote.latency_s[small]  # the round trip dominates
     assert remote.latency_s[large] < local.latency_s[large]  # 4x faster workers dominate
-    assert bucket_size(10) == pytest.approx(2 ** 9.5)
+    assert bucket_size(10) == pytest.approx(2**9.5)
 
 
 def test_the_queue_counts_only_once_every_slot_is_busy():
     with ThreadPoolExecutor(1) as a:
         pool = _Lane("process", a)
-        (score, lane, _), = _Placer((_candidate(pool, lane_table(COSTS, LOCAL, KNOBS), 0, 2),), 8).completions(100)
+        ((score, _lane, _),) = _Placer((_candidate(pool, lane_table(COSTS, LOCAL, KNOBS), 0, 2),), 8).completions(100)
         pool.inflight, pool.work = 1, 5.0
         assert _Placer((_candidate(pool, lane_table(COSTS, LOCAL, KNOBS), 0, 2),), 8).completions(100)[0][0] == score
         pool.inflight = 2
@@ -158,8 +162,13 @@ def test_a_backlogged_thread_pool_overflows_to_processes_only_onto_free_cores(co
     arrays = KernelCosts.from_json({**synthetic_costs(1e-4), "caller_serial": synthetic_costs(2e-5)["compute"]})
     with ThreadPoolExecutor(1) as a, ThreadPoolExecutor(1) as b:
         threads, pool = _Lane("thread", a), _Lane("process", b)
-        placer = _Placer((_candidate(threads, thread_table(arrays, 6e-5, 0.02), 3, 2),
-                          _candidate(pool, lane_table(arrays, LOCAL, KNOBS), 3, 2)), cores)
+        placer = _Placer(
+            (
+                _candidate(threads, thread_table(arrays, 6e-5, 0.02), 3, 2),
+                _candidate(pool, lane_table(arrays, LOCAL, KNOBS), 3, 2),
+            ),
+            cores,
+        )
         n = 1000
         assert placer.place(n).lane is threads  # idle: no pickling, no round trip
         threads.inflight, threads.work = 2, 2.0  # both threads busy for ~1 s
@@ -181,10 +190,15 @@ def test_with_both_pools_a_backlogged_thread_pool_sends_the_call_to_the_process_
     key = kernel_key(support.lane_probe)
     path = write_profile_json(tmp_path / "p.json", {key: 0})
     data = json.loads(path.read_text())
-    data["kernels"][key].update(costs={**synthetic_costs(1e-4), "caller_serial": synthetic_costs(2e-5)["compute"]},
-                                thread={"gil_hold": 0.01, "threshold": 0})
-    data.update(transport={"model": synthetic_transport(2e-4)}, thread={"fixed_s": 6e-5},
-                policy={"concurrency": 4, "workers": 1, "cores": 8, "loop_budget_s": 0.1})
+    data["kernels"][key].update(
+        costs={**synthetic_costs(1e-4), "caller_serial": synthetic_costs(2e-5)["compute"]},
+        thread={"gil_hold": 0.01, "threshold": 0},
+    )
+    data.update(
+        transport={"model": synthetic_transport(2e-4)},
+        thread={"fixed_s": 6e-5},
+        policy={"concurrency": 4, "workers": 1, "cores": 8, "loop_budget_s": 0.1},
+    )
     path.write_text(json.dumps(data))
     pools = offload_tuner.recommended_pools(1, threads=2)
     try:
@@ -218,8 +232,10 @@ def test_with_both_pools_a_backlogged_thread_pool_sends_the_call_to_the_process_
 
 def test_scatter_starts_where_it_is_cheaper_at_that_size_and_every_larger_one():
     def rows(*cheaper: bool) -> list[dict]:
-        return [{"bytes": 1 << (20 + 3 * i), "with_call_s": 1.0, "scatter_s": 0.5 if c else 2.0}
-                for i, c in enumerate(cheaper)]
+        return [
+            {"bytes": 1 << (20 + 3 * i), "with_call_s": 1.0, "scatter_s": 0.5 if c else 2.0}
+            for i, c in enumerate(cheaper)
+        ]
 
     assert scatter_from(rows(False, False, False)) is None  # what this VM's LocalCluster measured
     assert scatter_from(rows(False, True, True)) == 1 << 23

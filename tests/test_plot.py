@@ -12,15 +12,15 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from offload_tuner.inspection._cli import EXIT_OK, EXIT_PROFILE, EXIT_USAGE, main  # noqa: E402
-from offload_tuner.inspection._plot import (  # noqa: E402
+from offload_tuner.inspection._cli import EXIT_OK, EXIT_PROFILE, EXIT_USAGE, main
+from offload_tuner.inspection._plot import (
     comparison_figure,
     comparison_table,
     kernel_figure,
     overview_figure,
     png_name,
 )
-from offload_tuner.runtime._profile import write_profile  # noqa: E402
+from offload_tuner.runtime._profile import write_profile
 
 REFERENCE = Path(__file__).resolve().parent.parent / "calibration" / "reference" / "vm.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -80,8 +80,12 @@ def test_a_failed_kernel_does_not_crash_plotting(tmp_path, capsys):
     ok_key, failed_key = keys
     data["kernels"] = {
         ok_key: data["kernels"][ok_key],
-        failed_key: {"threshold": None, "status": "failed", "code_fingerprint": None,
-                     "error": "cannot build inputs: ValueError('boom')"},
+        failed_key: {
+            "threshold": None,
+            "status": "failed",
+            "code_fingerprint": None,
+            "error": "cannot build inputs: ValueError('boom')",
+        },
     }
     write_profile(tmp_path / "p.json", data)
     assert main(["plot", str(tmp_path / "p.json"), "--out", str(tmp_path / "out")]) == EXIT_OK

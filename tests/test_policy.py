@@ -115,8 +115,16 @@ def test_prediction_components_add_up():
     assert p.offload_latency_s == pytest.approx(100e-6 + 1e-5 + 1e-4 + 2e-4 + 1.5e-3)
 
 
-@pytest.mark.parametrize("bad", [dict(concurrency=0), dict(workers=-1), dict(cores=1.5), dict(loop_budget_s=-1.0),
-                                 dict(loop_budget_s=float("nan"))])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(concurrency=0),
+        dict(workers=-1),
+        dict(cores=1.5),
+        dict(loop_budget_s=-1.0),
+        dict(loop_budget_s=float("nan")),
+    ],
+)
 def test_bad_knobs_are_rejected_by_name(bad):
     name = next(iter(bad))
     with pytest.raises(ValueError, match=name):
@@ -127,8 +135,15 @@ def test_transport_rejects_negative_or_missing_fields():
     with pytest.raises(ValueError, match="round_trip_s"):
         TransportModel(-1.0, 0, 0, 0, 0, 0)
     with pytest.raises(ValueError, match="worker_cpu_s"):
-        TransportModel.from_json({"round_trip_s": 1e-4, "round_trip_per_byte_s": 0, "caller_cpu_s": 0,
-                                  "caller_cpu_per_byte_s": 0, "worker_cpu_per_byte_s": 0})
+        TransportModel.from_json(
+            {
+                "round_trip_s": 1e-4,
+                "round_trip_per_byte_s": 0,
+                "caller_cpu_s": 0,
+                "caller_cpu_per_byte_s": 0,
+                "worker_cpu_per_byte_s": 0,
+            }
+        )
 
 
 # ------------------------------------------------------------------------------ the workload objective
@@ -146,7 +161,11 @@ def brute_force_workload(costs, tr, knobs, lo, hi):
         for i, n in enumerate(sizes):
             p = predict(costs, tr, knobs, n)
             if i >= k:
-                loop, worker, latency = loop + p.offload_loop_s, worker + p.offload_worker_s, latency + p.offload_latency_s
+                loop, worker, latency = (
+                    loop + p.offload_loop_s,
+                    worker + p.offload_worker_s,
+                    latency + p.offload_latency_s,
+                )
             else:
                 loop, latency = loop + p.inline_s, latency + p.inline_s
         spans.append(max(loop, worker / knobs.workers, (loop + worker) / knobs.cores, latency / knobs.concurrency))
@@ -187,7 +206,9 @@ def test_workload_never_and_always():
 
 
 def test_makespan_counts_each_resource():
-    p = predict(KernelCosts(power(1e-3, 0.0), zero(), zero(), zero()), transport(1e-3, 0.0, 0.0), PolicyKnobs(4, 2, 2), 10)
+    p = predict(
+        KernelCosts(power(1e-3, 0.0), zero(), zero(), zero()), transport(1e-3, 0.0, 0.0), PolicyKnobs(4, 2, 2), 10
+    )
     # One call of 1 ms: inline, the loop is busy 1 ms; offloaded, it takes a 1 ms round trip on top of
     # its 1 ms of work, shared by 4 callers.
     assert workload_makespan([p], PolicyKnobs(4, 2, 2), 1) == pytest.approx(1e-3)
@@ -230,7 +251,9 @@ def test_load_factors_scale_each_side_of_the_prediction():
     assert scaled.offload_latency_s == pytest.approx(3.0 * base.offload_latency_s)
     again = KernelCosts.from_json(dataclasses.replace(costs, load=LoadFactors(1.5, 2.0, 3.0)).to_json())
     assert again.load == LoadFactors(1.5, 2.0, 3.0)
-    assert KernelCosts.from_json({k: v for k, v in costs.to_json().items() if k != "load_factors"}).load == LoadFactors()
+    assert (
+        KernelCosts.from_json({k: v for k, v in costs.to_json().items() if k != "load_factors"}).load == LoadFactors()
+    )
     with pytest.raises(ValueError, match="load factor"):
         LoadFactors(0.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="unknown"):

@@ -20,8 +20,12 @@ from offload_tuner.runtime._profile import (
 
 
 def minimal(**kernels) -> dict:
-    return {"schema": SCHEMA_VERSION, "host": {}, "executor": {"kind": "process"},
-            "kernels": {k: {"threshold": v} for k, v in kernels.items()}}
+    return {
+        "schema": SCHEMA_VERSION,
+        "host": {},
+        "executor": {"kind": "process"},
+        "kernels": {k: {"threshold": v} for k, v in kernels.items()},
+    }
 
 
 def test_round_trip_keeps_everything(tmp_path):
@@ -103,14 +107,17 @@ def test_default_location_is_per_host(monkeypatch, tmp_path):
     assert str(a).startswith(str(tmp_path))
 
 
-@pytest.mark.parametrize("thread, expected", [
-    ([], '"thread" must be an object'),
-    ({"threshold": 5}, "gil_hold"),
-    ({"gil_hold": 1.5, "threshold": 5}, "gil_hold"),
-    ({"gil_hold": True, "threshold": 5}, "gil_hold"),
-    ({"gil_hold": 0.1}, 'missing "threshold"'),
-    ({"gil_hold": 0.1, "threshold": -3}, "negative"),
-])
+@pytest.mark.parametrize(
+    "thread, expected",
+    [
+        ([], '"thread" must be an object'),
+        ({"threshold": 5}, "gil_hold"),
+        ({"gil_hold": 1.5, "threshold": 5}, "gil_hold"),
+        ({"gil_hold": True, "threshold": 5}, "gil_hold"),
+        ({"gil_hold": 0.1}, 'missing "threshold"'),
+        ({"gil_hold": 0.1, "threshold": -3}, "negative"),
+    ],
+)
 def test_a_bad_thread_section_is_refused_by_name(thread, expected):
     data = minimal(**{"m:f": 1})
     data["kernels"]["m:f"]["thread"] = thread

@@ -55,8 +55,9 @@ def test_the_workload_benchmark_without_matplotlib_says_so_first_and_skips_only_
     profile = write_profile_json(tmp_path / "profile.json", {ROWS: None})
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     out = tmp_path / "results"
-    assert workload.main(["--smoke", "--profile", str(profile), "--out-dir", str(out),
-                          "--kernel", "bytes_by_status"]) == 0
+    assert (
+        workload.main(["--smoke", "--profile", str(profile), "--out-dir", str(out), "--kernel", "bytes_by_status"]) == 0
+    )
     err = capsys.readouterr().err.splitlines()
     first_note = next(i for i, line in enumerate(err) if "the figure needs matplotlib" in line)
     assert first_note < next(i for i, line in enumerate(err) if line.startswith("benchmarking "))
@@ -69,9 +70,11 @@ def test_the_workload_benchmark_without_matplotlib_says_so_first_and_skips_only_
 def test_the_workload_benchmark_stops_before_measuring_when_numpy_is_missing(tmp_path):
     """detect_spikes registers only with numpy: say so up front instead of after five other kernels."""
     profile = write_profile_json(tmp_path / "profile.json", {})
-    code = ("import sys; sys.modules['numpy'] = None\n"
-            "from benchmarks import workload\n"
-            f"workload.main(['--smoke', '--profile', {str(profile)!r}, '--out-dir', {str(tmp_path / 'out')!r}])\n")
+    code = (
+        "import sys; sys.modules['numpy'] = None\n"
+        "from benchmarks import workload\n"
+        f"workload.main(['--smoke', '--profile', {str(profile)!r}, '--out-dir', {str(tmp_path / 'out')!r}])\n"
+    )
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     assert "kernels not registered: offload_tuner_kernels.numeric:detect_spikes" in run.stderr

@@ -185,7 +185,7 @@ def test_missing_profile_falls_back_to_default_with_one_warning(pool, tmp_path, 
         ('{"schema": 99, "kernels": {}}', "schema version 99"),
         ('{"schema": 2, "kernels": {"m:f": {"threshold": NaN}}}', "invalid JSON"),
         ('{"schema": 2, "kernels": {"m:f": {"threshold": -3}}}', "negative"),
-        ('[1, 2]', "top level"),
+        ("[1, 2]", "top level"),
     ],
 )
 def test_corrupt_profile_falls_back_and_names_file_and_reason(pool, tmp_path, content, reason):
@@ -315,9 +315,7 @@ def test_production_import_and_first_decision_stay_light(tmp_path):
         "print(','.join(heavy))\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=root, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=root, check=True)
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout}"
 
 

@@ -50,8 +50,10 @@ def test_each_kernel_brings_about_the_same_inline_work_to_the_stream():
     cheap = member("process", 64, 8, 512, inline=lambda n: 1e-6 * n)
     heavy = member("process", 64, 8, 512, inline=lambda n: 1e-7 * n * n)
     counts = stream_counts([cheap, heavy], 0.05, 4)
-    work = [count * statistics.fmean(m.inline_s(n) for n in mix_sizes(8, 512, 48))
-            for m, count in zip((cheap, heavy), counts)]
+    work = [
+        count * statistics.fmean(m.inline_s(n) for n in mix_sizes(8, 512, 48))
+        for m, count in zip((cheap, heavy), counts)
+    ]
     assert counts[0] > 10 * counts[1]
     assert work[0] == pytest.approx(0.025, rel=0.15) and work[1] == pytest.approx(0.025, rel=0.15)
     assert stream_counts([cheap, heavy], 1e-6, 4) == [4, 4]  # the floor holds however little work
@@ -94,8 +96,12 @@ def test_the_tested_kernel_follows_the_candidate_and_the_others_their_threshold_
     pools = {"process": Recording(), "thread": Recording()}
     try:
         call = composite_call(members, pools, fat.key, gate)
-        items = [((spin.key, spin.sample(16)), 16), ((spin.key, spin.sample(64)), 64),
-                 ((fat.key, fat.sample(100)), 100), ((fat.key, fat.sample(7)), 7)]
+        items = [
+            ((spin.key, spin.sample(16)), 16),
+            ((spin.key, spin.sample(64)), 64),
+            ((fat.key, fat.sample(100)), 100),
+            ((fat.key, fat.sample(7)), 7),
+        ]
         results = asyncio.run(_run_all(call, items))
     finally:
         for pool in pools.values():
@@ -103,8 +109,12 @@ def test_the_tested_kernel_follows_the_candidate_and_the_others_their_threshold_
     assert seen == [100, 7]  # only the tested kernel's calls meet the candidate's gate
     assert pools["process"].submitted == ["invoke_pickled"]  # spin at 64 (its threshold 32), pickled
     assert pools["thread"].submitted == ["fat_result"]  # fat_result at 100, on its thread lane, as is
-    assert results == [controlled.spin(*spin.sample(16)), controlled.spin(*spin.sample(64)),
-                       controlled.fat_result(100), controlled.fat_result(7)]
+    assert results == [
+        controlled.spin(*spin.sample(16)),
+        controlled.spin(*spin.sample(64)),
+        controlled.fat_result(100),
+        controlled.fat_result(7),
+    ]
 
 
 async def _run_all(call, items):
@@ -113,8 +123,14 @@ async def _run_all(call, items):
 
 def _entry(threshold, *, thread=None, status="ok", cap=None):
     costs = KernelCosts(power(1e-7, 2.0), zero(), zero(), zero())
-    entry = {"status": status, "workload_range": [16, 4096], "threshold": threshold, "interval": [threshold, threshold],
-             "costs": costs.to_json(), "load": {"reason": "alone's reason", "budget_cap": cap}}
+    entry = {
+        "status": status,
+        "workload_range": [16, 4096],
+        "threshold": threshold,
+        "interval": [threshold, threshold],
+        "costs": costs.to_json(),
+        "load": {"reason": "alone's reason", "budget_cap": cap},
+    }
     if thread is not None:
         entry["thread"] = {"threshold": thread, "interval": [thread, thread], "reason": "alone's thread reason"}
     return entry
@@ -123,7 +139,9 @@ def _entry(threshold, *, thread=None, status="ok", cap=None):
 def _result(fn, entry):
     from offload_tuner.calibration._calibrate import KernelResult
 
-    return KernelResult(spec_for(fn), entry, costs=KernelCosts.from_json(entry["costs"]) if entry["status"] == "ok" else None)
+    return KernelResult(
+        spec_for(fn), entry, costs=KernelCosts.from_json(entry["costs"]) if entry["status"] == "ok" else None
+    )
 
 
 def _choice(t, interval):
@@ -137,20 +155,27 @@ def test_the_shared_choices_replace_each_lane_s_threshold_and_keep_the_alone_one
     from offload_tuner.calibration._choice import Candidate
 
     kernels = {"tests.controlled:spin": _entry(256), "tests.controlled:fat_result": _entry(None, thread=512)}
-    results = [_result(controlled.spin, kernels["tests.controlled:spin"]),
-               _result(controlled.fat_result, kernels["tests.controlled:fat_result"])]
+    results = [
+        _result(controlled.spin, kernels["tests.controlled:spin"]),
+        _result(controlled.fat_result, kernels["tests.controlled:fat_result"]),
+    ]
     seen = {}
 
     def fake_measure(members, pools, knobs, *, rounds, progress):
         seen["lanes"] = [(m.spec.key, m.lane, m.threshold) for m in members]
         measured = [Candidate(90, 3, (1.0, 1.1), (0.01, 0.01), (1.0, 1.0))]
-        return ([_shared.SharedChoice(members[0].spec.key, "process", 256, _choice(90, (64, 128)), measured, 1.0),
-                 _shared.SharedChoice(members[1].spec.key, "thread", 512, _choice(2048, (1024, 4096)), measured, 1.0)],
-                [None] * 40)
+        return (
+            [
+                _shared.SharedChoice(members[0].spec.key, "process", 256, _choice(90, (64, 128)), measured, 1.0),
+                _shared.SharedChoice(members[1].spec.key, "thread", 512, _choice(2048, (1024, 4096)), measured, 1.0),
+            ],
+            [None] * 40,
+        )
 
     monkeypatch.setattr(_shared, "measure_shared", fake_measure)
-    section = _shared_phase(results, kernels, None, transport(150e-6, 20e-6, 20e-6), KNOBS, EFFORTS["quick"],
-                            lambda *a, **k: None)
+    section = _shared_phase(
+        results, kernels, None, transport(150e-6, 20e-6, 20e-6), KNOBS, EFFORTS["quick"], lambda *a, **k: None
+    )
     assert seen["lanes"] == [("tests.controlled:spin", "process", 256), ("tests.controlled:fat_result", "thread", 512)]
     assert section == {"kernels": list(kernels), "calls": 40, "duration_s": section["duration_s"]}
     spin, fat = kernels["tests.controlled:spin"], kernels["tests.controlled:fat_result"]
@@ -170,8 +195,10 @@ def test_a_shared_stream_that_fails_leaves_every_alone_threshold(monkeypatch):
     kernels = {"tests.controlled:spin": _entry(256), "tests.controlled:fat_result": _entry(None, thread=512)}
     before = json.dumps(kernels)
     events = []
-    results = [_result(controlled.spin, kernels["tests.controlled:spin"]),
-               _result(controlled.fat_result, kernels["tests.controlled:fat_result"])]
+    results = [
+        _result(controlled.spin, kernels["tests.controlled:spin"]),
+        _result(controlled.fat_result, kernels["tests.controlled:fat_result"]),
+    ]
     section = _shared_phase(results, kernels, None, None, KNOBS, EFFORTS["quick"], lambda e, **k: events.append((e, k)))
     assert "RuntimeError: pool broke" in section["error"] and json.dumps(kernels) == before
     assert events[-1][0] == "shared_failed" and "pool broke" in events[-1][1]["error"]
@@ -179,8 +206,10 @@ def test_a_shared_stream_that_fails_leaves_every_alone_threshold(monkeypatch):
 
 def test_fewer_than_two_calibrated_kernels_leave_every_threshold_alone():
     kernels = {"tests.controlled:spin": _entry(256), "tests.controlled:fat_result": _entry(None, status="failed")}
-    results = [_result(controlled.spin, kernels["tests.controlled:spin"]),
-               _result(controlled.fat_result, kernels["tests.controlled:fat_result"])]
+    results = [
+        _result(controlled.spin, kernels["tests.controlled:spin"]),
+        _result(controlled.fat_result, kernels["tests.controlled:fat_result"]),
+    ]
     before = json.dumps(kernels)
     section = _shared_phase(results, kernels, None, None, KNOBS, EFFORTS["quick"], lambda *a, **k: None)
     assert section["kernels"] == ["tests.controlled:spin"] and "1 calibrated" in section["error"]
@@ -218,8 +247,15 @@ def test_a_shared_calibration_tunes_each_kernel_on_the_stream_and_keeps_its_alon
         assert lane_threshold == shared["threshold"]  # the runtime reads the shared choice
         # Measured: the grid around the alone choice (one octave either way at quick effort), nothing else.
         lane_cap = entry["load"].get("budget_cap") if shared["lane"] == "process" else None
-        alone = Member(spec_for(controlled.spin), shared["lane"], shared["alone"], tuple(entry["workload_range"]), abs,
-                       (entry.get("thread") or {}).get("floor"), lane_cap)
+        alone = Member(
+            spec_for(controlled.spin),
+            shared["lane"],
+            shared["alone"],
+            tuple(entry["workload_range"]),
+            abs,
+            (entry.get("thread") or {}).get("floor"),
+            lane_cap,
+        )
         measured = [c["threshold"] for c in shared["candidates"]]
         assert set(measured) <= set(shared_candidates(alone, QUICK_STEPS)) and len(measured) >= 2
         for c in shared["candidates"]:
@@ -238,7 +274,11 @@ def test_a_shared_profile_loads_explains_and_round_trips_as_json(shared_profile,
     key = "tests.controlled:fat_result"
     entry = shared_profile["kernels"][key]
     assert entry["shared"]["lane"] == "process"  # pure Python: it holds the GIL, no thread lane
-    assert offload_tuner.decide(controlled.fat_result, 5000).threshold == entry["threshold"] == entry["shared"]["threshold"]
+    assert (
+        offload_tuner.decide(controlled.fat_result, 5000).threshold
+        == entry["threshold"]
+        == entry["shared"]["threshold"]
+    )
     assert main(["explain", key, "1000", "--profile", str(path)]) == 0
     out = capsys.readouterr().out
     assert "on the shared stream (2 kernels" in out

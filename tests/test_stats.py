@@ -26,7 +26,9 @@ def _key(fn) -> str:
     return spec_for(fn).key
 
 
-@pytest.mark.parametrize("n, floor", [(0, 0), (1, 1), (2, 2), (3, 2), (4, 4), (1023, 512), (1024, 1024), (2**70, 2**63)])
+@pytest.mark.parametrize(
+    "n, floor", [(0, 0), (1, 1), (2, 2), (3, 2), (4, 4), (1023, 512), (1024, 1024), (2**70, 2**63)]
+)
 def test_buckets_are_powers_of_two(n, floor):
     assert bucket_floor(bucket_of(n)) == floor
 
@@ -101,7 +103,9 @@ def test_memory_is_bounded_whatever_the_traffic():
     for i in range(3 * SAMPLE_CAP):
         offload_tuner.run_kernel_sync(total, list(range(i % 50)))
     stats = kernel_stats(total)
-    assert [size for _, size, _ in stats["samples"]["inline"]] == [i % 50 for i in range(2 * SAMPLE_CAP, 3 * SAMPLE_CAP)]
+    assert [size for _, size, _ in stats["samples"]["inline"]] == [
+        i % 50 for i in range(2 * SAMPLE_CAP, 3 * SAMPLE_CAP)
+    ]
     assert sum(stats["calls"]["inline"].values()) == 3 * SAMPLE_CAP
     # Unregistered functions, fresh lambdas above all, leave nothing behind in any table.
     with ThreadPoolExecutor(1) as pool:
@@ -151,11 +155,13 @@ def _profile_with_model(tmp_path, compute_s: float | None):
     path = write_profile_json(tmp_path / "p.json", {_key(total): 1 << 40}, executor_kind="thread")
     data = json.loads(path.read_text())
     if compute_s is not None:
+
         def constant(c):
             return CostModel("constant", {"c": c}, (1.0, 100000.0), 0.0, 20, True)
 
         data["kernels"][_key(total)]["costs"] = KernelCosts(
-            constant(compute_s), constant(1e-6), constant(1e-6), constant(100.0)).to_json()
+            constant(compute_s), constant(1e-6), constant(1e-6), constant(100.0)
+        ).to_json()
         data["transport"] = {"model": TransportModel(2e-4, 0.0, 2e-5, 0.0, 2e-5, 0.0).to_json()}
         data["policy"] = PolicyKnobs(concurrency=4, workers=2, cores=2).to_json()
     path.write_text(json.dumps(data))
@@ -193,15 +199,18 @@ def test_drift_checks_are_spaced_in_time_whatever_the_sampling():
     assert [stats.record("inline", 10, 1e-6) for _ in range(DRIFT_CHECK_EVERY)].count(True) == 1
 
 
-@pytest.mark.parametrize("value, expected, warns", [("8", 8, False), ("100", 64, False), ("0", 0, False),
-                                                     ("lots", 64, True)])
+@pytest.mark.parametrize(
+    "value, expected, warns", [("8", 8, False), ("100", 64, False), ("0", 0, False), ("lots", 64, True)]
+)
 def test_the_sampling_rate_can_be_set_from_the_environment(value, expected, warns):
     import os
     import subprocess
     import sys
 
-    code = ("import offload_tuner\nfrom tests.support import total\noffload_tuner.run_kernel_sync(total, [1])\n"
-            "print(offload_tuner.sample_every())\n")
+    code = (
+        "import offload_tuner\nfrom tests.support import total\noffload_tuner.run_kernel_sync(total, [1])\n"
+        "print(offload_tuner.sample_every())\n"
+    )
     env = {**os.environ, "OFFLOAD_TUNER_SAMPLE_EVERY": value}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

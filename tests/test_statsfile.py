@@ -13,6 +13,7 @@ import time
 import pytest
 
 import offload_tuner
+from offload_tuner.runtime._stats import SAMPLE_CAP, STATS_SCHEMA
 from offload_tuner.runtime._statsfile import (
     MAX_PROCESSES,
     StatsError,
@@ -21,7 +22,6 @@ from offload_tuner.runtime._statsfile import (
     read_stats,
     write_stats,
 )
-from offload_tuner.runtime._stats import SAMPLE_CAP, STATS_SCHEMA
 from tests.support import total
 
 KEY = "tests.support:total"
@@ -33,9 +33,16 @@ def document(pid: str = "1@1.0", updated: float = 100.0, inline: int = 3) -> dic
         "host": "h",
         "processes": {
             pid: {
-                "pid": 1, "started": 1.0, "updated": updated, "sample_every": 64,
-                "kernels": {KEY: {"calls": {"inline": {"64": inline}, "offload": {"1024": 2}},
-                                  "samples": {"inline": [[100.0, 70, 0.001]], "loop": [], "latency": []}}},
+                "pid": 1,
+                "started": 1.0,
+                "updated": updated,
+                "sample_every": 64,
+                "kernels": {
+                    KEY: {
+                        "calls": {"inline": {"64": inline}, "offload": {"1024": 2}},
+                        "samples": {"inline": [[100.0, 70, 0.001]], "loop": [], "latency": []},
+                    }
+                },
             }
         },
     }
@@ -110,28 +117,34 @@ def _kernel(d: dict) -> dict:
     return _section(d)["kernels"][KEY]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "empty"),
-    ("{not json", "invalid JSON"),
-    ('{"schema": "offload-tuner-stats/1", "host": "h", "processes": {"1": {"updated": NaN}}}', "non-finite"),
-    ("[1, 2]", "expected an object"),
-    (json.dumps({"schema": 2, "host": "h", "processes": {}}), "not an offload-tuner stats file"),
-    ("[" * 100000 + "]" * 100000, "nested too deeply"),
-    (_broken(lambda d: d.update(processes=[])), "processes: expected an object"),
-    (_broken(lambda d: _section(d).update(sample_every=-1)), "sample_every"),
-    (_broken(lambda d: _section(d).update(updated="soon")), "updated"),
-    (_broken(lambda d: _kernel(d)["calls"]["inline"].update({"63": 1})), "not 0 or a power of two"),
-    (_broken(lambda d: _kernel(d)["calls"]["inline"].update({"64": -4})), "count >= 0"),
-    (_broken(lambda d: _kernel(d)["calls"]["inline"].update({"64": 1.5})), "count >= 0"),
-    (_broken(lambda d: _kernel(d)["calls"].update(elsewhere={})), "'inline' and 'offload'"),
-    (_broken(lambda d: _kernel(d).update(explored=-1)), "explored: expected a count >= 0"),
-    (_broken(lambda d: _kernel(d)["samples"].update(loop=[[1.0, -5, 0.1]])), "size -5"),
-    (_broken(lambda d: _kernel(d)["samples"].update(loop=[[1.0, 5, 1e400]])), "non-finite"),
-    (_broken(lambda d: _kernel(d)["samples"].update(loop=[[1.0, 5]])), "[time, size, seconds]"),
-    (_broken(lambda d: _kernel(d)["samples"].update(loop=[[1.0, 5, 0.1]] * (SAMPLE_CAP + 1))), "at most"),
-    (_broken(lambda d: _kernel(d)["samples"].update(pickle=[])), "kinds"),
-    (_broken(lambda d: d["processes"].update({str(i): _section(d) for i in range(MAX_PROCESSES)})), "over the limit"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("{not json", "invalid JSON"),
+        ('{"schema": "offload-tuner-stats/1", "host": "h", "processes": {"1": {"updated": NaN}}}', "non-finite"),
+        ("[1, 2]", "expected an object"),
+        (json.dumps({"schema": 2, "host": "h", "processes": {}}), "not an offload-tuner stats file"),
+        ("[" * 100000 + "]" * 100000, "nested too deeply"),
+        (_broken(lambda d: d.update(processes=[])), "processes: expected an object"),
+        (_broken(lambda d: _section(d).update(sample_every=-1)), "sample_every"),
+        (_broken(lambda d: _section(d).update(updated="soon")), "updated"),
+        (_broken(lambda d: _kernel(d)["calls"]["inline"].update({"63": 1})), "not 0 or a power of two"),
+        (_broken(lambda d: _kernel(d)["calls"]["inline"].update({"64": -4})), "count >= 0"),
+        (_broken(lambda d: _kernel(d)["calls"]["inline"].update({"64": 1.5})), "count >= 0"),
+        (_broken(lambda d: _kernel(d)["calls"].update(elsewhere={})), "'inline' and 'offload'"),
+        (_broken(lambda d: _kernel(d).update(explored=-1)), "explored: expected a count >= 0"),
+        (_broken(lambda d: _kernel(d)["samples"].update(loop=[[1.0, -5, 0.1]])), "size -5"),
+        (_broken(lambda d: _kernel(d)["samples"].update(loop=[[1.0, 5, 1e400]])), "non-finite"),
+        (_broken(lambda d: _kernel(d)["samples"].update(loop=[[1.0, 5]])), "[time, size, seconds]"),
+        (_broken(lambda d: _kernel(d)["samples"].update(loop=[[1.0, 5, 0.1]] * (SAMPLE_CAP + 1))), "at most"),
+        (_broken(lambda d: _kernel(d)["samples"].update(pickle=[])), "kinds"),
+        (
+            _broken(lambda d: d["processes"].update({str(i): _section(d) for i in range(MAX_PROCESSES)})),
+            "over the limit",
+        ),
+    ],
+)
 def test_corrupt_or_hostile_files_are_refused_naming_the_problem(text, message):
     with pytest.raises(StatsError, match="stats.json.*" + re.escape(message)):
         parse_stats(text, "stats.json")

@@ -20,16 +20,21 @@ def service(tmp_path, monkeypatch) -> dict[str, str]:
     stay imported for the rest of the session."""
     tag = uuid.uuid4().hex[:8]
     names = {"thirdparty": f"thirdparty_{tag}", "service": f"service_{tag}", "plain": f"plain_{tag}"}
-    (tmp_path / f"{names['plain']}.py").write_text("from offload_tuner import kernel\n\ndef helper(xs):\n    return xs\n")
-    (tmp_path / f"{names['thirdparty']}.py").write_text(textwrap.dedent("""
+    (tmp_path / f"{names['plain']}.py").write_text(
+        "from offload_tuner import kernel\n\ndef helper(xs):\n    return xs\n"
+    )
+    (tmp_path / f"{names['thirdparty']}.py").write_text(
+        textwrap.dedent("""
         def make(n):
             return (list(range(n)),)
 
         def cluster(xs):
             return sorted(x % 7 for x in xs)
-    """))
-    (tmp_path / f"{names['service']}.py").write_text(textwrap.dedent(f"""
-        import {names['thirdparty']} as thirdparty
+    """)
+    )
+    (tmp_path / f"{names['service']}.py").write_text(
+        textwrap.dedent(f"""
+        import {names["thirdparty"]} as thirdparty
         from offload_tuner import kernel
 
         cluster = kernel(size=len, sample=thirdparty.make)(thirdparty.cluster)
@@ -40,7 +45,8 @@ def service(tmp_path, monkeypatch) -> dict[str, str]:
 
         NOT_A_KERNEL = [1, 2, 3]  # unhashable attributes must not trip the scan
         helper = {{"a": 1}}
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))  # workers are started after this: they import by name too
     return names
 
@@ -68,7 +74,9 @@ def test_a_target_that_yields_no_kernel_exits_4_naming_it(service, tmp_path, cap
 def test_an_empty_file_target_exits_4_naming_it(tmp_path, capsys):
     empty = tmp_path / f"empty_{uuid.uuid4().hex[:8]}.py"
     empty.write_text("from offload_tuner import kernel\nVALUE = 1\n")
-    assert main(["calibrate", str(empty), "--effort", "quick", "--out", str(tmp_path / "p.json"), "-q"]) == EXIT_NO_KERNELS
+    assert (
+        main(["calibrate", str(empty), "--effort", "quick", "--out", str(tmp_path / "p.json"), "-q"]) == EXIT_NO_KERNELS
+    )
     assert f"target {str(empty)!r} yields no kernels" in capsys.readouterr().err
 
 
@@ -80,8 +88,19 @@ def test_the_module_that_defines_a_kernel_registered_elsewhere_yields_it_too(ser
 
 
 def test_a_kernel_filter_that_matches_nothing_exits_4(service, tmp_path, capsys):
-    code = main(["calibrate", service["service"], "--kernel", "absent", "--effort", "quick",
-                 "--out", str(tmp_path / "p.json"), "-q"])
+    code = main(
+        [
+            "calibrate",
+            service["service"],
+            "--kernel",
+            "absent",
+            "--effort",
+            "quick",
+            "--out",
+            str(tmp_path / "p.json"),
+            "-q",
+        ]
+    )
     assert code == EXIT_NO_KERNELS
     assert "no kernel named absent" in capsys.readouterr().err
 

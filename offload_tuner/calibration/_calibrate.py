@@ -13,17 +13,18 @@ import pickle
 import statistics
 import time
 import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from offload_tuner.runtime._backends import PICKLE_PROTOCOL, describe_executor, dumps_call, invoke_pickled
-from offload_tuner.runtime._host import host_fingerprint
-from offload_tuner.calibration._gil import gil_hold, point_sizes, thread_fixed_cost, thread_section
 from offload_tuner.calibration._choice import Candidate, _fmt, thread_lane_wins
+from offload_tuner.calibration._gil import gil_hold, point_sizes, thread_fixed_cost, thread_section
 from offload_tuner.calibration._loadphase import Rounds, measure_thread_lane, measure_under_load
 from offload_tuner.calibration._measure import Timing, clock, time_call
+from offload_tuner.runtime._backends import PICKLE_PROTOCOL, describe_executor, dumps_call, invoke_pickled
+from offload_tuner.runtime._host import host_fingerprint
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
 from offload_tuner.runtime._profile import SCHEMA_VERSION
 from offload_tuner.runtime._registry import KernelSpec
@@ -82,15 +83,48 @@ class Effort:
 
 EFFORTS: dict[str, Effort] = {
     "quick": Effort(
-        "quick", 3, 2e-4, 0.008, 2.0, 1.2, 2, 2, (0, 65536, 1 << 20), 40, False, Rounds(2, 3, 0.04, 0.5, neighbours=False),
+        "quick",
+        3,
+        2e-4,
+        0.008,
+        2.0,
+        1.2,
+        2,
+        2,
+        (0, 65536, 1 << 20),
+        40,
+        False,
+        Rounds(2, 3, 0.04, 0.5, neighbours=False),
         GilEffort(1, 1, 0.03),
     ),
     "standard": Effort(
-        "standard", 5, 5e-4, 0.025, 2.0, 3.0, 3, 4, (0, 4096, 65536, 1 << 20, 4 << 20), 60, False, Rounds(3, 8, 0.2, 2.5, calls_per_caller=6)
+        "standard",
+        5,
+        5e-4,
+        0.025,
+        2.0,
+        3.0,
+        3,
+        4,
+        (0, 4096, 65536, 1 << 20, 4 << 20),
+        60,
+        False,
+        Rounds(3, 8, 0.2, 2.5, calls_per_caller=6),
     ),
     "thorough": Effort(
-        "thorough", 15, 2e-3, 0.1, 2**0.5, 30.0, 5, 11, (0, 1024, 16384, 131072, 1 << 20, 4 << 20, 16 << 20), 150, True,
-        Rounds(5, 15, 0.5, 20.0, calls_per_caller=12), GilEffort(3, 3, 0.1),
+        "thorough",
+        15,
+        2e-3,
+        0.1,
+        2**0.5,
+        30.0,
+        5,
+        11,
+        (0, 1024, 16384, 131072, 1 << 20, 4 << 20, 16 << 20),
+        150,
+        True,
+        Rounds(5, 15, 0.5, 20.0, calls_per_caller=12),
+        GilEffort(3, 3, 0.1),
     ),
 }
 
@@ -134,7 +168,7 @@ class _Watchdog:
     def _fire(self, signum: int, frame: Any) -> None:
         raise KernelFailed(f"kernel {self.key} exceeded its time limit of {self.seconds:.0f} s (hung?)")
 
-    def __enter__(self) -> "_Watchdog":
+    def __enter__(self) -> _Watchdog:
         if self.armed:
             import signal
 
@@ -331,8 +365,14 @@ def _measure_size(spec: KernelSpec, n: int, args: tuple, effort: Effort, samples
     return compute
 
 
-def _ladder(spec: KernelSpec, plan: KernelPlan, effort: Effort, samples: KernelSamples, progress: Progress,
-            cache: ArgsCache | None = None) -> None:
+def _ladder(
+    spec: KernelSpec,
+    plan: KernelPlan,
+    effort: Effort,
+    samples: KernelSamples,
+    progress: Progress,
+    cache: ArgsCache | None = None,
+) -> None:
     """Grow sizes geometrically until compute or serialisation passes the ceiling, the max size or the budget."""
     started = clock()
     if plan.sizes:
@@ -352,7 +392,7 @@ def _ladder(spec: KernelSpec, plan: KernelPlan, effort: Effort, samples: KernelS
         # Predict the next step's cost from the growth so far; stop early if it would blow the budget.
         if len(samples.size) >= 2 and heaviest * effort.growth**2 * effort.repeats * 3 > effort.kernel_budget_s - spent:
             break
-        n = max(n + 1, int(round(n * effort.growth)))
+        n = max(n + 1, round(n * effort.growth))
 
 
 def _fit_costs(samples: KernelSamples) -> KernelCosts:
@@ -386,7 +426,7 @@ def _validate(
         progress("validate", kernel=spec.key, size=n)
         args = _build_args(spec, n, cache)
         expected = _run(spec, args, n)
-        seconds, result = _offload_round_trip(executor, spec.fn, args)  # warm: imports in the worker
+        _seconds, result = _offload_round_trip(executor, spec.fn, args)  # warm: imports in the worker
         if not same_result(result, expected):
             raise KernelFailed(f"offloaded result differs from inline at size {n}")
         trips = [_offload_round_trip(executor, spec.fn, args)[0] for _ in range(effort.validation_calls)]
@@ -405,7 +445,7 @@ def same_result(a: Any, b: Any) -> bool:
         equal = a == b
         if isinstance(equal, bool):
             return equal
-        return bool(getattr(equal, "all")())  # numpy arrays
+        return bool(equal.all())  # numpy arrays
     except Exception:
         return pickle.dumps(a, protocol=PICKLE_PROTOCOL) == pickle.dumps(b, protocol=PICKLE_PROTOCOL)
 
@@ -470,8 +510,15 @@ def measure_kernel(
             costs = _fit_costs(samples)
             t = threshold(costs, transport, knobs, workload)
         validation = _validate(
-            executor, spec, costs, transport, knobs,
-            _validation_sizes(samples.size, t, effort.validation_sizes), effort, progress, cache,
+            executor,
+            spec,
+            costs,
+            transport,
+            knobs,
+            _validation_sizes(samples.size, t, effort.validation_sizes),
+            effort,
+            progress,
+            cache,
         )
         ratios = [w / costs.compute.predict(n) for n, w in zip(validation["size"], validation["worker_compute_s"])]
         ratio = statistics.median(ratios) if ratios else 1.0
@@ -504,7 +551,11 @@ def measure_kernel(
 
 
 def _measure_gil(
-    spec: KernelSpec, ladder: Sequence[int], effort: Effort, entry: dict[str, Any], progress: Progress,
+    spec: KernelSpec,
+    ladder: Sequence[int],
+    effort: Effort,
+    entry: dict[str, Any],
+    progress: Progress,
     cache: ArgsCache | None = None,
 ) -> list[tuple[int, float]] | None:
     """The kernel's GIL hold at a few sizes of its ladder (the thread lane's evidence). A failure here costs the
@@ -513,8 +564,14 @@ def _measure_gil(
     try:
         for n in point_sizes(ladder)[: effort.gil.points]:
             progress("gil", kernel=spec.key, size=n)
-            points.append((n, gil_hold(spec.fn, _build_args(spec, n, cache), window_s=effort.gil.window_s,
-                                       repeats=effort.gil.repeats)))
+            points.append(
+                (
+                    n,
+                    gil_hold(
+                        spec.fn, _build_args(spec, n, cache), window_s=effort.gil.window_s, repeats=effort.gil.repeats
+                    ),
+                )
+            )
     except Exception as exc:  # the kernel or its sample failed in a thread: no thread lane for it
         entry["thread_error"] = f"{type(exc).__name__}: {exc}"
         return None
@@ -542,8 +599,14 @@ def finalize_kernel(
     entry["fit_error"]["offload_latency"] = validation["median_abs_rel_error"]
     try:
         phase = measure_under_load(
-            result.spec, executor, costs, transport, knobs, workload,
-            rounds=effort.load, progress=progress,
+            result.spec,
+            executor,
+            costs,
+            transport,
+            knobs,
+            workload,
+            rounds=effort.load,
+            progress=progress,
         )
     except Exception as exc:  # the kernel or the pool failed under load: record it, calibrate the others
         entry.update(status="failed", threshold=None, error=f"concurrent phase failed: {type(exc).__name__}: {exc}")
@@ -593,22 +656,38 @@ def _thread_lane(
     started = clock()
     try:
         with ThreadPoolExecutor(knobs.workers, thread_name_prefix="offload-tuner-lane") as threads:
-            choice, candidates = measure_thread_lane(result.spec, threads, section["threshold"], phase.calls, knobs,
-                                                     workload, rounds=_thread_rounds(effort.load), progress=progress,
-                                                     floor=section["floor"])
+            choice, candidates = measure_thread_lane(
+                result.spec,
+                threads,
+                section["threshold"],
+                phase.calls,
+                knobs,
+                workload,
+                rounds=_thread_rounds(effort.load),
+                progress=progress,
+                floor=section["floor"],
+            )
     except Exception as exc:  # the kernel failed in a thread under load: no thread lane, the rest stands
         section.update(threshold=None, reason=f"thread lane's concurrent phase failed: {type(exc).__name__}: {exc}")
         return section
-    process = [Candidate(c["threshold"], c["offloaded"], tuple(c["makespan_s"]), tuple(c["lag_p99_s"]),
-                         tuple(c["cpu_s"])) for c in phase.entry["candidates"]]
+    process = [
+        Candidate(c["threshold"], c["offloaded"], tuple(c["makespan_s"]), tuple(c["lag_p99_s"]), tuple(c["cpu_s"]))
+        for c in phase.entry["candidates"]
+    ]
     wins, how = thread_lane_wins(process, phase.entry["chosen"], candidates, choice.threshold, knobs.loop_budget_s)
     section["threshold"] = choice.threshold if wins else None
     section["interval"] = list(choice.interval)
-    section["reason"] = (f"{'thread lane' if wins else 'process lane'} measured faster under load: {how}; "
-                         f"thread lane: {choice.reason}")
-    section["load"] = {"candidates": [c.to_json() for c in candidates], "noise": choice.noise,
-                       "tie_band": choice.band, "best": choice.best, "tied": list(choice.tied),
-                       "duration_s": round(clock() - started, 3)}
+    section["reason"] = (
+        f"{'thread lane' if wins else 'process lane'} measured faster under load: {how}; thread lane: {choice.reason}"
+    )
+    section["load"] = {
+        "candidates": [c.to_json() for c in candidates],
+        "noise": choice.noise,
+        "tie_band": choice.band,
+        "best": choice.best,
+        "tied": list(choice.tied),
+        "duration_s": round(clock() - started, 3),
+    }
     return section
 
 
@@ -658,12 +737,18 @@ def calibrate(
     kernels: dict[str, Any] = {}
     for index, result in enumerate(results):
         kernels[result.spec.key] = finalize_kernel(result, executor, transport, knobs, effort, progress, thread_fixed)
-        progress("kernel_done", kernel=result.spec.key, entry=kernels[result.spec.key], index=index,
-                 total=len(specs), elapsed=clock() - started)
+        progress(
+            "kernel_done",
+            kernel=result.spec.key,
+            entry=kernels[result.spec.key],
+            index=index,
+            total=len(specs),
+            elapsed=clock() - started,
+        )
     shared_section = _shared_phase(results, kernels, executor, transport, knobs, effort, progress) if shared else None
     return {
         "schema": SCHEMA_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": host_fingerprint(),
         "executor": executor_info,
         "policy": knobs.to_json(),
@@ -700,21 +785,25 @@ def _shared_phase(
     members = []
     for result in results:
         costs = result.costs
-        member = None if costs is None else member_from_entry(result.spec, kernels[result.spec.key],
-                                                               costs.compute.predict)
+        member = (
+            None if costs is None else member_from_entry(result.spec, kernels[result.spec.key], costs.compute.predict)
+        )
         if member is not None:
             members.append(member)
     keys = [m.spec.key for m in members]
     if len(members) < 2:
-        error = (f"a shared stream needs at least two calibrated kernels, {len(members)} calibrated; every "
-                 "threshold is the kernel's alone")
+        error = (
+            f"a shared stream needs at least two calibrated kernels, {len(members)} calibrated; every "
+            "threshold is the kernel's alone"
+        )
         progress("shared_failed", error=error)
         return {"kernels": keys, "error": error}
     progress("shared", kernels=keys)
     try:
         with ThreadPoolExecutor(knobs.workers, thread_name_prefix="offload-tuner-shared") as threads:
-            choices, stream = measure_shared(members, {"process": executor, "thread": threads}, knobs,
-                                             rounds=effort.load, progress=progress)
+            choices, stream = measure_shared(
+                members, {"process": executor, "thread": threads}, knobs, rounds=effort.load, progress=progress
+            )
         updates = [(sc, _shared_update(kernels[sc.key], sc, transport, knobs)) for sc in choices]
     except Exception as exc:  # a kernel or a pool failed on the shared stream: the alone thresholds stand
         error = f"the shared stream failed ({type(exc).__name__}: {exc}); every threshold is the kernel's alone"
@@ -733,16 +822,23 @@ def _shared_phase(
     return {"kernels": keys, "calls": len(stream), "duration_s": round(clock() - started, 3)}
 
 
-def _shared_update(entry: Mapping[str, Any], sc: "SharedChoice", transport: TransportModel,
-                   knobs: PolicyKnobs) -> dict[str, Any]:
+def _shared_update(
+    entry: Mapping[str, Any], sc: SharedChoice, transport: TransportModel, knobs: PolicyKnobs
+) -> dict[str, Any]:
     """The fields of a kernel's entry (or of its thread section) the shared choice replaces."""
     t, interval = sc.choice.threshold, list(sc.choice.interval)
     if sc.lane == "thread":
-        return {"threshold": t, "interval": interval,
-                "reason": f"tuned on the shared stream ({_from(sc.alone)} alone): {sc.choice.reason}"}
+        return {
+            "threshold": t,
+            "interval": interval,
+            "reason": f"tuned on the shared stream ({_from(sc.alone)} alone): {sc.choice.reason}",
+        }
     costs = KernelCosts.from_json(entry["costs"])
-    return {"threshold": t, "interval": interval,
-            "at_threshold": None if t is None else predict(costs, transport, knobs, t).to_json()}
+    return {
+        "threshold": t,
+        "interval": interval,
+        "at_threshold": None if t is None else predict(costs, transport, knobs, t).to_json(),
+    }
 
 
 def _from(t: int | None) -> str:
@@ -750,9 +846,7 @@ def _from(t: int | None) -> str:
     return _fmt(t) if t in (None, 0) else f"from {t}"
 
 
-def _probe_batch(
-    executor: Executor, args: tuple, calls: int
-) -> tuple[list[float], float, list[tuple[int, float]]]:
+def _probe_batch(executor: Executor, args: tuple, calls: int) -> tuple[list[float], float, list[tuple[int, float]]]:
     """``calls`` sequential no-op round trips: their latencies, caller CPU per call, and worker CPU marks."""
     latencies, marks = [], []
     cpu_start = time.process_time()

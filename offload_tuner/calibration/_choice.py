@@ -39,8 +39,9 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from offload_tuner.runtime._policy import LoadFactors, PolicyKnobs, Prediction, makespan, partition_sums
 
@@ -171,7 +172,12 @@ class Candidate:
             raise ValueError(f"candidate {self.threshold}: needs one makespan, lag and CPU value per round")
         for name in ("makespan_s", "lag_p99_s", "cpu_s"):
             for value in getattr(self, name):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not math.isfinite(value)
+                    or value < 0
+                ):
                     raise ValueError(f"candidate {self.threshold}: {name} must hold finite numbers >= 0, got {value!r}")
         if min(self.makespan_s) <= 0:
             raise ValueError(f"candidate {self.threshold}: a makespan of 0 s cannot be measured")
@@ -198,7 +204,7 @@ class Candidate:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Candidate":
+    def from_json(cls, data: Mapping[str, Any]) -> Candidate:
         return cls(
             data["threshold"],
             int(data["offloaded"]),
@@ -282,8 +288,7 @@ def fit_load_factors(
     steps = 10
     for _ in range(4):  # each pass: an 11^3 grid around the best so far, 4x narrower than the last
         axes = [
-            sorted({min(hi, max(lo, c + half_width * (i / steps * 2 - 1))) for i in range(steps + 1)})
-            for c in centre
+            sorted({min(hi, max(lo, c + half_width * (i / steps * 2 - 1))) for i in range(steps + 1)}) for c in centre
         ]
         for a in axes[0]:
             for b in axes[1]:
@@ -305,7 +310,9 @@ def predicted_makespans(
     return [_scaled_makespan(partition_sums(predictions, k), f, knobs) for k in indices]
 
 
-def _scaled_makespan(part: tuple[float, float, float, float], f: tuple[float, float, float], knobs: PolicyKnobs) -> float:
+def _scaled_makespan(
+    part: tuple[float, float, float, float], f: tuple[float, float, float], knobs: PolicyKnobs
+) -> float:
     inline, loop, worker, latency = part
     return makespan(f[0] * inline + f[1] * loop, f[2] * worker, f[0] * inline + f[2] * latency, knobs)
 
@@ -379,28 +386,43 @@ def choose(
     # Candidates ruled out by their measured lag bound the interval like candidates measured worse.
     interval = _interval(within_cap, plausible, workload_range, calls)
     if len(tied) == 1:
-        reason = (f"measured under load: the fastest candidate; the next best was more than {band:.0%} "
-                  f"(the measured noise band) slower")
+        reason = (
+            f"measured under load: the fastest candidate; the next best was more than {band:.0%} "
+            f"(the measured noise band) slower"
+        )
     else:
-        reason = (f"measured under load: flat basin, {len(tied)} candidates ({_fmt_set(tied)}) within {band:.0%} "
-                  f"(the measured noise band) of the best ({_fmt(best.threshold)}); taken for {why}")
+        reason = (
+            f"measured under load: flat basin, {len(tied)} candidates ({_fmt_set(tied)}) within {band:.0%} "
+            f"(the measured noise band) of the best ({_fmt(best.threshold)}); taken for {why}"
+        )
     if stepped is not None:
         edge, cliff = chosen, stepped[1]
         chosen = stepped[0]
-        reason += (f"; but {_fmt(edge.threshold)} sits on a cliff's edge ({_fmt(cliff.threshold)} measured "
-                   f"{cliff.makespan / edge.makespan:.1f}x slower), so the nearest candidate below within "
-                   f"{step_band:.0%} of the best is taken: {_fmt(chosen.threshold)}, "
-                   f"{chosen.makespan / best.makespan - 1:.0%} slower as measured")
+        reason += (
+            f"; but {_fmt(edge.threshold)} sits on a cliff's edge ({_fmt(cliff.threshold)} measured "
+            f"{cliff.makespan / edge.makespan:.1f}x slower), so the nearest candidate below within "
+            f"{step_band:.0%} of the best is taken: {_fmt(chosen.threshold)}, "
+            f"{chosen.makespan / best.makespan - 1:.0%} slower as measured"
+        )
     if capped and len(within_cap) < len(ordered):
         reason += f"; the loop budget rules out thresholds above {_fmt(budget_cap)}"
     if over:
-        reason += (f"; measured p99 loop lag past the {loop_budget_s * 1e3:g} ms budget rules out "
-                   f"{_fmt_set(over)}")
+        reason += f"; measured p99 loop lag past the {loop_budget_s * 1e3:g} ms budget rules out {_fmt_set(over)}"
     elif all_over:
-        reason += (f"; every candidate measured past the {loop_budget_s * 1e3:g} ms budget (lowest p99 loop lag "
-                   f"{min(c.lag_p99 for c in within_cap) * 1e3:.0f} ms): the model's cap alone applies")
-    return Choice(chosen.threshold, best.threshold, tuple(c.threshold for c in tied), interval, noise, band, reason,
-                  tuple(c.threshold for c in over))
+        reason += (
+            f"; every candidate measured past the {loop_budget_s * 1e3:g} ms budget (lowest p99 loop lag "
+            f"{min(c.lag_p99 for c in within_cap) * 1e3:.0f} ms): the model's cap alone applies"
+        )
+    return Choice(
+        chosen.threshold,
+        best.threshold,
+        tuple(c.threshold for c in tied),
+        interval,
+        noise,
+        band,
+        reason,
+        tuple(c.threshold for c in over),
+    )
 
 
 def _off_the_edge(
@@ -439,8 +461,10 @@ def thread_lane_wins(
         raise ValueError("thread_lane_wins() needs each lane's chosen threshold among its candidates")
     if None in by_process and None in by_thread:
         p_ratio, t_ratio = p.makespan / by_process[None].makespan, t.makespan / by_thread[None].makespan
-        how = (f"{t_ratio:.2f}x the all-inline makespan in threads (from {_fmt(thread_choice)}) against "
-               f"{p_ratio:.2f}x in processes (from {_fmt(process_choice)})")
+        how = (
+            f"{t_ratio:.2f}x the all-inline makespan in threads (from {_fmt(thread_choice)}) against "
+            f"{p_ratio:.2f}x in processes (from {_fmt(process_choice)})"
+        )
         faster = t_ratio <= p_ratio
     else:
         how = f"{t.makespan * 1e3:.1f} ms in threads against {p.makespan * 1e3:.1f} ms in processes"

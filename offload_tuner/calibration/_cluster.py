@@ -10,7 +10,8 @@ profile's ``cluster`` section, keyed by the cluster's identity (scheduler addres
 from __future__ import annotations
 
 import statistics
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from offload_tuner.calibration._calibrate import (
     Effort,
@@ -49,8 +50,10 @@ def connect(address: str, timeout_s: float = 10.0) -> Any:
     """A ``distributed.Client`` for ``address``, or :class:`ClusterUnreachable` saying why."""
     try:
         from distributed import Client
-    except ImportError:
-        raise ClusterUnreachable("calibrating a Dask cluster needs the [dask] extra: pip install 'offload-tuner[dask]'")
+    except ImportError as exc:
+        raise ClusterUnreachable(
+            "calibrating a Dask cluster needs the [dask] extra: pip install 'offload-tuner[dask]'"
+        ) from exc
     try:
         return Client(address, timeout=timeout_s, set_as_default=False)
     except Exception as exc:  # OSError (refused, timed out), ValueError (bad address), ...
@@ -60,8 +63,9 @@ def connect(address: str, timeout_s: float = 10.0) -> Any:
 def speed_size(costs: KernelCosts) -> int:
     """The calibrated size whose predicted compute is closest to :data:`SPEED_TARGET_S`."""
     lo, hi = costs.compute.size_range
-    candidates = sorted({int(lo), int(hi)} | {int(round(lo * (hi / lo) ** (k / 16))) for k in range(17)} if lo > 0
-                        else {int(hi)})
+    candidates = sorted(
+        {int(lo), int(hi)} | {round(lo * (hi / lo) ** (k / 16)) for k in range(17)} if lo > 0 else {int(hi)}
+    )
     return min(candidates, key=lambda n: abs(costs.compute.predict(n) - SPEED_TARGET_S))
 
 
@@ -95,8 +99,14 @@ def measure_speed(executor: Any, local: Any, spec: KernelSpec, n: int, local_rat
         local_s.append(local.submit(_timed_in_worker, spec.fn, args, loops).result())
     paired = speed_ratio(cluster_s, local_s)
     ratio = min(max(paired * local_ratio, RATIO_RANGE[0]), RATIO_RANGE[1])
-    return {"size": n, "loops": loops, "cluster_s": cluster_s, "local_worker_s": local_s,
-            "vs_local_worker": paired, "worker_compute_ratio": ratio}
+    return {
+        "size": n,
+        "loops": loops,
+        "cluster_s": cluster_s,
+        "local_worker_s": local_s,
+        "vs_local_worker": paired,
+        "worker_compute_ratio": ratio,
+    }
 
 
 def calibrate_cluster(
@@ -136,8 +146,9 @@ def calibrate_cluster(
         ratios[spec.key] = row["worker_compute_ratio"]
     progress("cluster_scatter", address=identity["address"])
     scatter_rows = measure_scatter(executor)
-    section = ClusterCosts(identity["address"], identity["workers"], identity["threads"], transport, ratios,
-                           scatter_from(scatter_rows)).to_json()
+    section = ClusterCosts(
+        identity["address"], identity["workers"], identity["threads"], transport, ratios, scatter_from(scatter_rows)
+    ).to_json()
     section["scatter"]["rows"] = scatter_rows
     section["transport"] = transport.to_json()
     section["sweep"] = rows
@@ -167,8 +178,13 @@ def measure_scatter(executor: Any, payloads: Sequence[int] = SCATTER_PAYLOADS) -
             started = clock()
             executor.submit(invoke_pickled, scatter_payload(client, payload)).result()
             scattered.append(clock() - started)
-        rows.append({"bytes": len(payload), "with_call_s": statistics.median(with_call),
-                     "scatter_s": statistics.median(scattered)})
+        rows.append(
+            {
+                "bytes": len(payload),
+                "with_call_s": statistics.median(with_call),
+                "scatter_s": statistics.median(scattered),
+            }
+        )
     return rows
 
 

@@ -61,8 +61,8 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -102,11 +102,11 @@ class _Data:
     sizes: np.ndarray
     """Sorted distinct sizes."""
 
-    def subset(self, mask: np.ndarray) -> "_Data":
+    def subset(self, mask: np.ndarray) -> _Data:
         sizes, group = np.unique(self.n[mask], return_inverse=True)
         return _Data(self.n[mask], self.y[mask], self.ln[mask], self.ly[mask], group, sizes)
 
-    def with_log_values(self, ly: np.ndarray) -> "_Data":
+    def with_log_values(self, ly: np.ndarray) -> _Data:
         return _Data(self.n, np.exp(ly), self.ln, ly, self.group, self.sizes)
 
 
@@ -195,7 +195,9 @@ def _bootstrap_models(
             index = np.concatenate([m[rng.integers(0, m.size, m.size)] for m in members])
             replica = _Data(data.n[index], data.y[index], data.ln[index], data.ly[index], data.group[index], data.sizes)
         else:
-            log_y = np.clip(log_base + log_ratios[rng.integers(0, log_ratios.size, log_ratios.size)], _LOG_TINY, _LOG_HUGE)
+            log_y = np.clip(
+                log_base + log_ratios[rng.integers(0, log_ratios.size, log_ratios.size)], _LOG_TINY, _LOG_HUGE
+            )
             replica = data.with_log_values(log_y)
         params = _fit_form(form, replica)
         error = float(np.median(_relative_errors(form, params, replica)))
@@ -315,7 +317,9 @@ def _select(errors: dict[str, np.ndarray], group: np.ndarray) -> str:
     raise AssertionError("unreachable: the most complex form is never beaten by a more complex one")
 
 
-def _clearly_better(complex_score: float, simple_score: float, complex_sizes: np.ndarray, simple_sizes: np.ndarray) -> bool:
+def _clearly_better(
+    complex_score: float, simple_score: float, complex_sizes: np.ndarray, simple_sizes: np.ndarray
+) -> bool:
     """Lower by both margins, and lower at >= ``MIN_WIN_FRACTION`` of the sizes (ties count half).
 
     The win fraction guards against noise: with 10% timing noise, two adequate forms' pooled median

@@ -18,8 +18,9 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from offload_tuner.calibration._measure import clock
 from offload_tuner.runtime._policy import GIL_RELEASING_MAX, KernelCosts, thread_threshold
@@ -154,5 +155,10 @@ def thread_section(
         t = max(t, floor) if floor is not None else t
     else:
         floor = None
-    return {"gil_hold": round(hold, 4), "threshold": t, "points": [[n, round(s, 4)] for n, s in ordered],
-            "fixed_s": fixed_s, "floor": floor}
+    return {
+        "gil_hold": round(hold, 4),
+        "threshold": t,
+        "points": [[n, round(s, 4)] for n, s in ordered],
+        "fixed_s": fixed_s,
+        "floor": floor,
+    }

@@ -18,42 +18,30 @@ import math
 import random
 import statistics
 import zlib
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from offload_tuner.calibration._choice import (
-    _fmt,
+    PLAUSIBLE_STANDARD_ERRORS,
     Candidate,
     Choice,
+    _fmt,
     choose,
-    PLAUSIBLE_STANDARD_ERRORS,
-    measured_noise,
-    tie_band,
     fit_load_factors,
     grid_below,
-    grid_point,
     grid_index,
+    grid_point,
+    measured_noise,
     offload_from,
     order_key,
     predicted_makespans,
     snap,
     snap_down,
+    tie_band,
 )
 from offload_tuner.calibration._measure import clock
-from offload_tuner.runtime._policy import (
-    KernelCosts,
-    LoadFactors,
-    PolicyKnobs,
-    TransportModel,
-    budget_threshold,
-    offload_pays,
-    predict,
-    threshold,
-    workload_makespan,
-    _log_points,
-)
-from offload_tuner.runtime._registry import KernelSpec
 from offload_tuner.calibration._workload import (
     Call,
     Calls,
@@ -64,6 +52,19 @@ from offload_tuner.calibration._workload import (
     thread_call,
     threshold_gate,
 )
+from offload_tuner.runtime._policy import (
+    KernelCosts,
+    LoadFactors,
+    PolicyKnobs,
+    TransportModel,
+    _log_points,
+    budget_threshold,
+    offload_pays,
+    predict,
+    threshold,
+    workload_makespan,
+)
+from offload_tuner.runtime._registry import KernelSpec
 
 MIN_CALLS_PER_CALLER = 2
 """Fewer calls than this say nothing about a mix of sizes, however long they take."""
@@ -185,16 +186,23 @@ def measure_under_load(
     cap = budget_threshold(corrected, transport, knobs, workload_range)
     capped = None if cap is None else snap_down(cap)
     proposed = [_on_grid(model_choice)] + ([] if capped is None else [capped])
-    follow_up = worth_measuring(proposed, runner.candidates(), sizes, predictions, knobs, factors, capped,
-                                workload_range)
+    follow_up = worth_measuring(
+        proposed, runner.candidates(), sizes, predictions, knobs, factors, capped, workload_range
+    )
     if runner.measure_more(follow_up.measured):
         factors, corrected, model_choice = refit()
 
     def decide() -> tuple[list[Candidate], Choice]:
         measured = runner.candidates()
-        return measured, choose(measured, rounds=max(len(c.makespan_s) for c in measured), budget_cap=capped,
-                                capped=cap is not None, loop_budget_s=knobs.loop_budget_s,
-                                workload_range=workload_range, calls=len(calls))
+        return measured, choose(
+            measured,
+            rounds=max(len(c.makespan_s) for c in measured),
+            budget_cap=capped,
+            capped=cap is not None,
+            loop_budget_s=knobs.loop_budget_s,
+            workload_range=workload_range,
+            calls=len(calls),
+        )
 
     candidates, choice = decide()
     # The lag ruled out the cap (or more): the model's cap was too high under load, and nothing between it
@@ -221,8 +229,7 @@ def measure_under_load(
         "warmup_calls": rounds.warmup(len(calls), knobs.concurrency),
         "workload_range": [lo, hi],
         "candidates": [
-            {**c.to_json(), "predicted_s": p, "isolated_predicted_s": q}
-            for c, p, q in zip(candidates, fitted, raw)
+            {**c.to_json(), "predicted_s": p, "isolated_predicted_s": q} for c, p, q in zip(candidates, fitted, raw)
         ],
         "factors": factors.to_json(),
         "model_error": _median_error(fitted, measured),
@@ -264,12 +271,20 @@ def measure_thread_lane(
     seed = SEED ^ zlib.crc32(spec.key.encode()) ^ 0x7EAD
     sizes = sorted(n for _, n in calls)
     runner = _Runner(threads, spec, calls, sizes, knobs.concurrency, rounds, seed, progress, started, thread_call)
-    allowed = [t for t in proposals(proposal, None, workload_range, neighbours=rounds.neighbours)
-               if floor is None or t is None or t >= floor]
+    allowed = [
+        t
+        for t in proposals(proposal, None, workload_range, neighbours=rounds.neighbours)
+        if floor is None or t is None or t >= floor
+    ]
     runner.measure(allowed)
     candidates = runner.candidates()
-    choice = choose(candidates, rounds=max(len(c.makespan_s) for c in candidates), loop_budget_s=knobs.loop_budget_s,
-                    workload_range=workload_range, calls=len(calls))
+    choice = choose(
+        candidates,
+        rounds=max(len(c.makespan_s) for c in candidates),
+        loop_budget_s=knobs.loop_budget_s,
+        workload_range=workload_range,
+        calls=len(calls),
+    )
     return choice, candidates
 
 
@@ -282,8 +297,11 @@ class FollowUp:
     skipped: tuple[tuple[int | None, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"proposed": list(self.proposed), "measured": list(self.measured),
-                "skipped": [{"threshold": t, "why": why} for t, why in self.skipped]}
+        return {
+            "proposed": list(self.proposed),
+            "measured": list(self.measured),
+            "skipped": [{"threshold": t, "why": why} for t, why in self.skipped],
+        }
 
 
 def worth_measuring(
@@ -312,8 +330,11 @@ def worth_measuring(
     band = tie_band(measured_noise(measured), max(len(c.makespan_s) for c in measured)) if measured else 0.0
 
     def position(t: int | None) -> int:
-        return grid_index(snap(max(1.0, lo))) if t == 0 else (
-            grid_index(snap(hi)) + 1 if t is None else grid_index(snap(min(max(t, lo), hi))))
+        return (
+            grid_index(snap(max(1.0, lo)))
+            if t == 0
+            else (grid_index(snap(hi)) + 1 if t is None else grid_index(snap(min(max(t, lo), hi))))
+        )
 
     def model(t: int | None) -> float:
         return predicted_makespans(predictions, [offload_from(sizes, t)], knobs, factors)[0]
@@ -325,8 +346,9 @@ def worth_measuring(
         split = offload_from(sizes, t)
         if split in splits:
             twin = splits[split]
-            skipped.append((t, "measured in the first batch" if twin == t else
-                            f"splits the calls like {_fmt(twin)}, measured"))
+            skipped.append(
+                (t, "measured in the first batch" if twin == t else f"splits the calls like {_fmt(twin)}, measured")
+            )
             continue
         if capped is not None and order_key(t) > order_key(capped):
             skipped.append((t, f"above the loop budget's cap ({_fmt(capped)})"))
@@ -340,9 +362,14 @@ def worth_measuring(
         if gain > band:
             chosen.append(t)
         else:
-            skipped.append((t, f"a step from {_fmt(near[0].threshold)}, measured, and predicted {gain:+.0%} "
-                               f"against the best measured ({_fmt(best.threshold)}), inside the {band:.0%} noise "
-                               "band: one more candidate the measurement could not tell apart"))
+            skipped.append(
+                (
+                    t,
+                    f"a step from {_fmt(near[0].threshold)}, measured, and predicted {gain:+.0%} "
+                    f"against the best measured ({_fmt(best.threshold)}), inside the {band:.0%} noise "
+                    "band: one more candidate the measurement could not tell apart",
+                )
+            )
     return FollowUp(tuple(dict.fromkeys(proposed)), tuple(chosen), tuple(skipped))
 
 
@@ -399,8 +426,13 @@ def _sized_calls(
     allowed run far too long (:func:`_floor_binds`), a steady run takes the fewest, unmeasured."""
     fewest = rounds.calls_per_caller * knobs.concurrency
     guess = call_count(costs, transport, knobs, workload_range, rounds.run_s, rounds.calls_per_caller)
-    calls = build_calls(spec.sample, spec.size, workload_range,  # type: ignore[arg-type]
-                        max(fewest, round(rounds.ring(guess, knobs.concurrency))), seed)
+    calls = build_calls(
+        spec.sample,
+        spec.size,
+        workload_range,  # type: ignore[arg-type]
+        max(fewest, round(rounds.ring(guess, knobs.concurrency))),
+        seed,
+    )
     sizes = sorted(n for _, n in calls)
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
     predicted = predicted_makespans(predictions, [offload_from(sizes, t) for t in thresholds], knobs, LoadFactors())
@@ -558,9 +590,13 @@ class _Runner:
     def _run(self, t: int | None, calls: Calls) -> Any:
         # A warm-up, then the steady pass: what a stream with no first or last call costs, which is what the
         # cost model predicts and what a service runs (see _workload).
-        return run_calls(calls, self.callers, self.make_call(self.executor, self.spec.fn, threshold_gate(t)),
-                         self.executor,
-                         warmup=self.rounds.warmup(len(calls), self.callers))
+        return run_calls(
+            calls,
+            self.callers,
+            self.make_call(self.executor, self.spec.fn, threshold_gate(t)),
+            self.executor,
+            warmup=self.rounds.warmup(len(calls), self.callers),
+        )
 
     def indexed(self) -> list[tuple[int, float]]:
         return [(k, c.makespan) for k, c in self.runs.items()]

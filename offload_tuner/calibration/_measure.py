@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 # Policy, in one place (pyperf style).
 MAX_LOOPS = 2**20
@@ -93,7 +94,7 @@ def time_call(
     """
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
-    loops, first = calibrate_loops(fn, min_time)
+    loops, _first = calibrate_loops(fn, min_time)
     for _ in range(max(0, warmups - 1)):
         _raw(fn, loops)
     values: list[float] = []

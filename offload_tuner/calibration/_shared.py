@@ -17,9 +17,10 @@ from __future__ import annotations
 import random
 import statistics
 import zlib
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from offload_tuner.calibration._choice import Candidate, Choice, choose, grid_index, grid_point, order_key, snap
 from offload_tuner.calibration._loadphase import MAX_CALLS, SEED, Rounds, _Runner
@@ -100,8 +101,13 @@ def shared_candidates(member: Member, steps: Sequence[int] = GRID_STEPS) -> list
     centre = snap(hi) if t is None else snap(min(max(t, lo), hi))
     k = grid_index(centre)
     points = [grid_point(k + step) for step in steps]
-    inside = [p for p in points if lo <= p <= hi and (member.floor is None or p >= member.floor)
-              and (member.budget_cap is None or order_key(p) <= order_key(member.budget_cap))]
+    inside = [
+        p
+        for p in points
+        if lo <= p <= hi
+        and (member.floor is None or p >= member.floor)
+        and (member.budget_cap is None or order_key(p) <= order_key(member.budget_cap))
+    ]
     return list(dict.fromkeys([t] + inside))
 
 
@@ -121,12 +127,15 @@ def _lane_call(member: Member, pools: Mapping[str, Executor], gate: Callable[[in
     return make(pools[member.lane], member.spec.fn, gate)
 
 
-def composite_call(members: Sequence[Member], pools: Mapping[str, Executor], tested: str,
-                   tested_gate: Callable[[int], bool]) -> Call:
+def composite_call(
+    members: Sequence[Member], pools: Mapping[str, Executor], tested: str, tested_gate: Callable[[int], bool]
+) -> Call:
     """One call of the shared stream: the tested kernel's calls by ``tested_gate`` on its lane, every other
     kernel's by its current threshold on its own."""
-    makers = {m.spec.key: _lane_call(m, pools, tested_gate if m.spec.key == tested else threshold_gate(m.threshold))
-              for m in members}
+    makers = {
+        m.spec.key: _lane_call(m, pools, tested_gate if m.spec.key == tested else threshold_gate(m.threshold))
+        for m in members
+    }
 
     async def call(args: tuple, n: int) -> Any:
         key, real = args
@@ -135,10 +144,12 @@ def composite_call(members: Sequence[Member], pools: Mapping[str, Executor], tes
     return call
 
 
-def _tested_by(members: Sequence[Member], pools: Mapping[str, Executor], tested: str
-               ) -> Callable[[Executor, Any, Callable[[int], bool]], Call]:
+def _tested_by(
+    members: Sequence[Member], pools: Mapping[str, Executor], tested: str
+) -> Callable[[Executor, Any, Callable[[int], bool]], Call]:
     """What :class:`_loadphase._Runner` calls to build one candidate's call: the shared stream's, with
     ``tested``'s calls gated by the candidate."""
+
     def make(executor: Executor, fn: Any, gate: Callable[[int], bool]) -> Call:
         return composite_call(members, pools, tested, gate)
 
@@ -159,11 +170,21 @@ class SharedChoice:
     def to_json(self, kernels: Sequence[str], calls: int) -> dict[str, Any]:
         c = self.choice
         return {
-            "kernels": list(kernels), "calls": calls, "lane": self.lane, "alone": self.alone,
-            "threshold": c.threshold, "interval": list(c.interval), "best": c.best, "tied": list(c.tied),
-            "over_budget": list(c.over_budget), "noise": c.noise, "tie_band": c.band, "reason": c.reason,
+            "kernels": list(kernels),
+            "calls": calls,
+            "lane": self.lane,
+            "alone": self.alone,
+            "threshold": c.threshold,
+            "interval": list(c.interval),
+            "best": c.best,
+            "tied": list(c.tied),
+            "over_budget": list(c.over_budget),
+            "noise": c.noise,
+            "tie_band": c.band,
+            "reason": c.reason,
             "rounds": max(len(x.makespan_s) for x in self.candidates),
-            "candidates": [x.to_json() for x in self.candidates], "duration_s": round(self.duration_s, 3),
+            "candidates": [x.to_json() for x in self.candidates],
+            "duration_s": round(self.duration_s, 3),
         }
 
 
@@ -189,14 +210,30 @@ def measure_shared(
         started = clock()
         key = member.spec.key
         sizes = sorted(n for (k, _), n in stream if k == key)
-        runner = _Runner(pools["process"], member.spec, stream, sizes, knobs.concurrency, rounds, seed + 2 * index + 2,
-                         progress, started, _tested_by(list(current), pools, key))
+        runner = _Runner(
+            pools["process"],
+            member.spec,
+            stream,
+            sizes,
+            knobs.concurrency,
+            rounds,
+            seed + 2 * index + 2,
+            progress,
+            started,
+            _tested_by(list(current), pools, key),
+        )
         runner.measure(shared_candidates(current[index], GRID_STEPS if rounds.neighbours else QUICK_STEPS))
         candidates = runner.candidates()
         cap = member.budget_cap
-        choice = choose(candidates, rounds=max(len(c.makespan_s) for c in candidates), budget_cap=cap,
-                        capped=cap is not None, loop_budget_s=knobs.loop_budget_s,
-                        workload_range=member.workload_range, calls=len(sizes))
+        choice = choose(
+            candidates,
+            rounds=max(len(c.makespan_s) for c in candidates),
+            budget_cap=cap,
+            capped=cap is not None,
+            loop_budget_s=knobs.loop_budget_s,
+            workload_range=member.workload_range,
+            calls=len(sizes),
+        )
         out.append(SharedChoice(key, member.lane, member.threshold, choice, candidates, clock() - started))
         current[index] = replace(member, threshold=choice.threshold)
     return out, stream

@@ -27,9 +27,10 @@ import os
 import pickle
 import random
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 from offload_tuner.runtime._backends import dumps_call, invoke_pickled
 
@@ -147,19 +148,20 @@ def run_calls(
         gc.unfreeze()
     worker = None if workers_before is None or workers_after is None else max(0.0, workers_after - workers_before)
     lags.sort()
-    return RunStats(makespan, _quantile(lags, 0.5), _quantile(lags, 0.99), lags[-1] if lags else 0.0, caller_cpu,
-                    worker, *steady)
+    return RunStats(
+        makespan, _quantile(lags, 0.5), _quantile(lags, 0.99), lags[-1] if lags else 0.0, caller_cpu, worker, *steady
+    )
 
 
 class _Mark:
     """A moment of the run: wall clock, this process's CPU, the workers' CPU."""
 
-    __slots__ = ("wall", "cpu", "workers")
+    __slots__ = ("cpu", "wall", "workers")
 
     def __init__(self, executor: Executor | None) -> None:
         self.wall, self.cpu, self.workers = time.perf_counter(), time.process_time(), worker_cpu(executor)
 
-    def until(self, end: "_Mark") -> tuple[float, float]:
+    def until(self, end: _Mark) -> tuple[float, float]:
         workers = 0.0 if self.workers is None or end.workers is None else max(0.0, end.workers - self.workers)
         return end.wall - self.wall, end.cpu - self.cpu + workers
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from offload_tuner.calibration._targets import TargetError, import_kernel
 from offload_tuner.runtime._costmodel import CostModelError
 from offload_tuner.runtime._host import host_mismatches
 from offload_tuner.runtime._policy import KernelCosts, TransportModel
 from offload_tuner.runtime._profile import ProfileError, read_profile
-from offload_tuner.calibration._targets import TargetError, import_kernel
 
 
 def check_profile(path: Path) -> list[str]:

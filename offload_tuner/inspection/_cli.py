@@ -23,8 +23,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
@@ -46,27 +48,56 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     cal = sub.add_parser("calibrate", help="measure kernels on this host and write a profile")
-    cal.add_argument("targets", nargs="*", metavar="TARGET",
-                     help="module, module:function or path/to/file.py (default: the bundled kernels)")
+    cal.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="module, module:function or path/to/file.py (default: the bundled kernels)",
+    )
     cal.add_argument("--out", type=Path, help="profile path (default: the per-host location the runtime reads)")
-    cal.add_argument("--effort", choices=("quick", "standard", "thorough"), default=None,
-                     help="measurement effort (default: the plan's, else standard)")
+    cal.add_argument(
+        "--effort",
+        choices=("quick", "standard", "thorough"),
+        default=None,
+        help="measurement effort (default: the plan's, else standard)",
+    )
     cal.add_argument("--kernel", action="append", default=[], metavar="NAME", help="only these kernels (repeatable)")
     cal.add_argument("--workers", type=int, default=None, help="pool workers (default: one per core)")
-    cal.add_argument("--plan", type=Path, help="calibration plan JSON (default with no TARGET: the bundled kernels' plan, "
-                          "calibration/plan.json in the repository)")
-    cal.add_argument("--concurrency", type=int, default=None,
-                     help="calls typically in flight at once in the service (policy knob, default 4)")
-    cal.add_argument("--loop-budget-ms", type=_budget_ms, default=None, metavar="MS",
-                     help="offload calls predicted to block the loop longer than this whenever offloading blocks it "
-                          "less (default 100, asyncio's slow-callback limit; 'off' turns it off)")
-    cal.add_argument("--dask", metavar="ADDRESS", default=None,
-                     help="also measure this Dask cluster (e.g. tcp://scheduler:8786): its round trip, per-byte cost "
-                          "and each kernel's speed on its workers, so offloaded calls can be placed there")
-    cal.add_argument("--shared", action=argparse.BooleanOptionalAction, default=None,
-                     help="the kernels share one event loop in production: after calibrating each alone, tune their "
-                          "thresholds on one stream of all their calls, each on the lane it uses with both pools "
-                          "installed (default: the plan's \"shared\", else off)")
+    cal.add_argument(
+        "--plan",
+        type=Path,
+        help="calibration plan JSON (default with no TARGET: the bundled kernels' plan, "
+        "calibration/plan.json in the repository)",
+    )
+    cal.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="calls typically in flight at once in the service (policy knob, default 4)",
+    )
+    cal.add_argument(
+        "--loop-budget-ms",
+        type=_budget_ms,
+        default=None,
+        metavar="MS",
+        help="offload calls predicted to block the loop longer than this whenever offloading blocks it "
+        "less (default 100, asyncio's slow-callback limit; 'off' turns it off)",
+    )
+    cal.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        default=None,
+        help="also measure this Dask cluster (e.g. tcp://scheduler:8786): its round trip, per-byte cost "
+        "and each kernel's speed on its workers, so offloaded calls can be placed there",
+    )
+    cal.add_argument(
+        "--shared",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the kernels share one event loop in production: after calibrating each alone, tune their "
+        "thresholds on one stream of all their calls, each on the lane it uses with both pools "
+        'installed (default: the plan\'s "shared", else off)',
+    )
     cal.add_argument("-q", "--quiet", action="store_true", help="no progress, only the final table")
 
     show = sub.add_parser("show", help="print a profile's thresholds")
@@ -77,9 +108,14 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("kernel", help="module:qualname (or a kernel name present in the profile)")
     explain.add_argument("size", type=int)
     explain.add_argument("--profile", type=Path)
-    explain.add_argument("--what-if", type=_worker_counts, default=(8, 64), metavar="N,N",
-                         help="with a Dask cluster in the profile: what the same cluster would give with these many "
-                              "workers (default 8,64)")
+    explain.add_argument(
+        "--what-if",
+        type=_worker_counts,
+        default=(8, 64),
+        metavar="N,N",
+        help="with a Dask cluster in the profile: what the same cluster would give with these many "
+        "workers (default 8,64)",
+    )
 
     check = sub.add_parser("check", help="validate a profile against this host and the current kernel code")
     check.add_argument("profile", nargs="?", type=Path)
@@ -88,14 +124,22 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("profile", nargs="?", type=Path)
     plot.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNGs (created if missing)")
 
-    drift = sub.add_parser("drift", help="production timings (a stats file) against the profile's models; exit 1 "
-                                         "when a kernel needs recalibration")
+    drift = sub.add_parser(
+        "drift",
+        help="production timings (a stats file) against the profile's models; exit 1 when a kernel needs recalibration",
+    )
     drift.add_argument("profile", nargs="?", type=Path)
-    drift.add_argument("--stats", type=Path, required=True, metavar="FILE",
-                       help="what the service recorded (offload_tuner.record_stats or OFFLOAD_TUNER_STATS)")
+    drift.add_argument(
+        "--stats",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="what the service recorded (offload_tuner.record_stats or OFFLOAD_TUNER_STATS)",
+    )
 
-    retune = sub.add_parser("retune", help="thresholds for the observed mix and timings, from the profile's models "
-                                           "(no measuring)")
+    retune = sub.add_parser(
+        "retune", help="thresholds for the observed mix and timings, from the profile's models (no measuring)"
+    )
     retune.add_argument("profile", nargs="?", type=Path)
     retune.add_argument("--stats", type=Path, required=True, metavar="FILE")
     retune.add_argument("--out", type=Path, metavar="NEW", help="write the retuned profile here (default: only print)")
@@ -127,8 +171,15 @@ def _budget_ms(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"calibrate": _calibrate, "show": _show, "explain": _explain, "check": _check, "plot": _plot,
-               "drift": _drift, "retune": _retune}[args.command]
+    handler = {
+        "calibrate": _calibrate,
+        "show": _show,
+        "explain": _explain,
+        "check": _check,
+        "plot": _plot,
+        "drift": _drift,
+        "retune": _retune,
+    }[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -157,9 +208,9 @@ def _load_plan(path: Path | None, use_bundled: bool) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise SystemExit(f"offload-tuner: cannot read plan {source}: {exc}") from None
     if not isinstance(plan, dict) or plan.get("schema") != 1:
-        raise SystemExit(f"offload-tuner: plan {source} must be a JSON object with \"schema\": 1")
+        raise SystemExit(f'offload-tuner: plan {source} must be a JSON object with "schema": 1')
     if not isinstance(plan.get("shared", False), bool):
-        raise SystemExit(f"offload-tuner: plan {source}: \"shared\" must be true or false, got {plan['shared']!r}")
+        raise SystemExit(f'offload-tuner: plan {source}: "shared" must be true or false, got {plan["shared"]!r}')
     return plan
 
 
@@ -199,8 +250,10 @@ class _TerminalProgress:
             return
         if event == "start":
             self.total = info["kernels"]
-            print(f"calibrating {self.total} kernel(s), effort {info['effort']}; measuring the executor...",
-                  file=sys.stderr)
+            print(
+                f"calibrating {self.total} kernel(s), effort {info['effort']}; measuring the executor...",
+                file=sys.stderr,
+            )
         elif event == "kernel":
             self.index = info["index"]
             self._kernel_started = time.monotonic()
@@ -219,20 +272,28 @@ class _TerminalProgress:
         elif event == "shared_done":
             from offload_tuner.inspection._report import format_threshold
 
-            self._status(f"shared stream: {info['kernel']} {info['lane']} lane {format_threshold(info['alone'])} alone "
-                         f"-> {format_threshold(info['threshold'])}", final=True)
+            self._status(
+                f"shared stream: {info['kernel']} {info['lane']} lane {format_threshold(info['alone'])} alone "
+                f"-> {format_threshold(info['threshold'])}",
+                final=True,
+            )
         elif event == "kernel_measured":
             self.done_times.append(time.monotonic() - self._kernel_started)
         elif event == "kernel_done":
             from offload_tuner.inspection._report import format_threshold
 
             entry = info["entry"]
-            outcome = "FAILED: " + str(entry.get("error")) if entry["status"] == "failed" else (
-                f"threshold {format_threshold(entry.get('threshold'))}")
+            outcome = (
+                "FAILED: " + str(entry.get("error"))
+                if entry["status"] == "failed"
+                else (f"threshold {format_threshold(entry.get('threshold'))}")
+            )
             thread = entry.get("thread")
             if thread is not None and entry["status"] != "failed":
-                outcome += (f"; in a thread it holds the GIL {thread['gil_hold']:.0%} of its run time: thread lane "
-                            f"{'never' if thread['threshold'] is None else 'from ' + str(thread['threshold'])}")
+                outcome += (
+                    f"; in a thread it holds the GIL {thread['gil_hold']:.0%} of its run time: thread lane "
+                    f"{'never' if thread['threshold'] is None else 'from ' + str(thread['threshold'])}"
+                )
             self._status(f"[{info['index'] + 1}/{info['total']}] {info['kernel']}: {outcome}", final=True)
 
     def _status(self, text: str, final: bool = False) -> None:
@@ -263,12 +324,12 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"offload-tuner: {problem}", file=sys.stderr)
         return EXIT_USAGE
 
-    from offload_tuner.runtime._backends import default_workers, recommended_pool
     from offload_tuner.calibration._calibrate import EFFORTS, calibrate
+    from offload_tuner.calibration._targets import NoKernelsError, TargetError, resolve_targets
+    from offload_tuner.inspection._report import format_cluster, format_table
+    from offload_tuner.runtime._backends import default_workers, recommended_pool
     from offload_tuner.runtime._policy import DEFAULT_CONCURRENCY, DEFAULT_LOOP_BUDGET_S, PolicyKnobs
     from offload_tuner.runtime._profile import ProfileError, default_profile_path, write_profile
-    from offload_tuner.inspection._report import format_cluster, format_table
-    from offload_tuner.calibration._targets import NoKernelsError, TargetError, resolve_targets
 
     plan = _load_plan(args.plan, use_bundled=not args.targets)
     targets = args.targets or plan.get("targets") or []
@@ -315,17 +376,28 @@ def _calibrate(args: argparse.Namespace) -> int:
     executor = recommended_pool(workers)
     try:
         progress = _TerminalProgress(args.quiet, effort.kernel_budget_s)
-        profile = calibrate(specs, executor, effort=effort, knobs=knobs, plans=_kernel_plans(plan), progress=progress,
-                            shared=bool(args.shared if args.shared is not None else plan.get("shared", False)))
+        profile = calibrate(
+            specs,
+            executor,
+            effort=effort,
+            knobs=knobs,
+            plans=_kernel_plans(plan),
+            progress=progress,
+            shared=bool(args.shared if args.shared is not None else plan.get("shared", False)),
+        )
         if client is not None:
             from offload_tuner.calibration._cluster import calibrate_cluster
 
             try:
-                profile["cluster"] = calibrate_cluster(client.get_executor(pure=False), executor, specs,
-                                                       profile["kernels"], effort, progress)
+                profile["cluster"] = calibrate_cluster(
+                    client.get_executor(pure=False), executor, specs, profile["kernels"], effort, progress
+                )
             except Exception as exc:  # the cluster failed mid-way: the local profile is still worth writing
-                print(f"offload-tuner: measuring the Dask cluster at {args.dask} failed ({type(exc).__name__}: "
-                      f"{exc}); the profile is written without it", file=sys.stderr)
+                print(
+                    f"offload-tuner: measuring the Dask cluster at {args.dask} failed ({type(exc).__name__}: "
+                    f"{exc}); the profile is written without it",
+                    file=sys.stderr,
+                )
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         if client is not None:
@@ -334,8 +406,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     try:
         write_profile(out, profile)
     except (OSError, ProfileError) as exc:
-        print(f"offload-tuner: cannot write the profile to {out}: {exc}; any previous profile is untouched",
-              file=sys.stderr)
+        print(
+            f"offload-tuner: cannot write the profile to {out}: {exc}; any previous profile is untouched",
+            file=sys.stderr,
+        )
         return EXIT_WRITE
     print(format_table(profile))
     shared_error = (profile.get("shared") or {}).get("error")
@@ -373,13 +447,24 @@ def _show(args: argparse.Namespace) -> int:
     if profile is None:
         return EXIT_PROFILE
     if args.json:
-        print(json.dumps({"profile": str(path), "host": profile.host, "rows": summary_rows(profile.data),
-                          "cluster": profile.data.get("cluster")}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "profile": str(path),
+                    "host": profile.host,
+                    "rows": summary_rows(profile.data),
+                    "cluster": profile.data.get("cluster"),
+                },
+                indent=1,
+            )
+        )
     else:
         host = profile.host
-        print(f"profile {path}\nhost {host.get('hostname')} ({host.get('cpu_model')}, {host.get('logical_cores')} cores, "
-              f"Python {host.get('python_version', host.get('python_minor'))}), created {profile.data.get('created', '?')}, "
-              f"executor {profile.executor.get('kind')} x{profile.executor.get('workers', '?')}\n")
+        print(
+            f"profile {path}\nhost {host.get('hostname')} ({host.get('cpu_model')}, {host.get('logical_cores')} cores, "
+            f"Python {host.get('python_version', host.get('python_minor'))}), created {profile.data.get('created', '?')}, "
+            f"executor {profile.executor.get('kind')} x{profile.executor.get('workers', '?')}\n"
+        )
         print(format_table(profile.data))
         cluster = format_cluster(profile.data)
         if cluster:
@@ -391,9 +476,9 @@ def _explain(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
     import offload_tuner
-    from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
-    from offload_tuner.inspection._report import format_load, format_seconds, format_shared
     from offload_tuner.calibration._targets import TargetError, import_kernel
+    from offload_tuner.inspection._report import format_load, format_seconds, format_shared
+    from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
 
     path = _profile_path(args.profile)
     profile = _read_or_report(path)
@@ -403,8 +488,11 @@ def _explain(args: argparse.Namespace) -> int:
     if key not in profile.kernels:
         matches = [k for k in profile.kernels if k.rsplit(":", 1)[-1].rsplit(".", 1)[-1] == key]
         if len(matches) != 1:
-            print(f"offload-tuner: kernel {key!r} is not in {path}" +
-                  (f" (ambiguous: {', '.join(matches)})" if matches else ""), file=sys.stderr)
+            print(
+                f"offload-tuner: kernel {key!r} is not in {path}"
+                + (f" (ambiguous: {', '.join(matches)})" if matches else ""),
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         key = matches[0]
     if args.size < 0:
@@ -416,8 +504,10 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"offload-tuner: {exc}", file=sys.stderr)
         return EXIT_TARGET
     if spec.sample is None:
-        print(f"offload-tuner: kernel {key} has no sample(n), so a call of size {args.size} cannot be built",
-              file=sys.stderr)
+        print(
+            f"offload-tuner: kernel {key} has no sample(n), so a call of size {args.size} cannot be built",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     entry = profile.kernels[key].data
     print(f"kernel {key}, size {args.size}, profile {path}")
@@ -429,15 +519,21 @@ def _explain(args: argparse.Namespace) -> int:
         lo, hi = costs.compute.size_range
         where = "inside" if costs.compute.in_range(args.size) else "OUTSIDE (extrapolated)"
         print(f"  inline:    loop thread blocked {format_seconds(p.inline_s)}")
-        print(f"  offloaded: loop thread blocked {format_seconds(p.offload_loop_s)} (pickling + executor), "
-              f"worker busy {format_seconds(p.offload_worker_s)}, latency {format_seconds(p.offload_latency_s)}")
-        print(f"  per call in a saturated stream ({knobs.concurrency} callers, {knobs.workers} workers, "
-              f"{knobs.cores} cores): inline {format_seconds(p.inline_period_s)}, "
-              f"offloaded {format_seconds(p.offload_period_s)}")
+        print(
+            f"  offloaded: loop thread blocked {format_seconds(p.offload_loop_s)} (pickling + executor), "
+            f"worker busy {format_seconds(p.offload_worker_s)}, latency {format_seconds(p.offload_latency_s)}"
+        )
+        print(
+            f"  per call in a saturated stream ({knobs.concurrency} callers, {knobs.workers} workers, "
+            f"{knobs.cores} cores): inline {format_seconds(p.inline_period_s)}, "
+            f"offloaded {format_seconds(p.offload_period_s)}"
+        )
         print(f"  calibrated sizes {lo:g}..{hi:g}: size {args.size} is {where}")
         stream = "pays" if offload_pays(p, knobs) else "does not pay"
-        print(f"  per-size view: offloading a saturated stream of size-{args.size} calls {stream}; the threshold "
-              f"also weighs the mix of sizes (workload {entry.get('workload_range', [lo, hi])})")
+        print(
+            f"  per-size view: offloading a saturated stream of size-{args.size} calls {stream}; the threshold "
+            f"also weighs the mix of sizes (workload {entry.get('workload_range', [lo, hi])})"
+        )
     shared = entry.get("shared")
     if entry.get("load"):
         alone = shared["alone"] if shared and shared.get("lane") == "process" else entry.get("threshold")
@@ -447,8 +543,10 @@ def _explain(args: argparse.Namespace) -> int:
     thread = entry.get("thread")
     if thread:
         lane = "never" if thread.get("threshold") is None else f"from size {thread['threshold']}"
-        print(f"  thread lane: {lane}; in a thread it held up a busy event loop {thread['gil_hold']:.0%} of its "
-              f"run time (hand-off {format_seconds(thread.get('fixed_s'))})")
+        print(
+            f"  thread lane: {lane}; in a thread it held up a busy event loop {thread['gil_hold']:.0%} of its "
+            f"run time (hand-off {format_seconds(thread.get('fixed_s'))})"
+        )
         if thread.get("reason"):
             print(f"    {thread['reason']}")
     if profile.cluster is not None and "costs" in entry:
@@ -486,23 +584,32 @@ def _explain_cluster(profile: Any, key: str, entry: Any, size: int, what_if_work
     cluster = profile.cluster
     ratio = cluster.ratios.get(key)
     t = cluster.transport
-    print(f"  dask cluster {cluster.address} ({cluster.workers} workers, {cluster.threads} threads): round trip "
-          f"{format_seconds(t.round_trip_s)}, {1e-6 / t.round_trip_per_byte_s if t.round_trip_per_byte_s else float('inf'):.0f} MB/s, "
-          f"caller CPU {format_seconds(t.caller_cpu_s)} per call; arguments "
-          + ("always go with the call (scatter never measured cheaper)" if cluster.scatter_from_bytes is None else
-             f"of {cluster.scatter_from_bytes} bytes and more go by scatter (measured cheaper)"))
+    print(
+        f"  dask cluster {cluster.address} ({cluster.workers} workers, {cluster.threads} threads): round trip "
+        f"{format_seconds(t.round_trip_s)}, {1e-6 / t.round_trip_per_byte_s if t.round_trip_per_byte_s else float('inf'):.0f} MB/s, "
+        f"caller CPU {format_seconds(t.caller_cpu_s)} per call; arguments "
+        + (
+            "always go with the call (scatter never measured cheaper)"
+            if cluster.scatter_from_bytes is None
+            else f"of {cluster.scatter_from_bytes} bytes and more go by scatter (measured cheaper)"
+        )
+    )
     if ratio is None:
         print("    this kernel was not measured on the cluster: its offloaded calls stay on the local pool")
         return
     knobs = PolicyKnobs.from_json(profile.data.get("policy", {}))
     local = TransportModel.from_json(profile.data["transport"]["model"])
     rows = what_if(KernelCosts.from_json(entry["costs"]), local, cluster, ratio, knobs, size, what_if_workers)
-    print(f"    its workers compute this kernel in {ratio:.2f}x this host's time; offloaded calls go where they are "
-          "expected to complete soonest (each backend's queue once every slot is busy, plus the call's latency there)")
+    print(
+        f"    its workers compute this kernel in {ratio:.2f}x this host's time; offloaded calls go where they are "
+        "expected to complete soonest (each backend's queue once every slot is busy, plus the call's latency there)"
+    )
     print(f"    {'backend':<12} {'slots':>5}  {'one call, idle':>14}  {'saturated stream, per call':>26}")
     for row in rows:
-        print(f"    {row.backend:<12} {row.slots:>5}  {format_seconds(row.latency_s):>14}  "
-              f"{format_seconds(row.period_s):>26}")
+        print(
+            f"    {row.backend:<12} {row.slots:>5}  {format_seconds(row.latency_s):>14}  "
+            f"{format_seconds(row.period_s):>26}"
+        )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -528,8 +635,9 @@ def _plot(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in ("matplotlib", "numpy", "PIL"):
             raise
-        print(f"offload-tuner: plot needs matplotlib ({exc}); install it with: pip install -e '.[plot]'",
-              file=sys.stderr)
+        print(
+            f"offload-tuner: plot needs matplotlib ({exc}); install it with: pip install -e '.[plot]'", file=sys.stderr
+        )
         return EXIT_USAGE
     try:
         paths = write_pngs(profile.data, args.out)
@@ -539,7 +647,6 @@ def _plot(args: argparse.Namespace) -> int:
     for written in paths:
         print(written)
     return EXIT_OK
-
 
 
 # ------------------------------------------------------------------------------------ drift and retune
@@ -555,8 +662,10 @@ def _profile_and_traffic(args: argparse.Namespace) -> tuple[Any, Any, int]:
     if profile is None:
         return None, None, EXIT_PROFILE
     if "transport" not in profile.data:
-        print(f"offload-tuner: {path} holds no cost models (written by hand or by an old version); "
-              "calibrate again", file=sys.stderr)
+        print(
+            f"offload-tuner: {path} holds no cost models (written by hand or by an old version); calibrate again",
+            file=sys.stderr,
+        )
         return None, None, EXIT_PROFILE
     try:
         document = read_stats(args.stats)
@@ -565,8 +674,11 @@ def _profile_and_traffic(args: argparse.Namespace) -> tuple[Any, Any, int]:
         return None, None, EXIT_STATS
     host = profile.host.get("hostname")
     if host is not None and document["host"] != host:
-        print(f"offload-tuner: stats not used: {args.stats} was recorded on host {document['host']!r}, the profile "
-              f"{path} is for {host!r}; compare a host's stats with that host's profile", file=sys.stderr)
+        print(
+            f"offload-tuner: stats not used: {args.stats} was recorded on host {document['host']!r}, the profile "
+            f"{path} is for {host!r}; compare a host's stats with that host's profile",
+            file=sys.stderr,
+        )
         return None, None, EXIT_STATS
     return profile, traffic(document), EXIT_OK
 
@@ -589,20 +701,25 @@ def _drift(args: argparse.Namespace) -> int:
         print(f"no samples for: {', '.join(silent)}")
     if needs:
         names = ", ".join(r.key for r in needs)
-        print(f"\n{names} no longer behave{'s' if len(needs) == 1 else ''} as calibrated (median observed/predicted "
-              f"beyond 1.5x with at least {MIN_SAMPLES} samples): run `offload-tuner calibrate` on this host again.")
+        print(
+            f"\n{names} no longer behave{'s' if len(needs) == 1 else ''} as calibrated (median observed/predicted "
+            f"beyond 1.5x with at least {MIN_SAMPLES} samples): run `offload-tuner calibrate` on this host again."
+        )
         return EXIT_FAILURES
     judged = sum(r.judged for r in results)
-    print(f"\nno drift: {judged} size bucket(s) with {MIN_SAMPLES}+ samples agree with the models within 1.5x."
-          if judged else f"\nno verdict yet: no size bucket has {MIN_SAMPLES} samples.")
+    print(
+        f"\nno drift: {judged} size bucket(s) with {MIN_SAMPLES}+ samples agree with the models within 1.5x."
+        if judged
+        else f"\nno verdict yet: no size bucket has {MIN_SAMPLES} samples."
+    )
     return EXIT_OK
 
 
 def _retune(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from offload_tuner.runtime._profile import ProfileError, write_profile
     from offload_tuner.inspection._report import format_threshold
+    from offload_tuner.runtime._profile import ProfileError, write_profile
     from offload_tuner.runtime._retune import retune, retuned_profile
 
     profile, observed, code = _profile_and_traffic(args)
@@ -613,13 +730,17 @@ def _retune(args: argparse.Namespace) -> int:
         print("no kernel of the profile has recorded calls in the stats file: nothing to retune")
     for r in results:
         timings = ", ".join(f"{kind} x{ratio:.2f} ({n} samples)" for kind, (ratio, n) in r.factors.items())
-        print(f"{r.key}: {format_threshold(r.old)} -> {format_threshold(r.new)}  ({r.calls} calls; timings: {timings or 'too few samples, as calibrated'}; "
-              f"predicted makespan {r.gain:+.1%} faster)")
+        print(
+            f"{r.key}: {format_threshold(r.old)} -> {format_threshold(r.new)}  ({r.calls} calls; timings: {timings or 'too few samples, as calibrated'}; "
+            f"predicted makespan {r.gain:+.1%} faster)"
+        )
         if not r.offload_observed and r.new != r.old:
-            print("  the mix has too few timed offloaded calls: the offloaded side is the calibrated model's word "
-                  "alone here; check the new threshold under load before relying on it")
+            print(
+                "  the mix has too few timed offloaded calls: the offloaded side is the calibrated model's word "
+                "alone here; check the new threshold under load before relying on it"
+            )
     if args.out is not None and results:
-        when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        when = datetime.now(UTC).isoformat(timespec="seconds")
         try:
             written = write_profile(args.out, retuned_profile(profile.data, results, str(args.stats), when))
         except (OSError, ProfileError) as exc:
@@ -627,7 +748,6 @@ def _retune(args: argparse.Namespace) -> int:
             return EXIT_WRITE
         print(f"retuned profile: {written}")
     return EXIT_OK
-
 
 
 if __name__ == "__main__":  # pragma: no cover

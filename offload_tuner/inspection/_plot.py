@@ -22,8 +22,9 @@ import math
 import os
 import statistics
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -35,17 +36,17 @@ if (
 ):
     matplotlib.use("Agg")  # no display: never try a GUI backend if someone imports pyplot later
 
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from offload_tuner.runtime._policy import (  # noqa: E402
+from offload_tuner.inspection._report import format_interval, format_threshold
+from offload_tuner.runtime._policy import (
     KernelCosts,
     PolicyKnobs,
     TransportModel,
     predict,
     recompute_thresholds,
 )
-from offload_tuner.inspection._report import format_interval, format_threshold  # noqa: E402
 
 OLD_CONSTANT = 256
 """The hand-picked ``offload_if=len(x) >= 256`` the per-kernel thresholds replace (drawn for reference)."""
@@ -230,26 +231,54 @@ def kernel_figure(profile_data: Mapping[str, Any], key: str) -> Figure:
     else:
         ax, res = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3.2, 1]})
         under = None
-    for a in ((ax, res) if under is None else (ax, res, under)):
+    for a in (ax, res) if under is None else (ax, res, under):
         a.set_xscale("log")
         _shade_context(a, xmin, xmax, rng, t, lo_i, hi_i)
     ax.set_yscale("log")
 
     # Fitted curves (lines) under the measured points.
-    ax.plot(grid, [costs.compute.predict(n) for n in grid], color=_COLORS["compute"], lw=2,
-            label="C(n): inline compute = loop blocked inline (fit)")
-    ax.plot(grid, [costs.caller_serial.predict(n) for n in grid], color=_COLORS["caller_serial"], lw=1.6,
-            label="Sc(n): caller-side pickling (fit)")
+    ax.plot(
+        grid,
+        [costs.compute.predict(n) for n in grid],
+        color=_COLORS["compute"],
+        lw=2,
+        label="C(n): inline compute = loop blocked inline (fit)",
+    )
+    ax.plot(
+        grid,
+        [costs.caller_serial.predict(n) for n in grid],
+        color=_COLORS["caller_serial"],
+        lw=1.6,
+        label="Sc(n): caller-side pickling (fit)",
+    )
     if transport is not None:
         preds = [predict(costs, transport, knobs, n) for n in grid]
-        ax.plot(grid, [p.offload_loop_s for p in preds], color=_COLORS["loop"], lw=1.6, ls="-.",
-                label="offloaded: loop blocked (Sc + executor CPU)")
-        ax.plot(grid, [p.offload_latency_s for p in preds], color=_COLORS["latency"], lw=1.6, ls="--",
-                label="offloaded: latency of one call")
-        ax.plot(grid, [p.offload_period_s for p in preds], color=_COLORS["period"], lw=1.6, ls=":",
-                label=f"per-size view: s per call offloaded in a saturated\n"
-                      f"stream of size-n calls ({knobs.concurrency} callers, {knobs.workers} workers,\n"
-                      f"{knobs.cores} cores); inline, that is C(n)")
+        ax.plot(
+            grid,
+            [p.offload_loop_s for p in preds],
+            color=_COLORS["loop"],
+            lw=1.6,
+            ls="-.",
+            label="offloaded: loop blocked (Sc + executor CPU)",
+        )
+        ax.plot(
+            grid,
+            [p.offload_latency_s for p in preds],
+            color=_COLORS["latency"],
+            lw=1.6,
+            ls="--",
+            label="offloaded: latency of one call",
+        )
+        ax.plot(
+            grid,
+            [p.offload_period_s for p in preds],
+            color=_COLORS["period"],
+            lw=1.6,
+            ls=":",
+            label=f"per-size view: s per call offloaded in a saturated\n"
+            f"stream of size-n calls ({knobs.concurrency} callers, {knobs.workers} workers,\n"
+            f"{knobs.cores} cores); inline, that is C(n)",
+        )
 
     # Measured samples: raw timings faintly, medians with MAD error bars.
     for series, name, color, marker in (
@@ -262,18 +291,37 @@ def kernel_figure(profile_data: Mapping[str, Any], key: str) -> Figure:
         raw_y = [v for *_, raw in series for v in raw]
         ax.scatter(raw_x, raw_y, s=7, color=color, alpha=0.25, lw=0, zorder=3)
         xs, meds, mads = [s[0] for s in series], [s[1] for s in series], [s[2] for s in series]
-        ax.errorbar(xs, meds, yerr=[[min(m, 0.9 * y) for m, y in zip(mads, meds)], mads], fmt=marker, ms=5,
-                    color=color, mfc="white", mew=1.4, capsize=2, zorder=4,
-                    label=f"{name} measured: median ± MAD (raw timings faint)")
+        ax.errorbar(
+            xs,
+            meds,
+            yerr=[[min(m, 0.9 * y) for m, y in zip(mads, meds)], mads],
+            fmt=marker,
+            ms=5,
+            color=color,
+            mfc="white",
+            mew=1.4,
+            capsize=2,
+            zorder=4,
+            label=f"{name} measured: median ± MAD (raw timings faint)",
+        )
 
     # Validation: real offloaded round trips against the predicted latency.
     v_sizes = validation.get("size") or []
     v_meas = validation.get("measured_s") or []
     v_pred = validation.get("predicted_s") or []
     if v_sizes and v_meas:
-        ax.scatter(v_sizes, v_meas, marker="D", s=46, facecolor="none", edgecolor=_COLORS["latency"], lw=1.6,
-                   zorder=5, label=f"validation: measured offloaded round trips "
-                                   f"(model err {_pct(validation.get('median_abs_rel_error'))})")
+        ax.scatter(
+            v_sizes,
+            v_meas,
+            marker="D",
+            s=46,
+            facecolor="none",
+            edgecolor=_COLORS["latency"],
+            lw=1.6,
+            zorder=5,
+            label=f"validation: measured offloaded round trips "
+            f"(model err {_pct(validation.get('median_abs_rel_error'))})",
+        )
         for n, m, p in zip(v_sizes, v_meas, v_pred):
             ax.plot([n, n], [m, p], color=_COLORS["latency"], lw=1, zorder=5)
 
@@ -281,10 +329,17 @@ def kernel_figure(profile_data: Mapping[str, Any], key: str) -> Figure:
     if isinstance(workload, (list, tuple)) and len(workload) == 2:
         # The threshold minimises the makespan of a mix of sizes over this range (see _policy), so it need
         # not sit where any single-size curve crosses C(n).
-        ax.plot([max(workload[0], xmin), min(workload[1], xmax)], [0.012, 0.012], color="0.25", lw=3,
-                solid_capstyle="butt", transform=ax.get_xaxis_transform(), zorder=6,
-                label=f"workload range {workload[0]:g}..{workload[1]:g}: the mix of sizes\n"
-                      f"the threshold is chosen for (log-uniform)")
+        ax.plot(
+            [max(workload[0], xmin), min(workload[1], xmax)],
+            [0.012, 0.012],
+            color="0.25",
+            lw=3,
+            solid_capstyle="butt",
+            transform=ax.get_xaxis_transform(),
+            zorder=6,
+            label=f"workload range {workload[0]:g}..{workload[1]:g}: the mix of sizes\n"
+            f"the threshold is chosen for (log-uniform)",
+        )
     _threshold_marks(ax, t, lo_i, hi_i, rng, label=True)
     ax.set_xlim(xmin, xmax)
     _log_axis(ax.yaxis, _fmt_seconds)
@@ -294,8 +349,11 @@ def kernel_figure(profile_data: Mapping[str, Any], key: str) -> Figure:
 
     # Residuals of the compute fit at each measured size.
     if compute:
-        rel = [(n, med / costs.compute.predict(n) - 1, mad / costs.compute.predict(n), raw)
-               for n, med, mad, raw in compute if costs.compute.predict(n) > 0]
+        rel = [
+            (n, med / costs.compute.predict(n) - 1, mad / costs.compute.predict(n), raw)
+            for n, med, mad, raw in compute
+            if costs.compute.predict(n) > 0
+        ]
         raw_x = [n for n, *_, raw in rel for _ in raw]
         raw_y = [100 * (v / costs.compute.predict(n) - 1) for n, *_, raw in rel for v in raw]
         # The axis fits the medians and most raw timings; rare spikes are pinned to the edge and counted.
@@ -304,15 +362,41 @@ def kernel_figure(profile_data: Mapping[str, Any], key: str) -> Figure:
         lim = 1.15 * max([100 * (abs(r[1]) + r[2]) for r in rel] + [typical, 5.0])
         inside = [(x, y) for x, y in zip(raw_x, raw_y) if abs(y) <= lim]
         outside = [(x, math.copysign(lim * 0.97, y)) for x, y in zip(raw_x, raw_y) if abs(y) > lim]
-        res.scatter([x for x, _ in inside], [y for _, y in inside], s=7, color=_COLORS["compute"], alpha=0.25,
-                    lw=0, zorder=3)
+        res.scatter(
+            [x for x, _ in inside], [y for _, y in inside], s=7, color=_COLORS["compute"], alpha=0.25, lw=0, zorder=3
+        )
         if outside:
-            res.scatter([x for x, _ in outside], [y for _, y in outside], s=16, marker="^", color=_COLORS["compute"],
-                        alpha=0.5, lw=0, zorder=3)
-            res.text(0.99, 0.04, f"{len(outside)} raw timing(s) beyond ±{lim:.0f}% pinned to the edge (▲)",
-                     transform=res.transAxes, ha="right", va="bottom", fontsize=8, color="0.3")
-        res.errorbar([r[0] for r in rel], [100 * r[1] for r in rel], yerr=[100 * r[2] for r in rel], fmt="o",
-                     ms=4, color=_COLORS["compute"], mfc="white", capsize=2, zorder=4)
+            res.scatter(
+                [x for x, _ in outside],
+                [y for _, y in outside],
+                s=16,
+                marker="^",
+                color=_COLORS["compute"],
+                alpha=0.5,
+                lw=0,
+                zorder=3,
+            )
+            res.text(
+                0.99,
+                0.04,
+                f"{len(outside)} raw timing(s) beyond ±{lim:.0f}% pinned to the edge (▲)",
+                transform=res.transAxes,
+                ha="right",
+                va="bottom",
+                fontsize=8,
+                color="0.3",
+            )
+        res.errorbar(
+            [r[0] for r in rel],
+            [100 * r[1] for r in rel],
+            yerr=[100 * r[2] for r in rel],
+            fmt="o",
+            ms=4,
+            color=_COLORS["compute"],
+            mfc="white",
+            capsize=2,
+            zorder=4,
+        )
         res.set_ylim(-lim, lim)
     else:
         res.text(0.5, 0.5, "no compute samples stored", transform=res.transAxes, ha="center", va="center")
@@ -345,6 +429,7 @@ def kernel_figure(profile_data: Mapping[str, Any], key: str) -> Figure:
 def _load_panel(ax: Any, load: Mapping[str, Any], t: Any, xmin: float, xmax: float) -> None:
     """The concurrent phase: each candidate threshold's measured makespan (median, min..max over rounds) and
     the corrected model's prediction; the tie band above the best. "always" and "never" sit at the edges."""
+
     def where(threshold: Any) -> float:
         if threshold is None:
             return xmax / 1.15
@@ -356,19 +441,41 @@ def _load_panel(ax: Any, load: Mapping[str, Any], t: Any, xmin: float, xmax: flo
     medians = [statistics.median(c["makespan_s"]) for c in candidates]
     best = min(medians)
     band = float(load.get("tie_band") or 0.0)
-    ax.axhspan(best * 1e3, best * (1 + band) * 1e3, color="tab:green", alpha=0.15, lw=0,
-               label=f"within the noise band ({band:.0%}) of the best: ties")
+    ax.axhspan(
+        best * 1e3,
+        best * (1 + band) * 1e3,
+        color="tab:green",
+        alpha=0.15,
+        lw=0,
+        label=f"within the noise band ({band:.0%}) of the best: ties",
+    )
     tied = load.get("tied") or []
     for c, med in zip(candidates, medians):
         x = where(c["threshold"])
         lo, hi = min(c["makespan_s"]) * 1e3, max(c["makespan_s"]) * 1e3
         color = "tab:green" if c["threshold"] in tied else "0.35"
-        ax.errorbar([x], [med * 1e3], yerr=[[med * 1e3 - lo], [hi - med * 1e3]], fmt="o", ms=6, color=color,
-                    mfc="white", mew=1.6, capsize=3, zorder=4)
+        ax.errorbar(
+            [x],
+            [med * 1e3],
+            yerr=[[med * 1e3 - lo], [hi - med * 1e3]],
+            fmt="o",
+            ms=6,
+            color=color,
+            mfc="white",
+            mew=1.6,
+            capsize=3,
+            zorder=4,
+        )
         ax.scatter([x], [c["predicted_s"] * 1e3], marker="x", s=30, color=_COLORS["loop"], zorder=5)
         if c["threshold"] in (None, 0):
-            ax.annotate(format_threshold(c["threshold"]), (x, med * 1e3), xytext=(0, 8), textcoords="offset points",
-                        ha="center", fontsize=8)
+            ax.annotate(
+                format_threshold(c["threshold"]),
+                (x, med * 1e3),
+                xytext=(0, 8),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+            )
     ax.scatter([], [], marker="o", facecolor="white", edgecolor="0.35", label="measured makespan: median, min..max")
     ax.scatter([], [], marker="x", color=_COLORS["loop"], label="corrected model's prediction")
     ax.set_ylabel(f"makespan under load (ms)\n{load.get('callers')} callers, {load.get('calls')} calls", fontsize=9)
@@ -376,21 +483,36 @@ def _load_panel(ax: Any, load: Mapping[str, Any], t: Any, xmin: float, xmax: flo
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0)
 
 
-def _shade_context(ax: Any, xmin: float, xmax: float, rng: tuple[float, float] | None, t: Any, lo_i: Any,
-                   hi_i: Any) -> None:
+def _shade_context(
+    ax: Any, xmin: float, xmax: float, rng: tuple[float, float] | None, t: Any, lo_i: Any, hi_i: Any
+) -> None:
     """Greyed extrapolation region, shaded threshold interval, the old constant (on any size axis)."""
     if rng is not None:
         lo, hi = rng
         if lo > xmin:
-            ax.axvspan(xmin, lo, color=_COLORS["extrapolated"], zorder=0, lw=0,
-                       label="outside the calibrated sizes (extrapolated)")
+            ax.axvspan(
+                xmin,
+                lo,
+                color=_COLORS["extrapolated"],
+                zorder=0,
+                lw=0,
+                label="outside the calibrated sizes (extrapolated)",
+            )
         if hi < xmax:
-            ax.axvspan(hi, xmax, color=_COLORS["extrapolated"], zorder=0, lw=0,
-                       label="_outside" if lo > xmin else "outside the calibrated sizes (extrapolated)")
+            ax.axvspan(
+                hi,
+                xmax,
+                color=_COLORS["extrapolated"],
+                zorder=0,
+                lw=0,
+                label="_outside" if lo > xmin else "outside the calibrated sizes (extrapolated)",
+            )
     if lo_i is not None:
         left = max(float(lo_i), xmin)
         right = xmax if hi_i is None else max(float(hi_i), left)
-        what = "interval of the threshold (where reruns land)" + (" (upper: never, shaded to the edge)" if hi_i is None else "")
+        what = "interval of the threshold (where reruns land)" + (
+            " (upper: never, shaded to the edge)" if hi_i is None else ""
+        )
         if right == left:
             ax.axvline(left, color=_COLORS["interval"], lw=4, alpha=0.6, zorder=1, label=what)
         else:
@@ -398,23 +520,50 @@ def _shade_context(ax: Any, xmin: float, xmax: float, rng: tuple[float, float] |
 
 
 def _threshold_marks(ax: Any, t: Any, lo_i: Any, hi_i: Any, rng: tuple[float, float] | None, *, label: bool) -> None:
-    ax.axvline(OLD_CONSTANT, color=_COLORS["old"], ls="--", lw=1.2, zorder=2,
-               label=f"old constant {OLD_CONSTANT}" if label else None)
+    ax.axvline(
+        OLD_CONSTANT,
+        color=_COLORS["old"],
+        ls="--",
+        lw=1.2,
+        zorder=2,
+        label=f"old constant {OLD_CONSTANT}" if label else None,
+    )
     if isinstance(t, (int, float)) and t > 0:
         ax.axvline(t, color=_COLORS["threshold"], lw=1.8, zorder=6, label=f"threshold {t}" if label else None)
     elif label:
         top = f" (up to {rng[1]:g})" if rng is not None else ""
-        text = "always offloaded (threshold 0)" if t == 0 else f"never offloaded: it does not pay at any calibrated size{top}"
-        ax.text(0.5, 0.97, text, transform=ax.transAxes, ha="center", va="top", fontsize=11, fontweight="bold",
-                bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.5"}, zorder=7)
+        text = (
+            "always offloaded (threshold 0)"
+            if t == 0
+            else f"never offloaded: it does not pay at any calibrated size{top}"
+        )
+        ax.text(
+            0.5,
+            0.97,
+            text,
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            fontsize=11,
+            fontweight="bold",
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.5"},
+            zorder=7,
+        )
 
 
 def _placeholder(profile: Mapping[str, Any], key: str, entry: Mapping[str, Any], reason: str) -> Figure:
     fig = Figure(figsize=(9, 2.6), layout="constrained")
     ax = fig.subplots()
     ax.axis("off")
-    ax.text(0.5, 0.5, f"{key}\nstatus {entry.get('status', '?')}: nothing to plot\n{_wrap(str(reason), 100)}",
-            ha="center", va="center", fontsize=10, transform=ax.transAxes)
+    ax.text(
+        0.5,
+        0.5,
+        f"{key}\nstatus {entry.get('status', '?')}: nothing to plot\n{_wrap(str(reason), 100)}",
+        ha="center",
+        va="center",
+        fontsize=10,
+        transform=ax.transAxes,
+    )
     fig.suptitle(f"{key} ({_host_label(profile)})", fontsize=11)
     return fig
 
@@ -460,49 +609,83 @@ def overview_figure(profile_data: Mapping[str, Any]) -> Figure:
         labelled.add(name)
         return name
 
-    for i, (key, entry, rng) in enumerate(rows):
+    for i, (_key, entry, rng) in enumerate(rows):
         status = entry.get("status", "ok")
         t = entry.get("threshold")
         lo_i, hi_i = _interval(entry)
         if rng is not None:
-            ax.hlines(i, max(rng[0], xmin), rng[1], lw=9, color=_COLORS["extrapolated"], zorder=1,
-                      label=once("calibrated sizes"))
+            ax.hlines(
+                i,
+                max(rng[0], xmin),
+                rng[1],
+                lw=9,
+                color=_COLORS["extrapolated"],
+                zorder=1,
+                label=once("calibrated sizes"),
+            )
         if status == "failed" and "costs" not in entry:
-            ax.text(xmin * 1.15, i, f"calibration failed: {_wrap(str(entry.get('error') or '?'), 90)}",
-                    va="center", ha="left", color="tab:red", fontsize=9, zorder=4,
-                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+            ax.text(
+                xmin * 1.15,
+                i,
+                f"calibration failed: {_wrap(str(entry.get('error') or '?'), 90)}",
+                va="center",
+                ha="left",
+                color="tab:red",
+                fontsize=9,
+                zorder=4,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+            )
             continue
         if lo_i is not None:
             left = max(float(lo_i), xmin)
             right = xmax if hi_i is None else float(hi_i)
-            ax.hlines(i, left, right, lw=3, color="goldenrod", zorder=2,
-                      label=once("interval (to the edge: upper is never)"))
+            ax.hlines(
+                i, left, right, lw=3, color="goldenrod", zorder=2, label=once("interval (to the edge: upper is never)")
+            )
             for end in (left, right):
                 if end < xmax:
                     ax.vlines(end, i - 0.18, i + 0.18, color="goldenrod", lw=1.5, zorder=2)
         color = "tab:blue" if status == "ok" else "tab:gray"
         if isinstance(t, (int, float)) and t > 0:
             ax.plot([t], [i], "D", color=color, ms=8, zorder=3, label=once("threshold"))
-            ax.annotate(f"{t:g}", (t, i), xytext=(0, 9), textcoords="offset points", ha="center", fontsize=9,
-                        fontweight="bold")
+            ax.annotate(
+                f"{t:g}", (t, i), xytext=(0, 9), textcoords="offset points", ha="center", fontsize=9, fontweight="bold"
+            )
         elif t == 0:
             ax.text(xmin * 1.15, i, "always offloaded", va="center", fontsize=9, fontweight="bold")
         else:
             top = rng[1] if rng is not None else xmax / 3
             ax.plot([top], [i], ">", color="tab:red", ms=8, zorder=3, label=once("never offloaded (calibrated up to)"))
-            ax.annotate(f"never (up to {top:g})", (top, i), xytext=(8, 0), textcoords="offset points",
-                        va="center", fontsize=9, color="tab:red", fontweight="bold")
+            ax.annotate(
+                f"never (up to {top:g})",
+                (top, i),
+                xytext=(8, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=9,
+                color="tab:red",
+                fontweight="bold",
+            )
         if status != "ok":
-            ax.annotate(status, (xmax, i), xytext=(-4, 0), textcoords="offset points", ha="right", va="center",
-                        fontsize=8, color="tab:gray")
+            ax.annotate(
+                status,
+                (xmax, i),
+                xytext=(-4, 0),
+                textcoords="offset points",
+                ha="right",
+                va="center",
+                fontsize=8,
+                color="tab:gray",
+            )
     ax.set_yticks(range(len(rows)), [_wrap(k, 48) for k in keys], fontsize=9)
     _log_axis(ax.xaxis, _fmt_size)
     ax.set_xlabel("input size n (each kernel's own size units, log)")
     ax.grid(True, axis="x", which="major", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0)
     created = profile_data.get("created")
-    ax.set_title(f"Offload thresholds: {_host_label(profile_data)}" + (f", calibrated {created}" if created else ""),
-                 fontsize=11)
+    ax.set_title(
+        f"Offload thresholds: {_host_label(profile_data)}" + (f", calibrated {created}" if created else ""), fontsize=11
+    )
     return fig
 
 
@@ -575,20 +758,22 @@ def comparison_table(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[st
         ba, bb = _bounds(ea), _bounds(eb)
         overlap = None if ba is None or bb is None else (ba[0] <= bb[1] and bb[0] <= ba[1])
         compute_ratio, sizes = _compute_ratio(ea, eb)
-        rows.append({
-            "kernel": key,
-            "status_a": ea.get("status", "ok") if ea is not None else None,
-            "status_b": eb.get("status", "ok") if eb is not None else None,
-            "threshold_a": ta,
-            "threshold_b": tb,
-            "threshold_ratio": ratio,
-            "interval_a": list(_interval(ea)) if ea is not None and "interval" in ea else None,
-            "interval_b": list(_interval(eb)) if eb is not None and "interval" in eb else None,
-            "intervals_overlap": overlap,
-            "compute_ratio": compute_ratio,
-            "compute_sizes": sizes,
-            "note": note,
-        })
+        rows.append(
+            {
+                "kernel": key,
+                "status_a": ea.get("status", "ok") if ea is not None else None,
+                "status_b": eb.get("status", "ok") if eb is not None else None,
+                "threshold_a": ta,
+                "threshold_b": tb,
+                "threshold_ratio": ratio,
+                "interval_a": list(_interval(ea)) if ea is not None and "interval" in ea else None,
+                "interval_b": list(_interval(eb)) if eb is not None and "interval" in eb else None,
+                "intervals_overlap": overlap,
+                "compute_ratio": compute_ratio,
+                "compute_sizes": sizes,
+                "note": note,
+            }
+        )
     return rows
 
 
@@ -619,8 +804,14 @@ def comparison_figure(a: Mapping[str, Any], b: Mapping[str, Any], labels: tuple[
             status = row[f"status_{side}"]
             y = i + offset
             if status is None or status == "failed":
-                ax.text(xmin * 1.1, y, f"{side}: {'missing' if status is None else 'failed'}", va="center",
-                        fontsize=8, color=color)
+                ax.text(
+                    xmin * 1.1,
+                    y,
+                    f"{side}: {'missing' if status is None else 'failed'}",
+                    va="center",
+                    fontsize=8,
+                    color=color,
+                )
                 continue
             interval = row[f"interval_{side}"] or [None, None]
             if interval[0] is not None:
@@ -652,10 +843,23 @@ def comparison_figure(a: Mapping[str, Any], b: Mapping[str, Any], labels: tuple[
     rx.axvline(1, color="0.3", lw=1)
     for i, v in enumerate(ratios):
         if v:
-            rx.barh(i, v - 1 if v >= 1 else 1 - v, left=1 if v >= 1 else v, height=0.45,
-                    color="tab:red" if v > 1 else "tab:green", alpha=0.7)
-            rx.annotate(f"×{v:.2f}", (v, i), xytext=(4 if v >= 1 else -4, 0), textcoords="offset points",
-                        ha="left" if v >= 1 else "right", va="center", fontsize=8)
+            rx.barh(
+                i,
+                v - 1 if v >= 1 else 1 - v,
+                left=1 if v >= 1 else v,
+                height=0.45,
+                color="tab:red" if v > 1 else "tab:green",
+                alpha=0.7,
+            )
+            rx.annotate(
+                f"×{v:.2f}",
+                (v, i),
+                xytext=(4 if v >= 1 else -4, 0),
+                textcoords="offset points",
+                ha="left" if v >= 1 else "right",
+                va="center",
+                fontsize=8,
+            )
         else:
             rx.text(1, i, "n/a", ha="center", va="center", fontsize=8, color="0.4")
     rx.set_xlabel("fitted compute time b / a, median over\nthe sizes both measured (>1: b slower)")
@@ -668,8 +872,9 @@ def comparison_figure(a: Mapping[str, Any], b: Mapping[str, Any], labels: tuple[
 # ------------------------------------------------------------------------------------------- what-if
 
 
-def threshold_vs_budget_figure(profile_data: Mapping[str, Any], budgets_s: Sequence[float],
-                               knobs: PolicyKnobs | None = None) -> Figure:
+def threshold_vs_budget_figure(
+    profile_data: Mapping[str, Any], budgets_s: Sequence[float], knobs: PolicyKnobs | None = None
+) -> Figure:
     """Thresholds recomputed from the stored models for each loop budget (other knobs as in ``knobs``,
     default the profile's). Dashed horizontal lines: no budget. ``never`` is drawn on a top strip."""
     base = knobs or _knobs(profile_data)
@@ -693,8 +898,9 @@ def threshold_vs_budget_figure(profile_data: Mapping[str, Any], budgets_s: Seque
     for i, key in enumerate(keys):
         color = colors(i % 10)
         ys = [d.get(key) for d in per_budget]
-        ax.plot(xs, [never_y if y is None else max(y, ymin) for y in ys], "o-", color=color, ms=4, lw=1.5,
-                label=_short(key))
+        ax.plot(
+            xs, [never_y if y is None else max(y, ymin) for y in ys], "o-", color=color, ms=4, lw=1.5, label=_short(key)
+        )
         t0 = without[key]
         ax.axhline(never_y if t0 is None else max(t0, ymin), color=color, ls="--", lw=1, alpha=0.6)
     ax.axhline(OLD_CONSTANT, color=_COLORS["old"], ls=":", lw=1.2, label=f"old constant {OLD_CONSTANT}")
@@ -706,13 +912,25 @@ def threshold_vs_budget_figure(profile_data: Mapping[str, Any], budgets_s: Seque
     ax.set_yticks(yt + [never_y], [_fmt_size(v) for v in yt] + ["never"])
     ax.set_xticks(xs, [f"{v:g}" for v in xs])
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("loop budget in ms (log): calls predicted to block the loop longer are offloaded if that blocks it less")
+    ax.set_xlabel(
+        "loop budget in ms (log): calls predicted to block the loop longer are offloaded if that blocks it less"
+    )
     ax.set_ylabel("threshold (input size, log)")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0,
-              title="kernel (dashed: no budget)", title_fontsize=8)
-    ax.set_title(f"What-if from stored models (nothing measured): {_host_label(profile_data)}; "
-                 f"{base.concurrency} callers, {base.workers} workers, {base.cores} cores", fontsize=10)
+    ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        frameon=False,
+        borderaxespad=0,
+        title="kernel (dashed: no budget)",
+        title_fontsize=8,
+    )
+    ax.set_title(
+        f"What-if from stored models (nothing measured): {_host_label(profile_data)}; "
+        f"{base.concurrency} callers, {base.workers} workers, {base.cores} cores",
+        fontsize=10,
+    )
     return fig
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def format_seconds(value: float | None) -> str:
@@ -92,8 +93,19 @@ def _thread_lane(row: Mapping[str, Any]) -> str:
 
 
 def format_table(profile: Mapping[str, Any]) -> str:
-    headers = ["kernel", "threshold", "interval", "under load", "fit err", "load err", "inline@thr", "loop@thr",
-               "latency@thr", "thread lane", "status"]
+    headers = [
+        "kernel",
+        "threshold",
+        "interval",
+        "under load",
+        "fit err",
+        "load err",
+        "inline@thr",
+        "loop@thr",
+        "latency@thr",
+        "thread lane",
+        "status",
+    ]
     body = []
     for row in summary_rows(profile):
         body.append(
@@ -137,8 +149,9 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
         f"{load['tie_band']:.0%} of the best tie):",
         "    threshold   offloaded  makespan median [min, max]       predicted  p99 loop lag  CPU",
     ]
-    lines += _candidate_rows(load["candidates"], load.get("chosen", threshold), load["tied"],
-                             load.get("over_budget", ()), predicted=True)
+    lines += _candidate_rows(
+        load["candidates"], load.get("chosen", threshold), load["tied"], load.get("over_budget", ()), predicted=True
+    )
     f = load["factors"]
     lines.append(
         f"  load factors (isolated model -> under load): inline x{f['inline']:.2f}, offloaded loop side "
@@ -152,8 +165,10 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
         + ("" if cap is None else f"; the loop budget caps the threshold at {format_threshold(cap)}")
     )
     for skipped in (load.get("follow_up") or {}).get("skipped", ()):
-        lines.append(f"  not measured: {format_threshold(skipped['threshold'])}, proposed by the corrected model: "
-                     f"{skipped['why']}")
+        lines.append(
+            f"  not measured: {format_threshold(skipped['threshold'])}, proposed by the corrected model: "
+            f"{skipped['why']}"
+        )
     tied = load["tied"]
     if len(tied) > 1:
         lines.append(
@@ -164,8 +179,13 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
     return "\n".join(lines)
 
 
-def _candidate_rows(candidates: Sequence[Mapping[str, Any]], chosen: int | None, tied: Sequence[int | None],
-                    over_budget: Sequence[int | None], predicted: bool = False) -> list[str]:
+def _candidate_rows(
+    candidates: Sequence[Mapping[str, Any]],
+    chosen: int | None,
+    tied: Sequence[int | None],
+    over_budget: Sequence[int | None],
+    predicted: bool = False,
+) -> list[str]:
     """One line per measured candidate: medians over rounds, the chosen one starred, ties and lag ruled out
     marked."""
     lines = []
@@ -193,8 +213,10 @@ def format_shared(shared: Mapping[str, Any]) -> str:
         "    threshold   offloaded  makespan median [min, max]       p99 loop lag  CPU",
     ]
     lines += _candidate_rows(shared["candidates"], shared["threshold"], shared["tied"], shared["over_budget"])
-    lines.append(f"  alone {format_threshold(shared['alone'])}, shared {format_threshold(shared['threshold'])}: "
-                 f"{shared['reason']}")
+    lines.append(
+        f"  alone {format_threshold(shared['alone'])}, shared {format_threshold(shared['threshold'])}: "
+        f"{shared['reason']}"
+    )
     return "\n".join(lines)
 
 
@@ -220,8 +242,10 @@ def format_cluster(profile: Mapping[str, Any]) -> str | None:
             lines.append(f"  {key}: computes in {ratio:.2f}x this host's inline time on a cluster worker")
     for key, error in sorted((cluster.get("errors") or {}).items()):
         lines.append(f"  {key}: not measured there ({error}); stays local")
-    lines.append("offloaded calls go to the pool or the cluster, whichever is expected to complete them soonest "
-                 "(`offload-tuner explain KERNEL SIZE` shows the comparison and a what-if for more workers)")
+    lines.append(
+        "offloaded calls go to the pool or the cluster, whichever is expected to complete them soonest "
+        "(`offload-tuner explain KERNEL SIZE` shows the comparison and a what-if for more workers)"
+    )
     return "\n".join(lines)
 
 

@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from offload_tuner.runtime import _runtime, _stats
-from offload_tuner.runtime._profile import Profile
 from offload_tuner.runtime._policy import predict
+from offload_tuner.runtime._profile import Profile
 from offload_tuner.runtime._retune import KernelModel, Traffic, kernel_models, retune_kernel, traffic_of
 from offload_tuner.runtime._stats import KernelStats, bucket_floor
 
@@ -97,8 +97,10 @@ class Adapted:
 
     def reason(self) -> str:
         when = time.strftime("%H:%M:%S", time.localtime(self.at))
-        return (f"adapted at {when} ({self.phase}): threshold {_text(self.previous)} -> {_text(self.threshold)} "
-                f"(profile: {_text(self.calibrated)}) after {self.calls} calls; {self.why}")
+        return (
+            f"adapted at {when} ({self.phase}): threshold {_text(self.previous)} -> {_text(self.threshold)} "
+            f"(profile: {_text(self.calibrated)}) after {self.calls} calls; {self.why}"
+        )
 
 
 def _text(threshold: int | None) -> str:
@@ -117,7 +119,7 @@ class _Trial:
 
 
 class _KernelState:
-    __slots__ = ("window_counts", "window_start", "mix", "threshold", "reason", "trial", "cooldown", "calls")
+    __slots__ = ("calls", "cooldown", "mix", "reason", "threshold", "trial", "window_counts", "window_start")
 
     def __init__(self, threshold: int | None) -> None:
         self.window_counts: list[int] | None = None
@@ -186,8 +188,9 @@ class Adapter:
                 _runtime.install_adapted(profile, self.table())
             return changes
 
-    def _window(self, state: _KernelState, stats: KernelStats, model: KernelModel, transport: Any, knobs: Any,
-                now: float) -> Adapted | None:
+    def _window(
+        self, state: _KernelState, stats: KernelStats, model: KernelModel, transport: Any, knobs: Any, now: float
+    ) -> Adapted | None:
         """Close the kernel's window if it has ``min_calls`` calls: its pace, the mix; then the trial's next move."""
         counts = [i + o for i, o in zip(stats.inline, stats.offload)]
         if state.window_counts is None:  # the first look (or the first since adaptation restarted)
@@ -216,10 +219,13 @@ class Adapter:
             return None
         return self._propose(state, stats, model, transport, knobs, pace)
 
-    def _propose(self, state: _KernelState, stats: KernelStats, model: KernelModel, transport: Any, knobs: Any,
-                 pace: float) -> Adapted | None:
+    def _propose(
+        self, state: _KernelState, stats: KernelStats, model: KernelModel, transport: Any, knobs: Any, pace: float
+    ) -> Adapted | None:
         samples = traffic_of(stats).samples
-        traffic = Traffic(inline=dict(state.mix), samples={kind: rows[-RECENT_SAMPLES:] for kind, rows in samples.items()})
+        traffic = Traffic(
+            inline=dict(state.mix), samples={kind: rows[-RECENT_SAMPLES:] for kind, rows in samples.items()}
+        )
         proposal = retune_kernel(model, transport, knobs, traffic, state.threshold)
         top = 2 * max(state.mix)  # above every size seen (the upper end of the highest bucket)
         candidate = limited(state.threshold, proposal.new, top)
@@ -227,11 +233,22 @@ class Adapter:
             return None
         factors = ", ".join(f"{k} x{r:.2f} ({n} samples)" for k, (r, n) in proposal.factors.items())
         why = (f"timings {factors}" if factors else "the profile's timings") + (
-            f", model predicts the mix {proposal.gain:.0%} faster" if proposal.new == candidate else
-            f", heading for {_text(proposal.new)} (at most {MAX_STEP:g}x per step)")
-        state.trial = _Trial(state.threshold, state.reason, candidate, why, [pace])  # the window just closed: the incumbent's
-        return Adapted(model.key, candidate, state.threshold, model.threshold, state.calls,
-                       f"trying it against the incumbent, window 2 of {TRIAL_WINDOWS}; model: {why}", "trying")
+            f", model predicts the mix {proposal.gain:.0%} faster"
+            if proposal.new == candidate
+            else f", heading for {_text(proposal.new)} (at most {MAX_STEP:g}x per step)"
+        )
+        state.trial = _Trial(
+            state.threshold, state.reason, candidate, why, [pace]
+        )  # the window just closed: the incumbent's
+        return Adapted(
+            model.key,
+            candidate,
+            state.threshold,
+            model.threshold,
+            state.calls,
+            f"trying it against the incumbent, window 2 of {TRIAL_WINDOWS}; model: {why}",
+            "trying",
+        )
 
     def _trial_window(self, state: _KernelState, model: KernelModel, pace: float) -> Adapted | None:
         trial = state.trial
@@ -247,24 +264,46 @@ class Adapter:
             ratio = ratios[len(ratios) // 2]
             losses = sum(r >= 1.0 for r in ratios)
             allowed = 0 if pairs == TRIAL_PAIRS else EXTENDED_LOSSES
-            measured = (f"the candidate's pace (seconds per unit of work) was {ratio:.2f}x the incumbent's "
-                        f"(median of {pairs} paired windows, {ratios[0]:.2f}-{ratios[-1]:.2f}, slower in {losses})")
+            measured = (
+                f"the candidate's pace (seconds per unit of work) was {ratio:.2f}x the incumbent's "
+                f"(median of {pairs} paired windows, {ratios[0]:.2f}-{ratios[-1]:.2f}, slower in {losses})"
+            )
             if ratio <= ACCEPT_RATIO and losses <= allowed:
                 state.trial = None
-                return Adapted(model.key, trial.candidate, trial.incumbent, model.threshold, state.calls,
-                               f"{measured}; model: {trial.proposal}", "accepted")
+                return Adapted(
+                    model.key,
+                    trial.candidate,
+                    trial.incumbent,
+                    model.threshold,
+                    state.calls,
+                    f"{measured}; model: {trial.proposal}",
+                    "accepted",
+                )
             if ratio > ACCEPT_RATIO or done == MAX_TRIAL_WINDOWS:
                 state.trial, state.cooldown = None, COOLDOWN_WINDOWS
-                return Adapted(model.key, trial.incumbent, trial.candidate, model.threshold, state.calls,
-                               f"kept: {measured}; {ACCEPT_RATIO} or better, and better in every pair (all but "
-                               f"{EXTENDED_LOSSES} of {EXTENDED_PAIRS} once extended), needed; model: {trial.proposal}",
-                               "rejected")
+                return Adapted(
+                    model.key,
+                    trial.incumbent,
+                    trial.candidate,
+                    model.threshold,
+                    state.calls,
+                    f"kept: {measured}; {ACCEPT_RATIO} or better, and better in every pair (all but "
+                    f"{EXTENDED_LOSSES} of {EXTENDED_PAIRS} once extended), needed; model: {trial.proposal}",
+                    "rejected",
+                )
         last = TRIAL_WINDOWS if done < TRIAL_WINDOWS else MAX_TRIAL_WINDOWS
         arm = trial.candidate if done % 2 == 1 else trial.incumbent  # I C I C ... I
         extended = " (extended: better by its median, not in every pair)" if done >= TRIAL_WINDOWS else ""
-        return Adapted(model.key, arm, state.threshold, model.threshold, state.calls,
-                       f"trial of {_text(trial.candidate)} against {_text(trial.incumbent)}, window {done + 1} of "
-                       f"{last}{extended}; model: {trial.proposal}", "trying")
+        return Adapted(
+            model.key,
+            arm,
+            state.threshold,
+            model.threshold,
+            state.calls,
+            f"trial of {_text(trial.candidate)} against {_text(trial.incumbent)}, window {done + 1} of "
+            f"{last}{extended}; model: {trial.proposal}",
+            "trying",
+        )
 
     def restart_windows(self, end_trials: bool) -> None:
         """Adaptation stopped or starting again: the next window starts at the next step (time and calls in
@@ -346,8 +385,9 @@ def adapt(enabled: bool | None = None, *, every_s: float | None = None, min_call
     before a step reads its mix (default 256). Turning adaptation off keeps the thresholds adapted so far
     until a profile is loaded again."""
     was = _adapter.thread is not None
-    if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, (int, float))
-                                or not 0 < every_s < math.inf):
+    if every_s is not None and (
+        isinstance(every_s, bool) or not isinstance(every_s, (int, float)) or not 0 < every_s < math.inf
+    ):
         raise ValueError(f"adapt() needs a finite every_s > 0 seconds, got {every_s!r}")
     if min_calls is not None and (isinstance(min_calls, bool) or not isinstance(min_calls, int) or min_calls < 1):
         raise ValueError(f"adapt() needs min_calls >= 1, got {min_calls!r}")
@@ -380,7 +420,9 @@ def start_from_environment() -> None:
         if not 0 < every < math.inf:
             raise ValueError
     except ValueError:
-        _runtime._warn_once(f"adapt-env:{raw}", f"offload-tuner: {ADAPT_ENV}={raw!r} is neither 1 nor a number of "
-                            "seconds > 0; online adaptation stays off")
+        _runtime._warn_once(
+            f"adapt-env:{raw}",
+            f"offload-tuner: {ADAPT_ENV}={raw!r} is neither 1 nor a number of seconds > 0; online adaptation stays off",
+        )
         return
     adapt(True, every_s=every)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the runtime never imports multiprocessing unless it builds a pool
     from concurrent.futures import Executor, ProcessPoolExecutor
@@ -85,7 +86,7 @@ def register_backend(executor_type: type, backend: Backend) -> None:
     _TABLE[_class_name(executor_type)] = backend
 
 
-def backend_for(executor: "Executor | None") -> Backend:
+def backend_for(executor: Executor | None) -> Backend:
     if executor is None:
         return INLINE
     for cls in type(executor).__mro__:
@@ -113,7 +114,7 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def recommended_pool(workers: int | None = None, *, start_method: str | None = None) -> "ProcessPoolExecutor":
+def recommended_pool(workers: int | None = None, *, start_method: str | None = None) -> ProcessPoolExecutor:
     """The pool we calibrate against and recommend in production: one worker per core, forkserver."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -128,7 +129,7 @@ def recommended_pool(workers: int | None = None, *, start_method: str | None = N
     return pool
 
 
-def recommended_pools(workers: int | None = None, *, threads: int | None = None) -> "dict[str, Executor]":
+def recommended_pools(workers: int | None = None, *, threads: int | None = None) -> dict[str, Executor]:
     """The recommended pair for :func:`set_executors`: the process pool of :func:`recommended_pool` for kernels
     that hold the GIL, and a thread pool (one thread per core by default) for those calibration measured to
     release it. Threads beyond the cores buy nothing for CPU work that really runs in parallel."""
@@ -137,10 +138,13 @@ def recommended_pools(workers: int | None = None, *, threads: int | None = None)
     threads = default_workers() if threads is None else threads
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    return {"process": recommended_pool(workers), "thread": ThreadPoolExecutor(threads, thread_name_prefix="offload-tuner")}
+    return {
+        "process": recommended_pool(workers),
+        "thread": ThreadPoolExecutor(threads, thread_name_prefix="offload-tuner"),
+    }
 
 
-def describe_executor(executor: "Executor | None") -> dict[str, Any]:
+def describe_executor(executor: Executor | None) -> dict[str, Any]:
     """What a profile records about the executor it was calibrated against."""
     backend = backend_for(executor)
     info: dict[str, Any] = {"kind": backend.name, "type": type(executor).__qualname__ if executor else None}

@@ -24,8 +24,9 @@ from __future__ import annotations
 import bisect
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 FORMS = ("constant", "power", "power_offset", "loglog_linear_interp")
 """Every form, simplest first."""
@@ -135,7 +136,7 @@ class CostModel:
         }
 
     @classmethod
-    def from_json(cls, data: object) -> "CostModel":
+    def from_json(cls, data: object) -> CostModel:
         """Strictly validated: anything malformed raises :class:`CostModelError` naming the field."""
         if not isinstance(data, Mapping):
             raise CostModelError(f"cost model must be a JSON object, got {_kind(data)}")

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 CONNECT_TIMEOUT_S = 5.0
 """How long one connection attempt to the scheduler may take (Dask's own default is 30 s)."""
@@ -100,8 +101,9 @@ class ClusterExecutor(concurrent.futures.Executor):
             client, executor = self._client, self._executor
         if executor is None or client.status != "running":
             state = "not connected yet" if executor is None else f"client {client.status}"
-            raise ClusterUnavailable(f"Dask scheduler {self.address}: {state}"
-                                     + (f" ({self.last_error})" if self.last_error else ""))
+            raise ClusterUnavailable(
+                f"Dask scheduler {self.address}: {state}" + (f" ({self.last_error})" if self.last_error else "")
+            )
         return executor.submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -133,8 +135,11 @@ def cluster_ready(executor: Any) -> bool:
     if isinstance(executor, ClusterExecutor):
         return executor.ready()
     client = getattr(executor, "_client", None)
-    return client is not None and getattr(client, "status", None) == "running" and not getattr(
-        executor, "_shutdown", False)
+    return (
+        client is not None
+        and getattr(client, "status", None) == "running"
+        and not getattr(executor, "_shutdown", False)
+    )
 
 
 def cluster_closed(executor: Any) -> bool:
@@ -167,8 +172,11 @@ def cluster_identity(executor: Any) -> dict[str, Any]:
     client = cluster_client(executor)
     if client is None:
         raise ClusterUnavailable(f"Dask cluster {cluster_address(executor)}: not connected")
-    workers = client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client) else (
-        client.scheduler_info()["workers"])
+    workers = (
+        client.scheduler_info(n_workers=-1)["workers"]
+        if _takes_n_workers(client)
+        else (client.scheduler_info()["workers"])
+    )
     return {
         "address": cluster_address(executor),
         "workers": len(workers),
@@ -220,8 +228,9 @@ def is_cluster_failure(exc: BaseException) -> bool:
     too often, a closed connection, a cancelled future) come from its modules or as a cancellation."""
     from offload_tuner.runtime._backends import PayloadNotLoadable
 
-    if isinstance(exc, (ClusterUnavailable, PayloadNotLoadable, concurrent.futures.CancelledError,
-                        asyncio.CancelledError)):
+    if isinstance(
+        exc, (ClusterUnavailable, PayloadNotLoadable, concurrent.futures.CancelledError, asyncio.CancelledError)
+    ):
         return True
     module = type(exc).__module__ or ""
     return module == "distributed" or module.startswith(("distributed.", "tornado."))

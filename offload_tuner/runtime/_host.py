@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from offload_tuner.runtime._profile import current_hostname
 
@@ -25,7 +26,7 @@ def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
-                if line.startswith("model name") or line.startswith("Model"):
+                if line.startswith(("model name", "Model")):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass

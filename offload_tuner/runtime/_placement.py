@@ -21,8 +21,9 @@ buckets) at the bucket's geometric middle: a lookup and two additions per offloa
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from offload_tuner.runtime._policy import KernelCosts, LoadFactors, PolicyKnobs, TransportModel, makespan, predict
 
@@ -56,7 +57,7 @@ class ClusterCosts:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> "ClusterCosts":
+    def from_json(cls, data: Any) -> ClusterCosts:
         """Validated; a ``ValueError`` names the bad field."""
         if not isinstance(data, Mapping):
             raise ValueError(f"must be an object, got {type(data).__name__}")
@@ -81,17 +82,25 @@ class ClusterCosts:
         ratios = {}
         for key, entry in kernels.items():
             ratio = entry.get("worker_compute_ratio") if isinstance(entry, Mapping) else None
-            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (
-                    RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1]):
-                raise ValueError(f"kernel {key!r}: worker_compute_ratio must be a number in "
-                                 f"[{RATIO_RANGE[0]}, {RATIO_RANGE[1]}], got {ratio!r}")
+            if (
+                isinstance(ratio, bool)
+                or not isinstance(ratio, (int, float))
+                or not (RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1])
+            ):
+                raise ValueError(
+                    f"kernel {key!r}: worker_compute_ratio must be a number in "
+                    f"[{RATIO_RANGE[0]}, {RATIO_RANGE[1]}], got {ratio!r}"
+                )
             ratios[str(key)] = float(ratio)
         scatter = data.get("scatter") or {}
         from_bytes = scatter.get("from_bytes") if isinstance(scatter, Mapping) else "not an object"
-        if from_bytes is not None and (isinstance(from_bytes, bool) or not isinstance(from_bytes, int) or from_bytes < 0):
+        if from_bytes is not None and (
+            isinstance(from_bytes, bool) or not isinstance(from_bytes, int) or from_bytes < 0
+        ):
             raise ValueError(f"scatter.from_bytes must be a byte count >= 0 or null, got {from_bytes!r}")
-        return cls(address, counts["workers"], counts["threads"], TransportModel.from_json(transport), ratios,
-                   from_bytes)
+        return cls(
+            address, counts["workers"], counts["threads"], TransportModel.from_json(transport), ratios, from_bytes
+        )
 
 
 def scatter_from(rows: Sequence[Mapping[str, float]]) -> int | None:
@@ -188,9 +197,19 @@ def what_if(
     rows = []
     local_p = predict(isolated(costs), local, knobs, n)
     callers = max(knobs.concurrency, knobs.workers)
-    rows.append(WhatIf("process", knobs.workers, makespan(
-        local_p.offload_loop_s, local_p.offload_worker_s, local_p.offload_latency_s,
-        replace(knobs, concurrency=callers)), local_p.offload_latency_s))
+    rows.append(
+        WhatIf(
+            "process",
+            knobs.workers,
+            makespan(
+                local_p.offload_loop_s,
+                local_p.offload_worker_s,
+                local_p.offload_latency_s,
+                replace(knobs, concurrency=callers),
+            ),
+            local_p.offload_latency_s,
+        )
+    )
     per_worker = max(1, cluster.threads // cluster.workers)
     remote = predict(cluster_costs(costs, ratio), cluster.transport, knobs, n)
     for count in (cluster.workers, *workers):

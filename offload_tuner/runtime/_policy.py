@@ -44,8 +44,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from offload_tuner.runtime._costmodel import CostModel
 
@@ -80,7 +81,7 @@ class PolicyKnobs:
         return {"objective": "throughput", **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "PolicyKnobs":
+    def from_json(cls, data: Mapping[str, Any]) -> PolicyKnobs:
         """Knobs as a profile stored them; a stored ``loop_budget_s: null`` means the budget was off."""
         return cls(**{k: data[k] for k in ("concurrency", "workers", "cores", "loop_budget_s") if k in data})
 
@@ -108,7 +109,7 @@ class LoadFactors:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Any) -> "LoadFactors":
+    def from_json(cls, data: Any) -> LoadFactors:
         if not isinstance(data, Mapping):
             raise ValueError(f"load_factors must be an object, got {type(data).__name__}")
         unknown = sorted(str(k) for k in data if k not in cls.__dataclass_fields__)
@@ -146,7 +147,7 @@ class TransportModel:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "TransportModel":
+    def from_json(cls, data: Mapping[str, Any]) -> TransportModel:
         try:
             return cls(**{name: data[name] for name in cls.__dataclass_fields__})
         except KeyError as exc:
@@ -177,7 +178,7 @@ class KernelCosts:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "KernelCosts":
+    def from_json(cls, data: Mapping[str, Any]) -> KernelCosts:
         ratio = data.get("worker_compute_ratio", 1.0)
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio <= 0:
             raise ValueError(f"worker_compute_ratio must be a positive number, got {ratio!r}")
@@ -272,7 +273,7 @@ def _switch_point(
 ) -> int | None:
     """Smallest size from which ``holds`` stays true, searched over ``[0, 1.1 * max]`` of the range (the
     trusted window): a log grid to find the last switch from false to true, then integer bisection."""
-    lo, hi = size_range if size_range is not None else costs.compute.size_range
+    _lo, hi = size_range if size_range is not None else costs.compute.size_range
     top = max(1, math.ceil(hi * 1.1))
     grid = _log_grid(1, top)
     verdicts = [holds(n) for n in grid]
@@ -311,8 +312,9 @@ def thread_threshold(
     loop ``C(n)``; in a thread, the hand-off ``fixed_s`` plus the share of ``C(n)`` it still holds the GIL.
     None for a kernel holding the GIL (``gil_hold > GIL_RELEASING_MAX``) or when it never pays in the range."""
     if not 0 <= gil_hold <= 1 or not 0 <= fixed_s < math.inf:
-        raise ValueError(f"thread_threshold() needs gil_hold in [0, 1] and a finite fixed_s >= 0, got "
-                         f"{gil_hold!r}, {fixed_s!r}")
+        raise ValueError(
+            f"thread_threshold() needs gil_hold in [0, 1] and a finite fixed_s >= 0, got {gil_hold!r}, {fixed_s!r}"
+        )
     if gil_hold > GIL_RELEASING_MAX:
         return None
     saved = lambda n: costs.compute.predict(n) * costs.load.inline * (1 - gil_hold)  # noqa: E731
@@ -331,7 +333,9 @@ and keeps headroom."""
 
 
 def workload_makespan(
-    predictions: Sequence[Prediction], knobs: PolicyKnobs, offload_from: int,
+    predictions: Sequence[Prediction],
+    knobs: PolicyKnobs,
+    offload_from: int,
     weights: Sequence[float] | None = None,
 ) -> float:
     """Predicted completion time of the reference workload when calls ``predictions[offload_from:]``
@@ -450,5 +454,5 @@ def _log_grid(start: int, stop: int) -> list[int]:
     if stop > start:
         steps = max(1, math.ceil(math.log2(stop / start) * GRID_POINTS_PER_DOUBLING))
         ratio = (stop / start) ** (1 / steps)
-        points.update(int(round(start * ratio**k)) for k in range(steps + 1))
+        points.update(round(start * ratio**k) for k in range(steps + 1))
     return sorted(p for p in points if start <= p <= stop)

@@ -6,12 +6,14 @@ The runtime needs only ``schema``, ``host``, ``executor`` and each kernel's ``th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from offload_tuner.runtime._placement import ClusterCosts
 from offload_tuner.runtime._registry import as_count
@@ -204,8 +206,7 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
     if not isinstance(thread, dict):
         raise fail('"thread" must be an object')
     fixed = thread.get("fixed_s")
-    if fixed is not None and (isinstance(fixed, bool) or not isinstance(fixed, (int, float))
-                              or not 0 <= fixed < 1.0):
+    if fixed is not None and (isinstance(fixed, bool) or not isinstance(fixed, (int, float)) or not 0 <= fixed < 1.0):
         raise fail(f'"thread": fixed_s must be a number of seconds in [0, 1), got {fixed!r}')
     cluster = None
     if data.get("cluster") is not None:
@@ -268,8 +269,6 @@ def atomic_write_text(target: Path, text: str) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise

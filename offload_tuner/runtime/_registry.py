@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -115,9 +116,7 @@ def kernel(
             raise TypeError(f"kernel(...) must wrap a function, got {type(fn).__name__}")
         qualname = getattr(fn, "__qualname__", "")
         if "<locals>" in qualname or "<lambda>" in qualname:
-            raise TypeError(
-                f"kernel {qualname!r} must be a module-level function: worker processes import it by name"
-            )
+            raise TypeError(f"kernel {qualname!r} must be a module-level function: worker processes import it by name")
         key = name or kernel_key(fn)
         spec = KernelSpec(fn, key, size or default_size, sample, default_threshold)
         _REGISTRY[fn] = spec

@@ -25,8 +25,9 @@ verdict and retuned thresholds out. ``offload-tuner drift`` and ``retune`` print
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from offload_tuner.runtime._policy import (
     KernelCosts,
@@ -177,8 +178,10 @@ class BucketDrift:
         if self.ratio is None:
             return f"{label} at {sizes}: {self.samples} sample(s), {MIN_SAMPLES} needed for a verdict"
         note = "" if self.kind in JUDGED_KINDS else " (not judged: includes the wait for a free worker)"
-        return (f"{label} at {sizes}: {self.ratio:.2f}x the model, idle to under load (median of {self.samples} "
-                f"samples){note}")
+        return (
+            f"{label} at {sizes}: {self.ratio:.2f}x the model, idle to under load (median of {self.samples} "
+            f"samples){note}"
+        )
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,9 @@ def drift(profile: Mapping[str, Any], observed: Mapping[str, Traffic]) -> list[K
                 a = predicted(kind, predict(model.costs, transport, knobs, n))
                 b = predicted(kind, predict(idle, transport, knobs, n))
                 if min(a, b) > 0:
-                    by_floor.setdefault(bucket_floor(bucket_of(size)), []).append((seconds / max(a, b), seconds / min(a, b)))
+                    by_floor.setdefault(bucket_floor(bucket_of(size)), []).append(
+                        (seconds / max(a, b), seconds / min(a, b))
+                    )
             for floor in sorted(by_floor):
                 pairs = by_floor[floor]
                 ratio = _band_ratio(pairs) if len(pairs) >= MIN_SAMPLES else None
@@ -282,11 +287,14 @@ def retune_kernel(
     # the loop alone, detect_spikes timed 1.56x its model inline (all calls inline) looked cheaper offloaded
     # and retuned to 3912, 1.61x the oracle (never) in the mix-shift benchmark.
     worker = 1.0 if "loop" in factors else inline
-    corrected = replace(model.costs, load=LoadFactors(
-        round(load.inline * inline, 4),
-        round(load.offload_loop * factors.get("loop", (1.0, 0))[0], 4),
-        round(load.offload_worker * worker, 4),
-    ))
+    corrected = replace(
+        model.costs,
+        load=LoadFactors(
+            round(load.inline * inline, 4),
+            round(load.offload_loop * factors.get("loop", (1.0, 0))[0], 4),
+            round(load.offload_worker * worker, 4),
+        ),
+    )
     sizes, weights = mix_points(t.mix(), t.sampled_sizes())
     new = mix_threshold(corrected, transport, knobs, sizes, weights)
     old_span = mix_makespan(corrected, transport, knobs, sizes, weights, current)
@@ -340,8 +348,12 @@ def _span(observed: Sequence[int], floor: int) -> tuple[float, float]:
 
 
 def mix_makespan(
-    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs,
-    sizes: Sequence[float], weights: Sequence[float], threshold: int | None,
+    costs: KernelCosts,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    sizes: Sequence[float],
+    weights: Sequence[float],
+    threshold: int | None,
 ) -> float:
     """The model's makespan of the weighted mix when calls from ``threshold`` up are offloaded."""
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
@@ -349,7 +361,9 @@ def mix_makespan(
     return workload_makespan(predictions, knobs, k, weights)
 
 
-def retuned_profile(profile: Mapping[str, Any], results: Sequence[Retuned], stats_source: str, when: str) -> dict[str, Any]:
+def retuned_profile(
+    profile: Mapping[str, Any], results: Sequence[Retuned], stats_source: str, when: str
+) -> dict[str, Any]:
     """The profile with the retuned thresholds and corrected load factors; what it was before is kept in each
     kernel's ``retuned`` section (the calibrated interval no longer applies and is dropped)."""
     out = {**profile, "kernels": {k: dict(v) for k, v in profile["kernels"].items()}}

@@ -21,10 +21,12 @@ import math
 import pickle
 import threading
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable, Final, Mapping, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
+from offload_tuner.runtime import _stats
 from offload_tuner.runtime._backends import (
     DASK,
     INLINE,
@@ -42,7 +44,6 @@ from offload_tuner.runtime._placement import cluster_costs, isolated, lane_table
 from offload_tuner.runtime._policy import GIL_RELEASING_MAX, KernelCosts, PolicyKnobs, TransportModel
 from offload_tuner.runtime._profile import Profile, ProfileError, configured_profile_path, read_profile
 from offload_tuner.runtime._registry import KernelSpec, spec_for
-from offload_tuner.runtime import _stats
 from offload_tuner.runtime._stats import BUCKETS, EXPLORE_NEAR_SHIFT, KernelStats, Timed, stats_for
 from offload_tuner.runtime._stats import _by_fn as _stats_by_fn
 
@@ -85,9 +86,9 @@ class _Lane:
     not finished, and their predicted worker-seconds. ``work`` is reset to zero whenever ``inflight`` drops to
     zero, so prediction errors never pile up."""
 
-    __slots__ = ("name", "executor", "backend", "modelled", "inflight", "work", "lock")
+    __slots__ = ("backend", "executor", "inflight", "lock", "modelled", "name", "work")
 
-    def __init__(self, name: str, executor: "Executor", modelled: bool = True) -> None:
+    def __init__(self, name: str, executor: Executor, modelled: bool = True) -> None:
         self.name, self.executor, self.backend = name, executor, backend_for(executor)
         self.modelled = modelled and self.backend is not DASK
         self.inflight, self.work = 0, 0.0
@@ -98,7 +99,7 @@ class _Placed:
     """Where placement sent one offloaded call: the lane, the call's predicted worker-seconds (its share of the
     lane's backlog while it runs) and, for a cluster, how long to wait before computing it locally instead."""
 
-    __slots__ = ("lane", "work", "guard")
+    __slots__ = ("guard", "lane", "work")
 
     def __init__(self, lane: _Lane, work: float, guard: float | None) -> None:
         self.lane, self.work, self.guard = lane, work, guard
@@ -128,7 +129,7 @@ class _Placer:
     :class:`_Placed` answers are built once per candidate and bucket: a call allocates nothing (a cluster call
     behind a queue excepted: its guard grows with the wait)."""
 
-    __slots__ = ("candidates", "cores", "lanes", "local_lanes", "fast", "pair", "placed", "idle")
+    __slots__ = ("candidates", "cores", "fast", "idle", "lanes", "local_lanes", "pair", "placed")
 
     def __init__(self, candidates: tuple, cores: int) -> None:
         self.candidates = candidates
@@ -142,13 +143,14 @@ class _Placer:
         """Two candidates (the usual case: threads and processes, or processes and a cluster): :meth:`place`
         spells the pass out for them, a third faster than the loop."""
         self.placed = tuple(
-            tuple(_Placed(c[0], c[2][b], _guard(c[0], c[1][b])) for b in range(_PLACEMENT_BUCKETS))
-            for c in candidates)
+            tuple(_Placed(c[0], c[2][b], _guard(c[0], c[1][b])) for b in range(_PLACEMENT_BUCKETS)) for c in candidates
+        )
         self.idle = tuple(
             self.placed[min(range(len(candidates)), key=lambda i: candidates[i][1][b])][b]
-            for b in range(_PLACEMENT_BUCKETS))
+            for b in range(_PLACEMENT_BUCKETS)
+        )
 
-    def _waits(self) -> "list[float]":
+    def _waits(self) -> list[float]:
         host_work, host_inflight = 0.0, 0
         for lane, _, _, _, _, _, local in self.candidates:
             if local:
@@ -161,7 +163,7 @@ class _Placer:
             waits.append(host if local and host > wait else wait)
         return waits
 
-    def completions(self, n: int) -> "list[tuple[float, _Lane, float]]":
+    def completions(self, n: int) -> list[tuple[float, _Lane, float]]:
         """(expected completion, lane, predicted work) per candidate for a call of size ``n``."""
         b = n.bit_length()
         if b >= _PLACEMENT_BUCKETS:
@@ -175,10 +177,16 @@ class _Placer:
         for (score, lane, _), queue, c in zip(self.completions(n), self._waits(), self.candidates):
             latency, loop = c[4], c[5]
             behind = f"{lane.inflight} in flight" if lane.inflight else "the host's cores, busy"
-            parts.append(f"{lane.name} {score * 1e3:.2f} ms (latency {latency[b] * 1e3:.2f}"
-                         + (f" + queue {queue * 1e3:.2f} behind {behind}" if queue else "")
-                         + (f" + loop {loop[b] * 1e3:.3f} x {round((score - latency[b] - queue) / loop[b])} callers"
-                            if loop[b] > 0 and score - latency[b] - queue > 0 else "") + ")")
+            parts.append(
+                f"{lane.name} {score * 1e3:.2f} ms (latency {latency[b] * 1e3:.2f}"
+                + (f" + queue {queue * 1e3:.2f} behind {behind}" if queue else "")
+                + (
+                    f" + loop {loop[b] * 1e3:.3f} x {round((score - latency[b] - queue) / loop[b])} callers"
+                    if loop[b] > 0 and score - latency[b] - queue > 0
+                    else ""
+                )
+                + ")"
+            )
         return "; ".join(parts)
 
     def place(self, n: int) -> _Placed:
@@ -238,7 +246,7 @@ def _guard(lane: _Lane, expected_s: float) -> float | None:
     return expected_s * CLUSTER_GUARD_FACTOR + CLUSTER_GUARD_FLOOR_S if lane.backend is DASK else None
 
 
-def _first(item: "tuple[float, _Lane, float]") -> float:
+def _first(item: tuple[float, _Lane, float]) -> float:
     return item[0]
 
 
@@ -265,25 +273,40 @@ send elsewhere go to the first of these that is installed, else to the first exe
 
 
 class _Snapshot:
-    __slots__ = ("profile", "profile_problem", "executors", "lanes", "installed", "primary_name", "primary", "gil_free",
-                 "dropped", "executor", "backend", "table", "caller_decided")
+    __slots__ = (
+        "backend",
+        "caller_decided",
+        "dropped",
+        "executor",
+        "executors",
+        "gil_free",
+        "installed",
+        "lanes",
+        "primary",
+        "primary_name",
+        "profile",
+        "profile_problem",
+        "table",
+    )
 
     def __init__(
         self,
-        profile: Profile | None | object,
+        profile: Profile | object | None,
         profile_problem: str | None,
-        executors: "Mapping[str, Executor]",
+        executors: Mapping[str, Executor],
         primary_name: str | None = None,
         dropped: frozenset[str] = frozenset(),
-        previous: "_Snapshot | None" = None,
+        previous: _Snapshot | None = None,
     ) -> None:
         self.profile = profile
         self.profile_problem = profile_problem
         self.executors: dict[str, Executor] = dict(executors)
         # A lane carries its backlog (calls in flight) across snapshots while its executor stays installed.
         kept = previous.lanes if previous is not None else {}
-        self.lanes = {name: kept[name] if name in kept and kept[name].executor is executor else _Lane(name, executor)
-                      for name, executor in self.executors.items()}
+        self.lanes = {
+            name: kept[name] if name in kept and kept[name].executor is executor else _Lane(name, executor)
+            for name, executor in self.executors.items()
+        }
         self.installed = bool(self.lanes)
         if primary_name is None:
             primary_name = next((name for name in PRIMARY_ORDER if name in self.lanes), next(iter(self.lanes), None))
@@ -297,9 +320,15 @@ class _Snapshot:
         fall back to their process threshold."""
         thread = self.executors.get(THREAD.name)
         kept_free = previous.gil_free if previous is not None else None
-        self.gil_free: _Lane | None = None if thread is None else (
-            kept_free if kept_free is not None and kept_free.executor is thread else
-            _Lane(THREAD.name, thread, modelled=False))
+        self.gil_free: _Lane | None = (
+            None
+            if thread is None
+            else (
+                kept_free
+                if kept_free is not None and kept_free.executor is thread
+                else _Lane(THREAD.name, thread, modelled=False)
+            )
+        )
         """The thread lane for kernels the profile sends there because they release the GIL."""
         self.executor = self.primary.executor if self.primary is not None else None
         """The primary executor (``get_executor()``); None with no executor installed, or its lane dropped."""
@@ -326,7 +355,7 @@ def _warn_once(
 # ---------------------------------------------------------------------------------------------- state
 
 
-def set_executor(executor: "Executor | None") -> None:
+def set_executor(executor: Executor | None) -> None:
     """Install the executor offloaded calls go to (``None``: everything runs inline); replaces every executor
     installed before (see :func:`set_executors` for several)."""
     if executor is not None and not callable(getattr(executor, "submit", None)):
@@ -334,7 +363,7 @@ def set_executor(executor: "Executor | None") -> None:
     _install({} if executor is None else {backend_for(executor).name: executor})
 
 
-def set_executors(executors: "Mapping[str, Executor]") -> None:
+def set_executors(executors: Mapping[str, Executor]) -> None:
     """Install several executors at once, by backend name: ``{"process": pool, "thread": threads}``.
 
     A kernel the profile measured to release the GIL goes to ``"thread"`` (from its thread threshold); every
@@ -344,16 +373,19 @@ def set_executors(executors: "Mapping[str, Executor]") -> None:
         raise TypeError(f"set_executors() needs a mapping of backend name -> executor, got {type(executors).__name__}")
     for name, executor in executors.items():
         if not callable(getattr(executor, "submit", None)):
-            raise TypeError(f"set_executors(): {name!r} needs a concurrent.futures-style executor, "
-                            f"got {type(executor).__name__}")
+            raise TypeError(
+                f"set_executors(): {name!r} needs a concurrent.futures-style executor, got {type(executor).__name__}"
+            )
         kind = backend_for(executor).name
         if name != kind:
-            raise ValueError(f"set_executors(): a {type(executor).__name__} is a {kind!r} backend; install it under "
-                             f"{kind!r}, not {name!r}")
+            raise ValueError(
+                f"set_executors(): a {type(executor).__name__} is a {kind!r} backend; install it under "
+                f"{kind!r}, not {name!r}"
+            )
     _install(executors)
 
 
-def _install(executors: "Mapping[str, Executor]") -> None:
+def _install(executors: Mapping[str, Executor]) -> None:
     global _snapshot, _placers
     with _lock:
         _placers = (None, {})  # the user's executors change: let the old ones go
@@ -361,12 +393,12 @@ def _install(executors: "Mapping[str, Executor]") -> None:
         _snapshot = _Snapshot(old.profile, old.profile_problem, executors, previous=old)
 
 
-def get_executor() -> "Executor | None":
+def get_executor() -> Executor | None:
     """The executor caller-decided calls go to (the process pool when several are installed)."""
     return _snapshot.executor
 
 
-def get_executors() -> "dict[str, Executor]":
+def get_executors() -> dict[str, Executor]:
     """Every installed executor by backend name (a copy)."""
     return dict(_snapshot.executors)
 
@@ -398,8 +430,9 @@ def load_profile(path: Any = None, *, strict: bool = False, check_host: bool = T
             f"profile:{problem}", f"offload-tuner: profile not used, kernels use their defaults: {problem}{hint}"
         )
     with _lock:
-        _snapshot = _Snapshot(profile, problem, _snapshot.executors, _snapshot.primary_name, _snapshot.dropped,
-                              _snapshot)
+        _snapshot = _Snapshot(
+            profile, problem, _snapshot.executors, _snapshot.primary_name, _snapshot.dropped, _snapshot
+        )
     return profile
 
 
@@ -407,8 +440,9 @@ def unload_profile() -> None:
     """Forget the installed profile; the next decision loads the configured one lazily again."""
     global _snapshot
     with _lock:
-        _snapshot = _Snapshot(_UNLOADED, None, _snapshot.executors, _snapshot.primary_name, _snapshot.dropped,
-                              _snapshot)
+        _snapshot = _Snapshot(
+            _UNLOADED, None, _snapshot.executors, _snapshot.primary_name, _snapshot.dropped, _snapshot
+        )
 
 
 def current_profile() -> Profile | None:
@@ -444,9 +478,7 @@ def _resolve(fn: Callable[..., Any]) -> tuple[_Snapshot, _Entry]:
     return snap, entry
 
 
-def _entry_for(
-    snap: _Snapshot, fn: Callable[..., Any]
-) -> tuple[KernelSpec | None, int | None, str, "_Lane | None"]:
+def _entry_for(snap: _Snapshot, fn: Callable[..., Any]) -> tuple[KernelSpec | None, int | None, str, _Lane | None]:
     spec = spec_for(fn)
     if spec is None:
         return None, None, "not a registered kernel: inline unless offload_if says otherwise", None
@@ -469,12 +501,19 @@ def _entry_for(
         )
         return spec, default, f"kernel code changed since calibration: {default_text}", primary
     thread = entry.thread
-    if snap.gil_free is not None and thread is not None and thread.threshold is not None and (
-            thread.gil_hold <= GIL_RELEASING_MAX):
+    if (
+        snap.gil_free is not None
+        and thread is not None
+        and thread.threshold is not None
+        and (thread.gil_hold <= GIL_RELEASING_MAX)
+    ):
         process_lane = snap.lanes.get(profile.executor_kind or PRIMARY_ORDER[0])
-        return spec, thread.threshold, (f"{_THREAD_LANE} (calibration measured the event loop held up "
-                                        f"{thread.gil_hold:.0%} of its run time)"), _placed(
-            snap, profile, spec, entry, process_lane, thread_lane=snap.gil_free)
+        return (
+            spec,
+            thread.threshold,
+            (f"{_THREAD_LANE} (calibration measured the event loop held up {thread.gil_hold:.0%} of its run time)"),
+            _placed(snap, profile, spec, entry, process_lane, thread_lane=snap.gil_free),
+        )
     kind = profile.executor_kind
     lane = snap.lanes.get(kind) if kind is not None else primary
     if lane is None and DASK.name in snap.lanes and profile.cluster is not None and kind not in snap.dropped:
@@ -490,8 +529,12 @@ def _entry_for(
             f"offload-tuner: profile {profile.source} was calibrated for a {kind!r} executor, the installed "
             f"{'ones are' if len(snap.lanes) > 1 else 'one is'} {installed}; kernels use their defaults",
         )
-        return spec, default if primary is not None else None, (
-            f"profile calibrated for {kind} executor: {default_text if primary is not None else 'inline'}"), primary
+        return (
+            spec,
+            default if primary is not None else None,
+            (f"profile calibrated for {kind} executor: {default_text if primary is not None else 'inline'}"),
+            primary,
+        )
     adapted = _adapted[1].get(spec.key) if _adapted[0] is profile else None
     if adapted is not None:
         return spec, adapted[0], adapted[1], _placed(snap, profile, spec, entry, lane)
@@ -512,15 +555,21 @@ def set_placement(on: bool) -> bool:
     with _lock:
         previous, _placement_on = _placement_on, bool(on)
         current = _snapshot
-        _snapshot = _Snapshot(current.profile, current.profile_problem, current.executors, current.primary_name,
-                              current.dropped, current)
+        _snapshot = _Snapshot(
+            current.profile, current.profile_problem, current.executors, current.primary_name, current.dropped, current
+        )
     return previous
 
 
 def _placed(
-    snap: _Snapshot, profile: Profile, spec: KernelSpec, entry: Any, lane: "_Lane | None", *,
-    thread_lane: "_Lane | None" = None,
-) -> "_Lane | _Placer | None":
+    snap: _Snapshot,
+    profile: Profile,
+    spec: KernelSpec,
+    entry: Any,
+    lane: _Lane | None,
+    *,
+    thread_lane: _Lane | None = None,
+) -> _Lane | _Placer | None:
     """Where the kernel's offloaded calls go when several offload backends are installed: placed per call by
     expected completion (:mod:`_placement`) among its thread lane (``thread_lane``: it releases the GIL), the
     process pool (``lane``) and a Dask cluster calibration measured for it, each scored by the call's predicted
@@ -541,16 +590,20 @@ def _placed(
     return placer  # type: ignore[return-value]
 
 
-_placers: "tuple[object, dict[tuple, _Lane | _Placer | None]]" = (None, {})
+_placers: tuple[object, dict[tuple, _Lane | _Placer | None]] = (None, {})
 """What :func:`_placed` built for the installed profile, by kernel and lanes: the snapshot swaps of adaptation
 steps find the same lanes and reuse the placer instead of building its tables again. Emptied when the executors
 change (set_executors, a pool rebuilt or dropped, a cluster back), so no entry keeps an old executor alive."""
 
 
 def _build_placer(
-    profile: Profile, spec: KernelSpec, entry: Any, lane: "_Lane | None", thread_lane: "_Lane | None",
-    cluster_lane: "_Lane | None",
-) -> "_Lane | _Placer | None":
+    profile: Profile,
+    spec: KernelSpec,
+    entry: Any,
+    lane: _Lane | None,
+    thread_lane: _Lane | None,
+    cluster_lane: _Lane | None,
+) -> _Lane | _Placer | None:
     try:
         costs = isolated(KernelCosts.from_json(entry.data["costs"]))
         knobs = PolicyKnobs.from_json(profile.data.get("policy", {}))
@@ -577,33 +630,37 @@ def _build_placer(
     return _Placer(tuple(candidates), knobs.cores)
 
 
-def _candidate(lane: "_Lane", table: Any, charge: int, slots: int) -> tuple:
+def _candidate(lane: _Lane, table: Any, charge: int, slots: int) -> tuple:
     """(lane, score, work, slots, latency, loop, local) per size bucket; a cluster's workers are not this host's."""
     score = tuple(latency + charge * loop for latency, loop in zip(table.latency_s, table.loop_s))
     return (lane, score, table.work_s, slots, table.latency_s, table.loop_s, lane.backend is not DASK)
 
 
-def _slots(lane: "_Lane", default: int) -> int:
+def _slots(lane: _Lane, default: int) -> int:
     workers = getattr(lane.executor, "_max_workers", None)
     return workers if isinstance(workers, int) and workers > 0 else default
 
 
-def _cluster_ratio(profile: Profile, spec: KernelSpec, cluster_lane: "_Lane") -> float | None:
+def _cluster_ratio(profile: Profile, spec: KernelSpec, cluster_lane: _Lane) -> float | None:
     """The kernel's compute ratio on the installed cluster, if the profile measured this very cluster (one warning
     otherwise)."""
     cluster = profile.cluster
     if cluster is None:
-        _warn_once(f"cluster-uncalibrated:{profile.source}",
-                   f"offload-tuner: a Dask cluster is installed but {profile.source} holds no measurements of one; "
-                   "kernels stay local (run `offload-tuner calibrate --dask ADDRESS`)")
+        _warn_once(
+            f"cluster-uncalibrated:{profile.source}",
+            f"offload-tuner: a Dask cluster is installed but {profile.source} holds no measurements of one; "
+            "kernels stay local (run `offload-tuner calibrate --dask ADDRESS`)",
+        )
         return None
     from offload_tuner.runtime._dask import cluster_address
 
     address = cluster_address(cluster_lane.executor)
     if address != cluster.address:
-        _warn_once(f"cluster-other:{profile.source}:{address}",
-                   f"offload-tuner: {profile.source} measured the Dask cluster at {cluster.address}, the installed one "
-                   f"is at {address}; kernels stay local (calibrate with --dask {address})")
+        _warn_once(
+            f"cluster-other:{profile.source}:{address}",
+            f"offload-tuner: {profile.source} measured the Dask cluster at {cluster.address}, the installed one "
+            f"is at {address}; kernels stay local (calibrate with --dask {address})",
+        )
         return None
     return cluster.ratios.get(spec.key)
 
@@ -611,7 +668,7 @@ def _cluster_ratio(profile: Profile, spec: KernelSpec, cluster_lane: "_Lane") ->
 def _trusted(reason: str) -> bool:
     """Whether an entry with this reason is the profile's process-lane threshold (not a fallback): what the
     statistics' models, drift, exploration and adaptation work with."""
-    return reason == _FROM_PROFILE or reason == _NEVER_PAYS or reason.startswith(_ADAPTED)
+    return reason in (_FROM_PROFILE, _NEVER_PAYS) or reason.startswith(_ADAPTED)
 
 
 def _from_profile(reason: str) -> bool:
@@ -632,8 +689,14 @@ def install_adapted(profile: Profile, table: dict[str, tuple[int | None, str]]) 
         _adapted = (profile, dict(table))
         current = _snapshot
         if current.profile is profile:
-            _snapshot = _Snapshot(current.profile, current.profile_problem, current.executors, current.primary_name,
-                                  current.dropped, current)
+            _snapshot = _Snapshot(
+                current.profile,
+                current.profile_problem,
+                current.executors,
+                current.primary_name,
+                current.dropped,
+                current,
+            )
 
 
 def _note_caller_decision(snap: _Snapshot, fn: Callable[..., Any]) -> None:
@@ -671,8 +734,11 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
         offload = bool(offload_if)
         why = f"caller: offload_if={offload}"
         if _from_profile(reason) and size is not None:
-            would = "offloading never pays" if threshold is None else (
-                f"size {size} {'>=' if size >= threshold else '<'} threshold {threshold}")
+            would = (
+                "offloading never pays"
+                if threshold is None
+                else (f"size {size} {'>=' if size >= threshold else '<'} threshold {threshold}")
+            )
             why += f", overriding the profile ({would})"
         lane = snap.primary
         if offload and lane is None:
@@ -690,11 +756,12 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
         why += f"; placed on {lane.name}, the soonest by expected completion: " + lane_placer.describe(size)
     if offload and lane is not None and lane.backend is THREAD and getattr(_in_thread_lane, "active", False):
         offload, why = False, f"{why}; called from a kernel running in the thread pool: inline (see run_kernel)"
-    return Decision(offload, lane.backend.name if offload and lane is not None else INLINE.name, size, threshold,
-                    why, key)
+    return Decision(
+        offload, lane.backend.name if offload and lane is not None else INLINE.name, size, threshold, why, key
+    )
 
 
-def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None) -> "_Lane | Timed | None":
+def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None) -> _Lane | Timed | None:
     """The hot path shared by run_kernel and its twin: the lane to offload to, None for inline, or a
     :class:`Timed` for a call picked for timing. Counts every call of a registered kernel that the profile
     decides (:mod:`_stats`), and those run with no executor (without loading a profile for them). Written out
@@ -754,8 +821,13 @@ def _offload_target(fn: Callable[..., Any], args: tuple, offload_if: bool | None
         if not offload:
             return None
         return lane if lane.__class__ is not _Placer else lane.place(n)  # type: ignore[union-attr]
-    if c & _explore_mask == _explore_phase and threshold is not None and lane is not None and (
-            threshold >> EXPLORE_NEAR_SHIFT <= n < threshold << EXPLORE_NEAR_SHIFT) and _trusted(reason):
+    if (
+        c & _explore_mask == _explore_phase
+        and threshold is not None
+        and lane is not None
+        and (threshold >> EXPLORE_NEAR_SHIFT <= n < threshold << EXPLORE_NEAR_SHIFT)
+        and _trusted(reason)
+    ):
         # Adapting: this timed call near the threshold runs the other way, so both sides stay measured. It
         # stays counted under the decision (the counts advance, so the next call is not picked again).
         offload = not offload
@@ -871,8 +943,10 @@ def _settle(lane: _Lane, work: float) -> None:
 
 
 def _guard_message(guard: float) -> str:
-    return (f"no result within {guard:.1f} s ({CLUSTER_GUARD_FACTOR:g}x its expected completion "
-            f"+ {CLUSTER_GUARD_FLOOR_S:g} s)")
+    return (
+        f"no result within {guard:.1f} s ({CLUSTER_GUARD_FACTOR:g}x its expected completion "
+        f"+ {CLUSTER_GUARD_FLOOR_S:g} s)"
+    )
 
 
 def _left(timeout: float | None, started: float) -> float | None:
@@ -880,8 +954,9 @@ def _left(timeout: float | None, started: float) -> float | None:
     return None if timeout is None else max(0.0, timeout - (perf_counter() - started))
 
 
-async def _offload_cluster(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None,
-                           guard: float) -> Any:
+async def _offload_cluster(
+    lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None, guard: float
+) -> Any:
     """A call on the Dask cluster. Whatever the cluster does, the caller gets the kernel's result or the kernel's
     own exception: a cluster that cannot take the call, loses it, or does not answer within ``guard`` seconds is
     dropped (one warning, retried later) and the call is computed locally. The caller's ``timeout`` keeps its
@@ -905,8 +980,9 @@ async def _offload_cluster(lane: _Lane, fn: Callable[..., Any], args: tuple, tim
         if _scatters(payload):  # scatter blocks for a round trip: on helper threads of its own, bounded
             from offload_tuner.runtime._dask import cluster_client, scatter_payload, scatter_pool
 
-            scattering = loop.run_in_executor(scatter_pool(), scatter_payload, cluster_client(lane.executor),
-                                              payload, limit)
+            scattering = loop.run_in_executor(
+                scatter_pool(), scatter_payload, cluster_client(lane.executor), payload, limit
+            )
             done, _ = await asyncio.wait({scattering}, timeout=limit)
             if not done:
                 raise ClusterUnavailable(f"scatter did not complete within {limit:.1f} s")
@@ -960,8 +1036,9 @@ def _scatters(payload: bytes) -> bool:
     return cluster is not None and cluster.scatter_from_bytes is not None and len(payload) >= cluster.scatter_from_bytes
 
 
-async def _after_cluster_failure(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None,
-                                 exc: BaseException) -> Any:
+async def _after_cluster_failure(
+    lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None, exc: BaseException
+) -> Any:
     """Drop the cluster (retried later) and compute the call locally: on the process pool if one is installed
     (the call was worth offloading), else inline."""
     _drop_lane(lane, exc)
@@ -1013,8 +1090,7 @@ def _offload_placed_sync(
         return _offload_sync(lane, fn, args, timeout, call if lane.modelled else None)
 
 
-def _offload_cluster_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None,
-                          guard: float) -> Any:
+def _offload_cluster_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None, guard: float) -> Any:
     """:func:`_offload_cluster` for the synchronous twin."""
     from concurrent.futures import CancelledError
     from concurrent.futures import wait as wait_futures
@@ -1063,8 +1139,9 @@ def _offload_cluster_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, time
     return pickle.loads(blob)
 
 
-def _after_cluster_failure_sync(lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None,
-                                exc: BaseException) -> Any:
+def _after_cluster_failure_sync(
+    lane: _Lane, fn: Callable[..., Any], args: tuple, timeout: float | None, exc: BaseException
+) -> Any:
     _drop_lane(lane, exc)
     local = _snapshot.lanes.get(PRIMARY_ORDER[0])
     if local is None or local.backend is DASK:
@@ -1238,13 +1315,19 @@ def _drop_lane(lane: _Lane, exc: BaseException) -> None:
                 dropped = dropped | {lane.name}
             else:
                 executors[lane.name] = replacement
-            _snapshot = _Snapshot(current.profile, current.profile_problem, executors, current.primary_name, dropped,
-                                  current)
+            _snapshot = _Snapshot(
+                current.profile, current.profile_problem, executors, current.primary_name, dropped, current
+            )
             _placers = (None, {})
-            after = "a new pool of the same shape is installed" if replacement else (
-                "the calls it would have run run inline until set_executor() or set_executors() installs a "
-                "working executor" + (f" (the other executors stay: {', '.join(map(repr, executors))})"
-                                      if executors else ""))
+            after = (
+                "a new pool of the same shape is installed"
+                if replacement
+                else (
+                    "the calls it would have run run inline until set_executor() or set_executors() installs a "
+                    "working executor"
+                    + (f" (the other executors stay: {', '.join(map(repr, executors))})" if executors else "")
+                )
+            )
             if lane.backend is DASK:
                 from offload_tuner.runtime._dask import retry_delay
 
@@ -1257,13 +1340,13 @@ def _drop_lane(lane: _Lane, exc: BaseException) -> None:
             )
 
 
-def _retry_cluster_later(name: str, executor: "Executor", delay: float) -> None:
+def _retry_cluster_later(name: str, executor: Executor, delay: float) -> None:
     timer = threading.Timer(delay, _retry_cluster, (name, executor, delay))
     timer.daemon = True
     timer.start()
 
 
-def _retry_cluster(name: str, executor: "Executor", delay: float) -> None:
+def _retry_cluster(name: str, executor: Executor, delay: float) -> None:
     """Put a dropped cluster back once it answers again; give up if the user installed other executors since."""
     global _snapshot, _placers
     from offload_tuner.runtime._dask import cluster_closed, cluster_ready
@@ -1276,12 +1359,13 @@ def _retry_cluster(name: str, executor: "Executor", delay: float) -> None:
             _retry_cluster_later(name, executor, delay)
             return
         executors = {**current.executors, name: executor}
-        _snapshot = _Snapshot(current.profile, current.profile_problem, executors, current.primary_name,
-                              current.dropped - {name}, current)
+        _snapshot = _Snapshot(
+            current.profile, current.profile_problem, executors, current.primary_name, current.dropped - {name}, current
+        )
         _placers = (None, {})
 
 
-def _rebuild(executor: "Executor") -> "Executor | None":
+def _rebuild(executor: Executor) -> Executor | None:
     """A fresh pool for one that :func:`recommended_pool` built (we know its shape); None otherwise."""
     shape = getattr(executor, "_offload_tuner_shape", None)
     if shape is None:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 import time
 from array import array
-from typing import Any, Callable, Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from offload_tuner.runtime._registry import KernelSpec, default_size, spec_for
 
@@ -65,7 +66,7 @@ class SampleRing:
     is first called, however many samples follow. Two threads recording at once may interleave one sample's
     fields (rare; one sample of hundreds), never grow or break the ring."""
 
-    __slots__ = ("stamps", "sizes", "seconds", "next", "filled")
+    __slots__ = ("filled", "next", "seconds", "sizes", "stamps")
 
     def __init__(self) -> None:
         self.stamps = array("d", bytes(8 * SAMPLE_CAP))
@@ -99,7 +100,7 @@ class SampleRing:
 class KernelStats:
     """One kernel's counters and sample rings (one per registered kernel, kept for the process's life)."""
 
-    __slots__ = ("spec", "size", "inline", "offload", "samples", "timed", "explored", "checked_at", "__weakref__")
+    __slots__ = ("__weakref__", "checked_at", "explored", "inline", "offload", "samples", "size", "spec", "timed")
 
     def __init__(self, spec: KernelSpec) -> None:
         self.spec = spec
@@ -148,7 +149,7 @@ class KernelStats:
 class Timed:
     """A call picked for timing: where it runs (``lane`` is None for inline) and what to record it under."""
 
-    __slots__ = ("lane", "stats", "n")
+    __slots__ = ("lane", "n", "stats")
 
     def __init__(self, lane: Any, stats: KernelStats, n: int) -> None:
         self.lane, self.stats, self.n = lane, stats, n
@@ -194,8 +195,11 @@ def _configured_sample_every() -> int:
     except ValueError:
         import warnings
 
-        warnings.warn(f"offload-tuner: {SAMPLE_EVERY_ENV}={raw!r} is not an integer >= 0; "
-                      f"timing 1 call in {DEFAULT_SAMPLE_EVERY}", stacklevel=2)
+        warnings.warn(
+            f"offload-tuner: {SAMPLE_EVERY_ENV}={raw!r} is not an integer >= 0; "
+            f"timing 1 call in {DEFAULT_SAMPLE_EVERY}",
+            stacklevel=2,
+        )
         return DEFAULT_SAMPLE_EVERY
 
 

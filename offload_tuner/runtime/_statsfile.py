@@ -25,8 +25,9 @@ import json
 import math
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from offload_tuner.runtime._profile import atomic_write_text, parse_json, read_capped
 from offload_tuner.runtime._runtime import _warn_once
@@ -68,8 +69,11 @@ def validate_stats(data: Any, source: str = "<stats>") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise fail("top level", f"expected an object, got {type(data).__name__}")
     if data.get("schema") != STATS_SCHEMA:
-        raise fail("schema", f"expected {STATS_SCHEMA!r}, got {data.get('schema')!r} (not an offload-tuner stats file, "
-                             "or one from another version)")
+        raise fail(
+            "schema",
+            f"expected {STATS_SCHEMA!r}, got {data.get('schema')!r} (not an offload-tuner stats file, "
+            "or one from another version)",
+        )
     if not isinstance(data.get("host"), str):
         raise fail("host", "expected the host name as a string")
     processes = data.get("processes")
@@ -168,8 +172,10 @@ def write_stats(path: str | os.PathLike[str], document: Mapping[str, Any] | None
             existing = None
             if target.exists():
                 os.replace(target, target.with_name(target.name + ".corrupt"))
-                _warn_once(f"corrupt:{target}", f"offload-tuner: stats file {exc}; moved it aside to "
-                                                 f"{target.name}.corrupt and started a new one")
+                _warn_once(
+                    f"corrupt:{target}",
+                    f"offload-tuner: stats file {exc}; moved it aside to {target.name}.corrupt and started a new one",
+                )
         merged = merge(existing, mine)
         atomic_write_text(target, json.dumps(merged, separators=(",", ":"), allow_nan=False) + "\n")
     return target
@@ -201,7 +207,12 @@ class StatsRecorder:
     """Writes this process's statistics to a file every ``every_s`` seconds and at exit (a daemon thread)."""
 
     def __init__(self, path: str | os.PathLike[str], every_s: float) -> None:
-        if not isinstance(every_s, (int, float)) or isinstance(every_s, bool) or not math.isfinite(every_s) or every_s <= 0:
+        if (
+            not isinstance(every_s, (int, float))
+            or isinstance(every_s, bool)
+            or not math.isfinite(every_s)
+            or every_s <= 0
+        ):
             raise ValueError(f"record_stats(every_s=...) needs a positive number of seconds, got {every_s!r}")
         self.path = Path(path)
         self.every_s = float(every_s)
@@ -219,8 +230,10 @@ class StatsRecorder:
         try:
             write_stats(self.path)
         except Exception as exc:
-            _warn_once(f"write:{self.path}:{type(exc).__name__}",
-                       f"offload-tuner: cannot write stats to {self.path} ({type(exc).__name__}: {exc}); will retry")
+            _warn_once(
+                f"write:{self.path}:{type(exc).__name__}",
+                f"offload-tuner: cannot write stats to {self.path} ({type(exc).__name__}: {exc}); will retry",
+            )
 
     def stop(self, flush: bool = True) -> None:
         """Stop the thread (and write a last time)."""
@@ -263,8 +276,11 @@ def start_from_environment() -> None:
                 raise ValueError
         except ValueError:
             every = DEFAULT_EVERY_S
-            _warn_once(f"every:{raw}", f"offload-tuner: {STATS_EVERY_ENV}={raw!r} is not a positive number of "
-                                       f"seconds; writing stats every {DEFAULT_EVERY_S:g} s")
+            _warn_once(
+                f"every:{raw}",
+                f"offload-tuner: {STATS_EVERY_ENV}={raw!r} is not a positive number of "
+                f"seconds; writing stats every {DEFAULT_EVERY_S:g} s",
+            )
     record_stats(path, every)
 
 
