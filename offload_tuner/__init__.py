@@ -83,6 +83,7 @@ __all__ = [
     "stats",
     "unload_profile",
 ]
+# The one version: pyproject.toml reads it (statically) for the wheel, `offload-tuner --version` prints it.
 __version__ = "0.1.0"
 
 

@@ -1,5 +1,6 @@
 """What gets installed: only import names of ours (never `kernels`, an unrelated PyPI package), and the
-bundled plan ships with the kernels so `offload-tuner calibrate` works from a regular, non-editable install."""
+bundled plan ships with the kernels so `offload-tuner calibrate` works from a regular, non-editable install.
+The wheel also says what a published package says: one version everywhere, its license, that it is typed."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
 
+import offload_tuner
+
 ROOT = Path(__file__).resolve().parent.parent
 OURS = {"offload_tuner", "offload_tuner_kernels"}
 # What a wheel build reads from the tree (pyproject.toml names no other file or folder).
-BUILD_INPUTS = ("pyproject.toml", "README.md", "offload_tuner", "kernels", "calibration")
+BUILD_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "offload_tuner", "kernels", "calibration")
 OLD_NAME = re.compile(
     r"^\s*(?:import|from)\s+kernels\b|(?<![\w.])kernels\.(?:clustering|ranking|rows|expand|numeric|records)\b",
     flags=re.M,
@@ -56,6 +60,74 @@ def test_the_wheel_installs_only_our_top_level_names(wheel):
 def test_the_wheel_ships_the_plan_of_the_repository_byte_for_byte(wheel):
     shipped = zipfile.ZipFile(wheel).read("offload_tuner_kernels/plan.json")
     assert shipped == (ROOT / "calibration" / "plan.json").read_bytes()
+
+
+def _metadata(wheel: Path) -> dict[str, list[str]]:
+    """The wheel's METADATA headers (the part before the long description), each name to its values."""
+    archive = zipfile.ZipFile(wheel)
+    (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+    headers: dict[str, list[str]] = {}
+    for line in archive.read(name).decode().split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(": ")
+        headers.setdefault(key, []).append(value)
+    return headers
+
+
+def test_the_wheel_is_typed_and_runs_as_a_module(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "offload_tuner/py.typed" in names
+    assert "offload_tuner/__main__.py" in names
+
+
+def test_the_wheel_carries_the_license_its_metadata_names(wheel):
+    archive = zipfile.ZipFile(wheel)
+    headers = _metadata(wheel)
+    assert headers["License-Expression"] == ["MIT"]
+    assert headers["License-File"] == ["LICENSE"]
+    (shipped,) = [n for n in archive.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+    text = archive.read(shipped).decode()
+    assert text == (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert text.startswith("MIT License") and "2026 the offload-tuner developers" in text
+    # PEP 639: a license expression excludes license classifiers.
+    assert not [c for c in headers.get("Classifier", []) if c.startswith("License ::")]
+
+
+def test_the_wheel_declares_what_it_supports(wheel):
+    classifiers = set(_metadata(wheel)["Classifier"])
+    for expected in ("Framework :: AsyncIO", "Typing :: Typed", "Operating System :: POSIX :: Linux"):
+        assert expected in classifiers
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    supported = re.search(r"Supported: CPython 3\.(\d+)-3\.(\d+)", ci)
+    assert supported, "the CI script no longer says which Pythons are supported"
+    low, high = map(int, supported.groups())
+    versions = {
+        c.rsplit(" ", 1)[1] for c in classifiers if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    }
+    assert versions == {f"3.{minor}" for minor in range(low, high + 1)}
+    assert _metadata(wheel)["Requires-Python"] == [f">=3.{low}"]
+
+
+def test_one_version_everywhere(wheel, tmp_path):
+    """The wheel's metadata, ``offload_tuner.__version__``, the installed command and ``python -m`` agree."""
+    (version,) = _metadata(wheel)["Version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    assert wheel.name.startswith(f"offload_tuner-{version}-")
+    assert offload_tuner.__version__ == version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert "version" in project["dynamic"] and "version" not in project, "pyproject.toml must not repeat the version"
+    command = shutil.which("offload-tuner", path=str(Path(sys.executable).parent))
+    assert command, "the offload-tuner script is not installed beside this interpreter"
+    printed = [
+        subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+        for argv in ([command, "--version"], [sys.executable, "-m", "offload_tuner", "--version"])
+    ]
+    assert printed == [f"offload-tuner {version}"] * 2
+
+
+def test_the_changelog_has_an_entry_for_this_version():
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert "## [Unreleased]" in changelog
+    assert re.search(rf"^## \[{re.escape(offload_tuner.__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog, re.M)
 
 
 def test_the_editable_install_names_only_our_packages():
