@@ -20,19 +20,16 @@ import statistics
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 from offload_tuner.calibration._choice import (
     PLAUSIBLE_STANDARD_ERRORS,
     Candidate,
     Choice,
-    _fmt,
     choose,
     fit_load_factors,
     grid_below,
-    grid_index,
-    grid_point,
     measured_noise,
     offload_from,
     order_key,
@@ -42,10 +39,11 @@ from offload_tuner.calibration._choice import (
     tie_band,
 )
 from offload_tuner.calibration._measure import clock
+from offload_tuner.calibration._proposals import FollowUp, always_threshold, on_grid, proposals, worth_measuring
 from offload_tuner.calibration._workload import (
     Call,
     Calls,
-    build_calls,
+    kernel_calls,
     process_call,
     run_calls,
     shuffled_calls,
@@ -56,10 +54,10 @@ from offload_tuner.runtime._policy import (
     KernelCosts,
     LoadFactors,
     PolicyKnobs,
+    Prediction,
     TransportModel,
     _log_points,
     budget_threshold,
-    offload_pays,
     predict,
     threshold,
     workload_makespan,
@@ -92,8 +90,6 @@ this far behind after one round was tied with the best or chosen; dropping them 
 SIZING_MARGIN = 2.0
 """The sizing run is skipped when the isolated model puts the shortest allowed run at this many times the target
 (:func:`_floor_binds`)."""
-NEIGHBOUR_STEPS = 2
-"""Neighbours of the model's choice are this many half-octave grid steps away (an octave)."""
 SEED = 20261128
 
 
@@ -147,7 +143,7 @@ class LoadPhase:
     interval: tuple[int | None, int | None]
     entry: dict[str, Any]
     """The profile's ``load`` section: every candidate's runs, the fit, the choice and its reason."""
-    calls: Calls = ()
+    calls: Calls = field(default_factory=list)
     """The stream of calls every candidate ran (the thread lane's phase runs the same one)."""
 
 
@@ -164,7 +160,6 @@ def measure_under_load(
 ) -> LoadPhase:
     """Run the reference workload under the model's candidates, correct the model, choose a threshold."""
     started = clock()
-    lo, hi = workload_range
     isolated = replace(costs, load=LoadFactors())
     proposal = threshold(isolated, transport, knobs, workload_range)
     cap = budget_threshold(isolated, transport, knobs, workload_range)
@@ -174,67 +169,131 @@ def measure_under_load(
     sizes = sorted(n for _, n in calls)
     predictions = [predict(isolated, transport, knobs, n) for n in sizes]
     runner = _Runner(executor, spec, calls, sizes, knobs.concurrency, rounds, seed, progress, started)
-
-    def refit() -> tuple[LoadFactors, KernelCosts, int | None]:
-        """Load factors from everything measured so far, the corrected costs and the model's choice."""
-        fitted = fit_load_factors(predictions, runner.indexed(), knobs)
-        costs_under_load = replace(costs, load=fitted)
-        return fitted, costs_under_load, threshold(costs_under_load, transport, knobs, workload_range)
+    phase = _Phase(costs, transport, knobs, workload_range, calls, sizes, predictions, runner, seed)
 
     runner.measure(first)
-    factors, corrected, model_choice = refit()
-    cap = budget_threshold(corrected, transport, knobs, workload_range)
+    fit = phase.refit()
+    cap = budget_threshold(fit.costs, transport, knobs, workload_range)
     capped = None if cap is None else snap_down(cap)
-    proposed = [_on_grid(model_choice)] + ([] if capped is None else [capped])
-    follow_up = worth_measuring(
-        proposed, runner.candidates(), sizes, predictions, knobs, factors, capped, workload_range
-    )
-    if runner.measure_more(follow_up.measured):
-        factors, corrected, model_choice = refit()
-
-    def decide() -> tuple[list[Candidate], Choice]:
-        measured = runner.candidates()
-        return measured, choose(
-            measured,
-            rounds=max(len(c.makespan_s) for c in measured),
-            budget_cap=capped,
-            capped=cap is not None,
-            loop_budget_s=knobs.loop_budget_s,
-            workload_range=workload_range,
-            calls=len(calls),
-        )
-
-    candidates, choice = decide()
+    fit, follow_up = _follow_up(phase, fit, capped)
+    candidates, choice = phase.decide(budget_cap=capped, capped=cap is not None)
     # The lag ruled out the cap (or more): the model's cap was too high under load, and nothing between it
     # and the survivors was measured. One grid step below the lowest ruled-out size threshold is.
     ruled_out = [t for t in choice.over_budget if t not in (None, 0)]
     if ruled_out and runner.measure_more([grid_below(min(ruled_out))]):
-        factors, corrected, model_choice = refit()
-        candidates, choice = decide()
-    always = always_threshold(corrected, transport, knobs, workload_range)
-    chosen = always if choice.threshold == 0 else choice.threshold
-    lower, upper = choice.interval
-    interval = (always if lower == 0 else lower, always if upper == 0 else upper)
+        fit = phase.refit()
+        candidates, choice = phase.decide(budget_cap=capped, capped=cap is not None)
+    chosen, interval = _as_sizes(choice, always_threshold(fit.costs, transport, knobs, workload_range))
+    entry = _load_entry(phase, fit, candidates, choice, proposal=proposal, follow_up=follow_up, capped=capped)
+    return LoadPhase(fit.costs, chosen, interval, entry, calls)
 
-    indices = [offload_from(sizes, c.threshold) for c in candidates]
+
+class _Fit(NamedTuple):
+    """The model corrected by everything measured so far."""
+
+    factors: LoadFactors
+    costs: KernelCosts
+    """The kernel's costs with ``factors``."""
+    threshold: int | None
+    """The corrected model's choice."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Phase:
+    """What the steps of one kernel's concurrent phase share: the model, the stream, the runner measuring it."""
+
+    costs: KernelCosts
+    transport: TransportModel
+    knobs: PolicyKnobs
+    workload_range: tuple[float, float]
+    calls: Calls
+    sizes: list[int]
+    predictions: list[Prediction]
+    """The isolated model's prediction for each call, in size order."""
+    runner: _Runner
+    seed: int
+
+    def refit(self) -> _Fit:
+        """Load factors from everything measured so far, the corrected costs and the model's choice."""
+        fitted = fit_load_factors(self.predictions, self.runner.indexed(), self.knobs)
+        corrected = replace(self.costs, load=fitted)
+        return _Fit(fitted, corrected, threshold(corrected, self.transport, self.knobs, self.workload_range))
+
+    def decide(self, *, budget_cap: int | None, capped: bool) -> tuple[list[Candidate], Choice]:
+        """Everything measured so far, and the choice among it."""
+        measured = self.runner.candidates()
+        return measured, choose(
+            measured,
+            rounds=max(len(c.makespan_s) for c in measured),
+            budget_cap=budget_cap,
+            capped=capped,
+            loop_budget_s=self.knobs.loop_budget_s,
+            workload_range=self.workload_range,
+            calls=len(self.calls),
+        )
+
+
+def _follow_up(phase: _Phase, fit: _Fit, capped: int | None) -> tuple[_Fit, FollowUp]:
+    """Measure what the corrected model proposes after the first batch where it is worth a batch
+    (:func:`worth_measuring`), and refit if anything new was measured."""
+    proposed = [on_grid(fit.threshold)] + ([] if capped is None else [capped])
+    follow_up = worth_measuring(
+        proposed,
+        phase.runner.candidates(),
+        phase.sizes,
+        phase.predictions,
+        phase.knobs,
+        fit.factors,
+        capped,
+        phase.workload_range,
+    )
+    if phase.runner.measure_more(follow_up.measured):
+        fit = phase.refit()
+    return fit, follow_up
+
+
+def _as_sizes(choice: Choice, always: int) -> tuple[int | None, tuple[int | None, int | None]]:
+    """The choice and its interval with "always" (threshold 0) read as what it means for this kernel's mix."""
+
+    def size(t: int | None) -> int | None:
+        return always if t == 0 else t
+
+    lower, upper = choice.interval
+    return size(choice.threshold), (size(lower), size(upper))
+
+
+def _load_entry(
+    phase: _Phase,
+    fit: _Fit,
+    candidates: list[Candidate],
+    choice: Choice,
+    *,
+    proposal: int | None,
+    follow_up: FollowUp,
+    capped: int | None,
+) -> dict[str, Any]:
+    """The profile's ``load`` section: every candidate's runs, with what the corrected and the isolated model
+    predicted for it, the fit, the choice and its reason."""
+    knobs, rounds, calls = phase.knobs, phase.runner.rounds, phase.calls
+    indices = [offload_from(phase.sizes, c.threshold) for c in candidates]
     measured = [c.makespan for c in candidates]
-    fitted = predicted_makespans(predictions, indices, knobs, factors)
-    raw = predicted_makespans(predictions, indices, knobs, LoadFactors())
-    entry = {
+    fitted = predicted_makespans(phase.predictions, indices, knobs, fit.factors)
+    raw = predicted_makespans(phase.predictions, indices, knobs, LoadFactors())
+    return {
         "callers": knobs.concurrency,
         "calls": len(calls),
         "rounds": max(len(c.makespan_s) for c in candidates),
-        "seed": seed,
+        "seed": phase.seed,
         "steady_pass": rounds.steady,
         "warmup_calls": rounds.warmup(len(calls), knobs.concurrency),
-        "workload_range": [lo, hi],
+        "workload_range": list(phase.workload_range),
         "candidates": [
             {**c.to_json(), "predicted_s": p, "isolated_predicted_s": q} for c, p, q in zip(candidates, fitted, raw)
         ],
-        "factors": factors.to_json(),
+        "factors": fit.factors.to_json(),
         "model_error": _median_error(fitted, measured),
         "isolated_model_error": _median_error(raw, measured),
-        "model_threshold": model_choice,
+        "model_threshold": fit.threshold,
         "isolated_model_threshold": proposal,
         "follow_up": follow_up.to_json(),
         "budget_cap": capped,
@@ -246,9 +305,8 @@ def measure_under_load(
         "over_budget": list(choice.over_budget),
         "flat": choice.flat,
         "reason": choice.reason,
-        "duration_s": round(clock() - started, 3),
+        "duration_s": round(clock() - phase.runner.started, 3),
     }
-    return LoadPhase(corrected, chosen, interval, entry, calls)
 
 
 def measure_thread_lane(
@@ -288,91 +346,6 @@ def measure_thread_lane(
     return choice, candidates
 
 
-@dataclass(frozen=True, slots=True)
-class FollowUp:
-    """What the corrected model proposed after the first batch, what of it is measured, and why the rest is not."""
-
-    proposed: tuple[int | None, ...]
-    measured: tuple[int | None, ...]
-    skipped: tuple[tuple[int | None, str], ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "proposed": list(self.proposed),
-            "measured": list(self.measured),
-            "skipped": [{"threshold": t, "why": why} for t, why in self.skipped],
-        }
-
-
-def worth_measuring(
-    proposed: Sequence[int | None],
-    measured: Sequence[Candidate],
-    sizes: Sequence[int],
-    predictions: Sequence[Any],
-    knobs: PolicyKnobs,
-    factors: LoadFactors,
-    capped: int | None,
-    workload_range: tuple[float, float],
-) -> FollowUp:
-    """The corrected model's proposals worth a follow-up batch: those the loop budget allows that split the stream
-    unlike anything measured, and either lie where nothing the budget allows was measured (more than one
-    half-octave step from it; "always" stands at the mix's low end, "never" a step past its top) or are predicted
-    faster than the best candidate measured within the budget by more than the measured tie band.
-
-    In a flat basin the model's best moves several-fold from run to run (8, 317, 303, 361, 54 for the bundled
-    O(n^2) kernels) while it predicts neighbouring candidates within a few percent of each other, and a
-    follow-up batch there costs 3-6 s of rounds. Comparing prediction with prediction, the model's own bias
-    cancels. Where it points past everything measured, or promises more than the noise, the measurement
-    decides."""
-    lo, hi = workload_range
-    splits = {offload_from(sizes, c.threshold): c.threshold for c in measured}
-    allowed = [c for c in measured if capped is None or order_key(c.threshold) <= order_key(capped)]
-    band = tie_band(measured_noise(measured), max(len(c.makespan_s) for c in measured)) if measured else 0.0
-
-    def position(t: int | None) -> int:
-        return (
-            grid_index(snap(max(1.0, lo)))
-            if t == 0
-            else (grid_index(snap(hi)) + 1 if t is None else grid_index(snap(min(max(t, lo), hi))))
-        )
-
-    def model(t: int | None) -> float:
-        return predicted_makespans(predictions, [offload_from(sizes, t)], knobs, factors)[0]
-
-    best = min(allowed, key=lambda c: c.makespan) if allowed else None
-    chosen: list[int | None] = []
-    skipped: list[tuple[int | None, str]] = []
-    for t in dict.fromkeys(proposed):
-        split = offload_from(sizes, t)
-        if split in splits:
-            twin = splits[split]
-            skipped.append(
-                (t, "measured in the first batch" if twin == t else f"splits the calls like {_fmt(twin)}, measured")
-            )
-            continue
-        if capped is not None and order_key(t) > order_key(capped):
-            skipped.append((t, f"above the loop budget's cap ({_fmt(capped)})"))
-            continue
-        splits[split] = t
-        near = [c for c in allowed if abs(position(c.threshold) - position(t)) <= 1]
-        if best is None or not near:
-            chosen.append(t)
-            continue
-        gain = 1 - model(t) / model(best.threshold)
-        if gain > band:
-            chosen.append(t)
-        else:
-            skipped.append(
-                (
-                    t,
-                    f"a step from {_fmt(near[0].threshold)}, measured, and predicted {gain:+.0%} "
-                    f"against the best measured ({_fmt(best.threshold)}), inside the {band:.0%} noise "
-                    "band: one more candidate the measurement could not tell apart",
-                )
-            )
-    return FollowUp(tuple(dict.fromkeys(proposed)), tuple(chosen), tuple(skipped))
-
-
 def call_count(
     costs: KernelCosts,
     transport: TransportModel,
@@ -389,21 +362,6 @@ def call_count(
     per_call = max(never, always) / len(points)
     fewest = calls_per_caller * knobs.concurrency
     return int(min(MAX_CALLS, max(fewest, round(run_s / max(per_call, 1e-7)))))
-
-
-def proposals(
-    model_choice: int | None, cap: int | None, workload_range: tuple[float, float], *, neighbours: bool = True
-) -> list[int | None]:
-    """The first candidates, most informative first: the model's choice on the grid, the budget cap, always,
-    never (unless the budget rules it out), and the grid points an octave either side of the model's choice."""
-    lo, hi = workload_range
-    centre = model_choice if model_choice not in (None, 0) else (snap(hi) if model_choice is None else snap(lo))
-    k = grid_index(snap(centre))
-    first = [_on_grid(model_choice)] + ([] if cap is None else [snap_down(cap)])
-    out = first + [0] + ([None] if cap is None else [])
-    if neighbours:
-        out += [grid_point(k - NEIGHBOUR_STEPS), grid_point(k + NEIGHBOUR_STEPS)]
-    return list(dict.fromkeys(out))
 
 
 def _sized_calls(
@@ -426,13 +384,7 @@ def _sized_calls(
     allowed run far too long (:func:`_floor_binds`), a steady run takes the fewest, unmeasured."""
     fewest = rounds.calls_per_caller * knobs.concurrency
     guess = call_count(costs, transport, knobs, workload_range, rounds.run_s, rounds.calls_per_caller)
-    calls = build_calls(
-        spec.sample,
-        spec.size,
-        workload_range,  # type: ignore[arg-type]
-        max(fewest, round(rounds.ring(guess, knobs.concurrency))),
-        seed,
-    )
+    calls = kernel_calls(spec, workload_range, max(fewest, round(rounds.ring(guess, knobs.concurrency))), seed)
     sizes = sorted(n for _, n in calls)
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
     predicted = predicted_makespans(predictions, [offload_from(sizes, t) for t in thresholds], knobs, LoadFactors())
@@ -447,7 +399,7 @@ def _sized_calls(
     wanted = max(wanted, fewest)  # snapping must not go below the floor
     if wanted == len(calls):
         return calls
-    return build_calls(spec.sample, spec.size, workload_range, wanted, seed)  # type: ignore[arg-type]
+    return kernel_calls(spec, workload_range, wanted, seed)
 
 
 def _floor_binds(slowest_s: float, ring: int, rounds: Rounds, callers: int) -> bool:
@@ -477,19 +429,6 @@ def _contenders(candidates: dict, alive: list[int | None]) -> list[int | None]:
     band = tie_band(measured_noise(current), min(len(c.makespan_s) for c in current), PLAUSIBLE_STANDARD_ERRORS)
     best = min(c.makespan for c in current)
     return [c.threshold for c in current if c.makespan <= best * (1 + band)]
-
-
-def always_threshold(
-    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, workload_range: tuple[float, float]
-) -> int:
-    """What "offload every call of the mix" means as a threshold: 0 if offloading pays even at size 1 (by
-    the corrected model), else the low end of the mix (below it nothing was measured under load)."""
-    return 0 if offload_pays(predict(costs, transport, knobs, 1), knobs) else math.ceil(workload_range[0])
-
-
-def _on_grid(t: int | None) -> int | None:
-    """0 and None stay; sizes snap to the grid."""
-    return t if t in (None, 0) else snap(t)
 
 
 def _median_error(predicted: Sequence[float], measured: Sequence[float]) -> float:

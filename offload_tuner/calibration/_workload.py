@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from offload_tuner.runtime._backends import dumps_call, invoke_pickled
+from offload_tuner.runtime._registry import KernelSpec
 
 HEARTBEAT_S = 0.001
 """The heartbeat's sleep: lag is measured with this resolution."""
@@ -102,6 +103,13 @@ def build_calls(
             cache[n] = sample(n)
         calls.append((cache[n], size(*cache[n])))
     return calls
+
+
+def kernel_calls(spec: KernelSpec, workload_range: tuple[float, float], count: int, seed: int) -> Calls:
+    """:func:`build_calls` for a registered kernel, whose ``sample`` builds the arguments."""
+    if spec.sample is None:
+        raise ValueError(f"kernel {spec.key} has no sample(n) function: no calls can be built for it")
+    return build_calls(spec.sample, spec.size, workload_range, count, seed)
 
 
 def shuffled_calls(calls: Calls, rng: random.Random) -> Calls:
