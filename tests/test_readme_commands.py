@@ -1,5 +1,5 @@
-"""Every command the README shows works after the install it shows for it: what a command needs beyond that is
-checked before anything is measured, and said with the extra that provides it."""
+"""Every command the README and the documentation pages show works after the install they show for it: what a
+command needs beyond that is checked before anything is measured, and said with the extra that provides it."""
 
 from __future__ import annotations
 
@@ -18,22 +18,48 @@ from tests.support import write_profile_json
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+DOCS = {path: path.read_text() for path in sorted((ROOT / "docs").glob("*.md"))}
+"""The documentation site's pages: the commands moved there from the README are held to the same checks."""
+PAGES = {ROOT / "README.md": README, **DOCS}
+FENCED = re.compile(r"^```[^\n]*\n(.*?)^```", flags=re.M | re.S)
+
+
+def subcommands_named(text: str) -> set[str]:
+    """`offload-tuner X` in inline code or after a prompt, and at the start of a line in a code block (in prose,
+    a sentence may begin with the project's name)."""
+    code = "\n".join(FENCED.findall(text))
+    return set(re.findall(r"(?:`|\$ )offload-tuner (\w+)", text)) | set(
+        re.findall(r"^offload-tuner (\w+)", code, flags=re.M)
+    )
+
+
 ROWS = "offload_tuner_kernels.rows:bytes_by_status"
 
 
-def test_the_readme_names_only_extras_modules_files_and_subcommands_that_exist():
+@pytest.mark.parametrize("page", list(PAGES), ids=lambda path: path.relative_to(ROOT).as_posix())
+def test_each_page_names_only_extras_modules_files_and_subcommands_that_exist(page):
+    text = PAGES[page]
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-    named_extras = set(re.findall(r"\.\[(\w+)\]", README))
-    assert named_extras and named_extras <= extras
-    modules = set(re.findall(r"python -m (benchmarks\.\w+)", README))
-    assert modules and all((ROOT / (m.replace(".", "/") + ".py")).is_file() for m in modules)
-    scripts = set(re.findall(r"python ((?:examples|benchmarks)/\w+\.py)", README))
-    assert scripts and all((ROOT / s).is_file() for s in scripts)
+    named_extras = set(re.findall(r"\.\[(\w+)\]", text))
+    assert named_extras <= extras, named_extras - extras
+    modules = set(re.findall(r"python -m (benchmarks\.\w+)", text))
+    assert [m for m in modules if not (ROOT / (m.replace(".", "/") + ".py")).is_file()] == []
+    scripts = set(re.findall(r"python ((?:examples|benchmarks)/\w+\.py)", text))
+    assert [s for s in scripts if not (ROOT / s).is_file()] == []
     subcommands = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    used = set(re.findall(r"(?:^|`)offload-tuner (\w+)", README, flags=re.M))
+    used = subcommands_named(text)
     assert used <= subcommands, used - subcommands
-    links = re.findall(r"\]\(((?!https?:|#)[^)]+)\)", README)
-    assert links and [link for link in links if not (ROOT / link).exists()] == []
+    links = [link.split("#")[0] for link in re.findall(r"\]\(((?!https?:|#)[^)\s]+)\)", text)]
+    assert [link for link in links if not (page.parent / link).exists()] == []
+
+
+def test_the_readme_and_the_pages_between_them_name_extras_benchmarks_scripts_and_commands():
+    """Each kind the check above covers is really there to check: a page set that names none would pass it."""
+    text = "\n".join(PAGES.values())
+    assert {"calibrate", "test", "plot", "dask", "docs"} <= set(re.findall(r"\.\[(\w+)\]", text))
+    assert re.search(r"python -m benchmarks\.\w+", README) and re.search(r"python examples/\w+\.py", text)
+    assert {"calibrate", "show", "explain", "plot", "drift", "retune", "check"} <= subcommands_named(text)
+    assert re.findall(r"\]\(docs/[\w-]+\.md\)", README), "the README links to the documentation pages"
 
 
 def test_calibrate_without_its_extra_names_it_and_measures_nothing(tmp_path, monkeypatch, capsys):
