@@ -3,7 +3,7 @@
 Benchmarks run seconds, production runs hours: adaptation's clock is compressed (a step every ``every_s``
 of a fraction of a second, with more calls timed) so that it has as many steps to act on within a run as a
 service would have within minutes. A window still needs the production default of 256 new calls: with
-64-call windows a trial's paired comparison varied 0.55-3.65x on this VM, and the mix-shift benchmark's
+64-call windows a trial's paired comparison varied several-fold, and the mix-shift benchmark's
 adaptive policy rejected the gains the oracle measured. The benchmarks run each round in slices of ~0.2 s
 (``benchmarks.workload.CHUNKS``) with adaptation paused between them, shorter than a window: a warm policy
 learns only in its learning passes (whole runs), and the rounds measure what it learnt. Its rules are the

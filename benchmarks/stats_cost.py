@@ -3,8 +3,8 @@
     git worktree add /tmp/before 6c51ef9     # the last commit before statistics
     python -m benchmarks.stats_cost --against /tmp/before
 
-pytest-benchmark runs its tests one after the other, and this VM's speed drifts by up to 2x within minutes,
-so a difference of ~100 ns between two tests is lost in it. Here both versions of ``_offload_target`` (the
+pytest-benchmark runs its tests one after the other, and a shared VM's speed drifts within minutes, so a
+difference of ~100 ns between two tests is lost in it. Here both versions of ``_offload_target`` (the
 decision shared by ``run_kernel`` and its twin) run in one interpreter, each with its own profile and
 executor installed, interleaved round by round; the difference of medians is what the newer one adds.
 """

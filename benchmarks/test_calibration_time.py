@@ -4,8 +4,8 @@
 
 With --benchmark-disable (CI smoke mode) each runs once, untimed. Each round is one full calibration,
 pool start-up included, exactly what `offload-tuner calibrate` pays. Three rounds per effort: one calibration's
-wall time moves by 10-25% on this VM with the machine and with how many rounds the concurrent phase's ties
-need, so the record gives the median with the slowest and fastest beside it.
+wall time moves with the machine and with how many rounds the concurrent phase's ties need, so the record
+gives the median with the slowest and fastest beside it.
 """
 
 from __future__ import annotations

@@ -95,8 +95,8 @@ PAIRED_ROUNDS = 200
 
 @pytest.mark.benchmark(group="decision-overhead-paired")
 def test_added_cost_paired(benchmark, installed):
-    """The figure the goal is judged on. The tests above run one after the other and this VM's speed drifts by
-    up to 2x within minutes; here the old gate and ``run_kernel`` alternate, block by block (``CALLS`` calls
+    """The figure the goal is judged on. The tests above run one after the other and a shared VM's speed
+    drifts within minutes; here the old gate and ``run_kernel`` alternate, block by block (``CALLS`` calls
     each, which goes first alternating too), in every round, so drift hits both alike. The median of the
     per-round differences per call is in ``extra_info`` (``python -m benchmarks.summarize`` prints it)."""
     _paired(benchmark, installed)

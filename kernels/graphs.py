@@ -1,8 +1,8 @@
 """Tiny arguments, heavy compute: all-pairs shortest paths on a small weighted graph, O(k^3).
 
 A service that answers "how far apart can two nodes of this topology get" hands over a few hundred
-edges and gets back one number per node, yet the pure-Python Floyd-Warshall pass behind it costs ~100 ms
-at 120 nodes. Pickling is negligible at every size, so the decision is all compute against the pool's
+edges and gets back one number per node, yet the pure-Python Floyd-Warshall pass behind it grows as the
+cube of the node count. Pickling is negligible at every size, so the decision is all compute against the pool's
 fixed costs, and large calls cross asyncio's 100 ms slow-callback line.
 """
 

@@ -3,7 +3,7 @@
 The event loop is a Python thread. A kernel that releases the GIL (numpy on large arrays, zlib, hashlib,
 most C extensions) runs in a thread pool without holding the loop up and without pickling anything; pure
 Python holds the GIL, so the loop and the kernel's thread take turns (every 5 ms, ``sys.getswitchinterval()``)
-and a busy loop is held up most of the time (~95% on the development VM). Which one a kernel is cannot be read off its code, so calibration
+and a busy loop is held up most of the time. Which one a kernel is cannot be read off its code, so calibration
 measures it: the calling thread spins in small fixed units of Python work, alone and while the kernel runs
 over and over in a thread, interleaved; the share of its pace lost while the kernel runs is the kernel's
 *GIL hold* (0: released throughout; ~0.95: pure Python).
@@ -98,7 +98,7 @@ def gil_hold(fn: Callable[..., Any], args: tuple, *, window_s: float = 0.05, rep
 def thread_fixed_cost(calls: int = 200) -> float:
     """Median seconds of one hand-off to a thread pool and back as ``run_kernel`` makes it, from an event loop
     (``run_in_executor`` of a no-op, awaited): what a call sent to the thread lane pays on top of its compute.
-    The loop's wake-up is most of it: on the development VM 57 us, against 33 us for ``submit().result()``."""
+    The loop's wake-up is most of it: ``submit().result()`` from a plain thread costs well under that."""
     import asyncio
 
     async def probe() -> float:

@@ -101,8 +101,8 @@ class Rounds:
     times slower than the fastest is dropped; from the second round on, one whose median is worse than the
     best by more than four standard errors (it cannot tie, and the slow extremes are the longest runs); the rest go on until ``max_rounds``, or until ``budget_s`` is spent
     once ``min_rounds`` are done, or until one candidate is left. ``budget_s`` is for the kernel's whole
-    phase (sizing the runs, the first candidates and those the corrected model adds), not per batch: at
-    3 s per batch the standard calibration of the bundled kernels took 58-63 s against its 60 s goal.
+    phase (sizing the runs, the first candidates and those the corrected model adds), not per batch: with a
+    budget per batch the standard calibration of the bundled kernels overran its 60 s goal.
     """
 
     min_rounds: int
@@ -406,7 +406,7 @@ def _floor_binds(slowest_s: float, ring: int, rounds: Rounds, callers: int) -> b
     """Whether the fewest calls a run may have are already too many for ``run_s`` by the isolated model: its
     slowest candidate over the ring, warm-up included, takes ``SIZING_MARGIN`` times ``run_s`` or more. Then no
     measurement could shrink the ring, and the sizing run is skipped (for an O(n^2) kernel it is a whole extra
-    run, 0.2-0.6 s). Under load the model errs the other way (offloaded work costs more than predicted), so
+    run). Under load the model errs the other way (offloaded work costs more than predicted), so
     the margin is wide. Only for steady runs: their own warm-up pass absorbs what the sizing run also paid for
     (the first calls after another kernel's phase); a plain run has none."""
     per_call = slowest_s / ring

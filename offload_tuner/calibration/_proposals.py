@@ -85,9 +85,8 @@ def worth_measuring(
     half-octave step from it; "always" stands at the mix's low end, "never" a step past its top) or are predicted
     faster than the best candidate measured within the budget by more than the measured tie band.
 
-    In a flat basin the model's best moves several-fold from run to run (8, 317, 303, 361, 54 for the bundled
-    O(n^2) kernels) while it predicts neighbouring candidates within a few percent of each other, and a
-    follow-up batch there costs 3-6 s of rounds. Comparing prediction with prediction, the model's own bias
+    In a flat basin the model's best moves several-fold from run to run while it predicts neighbouring
+    candidates within a few percent of each other, and a follow-up batch there costs seconds of rounds. Comparing prediction with prediction, the model's own bias
     cancels. Where it points past everything measured, or promises more than the noise, the measurement
     decides."""
     splits = {offload_from(sizes, c.threshold): c.threshold for c in measured}

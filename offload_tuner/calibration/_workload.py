@@ -117,8 +117,8 @@ def shuffled_calls(calls: Calls, rng: random.Random) -> Calls:
 
     A short run's makespan depends on where its few largest calls fall: one drawn last finishes alone,
     with the other resources idle, and the policy that sends it inline or offloaded pays that tail in
-    every round if the order never changes. Recorded: with one fixed order of 23 calls, calibration found
-    a threshold of 256 16% slower than offloading everything, and the benchmark (120 calls) 15% faster.
+    every round if the order never changes: with one fixed order, calibration and the benchmark have ranked
+    the same two thresholds in opposite orders (the benchmarks page records it).
     A production stream has no last call; a fresh order per round makes the tail noise, which rounds
     average and the noise band sees, instead of a bias that every round repeats."""
     out = list(calls)
