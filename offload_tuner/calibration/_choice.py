@@ -41,7 +41,7 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from offload_tuner.runtime._policy import LoadFactors, PolicyKnobs, Prediction, makespan, partition_sums
 
@@ -364,12 +364,8 @@ def choose(
     if not candidates:
         raise ValueError("choose() needs at least one measured candidate")
     ordered = sorted(candidates, key=lambda c: order_key(c.threshold))
-    within_cap = [c for c in ordered if not capped or order_key(c.threshold) <= order_key(budget_cap)] or ordered[:1]
-    over = [] if loop_budget_s is None else [c for c in within_cap if c.lag_p99 > loop_budget_s]
-    all_over = bool(over) and len(over) == len(within_cap)
-    if all_over:  # nothing measured within the budget: nothing to prefer, the model's cap alone applies
-        over = []
-    eligible = [c for c in within_cap if c not in over]
+    allowed = _allowed(ordered, capped=capped, budget_cap=budget_cap, loop_budget_s=loop_budget_s)
+    eligible = allowed.eligible
     noise = measured_noise(ordered)
     band = tie_band(noise, rounds)
     best = min(eligible, key=lambda c: (c.makespan, order_key(c.threshold)))
@@ -384,35 +380,12 @@ def choose(
     reach = max(tie_band(upper, rounds, PLAUSIBLE_STANDARD_ERRORS), PLAUSIBLE_FLOOR)
     plausible = [c for c in eligible if c.makespan <= best.makespan * (1 + reach)]
     # Candidates ruled out by their measured lag bound the interval like candidates measured worse.
-    interval = _interval(within_cap, plausible, workload_range, calls)
-    if len(tied) == 1:
-        reason = (
-            f"measured under load: the fastest candidate; the next best was more than {band:.0%} "
-            f"(the measured noise band) slower"
-        )
-    else:
-        reason = (
-            f"measured under load: flat basin, {len(tied)} candidates ({_fmt_set(tied)}) within {band:.0%} "
-            f"(the measured noise band) of the best ({_fmt(best.threshold)}); taken for {why}"
-        )
+    interval = _interval(allowed.within_cap, plausible, workload_range, calls)
+    reason = _tie_reason(tied, band, best, why)
     if stepped is not None:
-        edge, cliff = chosen, stepped[1]
+        reason += _step_note(chosen, stepped[1], stepped[0], best, step_band)
         chosen = stepped[0]
-        reason += (
-            f"; but {_fmt(edge.threshold)} sits on a cliff's edge ({_fmt(cliff.threshold)} measured "
-            f"{cliff.makespan / edge.makespan:.1f}x slower), so the nearest candidate below within "
-            f"{step_band:.0%} of the best is taken: {_fmt(chosen.threshold)}, "
-            f"{chosen.makespan / best.makespan - 1:.0%} slower as measured"
-        )
-    if capped and len(within_cap) < len(ordered):
-        reason += f"; the loop budget rules out thresholds above {_fmt(budget_cap)}"
-    if over:
-        reason += f"; measured p99 loop lag past the {loop_budget_s * 1e3:g} ms budget rules out {_fmt_set(over)}"
-    elif all_over:
-        reason += (
-            f"; every candidate measured past the {loop_budget_s * 1e3:g} ms budget (lowest p99 loop lag "
-            f"{min(c.lag_p99 for c in within_cap) * 1e3:.0f} ms): the model's cap alone applies"
-        )
+    reason += _budget_notes(allowed, len(ordered), capped=capped, budget_cap=budget_cap, loop_budget_s=loop_budget_s)
     return Choice(
         chosen.threshold,
         best.threshold,
@@ -421,8 +394,81 @@ def choose(
         noise,
         band,
         reason,
-        tuple(c.threshold for c in over),
+        tuple(c.threshold for c in allowed.over),
     )
+
+
+class _Allowed(NamedTuple):
+    """Which measured candidates the loop budget allows."""
+
+    within_cap: list[Candidate]
+    """Those within the model's cap (the lowest threshold if none is)."""
+    over: list[Candidate]
+    """Those among them the measured p99 loop lag rules out (none, if it would rule out every one)."""
+    all_over: bool
+    """Every candidate within the cap measured past the lag budget."""
+
+    @property
+    def eligible(self) -> list[Candidate]:
+        return [c for c in self.within_cap if c not in self.over]
+
+
+def _allowed(
+    ordered: Sequence[Candidate], *, capped: bool, budget_cap: int | None, loop_budget_s: float | None
+) -> _Allowed:
+    """The candidates the model's cap and the measured loop lag leave to choose from (``ordered`` by threshold)."""
+    within_cap = [c for c in ordered if not capped or order_key(c.threshold) <= order_key(budget_cap)] or list(
+        ordered[:1]
+    )
+    over = [] if loop_budget_s is None else [c for c in within_cap if c.lag_p99 > loop_budget_s]
+    all_over = bool(over) and len(over) == len(within_cap)
+    if all_over:  # nothing measured within the budget: nothing to prefer, the model's cap alone applies
+        over = []
+    return _Allowed(within_cap, over, all_over)
+
+
+def _tie_reason(tied: Sequence[Candidate], band: float, best: Candidate, why: str) -> str:
+    """Why the best (or one of those tied with it) is taken."""
+    if len(tied) == 1:
+        return (
+            f"measured under load: the fastest candidate; the next best was more than {band:.0%} "
+            f"(the measured noise band) slower"
+        )
+    return (
+        f"measured under load: flat basin, {len(tied)} candidates ({_fmt_set(tied)}) within {band:.0%} "
+        f"(the measured noise band) of the best ({_fmt(best.threshold)}); taken for {why}"
+    )
+
+
+def _step_note(edge: Candidate, cliff: Candidate, chosen: Candidate, best: Candidate, step_band: float) -> str:
+    """Why the winner on a cliff's edge gave way to ``chosen``, the nearest candidate below it."""
+    return (
+        f"; but {_fmt(edge.threshold)} sits on a cliff's edge ({_fmt(cliff.threshold)} measured "
+        f"{cliff.makespan / edge.makespan:.1f}x slower), so the nearest candidate below within "
+        f"{step_band:.0%} of the best is taken: {_fmt(chosen.threshold)}, "
+        f"{chosen.makespan / best.makespan - 1:.0%} slower as measured"
+    )
+
+
+def _budget_notes(
+    allowed: _Allowed, measured: int, *, capped: bool, budget_cap: int | None, loop_budget_s: float | None
+) -> str:
+    """What the loop budget ruled out, as clauses for the reason (``measured``: how many candidates ran)."""
+    notes = ""
+    if capped and len(allowed.within_cap) < measured:
+        notes += f"; the loop budget rules out thresholds above {_fmt(budget_cap)}"
+    if loop_budget_s is None:  # no lag budget: nothing measured was ruled out by its lag
+        return notes
+    if allowed.over:
+        notes += (
+            f"; measured p99 loop lag past the {loop_budget_s * 1e3:g} ms budget rules out {_fmt_set(allowed.over)}"
+        )
+    elif allowed.all_over:
+        notes += (
+            f"; every candidate measured past the {loop_budget_s * 1e3:g} ms budget (lowest p99 loop lag "
+            f"{min(c.lag_p99 for c in allowed.within_cap) * 1e3:.0f} ms): the model's cap alone applies"
+        )
+    return notes
 
 
 def _off_the_edge(

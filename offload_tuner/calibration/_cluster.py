@@ -13,18 +13,17 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from offload_tuner.calibration._calibrate import (
-    Effort,
-    Progress,
-    _build_args,
+from offload_tuner.calibration._kernel import _build_args
+from offload_tuner.calibration._measure import clock
+from offload_tuner.calibration._settings import Effort, Progress, _silent
+from offload_tuner.calibration._transport import (
     _combine_transport,
-    _silent,
+    _probe,
     _timed_in_worker,
     measure_transport,
     probe_fixed_costs,
     warm_pool,
 )
-from offload_tuner.calibration._measure import clock
 from offload_tuner.runtime._backends import dumps_call, invoke_pickled
 from offload_tuner.runtime._dask import cluster_identity
 from offload_tuner.runtime._placement import RATIO_RANGE, ClusterCosts, scatter_from
@@ -163,7 +162,6 @@ def calibrate_cluster(
 def measure_scatter(executor: Any, payloads: Sequence[int] = SCATTER_PAYLOADS) -> list[dict[str, float]]:
     """Round trip of a no-op call whose payload goes with the call, against one whose payload is scattered to a
     worker first (``direct=True``: straight to it, not through the scheduler), interleaved, per payload size."""
-    from offload_tuner.calibration._calibrate import _probe
     from offload_tuner.runtime._dask import cluster_client, scatter_payload
 
     client = cluster_client(executor)
