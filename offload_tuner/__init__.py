@@ -21,6 +21,10 @@ A Dask cluster is one more backend (the ``[dask]`` extra): ``set_executors({"pro
 cluster_executor("tcp://scheduler:8786")})``; offloaded calls then go where they are expected to complete soonest.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from offload_tuner.runtime._backends import (
     Backend,
     ResultNotPicklable,
@@ -48,6 +52,12 @@ from offload_tuner.runtime._runtime import (
 )
 from offload_tuner.runtime._stats import reset_stats
 from offload_tuner.runtime._stats import snapshot as stats
+
+if TYPE_CHECKING:  # imported on use at run time (see __getattr__ and the functions below)
+    import os
+
+    from offload_tuner.runtime._dask import ClusterExecutor, ClusterUnavailable
+    from offload_tuner.runtime._statsfile import StatsError, StatsRecorder
 
 __all__ = [
     "Backend",
@@ -87,7 +97,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def record_stats(path, every_s: float = 60.0):  # type: ignore[no-untyped-def]
+def record_stats(path: str | os.PathLike[str] | None, every_s: float = 60.0) -> StatsRecorder | None:
     """Write this process's statistics to ``path`` every ``every_s`` seconds and at exit, merged with the
     service's other processes on this host (``None`` stops). Imported on use: json and a thread are not
     every service's business."""
@@ -107,7 +117,7 @@ def adapt(enabled: bool | None = None, *, every_s: float | None = None, min_call
     return _adapt(enabled, every_s=every_s, min_calls=min_calls)
 
 
-def cluster_executor(address: str, *, connect_timeout_s: float = 5.0, retry_s: float = 30.0):  # type: ignore[no-untyped-def]
+def cluster_executor(address: str, *, connect_timeout_s: float = 5.0, retry_s: float = 30.0) -> ClusterExecutor:
     """A Dask cluster as the ``"dask"`` executor: ``set_executors({"process": pool, "dask": cluster_executor(addr)})``.
 
     It connects in the background and keeps retrying every ``retry_s``, so a service starts and serves while the
@@ -118,13 +128,17 @@ def cluster_executor(address: str, *, connect_timeout_s: float = 5.0, retry_s: f
     return ClusterExecutor(address, connect_timeout_s=connect_timeout_s, retry_s=retry_s)
 
 
-def __getattr__(name: str):  # type: ignore[no-untyped-def]
+def __getattr__(name: str) -> type:
     if name == "StatsError":  # lazily, for the same reason
         from offload_tuner.runtime._statsfile import StatsError
 
         return StatsError
-    if name in ("ClusterExecutor", "ClusterUnavailable"):
-        from offload_tuner.runtime import _dask
+    if name == "ClusterExecutor":
+        from offload_tuner.runtime._dask import ClusterExecutor
 
-        return getattr(_dask, name)
+        return ClusterExecutor
+    if name == "ClusterUnavailable":
+        from offload_tuner.runtime._dask import ClusterUnavailable
+
+        return ClusterUnavailable
     raise AttributeError(f"module 'offload_tuner' has no attribute {name!r}")

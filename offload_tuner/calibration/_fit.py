@@ -303,7 +303,8 @@ def _relative_errors(form: str, params: dict, data: _Data) -> np.ndarray:
 
 def _relative(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
-        return np.nan_to_num(np.abs(pred - y) / y, nan=np.inf)
+        errors: np.ndarray = np.nan_to_num(np.abs(pred - y) / y, nan=np.inf)
+    return errors
 
 
 def _select(errors: dict[str, np.ndarray], group: np.ndarray) -> str:
@@ -365,7 +366,8 @@ def _predict(form: str, params: dict, n: np.ndarray) -> np.ndarray:
         if form == "power":
             return _power(params["a"], params["b"], n)
         if form == "power_offset":
-            return params["c"] + _power(params["a"], params["b"], n)
+            offset: np.ndarray = params["c"] + _power(params["a"], params["b"], n)
+            return offset
         log_n, log_y = np.asarray(params["log_n"]), np.asarray(params["log_y"])
         x = np.maximum(np.log(n), min(0.0, log_n[0]))
         y = np.interp(x, log_n, log_y)
@@ -373,7 +375,8 @@ def _predict(form: str, params: dict, n: np.ndarray) -> np.ndarray:
         hi_slope = (log_y[-1] - log_y[-2]) / (log_n[-1] - log_n[-2])
         y = np.where(x < log_n[0], log_y[0] - lo_slope * (log_n[0] - x), y)
         y = np.where(x > log_n[-1], log_y[-1] + hi_slope * (x - log_n[-1]), y)
-        return np.exp(y)
+        interpolated: np.ndarray = np.exp(y)
+        return interpolated
 
 
 def _power(a: float, b: float, n: np.ndarray) -> np.ndarray:
@@ -381,7 +384,8 @@ def _power(a: float, b: float, n: np.ndarray) -> np.ndarray:
         return np.full(n.shape, a)
     if a == 0:
         return np.zeros(n.shape)
-    return np.exp(math.log(a) + b * np.log(n))
+    power: np.ndarray = np.exp(math.log(a) + b * np.log(n))
+    return power
 
 
 def _huber(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

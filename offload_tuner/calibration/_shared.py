@@ -108,7 +108,7 @@ def shared_candidates(member: Member, steps: Sequence[int] = GRID_STEPS) -> list
         and (member.floor is None or p >= member.floor)
         and (member.budget_cap is None or order_key(p) <= order_key(member.budget_cap))
     ]
-    return list(dict.fromkeys([t] + inside))
+    return list(dict.fromkeys([t, *inside]))
 
 
 def build_shared_stream(members: Sequence[Member], counts: Sequence[int], seed: int) -> Calls:

@@ -6,7 +6,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from offload_tuner.runtime._registry import KernelSpec, registered, spec_by_key, spec_for
 
@@ -78,7 +78,7 @@ def resolve_targets(targets: Sequence[str], names: Sequence[str] = ()) -> list[K
         elif ":" in target:
             module_name, _, attr = target.partition(":")
             _import(module_name, target)
-            obj = sys.modules[module_name]
+            obj: Any = sys.modules[module_name]  # a module, then whatever its attributes hold
             for part in attr.split("."):
                 obj = getattr(obj, part, None)
                 if obj is None:
