@@ -28,7 +28,7 @@ from offload_tuner.calibration._measure import clock
 from offload_tuner.calibration._workload import (
     Call,
     Calls,
-    build_calls,
+    kernel_calls,
     mix_sizes,
     process_call,
     thread_call,
@@ -116,7 +116,7 @@ def build_shared_stream(members: Sequence[Member], counts: Sequence[int], seed: 
     together."""
     stream: Calls = []
     for m, count in zip(members, counts):
-        calls = build_calls(m.spec.sample, m.spec.size, m.workload_range, count, seed)  # type: ignore[arg-type]
+        calls = kernel_calls(m.spec, m.workload_range, count, seed)
         stream += [((m.spec.key, args), n) for args, n in calls]
     random.Random(seed).shuffle(stream)
     return stream
