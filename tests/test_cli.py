@@ -26,7 +26,12 @@ def profile_path(tmp_path_factory):
     # spin's mix is all compute-heavy calls (1-16 ms each): offloading them to 2 workers clearly pays.
     plan.write_text(
         json.dumps(
-            {"schema": 1, "kernels": {SPIN: {"min_size": 4, "max_size": 16384, "workload_range": [1024, 16384]}}}
+            {
+                "schema": 1,
+                "kernels": {
+                    SPIN: {"min_size": 4, "max_size": 16384, "workload_range": [1024, 16384], "compare_with": 256}
+                },
+            }
         )
     )
     code = main(
@@ -54,6 +59,50 @@ def test_calibrate_writes_a_profile_and_prints_the_table(profile_path, capsys):
     assert set(data["kernels"]) == {SPIN, "tests.controlled:echo"}
     assert data["kernels"]["tests.controlled:echo"]["threshold"] is None
     assert data["policy"]["concurrency"] == 4 and data["policy"]["workers"] == 2
+
+
+def test_compare_with_reaches_the_profile_entry_only_where_the_plan_sets_it(profile_path, capsys):
+    from offload_tuner.runtime._profile import read_profile
+
+    data = json.loads(profile_path.read_text())
+    assert data["kernels"][SPIN]["compare_with"] == 256
+    assert "compare_with" not in data["kernels"]["tests.controlled:echo"]  # not in the plan: nothing to compare
+    assert read_profile(profile_path).kernels[SPIN].data["compare_with"] == 256
+    assert main(["explain", "spin", "4096", "--profile", str(profile_path)]) == EXIT_OK
+    assert "compared with 256" in capsys.readouterr().out
+
+
+def test_kernel_plans_take_the_plan_wide_compare_with_unless_the_kernel_sets_its_own():
+    from offload_tuner.inspection._cli import _kernel_plans
+
+    plans = _kernel_plans(
+        {
+            "schema": 1,
+            "compare_with": 256,
+            "kernels": {"a:x": {}, "a:y": {"compare_with": 64}, "a:z": {"compare_with": None}},
+        }
+    )
+    assert [plans[k].compare_with for k in ("a:x", "a:y", "a:z")] == [256, 64, None]
+    assert _kernel_plans({"schema": 1, "kernels": {"a:x": {}}})["a:x"].compare_with is None  # off by default
+
+
+@pytest.mark.parametrize(
+    "plan, message",
+    [
+        ({"compare_with": 0}, "compare_with must be a size > 0"),
+        ({"compare_with": -256}, "compare_with must be a size > 0"),
+        ({"compare_with": "256"}, "compare_with must be a number"),
+        ({"compare_with": True}, "compare_with must be a number"),
+        ({"kernels": {SPIN: {"compare_with": [256]}}}, f"kernel {SPIN}: compare_with must be a number"),
+    ],
+)
+def test_a_bad_compare_with_in_the_plan_stops_before_measuring(tmp_path, plan, message):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"schema": 1, **plan}))
+    with pytest.raises(SystemExit) as stop:
+        main(["calibrate", SPIN, "--plan", str(path), "--out", str(tmp_path / "p.json"), "--quiet"])
+    assert message in str(stop.value) and str(path) in str(stop.value)
+    assert not (tmp_path / "p.json").exists()
 
 
 def test_calibrate_records_failures_and_exits_1(tmp_path, capsys):

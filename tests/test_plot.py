@@ -140,3 +140,94 @@ def test_comparison_table_gives_threshold_and_compute_ratios():
     assert all(r["threshold_ratio"] in (None, 1.0) for r in same)
     assert all(r["compute_ratio"] == pytest.approx(1.0) for r in same if r["compute_ratio"] is not None)
     assert len(comparison_figure(a, b).axes) == 2
+
+
+# ------------------------------------------------------------------------ the constant to compare with
+
+
+def _labels(fig) -> list[str]:
+    """Every legend label and every line label of a figure (labels starting with "_" are hidden)."""
+    labels = []
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is not None:
+            labels += [t.get_text() for t in legend.get_texts()]
+        labels += ax.get_legend_handles_labels()[1]
+    return labels
+
+
+def _figures(data: dict) -> dict:
+    from offload_tuner.inspection._plot import threshold_vs_budget_figure
+
+    key = next(k for k, e in data["kernels"].items() if "costs" in e and e["threshold"])
+    return {
+        "kernel": kernel_figure(data, key),
+        "overview": overview_figure(data),
+        "comparison": comparison_figure(data, data),
+        "what-if": threshold_vs_budget_figure(data, [0.01, 0.1]),
+    }
+
+
+def _old_lines(fig) -> list:
+    """Lines and line collections drawn in the colour of the constant to compare with."""
+    from matplotlib.colors import to_rgba
+
+    from offload_tuner.inspection._plot_common import _COLORS
+
+    old = to_rgba(_COLORS["old"])
+    found = []
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if to_rgba(line.get_color()) == old:
+                found.append(line)
+        for collection in ax.collections:
+            colors = collection.get_edgecolor() if hasattr(collection, "get_edgecolor") else []
+            if len(colors) and all(tuple(c) == old for c in colors):
+                found.append(collection)
+    return found
+
+
+def test_a_profile_without_compare_with_draws_no_old_constant():
+    data = reference()
+    assert not any("compare_with" in e for e in data["kernels"].values())  # a profile from before the field
+    for name, fig in _figures(data).items():
+        assert not [label for label in _labels(fig) if "old constant" in label], name
+        assert _old_lines(fig) == [], name
+
+
+def test_compare_with_in_the_profile_draws_the_constant_on_every_figure():
+    data = reference()
+    for entry in data["kernels"].values():
+        entry["compare_with"] = 300
+    for name, fig in _figures(data).items():
+        assert "old constant 300" in _labels(fig), name
+        assert _old_lines(fig), name
+
+
+def test_kernels_with_different_constants_each_get_theirs():
+    data = reference()
+    keys = list(data["kernels"])
+    data["kernels"][keys[0]]["compare_with"] = 100
+    data["kernels"][keys[1]]["compare_with"] = 2000
+    fig = overview_figure(data)
+    labels = _labels(fig)
+    assert "old constant 100" in labels and "old constant 2000" in labels
+    ticks = _old_lines(fig)
+    assert len(ticks) == 2  # one per kernel that has one, on its own row; no line across the others
+    rows = sorted(tuple(seg[:, 1]) for c in ticks for seg in c.get_segments())
+    assert rows == [(-0.4, 0.4), (0.6, 1.4)]
+
+
+@pytest.mark.parametrize("bad", [0, -256, "256", True, float("inf")])
+def test_plot_rejects_a_bad_compare_with_naming_the_kernel(tmp_path, capsys, bad):
+    data = reference()
+    key = next(k for k, e in data["kernels"].items() if "costs" in e)
+    data["kernels"][key]["compare_with"] = bad
+    with pytest.raises(ValueError, match=f"kernel {key}: compare_with must be"):
+        kernel_figure(data, key)
+    if bad == float("inf"):
+        return  # a profile file cannot hold it (JSON has no infinity)
+    write_profile(tmp_path / "p.json", data)
+    assert main(["plot", str(tmp_path / "p.json"), "--out", str(tmp_path / "out")]) == EXIT_PROFILE
+    err = capsys.readouterr().err
+    assert f"kernel {key}: compare_with must be" in err and repr(bad) in err

@@ -22,8 +22,8 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,16 @@ def _parser() -> argparse.ArgumentParser:
         prog="offload-tuner",
         description="Calibrate per-kernel offload thresholds on this host and inspect them.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    from offload_tuner import __version__
 
+    parser.add_argument("--version", action="version", version=f"offload-tuner {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_calibrate, _add_show, _add_explain, _add_check, _add_plot, _add_drift, _add_retune):
+        add(sub)
+    return parser
+
+
+def _add_calibrate(sub: Any) -> None:
     cal = sub.add_parser("calibrate", help="measure kernels on this host and write a profile")
     cal.add_argument(
         "targets",
@@ -100,10 +108,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     cal.add_argument("-q", "--quiet", action="store_true", help="no progress, only the final table")
 
+
+def _add_show(sub: Any) -> None:
     show = sub.add_parser("show", help="print a profile's thresholds")
     show.add_argument("profile", nargs="?", type=Path)
     show.add_argument("--json", action="store_true", help="machine-readable rows")
 
+
+def _add_explain(sub: Any) -> None:
     explain = sub.add_parser("explain", help="predicted costs both ways and the decision for one call size")
     explain.add_argument("kernel", help="module:qualname (or a kernel name present in the profile)")
     explain.add_argument("size", type=int)
@@ -117,13 +129,19 @@ def _parser() -> argparse.ArgumentParser:
         "workers (default 8,64)",
     )
 
+
+def _add_check(sub: Any) -> None:
     check = sub.add_parser("check", help="validate a profile against this host and the current kernel code")
     check.add_argument("profile", nargs="?", type=Path)
 
+
+def _add_plot(sub: Any) -> None:
     plot = sub.add_parser("plot", help="write PNG figures of a profile's fits and thresholds (needs matplotlib)")
     plot.add_argument("profile", nargs="?", type=Path)
     plot.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNGs (created if missing)")
 
+
+def _add_drift(sub: Any) -> None:
     drift = sub.add_parser(
         "drift",
         help="production timings (a stats file) against the profile's models; exit 1 when a kernel needs recalibration",
@@ -137,13 +155,14 @@ def _parser() -> argparse.ArgumentParser:
         help="what the service recorded (offload_tuner.record_stats or OFFLOAD_TUNER_STATS)",
     )
 
+
+def _add_retune(sub: Any) -> None:
     retune = sub.add_parser(
         "retune", help="thresholds for the observed mix and timings, from the profile's models (no measuring)"
     )
     retune.add_argument("profile", nargs="?", type=Path)
     retune.add_argument("--stats", type=Path, required=True, metavar="FILE")
     retune.add_argument("--out", type=Path, metavar="NEW", help="write the retuned profile here (default: only print)")
-    return parser
 
 
 def _worker_counts(text: str) -> tuple[int, ...]:
@@ -211,109 +230,68 @@ def _load_plan(path: Path | None, use_bundled: bool) -> dict[str, Any]:
         raise SystemExit(f'offload-tuner: plan {source} must be a JSON object with "schema": 1')
     if not isinstance(plan.get("shared", False), bool):
         raise SystemExit(f'offload-tuner: plan {source}: "shared" must be true or false, got {plan["shared"]!r}')
+    _plan_compare_with(plan, str(source))
     return plan
 
 
+def _plan_compare_with(plan: dict[str, Any], source: str) -> None:
+    """Check every ``compare_with`` of the plan (plan-wide and per kernel) before a minute of measuring."""
+    from offload_tuner.inspection._report import compare_with_value
+
+    places = [(plan, f"plan {source}")] + [
+        (raw, f"plan {source}, kernel {key}")
+        for key, raw in (plan.get("kernels") or {}).items()
+        if isinstance(raw, dict)
+    ]
+    for where, name in places:
+        try:
+            compare_with_value(where.get("compare_with"), name)
+        except ValueError as exc:
+            raise SystemExit(f"offload-tuner: {exc}") from None
+
+
 def _kernel_plans(plan: dict[str, Any]) -> dict[str, Any]:
+    """The plan's per-kernel sections as ``KernelPlan``; a plan-wide ``compare_with`` applies to every kernel
+    that does not set its own (``null`` there turns it off)."""
     from offload_tuner.calibration._calibrate import KernelPlan
 
     plans = {}
     for key, raw in (plan.get("kernels") or {}).items():
         sizes = raw.get("sizes")
+        workload = raw.get("workload_range")
         plans[key] = KernelPlan(
             min_size=int(raw.get("min_size", 1)),
             max_size=int(raw.get("max_size", 1 << 20)),
             sizes=tuple(int(n) for n in sizes) if sizes else None,
-            workload_range=tuple(int(n) for n in raw["workload_range"]) if raw.get("workload_range") else None,
+            workload_range=(int(workload[0]), int(workload[1])) if workload else None,
             time_limit_s=float(raw["time_limit_s"]) if raw.get("time_limit_s") else None,
+            compare_with=raw["compare_with"] if "compare_with" in raw else plan.get("compare_with"),
         )
     return plans
-
-
-class _TerminalProgress:
-    """One updating status line on a terminal; a line per kernel otherwise; nothing when quiet."""
-
-    def __init__(self, quiet: bool, budget_per_kernel: float) -> None:
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.budget = budget_per_kernel
-        self.started = time.monotonic()
-        self.index, self.total, self.done_times = 0, 0, []
-
-    def _left(self) -> str:
-        remaining = self.total - self.index
-        per = (sum(self.done_times) / len(self.done_times)) if self.done_times else self.budget * 1.5
-        return f"~{max(0.0, remaining * per - (time.monotonic() - self._kernel_started)):.0f}s left"
-
-    def __call__(self, event: str, **info: Any) -> None:
-        if self.quiet:
-            return
-        if event == "start":
-            self.total = info["kernels"]
-            print(
-                f"calibrating {self.total} kernel(s), effort {info['effort']}; measuring the executor...",
-                file=sys.stderr,
-            )
-        elif event == "kernel":
-            self.index = info["index"]
-            self._kernel_started = time.monotonic()
-            self._status(f"[{self.index + 1}/{self.total}] {info['kernel']}")
-        elif event == "cluster":
-            print(f"measuring the Dask cluster at {info['address']} ({info['workers']} workers)...", file=sys.stderr)
-        elif event == "cluster_scatter":
-            self._status("cluster: scatter against sending payloads with each call")
-        elif event == "cluster_kernel":
-            self._status(f"cluster: {info['kernel']} speed at size {info['size']}")
-        elif event in ("size", "validate", "gil"):
-            verb = {"size": "size", "validate": "validating at", "gil": "GIL hold in a thread at"}[event]
-            self._status(f"[{self.index + 1}/{self.total}] {info['kernel']}  {verb} {info['size']}  {self._left()}")
-        elif event == "shared":
-            print(f"tuning {len(info['kernels'])} kernels together on their shared stream...", file=sys.stderr)
-        elif event == "shared_done":
-            from offload_tuner.inspection._report import format_threshold
-
-            self._status(
-                f"shared stream: {info['kernel']} {info['lane']} lane {format_threshold(info['alone'])} alone "
-                f"-> {format_threshold(info['threshold'])}",
-                final=True,
-            )
-        elif event == "kernel_measured":
-            self.done_times.append(time.monotonic() - self._kernel_started)
-        elif event == "kernel_done":
-            from offload_tuner.inspection._report import format_threshold
-
-            entry = info["entry"]
-            outcome = (
-                "FAILED: " + str(entry.get("error"))
-                if entry["status"] == "failed"
-                else (f"threshold {format_threshold(entry.get('threshold'))}")
-            )
-            thread = entry.get("thread")
-            if thread is not None and entry["status"] != "failed":
-                outcome += (
-                    f"; in a thread it holds the GIL {thread['gil_hold']:.0%} of its run time: thread lane "
-                    f"{'never' if thread['threshold'] is None else 'from ' + str(thread['threshold'])}"
-                )
-            self._status(f"[{info['index'] + 1}/{info['total']}] {info['kernel']}: {outcome}", final=True)
-
-    def _status(self, text: str, final: bool = False) -> None:
-        if self.tty:
-            sys.stderr.write("\r\033[K" + text + ("\n" if final else ""))
-            sys.stderr.flush()
-        elif final:
-            print(text, file=sys.stderr)
 
 
 def _loop_budget_s(flag_ms: float | None, plan: dict[str, Any], default_s: float) -> float | None:
     """The flag, else the plan's ``loop_budget_ms`` (null: off), else the default; 0 means off."""
     ms = flag_ms if flag_ms is not None else plan.get("loop_budget_ms", default_s * 1000)
     if isinstance(ms, bool) or not isinstance(ms, (int, float)):
-        return ms  # type: ignore[return-value]  # PolicyKnobs names the bad value
+        return ms  # not a number: PolicyKnobs names the bad value
     return None if not ms else ms / 1000
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    """What ``calibrate`` measures and how, from the flags and the plan."""
+
+    plan: dict[str, Any]
+    effort: Any
+    knobs: Any
+    workers: int
+    specs: list[Any]
+    out: Path
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -323,21 +301,35 @@ def _calibrate(args: argparse.Namespace) -> int:
     if problem:
         print(f"offload-tuner: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    setup, code = _calibration_setup(args)
+    if setup is None:
+        return code
+    client, code = _connect_cluster(args.dask)
+    if code != EXIT_OK:
+        return code
+    profile = _measure(args, setup, client)
+    return _write_and_report(profile, setup)
 
-    from offload_tuner.calibration._calibrate import EFFORTS, calibrate
+
+def _fail(message: str, code: int) -> tuple[None, int]:
+    print(f"offload-tuner: {message}", file=sys.stderr)
+    return None, code
+
+
+def _calibration_setup(args: argparse.Namespace) -> tuple[_Setup | None, int]:
+    """The plan, effort, policy knobs and kernels, or an exit code after a message naming the problem."""
+    from offload_tuner.calibration._calibrate import EFFORTS
     from offload_tuner.calibration._targets import NoKernelsError, TargetError, resolve_targets
-    from offload_tuner.inspection._report import format_cluster, format_table
-    from offload_tuner.runtime._backends import default_workers, recommended_pool
+    from offload_tuner.runtime._backends import default_workers
     from offload_tuner.runtime._policy import DEFAULT_CONCURRENCY, DEFAULT_LOOP_BUDGET_S, PolicyKnobs
-    from offload_tuner.runtime._profile import ProfileError, default_profile_path, write_profile
+    from offload_tuner.runtime._profile import default_profile_path
 
     plan = _load_plan(args.plan, use_bundled=not args.targets)
     targets = args.targets or plan.get("targets") or []
     effort = EFFORTS[args.effort or plan.get("effort") or "standard"]
     workers = args.workers if args.workers is not None else default_workers()
     if workers < 1:
-        print("offload-tuner: --workers must be >= 1", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail("--workers must be >= 1", EXIT_USAGE)
     try:
         knobs = PolicyKnobs(
             concurrency=args.concurrency or plan.get("concurrency") or DEFAULT_CONCURRENCY,
@@ -346,68 +338,90 @@ def _calibrate(args: argparse.Namespace) -> int:
             loop_budget_s=_loop_budget_s(args.loop_budget_ms, plan, DEFAULT_LOOP_BUDGET_S),
         )
     except ValueError as exc:
-        print(f"offload-tuner: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(str(exc), EXIT_USAGE)
     try:
         specs = resolve_targets(targets, args.kernel)
     except NoKernelsError as exc:
-        print(f"offload-tuner: {exc}", file=sys.stderr)
-        return EXIT_NO_KERNELS
+        return _fail(str(exc), EXIT_NO_KERNELS)
     except TargetError as exc:
-        print(f"offload-tuner: {exc}", file=sys.stderr)
-        return EXIT_TARGET
+        return _fail(str(exc), EXIT_TARGET)
     if not args.quiet:  # name them: a kernel missing from this list is never measured
         print(f"kernels: {', '.join(spec.key for spec in specs)}", file=sys.stderr)
-    out = args.out or default_profile_path()
-    client = None
-    if args.dask is not None:  # reach the cluster before a minute of measuring, not after
-        problem = requirement_problem("dask", "offload-tuner calibrate --dask")
-        if problem:
-            print(f"offload-tuner: {problem}", file=sys.stderr)
-            return EXIT_USAGE
-        from offload_tuner.calibration._cluster import ClusterUnreachable, connect
+    return _Setup(plan, effort, knobs, workers, list(specs), args.out or default_profile_path()), EXIT_OK
 
-        try:
-            client = connect(args.dask)
-        except ClusterUnreachable as exc:
-            print(f"offload-tuner: {exc}", file=sys.stderr)
-            return EXIT_CLUSTER
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    executor = recommended_pool(workers)
+
+def _connect_cluster(address: str | None) -> tuple[Any, int]:
+    """The Dask client for --dask (reached before a minute of measuring, not after), None without it."""
+    if address is None:
+        return None, EXIT_OK
+    from offload_tuner.inspection._extras import requirement_problem
+
+    problem = requirement_problem("dask", "offload-tuner calibrate --dask")
+    if problem:
+        return _fail(problem, EXIT_USAGE)
+    from offload_tuner.calibration._cluster import ClusterUnreachable, connect
+
     try:
-        progress = _TerminalProgress(args.quiet, effort.kernel_budget_s)
+        return connect(address), EXIT_OK
+    except ClusterUnreachable as exc:
+        return _fail(str(exc), EXIT_CLUSTER)
+
+
+def _measure(args: argparse.Namespace, setup: _Setup, client: Any) -> dict[str, Any]:
+    """Calibrate on a fresh pool (and the cluster, if any); SIGTERM interrupts like Ctrl-C."""
+    from offload_tuner.calibration._calibrate import calibrate
+    from offload_tuner.inspection._progress import TerminalProgress
+    from offload_tuner.runtime._backends import recommended_pool
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    executor = recommended_pool(setup.workers)
+    try:
+        progress = TerminalProgress(args.quiet, setup.effort.kernel_budget_s)
         profile = calibrate(
-            specs,
+            setup.specs,
             executor,
-            effort=effort,
-            knobs=knobs,
-            plans=_kernel_plans(plan),
+            effort=setup.effort,
+            knobs=setup.knobs,
+            plans=_kernel_plans(setup.plan),
             progress=progress,
-            shared=bool(args.shared if args.shared is not None else plan.get("shared", False)),
+            shared=bool(args.shared if args.shared is not None else setup.plan.get("shared", False)),
         )
         if client is not None:
-            from offload_tuner.calibration._cluster import calibrate_cluster
-
-            try:
-                profile["cluster"] = calibrate_cluster(
-                    client.get_executor(pure=False), executor, specs, profile["kernels"], effort, progress
-                )
-            except Exception as exc:  # the cluster failed mid-way: the local profile is still worth writing
-                print(
-                    f"offload-tuner: measuring the Dask cluster at {args.dask} failed ({type(exc).__name__}: "
-                    f"{exc}); the profile is written without it",
-                    file=sys.stderr,
-                )
+            _measure_cluster(args.dask, client, executor, setup, profile, progress)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         if client is not None:
             client.close()
         signal.signal(signal.SIGTERM, previous)
+    return profile
+
+
+def _measure_cluster(
+    address: str, client: Any, executor: Any, setup: _Setup, profile: dict[str, Any], progress: Any
+) -> None:
+    from offload_tuner.calibration._cluster import calibrate_cluster
+
     try:
-        write_profile(out, profile)
+        profile["cluster"] = calibrate_cluster(
+            client.get_executor(pure=False), executor, setup.specs, profile["kernels"], setup.effort, progress
+        )
+    except Exception as exc:  # the cluster failed mid-way: the local profile is still worth writing
+        print(
+            f"offload-tuner: measuring the Dask cluster at {address} failed ({type(exc).__name__}: "
+            f"{exc}); the profile is written without it",
+            file=sys.stderr,
+        )
+
+
+def _write_and_report(profile: dict[str, Any], setup: _Setup) -> int:
+    from offload_tuner.inspection._report import format_cluster, format_table
+    from offload_tuner.runtime._profile import ProfileError, write_profile
+
+    try:
+        write_profile(setup.out, profile)
     except (OSError, ProfileError) as exc:
         print(
-            f"offload-tuner: cannot write the profile to {out}: {exc}; any previous profile is untouched",
+            f"offload-tuner: cannot write the profile to {setup.out}: {exc}; any previous profile is untouched",
             file=sys.stderr,
         )
         return EXIT_WRITE
@@ -418,7 +432,9 @@ def _calibrate(args: argparse.Namespace) -> int:
     cluster_text = format_cluster(profile)
     if cluster_text:
         print("\n" + cluster_text)
-    print(f"\nprofile: {out}  ({profile['duration_s']:.1f} s, effort {effort.name}, {workers} workers)")
+    print(
+        f"\nprofile: {setup.out}  ({profile['duration_s']:.1f} s, effort {setup.effort.name}, {setup.workers} workers)"
+    )
     failed = [k for k, e in profile["kernels"].items() if e["status"] == "failed"]
     for key in failed:
         print(f"offload-tuner: kernel {key} failed: {profile['kernels'][key].get('error')}", file=sys.stderr)
@@ -473,67 +489,92 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from concurrent.futures import ProcessPoolExecutor
-
-    import offload_tuner
-    from offload_tuner.calibration._targets import TargetError, import_kernel
-    from offload_tuner.inspection._report import format_load, format_seconds, format_shared
-    from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
-
     path = _profile_path(args.profile)
     profile = _read_or_report(path)
     if profile is None:
         return EXIT_PROFILE
-    key = args.kernel
-    if key not in profile.kernels:
-        matches = [k for k in profile.kernels if k.rsplit(":", 1)[-1].rsplit(".", 1)[-1] == key]
-        if len(matches) != 1:
-            print(
-                f"offload-tuner: kernel {key!r} is not in {path}"
-                + (f" (ambiguous: {', '.join(matches)})" if matches else ""),
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        key = matches[0]
+    key, code = _explained_key(profile, args.kernel, path)
+    if key is None:
+        return code
     if args.size < 0:
         print("offload-tuner: SIZE must be >= 0", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        spec = import_kernel(key)
-    except TargetError as exc:
-        print(f"offload-tuner: {exc}", file=sys.stderr)
-        return EXIT_TARGET
-    if spec.sample is None:
-        print(
-            f"offload-tuner: kernel {key} has no sample(n), so a call of size {args.size} cannot be built",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+    spec, code = _explained_spec(key, args.size)
+    if spec is None:
+        return code
     entry = profile.kernels[key].data
     print(f"kernel {key}, size {args.size}, profile {path}")
     if "costs" in entry:
-        knobs = PolicyKnobs.from_json(profile.data.get("policy", {}))
-        transport = TransportModel.from_json(profile.data["transport"]["model"])
-        costs = KernelCosts.from_json(entry["costs"])
-        p = predict(costs, transport, knobs, args.size)
-        lo, hi = costs.compute.size_range
-        where = "inside" if costs.compute.in_range(args.size) else "OUTSIDE (extrapolated)"
-        print(f"  inline:    loop thread blocked {format_seconds(p.inline_s)}")
+        _explain_costs(profile, entry, args.size)
+    _explain_load(entry)
+    if profile.cluster is not None and "costs" in entry:
+        _explain_cluster(profile, key, entry, args.size, args.what_if)
+    _explain_decision(path, spec, args.size, bool(entry.get("thread")))
+    return EXIT_OK
+
+
+def _explained_key(profile: Any, name: str, path: Path) -> tuple[str | None, int]:
+    """The profile's key for ``name`` (a full key, or a kernel's own name when only one kernel has it)."""
+    if name in profile.kernels:
+        return name, EXIT_OK
+    matches = [k for k in profile.kernels if k.rsplit(":", 1)[-1].rsplit(".", 1)[-1] == name]
+    if len(matches) == 1:
+        return matches[0], EXIT_OK
+    ambiguous = f" (ambiguous: {', '.join(matches)})" if matches else ""
+    return _fail(f"kernel {name!r} is not in {path}{ambiguous}", EXIT_USAGE)
+
+
+def _explained_spec(key: str, size: int) -> tuple[Any, int]:
+    """The kernel itself, imported, with the ``sample(n)`` that builds a call of ``size``."""
+    from offload_tuner.calibration._targets import TargetError, import_kernel
+
+    try:
+        spec = import_kernel(key)
+    except TargetError as exc:
+        return _fail(str(exc), EXIT_TARGET)
+    if spec.sample is None:
+        return _fail(f"kernel {key} has no sample(n), so a call of size {size} cannot be built", EXIT_USAGE)
+    return spec, EXIT_OK
+
+
+def _explain_costs(profile: Any, entry: Any, size: int) -> None:
+    """The cost models' prediction for one call of ``size``, both ways, alone and in a saturated stream."""
+    from offload_tuner.inspection._report import compare_with_value, format_seconds, format_threshold
+    from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
+
+    knobs = PolicyKnobs.from_json(profile.data.get("policy", {}))
+    transport = TransportModel.from_json(profile.data["transport"]["model"])
+    costs = KernelCosts.from_json(entry["costs"])
+    p = predict(costs, transport, knobs, size)
+    lo, hi = costs.compute.size_range
+    where = "inside" if costs.compute.in_range(size) else "OUTSIDE (extrapolated)"
+    print(f"  inline:    loop thread blocked {format_seconds(p.inline_s)}")
+    print(
+        f"  offloaded: loop thread blocked {format_seconds(p.offload_loop_s)} (pickling + executor), "
+        f"worker busy {format_seconds(p.offload_worker_s)}, latency {format_seconds(p.offload_latency_s)}"
+    )
+    print(
+        f"  per call in a saturated stream ({knobs.concurrency} callers, {knobs.workers} workers, "
+        f"{knobs.cores} cores): inline {format_seconds(p.inline_period_s)}, "
+        f"offloaded {format_seconds(p.offload_period_s)}"
+    )
+    print(f"  calibrated sizes {lo:g}..{hi:g}: size {size} is {where}")
+    stream = "pays" if offload_pays(p, knobs) else "does not pay"
+    print(
+        f"  per-size view: offloading a saturated stream of size-{size} calls {stream}; the threshold "
+        f"also weighs the mix of sizes (workload {entry.get('workload_range', [lo, hi])})"
+    )
+    old = compare_with_value(entry.get("compare_with"), "profile entry")
+    if old is not None:
         print(
-            f"  offloaded: loop thread blocked {format_seconds(p.offload_loop_s)} (pickling + executor), "
-            f"worker busy {format_seconds(p.offload_worker_s)}, latency {format_seconds(p.offload_latency_s)}"
+            f"  compared with {old:g} (the plan's compare_with): the profile offloads from {format_threshold(entry.get('threshold'))}"
         )
-        print(
-            f"  per call in a saturated stream ({knobs.concurrency} callers, {knobs.workers} workers, "
-            f"{knobs.cores} cores): inline {format_seconds(p.inline_period_s)}, "
-            f"offloaded {format_seconds(p.offload_period_s)}"
-        )
-        print(f"  calibrated sizes {lo:g}..{hi:g}: size {args.size} is {where}")
-        stream = "pays" if offload_pays(p, knobs) else "does not pay"
-        print(
-            f"  per-size view: offloading a saturated stream of size-{args.size} calls {stream}; the threshold "
-            f"also weighs the mix of sizes (workload {entry.get('workload_range', [lo, hi])})"
-        )
+
+
+def _explain_load(entry: Any) -> None:
+    """What the concurrent phase measured, the shared stream's choice, and the thread lane."""
+    from offload_tuner.inspection._report import format_load, format_seconds, format_shared
+
     shared = entry.get("shared")
     if entry.get("load"):
         alone = shared["alone"] if shared and shared.get("lane") == "process" else entry.get("threshold")
@@ -549,20 +590,23 @@ def _explain(args: argparse.Namespace) -> int:
         )
         if thread.get("reason"):
             print(f"    {thread['reason']}")
-    if profile.cluster is not None and "costs" in entry:
-        _explain_cluster(profile, key, entry, args.size, args.what_if)
-    # The decision itself goes through run_kernel's own code path, against executors of the profiled kinds
-    # (never started: no task is submitted).
-    from concurrent.futures import ThreadPoolExecutor
+
+
+def _explain_decision(path: Path, spec: Any, size: int, thread: bool) -> None:
+    """The decision itself, through run_kernel's own code path, against executors of the profiled kinds
+    (never started: no task is submitted)."""
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    import offload_tuner
 
     offload_tuner.load_profile(path)
     previous = offload_tuner.get_executors()
     idle_pool, idle_threads = ProcessPoolExecutor(max_workers=1), ThreadPoolExecutor(1)
     try:
         offload_tuner.set_executor(idle_pool)
-        decision = offload_tuner.decide(spec.fn, *spec.sample(args.size))
+        decision = offload_tuner.decide(spec.fn, *spec.sample(size))
         offload_tuner.set_executors({"process": idle_pool, "thread": idle_threads})
-        both = offload_tuner.decide(spec.fn, *spec.sample(args.size))
+        both = offload_tuner.decide(spec.fn, *spec.sample(size))
     finally:
         offload_tuner.set_executors(previous)
         idle_pool.shutdown(wait=False)
@@ -572,7 +616,6 @@ def _explain(args: argparse.Namespace) -> int:
     if thread:
         where = both.backend.upper() if both.offload else "INLINE"
         print(f"  with a thread pool installed too (set_executors): {where} ({both.reason})")
-    return EXIT_OK
 
 
 def _explain_cluster(profile: Any, key: str, entry: Any, size: int, what_if_workers: Sequence[int]) -> None:
@@ -644,6 +687,9 @@ def _plot(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"offload-tuner: cannot write figures to {args.out}: {exc}", file=sys.stderr)
         return EXIT_WRITE
+    except ValueError as exc:  # a field the figures read is malformed (e.g. a hand-edited compare_with)
+        print(f"offload-tuner: cannot plot {path}: {exc}", file=sys.stderr)
+        return EXIT_PROFILE
     for written in paths:
         print(written)
     return EXIT_OK

@@ -27,6 +27,19 @@ def format_interval(interval: Sequence[int | None] | None) -> str:
     return f"[{'-' if lo is None else lo}, {'never' if hi is None else hi}]"
 
 
+def compare_with_value(value: Any, where: str) -> float | None:
+    """A ``compare_with`` (plan or profile entry: the constant a kernel's figures compare with, e.g. the old
+    ``offload_if=len(x) >= 256``) as a number, None when absent. Off unless set: most users have no old constant.
+    Anything else is an error naming ``where`` and the value, not a figure silently drawn without it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: compare_with must be a number (the constant to compare with), got {value!r}")
+    if not (0 < value < float("inf")):
+        raise ValueError(f"{where}: compare_with must be a size > 0 (the constant to compare with), got {value!r}")
+    return value
+
+
 def summary_rows(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per kernel: what the final table shows, as data (``show --json`` prints these)."""
     rows = []
