@@ -15,14 +15,15 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from offload_tuner.calibration._choice import Candidate, _fmt, thread_lane_wins
 from offload_tuner.calibration._gil import thread_fixed_cost, thread_section
-from offload_tuner.calibration._kernel import KernelResult, measure_kernel, same_result
+from offload_tuner.calibration._kernel import HANG_FACTOR, KernelResult, measure_kernel, same_result
 from offload_tuner.calibration._loadphase import LoadPhase, Rounds, measure_thread_lane, measure_under_load
 from offload_tuner.calibration._measure import clock
 from offload_tuner.calibration._settings import EFFORTS, Effort, KernelPlan, Progress, _silent
+from offload_tuner.calibration._siblings import Siblings
 from offload_tuner.calibration._transport import _combine_transport, measure_transport, probe_fixed_costs, warm_pool
 from offload_tuner.runtime._backends import describe_executor
 from offload_tuner.runtime._host import host_fingerprint
@@ -55,8 +56,11 @@ def finalize_kernel(
     effort: Effort,
     progress: Progress = _silent,
     thread_fixed_s: float | None = None,
+    siblings: Siblings | None = None,
+    limit_s: float = 60.0,
 ) -> dict[str, Any]:
-    """Model error under the final transport model, then the concurrent phase: threshold and interval."""
+    """Model error under the final transport model, then the concurrent phase: threshold and interval. With
+    ``siblings`` the phase runs in the multi-process shape (:mod:`_siblings`), each wait bounded by ``limit_s``."""
     entry, costs, samples = result.entry, result.costs, result.samples
     if costs is None or samples is None:
         return entry
@@ -76,8 +80,10 @@ def finalize_kernel(
             workload,
             rounds=effort.load,
             progress=progress,
+            siblings=siblings,
+            limit_s=limit_s,
         )
-    except Exception as exc:  # the kernel or the pool failed under load: record it, calibrate the others
+    except Exception as exc:  # the kernel, the pool or a sibling failed under load: record it, calibrate the others
         entry.update(status="failed", threshold=None, error=f"concurrent phase failed: {type(exc).__name__}: {exc}")
         entry["traceback"] = traceback.format_exception(exc)[-6:]
         return entry
@@ -90,7 +96,7 @@ def finalize_kernel(
     t = phase.threshold
     entry["at_threshold"] = predict(phase.costs, transport, knobs, t).to_json() if t is not None else None
     if result.gil_points and thread_fixed_s is not None:
-        entry["thread"] = _thread_lane(result, phase, thread_fixed_s, workload, knobs, effort, progress)
+        entry["thread"] = _thread_lane(result, phase, thread_fixed_s, workload, knobs, effort, progress, siblings)
     return entry
 
 
@@ -108,6 +114,7 @@ def _thread_lane(
     knobs: PolicyKnobs,
     effort: Effort,
     progress: Progress,
+    siblings: Siblings | None = None,
 ) -> dict[str, Any]:
     """The thread section: the model's threshold from the GIL hold, then, for a kernel that releases the GIL,
     the thread lane's own concurrent phase on the process phase's stream, which decides the threshold and
@@ -135,6 +142,7 @@ def _thread_lane(
                 rounds=_thread_rounds(effort.load),
                 progress=progress,
                 floor=section["floor"],
+                siblings=siblings,
             )
     except Exception as exc:  # the kernel failed in a thread under load: no thread lane, the rest stands
         section.update(threshold=None, reason=f"thread lane's concurrent phase failed: {type(exc).__name__}: {exc}")
@@ -172,34 +180,35 @@ def calibrate(
     plans: Mapping[str, KernelPlan] | None = None,
     progress: Progress = _silent,
     shared: bool = False,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Calibrate ``specs`` against ``executor``; return the profile as plain JSON-ready data. With ``shared``
     the kernels share one event loop in production: after each is calibrated alone, their thresholds are tuned
-    on one stream of all their calls (:mod:`_shared`).
+    on one stream of all their calls (:mod:`_shared`). With ``processes`` N > 1 the service runs N processes,
+    each with a pool like ``executor`` (``knobs`` should say its share of the cores): every concurrent phase
+    runs with N-1 sibling processes beside it (:mod:`_siblings`), and the profile's executor records the shape.
 
     The executor's fixed costs drift on a shared VM (idle vCPUs wake slowly), so they are probed again
     between kernels and averaged; thresholds are computed at the end, under that average.
     """
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be an integer >= 1, got {processes!r}")
     started = clock()
     executor_info = describe_executor(executor)
+    executor_info.update(processes=processes, workers_per_process=executor_info.get("workers", knobs.workers))
     progress("start", kernels=len(specs), effort=effort.name)
     warm_pool(executor, knobs.workers)
     thread_fixed = thread_fixed_cost(effort.transport_calls * 5)
     sweep, sweep_rows = measure_transport(executor, effort, progress)
     results, probes = _measure_each(specs, executor, sweep, knobs, effort, plans or {}, progress, started)
     transport = _combine_transport(sweep, probes)
-    kernels: dict[str, Any] = {}
-    for index, result in enumerate(results):
-        kernels[result.spec.key] = finalize_kernel(result, executor, transport, knobs, effort, progress, thread_fixed)
-        progress(
-            "kernel_done",
-            kernel=result.spec.key,
-            entry=kernels[result.spec.key],
-            index=index,
-            total=len(specs),
-            elapsed=clock() - started,
-        )
-    shared_section = _shared_phase(results, kernels, executor, transport, knobs, effort, progress) if shared else None
+    finals = _Finals(executor, transport, knobs, effort, progress, thread_fixed, plans or {}, started)
+    kernels = _finalize_each(results, finals, processes)
+    shared_section = None
+    if shared and processes > 1:
+        shared_section = _no_shared_stream(results, processes, progress)
+    elif shared:
+        shared_section = _shared_phase(results, kernels, executor, transport, knobs, effort, progress)
     return {
         "schema": SCHEMA_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -217,6 +226,57 @@ def calibrate(
         "kernels": kernels,
         **({} if shared_section is None else {"shared": shared_section}),
     }
+
+
+class _Finals(NamedTuple):
+    """What every kernel's concurrent phase shares."""
+
+    executor: Executor
+    transport: TransportModel
+    knobs: PolicyKnobs
+    effort: Effort
+    progress: Progress
+    thread_fixed: float
+    plans: Mapping[str, KernelPlan]
+    started: float
+
+
+def _finalize_each(results: Sequence[KernelResult], f: _Finals, processes: int) -> dict[str, Any]:
+    """Every kernel's concurrent phase, in turn. With ``processes`` > 1, beside ``processes - 1`` siblings:
+    started on the first phase (every kernel was measured alone without them), stopped whatever happens, and
+    each of their waits bounded by the kernel's time limit."""
+    kernels: dict[str, Any] = {}
+    siblings = Siblings(processes - 1, workers=f.knobs.workers, callers=f.knobs.concurrency) if processes > 1 else None
+    try:
+        for index, result in enumerate(results):
+            key = result.spec.key
+            plan = f.plans.get(key)
+            limit = (plan.time_limit_s if plan else None) or f.effort.kernel_budget_s * HANG_FACTOR + 10
+            kernels[key] = finalize_kernel(
+                result, f.executor, f.transport, f.knobs, f.effort, f.progress, f.thread_fixed, siblings, limit
+            )
+            f.progress(
+                "kernel_done",
+                kernel=key,
+                entry=kernels[key],
+                index=index,
+                total=len(results),
+                elapsed=clock() - f.started,
+            )
+    finally:
+        if siblings is not None:
+            siblings.close()
+    return kernels
+
+
+def _no_shared_stream(results: Sequence[KernelResult], processes: int, progress: Progress) -> dict[str, Any]:
+    """The ``shared`` section when the shared stream cannot be measured in the calibrated shape."""
+    error = (
+        f"the shared stream is not measured with {processes} processes yet; every threshold is the kernel's "
+        "alone, measured in that shape"
+    )
+    progress("shared_failed", error=error)
+    return {"kernels": [r.spec.key for r in results if r.costs is not None], "error": error}
 
 
 def _measure_each(

@@ -14,14 +14,13 @@ noise (:func:`worth_measuring`), it is measured against the best so far. :mod:`_
 
 from __future__ import annotations
 
-import math
 import random
 import statistics
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from offload_tuner.calibration._choice import (
     PLAUSIBLE_STANDARD_ERRORS,
@@ -40,9 +39,16 @@ from offload_tuner.calibration._choice import (
 )
 from offload_tuner.calibration._measure import clock
 from offload_tuner.calibration._proposals import FollowUp, always_threshold, on_grid, proposals, worth_measuring
+from offload_tuner.calibration._rounds import MIN_CALLS_PER_CALLER as MIN_CALLS_PER_CALLER
+from offload_tuner.calibration._rounds import STEADY_CALLS_PER_CALLER as STEADY_CALLS_PER_CALLER
+from offload_tuner.calibration._rounds import WARMUP_TAKES_PER_CALLER as WARMUP_TAKES_PER_CALLER
+from offload_tuner.calibration._rounds import Rounds as Rounds
+from offload_tuner.calibration._rounds import round_scales as round_scales
 from offload_tuner.calibration._workload import (
     Call,
     Calls,
+    RunStats,
+    _quantile,
     kernel_calls,
     process_call,
     run_calls,
@@ -64,21 +70,9 @@ from offload_tuner.runtime._policy import (
 )
 from offload_tuner.runtime._registry import KernelSpec
 
-MIN_CALLS_PER_CALLER = 2
-"""Fewer calls than this say nothing about a mix of sizes, however long they take."""
-STEADY_CALLS_PER_CALLER = 6
-"""A steady pass needs several calls per caller: its two ends each cut through the calls in flight."""
-WARMUP_TAKES_PER_CALLER = STEADY_CALLS_PER_CALLER
-"""Calls each caller takes before the steady pass's clock starts, at most one whole pass: the pass then starts
-with the backlog (the pool's queue, the results waiting to be unpickled) a stream in progress has, which is
-what it ends with. After a few calls per caller the backlog is still filling, and the pass misses the work
-queued at its end: it reads the policies that offload part of the stream cheaper than a long stream runs them,
-the best of them most. A discrete-event model of the reference workload (``benchmarks/workload_model.py``: an
-O(n^2) kernel over 8-512, 4 callers, 2 workers on 2 cores) puts every other threshold 12-17% further from the
-best than a long stream does with 2 warm-up calls per caller; with 6 per caller every threshold reads within 3%
-of a long stream on rings of 24, 45 and 64 calls, and within 1% of a whole pass's warm-up on the longer rings.
-Measured here with 2 per caller: never looked about 1.3x slower relative to the best than in long runs.
-(``_workload`` replays at most one pass: more would need a longer ring.)"""
+if TYPE_CHECKING:
+    from offload_tuner.calibration._siblings import Siblings
+
 MAX_CALLS = 600
 EXPECTED_LOAD_INFLATION = 1.5
 """Sizing guess only: offloaded work under load costs up to ~1.5x the isolated model (measured here)."""
@@ -91,46 +85,6 @@ SIZING_MARGIN = 2.0
 """The sizing run is skipped when the isolated model puts the shortest allowed run at this many times the target
 (:func:`_floor_binds`)."""
 SEED = 20261128
-
-
-@dataclass(frozen=True, slots=True)
-class Rounds:
-    """How the concurrent phase spends its time on one kernel.
-
-    Every candidate runs once per round, in a shuffled order. After the first, a candidate ``FIRST_ROUND_RACE``
-    times slower than the fastest is dropped; from the second round on, one whose median is worse than the
-    best by more than four standard errors (it cannot tie, and the slow extremes are the longest runs); the rest go on until ``max_rounds``, or until ``budget_s`` is spent
-    once ``min_rounds`` are done, or until one candidate is left. ``budget_s`` is for the kernel's whole
-    phase (sizing the runs, the first candidates and those the corrected model adds), not per batch: with a
-    budget per batch the standard calibration of the bundled kernels overran its 60 s goal.
-    """
-
-    min_rounds: int
-    max_rounds: int
-    run_s: float
-    """Target seconds for one run (warm-up included), from the sizing run's measured makespan."""
-    budget_s: float
-    neighbours: bool = True
-    """Also measure the grid points an octave either side of the model's choice."""
-    calls_per_caller: int = MIN_CALLS_PER_CALLER
-    """At least this many calls per caller in a run, however slow the kernel: with a few calls per caller a
-    run is all ramp-up and drain, and a heavy-tailed mix (O(n^2) over sizes log-uniform) is one large call."""
-
-    @property
-    def steady(self) -> bool:
-        """Time a steady pass (:mod:`_workload`) only when a run has calls enough for one to mean anything."""
-        return self.calls_per_caller >= STEADY_CALLS_PER_CALLER
-
-    def warmup(self, ring: int, callers: int) -> int:
-        """Warm-up calls before the steady pass of a ring of ``ring`` calls (none for a plain run)."""
-        return min(ring, WARMUP_TAKES_PER_CALLER * callers) if self.steady else 0
-
-    def ring(self, run_calls: float, callers: int) -> float:
-        """The ring whose run (its warm-up included) takes ``run_calls`` calls: the inverse of
-        ``ring + warmup(ring)``."""
-        if not self.steady:
-            return run_calls
-        return max(run_calls / 2, run_calls - WARMUP_TAKES_PER_CALLER * callers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +111,12 @@ def measure_under_load(
     *,
     rounds: Rounds,
     progress: Callable[..., None],
+    siblings: Siblings | None = None,
+    limit_s: float = 60.0,
 ) -> LoadPhase:
-    """Run the reference workload under the model's candidates, correct the model, choose a threshold."""
+    """Run the reference workload under the model's candidates, correct the model, choose a threshold. With
+    ``siblings``, every run has them running the same candidate beside it (:mod:`_siblings`), each waited for
+    at most ``limit_s``; the sizing run (an estimate of the run length) does not."""
     started = clock()
     isolated = replace(costs, load=LoadFactors())
     proposal = threshold(isolated, transport, knobs, workload_range)
@@ -168,7 +126,10 @@ def measure_under_load(
     calls = _sized_calls(spec, executor, isolated, transport, knobs, workload_range, seed, first, rounds)
     sizes = sorted(n for _, n in calls)
     predictions = [predict(isolated, transport, knobs, n) for n in sizes]
+    if siblings is not None:
+        siblings.prepare(spec.key, workload_range, len(calls), seed, limit_s=limit_s)
     runner = _Runner(executor, spec, calls, sizes, knobs.concurrency, rounds, seed, progress, started)
+    runner.siblings = siblings
     phase = _Phase(costs, transport, knobs, workload_range, calls, sizes, predictions, runner, seed)
 
     runner.measure(first)
@@ -279,8 +240,11 @@ def _load_entry(
     measured = [c.makespan for c in candidates]
     fitted = predicted_makespans(phase.predictions, indices, knobs, fit.factors)
     raw = predicted_makespans(phase.predictions, indices, knobs, LoadFactors())
+    siblings = phase.runner.siblings
     return {
         "callers": knobs.concurrency,
+        "processes": 1 if siblings is None else 1 + siblings.count,
+        **({} if siblings is None else {"sibling_calls": list(phase.runner.sibling_calls)}),
         "calls": len(calls),
         "rounds": max(len(c.makespan_s) for c in candidates),
         "seed": phase.seed,
@@ -320,15 +284,18 @@ def measure_thread_lane(
     rounds: Rounds,
     progress: Callable[..., None],
     floor: int | None = None,
+    siblings: Siblings | None = None,
 ) -> tuple[Choice, list[Candidate]]:
     """The thread lane under load: the process phase's stream of calls, run by the same callers with calls from
     each candidate threshold up sent to ``threads`` (the model's proposal, its neighbours, always, never).
     "Never" is every call inline in both phases: the anchor that compares the two lanes. Candidates below
-    ``floor`` (sizes measured holding the GIL) are neither measured nor chosen."""
+    ``floor`` (sizes measured holding the GIL) are neither measured nor chosen. ``siblings`` (prepared by the
+    process phase, on the same calls) run each candidate on their own thread pools beside it."""
     started = clock()
     seed = SEED ^ zlib.crc32(spec.key.encode()) ^ 0x7EAD
     sizes = sorted(n for _, n in calls)
     runner = _Runner(threads, spec, calls, sizes, knobs.concurrency, rounds, seed, progress, started, thread_call)
+    runner.siblings, runner.lane = siblings, "thread"
     allowed = [
         t
         for t in proposals(proposal, None, workload_range, neighbours=rounds.neighbours)
@@ -413,16 +380,6 @@ def _floor_binds(slowest_s: float, ring: int, rounds: Rounds, callers: int) -> b
     return per_call * (ring + rounds.warmup(ring, callers)) >= SIZING_MARGIN * rounds.run_s
 
 
-def round_scales(rounds: Sequence[Sequence[float]]) -> list[float]:
-    """Per round, the factor that brings its geometric mean makespan to the mean over rounds (1 for one
-    candidate or one round: nothing to compare against)."""
-    if len(rounds) < 2 or len(rounds[0]) < 2:
-        return [1.0] * len(rounds)
-    means = [math.exp(statistics.fmean(math.log(v) for v in values)) for values in rounds]
-    overall = math.exp(statistics.fmean(math.log(m) for m in means))
-    return [overall / m for m in means]
-
-
 def _contenders(candidates: dict, alive: list[int | None]) -> list[int | None]:
     """Candidates that can still tie with the best: within four standard errors of its median."""
     current = [candidates[t] for t in alive]
@@ -457,6 +414,9 @@ class _Runner:
         self.rng = random.Random(seed)
         self.order_rng = random.Random(seed + 1)
         self.runs: dict[int, Candidate] = {}  # offload_from index -> the candidate measured for it
+        self.siblings: Siblings | None = None  # sibling service processes running each candidate beside it
+        self.lane = "process"
+        self.sibling_calls: list[int] = []  # calls each sibling ran, over every run
 
     def _split(self, t: int | None) -> int:
         return offload_from(self.sizes, t)
@@ -529,12 +489,31 @@ class _Runner:
     def _run(self, t: int | None, calls: Calls) -> Any:
         # A warm-up, then the steady pass: what a stream with no first or last call costs, which is what the
         # cost model predicts and what a service runs (see _workload).
-        return run_calls(
-            calls,
-            self.callers,
-            self.make_call(self.executor, self.spec.fn, threshold_gate(t)),
-            self.executor,
-            warmup=self.rounds.warmup(len(calls), self.callers),
+        own: list[float] = []
+        sink = {} if self.siblings is None else {"lag_sink": own}
+
+        def run() -> RunStats:
+            return run_calls(
+                calls,
+                self.callers,
+                self.make_call(self.executor, self.spec.fn, threshold_gate(t)),
+                self.executor,
+                warmup=self.rounds.warmup(len(calls), self.callers),
+                **sink,
+            )
+
+        if self.siblings is None:
+            return run()
+        stats, counts, lags = self.siblings.around(self.lane, t, run)
+        self.sibling_calls = [a + b for a, b in zip(self.sibling_calls or [0] * len(counts), counts)]
+        # The makespan is this process's: the siblings run until its run ends, so all of it is in the shape (the
+        # slowest process would add their start and stop skew). Lag is every loop's: each is a service's.
+        pooled = sorted(own + lags)
+        return replace(
+            stats,
+            lag_p50_s=_quantile(pooled, 0.5),
+            lag_p99_s=_quantile(pooled, 0.99),
+            lag_max_s=pooled[-1] if pooled else 0.0,
         )
 
     def indexed(self) -> list[tuple[int, float]]:

@@ -136,11 +136,18 @@ async def heartbeat(lags: list[float], done: asyncio.Event) -> None:
 
 
 def run_calls(
-    calls: Sequence[tuple[tuple, int]], callers: int, call: Call, executor: Executor | None = None, *, warmup: int = 0
+    calls: Sequence[tuple[tuple, int]],
+    callers: int,
+    call: Call,
+    executor: Executor | None = None,
+    *,
+    warmup: int = 0,
+    lag_sink: list[float] | None = None,
 ) -> RunStats:
     """Run ``calls`` with ``callers`` concurrent callers on a fresh event loop; ``executor``'s workers are
     charged CPU too. With ``warmup`` > 0 the first ``warmup`` calls are run again after the last (a ring),
-    and the steady pass between is timed.
+    and the steady pass between is timed. ``lag_sink`` receives every lag sample (to pool them with other
+    processes' before taking quantiles).
 
     Objects alive before the run are frozen out of the garbage collector's view for its duration: a full
     collection of the measuring process's own heap (scikit-learn, every prebuilt argument) would land in
@@ -156,6 +163,8 @@ def run_calls(
         gc.unfreeze()
     worker = None if workers_before is None or workers_after is None else max(0.0, workers_after - workers_before)
     lags.sort()
+    if lag_sink is not None:
+        lag_sink.extend(lags)
     return RunStats(
         makespan, _quantile(lags, 0.5), _quantile(lags, 0.99), lags[-1] if lags else 0.0, caller_cpu, worker, *steady
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -70,7 +69,7 @@ def _add_calibrate(sub: Any) -> None:
         help="measurement effort (default: the plan's, else standard)",
     )
     cal.add_argument("--kernel", action="append", default=[], metavar="NAME", help="only these kernels (repeatable)")
-    cal.add_argument("--workers", type=int, default=None, help="pool workers (default: one per core)")
+    _add_shape(cal)
     cal.add_argument(
         "--plan",
         type=Path,
@@ -107,6 +106,21 @@ def _add_calibrate(sub: Any) -> None:
         'installed (default: the plan\'s "shared", else off)',
     )
     cal.add_argument("-q", "--quiet", action="store_true", help="no progress, only the final table")
+
+
+def _add_shape(cal: Any) -> None:
+    """The service's shape: processes on this host and pool workers in each."""
+    cal.add_argument(
+        "--workers", type=int, default=None, help="pool workers per process (default: its share of the usable cores)"
+    )
+    cal.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="service processes on this host, each with its own loop and pool: the concurrent phase runs N side "
+        "by side (default: OFFLOAD_TUNER_PROCESSES, else WEB_CONCURRENCY, else 1)",
+    )
 
 
 def _add_show(sub: Any) -> None:
@@ -292,6 +306,7 @@ class _Setup:
     workers: int
     specs: list[Any]
     out: Path
+    processes: int = 1
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -320,21 +335,24 @@ def _calibration_setup(args: argparse.Namespace) -> tuple[_Setup | None, int]:
     """The plan, effort, policy knobs and kernels, or an exit code after a message naming the problem."""
     from offload_tuner.calibration._calibrate import EFFORTS
     from offload_tuner.calibration._targets import NoKernelsError, TargetError, resolve_targets
-    from offload_tuner.runtime._backends import default_workers
     from offload_tuner.runtime._policy import DEFAULT_CONCURRENCY, DEFAULT_LOOP_BUDGET_S, PolicyKnobs
     from offload_tuner.runtime._profile import default_profile_path
 
     plan = _load_plan(args.plan, use_bundled=not args.targets)
     targets = args.targets or plan.get("targets") or []
     effort = EFFORTS[args.effort or plan.get("effort") or "standard"]
-    workers = args.workers if args.workers is not None else default_workers()
+    shape, code = _shape(args)
+    if shape is None:
+        return None, code
+    processes, share = shape
+    workers = args.workers if args.workers is not None else share
     if workers < 1:
         return _fail("--workers must be >= 1", EXIT_USAGE)
     try:
         knobs = PolicyKnobs(
             concurrency=args.concurrency or plan.get("concurrency") or DEFAULT_CONCURRENCY,
             workers=workers,
-            cores=os.cpu_count() or 1,
+            cores=share,  # the cost model's cores: this process's share, the others run the same workload
             loop_budget_s=_loop_budget_s(args.loop_budget_ms, plan, DEFAULT_LOOP_BUDGET_S),
         )
     except ValueError as exc:
@@ -347,7 +365,23 @@ def _calibration_setup(args: argparse.Namespace) -> tuple[_Setup | None, int]:
         return _fail(str(exc), EXIT_TARGET)
     if not args.quiet:  # name them: a kernel missing from this list is never measured
         print(f"kernels: {', '.join(spec.key for spec in specs)}", file=sys.stderr)
-    return _Setup(plan, effort, knobs, workers, list(specs), args.out or default_profile_path()), EXIT_OK
+    return _Setup(plan, effort, knobs, workers, list(specs), args.out or default_profile_path(), processes), EXIT_OK
+
+
+def _shape(args: argparse.Namespace) -> tuple[tuple[int, int] | None, int]:
+    """(service processes, each one's share of the usable cores), or None and an exit code after a message."""
+    from offload_tuner.runtime._cores import cores_per_process, service_processes, usable_cores
+
+    if args.processes is None:
+        try:
+            processes = service_processes()
+        except ValueError as exc:
+            return _fail(f"{exc}; or pass --processes N", EXIT_USAGE)
+    elif args.processes < 1:
+        return _fail(f"--processes must be >= 1 (the service processes on this host), got {args.processes}", EXIT_USAGE)
+    else:
+        processes = args.processes
+    return (processes, cores_per_process(usable_cores(), processes)), EXIT_OK
 
 
 def _connect_cluster(address: str | None) -> tuple[Any, int]:
@@ -385,6 +419,7 @@ def _measure(args: argparse.Namespace, setup: _Setup, client: Any) -> dict[str, 
             plans=_kernel_plans(setup.plan),
             progress=progress,
             shared=bool(args.shared if args.shared is not None else setup.plan.get("shared", False)),
+            processes=setup.processes,
         )
         if client is not None:
             _measure_cluster(args.dask, client, executor, setup, profile, progress)
@@ -433,7 +468,8 @@ def _write_and_report(profile: dict[str, Any], setup: _Setup) -> int:
     if cluster_text:
         print("\n" + cluster_text)
     print(
-        f"\nprofile: {setup.out}  ({profile['duration_s']:.1f} s, effort {setup.effort.name}, {setup.workers} workers)"
+        f"\nprofile: {setup.out}  ({profile['duration_s']:.1f} s, effort {setup.effort.name}, "
+        f"{_shape_text(profile['executor'])})"
     )
     failed = [k for k, e in profile["kernels"].items() if e["status"] == "failed"]
     for key in failed:
@@ -442,6 +478,13 @@ def _write_and_report(profile: dict[str, Any], setup: _Setup) -> int:
 
 
 # ----------------------------------------------------------------------------------------- inspection
+
+
+def _shape_text(executor: Any) -> str:
+    """The shape a profile was calibrated for: "2 processes x 1 workers" (profiles before shapes: 1 process)."""
+    processes = executor.get("processes", 1)
+    workers = executor.get("workers_per_process", executor.get("workers", "?"))
+    return f"{processes} process{'es' if processes != 1 else ''} x {workers} workers"
 
 
 def _read_or_report(path: Path) -> Any:
@@ -479,7 +522,7 @@ def _show(args: argparse.Namespace) -> int:
         print(
             f"profile {path}\nhost {host.get('hostname')} ({host.get('cpu_model')}, {host.get('logical_cores')} cores, "
             f"Python {host.get('python_version', host.get('python_minor'))}), created {profile.data.get('created', '?')}, "
-            f"executor {profile.executor.get('kind')} x{profile.executor.get('workers', '?')}\n"
+            f"executor {profile.executor.get('kind')}, {_shape_text(profile.executor)}\n"
         )
         print(format_table(profile.data))
         cluster = format_cluster(profile.data)
