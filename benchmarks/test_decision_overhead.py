@@ -235,14 +235,14 @@ def test_sync_profile_decision(benchmark, installed):
 @pytest.mark.benchmark(group="decision-overhead-placement")
 @pytest.mark.parametrize("pools", ["idle", "threads busy"])
 def test_placement_added_cost_paired(benchmark, installed, tmp_path, pools):
-    """Placement's own cost: the decision for an offloaded call (``_offload_target``, nothing submitted) with both
+    """Placement's own cost: the decision for an offloaded call (``_decision.offload_target``, nothing submitted) with both
     pools installed and ``tiny`` offloaded from size 0 in the thread lane, placed per call between the thread and
     the process pool, against the very same decision with placement off (its static thread lane). The two
     snapshots are built once and swapped block by block, alternating which goes first, as in the pairs above.
     Inline calls never reach placement (the figures above). ``idle``: nothing in flight, the precomputed choice;
     ``threads busy``: both threads taken (the counters set as two calls in flight would), a pass over the
     candidates (the call still goes to threads: the host's cores are busy)."""
-    from offload_tuner.runtime import _runtime
+    from offload_tuner.runtime import _decision, _placer, _state
     from tests.support import synthetic_costs, synthetic_transport
 
     def placeable(data: dict) -> None:
@@ -255,29 +255,29 @@ def test_placement_added_cost_paired(benchmark, installed, tmp_path, pools):
             policy={"concurrency": 4, "workers": 1, "cores": 2, "loop_budget_s": 0.1},
         )
 
-    target, args = _runtime._offload_target, (XS,)
+    target, args = _decision.offload_target, (XS,)
     with _thread_pool_and_profile(tmp_path, placeable):
-        placed = _runtime._snapshot
-        assert type(target(tiny, args, None)).__name__ == "_Placed"
-        _runtime.set_placement(False)
-        static = _runtime._snapshot
-        assert type(target(tiny, args, None)).__name__ == "_Lane"
+        placed = _state._snapshot
+        assert type(target(tiny, args, None)).__name__ == "Booking"
+        _placer.set_placement(False)
+        static = _state._snapshot
+        assert type(target(tiny, args, None)).__name__ == "Lane"
         try:
             if pools == "threads busy":
                 placed.gil_free.inflight, placed.gil_free.work = 2, 1.0
             _pair_snapshots(benchmark, target, args, static, placed)
         finally:
             placed.gil_free.inflight, placed.gil_free.work = 0, 0.0
-            _runtime.set_placement(True)
+            _placer.set_placement(True)
 
 
 def _pair_snapshots(benchmark, target, args, static, placed) -> None:  # type: ignore[no-untyped-def]
-    from offload_tuner.runtime import _runtime
+    from offload_tuner.runtime import _state
 
     differences: list[float] = []
 
     def block(snapshot) -> float:  # type: ignore[no-untyped-def]
-        _runtime._snapshot = snapshot
+        _state._snapshot = snapshot
         start = time.perf_counter()
         for _ in range(CALLS):
             target(tiny, args, None)

@@ -27,6 +27,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any, Final
 
+from offload_tuner.runtime._profile import current_hostname
 from offload_tuner.runtime._registry import KernelSpec, default_size, spec_for
 
 STATS_SCHEMA: Final = "offload-tuner-stats/1"
@@ -206,39 +207,19 @@ def _configured_sample_every() -> int:
 _sample_every: int = _configured_sample_every()
 _by_fn: dict[Callable[..., Any], KernelStats] = {}
 _started: Final = time.time()
-_environment_checked = False
 
 
 def stats_for(fn: Callable[..., Any]) -> KernelStats | None:
     """The counters of a registered kernel, created on its first call; None for other functions (not
-    cached, so a stream of lambdas cannot grow memory)."""
+    cached, so a stream of lambdas cannot grow memory). The call path asks :func:`_observe.stats_for`, which
+    also tells the observers of a kernel's first call."""
     found = _by_fn.get(fn)
     if found is not None:
         return found
     spec = spec_for(fn)
     if spec is None:
         return None
-    created = _by_fn.setdefault(fn, KernelStats(spec))
-    _check_environment()
-    return created
-
-
-def _check_environment() -> None:
-    """On the first call of a registered kernel: start the recorder ``OFFLOAD_TUNER_STATS=path`` and the
-    adaptation ``OFFLOAD_TUNER_ADAPT=1`` ask for (imported only then: a service that asks for neither pays
-    nothing)."""
-    global _environment_checked
-    if _environment_checked:
-        return
-    _environment_checked = True
-    if os.environ.get("OFFLOAD_TUNER_STATS"):
-        from offload_tuner.runtime._statsfile import start_from_environment
-
-        start_from_environment()
-    if os.environ.get("OFFLOAD_TUNER_ADAPT", "0").strip() not in ("", "0"):
-        from offload_tuner.runtime._adapt import start_from_environment as start_adapting
-
-        start_adapting()
+    return _by_fn.setdefault(fn, KernelStats(spec))
 
 
 def reset_stats() -> None:
@@ -254,8 +235,6 @@ def reset_stats() -> None:
 
 def snapshot() -> dict[str, Any]:
     """This process's statistics as JSON-able data (the stats file's format, with one process)."""
-    from offload_tuner.runtime._profile import current_hostname
-
     now = time.time()
     process = {
         "pid": os.getpid(),
