@@ -174,7 +174,8 @@ def offload_target(
     if c & _sample_mask != _sample_phase:
         if not offload:
             return None
-        return lane if lane.__class__ is not Placer else lane.place(n)  # type: ignore[union-attr]  # offload: set
+        # offload implies a threshold, hence a lane; a Placer books the call (unnarrowed: `is`, not isinstance)
+        return lane if lane.__class__ is not Placer else lane.place(n)  # type: ignore[return-value]  # see above
     if (
         c & _explore_mask == _explore_phase
         and threshold is not None
@@ -187,7 +188,7 @@ def offload_target(
         offload = not offload
         stats.explored += 1
     if offload and lane.__class__ is Placer:
-        return Timed(lane.place(n), stats, n)  # type: ignore[union-attr]  # a Placer, checked above
+        return Timed(lane.place(n), stats, n)
     return Timed(lane if offload else None, stats, n)
 
 

@@ -60,9 +60,9 @@ def _unbooked_guard(booking: Booking) -> float:
 async def run_async(target: Lane | Booking | Timed, fn: Callable[..., Any], args: Args, timeout: float | None) -> Any:
     """An offloaded (or timed) call of :func:`run_kernel`, where the hot path sent it."""
     if target.__class__ is Lane:
-        return await offload(target, fn, args, timeout)  # type: ignore[arg-type]  # checked by class
+        return await offload(target, fn, args, timeout)
     if target.__class__ is Booking:
-        return await _booked(target, fn, args, timeout)  # type: ignore[arg-type]  # checked by class
+        return await _booked(target, fn, args, timeout)
     call: Timed = target  # type: ignore[assignment]  # the third kind
     if call.lane is None:
         return inline_timed(call, fn, args)
@@ -164,9 +164,9 @@ async def _on_cluster(lane: Lane, fn: Callable[..., Any], args: Args, timeout: f
 def run_sync(target: Lane | Booking | Timed, fn: Callable[..., Any], args: Args, timeout: float | None) -> Any:
     """An offloaded (or timed) call of :func:`run_kernel_sync`, where the hot path sent it (blocks the caller)."""
     if target.__class__ is Lane:
-        return offload_sync(target, fn, args, timeout)  # type: ignore[arg-type]  # checked by class
+        return offload_sync(target, fn, args, timeout)
     if target.__class__ is Booking:
-        return _booked_sync(target, fn, args, timeout)  # type: ignore[arg-type]  # checked by class
+        return _booked_sync(target, fn, args, timeout)
     call: Timed = target  # type: ignore[assignment]  # the third kind
     if call.lane is None:
         return inline_timed(call, fn, args)

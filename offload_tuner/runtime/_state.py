@@ -83,8 +83,8 @@ class Snapshot:
         self.profile = profile
         self.profile_problem = profile_problem
         self.executors: dict[str, Executor] = dict(executors)
-        kept = previous.lanes if previous is not None else {}
-        self.lanes = {
+        kept: dict[str, Lane] = previous.lanes if previous is not None else {}
+        self.lanes: dict[str, Lane] = {
             name: kept[name] if name in kept and kept[name].executor is executor else Lane(name, executor)
             for name, executor in self.executors.items()
         }

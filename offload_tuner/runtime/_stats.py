@@ -43,11 +43,12 @@ DEFAULT_SAMPLE_EVERY: Final = 64
 DRIFT_CHECK_EVERY: Final = 128
 """The runtime compares a kernel's samples with its model after every this many (at the default sampling,
 once per ~8k calls of the kernel), at most once per ``DRIFT_CHECK_INTERVAL_S``. The check predicts each
-sample once: 2.5 ms for a full ring of 256 inline samples on the development VM, on the thread whose call was
-timed; it stops once the kernel has drifted."""
+sample once (milliseconds for a full ring), on the thread whose call was timed; it stops once the kernel has
+drifted."""
 DRIFT_CHECK_INTERVAL_S: Final = 10.0
-"""Without it, a service timing more calls pays for more checks: at ``sample_every(4)`` a kernel of 60 us
-calls spent 17% of its time in them (mix-shift benchmark); with it, at most 2.5 ms per 10 s per kernel."""
+"""Without it, a service timing more calls pays for more checks (at ``sample_every(4)`` a small kernel spends a
+noticeable share of its time in them: the mix-shift benchmark); with it, at most one check per interval and
+kernel."""
 SAMPLE_EVERY_ENV: Final = "OFFLOAD_TUNER_SAMPLE_EVERY"
 
 
@@ -107,7 +108,8 @@ class KernelStats:
         self.spec = spec
         self.size = None if spec.size is default_size else spec.size
         """The kernel's size function, one attribute away from the hot path; None for the default (the length
-        of the first argument), which the hot path computes without a Python call (~80 ns of ~400)."""
+        of the first argument), which the hot path computes without a Python call (a Python call costs about as
+        much as the rest of the decision)."""
         self.inline = [0] * BUCKETS
         """Calls run inline, per size bucket."""
         self.offload = [0] * BUCKETS

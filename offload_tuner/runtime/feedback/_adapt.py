@@ -7,8 +7,8 @@ the service's own load decides whether it stays. Off the hot path.
 1. **Propose.** What ``offload-tuner retune`` does with a stats file: the threshold for the observed mix from
    the profile's models corrected by the observed timings (:func:`offload_tuner.runtime.feedback._retune.retune_kernel`),
    at most ``MAX_STEP``-fold from the threshold in force (joblib changes its batch size at most 2x per step).
-2. **Try it.** The model's offloaded side is the part that misleads: on the development VM, `retune` moved
-   two kernels to thresholds 1.3-2.5x slower than the static profile under load, because offloading more made
+2. **Try it.** The model's offloaded side is the part that misleads: in the adaptive benchmark, `retune` moved
+   kernels to thresholds slower than the static profile under load, because offloading more made
    the process's *other* calls slower (the pool's threads compete for the GIL and the cores), which no
    per-call timing of the offloaded calls shows. So a proposal is a trial: the threshold in force and the
    candidate alternate window by window, the incumbent first and last (``TRIAL_PAIRS`` candidate windows),
@@ -17,8 +17,8 @@ the service's own load decides whether it stays. Off the hot path.
    slower for it). A loaded service's pace is its throughput. Each candidate window is compared with the mean
    of the incumbent's windows on either side of it, so a steady trend (traffic, the host's speed) cancels.
 3. **Decide.** The candidate stays if its median pace ratio is ``ACCEPT_RATIO`` or better and it was faster
-   in every comparison. A trial whose median says better but that lost a comparison (one 64-call window
-   of the mix-shift benchmark measured 1.54x in a trial whose median was 0.92) goes on to
+   in every comparison. A trial whose median says better but that lost a comparison (one short window can be
+   far off while the median holds) goes on to
    ``EXTENDED_PAIRS`` pairs and is kept if the median still holds and it lost at most ``EXTENDED_LOSSES``.
    Simulated (lognormal noise per window, sd 0.1 / 0.2; 3000 trials each): a candidate no better than the
    incumbent is kept 18% / 19% of the time (15% / 16% with three pairs only), one 10% slower 1% / 7%

@@ -286,4 +286,5 @@ def start_from_environment() -> None:
 
 def own_section(document: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """This process's section of a stats document, if it has one."""
-    return document.get("processes", {}).get(process_id())
+    section: Mapping[str, Any] | None = document.get("processes", {}).get(process_id())
+    return section
