@@ -142,35 +142,57 @@ def _paired(benchmark, installed) -> None:  # type: ignore[no-untyped-def]
     xs = XS
     assert offload_tuner.decide(tiny, xs).offload is False
     run_kernel = offload_tuner.run_kernel
+    _pair_blocks(
+        benchmark,
+        installed,
+        lambda: old_run_kernel(tiny, xs, offload_if=len(xs) >= 256),
+        lambda: run_kernel(tiny, xs),
+    )
+
+
+def _pair_blocks(benchmark, installed, make_baseline, make_call) -> None:  # type: ignore[no-untyped-def]
+    """``CALLS`` awaited calls of each kind per round, alternating which goes first; the per-call difference
+    (``make_call`` minus ``make_baseline``) of every round goes to ``extra_info``."""
     differences: list[float] = []
 
-    async def block(make_call) -> float:  # type: ignore[no-untyped-def]
+    async def block(make) -> float:  # type: ignore[no-untyped-def]
         start = time.perf_counter()
         for _ in range(CALLS):
-            await make_call()
+            await make()
         return time.perf_counter() - start
 
     async def pair() -> None:
-        old_first = len(differences) % 2 == 0
-        first = (
-            block(lambda: old_run_kernel(tiny, xs, offload_if=len(xs) >= 256))
-            if old_first
-            else block(lambda: run_kernel(tiny, xs))
-        )
-        a = await first
-        b = await (
-            block(lambda: run_kernel(tiny, xs))
-            if old_first
-            else block(lambda: old_run_kernel(tiny, xs, offload_if=len(xs) >= 256))
-        )
-        old, new = (a, b) if old_first else (b, a)
-        differences.append((new - old) / CALLS)
+        if len(differences) % 2 == 0:
+            base = await block(make_baseline)
+            new = await block(make_call)
+        else:
+            new = await block(make_call)
+            base = await block(make_baseline)
+        differences.append((new - base) / CALLS)
 
     benchmark.extra_info["calls_per_round"] = 2 * CALLS
     benchmark.pedantic(
         lambda: installed.run_until_complete(pair()), rounds=PAIRED_ROUNDS, iterations=1, warmup_rounds=4
     )
     _record_pairs(benchmark, differences)
+
+
+@pytest.mark.benchmark(group="decision-overhead-reinstall")
+def test_reinstalling_the_installed_executor_paired(benchmark, installed):
+    """A service that installs its pool per request: ``set_executor(pool)`` with that very pool installed, then
+    the call, against the call alone. Re-installing what is installed changes nothing (the resolved entries,
+    lanes and placers stay), so it costs the argument checks and one comparison."""
+    xs = XS
+    pool = offload_tuner.get_executor()
+    set_executor, run_kernel = offload_tuner.set_executor, offload_tuner.run_kernel
+    assert pool is not None and offload_tuner.decide(tiny, xs).offload is False
+
+    def reinstall_then_call():  # type: ignore[no-untyped-def]
+        set_executor(pool)
+        return run_kernel(tiny, xs)
+
+    _pair_blocks(benchmark, installed, lambda: run_kernel(tiny, xs), reinstall_then_call)
+    assert offload_tuner.get_executor() is pool
 
 
 def _record_pairs(benchmark, differences: list[float]) -> None:  # type: ignore[no-untyped-def]
