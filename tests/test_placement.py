@@ -209,11 +209,11 @@ def test_with_both_pools_a_backlogged_thread_pool_sends_the_call_to_the_process_
         xs = list(range(1000))
         assert decide(support.lane_probe, xs).backend == "thread"
         assert run_kernel_sync(support.lane_probe, xs)[0] == os.getpid()
-        placer = _state._snapshot.table[support.lane_probe].lane
+        placer = _entries.resolve(support.lane_probe)[1].lane
         assert isinstance(placer, _placer.Placer)
         _entries.install_adapted(offload_tuner.current_profile(), {})  # a snapshot swap, as an adaptation step makes
         decide(support.lane_probe, xs)
-        assert _state._snapshot.table[support.lane_probe].lane is placer  # its tables are not built again
+        assert _entries.resolve(support.lane_probe)[1].lane is placer  # its tables are not built again
         threads = _state._snapshot.gil_free
         threads.inflight, threads.work = 2, 2.0
         busy = decide(support.lane_probe, xs)

@@ -19,7 +19,7 @@ from typing import Any
 
 from offload_tuner.runtime import _state, _stats
 from offload_tuner.runtime._backends import INLINE, THREAD
-from offload_tuner.runtime._entries import FROM_PROFILE, TRUSTED, Origin, resolve
+from offload_tuner.runtime._entries import FROM_PROFILE, TRUSTED, Entry, Origin, Row, resolve
 from offload_tuner.runtime._lanes import Booking, Lane, inside_thread_lane
 from offload_tuner.runtime._observe import stats_for
 from offload_tuner.runtime._placer import Placer
@@ -138,7 +138,7 @@ def offload_target(
         if n is None:
             return None
     else:
-        entry = snap.table.get(fn)
+        entry: Row | Entry | None = snap.table.get(fn)  # a plain Row: it unpacks faster than an Entry
         if entry is None:
             snap, entry = resolve(fn)  # a lazy load may swap the snapshot
             if not snap.installed:  # set_executor(None) raced this first call: inline, as it now says

@@ -54,7 +54,8 @@ _THREAD_LANE_REASON: Final = "profile: releases the GIL, thread pool"
 
 
 class Entry(NamedTuple):
-    """A function's resolved decision inputs, cached in the snapshot's table (unpacked on the hot path)."""
+    """A function's resolved decision inputs. The snapshot's table keeps them as a plain :data:`Row` with the
+    same fields: the hot path unpacks it, and a plain tuple unpacks faster than a NamedTuple."""
 
     spec: KernelSpec | None
     """None for a function that is not a registered kernel (then ``stats`` is None too)."""
@@ -64,6 +65,10 @@ class Entry(NamedTuple):
     lane: Lane | Placer | None
     """Where the kernel's offloaded calls go (None: no executor for them)."""
     origin: Origin
+
+
+Row = tuple[KernelSpec | None, int | None, str, KernelStats | None, Lane | Placer | None, Origin]
+"""An :class:`Entry` as the snapshot's table stores it (``spec, threshold, reason, stats, lane, origin``)."""
 
 
 class _Resolved(NamedTuple):
@@ -77,14 +82,15 @@ class _Resolved(NamedTuple):
 def resolve(fn: Callable[..., Any]) -> tuple[_state.Snapshot, Entry]:
     """Slow path, once per (snapshot, function): work out the threshold and the reason, cache it."""
     snap = _state.ensure_loaded()
-    entry = snap.table.get(fn)
-    if entry is None:
-        spec, threshold, reason, lane, origin = _resolve_entry(snap, fn)
-        if lane is None and threshold is not None and snap.installed:  # its executor was dropped: nowhere to go
-            threshold, reason, origin = None, f"{reason}; no executor left for it: inline", Origin.DROPPED
-        entry = Entry(spec, threshold, reason, stats_for(fn), lane, origin)
-        if spec is not None:  # registered kernels only: a stream of lambdas must not grow the table
-            snap.table[fn] = entry
+    row: Row | None = snap.table.get(fn)
+    if row is not None:
+        return snap, Entry._make(row)
+    spec, threshold, reason, lane, origin = _resolve_entry(snap, fn)
+    if lane is None and threshold is not None and snap.installed:  # its executor was dropped: nowhere to go
+        threshold, reason, origin = None, f"{reason}; no executor left for it: inline", Origin.DROPPED
+    entry = Entry(spec, threshold, reason, stats_for(fn), lane, origin)
+    if spec is not None:  # registered kernels only: a stream of lambdas must not grow the table
+        snap.table[fn] = (spec, threshold, reason, entry.stats, lane, origin)
     return snap, entry
 
 
