@@ -12,10 +12,10 @@ and ``_execution`` (running a call, one failure classifier for both calling conv
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, TypeVar
 
 from offload_tuner.runtime._decision import Decision, decide, offload_target, sample_every
-from offload_tuner.runtime._execution import run_async, run_sync
 from offload_tuner.runtime._state import (
     current_profile,
     get_executor,
@@ -46,6 +46,18 @@ __all__ = [
 
 R = TypeVar("R")
 
+_execution: ModuleType | None = None
+"""The execution layer, loaded on the first offloaded or timed call: a service whose calls all run inline never
+pays for importing it (``import offload_tuner`` stays as cheap as before the layers were split)."""
+
+
+def _load_execution() -> ModuleType:
+    global _execution
+    from offload_tuner.runtime import _execution as execution  # see _execution
+
+    _execution = execution
+    return execution
+
 
 async def run_kernel(
     fn: Callable[..., R], *args: Any, offload_if: bool | None = None, timeout: float | None = None
@@ -67,7 +79,8 @@ async def run_kernel(
     target = offload_target(fn, args, offload_if)
     if target is None:
         return fn(*args)
-    return await run_async(target, fn, args, timeout)  # type: ignore[no-any-return]  # fn's result, unpickled
+    result: R = await (_execution or _load_execution()).run_async(target, fn, args, timeout)  # fn's, unpickled
+    return result
 
 
 def run_kernel_sync(
@@ -77,4 +90,5 @@ def run_kernel_sync(
     target = offload_target(fn, args, offload_if)
     if target is None:
         return fn(*args)
-    return run_sync(target, fn, args, timeout)  # type: ignore[no-any-return]  # fn's result, unpickled
+    result: R = (_execution or _load_execution()).run_sync(target, fn, args, timeout)  # fn's, unpickled
+    return result
