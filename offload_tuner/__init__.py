@@ -47,7 +47,7 @@ from offload_tuner.runtime._runtime import (
     unload_profile,
 )
 from offload_tuner.runtime._stats import reset_stats
-from offload_tuner.runtime._stats import snapshot as stats
+from offload_tuner.runtime._stats import stats_document as stats
 from offload_tuner.runtime.feedback import install as _install_feedback
 
 __all__ = [

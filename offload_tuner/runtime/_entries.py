@@ -16,7 +16,7 @@ from offload_tuner.runtime import _state
 from offload_tuner.runtime._backends import DASK
 from offload_tuner.runtime._lanes import Lane
 from offload_tuner.runtime._observe import stats_for
-from offload_tuner.runtime._placer import Placer, placed
+from offload_tuner.runtime._placer import Placer, offload_lane
 from offload_tuner.runtime._policy import GIL_RELEASING_MAX
 from offload_tuner.runtime._profile import KernelEntry, Profile
 from offload_tuner.runtime._registry import KernelSpec, spec_for
@@ -109,7 +109,7 @@ def _resolve_entry(snap: _state.Snapshot, fn: Callable[..., Any]) -> _Resolved:
     if gil_free and thread is not None and thread.threshold is not None:
         process_lane = snap.lanes.get(profile.executor_kind or _state.PRIMARY_ORDER[0])
         held = f"calibration measured the event loop held up {thread.gil_hold:.0%} of its run time"
-        lane = placed(snap, profile, spec, entry, process_lane, thread_lane=snap.gil_free)
+        lane = offload_lane(snap, profile, spec, entry, process_lane, thread_lane=snap.gil_free)
         return _Resolved(spec, thread.threshold, f"{_THREAD_LANE_REASON} ({held})", lane, Origin.THREAD_LANE)
     return _process_entry(snap, profile, spec, entry)
 
@@ -145,7 +145,7 @@ def _process_entry(snap: _state.Snapshot, profile: Profile, spec: KernelSpec, en
     kind = profile.executor_kind
     lane = snap.lanes.get(kind) if kind is not None else snap.primary
     if lane is None and DASK.name in snap.lanes and profile.cluster is not None and kind not in snap.dropped:
-        cluster = placed(snap, profile, spec, entry, None)  # only a cluster: it takes the offloaded calls
+        cluster = offload_lane(snap, profile, spec, entry, None)  # only a cluster: it takes the offloaded calls
         if cluster is not None:
             return _trusted_entry(spec, entry.threshold, cluster)
     if lane is None and (kind in snap.dropped or (kind is None and snap.primary_name in snap.dropped)):
@@ -163,10 +163,10 @@ def _process_entry(snap: _state.Snapshot, profile: Profile, spec: KernelSpec, en
         return _default(snap, spec, f"profile calibrated for {kind} executor")
     adapted = snap.adapted.thresholds.get(spec.key)
     if adapted is not None:
-        return _Resolved(spec, adapted[0], adapted[1], placed(snap, profile, spec, entry, lane), Origin.ADAPTED)
+        return _Resolved(spec, adapted[0], adapted[1], offload_lane(snap, profile, spec, entry, lane), Origin.ADAPTED)
     if entry.threshold is None:
         return _Resolved(spec, None, NEVER_PAYS, lane, Origin.PROFILE)
-    return _trusted_entry(spec, entry.threshold, placed(snap, profile, spec, entry, lane))
+    return _trusted_entry(spec, entry.threshold, offload_lane(snap, profile, spec, entry, lane))
 
 
 def _trusted_entry(spec: KernelSpec, threshold: int | None, lane: Lane | Placer | None) -> _Resolved:

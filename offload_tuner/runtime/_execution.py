@@ -50,7 +50,7 @@ def _overran(future: Any, timeout: float | None, guard: float) -> NoReturn:
     raise ClusterUnavailable(guard_message(guard))
 
 
-def _unbooked_guard(booking: Booking) -> float:
+def _guard_of(booking: Booking) -> float:
     return booking.guard or _lanes.CLUSTER_GUARD_FLOOR_S
 
 
@@ -77,7 +77,7 @@ async def _booked(
     """A call placement sent to a lane: counted in that lane's backlog until it completes."""
     with booking as lane:
         if lane.backend is DASK:
-            return await _on_cluster(lane, fn, args, timeout, _unbooked_guard(booking))
+            return await _on_cluster(lane, fn, args, timeout, _guard_of(booking))
         return await offload(lane, fn, args, timeout, call if lane.modelled else None)
 
 
@@ -180,7 +180,7 @@ def _booked_sync(
 ) -> Any:
     with booking as lane:
         if lane.backend is DASK:
-            return _on_cluster_sync(lane, fn, args, timeout, _unbooked_guard(booking))
+            return _on_cluster_sync(lane, fn, args, timeout, _guard_of(booking))
         return offload_sync(lane, fn, args, timeout, call if lane.modelled else None)
 
 

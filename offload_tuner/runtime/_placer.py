@@ -186,7 +186,7 @@ def set_placement(on: bool) -> bool:
 _NOT_BUILT = object()
 
 
-def placed(
+def offload_lane(
     snap: _state.Snapshot,
     profile: Profile,
     spec: KernelSpec,

@@ -235,7 +235,7 @@ def reset_stats() -> None:
             ring.clear()
 
 
-def snapshot() -> dict[str, Any]:
+def stats_document() -> dict[str, Any]:
     """This process's statistics as JSON-able data (the stats file's format, with one process)."""
     now = time.time()
     process = {

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from offload_tuner.runtime._profile import atomic_write_text, parse_json, read_capped
-from offload_tuner.runtime._stats import SAMPLE_CAP, SAMPLE_KINDS, STATS_SCHEMA, process_id, snapshot
+from offload_tuner.runtime._stats import SAMPLE_CAP, SAMPLE_KINDS, STATS_SCHEMA, process_id, stats_document
 from offload_tuner.runtime._warn import warn_once
 
 STATS_ENV = "OFFLOAD_TUNER_STATS"
@@ -163,7 +163,7 @@ def write_stats(path: str | os.PathLike[str], document: Mapping[str, Any] | None
     service must not stop recording because of it); the caller is told through the returned path only.
     """
     target = Path(path)
-    mine = document if document is not None else snapshot()
+    mine = document if document is not None else stats_document()
     target.parent.mkdir(parents=True, exist_ok=True)
     with _locked(target):
         try:
