@@ -18,8 +18,9 @@ from pathlib import Path
 
 import offload_tuner
 from benchmarks.workload import Calls, DynamicPolicy, run_policy
-from offload_tuner.runtime import _adapt, _runtime, _stats
+from offload_tuner.runtime import _entries, _stats
 from offload_tuner.runtime._registry import KernelSpec
+from offload_tuner.runtime.feedback import _adapt
 
 EXTRA_LEARN_PASSES = 4
 """Runs :meth:`Adaptive.learn` may add while a trial is still open, before it ends the trial."""
@@ -71,7 +72,7 @@ class Adaptive(DynamicPolicy):
             run_policy(self.spec, calls, "adaptive", callers, dynamic={"adaptive": self})
         if self.trying():
             _adapt._adapter.restart_windows(end_trials=True)  # installs the adapted table: take it back down
-            _runtime.install_adapted(offload_tuner.current_profile(), {})  # type: ignore[arg-type]
+            _entries.install_adapted(offload_tuner.current_profile(), {})  # type: ignore[arg-type]
             self.trials_ended += 1
 
     def trying(self) -> bool:
@@ -113,7 +114,7 @@ class Adaptive(DynamicPolicy):
             self.thresholds.append(decision.threshold)
             self.reasons.append(decision.reason)
             if self.warm:  # the other policies see the static profile; adapt(True) installs it again
-                _runtime.install_adapted(offload_tuner.current_profile(), {})  # type: ignore[arg-type]
+                _entries.install_adapted(offload_tuner.current_profile(), {})  # type: ignore[arg-type]
             else:
                 offload_tuner.load_profile(self.profile, strict=True, check_host=False)
             offload_tuner.sample_every(previous_every)

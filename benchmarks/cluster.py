@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
     from offload_tuner.calibration._calibrate import EFFORTS, same_result
     from offload_tuner.calibration._cluster import calibrate_cluster
-    from offload_tuner.runtime import _runtime
+    from offload_tuner.runtime import _state
     from offload_tuner.runtime._placement import ClusterCosts, what_if
     from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel
     from offload_tuner.runtime._registry import spec_by_key
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             decisions["with the cluster, idle"] = [
                 offload_tuner.decide(spec.fn, *spec.sample(n)).backend for n in sizes
             ]
-            lane = _runtime._snapshot.lanes["process"]
+            lane = _state._snapshot.lanes["process"]
             costs = KernelCosts.from_json(base["kernels"][w.key]["costs"])
             top = costs.compute.predict(w.hi)
             lane.inflight, lane.work = pool._max_workers, 2 * top  # two top-size calls in flight

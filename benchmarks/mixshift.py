@@ -54,8 +54,8 @@ production-sized windows (256 calls) a run of ~1200 calls closes ~4, and a trial
 def record_and_retune(spec: Any, calls: Any, callers: int, profile_data: dict) -> dict[str, Any]:
     """Run the calls ``RECORD_PASSES`` times under the profile, timing one call in N so that the last
     ``SAMPLE_CAP`` samples span the whole recording; retune from what that recorded."""
-    from offload_tuner.runtime._retune import retune, traffic
     from offload_tuner.runtime._stats import SAMPLE_CAP
+    from offload_tuner.runtime.feedback._retune import retune, traffic
 
     offload_tuner.reset_stats()
     # Rounded up to a power of two (sample_every rounds down): the ring then spans every pass.

@@ -95,7 +95,7 @@ def phase_order(calls: Calls, rng: random.Random) -> Calls:
 def record_and_retune(spec: Any, calls: Calls, callers: int, profile_data: dict) -> dict[str, Any]:
     """One run under the static profile with every call timed, then retune on what it recorded."""
     from benchmarks.workload import run_policy
-    from offload_tuner.runtime._retune import retune, traffic
+    from offload_tuner.runtime.feedback._retune import retune, traffic
 
     offload_tuner.reset_stats()
     previous = offload_tuner.sample_every(1)

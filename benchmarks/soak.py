@@ -101,7 +101,7 @@ async def _soak(calls: int, callers: int, seed: int) -> dict[str, Any]:
     decided = sum(1 for _, _, gate in plan if gate is None)  # the caller's own decisions are not counted
     if counted != decided:
         errors.append(f"statistics counted {counted} calls, the profile decided {decided}")
-    from offload_tuner.runtime._adapt import _adapter
+    from offload_tuner.runtime.feedback._adapt import _adapter
 
     return {
         "adaptation": dict(_adapter.events) if offload_tuner.adapt() else None,

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.bench_kernels import tiny_sized as tiny
-from offload_tuner.runtime import _runtime
+from offload_tuner.runtime import _decision, _runtime
 from offload_tuner.runtime._host import host_identity
 from offload_tuner.runtime._profile import SCHEMA_VERSION
 from offload_tuner.runtime._registry import code_fingerprint, kernel_key
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     call = ([1, 2, 3],)
 
     def per_call(module, offload_if):  # type: ignore[no-untyped-def]
-        decide = module._offload_target
+        decide = _decision.offload_target if module is _runtime else module._offload_target
         start = time.perf_counter()
         for _ in range(args.calls):
             decide(tiny, call, offload_if)

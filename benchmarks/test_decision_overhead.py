@@ -142,35 +142,57 @@ def _paired(benchmark, installed) -> None:  # type: ignore[no-untyped-def]
     xs = XS
     assert offload_tuner.decide(tiny, xs).offload is False
     run_kernel = offload_tuner.run_kernel
+    _pair_blocks(
+        benchmark,
+        installed,
+        lambda: old_run_kernel(tiny, xs, offload_if=len(xs) >= 256),
+        lambda: run_kernel(tiny, xs),
+    )
+
+
+def _pair_blocks(benchmark, installed, make_baseline, make_call) -> None:  # type: ignore[no-untyped-def]
+    """``CALLS`` awaited calls of each kind per round, alternating which goes first; the per-call difference
+    (``make_call`` minus ``make_baseline``) of every round goes to ``extra_info``."""
     differences: list[float] = []
 
-    async def block(make_call) -> float:  # type: ignore[no-untyped-def]
+    async def block(make) -> float:  # type: ignore[no-untyped-def]
         start = time.perf_counter()
         for _ in range(CALLS):
-            await make_call()
+            await make()
         return time.perf_counter() - start
 
     async def pair() -> None:
-        old_first = len(differences) % 2 == 0
-        first = (
-            block(lambda: old_run_kernel(tiny, xs, offload_if=len(xs) >= 256))
-            if old_first
-            else block(lambda: run_kernel(tiny, xs))
-        )
-        a = await first
-        b = await (
-            block(lambda: run_kernel(tiny, xs))
-            if old_first
-            else block(lambda: old_run_kernel(tiny, xs, offload_if=len(xs) >= 256))
-        )
-        old, new = (a, b) if old_first else (b, a)
-        differences.append((new - old) / CALLS)
+        if len(differences) % 2 == 0:
+            base = await block(make_baseline)
+            new = await block(make_call)
+        else:
+            new = await block(make_call)
+            base = await block(make_baseline)
+        differences.append((new - base) / CALLS)
 
     benchmark.extra_info["calls_per_round"] = 2 * CALLS
     benchmark.pedantic(
         lambda: installed.run_until_complete(pair()), rounds=PAIRED_ROUNDS, iterations=1, warmup_rounds=4
     )
     _record_pairs(benchmark, differences)
+
+
+@pytest.mark.benchmark(group="decision-overhead-reinstall")
+def test_reinstalling_the_installed_executor_paired(benchmark, installed):
+    """A service that installs its pool per request: ``set_executor(pool)`` with that very pool installed, then
+    the call, against the call alone. Re-installing what is installed changes nothing (the resolved entries,
+    lanes and placers stay), so it costs the argument checks and one comparison."""
+    xs = XS
+    pool = offload_tuner.get_executor()
+    set_executor, run_kernel = offload_tuner.set_executor, offload_tuner.run_kernel
+    assert pool is not None and offload_tuner.decide(tiny, xs).offload is False
+
+    def reinstall_then_call():  # type: ignore[no-untyped-def]
+        set_executor(pool)
+        return run_kernel(tiny, xs)
+
+    _pair_blocks(benchmark, installed, lambda: run_kernel(tiny, xs), reinstall_then_call)
+    assert offload_tuner.get_executor() is pool
 
 
 def _record_pairs(benchmark, differences: list[float]) -> None:  # type: ignore[no-untyped-def]
@@ -235,14 +257,14 @@ def test_sync_profile_decision(benchmark, installed):
 @pytest.mark.benchmark(group="decision-overhead-placement")
 @pytest.mark.parametrize("pools", ["idle", "threads busy"])
 def test_placement_added_cost_paired(benchmark, installed, tmp_path, pools):
-    """Placement's own cost: the decision for an offloaded call (``_offload_target``, nothing submitted) with both
+    """Placement's own cost: the decision for an offloaded call (``_decision.offload_target``, nothing submitted) with both
     pools installed and ``tiny`` offloaded from size 0 in the thread lane, placed per call between the thread and
     the process pool, against the very same decision with placement off (its static thread lane). The two
     snapshots are built once and swapped block by block, alternating which goes first, as in the pairs above.
     Inline calls never reach placement (the figures above). ``idle``: nothing in flight, the precomputed choice;
     ``threads busy``: both threads taken (the counters set as two calls in flight would), a pass over the
     candidates (the call still goes to threads: the host's cores are busy)."""
-    from offload_tuner.runtime import _runtime
+    from offload_tuner.runtime import _decision, _placer, _state
     from tests.support import synthetic_costs, synthetic_transport
 
     def placeable(data: dict) -> None:
@@ -255,29 +277,29 @@ def test_placement_added_cost_paired(benchmark, installed, tmp_path, pools):
             policy={"concurrency": 4, "workers": 1, "cores": 2, "loop_budget_s": 0.1},
         )
 
-    target, args = _runtime._offload_target, (XS,)
+    target, args = _decision.offload_target, (XS,)
     with _thread_pool_and_profile(tmp_path, placeable):
-        placed = _runtime._snapshot
-        assert type(target(tiny, args, None)).__name__ == "_Placed"
-        _runtime.set_placement(False)
-        static = _runtime._snapshot
-        assert type(target(tiny, args, None)).__name__ == "_Lane"
+        placed = _state._snapshot
+        assert type(target(tiny, args, None)).__name__ == "Booking"
+        _placer.set_placement(False)
+        static = _state._snapshot
+        assert type(target(tiny, args, None)).__name__ == "Lane"
         try:
             if pools == "threads busy":
                 placed.gil_free.inflight, placed.gil_free.work = 2, 1.0
             _pair_snapshots(benchmark, target, args, static, placed)
         finally:
             placed.gil_free.inflight, placed.gil_free.work = 0, 0.0
-            _runtime.set_placement(True)
+            _placer.set_placement(True)
 
 
 def _pair_snapshots(benchmark, target, args, static, placed) -> None:  # type: ignore[no-untyped-def]
-    from offload_tuner.runtime import _runtime
+    from offload_tuner.runtime import _state
 
     differences: list[float] = []
 
     def block(snapshot) -> float:  # type: ignore[no-untyped-def]
-        _runtime._snapshot = snapshot
+        _state._snapshot = snapshot
         start = time.perf_counter()
         for _ in range(CALLS):
             target(tiny, args, None)

@@ -49,7 +49,7 @@ from benchmarks.workload import (
 )
 from offload_tuner.calibration._workload import run_calls, shuffled_calls, threshold_gate
 from offload_tuner.inspection._report import format_threshold as _fmt
-from offload_tuner.runtime import _runtime
+from offload_tuner.runtime import _placer
 
 OUT = RESULTS / "threads"
 
@@ -64,7 +64,7 @@ def policies(workload: Any) -> list[tuple[str, str, int | None]]:
 def run_one(spec: Any, calls: Any, lane: str, t: int | None, pools: dict[str, Executor], callers: int) -> Any:
     if lane in ("both", "placed"):
         offload_tuner.set_executors(pools)
-        _runtime.set_placement(lane == "placed")
+        _placer.set_placement(lane == "placed")
         gate: Callable[[int], bool | None] = lambda n: None  # noqa: E731
     else:
         offload_tuner.set_executors({lane: pools[lane]})
@@ -77,7 +77,7 @@ def run_one(spec: Any, calls: Any, lane: str, t: int | None, pools: dict[str, Ex
         return run_calls(calls, callers, call, pools["process"], warmup=2 * callers)
     finally:
         offload_tuner.set_executors({})
-        _runtime.set_placement(True)
+        _placer.set_placement(True)
 
 
 def bench(

@@ -51,7 +51,8 @@ from offload_tuner.runtime._runtime import (
     unload_profile,
 )
 from offload_tuner.runtime._stats import reset_stats
-from offload_tuner.runtime._stats import snapshot as stats
+from offload_tuner.runtime._stats import stats_document as stats
+from offload_tuner.runtime.feedback import install as _install_feedback
 
 if TYPE_CHECKING:  # imported on use at run time (see __getattr__ and the functions below)
     import os
@@ -96,12 +97,14 @@ __all__ = [
 # The one version: pyproject.toml reads it (statically) for the wheel, `offload-tuner --version` prints it.
 __version__ = "0.1.0"
 
+_install_feedback()  # the drift check and the start-up from environment variables listen to the call path
+
 
 def record_stats(path: str | os.PathLike[str] | None, every_s: float = 60.0) -> StatsRecorder | None:
     """Write this process's statistics to ``path`` every ``every_s`` seconds and at exit, merged with the
     service's other processes on this host (``None`` stops). Imported on use: json and a thread are not
     every service's business."""
-    from offload_tuner.runtime._statsfile import record_stats as _record
+    from offload_tuner.runtime.feedback._statsfile import record_stats as _record
 
     return _record(path, every_s)
 
@@ -112,7 +115,7 @@ def adapt(enabled: bool | None = None, *, every_s: float | None = None, min_call
     ``min_calls`` new calls of it were seen (default 256), from the observed mix and timings, at most 2x per
     step; near a threshold, one call in 64 or fewer runs the other way so both sides stay measured.
     ``decide()`` says when a threshold was adapted and from what."""
-    from offload_tuner.runtime._adapt import adapt as _adapt
+    from offload_tuner.runtime.feedback._adapt import adapt as _adapt
 
     return _adapt(enabled, every_s=every_s, min_calls=min_calls)
 
@@ -130,7 +133,7 @@ def cluster_executor(address: str, *, connect_timeout_s: float = 5.0, retry_s: f
 
 def __getattr__(name: str) -> type:
     if name == "StatsError":  # lazily, for the same reason
-        from offload_tuner.runtime._statsfile import StatsError
+        from offload_tuner.runtime.feedback._statsfile import StatsError
 
         return StatsError
     if name == "ClusterExecutor":

@@ -5,7 +5,7 @@ import warnings
 import pytest
 
 import offload_tuner
-from offload_tuner.runtime import _runtime, _stats
+from offload_tuner.runtime import _state, _stats, _warn
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def clean_runtime(tmp_path, monkeypatch):
     monkeypatch.delenv("OFFLOAD_TUNER_ADAPT", raising=False)
     offload_tuner.set_executor(None)
     offload_tuner.unload_profile()
-    _runtime._warned.clear()
+    _warn.warned.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         yield
@@ -32,6 +32,6 @@ def clean_runtime(tmp_path, monkeypatch):
     offload_tuner.unload_profile()
     offload_tuner.record_stats(None)
     offload_tuner.adapt(False, min_calls=256)
-    _runtime._adapted = (None, {})
+    _state.swap(adapted=_state.NOT_ADAPTED)
     offload_tuner.sample_every(_stats.DEFAULT_SAMPLE_EVERY)
     offload_tuner.reset_stats()

@@ -11,8 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import offload_tuner
-from offload_tuner.runtime import _adapt, _stats
-from offload_tuner.runtime._adapt import (
+from offload_tuner.runtime import _stats
+from offload_tuner.runtime._policy import predict
+from offload_tuner.runtime._registry import spec_for
+from offload_tuner.runtime.feedback import _adapt
+from offload_tuner.runtime.feedback._adapt import (
     COOLDOWN_WINDOWS,
     EXTENDED_PAIRS,
     MAX_STEP,
@@ -22,8 +25,6 @@ from offload_tuner.runtime._adapt import (
     TRIAL_WINDOWS,
     limited,
 )
-from offload_tuner.runtime._policy import predict
-from offload_tuner.runtime._registry import spec_for
 from tests.support import total, write_profile_json
 from tests.test_retune import COSTS, KNOBS, TRANSPORT, WORKLOAD, profile_data
 
@@ -233,7 +234,7 @@ def test_a_window_needs_enough_new_calls(tmp_path):
 
 def test_a_mix_in_the_lowest_decade_reaches_what_retune_says_for_it_when_the_load_agrees(tmp_path):
     """Every call in the lowest decade of the calibrated range, timed as calibrated (the retune case)."""
-    from offload_tuner.runtime._retune import Traffic, kernel_models, retune_kernel
+    from offload_tuner.runtime.feedback._retune import Traffic, kernel_models, retune_kernel
 
     lo = int(WORKLOAD[0])
     mix = log_spread(lo, 10 * lo, 400)

@@ -16,7 +16,7 @@ from offload_tuner import (
     run_kernel_sync,
     set_executor,
 )
-from offload_tuner.runtime import _runtime
+from offload_tuner.runtime import _state
 from offload_tuner.runtime._registry import kernel_key
 from tests import support
 from tests.support import write_profile_json
@@ -81,7 +81,7 @@ def test_nothing_is_said_or_loaded_when_no_profile_file_exists(pool):
         assert run_kernel_sync(support.where, [1], offload_if=True) != os.getpid()
         assert asyncio.run(call_site(support.where, [1], offload_if=False)) == os.getpid()
     assert [w for w in record if issubclass(w.category, OffloadTunerWarning)] == []
-    assert _runtime._snapshot.profile is _runtime._UNLOADED
+    assert _state._snapshot.profile is _state.UNLOADED
 
 
 def test_no_override_is_reported_for_an_entry_the_runtime_does_not_use(pool, tmp_path):

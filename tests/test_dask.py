@@ -20,7 +20,7 @@ from distributed import Client, LocalCluster  # the [test] extra installs it: an
 
 import offload_tuner
 from offload_tuner import OffloadTunerWarning, decide, run_kernel, run_kernel_sync
-from offload_tuner.runtime import _runtime
+from offload_tuner.runtime import _lanes, _state
 from tests import support
 from tests.support import cluster_profile
 
@@ -193,7 +193,7 @@ def test_a_backlogged_pool_overflows_to_the_cluster(local_cluster, pool, tmp_pat
     assert overflow_pid in worker_pids(client)
     assert first_pid not in worker_pids(client)
     assert decide(support.nap, 0.0, 100).backend == "process"  # completed: the backlog is back to zero
-    lanes = _runtime._snapshot.lanes
+    lanes = _state._snapshot.lanes
     assert (lanes["process"].inflight, lanes["process"].work, lanes["dask"].inflight) == (0, 0.0, 0)
 
 
@@ -298,8 +298,8 @@ def test_scheduler_lost_mid_call_the_call_is_computed_locally(pool, tmp_path):
 
 def test_a_cluster_call_past_its_guard_is_computed_locally(local_cluster, pool, tmp_path, monkeypatch):
     cluster, client, _ = local_cluster
-    monkeypatch.setattr(_runtime, "CLUSTER_GUARD_FLOOR_S", 0.5)
-    monkeypatch.setattr(_runtime, "CLUSTER_GUARD_FACTOR", 1.0)
+    monkeypatch.setattr(_lanes, "CLUSTER_GUARD_FLOOR_S", 0.5)
+    monkeypatch.setattr(_lanes, "CLUSTER_GUARD_FACTOR", 1.0)
     # Predicted: ~12 ms on the cluster; the nap takes 2 s there, so the 0.5 s guard fires.
     offload_tuner.load_profile(cluster_profile(tmp_path, cluster.scheduler_address))
     offload_tuner.set_executors({"process": pool, "dask": client.get_executor(pure=False)})

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from offload_tuner.runtime._backends import DASK
+from offload_tuner.runtime._lanes import Lane as _Lane
 from offload_tuner.runtime._placement import (
     ClusterCosts,
     bucket_size,
@@ -19,9 +20,10 @@ from offload_tuner.runtime._placement import (
     thread_table,
     what_if,
 )
+from offload_tuner.runtime._placer import Placer as _Placer
+from offload_tuner.runtime._placer import candidate as _candidate
 from offload_tuner.runtime._policy import KernelCosts, LoadFactors, PolicyKnobs, TransportModel
 from offload_tuner.runtime._profile import ProfileError, parse_profile
-from offload_tuner.runtime._runtime import _candidate, _Lane, _Placer, _settle
 from tests.support import synthetic_costs, synthetic_transport
 
 COSTS = KernelCosts.from_json(synthetic_costs(1e-4))  # 0.1 ms per element
@@ -105,7 +107,7 @@ def test_the_placer_sends_calls_to_the_cluster_when_the_pool_is_backlogged():
         assert placed.work == pytest.approx(remote_t.work_s[n.bit_length()])
         # Completion re-anchors: the last call out leaves exactly zero, whatever the predictions said.
         pool.inflight, pool.work = 1, 0.123
-        _settle(pool, 0.5)
+        pool.settle(0.5)
         assert (pool.inflight, pool.work) == (0, 0.0)
 
 
@@ -182,7 +184,7 @@ def test_with_both_pools_a_backlogged_thread_pool_sends_the_call_to_the_process_
 
     import offload_tuner
     from offload_tuner import decide, run_kernel_sync
-    from offload_tuner.runtime import _runtime
+    from offload_tuner.runtime import _entries, _placer, _state
     from offload_tuner.runtime._registry import kernel_key
     from tests import support
     from tests.support import write_profile_json
@@ -207,22 +209,22 @@ def test_with_both_pools_a_backlogged_thread_pool_sends_the_call_to_the_process_
         xs = list(range(1000))
         assert decide(support.lane_probe, xs).backend == "thread"
         assert run_kernel_sync(support.lane_probe, xs)[0] == os.getpid()
-        placer = _runtime._snapshot.table[support.lane_probe][4]
-        assert isinstance(placer, _runtime._Placer)
-        _runtime.install_adapted(offload_tuner.current_profile(), {})  # a snapshot swap, as an adaptation step makes
+        placer = _entries.resolve(support.lane_probe)[1].lane
+        assert isinstance(placer, _placer.Placer)
+        _entries.install_adapted(offload_tuner.current_profile(), {})  # a snapshot swap, as an adaptation step makes
         decide(support.lane_probe, xs)
-        assert _runtime._snapshot.table[support.lane_probe][4] is placer  # its tables are not built again
-        threads = _runtime._snapshot.gil_free
+        assert _entries.resolve(support.lane_probe)[1].lane is placer  # its tables are not built again
+        threads = _state._snapshot.gil_free
         threads.inflight, threads.work = 2, 2.0
         busy = decide(support.lane_probe, xs)
         assert busy.backend == "process" and "queue 1000.00 behind 2 in flight" in busy.reason
         assert run_kernel_sync(support.lane_probe, xs)[0] != os.getpid()
         assert (threads.inflight, threads.work) == (2, 2.0)  # the call went elsewhere: its backlog untouched
-        previous = _runtime.set_placement(False)
+        previous = _placer.set_placement(False)
         try:
             assert decide(support.lane_probe, xs).backend == "thread"
         finally:
-            _runtime.set_placement(previous)
+            _placer.set_placement(previous)
     finally:
         offload_tuner.set_executors({})
         offload_tuner.unload_profile()

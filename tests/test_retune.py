@@ -12,7 +12,8 @@ from offload_tuner.runtime._costmodel import CostModel
 from offload_tuner.runtime._host import host_identity
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, predict, threshold
 from offload_tuner.runtime._profile import SCHEMA_VERSION, read_profile
-from offload_tuner.runtime._retune import (
+from offload_tuner.runtime._stats import STATS_SCHEMA
+from offload_tuner.runtime.feedback._retune import (
     MIN_SAMPLES,
     Traffic,
     drift,
@@ -20,7 +21,6 @@ from offload_tuner.runtime._retune import (
     retune,
     traffic,
 )
-from offload_tuner.runtime._stats import STATS_SCHEMA
 
 KEY = "pkg.mod:pairwise"
 RANGE = (1.0, 100_000.0)

@@ -323,3 +323,31 @@ def test_production_import_and_first_decision_stay_light(tmp_path):
 def test_bad_default_threshold_is_refused_at_registration(bad, reason):
     with pytest.raises(ValueError, match=f"default_threshold.*{reason}"):
         kernel(default_threshold=bad)
+
+
+def test_reinstalling_the_installed_executors_keeps_every_resolved_entry(tmp_path):
+    """A service may install its pool per request: re-installing what is installed is a no-op (the snapshot, its
+    resolved entries and the lanes' backlog stay); anything else installs afresh, and after a failure it clears
+    the dropped executors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from offload_tuner.runtime import _state
+
+    threads, other = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    try:
+        offload_tuner.set_executor(threads)
+        offload_tuner.decide(support.total, [1, 2])  # resolves the kernel's entry in this snapshot
+        snap = _state.current()
+        assert support.total in snap.table
+        offload_tuner.set_executor(threads)
+        offload_tuner.set_executors({"thread": threads})
+        assert _state.current() is snap and support.total in snap.table
+        offload_tuner.set_executor(other)
+        assert _state.current() is not snap and offload_tuner.get_executor() is other
+        _state.drop_lane(_state.current().lanes["thread"], RuntimeError("gone"))
+        assert offload_tuner.get_executors() == {} and _state.current().dropped == {"thread"}
+        offload_tuner.set_executor(other)  # the same object as before the drop: installed again, not a no-op
+        assert offload_tuner.get_executor() is other and not _state.current().dropped
+    finally:
+        threads.shutdown()
+        other.shutdown()

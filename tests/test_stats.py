@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import offload_tuner
-from offload_tuner.runtime import _runtime, _stats
+from offload_tuner.runtime import _state, _stats
 from offload_tuner.runtime._stats import SAMPLE_CAP, bucket_floor, bucket_of
 from tests import controlled
 from tests.support import not_registered, total, write_profile_json
@@ -113,7 +113,7 @@ def test_memory_is_bounded_whatever_the_traffic():
         for i in range(200):
             offload_tuner.run_kernel_sync(lambda xs: len(xs), [i], offload_if=False)
             offload_tuner.run_kernel_sync(lambda xs: len(xs), [i])
-        snap = _runtime._snapshot
+        snap = _state._snapshot
         assert len(snap.table) == 0 and len(snap.caller_decided) == 0
     assert set(offload_tuner.stats()["processes"].popitem()[1]["kernels"]) == {_key(total)}
     assert offload_tuner.run_kernel_sync(not_registered, [1, 2]) == 2
@@ -139,7 +139,7 @@ def test_the_production_import_stays_free_of_the_stats_file_machinery():
         "from tests.support import total\n"
         "offload_tuner.run_kernel_sync(total, [1, 2, 3])\n"
         "print(offload_tuner.stats()['processes'].popitem()[1]['kernels'])\n"
-        "print(sorted(m for m in sys.modules if m in ('offload_tuner.runtime._statsfile', 'numpy', 'sklearn', 'asyncio')))\n"
+        "print(sorted(m for m in sys.modules if m in ('offload_tuner.runtime.feedback._statsfile', 'numpy', 'sklearn', 'asyncio')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert "'2': 1" in out[0] and out[1] == "[]"

@@ -14,7 +14,7 @@ import pytest
 
 import offload_tuner
 from offload_tuner.runtime._stats import SAMPLE_CAP, STATS_SCHEMA
-from offload_tuner.runtime._statsfile import (
+from offload_tuner.runtime.feedback._statsfile import (
     MAX_PROCESSES,
     StatsError,
     merge,
@@ -153,7 +153,7 @@ def test_corrupt_or_hostile_files_are_refused_naming_the_problem(text, message):
 def test_an_oversized_or_missing_file_is_refused(tmp_path, monkeypatch):
     with pytest.raises(StatsError, match="no such file"):
         read_stats(tmp_path / "absent.json")
-    monkeypatch.setattr("offload_tuner.runtime._statsfile.MAX_STATS_BYTES", 100)
+    monkeypatch.setattr("offload_tuner.runtime.feedback._statsfile.MAX_STATS_BYTES", 100)
     path = tmp_path / "big.json"
     path.write_text(json.dumps(document()))
     with pytest.raises(StatsError, match="byte limit"):

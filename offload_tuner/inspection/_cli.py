@@ -743,8 +743,8 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _profile_and_traffic(args: argparse.Namespace) -> tuple[Any, Any, int]:
     """The profile and the observed traffic per kernel, or an exit code after a message naming the problem."""
-    from offload_tuner.runtime._retune import traffic
-    from offload_tuner.runtime._statsfile import StatsError, read_stats
+    from offload_tuner.runtime.feedback._retune import traffic
+    from offload_tuner.runtime.feedback._statsfile import StatsError, read_stats
 
     path = _profile_path(args.profile)
     profile = _read_or_report(path)
@@ -773,7 +773,7 @@ def _profile_and_traffic(args: argparse.Namespace) -> tuple[Any, Any, int]:
 
 
 def _drift(args: argparse.Namespace) -> int:
-    from offload_tuner.runtime._retune import MIN_SAMPLES, drift
+    from offload_tuner.runtime.feedback._retune import MIN_SAMPLES, drift
 
     profile, observed, code = _profile_and_traffic(args)
     if profile is None:
@@ -809,7 +809,7 @@ def _retune(args: argparse.Namespace) -> int:
 
     from offload_tuner.inspection._report import format_threshold
     from offload_tuner.runtime._profile import ProfileError, write_profile
-    from offload_tuner.runtime._retune import retune, retuned_profile
+    from offload_tuner.runtime.feedback._retune import retune, retuned_profile
 
     profile, observed, code = _profile_and_traffic(args)
     if profile is None:

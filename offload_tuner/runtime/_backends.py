@@ -32,7 +32,7 @@ class PayloadNotLoadable(Exception):
     needs): the worker's problem, never to be mistaken for the kernel's own exception."""
 
 
-def dumps_call(fn: Callable[..., Any], args: tuple) -> bytes:
+def dumps_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
     return pickle.dumps((fn, args), protocol=PICKLE_PROTOCOL)
 
 
@@ -125,7 +125,7 @@ def recommended_pool(workers: int | None = None, *, start_method: str | None = N
     start_method = start_method or recommended_start_method()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method))
     # Lets the runtime replace this pool with an identical one if a worker dies and breaks it.
-    pool._offload_tuner_shape = {"workers": workers, "start_method": start_method}  # type: ignore[attr-defined]
+    pool._offload_tuner_shape = {"workers": workers, "start_method": start_method}  # type: ignore[attr-defined]  # our mark on the pool
     return pool
 
 

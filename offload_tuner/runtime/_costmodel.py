@@ -26,7 +26,7 @@ import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 FORMS = ("constant", "power", "power_offset", "loglog_linear_interp")
 """Every form, simplest first."""
@@ -104,14 +104,15 @@ class CostModel:
             raise ValueError(f"size must be a finite number >= 0, got {n!r}")
         p = self.params
         form = self.form
+        # _check_params validated each form's parameters: numbers, and the two lists of "interp".
         if form == "constant":
-            value = p["c"]
+            value = cast(float, p["c"])
         elif form == "power":
-            value = _power(p["a"], p["b"], n)
+            value = _power(cast(float, p["a"]), cast(float, p["b"]), n)
         elif form == "power_offset":
-            value = p["c"] + _power(p["a"], p["b"], n)
+            value = cast(float, p["c"]) + _power(cast(float, p["a"]), cast(float, p["b"]), n)
         else:
-            value = _interp(p["log_n"], p["log_y"], n)
+            value = _interp(cast("list[float]", p["log_n"]), cast("list[float]", p["log_y"]), n)
         if not value >= 0:  # NaN guard; cannot happen with validated params, kept as a last line of defence
             return 0.0
         return min(value, _MAX)
@@ -158,7 +159,7 @@ class CostModel:
         return cls(
             form=form,
             params=data["params"],
-            size_range=size_range,
+            size_range=cast("tuple[float, float]", size_range),  # a list, made a checked tuple by __post_init__
             cv_error=data["cv_error"],
             n_samples=data["n_samples"],
             trusted=data["trusted"],

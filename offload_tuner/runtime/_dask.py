@@ -67,16 +67,16 @@ class ClusterExecutor(concurrent.futures.Executor):
 
         while not self._closed.is_set():
             try:
-                client = Client(self.address, timeout=self.connect_timeout_s, set_as_default=False)
+                client = Client(self.address, timeout=self.connect_timeout_s, set_as_default=False)  # type: ignore[no-untyped-call]  # distributed is not annotated
             except Exception as exc:  # OSError (unreachable, refused), TimeoutError, a bad address...
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._closed.wait(self.retry_s)
                 continue
             with self._lock:
                 if self._closed.is_set():
-                    client.close()
+                    client.close()  # type: ignore[no-untyped-call]  # distributed is not annotated
                     return
-                self._client, self._executor = client, client.get_executor(pure=False)
+                self._client, self._executor = client, client.get_executor(pure=False)  # type: ignore[no-untyped-call]  # distributed is not annotated
                 self.last_error = None
             self._connected.set()
             return
@@ -94,7 +94,7 @@ class ClusterExecutor(concurrent.futures.Executor):
         client = self._client  # read once: shutdown() may clear it meanwhile
         return not self._closed.is_set() and client is not None and client.status == "running"
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         if self._closed.is_set():
             raise RuntimeError("cannot schedule new futures after shutdown")
         with self._lock:
@@ -104,7 +104,8 @@ class ClusterExecutor(concurrent.futures.Executor):
             raise ClusterUnavailable(
                 f"Dask scheduler {self.address}: {state}" + (f" ({self.last_error})" if self.last_error else "")
             )
-        return executor.submit(fn, *args, **kwargs)
+        future: concurrent.futures.Future[Any] = executor.submit(fn, *args, **kwargs)
+        return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:

@@ -48,7 +48,7 @@ def host_fingerprint() -> dict[str, Any]:
     """The full fingerprint written into a profile: identity plus details for humans."""
     from importlib import metadata  # only when calibrating: costs a few ms
 
-    libraries = {}
+    libraries: dict[str, str | None] = {}
     for name in KEY_LIBRARIES:
         try:
             libraries[name] = metadata.version(name)

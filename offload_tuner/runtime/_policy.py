@@ -298,7 +298,7 @@ def _switch_point(
 GIL_RELEASING_MAX = 0.25
 """A kernel that holds up a busy event loop's thread for more than this share of its run time, as calibration
 measured it running in a thread (:mod:`offload_tuner.calibration._gil`), is never sent to threads: there it
-would still block the loop. Pure-Python kernels measure ~0.95 on the development VM, numpy's C loops ~0.01."""
+would still block the loop. Pure-Python kernels hold it nearly all the time, numpy's C loops hardly at all."""
 THREAD_MARGIN = 2.0
 """The thread lane pays from the size where the kernel's compute that no longer holds the loop,
 ``(1 - gil_hold) * C(n)``, is at least this many times the hand-off (the hand-off itself is paid on top, so
@@ -317,7 +317,10 @@ def thread_threshold(
         )
     if gil_hold > GIL_RELEASING_MAX:
         return None
-    saved = lambda n: costs.compute.predict(n) * costs.load.inline * (1 - gil_hold)  # noqa: E731
+
+    def saved(n: float) -> float:
+        return costs.compute.predict(n) * costs.load.inline * (1 - gil_hold)
+
     return _switch_point(lambda n: saved(n) > THREAD_MARGIN * fixed_s, costs, size_range)
 
 

@@ -42,8 +42,8 @@ class ThreadEntry:
     """What calibration measured of a kernel run in a thread (schema 3)."""
 
     gil_hold: float
-    """Share of a busy event loop's pace lost while the kernel runs in a thread: ~0 for a kernel that releases
-    the GIL (numpy, compression, hashing), ~0.95 for pure Python (measured on the development VM)."""
+    """Share of a busy event loop's pace lost while the kernel runs in a thread: near 0 for a kernel that releases
+    the GIL (numpy, compression, hashing), near 1 for pure Python."""
     threshold: int | None
     """From this size up the kernel runs in the thread pool (None: never)."""
 
@@ -235,12 +235,12 @@ def _validate_threshold(value: Any, key: str, fail: Any) -> int | None:
     if value is None:
         return None
     try:
-        value = as_count(value)
+        count = as_count(value)
     except ValueError as exc:
         raise fail(f"kernel {key!r}: threshold {exc} (expected an integer >= 0 or null)") from None
-    if value > MAX_THRESHOLD:
-        raise fail(f"kernel {key!r}: threshold {value} is absurdly large (> 2**53)")
-    return value
+    if count > MAX_THRESHOLD:
+        raise fail(f"kernel {key!r}: threshold {count} is absurdly large (> 2**53)")
+    return count
 
 
 def write_profile(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 SizeFn = Callable[..., int]
-SampleFn = Callable[[int], tuple]
+SampleFn = Callable[[int], tuple[Any, ...]]
 
 
 class KernelSizeError(ValueError):
@@ -38,7 +38,7 @@ class KernelSpec:
     default_threshold: int | None
     """Threshold used when no trusted profile entry exists (``None`` = inline)."""
 
-    def checked_size(self, args: tuple) -> int:
+    def checked_size(self, args: tuple[Any, ...]) -> int:
         """``size(*args)`` validated: a clear error naming the kernel instead of a confusing comparison later."""
         try:
             n = self.size(*args)
@@ -64,7 +64,7 @@ def as_count(value: Any) -> int:
         value = int(value)
     if value < 0:
         raise ValueError(f"{value} is negative")
-    return value
+    return int(value)  # an int already: int() tells the type checker so
 
 
 def validate_size(key: str, n: Any) -> int:

@@ -27,6 +27,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any, Final
 
+from offload_tuner.runtime._profile import current_hostname
 from offload_tuner.runtime._registry import KernelSpec, default_size, spec_for
 
 STATS_SCHEMA: Final = "offload-tuner-stats/1"
@@ -42,11 +43,12 @@ DEFAULT_SAMPLE_EVERY: Final = 64
 DRIFT_CHECK_EVERY: Final = 128
 """The runtime compares a kernel's samples with its model after every this many (at the default sampling,
 once per ~8k calls of the kernel), at most once per ``DRIFT_CHECK_INTERVAL_S``. The check predicts each
-sample once: 2.5 ms for a full ring of 256 inline samples on the development VM, on the thread whose call was
-timed; it stops once the kernel has drifted."""
+sample once (milliseconds for a full ring), on the thread whose call was timed; it stops once the kernel has
+drifted."""
 DRIFT_CHECK_INTERVAL_S: Final = 10.0
-"""Without it, a service timing more calls pays for more checks: at ``sample_every(4)`` a kernel of 60 us
-calls spent 17% of its time in them (mix-shift benchmark); with it, at most 2.5 ms per 10 s per kernel."""
+"""Without it, a service timing more calls pays for more checks (at ``sample_every(4)`` a small kernel spends a
+noticeable share of its time in them: the mix-shift benchmark); with it, at most one check per interval and
+kernel."""
 SAMPLE_EVERY_ENV: Final = "OFFLOAD_TUNER_SAMPLE_EVERY"
 
 
@@ -106,7 +108,8 @@ class KernelStats:
         self.spec = spec
         self.size = None if spec.size is default_size else spec.size
         """The kernel's size function, one attribute away from the hot path; None for the default (the length
-        of the first argument), which the hot path computes without a Python call (~80 ns of ~400)."""
+        of the first argument), which the hot path computes without a Python call (a Python call costs about as
+        much as the rest of the decision)."""
         self.inline = [0] * BUCKETS
         """Calls run inline, per size bucket."""
         self.offload = [0] * BUCKETS
@@ -206,39 +209,19 @@ def _configured_sample_every() -> int:
 _sample_every: int = _configured_sample_every()
 _by_fn: dict[Callable[..., Any], KernelStats] = {}
 _started: Final = time.time()
-_environment_checked = False
 
 
 def stats_for(fn: Callable[..., Any]) -> KernelStats | None:
     """The counters of a registered kernel, created on its first call; None for other functions (not
-    cached, so a stream of lambdas cannot grow memory)."""
+    cached, so a stream of lambdas cannot grow memory). The call path asks :func:`_observe.stats_for`, which
+    also tells the observers of a kernel's first call."""
     found = _by_fn.get(fn)
     if found is not None:
         return found
     spec = spec_for(fn)
     if spec is None:
         return None
-    created = _by_fn.setdefault(fn, KernelStats(spec))
-    _check_environment()
-    return created
-
-
-def _check_environment() -> None:
-    """On the first call of a registered kernel: start the recorder ``OFFLOAD_TUNER_STATS=path`` and the
-    adaptation ``OFFLOAD_TUNER_ADAPT=1`` ask for (imported only then: a service that asks for neither pays
-    nothing)."""
-    global _environment_checked
-    if _environment_checked:
-        return
-    _environment_checked = True
-    if os.environ.get("OFFLOAD_TUNER_STATS"):
-        from offload_tuner.runtime._statsfile import start_from_environment
-
-        start_from_environment()
-    if os.environ.get("OFFLOAD_TUNER_ADAPT", "0").strip() not in ("", "0"):
-        from offload_tuner.runtime._adapt import start_from_environment as start_adapting
-
-        start_adapting()
+    return _by_fn.setdefault(fn, KernelStats(spec))
 
 
 def reset_stats() -> None:
@@ -252,10 +235,8 @@ def reset_stats() -> None:
             ring.clear()
 
 
-def snapshot() -> dict[str, Any]:
+def stats_document() -> dict[str, Any]:
     """This process's statistics as JSON-able data (the stats file's format, with one process)."""
-    from offload_tuner.runtime._profile import current_hostname
-
     now = time.time()
     process = {
         "pid": os.getpid(),

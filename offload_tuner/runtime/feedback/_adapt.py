@@ -5,10 +5,10 @@ the service's own load decides whether it stays. Off the hot path.
 ``every_s`` seconds. Per kernel the profile trusts, once ``min_calls`` new calls were seen (a *window*):
 
 1. **Propose.** What ``offload-tuner retune`` does with a stats file: the threshold for the observed mix from
-   the profile's models corrected by the observed timings (:func:`offload_tuner.runtime._retune.retune_kernel`),
+   the profile's models corrected by the observed timings (:func:`offload_tuner.runtime.feedback._retune.retune_kernel`),
    at most ``MAX_STEP``-fold from the threshold in force (joblib changes its batch size at most 2x per step).
-2. **Try it.** The model's offloaded side is the part that misleads: on the development VM, `retune` moved
-   two kernels to thresholds 1.3-2.5x slower than the static profile under load, because offloading more made
+2. **Try it.** The model's offloaded side is the part that misleads: in the adaptive benchmark, `retune` moved
+   kernels to thresholds slower than the static profile under load, because offloading more made
    the process's *other* calls slower (the pool's threads compete for the GIL and the cores), which no
    per-call timing of the offloaded calls shows. So a proposal is a trial: the threshold in force and the
    candidate alternate window by window, the incumbent first and last (``TRIAL_PAIRS`` candidate windows),
@@ -17,8 +17,8 @@ the service's own load decides whether it stays. Off the hot path.
    slower for it). A loaded service's pace is its throughput. Each candidate window is compared with the mean
    of the incumbent's windows on either side of it, so a steady trend (traffic, the host's speed) cancels.
 3. **Decide.** The candidate stays if its median pace ratio is ``ACCEPT_RATIO`` or better and it was faster
-   in every comparison. A trial whose median says better but that lost a comparison (one 64-call window
-   of the mix-shift benchmark measured 1.54x in a trial whose median was 0.92) goes on to
+   in every comparison. A trial whose median says better but that lost a comparison (one short window can be
+   far off while the median holds) goes on to
    ``EXTENDED_PAIRS`` pairs and is kept if the median still holds and it lost at most ``EXTENDED_LOSSES``.
    Simulated (lognormal noise per window, sd 0.1 / 0.2; 3000 trials each): a candidate no better than the
    incumbent is kept 18% / 19% of the time (15% / 16% with three pairs only), one 10% slower 1% / 7%
@@ -49,11 +49,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from offload_tuner.runtime import _runtime, _stats
+from offload_tuner.runtime import _decision, _entries, _state, _stats
 from offload_tuner.runtime._policy import predict
 from offload_tuner.runtime._profile import Profile
-from offload_tuner.runtime._retune import KernelModel, Traffic, kernel_models, retune_kernel, traffic_of
 from offload_tuner.runtime._stats import KernelStats, bucket_floor
+from offload_tuner.runtime._warn import warn_once
+from offload_tuner.runtime.feedback._retune import KernelModel, Traffic, kernel_models, retune_kernel, traffic_of
 
 ADAPT_ENV: Final = "OFFLOAD_TUNER_ADAPT"
 DEFAULT_EVERY_S: Final = 30.0
@@ -159,7 +160,7 @@ class Adapter:
         threshold in force (installed in the runtime)."""
         with self.lock:
             now = time.monotonic() if now is None else now
-            profile = _runtime.current_profile()
+            profile = _state.current_profile()
             if profile is not self.profile:  # a new profile (or none): start afresh from its thresholds
                 self.profile, self.kernels = profile, {}
             if profile is None or "transport" not in profile.data:
@@ -168,13 +169,13 @@ class Adapter:
             changes = []
             for stats in list(_stats._by_fn.values()):
                 model = models.get(stats.spec.key)
-                if model is None or not _runtime.profile_decides(stats.spec.fn):
+                if model is None or not _entries.profile_decides(stats.spec.fn):
                     continue
                 state = self.kernels.setdefault(model.key, _KernelState(model.threshold))
                 try:
                     change = self._window(state, stats, model, transport, knobs, now)
                 except Exception as exc:  # this kernel's window is lost; the others' changes are installed
-                    _runtime._warn_once(
+                    warn_once(
                         f"adapt-failed:{model.key}:{type(exc).__name__}",
                         f"offload-tuner: online adaptation failed for {model.key} ({type(exc).__name__}: {exc}); "
                         "its threshold in force stays (said once per cause)",
@@ -185,7 +186,7 @@ class Adapter:
                     self.events[change.phase] += 1
                     changes.append(change)
             if changes:
-                _runtime.install_adapted(profile, self.table())
+                _entries.install_adapted(profile, self.table())
             return changes
 
     def _window(
@@ -316,7 +317,7 @@ class Adapter:
                     state.threshold, state.reason = state.trial.incumbent, state.trial.incumbent_reason
                     state.trial = None
             if isinstance(self.profile, Profile):
-                _runtime.install_adapted(self.profile, self.table())
+                _entries.install_adapted(self.profile, self.table())
 
     # ------------------------------------------------------------------------------------ the thread
 
@@ -343,7 +344,7 @@ class Adapter:
             try:
                 self.step()
             except Exception as exc:  # never let adaptation take the service down: keep what is in force
-                _runtime._warn_once(
+                warn_once(
                     f"adapt-failed:{type(exc).__name__}",
                     f"offload-tuner: online adaptation failed ({type(exc).__name__}: {exc}); "
                     "the thresholds in force stay (said once per cause)",
@@ -396,18 +397,18 @@ def adapt(enabled: bool | None = None, *, every_s: float | None = None, min_call
     if enabled is None:
         return was
     if enabled:
-        _runtime.set_exploration(True)
+        _decision.set_exploration(True)
         _adapter.start(float(every_s) if every_s is not None else _adapter.every_s)
     else:
         _adapter.halt()
-        _runtime.set_exploration(False)
+        _decision.set_exploration(False)
     return was
 
 
 def pause() -> None:
     """Stop adapting without ending trials in progress (for benchmarks: see :meth:`Adapter.halt`)."""
     _adapter.halt(end_trials=False)
-    _runtime.set_exploration(False)
+    _decision.set_exploration(False)
 
 
 def start_from_environment() -> None:
@@ -420,7 +421,7 @@ def start_from_environment() -> None:
         if not 0 < every < math.inf:
             raise ValueError
     except ValueError:
-        _runtime._warn_once(
+        warn_once(
             f"adapt-env:{raw}",
             f"offload-tuner: {ADAPT_ENV}={raw!r} is neither 1 nor a number of seconds > 0; online adaptation stays off",
         )

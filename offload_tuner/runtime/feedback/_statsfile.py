@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from offload_tuner.runtime._profile import atomic_write_text, parse_json, read_capped
-from offload_tuner.runtime._runtime import _warn_once
-from offload_tuner.runtime._stats import SAMPLE_CAP, SAMPLE_KINDS, STATS_SCHEMA, process_id, snapshot
+from offload_tuner.runtime._stats import SAMPLE_CAP, SAMPLE_KINDS, STATS_SCHEMA, process_id, stats_document
+from offload_tuner.runtime._warn import warn_once
 
 STATS_ENV = "OFFLOAD_TUNER_STATS"
 STATS_EVERY_ENV = "OFFLOAD_TUNER_STATS_EVERY_S"
@@ -163,7 +163,7 @@ def write_stats(path: str | os.PathLike[str], document: Mapping[str, Any] | None
     service must not stop recording because of it); the caller is told through the returned path only.
     """
     target = Path(path)
-    mine = document if document is not None else snapshot()
+    mine = document if document is not None else stats_document()
     target.parent.mkdir(parents=True, exist_ok=True)
     with _locked(target):
         try:
@@ -172,7 +172,7 @@ def write_stats(path: str | os.PathLike[str], document: Mapping[str, Any] | None
             existing = None
             if target.exists():
                 os.replace(target, target.with_name(target.name + ".corrupt"))
-                _warn_once(
+                warn_once(
                     f"corrupt:{target}",
                     f"offload-tuner: stats file {exc}; moved it aside to {target.name}.corrupt and started a new one",
                 )
@@ -230,7 +230,7 @@ class StatsRecorder:
         try:
             write_stats(self.path)
         except Exception as exc:
-            _warn_once(
+            warn_once(
                 f"write:{self.path}:{type(exc).__name__}",
                 f"offload-tuner: cannot write stats to {self.path} ({type(exc).__name__}: {exc}); will retry",
             )
@@ -276,7 +276,7 @@ def start_from_environment() -> None:
                 raise ValueError
         except ValueError:
             every = DEFAULT_EVERY_S
-            _warn_once(
+            warn_once(
                 f"every:{raw}",
                 f"offload-tuner: {STATS_EVERY_ENV}={raw!r} is not a positive number of "
                 f"seconds; writing stats every {DEFAULT_EVERY_S:g} s",
@@ -286,4 +286,5 @@ def start_from_environment() -> None:
 
 def own_section(document: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """This process's section of a stats document, if it has one."""
-    return document.get("processes", {}).get(process_id())
+    section: Mapping[str, Any] | None = document.get("processes", {}).get(process_id())
+    return section

@@ -1,0 +1,186 @@
+"""Entry resolution: once per (snapshot, function), what decides a kernel's calls, from where, and to which lane.
+
+The slow path of every decision: the hot path (:mod:`_decision`) reads the cached :class:`Entry` and nothing
+else. An entry says its :class:`Origin` explicitly; what is trusted (the statistics' models, drift, exploration,
+adaptation and the override warning work only with the profile's own thresholds) is decided from it, never from
+the wording of the human-readable reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import Any, Final, NamedTuple
+
+from offload_tuner.runtime import _state
+from offload_tuner.runtime._backends import DASK
+from offload_tuner.runtime._lanes import Lane
+from offload_tuner.runtime._observe import stats_for
+from offload_tuner.runtime._placer import Placer, offload_lane
+from offload_tuner.runtime._policy import GIL_RELEASING_MAX
+from offload_tuner.runtime._profile import KernelEntry, Profile
+from offload_tuner.runtime._registry import KernelSpec, spec_for
+from offload_tuner.runtime._stats import KernelStats
+from offload_tuner.runtime._warn import warn_once
+
+
+class Origin(StrEnum):
+    """What decided a call (``Decision.origin``); compares equal to its string value."""
+
+    NOT_A_KERNEL = "not a kernel"
+    DEFAULT = "default"
+    """No usable profile entry: the kernel's ``default_threshold``."""
+    PROFILE = "profile"
+    """The profile's (process-lane) threshold."""
+    ADAPTED = "adapted"
+    """Online adaptation's threshold for the installed profile."""
+    THREAD_LANE = "thread lane"
+    """The profile's thread threshold: the kernel releases the GIL."""
+    DROPPED = "dropped"
+    """Its executor failed and was dropped: inline."""
+    CALLER = "caller"
+    """``offload_if=`` at the call site."""
+    NO_EXECUTOR = "no executor"
+
+
+TRUSTED: Final = frozenset({Origin.PROFILE, Origin.ADAPTED})
+"""The profile's process-lane threshold (not a fallback): what statistics, drift, exploration and adaptation
+work with."""
+FROM_PROFILE: Final = TRUSTED | {Origin.THREAD_LANE}
+"""The profile decides these calls: passing ``offload_if=`` overrides it (and is said)."""
+
+NEVER_PAYS: Final = "profile: offloading never pays for this kernel"
+_THREAD_LANE_REASON: Final = "profile: releases the GIL, thread pool"
+
+
+class Entry(NamedTuple):
+    """A function's resolved decision inputs. The snapshot's table keeps them as a plain :data:`Row` with the
+    same fields: the hot path unpacks it, and a plain tuple unpacks faster than a NamedTuple."""
+
+    spec: KernelSpec | None
+    """None for a function that is not a registered kernel (then ``stats`` is None too)."""
+    threshold: int | None
+    reason: str
+    stats: KernelStats | None
+    lane: Lane | Placer | None
+    """Where the kernel's offloaded calls go (None: no executor for them)."""
+    origin: Origin
+
+
+Row = tuple[KernelSpec | None, int | None, str, KernelStats | None, Lane | Placer | None, Origin]
+"""An :class:`Entry` as the snapshot's table stores it (``spec, threshold, reason, stats, lane, origin``)."""
+
+
+class _Resolved(NamedTuple):
+    spec: KernelSpec | None
+    threshold: int | None
+    reason: str
+    lane: Lane | Placer | None
+    origin: Origin
+
+
+def resolve(fn: Callable[..., Any]) -> tuple[_state.Snapshot, Entry]:
+    """Slow path, once per (snapshot, function): work out the threshold and the reason, cache it."""
+    snap = _state.ensure_loaded()
+    row: Row | None = snap.table.get(fn)
+    if row is not None:
+        return snap, Entry._make(row)
+    spec, threshold, reason, lane, origin = _resolve_entry(snap, fn)
+    if lane is None and threshold is not None and snap.installed:  # its executor was dropped: nowhere to go
+        threshold, reason, origin = None, f"{reason}; no executor left for it: inline", Origin.DROPPED
+    entry = Entry(spec, threshold, reason, stats_for(fn), lane, origin)
+    if spec is not None:  # registered kernels only: a stream of lambdas must not grow the table
+        snap.table[fn] = (spec, threshold, reason, entry.stats, lane, origin)
+    return snap, entry
+
+
+def _resolve_entry(snap: _state.Snapshot, fn: Callable[..., Any]) -> _Resolved:
+    spec = spec_for(fn)
+    if spec is None:
+        return _Resolved(None, None, "not a registered kernel: inline unless offload_if says otherwise", None,
+                         Origin.NOT_A_KERNEL)  # fmt: skip
+    profile = snap.profile
+    unusable = _unusable(snap, spec)
+    if unusable is not None or not isinstance(profile, Profile):
+        return _default(snap, spec, unusable or snap.profile_problem or "no profile")
+    entry = profile.kernels[spec.key]
+    thread = entry.thread
+    gil_free = snap.gil_free is not None and thread is not None and thread.gil_hold <= GIL_RELEASING_MAX
+    if gil_free and thread is not None and thread.threshold is not None:
+        process_lane = snap.lanes.get(profile.executor_kind or _state.PRIMARY_ORDER[0])
+        held = f"calibration measured the event loop held up {thread.gil_hold:.0%} of its run time"
+        lane = offload_lane(snap, profile, spec, entry, process_lane, thread_lane=snap.gil_free)
+        return _Resolved(spec, thread.threshold, f"{_THREAD_LANE_REASON} ({held})", lane, Origin.THREAD_LANE)
+    return _process_entry(snap, profile, spec, entry)
+
+
+def _unusable(snap: _state.Snapshot, spec: KernelSpec) -> str | None:
+    """Why the profile has no usable entry for ``spec`` (None: it has one)."""
+    profile = snap.profile
+    if not isinstance(profile, Profile):
+        return None
+    entry = profile.kernels.get(spec.key)
+    if entry is None:
+        return "kernel not in profile"
+    if entry.status != "ok":  # "failed", or "untrusted": too few samples or too narrow a range to trust
+        return f"calibration {entry.status} for this kernel"
+    if entry.code_fingerprint is not None and entry.code_fingerprint != spec.code_fingerprint():
+        warn_once(
+            f"code:{profile.source}:{spec.key}",
+            f"offload-tuner: kernel {spec.key} changed since it was calibrated ({profile.source}); "
+            "using its default until it is calibrated again",
+        )
+        return "kernel code changed since calibration"
+    return None
+
+
+def _default(snap: _state.Snapshot, spec: KernelSpec, why: str) -> _Resolved:
+    default = spec.default_threshold
+    text = "inline" if default is None else f"default threshold {default}"
+    return _Resolved(spec, default, f"{why}: {text}", snap.primary, Origin.DEFAULT)
+
+
+def _process_entry(snap: _state.Snapshot, profile: Profile, spec: KernelSpec, entry: KernelEntry) -> _Resolved:
+    """A trusted entry outside the thread lane: the executor kind it was calibrated for, or a cluster."""
+    kind = profile.executor_kind
+    lane = snap.lanes.get(kind) if kind is not None else snap.primary
+    if lane is None and DASK.name in snap.lanes and profile.cluster is not None and kind not in snap.dropped:
+        cluster = offload_lane(snap, profile, spec, entry, None)  # only a cluster: it takes the offloaded calls
+        if cluster is not None:
+            return _trusted_entry(spec, entry.threshold, cluster)
+    if lane is None and (kind in snap.dropped or (kind is None and snap.primary_name in snap.dropped)):
+        return _Resolved(spec, None, f"the {kind or snap.primary_name} executor failed and was dropped: inline",
+                         None, Origin.DROPPED)  # fmt: skip
+    if snap.installed and lane is None:
+        installed = ", ".join(repr(name) for name in snap.lanes)
+        warn_once(
+            f"kind:{profile.source}:{installed}",
+            f"offload-tuner: profile {profile.source} was calibrated for a {kind!r} executor, the installed "
+            f"{'ones are' if len(snap.lanes) > 1 else 'one is'} {installed}; kernels use their defaults",
+        )
+        if snap.primary is None:
+            return _Resolved(spec, None, f"profile calibrated for {kind} executor: inline", None, Origin.DEFAULT)
+        return _default(snap, spec, f"profile calibrated for {kind} executor")
+    adapted = snap.adapted.thresholds.get(spec.key)
+    if adapted is not None:
+        return _Resolved(spec, adapted[0], adapted[1], offload_lane(snap, profile, spec, entry, lane), Origin.ADAPTED)
+    if entry.threshold is None:
+        return _Resolved(spec, None, NEVER_PAYS, lane, Origin.PROFILE)
+    return _trusted_entry(spec, entry.threshold, offload_lane(snap, profile, spec, entry, lane))
+
+
+def _trusted_entry(spec: KernelSpec, threshold: int | None, lane: Lane | Placer | None) -> _Resolved:
+    return _Resolved(spec, threshold, "profile" if threshold is not None else NEVER_PAYS, lane, Origin.PROFILE)
+
+
+def profile_decides(fn: Callable[..., Any]) -> bool:
+    """Whether the installed profile decides ``fn``'s calls (a trusted entry, not a fallback)."""
+    return resolve(fn)[1].origin in TRUSTED
+
+
+def install_adapted(profile: Profile, table: Mapping[str, tuple[int | None, str]]) -> None:
+    """Online adaptation's thresholds (kernel key -> threshold, reason) for ``profile``: installed by swapping
+    the snapshot, so the hot path keeps reading one table. Ignored if another profile is installed by now."""
+    with _state._lock:
+        if _state.current().profile is profile:
+            _state.swap(adapted=_state.Adapted(profile, dict(table)))
