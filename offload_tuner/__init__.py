@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # imported on use at run time (see __getattr__ and the functi
     import os
 
     from offload_tuner.runtime._dask import ClusterExecutor, ClusterUnavailable
-    from offload_tuner.runtime._statsfile import StatsError, StatsRecorder
+    from offload_tuner.runtime.feedback._statsfile import StatsError, StatsRecorder
 
 __all__ = [
     "Backend",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from offload_tuner.calibration._loadphase import Rounds
+from offload_tuner.calibration._rounds import Rounds
 
 Progress = Callable[..., None]
 """Called with an event name and its details as keywords (the CLI draws its progress line from them)."""
