@@ -57,7 +57,10 @@ from offload_tuner.runtime.feedback import install as _install_feedback
 if TYPE_CHECKING:  # imported on use at run time (see __getattr__ and the functions below)
     import os
 
+    from prometheus_client.registry import CollectorRegistry
+
     from offload_tuner.runtime._dask import ClusterExecutor, ClusterUnavailable
+    from offload_tuner.runtime.feedback._prometheus import StatsCollector
     from offload_tuner.runtime.feedback._statsfile import StatsError, StatsRecorder
 
 __all__ = [
@@ -81,6 +84,7 @@ __all__ = [
     "get_executors",
     "kernel",
     "load_profile",
+    "prometheus_collector",
     "recommended_pool",
     "recommended_pools",
     "record_stats",
@@ -129,6 +133,22 @@ def cluster_executor(address: str, *, connect_timeout_s: float = 5.0, retry_s: f
     from offload_tuner.runtime._dask import ClusterExecutor
 
     return ClusterExecutor(address, connect_timeout_s=connect_timeout_s, retry_s=retry_s)
+
+
+def prometheus_collector(registry: CollectorRegistry | None = None) -> StatsCollector:
+    """Export ``stats()`` to Prometheus: registers a collector with ``registry`` (default
+    ``prometheus_client.REGISTRY``) and returns it (``registry.unregister(it)`` stops; a second one in the same
+    registry is refused by prometheus_client as duplicated timeseries). It reads the statistics
+    and the installed profile's drift verdicts when scraped, so calls pay nothing for it: calls by kernel,
+    decision and backend, sampled durations, drift. Needs the ``[prometheus]`` extra; imported on use, so a
+    service that does not export metrics never imports ``prometheus_client``. Metric names: see Production."""
+    import importlib.util
+
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ImportError("prometheus_collector() needs prometheus_client: pip install 'offload-tuner[prometheus]'")
+    from offload_tuner.runtime.feedback._prometheus import register
+
+    return register(registry)
 
 
 def __getattr__(name: str) -> type:
