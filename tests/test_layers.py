@@ -87,6 +87,7 @@ RUNTIME_RANKS = {
     "feedback._statsfile": 13,
     "feedback._drift": 14,
     "feedback._adapt": 14,
+    "feedback._prometheus": 14,  # the [prometheus] extra's collector: imported by offload_tuner on use only
     "feedback._startup": 15,
     "feedback.__init__": 16,
 }
