@@ -22,6 +22,8 @@ def clean_runtime(tmp_path, monkeypatch):
     monkeypatch.setenv("OFFLOAD_TUNER_PROFILE", str(tmp_path / "no-profile-here.json"))
     monkeypatch.delenv("OFFLOAD_TUNER_STATS", raising=False)
     monkeypatch.delenv("OFFLOAD_TUNER_ADAPT", raising=False)
+    for name in ("OFFLOAD_TUNER_PROCESSES", "WEB_CONCURRENCY", "OFFLOAD_TUNER_HOST_CHECK"):
+        monkeypatch.delenv(name, raising=False)  # the service shape and host check tests set them
     offload_tuner.set_executor(None)
     offload_tuner.unload_profile()
     _warn.warned.clear()

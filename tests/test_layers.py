@@ -64,11 +64,12 @@ RUNTIME_RANKS = {
     "_warn": 0,
     "_registry": 0,
     "_costmodel": 0,
-    "_backends": 0,
+    "_cores": 0,
+    "_backends": 1,  # sizes pools from _cores, warns through _warn
     # models, profiles and counters
     "_policy": 1,
-    "_dask": 1,
-    "_lanes": 1,
+    "_dask": 2,
+    "_lanes": 2,
     "_placement": 2,
     "_profile": 3,
     "_stats": 4,

@@ -204,7 +204,7 @@ def test_corrupt_profile_falls_back_and_names_file_and_reason(pool, tmp_path, co
 
 def test_profile_from_another_host_is_not_used(pool, tmp_path):
     set_executor(pool)
-    host = dict(support.host_identity(), hostname="some-other-box", logical_cores=64)
+    host = dict(support.host_identity(), hostname="some-other-box", usable_cores=64)  # the hostname alone: test_host
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         load_profile(write_profile_json(tmp_path / "p.json", {WHERE: 0}, host=host))

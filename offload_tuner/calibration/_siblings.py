@@ -86,7 +86,7 @@ class Siblings:
                 parent, child = context.Pipe()
                 process = context.Process(
                     target=sibling_main,
-                    args=(child, index + 1, self.workers, self.callers, os.getpid()),
+                    args=(child, index + 1, self.workers, self.callers, os.getpid(), self.count + 1),
                     name=f"offload-tuner-sibling-{index + 1}",
                 )
                 process.start()
@@ -177,7 +177,7 @@ def _kill_group(pid: int | None) -> None:
 # ---------------------------------------------------------------------------------------- sibling side
 
 
-def sibling_main(conn: Connection, index: int, workers: int, callers: int, parent: int) -> None:
+def sibling_main(conn: Connection, index: int, workers: int, callers: int, parent: int, processes: int = 1) -> None:
     """A sibling process: its own session (so its group can be killed whole), its own pool, then messages until
     "exit" or the parent's end of the pipe closes."""
     from offload_tuner.runtime._backends import recommended_pool
@@ -188,7 +188,7 @@ def sibling_main(conn: Connection, index: int, workers: int, callers: int, paren
     _watch_parent(parent)
     from offload_tuner.calibration._sibling_loop import SiblingState, handle
 
-    pool = recommended_pool(workers)
+    pool = recommended_pool(workers, processes=processes)  # BLAS/OpenMP threads: the same share as the measuring pool
     state = SiblingState(pool, workers, callers, index)
     try:
         state.warm()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from offload_tuner.calibration._targets import TargetError, import_kernel
+from offload_tuner.runtime._backends import configured_processes
 from offload_tuner.runtime._costmodel import CostModelError
-from offload_tuner.runtime._host import host_mismatches
+from offload_tuner.runtime._host import describe_mode, host_check_mode, host_mismatches
 from offload_tuner.runtime._policy import KernelCosts, TransportModel
 from offload_tuner.runtime._profile import ProfileError, read_profile
 
@@ -17,7 +20,9 @@ def check_profile(path: Path) -> list[str]:
         profile = read_profile(path)
     except ProfileError as exc:
         return [str(exc)]
-    problems = [f"host differs: {m}" for m in host_mismatches(profile.host)]
+    mode = host_check_mode()
+    problems = [f"host differs: {m} ({describe_mode(mode)})" for m in host_mismatches(profile.host, mode=mode)]
+    problems += _shape_problems(profile.executor)
     transport = profile.data.get("transport")
     if transport is not None:
         try:
@@ -45,3 +50,14 @@ def check_profile(path: Path) -> list[str]:
         if entry.code_fingerprint is not None and entry.code_fingerprint != spec.code_fingerprint():
             problems.append(f"kernel {key}: code changed since calibration (recalibrate)")
     return problems
+
+
+def _shape_problems(executor: Mapping[str, Any]) -> list[str]:
+    """The service shape the profile was calibrated for, against the one this environment states."""
+    recorded, here = executor.get("processes", 1), configured_processes()
+    if recorded == here:
+        return []
+    return [
+        f"shape differs: calibrated for {recorded} service process(es), this environment runs {here} "
+        f"(OFFLOAD_TUNER_PROCESSES, else WEB_CONCURRENCY, else 1): `offload-tuner calibrate --processes {here}`"
+    ]

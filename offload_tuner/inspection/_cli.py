@@ -408,7 +408,7 @@ def _measure(args: argparse.Namespace, setup: _Setup, client: Any) -> dict[str, 
     from offload_tuner.runtime._backends import recommended_pool
 
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    executor = recommended_pool(setup.workers)
+    executor = recommended_pool(setup.workers, processes=setup.processes)  # its BLAS threads: its share
     try:
         progress = TerminalProgress(args.quiet, setup.effort.kernel_budget_s)
         profile = calibrate(
@@ -520,7 +520,8 @@ def _show(args: argparse.Namespace) -> int:
     else:
         host = profile.host
         print(
-            f"profile {path}\nhost {host.get('hostname')} ({host.get('cpu_model')}, {host.get('logical_cores')} cores, "
+            f"profile {path}\nhost {host.get('hostname')} ({host.get('cpu_model')}, "
+            f"{host.get('usable_cores', host.get('logical_cores'))} usable cores, "
             f"Python {host.get('python_version', host.get('python_minor'))}), created {profile.data.get('created', '?')}, "
             f"executor {profile.executor.get('kind')}, {_shape_text(profile.executor)}\n"
         )

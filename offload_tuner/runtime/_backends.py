@@ -17,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from offload_tuner.runtime import _cores
+from offload_tuner.runtime._warn import warn_once
+
 if TYPE_CHECKING:  # the runtime never imports multiprocessing unless it builds a pool
     from concurrent.futures import Executor, ProcessPoolExecutor
 
@@ -106,26 +109,92 @@ def recommended_start_method() -> str:
     return "spawn"
 
 
-def default_workers() -> int:
-    """One worker per core this process may run on."""
+def configured_processes() -> int:
+    """The service processes sharing this host's cores (:func:`_cores.service_processes`); an invalid variable
+    is reported once with its message and 1 is used: a typo must not stop a service from starting."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        return _cores.service_processes()
+    except ValueError as exc:
+        warn_once(f"processes:{exc}", f"offload-tuner: {exc}; using 1 service process")
+        return 1
 
 
-def recommended_pool(workers: int | None = None, *, start_method: str | None = None) -> ProcessPoolExecutor:
-    """The pool we calibrate against and recommend in production: one worker per core, forkserver."""
+def default_workers() -> int:
+    """This process's share of the usable cores: ``usable cores // service processes``, at least 1."""
+    return _cores.cores_per_process(_cores.usable_cores(), configured_processes())
+
+
+THREAD_LIMIT_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+"""What OpenMP, the BLAS libraries and numexpr read when they load: their thread pools' size."""
+_BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def threads_per_worker(cores: int, processes: int, workers: int) -> int:
+    """Each pool worker's share of the usable cores: ``max(1, cores // (processes * workers))``. Without a limit a
+    numpy kernel in each of ``processes * workers`` workers would start one BLAS/OpenMP thread per core."""
+    return max(1, cores // (max(1, processes) * max(1, workers)))
+
+
+def limit_worker_threads(threads: int) -> None:
+    """Pool worker initializer: cap BLAS/OpenMP thread pools at ``threads``.
+
+    Each variable of :data:`THREAD_LIMIT_VARIABLES` the user did not set is set (libraries loaded later read
+    it); with threadpoolctl importable, the libraries already loaded are limited too, for the APIs whose
+    variables are ours (a user's ``OMP_NUM_THREADS`` is left alone). Never raises: a failing initializer would
+    break the pool."""
+    ours = [name for name in THREAD_LIMIT_VARIABLES if not os.environ.get(name)]
+    for name in ours:
+        os.environ[name] = str(threads)
+    apis = ["openmp"] if "OMP_NUM_THREADS" in ours else []
+    if all(name in ours for name in _BLAS_VARIABLES):
+        apis.append("blas")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    for api in apis:
+        try:
+            threadpool_limits(limits=threads, user_api=api)
+        except Exception:  # a library threadpoolctl cannot drive keeps its variable; the pool must start anyway
+            pass
+
+
+def recommended_pool(
+    workers: int | None = None, *, start_method: str | None = None, processes: int | None = None
+) -> ProcessPoolExecutor:
+    """The pool we calibrate against and recommend in production: this process's share of the usable cores
+    (``usable cores // processes`` workers), forkserver, each worker's BLAS/OpenMP threads capped at its share.
+
+    ``processes``: the service processes on this host (default :func:`configured_processes`, from
+    ``OFFLOAD_TUNER_PROCESSES`` or ``WEB_CONCURRENCY``); ``calibrate --processes N`` passes its N."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    workers = default_workers() if workers is None else workers
+    processes = configured_processes() if processes is None else processes
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    cores = _cores.usable_cores()
+    workers = _cores.cores_per_process(cores, processes) if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     start_method = start_method or recommended_start_method()
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(start_method))
+    threads = threads_per_worker(cores, processes, workers)
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context(start_method),
+        initializer=limit_worker_threads,
+        initargs=(threads,),
+    )
     # Lets the runtime replace this pool with an identical one if a worker dies and breaks it.
-    pool._offload_tuner_shape = {"workers": workers, "start_method": start_method}  # type: ignore[attr-defined]  # our mark on the pool
+    pool._offload_tuner_shape = {"workers": workers, "start_method": start_method, "processes": processes}  # type: ignore[attr-defined]  # our mark on the pool
+    pool._offload_tuner_threads = threads  # type: ignore[attr-defined]  # what describe_executor records
     return pool
 
 
@@ -154,4 +223,7 @@ def describe_executor(executor: Executor | None) -> dict[str, Any]:
     context = getattr(executor, "_mp_context", None)
     if context is not None:
         info["start_method"] = context.get_start_method()
+    threads = getattr(executor, "_offload_tuner_threads", None)
+    if isinstance(threads, int):
+        info["threads_per_worker"] = threads  # the BLAS/OpenMP limit its workers ran under
     return info

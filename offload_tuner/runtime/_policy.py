@@ -43,11 +43,11 @@ for the smallest calls, ``None`` when it never does.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from offload_tuner.runtime._cores import usable_cores
 from offload_tuner.runtime._costmodel import CostModel
 
 DEFAULT_CONCURRENCY = 4
@@ -65,7 +65,7 @@ class PolicyKnobs:
 
     concurrency: int = DEFAULT_CONCURRENCY
     workers: int = 1
-    cores: int = os.cpu_count() or 1
+    cores: int = field(default_factory=usable_cores)  # the cores this process may use (quota, affinity)
     loop_budget_s: float | None = DEFAULT_LOOP_BUDGET_S
 
     def __post_init__(self) -> None:

@@ -182,6 +182,9 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
     executor = data.get("executor", {})
     if not isinstance(executor, dict):
         raise fail('"executor" must be an object')
+    processes = executor.get("processes", 1)
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise fail(f'"executor": processes must be an integer >= 1 (service processes), got {processes!r}')
     kernels_in = data.get("kernels")
     if not isinstance(kernels_in, dict):
         raise fail('missing "kernels" object')

@@ -12,8 +12,16 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from offload_tuner.runtime._backends import DASK, INLINE, THREAD, Backend, backend_for, recommended_pool
-from offload_tuner.runtime._host import host_mismatches
+from offload_tuner.runtime._backends import (
+    DASK,
+    INLINE,
+    THREAD,
+    Backend,
+    backend_for,
+    configured_processes,
+    recommended_pool,
+)
+from offload_tuner.runtime._host import describe_mode, host_check_mode, host_mismatches
 from offload_tuner.runtime._lanes import Lane
 from offload_tuner.runtime._profile import Profile, ProfileError, configured_profile_path, read_profile
 from offload_tuner.runtime._warn import warn_once
@@ -219,9 +227,8 @@ def load_profile(path: Any = None, *, strict: bool = False, check_host: bool = T
     try:
         profile = read_profile(target)
         if check_host:
-            mismatches = host_mismatches(profile.host)
-            if mismatches:
-                raise ProfileError(f"{profile.source}: calibrated on another host ({'; '.join(mismatches)})")
+            _check_host(profile)
+        _check_shape(profile)
     except ProfileError as exc:
         if strict:
             raise
@@ -230,6 +237,32 @@ def load_profile(path: Any = None, *, strict: bool = False, check_host: bool = T
         warn_once(f"profile:{problem}", f"offload-tuner: profile not used, kernels use their defaults: {problem}{hint}")
     swap(profile=profile, profile_problem=problem)
     return profile
+
+
+def _check_host(profile: Profile) -> None:
+    """Refuse a profile measured on other hardware, naming the fields that differ and the check in force."""
+    mode = host_check_mode()
+    mismatches = host_mismatches(profile.host, mode=mode)
+    if mismatches:
+        raise ProfileError(
+            f"{profile.source}: calibrated on another host ({'; '.join(mismatches)}; {describe_mode(mode)})"
+        )
+
+
+def _check_shape(profile: Profile) -> None:
+    """Say once (per profile and shape) when the profile was calibrated for another number of service processes:
+    its thresholds were measured with that many loops and pools sharing the cores. It is still used."""
+    recorded = profile.executor.get("processes", 1)
+    here = configured_processes()
+    if recorded == here:
+        return
+    warn_once(
+        f"shape:{profile.source}:{recorded}:{here}",
+        f"offload-tuner: {profile.source} was calibrated for {recorded} service process(es) on this host, and "
+        f"this service runs with {here} (OFFLOAD_TUNER_PROCESSES, else WEB_CONCURRENCY, else 1); its thresholds "
+        f"assume the other shape. Run `offload-tuner calibrate --processes {here}`, or set "
+        f"OFFLOAD_TUNER_PROCESSES={recorded} if that is the real number",
+    )
 
 
 def unload_profile() -> None:
