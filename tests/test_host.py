@@ -233,3 +233,38 @@ def test_one_function_counts_cores_in_the_package():
         "logical_cores"
         in (package / calls[0].split(":")[0]).read_text().splitlines()[int(calls[0].split(":")[1].split()[0]) - 1]
     )
+
+
+def test_a_profile_shipped_under_the_calibrating_hosts_name_is_found_in_a_new_container(
+    tmp_path, monkeypatch, unstarted_pool
+):
+    """The default location is named after the host; a container's hostname changes on every deploy, so where no
+    profile bears this host's name the newest one beside it is read, and the identity check decides."""
+    monkeypatch.delenv("OFFLOAD_TUNER_PROFILE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    profiles = offload_tuner.default_profile_path("build-host").parent
+    profiles.mkdir(parents=True)
+    older = profile_here(tmp_path)
+    shipped = older.rename(profiles / "build-host.json")
+    stale = write_profile_json(profiles / "retired-host.json", {WHERE: None}, host=host_fingerprint())
+    os.utime(stale, (1, 1))  # written long before the shipped one
+    monkeypatch.setattr(_host, "current_hostname", lambda: "pod-7f9c")
+    from offload_tuner.runtime import _profile
+
+    monkeypatch.setattr(_profile, "current_hostname", lambda: "pod-7f9c")
+    assert _profile.configured_profile_path() == shipped
+    set_executor(unstarted_pool)
+    used, offload, messages = load_and_decide(shipped)
+    assert (used, offload, messages) == (True, True, [])
+    # a profile named after this host wins over a newer one beside it
+    mine = write_profile_json(profiles / "pod-7f9c.json", {WHERE: None}, host=host_fingerprint())
+    os.utime(mine, (1, 1))
+    assert _profile.configured_profile_path() == mine
+
+
+def test_no_profile_beside_the_default_location_keeps_the_default_path(tmp_path, monkeypatch):
+    monkeypatch.delenv("OFFLOAD_TUNER_PROFILE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "nothing-here"))
+    from offload_tuner.runtime import _profile
+
+    assert _profile.configured_profile_path() == offload_tuner.default_profile_path()

@@ -744,6 +744,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _profile_and_traffic(args: argparse.Namespace) -> tuple[Any, Any, int]:
     """The profile and the observed traffic per kernel, or an exit code after a message naming the problem."""
+    from offload_tuner.runtime._host import host_check_mode
     from offload_tuner.runtime.feedback._retune import traffic
     from offload_tuner.runtime.feedback._statsfile import StatsError, read_stats
 
@@ -762,7 +763,9 @@ def _profile_and_traffic(args: argparse.Namespace) -> tuple[Any, Any, int]:
     except StatsError as exc:
         print(f"offload-tuner: stats not used: {exc}", file=sys.stderr)
         return None, None, EXIT_STATS
-    host = profile.host.get("hostname")
+    # Containers get a new hostname on every deploy: the stats' host is compared only where the profile's
+    # hostname is (OFFLOAD_TUNER_HOST_CHECK=strict); the hardware fields are the runtime's business at load.
+    host = profile.host.get("hostname") if host_check_mode() == "strict" else None
     if host is not None and document["host"] != host:
         print(
             f"offload-tuner: stats not used: {args.stats} was recorded on host {document['host']!r}, the profile "

@@ -105,9 +105,29 @@ def default_profile_path(hostname: str | None = None) -> Path:
 
 
 def configured_profile_path() -> Path:
-    """``$OFFLOAD_TUNER_PROFILE`` if set, else the per-host default location."""
+    """``$OFFLOAD_TUNER_PROFILE`` if set, else the per-host default location; where no profile is named after this
+    host, the newest profile beside it.
+
+    A container gets a new hostname on every deploy, so a profile calibrated once and shipped in the image under the
+    calibrating host's name would never be found by name. The host identity check at load still decides whether the
+    profile applies here (same CPU model, usable cores and Python), so picking it up is safe.
+    """
     env = os.environ.get(PROFILE_ENV)
-    return Path(env) if env else default_profile_path()
+    if env:
+        return Path(env)
+    default = default_profile_path()
+    if default.is_file():
+        return default
+    return _newest_profile(default.parent) or default
+
+
+def _newest_profile(directory: Path) -> Path | None:
+    """The most recently written ``*.json`` in ``directory``, or None (missing or unreadable folder alike)."""
+    try:
+        candidates = [(p.stat().st_mtime, p) for p in directory.glob("*.json") if p.is_file()]
+    except OSError:
+        return None
+    return max(candidates)[1] if candidates else None
 
 
 def _reject_constant(name: str) -> float:
