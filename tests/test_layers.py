@@ -62,6 +62,7 @@ RUNTIME_RANKS = {
     # leaves: warnings, the registry, cost-model and backend tables
     "__init__": 0,
     "_warn": 0,
+    "_log": 0,  # the offload_tuner logger's records (operational events)
     "_registry": 0,
     "_costmodel": 0,
     "_cores": 0,

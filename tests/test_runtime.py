@@ -270,10 +270,12 @@ def test_default_threshold_applies_without_profile(pool):
         _registry._BY_KEY.pop(kernel_key(fn), None)
 
 
-def test_unregistered_function_is_inline_unless_told(pool):
+def test_unregistered_function_offloads_by_default_unless_told(pool):
+    """The original gate's default (issue 27 item 4): offloaded without offload_if; offload_if=False stands."""
     set_executor(pool)
     d = decide(support.not_registered, [1, 2, 3])
-    assert d.offload is False and "not a registered kernel" in d.reason
+    assert d.offload is True and "not a registered kernel" in d.reason and d.origin == "unregistered"
+    assert decide(support.not_registered, [1, 2, 3], offload_if=False).offload is False
     assert run(run_kernel(support.not_registered, [1, 2, 3], offload_if=True)) == 3
 
 

@@ -1,7 +1,8 @@
 """The decision: where one call runs, in O(1) on the hot path, and why (:func:`decide`, for inspection).
 
-Fallback rules (the documented safe default): with no executor installed everything runs inline; a kernel
-without a usable profile entry (no profile, profile rejected, kernel missing, calibration failed, code
+Fallback rules (the documented safe default): with no executor installed everything runs inline; a function
+never registered with ``@kernel`` is offloaded to the primary executor, as the original gate's default
+``offload_if=True`` did (one warning per function suggests ``@kernel``); a kernel without a usable profile entry (no profile, profile rejected, kernel missing, calibration failed, code
 changed since calibration, profile calibrated for another kind of executor) uses its registered
 ``default_threshold``, which is ``None`` (inline, the behaviour of a plain call) unless the user set one.
 
@@ -54,6 +55,8 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
     if offload_if is not None:
         offload, why, lane = _caller_verdict(snap, offload_if, origin, threshold, size)
         origin = Origin.CALLER
+    elif origin is Origin.UNREGISTERED:  # the original gate's default: offloaded (lane is the primary)
+        offload, why = True, reason
     elif threshold is None or size is None:
         offload, why = False, reason
     else:
@@ -144,8 +147,8 @@ def offload_target(
             if not snap.installed:  # set_executor(None) raced this first call: inline, as it now says
                 return None
         spec, threshold, _, stats, lane, origin = entry
-        if stats is None:  # not a registered kernel: no threshold, inline
-            return None
+        if stats is None:  # not a registered kernel: the primary lane (Origin.UNREGISTERED), else None: inline
+            return lane  # type: ignore[return-value]  # a Lane or None for these entries, never a Placer
         if threshold is None:  # as above
             n = _size_or_none(spec, args)  # type: ignore[arg-type]  # stats is set, so spec is too
             if n is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from enum import StrEnum
+from types import FunctionType
 from typing import Any, Final, NamedTuple
 
 from offload_tuner.runtime import _state
@@ -28,6 +29,10 @@ class Origin(StrEnum):
     """What decided a call (``Decision.origin``); compares equal to its string value."""
 
     NOT_A_KERNEL = "not a kernel"
+    """Not registered with ``@kernel`` and no executor installed: inline, nothing to offload to."""
+    UNREGISTERED = "unregistered"
+    """Not registered with ``@kernel``, an executor installed, no ``offload_if``: offloaded, as the original
+    gate's ``offload_if=True`` default did (one warning per function suggests ``@kernel``)."""
     DEFAULT = "default"
     """No usable profile entry: the kernel's ``default_threshold``."""
     PROFILE = "profile"
@@ -89,16 +94,26 @@ def resolve(fn: Callable[..., Any]) -> tuple[_state.Snapshot, Entry]:
     if lane is None and threshold is not None and snap.installed:  # its executor was dropped: nowhere to go
         threshold, reason, origin = None, f"{reason}; no executor left for it: inline", Origin.DROPPED
     entry = Entry(spec, threshold, reason, stats_for(fn), lane, origin)
-    if spec is not None:  # registered kernels only: a stream of lambdas must not grow the table
+    if spec is not None or (_named(fn) and len(snap.table) < MAX_CACHED):
         snap.table[fn] = (spec, threshold, reason, entry.stats, lane, origin)
     return snap, entry
+
+
+MAX_CACHED: Final = 4096
+"""Entries a snapshot holds before it stops caching unregistered functions (registered kernels always are)."""
+
+
+def _named(fn: Callable[..., Any]) -> bool:
+    """A plain function defined at module (or class) level: there are finitely many, so caching them is safe.
+    A stream of fresh lambdas, closures, partials or bound methods must not grow the table (nor keep what they
+    hold alive): those are resolved on each call, the slower path."""
+    return isinstance(fn, FunctionType) and "<" not in fn.__qualname__
 
 
 def _resolve_entry(snap: _state.Snapshot, fn: Callable[..., Any]) -> _Resolved:
     spec = spec_for(fn)
     if spec is None:
-        return _Resolved(None, None, "not a registered kernel: inline unless offload_if says otherwise", None,
-                         Origin.NOT_A_KERNEL)  # fmt: skip
+        return _unregistered(snap, fn)
     profile = snap.profile
     unusable = _unusable(snap, spec)
     if unusable is not None or not isinstance(profile, Profile):
@@ -112,6 +127,27 @@ def _resolve_entry(snap: _state.Snapshot, fn: Callable[..., Any]) -> _Resolved:
         lane = offload_lane(snap, profile, spec, entry, process_lane, thread_lane=snap.gil_free)
         return _Resolved(spec, thread.threshold, f"{_THREAD_LANE_REASON} ({held})", lane, Origin.THREAD_LANE)
     return _process_entry(snap, profile, spec, entry)
+
+
+def _unregistered(snap: _state.Snapshot, fn: Callable[..., Any]) -> _Resolved:
+    """A function never registered with ``@kernel``: the original gate offloaded it by default (its
+    ``offload_if=True``), so it goes to the primary executor, said once per function; inline with none."""
+    if not snap.installed:
+        return _Resolved(None, None, "not a registered kernel, no executor installed: inline", None,
+                         Origin.NOT_A_KERNEL)  # fmt: skip
+    name = f"{getattr(fn, '__module__', None)}:{getattr(fn, '__qualname__', None) or repr(fn)}"  # as kernel keys
+    if snap.primary is None:
+        return _Resolved(None, None, f"not a registered kernel; the {snap.primary_name} executor failed and was "
+                         "dropped: inline", None, Origin.DROPPED)  # fmt: skip
+    warn_once(
+        f"unregistered:{name}",
+        f"offload-tuner: {name} is not registered with @kernel, so its calls without offload_if= are offloaded "
+        "(the original gate's default, offload_if=True); register it with @kernel(size=..., sample=...) and "
+        "calibrate to let the profile decide by input size, or pass offload_if= (said once per function)",
+        stacklevel=0,  # the caller's line, from run_kernel, run_kernel_sync or decide alike
+    )
+    reason = "not a registered kernel: offloaded, the original default (offload_if=True); register it with @kernel"
+    return _Resolved(None, None, reason, snap.primary, Origin.UNREGISTERED)
 
 
 def _unusable(snap: _state.Snapshot, spec: KernelSpec) -> str | None:

@@ -126,7 +126,7 @@ async def _on_cluster(lane: Lane, fn: Callable[..., Any], args: Args, timeout: f
     from offload_tuner.runtime._dask import ClusterUnavailable, cluster_client, scatter_payload, scatter_pool
 
     started = perf_counter()
-    payload = payload_or_none(fn, args)
+    payload = payload_or_none(fn, args, lane)
     if payload is None:
         return fn(*args)
     loop = asyncio.get_running_loop()
@@ -219,7 +219,7 @@ def _on_cluster_sync(lane: Lane, fn: Callable[..., Any], args: Args, timeout: fl
     from offload_tuner.runtime._dask import ClusterUnavailable, cluster_client, scatter_payload, scatter_pool
 
     started = perf_counter()
-    payload = payload_or_none(fn, args)
+    payload = payload_or_none(fn, args, lane)
     if payload is None:
         return fn(*args)
     limit = guard if timeout is None else min(guard, timeout)

@@ -14,7 +14,7 @@ from enum import Enum
 from time import perf_counter
 from typing import Any, Final, Literal
 
-from offload_tuner.runtime import _observe, _state
+from offload_tuner.runtime import _log, _observe, _state
 from offload_tuner.runtime._backends import (
     DASK,
     THREAD,
@@ -24,8 +24,9 @@ from offload_tuner.runtime._backends import (
     invoke_pickled,
 )
 from offload_tuner.runtime._lanes import Lane, run_in_thread_lane
+from offload_tuner.runtime._registry import spec_for
 from offload_tuner.runtime._stats import Timed
-from offload_tuner.runtime._warn import warn_once
+from offload_tuner.runtime._warn import first_time, warn_once
 
 
 class Outcome(Enum):
@@ -85,44 +86,54 @@ def fallback(
 ) -> Lane | Literal[_Raise.RAISE] | None:
     """Act on a failed offloaded call: :data:`RAISE` (after cancelling ``future``, so a worker does not start a
     call nobody waits for), None to re-run the (pure) kernel inline, or the local lane a lost cluster's call is
-    computed on. Warns once per cause; a lost lane is dropped (or rebuilt)."""
+    computed on. Warns once per cause; a lost lane is dropped (or rebuilt). Each fault leaves one record on the
+    ``offload_tuner`` logger (:mod:`_log`); the kernel's own exception and a stopped caller leave none: the caller
+    gets them as they are, and they are the caller's to log."""
     outcome = classify(exc, lane, caller_stopped)
     if outcome is Outcome.PROPAGATE:
+        if _runtime_timeout(exc, future):
+            _timed_out(exc, lane, fn)
         if future is not None:
             future.cancel()
         return RAISE
     name = getattr(fn, "__qualname__", repr(fn))
     if outcome is Outcome.RESULT_UNPICKLABLE:
-        warn_once(
+        first = warn_once(
             f"unpicklable-result:{name}",
             f"offload-tuner: the result of {name} cannot be pickled ({exc}); re-running such calls inline",
         )
+        _fell_back("unpicklable_result", first, fn, lane, f"the result cannot be pickled ({exc}): re-run inline")
         return None
     if outcome is Outcome.PAYLOAD_UNLOADABLE:
-        warn_once(
+        first = warn_once(
             f"unloadable-payload:{name}",
             f"offload-tuner: a worker could not load a call of {name} ({exc}); the call ran inline (said once: the "
             "workers' environment should import what the kernel and its arguments need)",
         )
+        _fell_back("payload_unloadable", first, fn, lane, f"a worker could not load the call ({exc}): ran inline")
         return None
-    _state.drop_lane(lane, exc)  # the other installed executors are left alone
+    if not _state.drop_lane(lane, exc, kernel_name(fn)):  # the other installed executors are left alone
+        # Dropped (or rebuilt) by another call of the same fault, which logged it: this call's record is a detail.
+        why = f"its {lane.name} executor failed ({_what(exc)}) and was dropped by another call: re-run locally"
+        _fell_back("fallback_inline", False, fn, lane, why)
     if lane.backend is not DASK:
         return None
     local = _state.current().lanes.get(_state.PRIMARY_ORDER[0])  # the call was worth offloading: keep it off-loop
     return local if local is not None and local.backend is not DASK else None
 
 
-def payload_or_none(fn: Callable[..., Any], args: tuple[Any, ...]) -> bytes | None:
+def payload_or_none(fn: Callable[..., Any], args: tuple[Any, ...], lane: Lane) -> bytes | None:
     """The pickled call, or None (said once per kernel) when its arguments cannot be pickled: it runs inline."""
     try:
         return dumps_call(fn, args)
     except Exception as exc:  # TypeError, AttributeError, PicklingError, RecursionError...
         name = getattr(fn, "__qualname__", repr(fn))
-        warn_once(
+        first = warn_once(
             f"unpicklable-args:{name}",
             f"offload-tuner: arguments of {name} cannot be pickled ({type(exc).__name__}: {exc}); "
             "running such calls inline",
         )
+        _fell_back("unpicklable_arguments", first, fn, lane, f"arguments cannot be pickled ({_what(exc)}): ran inline")
         return None
 
 
@@ -132,7 +143,7 @@ def job_for(
     """What to submit to a local lane: the pickled call for a process pool (pickled here, so a bad argument or
     result is told apart from the kernel's own errors), the marked call for a thread pool. None: run inline."""
     if lane.backend.pickles_on_caller:
-        payload = payload_or_none(fn, args)
+        payload = payload_or_none(fn, args, lane)
         return None if payload is None else (invoke_pickled, (payload,))
     if lane.backend is THREAD:
         return run_in_thread_lane, (fn, *args)
@@ -164,3 +175,46 @@ def inline_timed(call: Timed, fn: Callable[..., Any], args: tuple[Any, ...]) -> 
 def time_left(timeout: float | None, started: float) -> float | None:
     """What is left of the caller's ``timeout`` for a local re-run: the caller's bound holds across both tries."""
     return None if timeout is None else max(0.0, timeout - (perf_counter() - started))
+
+
+# ------------------------------------------------------------------------------------------------ records
+
+
+def kernel_name(fn: Callable[..., Any]) -> str:
+    """How records name a function: its kernel key when registered, else ``module:qualname``."""
+    spec = spec_for(fn)
+    if spec is not None:
+        return spec.key
+    return f"{getattr(fn, '__module__', None) or '?'}:{getattr(fn, '__qualname__', None) or repr(fn)}"
+
+
+def _what(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _fell_back(event: str, first: bool, fn: Callable[..., Any], lane: Lane, reason: str) -> None:
+    """A call's fallback after a per-call fault (it happens again on every such call): WARNING the first time
+    per kernel and cause, when its warning is said, DEBUG after that, so a hot kernel cannot flood the log."""
+    kernel = kernel_name(fn)
+    level = _log.WARNING if first else _log.DEBUG
+    _log.event(event, level, f"{kernel}: {reason}", kernel=kernel, backend=lane.backend.name, reason=reason)
+
+
+def _runtime_timeout(exc: BaseException, future: Any) -> bool:
+    """Whether a ``TimeoutError`` is the caller's ``timeout`` expiring (the call's future did not complete, or
+    was cancelled by the wait), not the kernel's own ``TimeoutError`` carried back by a completed future."""
+    if not isinstance(exc, TimeoutError) or future is None:
+        return False
+    try:
+        return bool(future.cancelled() or not future.done() or future.exception() is not exc)
+    except BaseException:  # a future that cannot say: the runtime's bound is what raised it
+        return True
+
+
+def _timed_out(exc: BaseException, lane: Lane, fn: Callable[..., Any]) -> None:
+    """The caller's bound expired: the caller gets ``TimeoutError``; the worker is busy until the call ends."""
+    kernel = kernel_name(fn)
+    reason = f"the caller's timeout expired ({_what(exc)}); the worker finishes the call, its result is dropped"
+    level = _log.WARNING if first_time(f"timeout:{kernel}") else _log.DEBUG
+    _log.event("call_timed_out", level, f"{kernel}: {reason}", kernel=kernel, backend=lane.backend.name,
+               reason=reason)  # fmt: skip

@@ -3,7 +3,7 @@
 
 A call is decided on the hot path (:mod:`_decision`), then run inline here or handed to :mod:`_execution`.
 The layers, each importing only those above it in this list (``tests/test_layers.py`` checks it):
-``_warn``/``_observe`` (leaves), ``_lanes``, ``_state`` (snapshot, install, load, dropped executors),
+``_warn``/``_log``/``_observe`` (leaves), ``_lanes``, ``_state`` (snapshot, install, load, dropped executors),
 ``_placer`` (placement per call), ``_entries`` and ``_decision`` (what decides, the hot path), ``_outcomes``
 and ``_execution`` (running a call, one failure classifier for both calling conventions), this facade; and
 ``feedback/`` above it all, notified through :mod:`_observe`, never imported by the call path.
@@ -65,8 +65,10 @@ async def run_kernel(
     """Run ``fn(*args)`` inline or on the installed executor and return its result.
 
     ``offload_if=True``/``False`` is the caller's word and stands (the old boolean gate). ``None`` lets
-    the installed profile decide from the kernel's input size. No executor installed: inline. Unknown
-    kernel or no usable profile: the kernel's ``default_threshold`` (``None`` = inline).
+    the installed profile decide from the kernel's input size. No executor installed: inline. A function
+    not registered with ``@kernel``: offloaded, the original gate's default (one warning per function
+    suggests ``@kernel``). A kernel without a usable profile entry: its ``default_threshold`` (``None`` =
+    inline).
 
     ``timeout`` (seconds) bounds the wait for an offloaded call and raises :class:`TimeoutError`; the
     worker cannot be stopped mid-call, so it finishes and its result is dropped. Inline calls are plain
@@ -74,7 +76,7 @@ async def run_kernel(
 
     Never loses work: arguments that cannot be pickled, a result that cannot be pickled, an executor that
     is broken (a worker was killed), shut down, or cancelled the call all make the pure kernel run inline,
-    with one warning per cause.
+    with one warning per cause and one record per fault on the ``offload_tuner`` logger.
     """
     target = offload_target(fn, args, offload_if)
     if target is None:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from offload_tuner.runtime import _log
 from offload_tuner.runtime._backends import (
     DASK,
     INLINE,
@@ -236,6 +237,8 @@ def load_profile(path: Any = None, *, strict: bool = False, check_host: bool = T
         hint = " (run `offload-tuner calibrate` on this host)" if problem.endswith("no such file") else ""
         warn_once(f"profile:{problem}", f"offload-tuner: profile not used, kernels use their defaults: {problem}{hint}")
     swap(profile=profile, profile_problem=problem)
+    kind = profile.executor_kind if profile is not None else None
+    _log.profile_event(str(target), problem, kind, len(profile.kernels) if profile is not None else 0)
     return profile
 
 
@@ -290,15 +293,16 @@ def ensure_loaded() -> Snapshot:
 # ------------------------------------------------------------------------------------- failed executors
 
 
-def drop_lane(lane: Lane, exc: BaseException) -> None:
+def drop_lane(lane: Lane, exc: BaseException, kernel: str | None = None) -> bool:
     """Stop sending work to a failed executor: a pool we built is rebuilt, the user's is dropped (a cluster is
-    tried again every :func:`_dask.retry_delay` seconds), one warning either way."""
+    tried again every :func:`_dask.retry_delay` seconds), one warning either way and one record on the
+    ``offload_tuner`` logger naming ``kernel`` (the call that met the failure). False: another call did it."""
     executor = lane.executor
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     with _lock:
         current = _snapshot
         if current.executors.get(lane.name) is not executor:
-            return  # dropped or replaced by another call already
+            return False  # dropped or replaced by another call already
         replacement = None if lane.backend is DASK else _rebuild(executor)
         executors, dropped = dict(current.executors), current.dropped
         if replacement is None:
@@ -321,6 +325,12 @@ def drop_lane(lane: Lane, exc: BaseException) -> None:
             f"executor:{id(executor)}",
             f"offload-tuner: the {lane.name} executor failed ({what}); the call was re-run locally and {after}",
         )
+        event = (
+            "cluster_lost" if lane.backend is DASK else "executor_dropped" if replacement is None else "pool_rebuilt"
+        )
+        message = f"the {lane.name} executor failed ({what}); the call was re-run locally and {after}"
+        _log.event(event, _log.WARNING, message, kernel=kernel, backend=lane.backend.name, reason=what)
+        return True
 
 
 def _retry_cluster_later(name: str, executor: Executor) -> str:
@@ -351,6 +361,8 @@ def _retry_cluster(name: str, executor: Executor, delay: float) -> None:
             _schedule_retry(name, executor, delay)
             return
         swap(executors={**current.executors, name: executor}, dropped=current.dropped - {name})
+        _log.event("cluster_recovered", _log.INFO, f"the {name} executor answers again: back in use", kernel=None,
+                   backend=name, reason="connected again")  # fmt: skip
 
 
 def _rebuild(executor: Executor) -> Executor | None:

@@ -49,7 +49,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from offload_tuner.runtime import _decision, _entries, _state, _stats
+from offload_tuner.runtime import _decision, _entries, _log, _state, _stats
 from offload_tuner.runtime._policy import predict
 from offload_tuner.runtime._profile import Profile
 from offload_tuner.runtime._stats import KernelStats, bucket_floor
@@ -175,11 +175,7 @@ class Adapter:
                 try:
                     change = self._window(state, stats, model, transport, knobs, now)
                 except Exception as exc:  # this kernel's window is lost; the others' changes are installed
-                    warn_once(
-                        f"adapt-failed:{model.key}:{type(exc).__name__}",
-                        f"offload-tuner: online adaptation failed for {model.key} ({type(exc).__name__}: {exc}); "
-                        "its threshold in force stays (said once per cause)",
-                    )
+                    _failed(f"adapt-failed:{model.key}:{type(exc).__name__}", exc, model.key, profile)
                     continue
                 if change is not None:
                     state.threshold, state.reason = change.threshold, change.reason()
@@ -187,6 +183,8 @@ class Adapter:
                     changes.append(change)
             if changes:
                 _entries.install_adapted(profile, self.table())
+                for change in changes:  # once installed: a record says what is in force
+                    _logged(change, profile)
             return changes
 
     def _window(
@@ -344,11 +342,33 @@ class Adapter:
             try:
                 self.step()
             except Exception as exc:  # never let adaptation take the service down: keep what is in force
-                warn_once(
-                    f"adapt-failed:{type(exc).__name__}",
-                    f"offload-tuner: online adaptation failed ({type(exc).__name__}: {exc}); "
-                    "the thresholds in force stay (said once per cause)",
-                )
+                _failed(f"adapt-failed:{type(exc).__name__}", exc, None, self.profile)
+
+
+def _logged(change: Adapted, profile: Profile) -> None:
+    """An adaptation step (a trial's arm, an acceptance, a rejection): one INFO record, off the hot path."""
+    _log.event(
+        "adaptation_step",
+        _log.INFO,
+        f"kernel {change.key}: {change.reason()}",
+        kernel=change.key,
+        backend=profile.executor_kind,
+        reason=change.why,
+        phase=change.phase,
+        threshold=change.threshold,
+        previous=change.previous,
+    )
+
+
+def _failed(key: str, exc: Exception, kernel: str | None, profile: Profile | None) -> None:
+    """A step that raised: warned once per cause (a bug to report), a WARNING record each time (the thresholds
+    in force stay; a step runs every ``every_s`` seconds at most, never per call)."""
+    what = f"{type(exc).__name__}: {exc}"
+    failed = f"online adaptation failed for {kernel} ({what})" if kernel else f"online adaptation failed ({what})"
+    kept = "its threshold in force stays" if kernel else "the thresholds in force stay"
+    warn_once(key, f"offload-tuner: {failed}; {kept} (said once per cause)")
+    backend = profile.executor_kind if profile is not None else None
+    _log.event("adaptation_failed", _log.WARNING, f"{failed}; {kept}", kernel=kernel, backend=backend, reason=what)
 
 
 def _yardstick(model: KernelModel, transport: Any, knobs: Any, bucket: int) -> float:

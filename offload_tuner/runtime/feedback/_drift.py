@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from offload_tuner.runtime import _state
+from offload_tuner.runtime import _log, _state
 from offload_tuner.runtime._observe import Observer
 from offload_tuner.runtime._profile import Profile
 from offload_tuner.runtime._stats import KernelStats
@@ -33,9 +33,19 @@ class DriftCheck(Observer):
             return
         drifted = [b for r in results for b in r.drifted]
         if drifted:
+            sentence = drifted[0].sentence()
             warn_once(
                 f"drift:{key}",
                 f"offload-tuner: kernel {key} no longer behaves as calibrated in {profile.source}: "
-                f"{drifted[0].sentence()}; run `offload-tuner calibrate` on this host again "
+                f"{sentence}; run `offload-tuner calibrate` on this host again "
                 f"(`offload-tuner drift --stats` shows every size; said once per kernel)",
+            )
+            _log.event(
+                "drift_detected",
+                _log.WARNING,
+                f"kernel {key} no longer behaves as calibrated in {profile.source}: {sentence}",
+                kernel=key,
+                backend=profile.executor_kind,
+                reason=sentence,
+                source=profile.source,
             )
