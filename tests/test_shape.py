@@ -185,15 +185,31 @@ def test_calibrate_builds_its_pool_like_the_service_would(tmp_path, monkeypatch,
 # ---------------------------------------------------------------------------------- BLAS/OpenMP thread limits
 
 
+def thread_variables() -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in THREAD_LIMIT_VARIABLES}
+
+
 def thread_report() -> tuple[dict[str, str | None], list[tuple[str, int]] | None]:
     """In a pool worker: the thread variables, and the thread pools threadpoolctl sees once numpy is loaded."""
-    env = {name: os.environ.get(name) for name in THREAD_LIMIT_VARIABLES}
+    env = thread_variables()
     try:
         import numpy  # noqa: F401  loads its BLAS, which reads the variables
         import threadpoolctl
     except ImportError:
         return env, None
     return env, [(info["user_api"], info["num_threads"]) for info in threadpoolctl.threadpool_info()]
+
+
+def inherited_environment(start_method: str) -> dict[str, str | None]:
+    """The thread variables a worker of ``start_method`` starts with, before any initializer runs.
+
+    Not this process's ``os.environ``: a forkserver's workers inherit the environment the forkserver was started
+    with, and this process's may have changed since (distributed's Nanny writes ``OMP_NUM_THREADS=1`` and the BLAS
+    variables into the process that starts a LocalCluster, so after test_dask the two differ)."""
+    import multiprocessing
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(start_method)) as plain:
+        return plain.submit(thread_variables).result(timeout=120)
 
 
 @pytest.mark.parametrize(("usable", "processes", "workers", "expected"), [(4, 2, 1, 2), (2, 1, 2, 1), (3, 1, 1, 3)])
@@ -205,12 +221,13 @@ def test_pool_workers_start_with_thread_limits_fitting_their_share(cores, usable
     finally:
         pool.shutdown()
     assert pool._offload_tuner_threads == expected
-    # a variable the user set is theirs (the forkserver's environment is inherited by the workers)
-    assert env == {name: os.environ.get(name) or str(expected) for name in THREAD_LIMIT_VARIABLES}
+    # a variable the user set is theirs: the one in the environment the workers inherit
+    user = inherited_environment(pool._offload_tuner_shape["start_method"])
+    assert env == {name: user[name] or str(expected) for name in THREAD_LIMIT_VARIABLES}
     if pools is not None:  # numpy and threadpoolctl installed (the test extra has both)
         blas = [n for api, n in pools if api == "blas"]
         assert blas and all(n <= expected for n in blas), pools
-        if os.environ.get("OPENBLAS_NUM_THREADS") is None and expected <= (os.cpu_count() or 1):
+        if user["OPENBLAS_NUM_THREADS"] is None and expected <= (os.cpu_count() or 1):
             assert all(n == expected for n in blas), pools
 
 
