@@ -452,10 +452,13 @@ def endpoint_table(runs: list[dict[str, Any]]) -> list[str]:
 def shape_note(report: dict[str, Any]) -> str:
     profile = report["profile"]
     executor = profile["executor"] or {}
+    processes = executor.get("processes", 1)  # profiles from before `calibrate --processes` measured one
+    workers = executor.get("workers_per_process", executor.get("workers", "?"))
+    matches = processes == report["server_workers"]
     return (
-        f"The profile was calibrated for one service process with a {executor.get('kind', '?')} pool of "
-        f"{executor.get('workers', '?')} workers (`offload-tuner calibrate` measures that shape only: "
-        "`calibrate --processes N`, which would measure N service processes side by side, does not exist yet). "
+        f"The profile was calibrated for {processes} service process{'es' if processes != 1 else ''} with a "
+        f"{executor.get('kind', '?')} pool of {workers} workers each "
+        f"({'the shape served here' if matches else 'not the shape served here: `calibrate --processes N` measures N'}). "
         f"Here {report['server_workers']} uvicorn workers each ran their own pool of "
         f"{'/'.join(map(str, report['pool_workers']))} workers on {report['host']['cpus']} CPUs."
     )
