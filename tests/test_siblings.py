@@ -141,6 +141,26 @@ def test_an_interrupted_run_leaves_no_sibling_behind():
         siblings.around("process", 0, lambda: None)
 
 
+def test_a_sibling_that_dies_fails_the_kernel_by_name_and_the_next_kernel_starts_fresh_siblings():
+    spec = spec_for(controlled.spin)
+    with Siblings(1, workers=1, callers=2) as siblings:
+        siblings.prepare(spec.key, (16, 256), 8, 1, limit_s=10)
+        first = siblings.pids[0]
+
+        def sibling_dies() -> None:
+            os.killpg(first, signal.SIGKILL)
+            assert _wait_gone([first], 5) == []
+
+        with pytest.raises(SiblingFailed, match="sibling process 1 died"):
+            siblings.around("process", 0, sibling_dies)
+        assert siblings.processes == []  # all killed: nothing half-alive is reused
+        siblings.prepare(spec.key, (16, 256), 8, 1, limit_s=10)
+        assert len(siblings.pids) == 2 and siblings.pids[1] != first
+        _, calls, _ = siblings.around("process", 0, lambda: time.sleep(0.2))
+        assert len(calls) == 1
+    _assert_nothing_left([siblings])
+
+
 ORPHANED = """
 import time
 from offload_tuner.calibration._siblings import Siblings

@@ -72,8 +72,7 @@ class Siblings:
         if not self.processes:
             self._start()
         self.kernel = None
-        for conn in self.conns:
-            conn.send(kernel)
+        self._send_all(kernel)
         self._collect("ok", self.limit_s)
         self.kernel = kernel
 
@@ -130,17 +129,25 @@ class Siblings:
         if self.kernel is None:
             raise SiblingFailed("siblings have no kernel prepared (an earlier failure stopped them)")
         try:
-            for conn in self.conns:
-                conn.send(("run", lane, threshold))
+            self._send_all(("run", lane, threshold))
             result = run()
         except BaseException:
             self.kill()
             raise
-        for conn in self.conns:
-            conn.send(("stop",))
+        self._send_all(("stop",))
         replies = self._collect("done", self.limit_s)
         lags = [lag for _, sibling_lags in replies for lag in sibling_lags]
         return result, [calls for calls, _ in replies], lags
+
+    def _send_all(self, message: tuple[Any, ...]) -> None:
+        """Send ``message`` to every sibling. One that died (its end of the pipe closed) fails the kernel by name,
+        as a silent one does in :meth:`_collect`, and every sibling is killed: the next kernel starts fresh ones."""
+        for index, conn in enumerate(self.conns):
+            try:
+                conn.send(message)
+            except (OSError, ValueError) as exc:
+                self.kill()
+                raise SiblingFailed(f"sibling process {index + 1} died ({type(exc).__name__})") from exc
 
     def _collect(self, expected: str, timeout_s: float) -> list[Any]:
         """One ``expected`` reply from every sibling, each within ``timeout_s``; kills them all otherwise."""
