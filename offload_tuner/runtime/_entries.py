@@ -20,7 +20,7 @@ from offload_tuner.runtime._observe import stats_for
 from offload_tuner.runtime._placer import Placer, offload_lane
 from offload_tuner.runtime._policy import GIL_RELEASING_MAX
 from offload_tuner.runtime._profile import KernelEntry, Profile
-from offload_tuner.runtime._registry import KernelSpec, spec_for
+from offload_tuner.runtime._registry import KernelSpec, kernel_name, spec_for
 from offload_tuner.runtime._stats import KernelStats
 from offload_tuner.runtime._warn import warn_once
 
@@ -135,7 +135,7 @@ def _unregistered(snap: _state.Snapshot, fn: Callable[..., Any]) -> _Resolved:
     if not snap.installed:
         return _Resolved(None, None, "not a registered kernel, no executor installed: inline", None,
                          Origin.NOT_A_KERNEL)  # fmt: skip
-    name = f"{getattr(fn, '__module__', None)}:{getattr(fn, '__qualname__', None) or repr(fn)}"  # as kernel keys
+    name = kernel_name(fn)
     if snap.primary is None:
         return _Resolved(None, None, f"not a registered kernel; the {snap.primary_name} executor failed and was "
                          "dropped: inline", None, Origin.DROPPED)  # fmt: skip

@@ -24,7 +24,7 @@ from offload_tuner.runtime._backends import (
     invoke_pickled,
 )
 from offload_tuner.runtime._lanes import Lane, run_in_thread_lane
-from offload_tuner.runtime._registry import spec_for
+from offload_tuner.runtime._registry import kernel_name
 from offload_tuner.runtime._stats import Timed
 from offload_tuner.runtime._warn import first_time, warn_once
 
@@ -178,14 +178,6 @@ def time_left(timeout: float | None, started: float) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------ records
-
-
-def kernel_name(fn: Callable[..., Any]) -> str:
-    """How records name a function: its kernel key when registered, else ``module:qualname``."""
-    spec = spec_for(fn)
-    if spec is not None:
-        return spec.key
-    return f"{getattr(fn, '__module__', None) or '?'}:{getattr(fn, '__qualname__', None) or repr(fn)}"
 
 
 def _what(exc: BaseException) -> str:

@@ -84,6 +84,15 @@ def kernel_key(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}:{fn.__qualname__}"
 
 
+def kernel_name(fn: Callable[..., Any]) -> str:
+    """How warnings and log records name any callable: its kernel key when registered, else ``module:qualname``
+    (``?`` and its repr standing in for what a partial or a callable object lacks)."""
+    spec = spec_for(fn)
+    if spec is not None:
+        return spec.key
+    return f"{getattr(fn, '__module__', None) or '?'}:{getattr(fn, '__qualname__', None) or repr(fn)}"
+
+
 def kernel(
     size: SizeFn | None = None,
     sample: SampleFn | None = None,
