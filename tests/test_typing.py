@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
+import mypy.api
 
 SNIPPET = """
 from offload_tuner import run_kernel, run_kernel_sync
@@ -18,10 +18,9 @@ async def serve() -> None:
 
 
 def test_the_kernel_s_return_type_is_inferred(tmp_path):
-    api = pytest.importorskip("mypy.api", reason="mypy is in the lint extra")
     snippet = tmp_path / "snippet.py"
     snippet.write_text(SNIPPET)
-    out, err, status = api.run(
+    out, err, status = mypy.api.run(
         [str(snippet), "--strict", "--follow-imports=silent", "--cache-dir", str(tmp_path / "cache")]
     )
     revealed = [
