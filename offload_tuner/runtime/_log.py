@@ -37,6 +37,11 @@ def logger() -> Any:
     return _logger
 
 
+def describe(exc: BaseException) -> str:
+    """An exception for a record's ``reason``: ``"Type: message"``, or the type alone when it has no message."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def event(
     name: str, level: int, message: str, *, kernel: str | None, backend: str | None, reason: str, **fields: Any
 ) -> None:

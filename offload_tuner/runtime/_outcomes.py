@@ -114,7 +114,7 @@ def fallback(
         return None
     if not _state.drop_lane(lane, exc, kernel_name(fn)):  # the other installed executors are left alone
         # Dropped (or rebuilt) by another call of the same fault, which logged it: this call's record is a detail.
-        why = f"its {lane.name} executor failed ({_what(exc)}) and was dropped by another call: re-run locally"
+        why = f"its {lane.name} executor failed ({_log.describe(exc)}) and was dropped by another call: re-run locally"
         _fell_back("fallback_inline", False, fn, lane, why)
     if lane.backend is not DASK:
         return None
@@ -133,7 +133,9 @@ def payload_or_none(fn: Callable[..., Any], args: tuple[Any, ...], lane: Lane) -
             f"offload-tuner: arguments of {name} cannot be pickled ({type(exc).__name__}: {exc}); "
             "running such calls inline",
         )
-        _fell_back("unpicklable_arguments", first, fn, lane, f"arguments cannot be pickled ({_what(exc)}): ran inline")
+        _fell_back(
+            "unpicklable_arguments", first, fn, lane, f"arguments cannot be pickled ({_log.describe(exc)}): ran inline"
+        )
         return None
 
 
@@ -180,10 +182,6 @@ def time_left(timeout: float | None, started: float) -> float | None:
 # ------------------------------------------------------------------------------------------------ records
 
 
-def _what(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 def _fell_back(event: str, first: bool, fn: Callable[..., Any], lane: Lane, reason: str) -> None:
     """A call's fallback after a per-call fault (it happens again on every such call): WARNING the first time
     per kernel and cause, when its warning is said, DEBUG after that, so a hot kernel cannot flood the log."""
@@ -206,7 +204,7 @@ def _runtime_timeout(exc: BaseException, future: Any) -> bool:
 def _timed_out(exc: BaseException, lane: Lane, fn: Callable[..., Any]) -> None:
     """The caller's bound expired: the caller gets ``TimeoutError``; the worker is busy until the call ends."""
     kernel = kernel_name(fn)
-    reason = f"the caller's timeout expired ({_what(exc)}); the worker finishes the call, its result is dropped"
+    reason = f"the caller's timeout expired ({_log.describe(exc)}); the worker finishes the call, its result is dropped"
     level = _log.WARNING if first_time(f"timeout:{kernel}") else _log.DEBUG
     _log.event("call_timed_out", level, f"{kernel}: {reason}", kernel=kernel, backend=lane.backend.name,
                reason=reason)  # fmt: skip

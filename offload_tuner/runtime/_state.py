@@ -298,7 +298,7 @@ def drop_lane(lane: Lane, exc: BaseException, kernel: str | None = None) -> bool
     tried again every :func:`_dask.retry_delay` seconds), one warning either way and one record on the
     ``offload_tuner`` logger naming ``kernel`` (the call that met the failure). False: another call did it."""
     executor = lane.executor
-    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    what = _log.describe(exc)
     with _lock:
         current = _snapshot
         if current.executors.get(lane.name) is not executor:
@@ -321,14 +321,11 @@ def drop_lane(lane: Lane, exc: BaseException, kernel: str | None = None) -> bool
                 "working executor"
                 + (f" (the other executors stay: {', '.join(map(repr, executors))})" if executors else "")
             )
-        warn_once(
-            f"executor:{id(executor)}",
-            f"offload-tuner: the {lane.name} executor failed ({what}); the call was re-run locally and {after}",
-        )
+        message = f"the {lane.name} executor failed ({what}); the call was re-run locally and {after}"
+        warn_once(f"executor:{id(executor)}", f"offload-tuner: {message}")
         event = (
             "cluster_lost" if lane.backend is DASK else "executor_dropped" if replacement is None else "pool_rebuilt"
         )
-        message = f"the {lane.name} executor failed ({what}); the call was re-run locally and {after}"
         _log.event(event, _log.WARNING, message, kernel=kernel, backend=lane.backend.name, reason=what)
         return True
 
