@@ -220,6 +220,24 @@ class Interrupting(Future):
         raise KeyboardInterrupt
 
 
+def stop_the_caller(mode: str) -> None:
+    """A caller-decided call whose caller stops while it is queued: its task cancelled (async), interrupted while
+    it blocks (sync, with :class:`Interrupting` futures); asserts the stop reaches the caller as it is."""
+    if mode == "async":
+
+        async def main() -> None:
+            task = asyncio.create_task(run_kernel(support.total, [1], offload_if=True))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            await task
+
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(main())
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            run_kernel_sync(support.total, [1], offload_if=True)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_a_stopped_caller_propagates_cancels_the_queued_call_and_keeps_the_executor(mode):
     """The caller stopped (its task cancelled; interrupted while blocking): the stop propagates, the call still
@@ -234,19 +252,7 @@ def test_a_stopped_caller_propagates_cancels_the_queued_call_and_keeps_the_execu
     executor = Queue()
     with installed({"executor": executor}), warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        if mode == "async":
-
-            async def main() -> None:
-                task = asyncio.create_task(run_kernel(support.total, [1], offload_if=True))
-                await asyncio.sleep(0.05)
-                task.cancel()
-                await task
-
-            with pytest.raises(asyncio.CancelledError):
-                asyncio.run(main())
-        else:
-            with pytest.raises(KeyboardInterrupt):
-                run_kernel_sync(support.total, [1], offload_if=True)
+        stop_the_caller(mode)
         assert len(futures) == 1 and futures[0].cancelled()
         assert get_executors() == {"executor": executor}
     assert not [w for w in record if issubclass(w.category, OffloadTunerWarning)]

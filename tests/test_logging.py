@@ -5,7 +5,6 @@ loaded or refused produce theirs. Warnings stay for configuration mistakes and a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -18,13 +17,13 @@ from typing import Any
 import pytest
 
 import offload_tuner
-from offload_tuner import get_executors, run_kernel, run_kernel_sync
+from offload_tuner import get_executors
 from offload_tuner.runtime import _stats
 from offload_tuner.runtime._log import LOGGER_NAME
 from offload_tuner.runtime.feedback import _adapt
 from tests import support
 from tests.support import write_profile_json
-from tests.test_fault_parity import MODES, Interrupting, LostCluster, ScriptedExecutor, call, installed
+from tests.test_fault_parity import MODES, Interrupting, LostCluster, ScriptedExecutor, call, installed, stop_the_caller
 
 SLEEPY = "tests.support:sleepy"
 FIELDS = ("event", "kernel", "backend", "reason")
@@ -192,19 +191,7 @@ def test_a_stopped_caller_logs_nothing(mode, records):
             return Future() if mode == "async" else Interrupting()
 
     with installed({"executor": Queue()}):
-        if mode == "async":
-
-            async def main() -> None:
-                task = asyncio.create_task(run_kernel(support.total, [1], offload_if=True))
-                await asyncio.sleep(0.05)
-                task.cancel()
-                await task
-
-            with pytest.raises(asyncio.CancelledError):
-                asyncio.run(main())
-        else:
-            with pytest.raises(KeyboardInterrupt):
-                run_kernel_sync(support.total, [1], offload_if=True)
+        stop_the_caller(mode)
     assert records() == []
 
 
