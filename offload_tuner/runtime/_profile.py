@@ -91,7 +91,8 @@ def default_profile_path(hostname: str | None = None) -> Path:
 
     ``$XDG_DATA_HOME/offload-tuner/profiles/<hostname>.json`` (``~/.local/share`` by default; the
     platform's local app-data folder on Windows and macOS). One file per host, so a shared home
-    directory never hands one machine's thresholds to another.
+    directory keeps each machine's own thresholds; where this host has none, :func:`configured_profile_path`
+    falls back to the newest profile beside it, and the host identity check on load decides whether it applies.
     """
     hostname = hostname or current_hostname()
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in hostname)
