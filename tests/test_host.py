@@ -252,19 +252,36 @@ def test_a_profile_shipped_under_the_calibrating_hosts_name_is_found_in_a_new_co
     from offload_tuner.runtime import _profile
 
     monkeypatch.setattr(_profile, "current_hostname", lambda: "pod-7f9c")
-    assert _profile.configured_profile_path() == shipped
+    assert _host.configured_profile_path() == shipped
+    # a newer profile from other hardware beside it is passed over: the newest that this host's check accepts wins
+    other = write_profile_json(
+        profiles / "gpu-box.json", {WHERE: None}, host={**host_fingerprint(), "usable_cores": 64}
+    )
+    assert other.stat().st_mtime >= shipped.stat().st_mtime
+    assert _host.configured_profile_path() == shipped
+    other.unlink()
     set_executor(unstarted_pool)
     used, offload, messages = load_and_decide(shipped)
     assert (used, offload, messages) == (True, True, [])
     # a profile named after this host wins over a newer one beside it
     mine = write_profile_json(profiles / "pod-7f9c.json", {WHERE: None}, host=host_fingerprint())
     os.utime(mine, (1, 1))
-    assert _profile.configured_profile_path() == mine
+    assert _host.configured_profile_path() == mine
 
 
 def test_no_profile_beside_the_default_location_keeps_the_default_path(tmp_path, monkeypatch):
     monkeypatch.delenv("OFFLOAD_TUNER_PROFILE", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "nothing-here"))
-    from offload_tuner.runtime import _profile
 
-    assert _profile.configured_profile_path() == offload_tuner.default_profile_path()
+    assert _host.configured_profile_path() == offload_tuner.default_profile_path()
+
+
+def test_where_no_profile_beside_it_fits_this_host_the_default_path_is_kept(tmp_path, monkeypatch):
+    """Another machine's profile is not picked up, so the message stays 'no such file: run calibrate'."""
+    monkeypatch.delenv("OFFLOAD_TUNER_PROFILE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    profiles = offload_tuner.default_profile_path().parent
+    profiles.mkdir(parents=True)
+    write_profile_json(profiles / "elsewhere.json", {WHERE: 0}, host={**host_fingerprint(), "cpu_model": "Other CPU"})
+    (profiles / "notes.json").write_text("[1, 2")  # not a profile at all: passed over
+    assert _host.configured_profile_path() == offload_tuner.default_profile_path()

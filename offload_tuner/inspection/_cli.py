@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _profile_path(path: Path | None) -> Path:
-    from offload_tuner.runtime._profile import configured_profile_path
+    from offload_tuner.runtime._host import configured_profile_path
 
     return path if path is not None else configured_profile_path()
 

@@ -21,10 +21,11 @@ from typing import Any
 from offload_tuner.runtime import _state, _stats
 from offload_tuner.runtime._backends import INLINE, THREAD
 from offload_tuner.runtime._entries import FROM_PROFILE, TRUSTED, Entry, Origin, Row, resolve
+from offload_tuner.runtime._host import configured_profile_path
 from offload_tuner.runtime._lanes import Booking, Lane, inside_thread_lane
 from offload_tuner.runtime._observe import stats_for
 from offload_tuner.runtime._placer import Placer
-from offload_tuner.runtime._profile import Profile, configured_profile_path
+from offload_tuner.runtime._profile import Profile
 from offload_tuner.runtime._registry import KernelSpec, spec_for
 from offload_tuner.runtime._stats import BUCKETS, EXPLORE_NEAR_SHIFT, Timed
 from offload_tuner.runtime._stats import _by_fn as _stats_by_fn

@@ -17,9 +17,10 @@ import os
 import platform
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from offload_tuner.runtime import _cores
+from offload_tuner.runtime import _cores, _profile
 from offload_tuner.runtime._profile import current_hostname
 from offload_tuner.runtime._warn import warn_once
 
@@ -125,3 +126,9 @@ def describe_mode(mode: str) -> str:
     """What the check in force compares, for messages: ``OFFLOAD_TUNER_HOST_CHECK=hardware: cpu_model, ...``."""
     compared = ", ".join(COMPARED_FIELDS[mode]) or "nothing"
     return f"{HOST_CHECK_VARIABLE}={mode} compares {compared}"
+
+
+def configured_profile_path() -> Path:
+    """Where the runtime reads its profile: ``$OFFLOAD_TUNER_PROFILE``, else the per-host default, else the newest
+    profile beside it that this host's identity check accepts (a new container's hostname names no file)."""
+    return _profile.configured_profile_path(fits=lambda host: not host_mismatches(host))

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,7 @@ def default_profile_path(hostname: str | None = None) -> Path:
     ``$XDG_DATA_HOME/offload-tuner/profiles/<hostname>.json`` (``~/.local/share`` by default; the
     platform's local app-data folder on Windows and macOS). One file per host, so a shared home
     directory keeps each machine's own thresholds; where this host has none, :func:`configured_profile_path`
-    falls back to the newest profile beside it, and the host identity check on load decides whether it applies.
+    falls back to the newest profile beside it that the host identity check accepts.
     """
     hostname = hostname or current_hostname()
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in hostname)
@@ -105,13 +105,14 @@ def default_profile_path(hostname: str | None = None) -> Path:
     return base / "offload-tuner" / "profiles" / f"{safe}.json"
 
 
-def configured_profile_path() -> Path:
+def configured_profile_path(fits: Callable[[Mapping[str, Any]], bool] | None = None) -> Path:
     """``$OFFLOAD_TUNER_PROFILE`` if set, else the per-host default location; where no profile is named after this
-    host, the newest profile beside it.
+    host, the newest profile beside it whose recorded host ``fits`` (see ``_host.configured_profile_path``, which
+    passes the identity check in force).
 
     A container gets a new hostname on every deploy, so a profile calibrated once and shipped in the image under the
-    calibrating host's name would never be found by name. The host identity check at load still decides whether the
-    profile applies here (same CPU model, usable cores and Python), so picking it up is safe.
+    calibrating host's name would never be found by name. Where none fits, the default path is returned, so the
+    message stays "no such file: run calibrate" rather than naming another machine's profile.
     """
     env = os.environ.get(PROFILE_ENV)
     if env:
@@ -119,16 +120,24 @@ def configured_profile_path() -> Path:
     default = default_profile_path()
     if default.is_file():
         return default
-    return _newest_profile(default.parent) or default
+    return _newest_fitting(default.parent, fits or (lambda host: True)) or default
 
 
-def _newest_profile(directory: Path) -> Path | None:
-    """The most recently written ``*.json`` in ``directory``, or None (missing or unreadable folder alike)."""
+def _newest_fitting(directory: Path, fits: Callable[[Mapping[str, Any]], bool]) -> Path | None:
+    """The most recently written ``*.json`` in ``directory`` whose ``host`` object ``fits``, or None (a missing or
+    unreadable folder, an unreadable or non-profile file: passed over; read as JSON data only)."""
     try:
-        candidates = [(p.stat().st_mtime, p) for p in directory.glob("*.json") if p.is_file()]
+        candidates = sorted(((p.stat().st_mtime, p) for p in directory.glob("*.json") if p.is_file()), reverse=True)
     except OSError:
         return None
-    return max(candidates)[1] if candidates else None
+    for _, path in candidates:
+        try:
+            host = json.loads(path.read_text(encoding="utf-8")).get("host")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(host, dict) and fits(host):
+            return path
+    return None
 
 
 def _reject_constant(name: str) -> float:

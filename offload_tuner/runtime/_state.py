@@ -22,9 +22,9 @@ from offload_tuner.runtime._backends import (
     configured_processes,
     recommended_pool,
 )
-from offload_tuner.runtime._host import describe_mode, host_check_mode, host_mismatches
+from offload_tuner.runtime._host import configured_profile_path, describe_mode, host_check_mode, host_mismatches
 from offload_tuner.runtime._lanes import Lane
-from offload_tuner.runtime._profile import Profile, ProfileError, configured_profile_path, read_profile
+from offload_tuner.runtime._profile import Profile, ProfileError, read_profile
 from offload_tuner.runtime._warn import warn_once
 
 if TYPE_CHECKING:
