@@ -73,7 +73,7 @@ def test_compare_with_reaches_the_profile_entry_only_where_the_plan_sets_it(prof
 
 
 def test_kernel_plans_take_the_plan_wide_compare_with_unless_the_kernel_sets_its_own():
-    from offload_tuner.inspection._cli import _kernel_plans
+    from offload_tuner.inspection._cmd_calibrate import _kernel_plans
 
     plans = _kernel_plans(
         {

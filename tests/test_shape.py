@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from offload_tuner import ProfileError, decide, load_profile, recommended_pool, run_kernel, set_executor
-from offload_tuner.inspection import _cli
+from offload_tuner.inspection import _cli, _cmd_calibrate
 from offload_tuner.inspection._check import check_profile
 from offload_tuner.runtime import _backends, _cores, _state
 from offload_tuner.runtime._backends import THREAD_LIMIT_VARIABLES, default_workers, describe_executor
@@ -144,7 +144,7 @@ def test_calibrate_and_recommended_pool_use_the_same_figure(monkeypatch, cores, 
     cores(usable)
     if variable is not None:
         monkeypatch.setenv("OFFLOAD_TUNER_PROCESSES", variable)
-    (processes, share), code = _cli._shape(argparse.Namespace(processes=None))
+    (processes, share), code = _cmd_calibrate._shape(argparse.Namespace(processes=None))
     assert code == _cli.EXIT_OK
     pool = recommended_pool()
     try:
