@@ -17,7 +17,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from offload_tuner.calibration._choice import Candidate, _fmt, thread_lane_wins
+from offload_tuner.calibration._candidates import Candidate
+from offload_tuner.calibration._choice import _fmt, thread_lane_wins
 from offload_tuner.calibration._gil import thread_fixed_cost, thread_section
 from offload_tuner.calibration._kernel import HANG_FACTOR, KernelResult, measure_kernel, same_result
 from offload_tuner.calibration._loadphase import LoadPhase, Rounds, measure_thread_lane, measure_under_load

@@ -5,9 +5,7 @@ Calibration's concurrent phase (:mod:`_loadphase`) runs the reference workload u
 thresholds, interleaved and repeated. This module decides what those numbers mean, with no clock in
 sight, so that every rule below is tested on synthetic measurements:
 
-* **Load factors.** :func:`fit_load_factors` scales the isolated model's inline, loop-side and
-  worker-side terms so that its predicted makespans match the measured ones (least squares in log
-  space, gently pulled towards 1 so a term no candidate exercises stays as measured in isolation).
+* **Load factors** (:mod:`_loadfactors`): the isolated model's terms scaled to match the measured makespans.
 * **The choice.** Only candidates within the loop budget are eligible: the model's cap (every size
   predicted to block the loop past the budget inline is offloaded) and, where any candidate meets it,
   the measurement (median p99 loop lag within the budget). The model's cap is computed one call at a
@@ -30,30 +28,33 @@ sight, so that every rule below is tested on synthetic measurements:
   excluded). Its coverage of independent reruns
   is checked by a test and by the recorded reruns in ``benchmarks/results/``.
 
-Thresholds live on a half-octave grid (``round(2 ** (k / 2))``): reruns that agree up to noise produce
-the same numbers, and neighbouring grid points are 1.41x apart.
+Thresholds live on the half-octave grid of :mod:`_grid`; the candidates, their measured noise and the tie band
+live in :mod:`_candidates`.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
-import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from offload_tuner.runtime._policy import LoadFactors, PolicyKnobs, Prediction, makespan, partition_sums
+from offload_tuner.calibration._candidates import (
+    MAX_TIE_BAND,
+    Candidate,
+    degrees_of_freedom,
+    measured_noise,
+    noise_upper_bound,
+    tie_band,
+)
+from offload_tuner.calibration._candidates import MIN_TIE_BAND as MIN_TIE_BAND
+from offload_tuner.calibration._grid import grid_above, grid_below, order_key
+from offload_tuner.calibration._grid import offload_from as offload_from
+from offload_tuner.calibration._grid import snap as snap
+from offload_tuner.calibration._grid import snap_down as snap_down
+from offload_tuner.calibration._loadfactors import fit_load_factors as fit_load_factors
+from offload_tuner.calibration._loadfactors import predicted_makespans as predicted_makespans
 
-GRID_RATIO = 2**0.5
-"""Thresholds are snapped to powers of this ratio (rounded to integers)."""
-MIN_TIE_BAND = 0.03
-"""Candidates within 3% of the best always tie: medians of a few short runs cannot resolve less."""
-MAX_TIE_BAND = 0.2
-"""Noise beyond this says the machine was too busy to compare; the band stops growing here."""
-TIE_STANDARD_ERRORS = 1.0
-"""Ties are within one standard error of a difference: wider bands let the secondary objective (lag) pick
-candidates measurably slower (recorded benchmark: up to 1.65x the oracle with two standard errors)."""
 PLAUSIBLE_STANDARD_ERRORS = 4.0
 """What a rerun may still choose: within four standard errors, at the noise's upper confidence bound."""
 PLAUSIBLE_FLOOR = 0.10
@@ -85,236 +86,6 @@ CLIFF_STEP_STANDARD_ERRORS = 2.0
 a difference under two standard errors is not one the measurement can vouch for, while the cliff is. At the
 band's limits the rule has nothing to do: within the tie band a candidate ties (and the secondary objective
 decides), and a band at ``MAX_TIE_BAND`` says the machine was too busy to compare at all."""
-FACTOR_RANGE = (0.5, 5.0)
-"""Load factors are searched in this range: under load, costs do not shrink by 2x or grow by 5x."""
-FACTOR_PRIOR = 0.05
-"""Weight of ``log(factor)**2`` in the fit: without evidence a factor stays near 1."""
-RANGE_TO_SD = {2: 1.128, 3: 1.693, 4: 2.059, 5: 2.326, 6: 2.534, 7: 2.704, 8: 2.847, 9: 2.970, 10: 3.078}
-"""Expected range of R normal samples in standard deviations (d2 of control charts)."""
-
-NEVER = math.inf
-"""The order key of the threshold ``None`` (never offload)."""
-
-
-# -------------------------------------------------------------------------------------- threshold grid
-
-
-def order_key(threshold: int | None) -> float:
-    """Thresholds in offload order: 0 (always) first, ``None`` (never) last."""
-    return NEVER if threshold is None else float(threshold)
-
-
-def snap(n: float) -> int:
-    """The half-octave grid point nearest to ``n`` in log scale (``n >= 1``; smaller sizes snap to 1)."""
-    if n <= 1:
-        return 1
-    return grid_point(round(2 * math.log2(n)))
-
-
-def grid_point(k: int) -> int:
-    """The ``k``-th grid point: ``round(2 ** (k / 2))``."""
-    return max(1, round(GRID_RATIO ** max(0, k)))
-
-
-def grid_index(n: float) -> int:
-    return 0 if n <= 1 else round(2 * math.log2(n))
-
-
-def grid_above(n: float) -> int:
-    """The smallest grid point strictly above ``n``."""
-    k = max(0, grid_index(n) - 1)
-    while grid_point(k) <= n:
-        k += 1
-    return grid_point(k)
-
-
-def grid_below(n: float) -> int:
-    """The largest grid point strictly below ``n`` (1 when nothing is)."""
-    k = grid_index(n) + 1
-    while k > 0 and grid_point(k) >= n:
-        k -= 1
-    return grid_point(k)
-
-
-def snap_down(n: float) -> int:
-    """The largest grid point ``<= n`` (0 below 1): a budget cap must never move up."""
-    if n < 1:
-        return 0
-    k = grid_index(n) + 1
-    while grid_point(k) > n:
-        k -= 1
-    return grid_point(k)
-
-
-def offload_from(sorted_sizes: Sequence[int], threshold: int | None) -> int:
-    """Index of the first call a threshold offloads in a sorted stream of sizes."""
-    return len(sorted_sizes) if threshold is None else bisect.bisect_left(sorted_sizes, threshold)
-
-
-# ---------------------------------------------------------------------------------------- measurements
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One threshold's runs of the reference workload: one value per interleaved round."""
-
-    threshold: int | None
-    offloaded: int
-    """Calls of the stream it offloads."""
-    makespan_s: tuple[float, ...]
-    lag_p99_s: tuple[float, ...]
-    cpu_s: tuple[float, ...]
-    """CPU of the caller process and the workers together."""
-
-    def __post_init__(self) -> None:
-        rounds = len(self.makespan_s)
-        if rounds == 0 or len(self.lag_p99_s) != rounds or len(self.cpu_s) != rounds:
-            raise ValueError(f"candidate {self.threshold}: needs one makespan, lag and CPU value per round")
-        for name in ("makespan_s", "lag_p99_s", "cpu_s"):
-            for value in getattr(self, name):
-                if (
-                    isinstance(value, bool)
-                    or not isinstance(value, (int, float))
-                    or not math.isfinite(value)
-                    or value < 0
-                ):
-                    raise ValueError(f"candidate {self.threshold}: {name} must hold finite numbers >= 0, got {value!r}")
-        if min(self.makespan_s) <= 0:
-            raise ValueError(f"candidate {self.threshold}: a makespan of 0 s cannot be measured")
-
-    @property
-    def makespan(self) -> float:
-        return statistics.median(self.makespan_s)
-
-    @property
-    def lag_p99(self) -> float:
-        return statistics.median(self.lag_p99_s)
-
-    @property
-    def cpu(self) -> float:
-        return statistics.median(self.cpu_s)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "threshold": self.threshold,
-            "offloaded": self.offloaded,
-            "makespan_s": list(self.makespan_s),
-            "lag_p99_s": list(self.lag_p99_s),
-            "cpu_s": list(self.cpu_s),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Candidate:
-        return cls(
-            data["threshold"],
-            int(data["offloaded"]),
-            tuple(data["makespan_s"]),
-            tuple(data["lag_p99_s"]),
-            tuple(data["cpu_s"]),
-        )
-
-
-def measured_noise(candidates: Iterable[Candidate]) -> float:
-    """Relative standard deviation of one run, pooled over candidates (median of range / d2 per candidate).
-
-    Each candidate's rounds were interleaved with the others', so their spread is the machine's noise
-    at that moment; the median over candidates ignores one candidate hit by a stray spike.
-    """
-    spreads = []
-    for c in candidates:
-        values = c.makespan_s
-        if len(values) >= 2:
-            d2 = RANGE_TO_SD.get(len(values), 3.078 + 0.1 * (len(values) - 10))
-            spreads.append((max(values) - min(values)) / statistics.median(values) / d2)
-    return statistics.median(spreads) if spreads else 0.0
-
-
-def degrees_of_freedom(candidates: Iterable[Candidate]) -> int:
-    """How much the pooled noise estimate rests on: one less than the rounds, summed over candidates."""
-    return sum(max(0, len(c.makespan_s) - 1) for c in candidates)
-
-
-def noise_upper_bound(noise: float, dof: int, z: float = 1.2816) -> float:
-    """90% upper confidence bound of a standard deviation estimated with ``dof`` degrees of freedom:
-    ``noise * sqrt(dof / chi2_0.10(dof))``, the chi-square quantile by Wilson-Hilferty (no SciPy needed)."""
-    if dof < 1:
-        return noise * 3.0
-    quantile = dof * (1 - 2 / (9 * dof) - z * math.sqrt(2 / (9 * dof))) ** 3
-    return noise * math.sqrt(dof / quantile) if quantile > 0 else noise * 3.0
-
-
-def tie_band(noise: float, rounds: int, errors: float | None = None) -> float:
-    """Two candidates tie when their medians differ by less than ``errors`` (default ``TIE_STANDARD_ERRORS``)
-    standard errors of a difference of medians."""
-    if rounds < 1:
-        raise ValueError("rounds must be >= 1")
-    standard_error = 1.25 * noise * math.sqrt(2 / rounds)  # the median's SE is ~1.25x the mean's
-    if errors is None:
-        return min(MAX_TIE_BAND, max(MIN_TIE_BAND, TIE_STANDARD_ERRORS * standard_error))
-    return min(2 * MAX_TIE_BAND, max(MIN_TIE_BAND, errors * standard_error))  # a reach, not a tie: capped looser
-
-
-# --------------------------------------------------------------------------------------- load factors
-
-
-def fit_load_factors(
-    predictions: Sequence[Prediction],
-    measured: Sequence[tuple[int, float]],
-    knobs: PolicyKnobs,
-) -> LoadFactors:
-    """Factors that make the isolated model's makespans match measured ones under load.
-
-    ``predictions`` are per call of the measured stream, sorted by size, from the isolated model (all
-    factors 1); ``measured`` pairs each candidate's ``offload_from`` index with its median makespan.
-    A coarse-to-fine grid search over the three factors minimises the squared log error plus
-    ``FACTOR_PRIOR * sum(log(f)**2)``.
-    """
-    if not measured:
-        return LoadFactors()
-    parts = [partition_sums(predictions, k) for k, _ in measured]
-    targets = [math.log(m) for _, m in measured]
-
-    def loss(f: tuple[float, float, float]) -> float:
-        total = FACTOR_PRIOR * sum(math.log(x) ** 2 for x in f)
-        for part, target in zip(parts, targets):
-            predicted = _scaled_makespan(part, f, knobs)
-            total += (math.log(predicted) - target) ** 2 if predicted > 0 else 1e9
-        return total
-
-    lo, hi = (math.log(x) for x in FACTOR_RANGE)
-    best = (1.0, 1.0, 1.0)
-    best_loss = loss(best)
-    centre, half_width = [0.0, 0.0, 0.0], (hi - lo) / 2
-    steps = 10
-    for _ in range(4):  # each pass: an 11^3 grid around the best so far, 4x narrower than the last
-        axes = [
-            sorted({min(hi, max(lo, c + half_width * (i / steps * 2 - 1))) for i in range(steps + 1)}) for c in centre
-        ]
-        for a in axes[0]:
-            for b in axes[1]:
-                for c in axes[2]:
-                    f = (math.exp(a), math.exp(b), math.exp(c))
-                    value = loss(f)
-                    if value < best_loss - 1e-12:
-                        best, best_loss = f, value
-        centre = [math.log(x) for x in best]
-        half_width /= 4
-    return LoadFactors(*(round(x, 4) for x in best))
-
-
-def predicted_makespans(
-    predictions: Sequence[Prediction], indices: Sequence[int], knobs: PolicyKnobs, factors: LoadFactors
-) -> list[float]:
-    """The model's makespan for each ``offload_from`` index, with ``factors`` applied."""
-    f = (factors.inline, factors.offload_loop, factors.offload_worker)
-    return [_scaled_makespan(partition_sums(predictions, k), f, knobs) for k in indices]
-
-
-def _scaled_makespan(
-    part: tuple[float, float, float, float], f: tuple[float, float, float], knobs: PolicyKnobs
-) -> float:
-    inline, loop, worker, latency = part
-    return makespan(f[0] * inline + f[1] * loop, f[2] * worker, f[0] * inline + f[2] * latency, knobs)
 
 
 # --------------------------------------------------------------------------------------------- choice

@@ -22,21 +22,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from offload_tuner.calibration._choice import (
-    PLAUSIBLE_STANDARD_ERRORS,
-    Candidate,
-    Choice,
-    choose,
-    fit_load_factors,
-    grid_below,
-    measured_noise,
-    offload_from,
-    order_key,
-    predicted_makespans,
-    snap,
-    snap_down,
-    tie_band,
-)
+from offload_tuner.calibration._candidates import Candidate, measured_noise, tie_band
+from offload_tuner.calibration._choice import PLAUSIBLE_STANDARD_ERRORS, Choice, choose
+from offload_tuner.calibration._grid import grid_below, offload_from, order_key, snap, snap_down
+from offload_tuner.calibration._loadfactors import fit_load_factors, predicted_makespans
 from offload_tuner.calibration._measure import clock
 from offload_tuner.calibration._proposals import FollowUp, always_threshold, on_grid, proposals, worth_measuring
 from offload_tuner.calibration._rounds import MIN_CALLS_PER_CALLER as MIN_CALLS_PER_CALLER

@@ -12,19 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from offload_tuner.calibration._choice import (
-    Candidate,
-    _fmt,
-    grid_index,
-    grid_point,
-    measured_noise,
-    offload_from,
-    order_key,
-    predicted_makespans,
-    snap,
-    snap_down,
-    tie_band,
-)
+from offload_tuner.calibration._candidates import Candidate, measured_noise, tie_band
+from offload_tuner.calibration._choice import _fmt
+from offload_tuner.calibration._grid import grid_index, grid_point, offload_from, order_key, snap, snap_down
+from offload_tuner.calibration._loadfactors import predicted_makespans
 from offload_tuner.runtime._policy import (
     KernelCosts,
     LoadFactors,

@@ -22,7 +22,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from offload_tuner.calibration._choice import Candidate, Choice, choose, grid_index, grid_point, order_key, snap
+from offload_tuner.calibration._candidates import Candidate
+from offload_tuner.calibration._choice import Choice, choose
+from offload_tuner.calibration._grid import grid_index, grid_point, order_key, snap
 from offload_tuner.calibration._loadphase import MAX_CALLS, SEED, Rounds, _Runner
 from offload_tuner.calibration._measure import clock
 from offload_tuner.calibration._workload import (

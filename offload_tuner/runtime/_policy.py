@@ -93,7 +93,7 @@ class LoadFactors:
     ``inline`` scales compute on the loop thread; ``offload_loop`` the caller-side time of an offloaded
     call (pickling, unpickling the result, the executor's caller CPU); ``offload_worker`` the worker's
     time and the offloaded latency. ``1.0`` everywhere is the isolated model. Fitted by
-    :func:`offload_tuner.calibration._choice.fit_load_factors` from makespans measured under load.
+    :func:`offload_tuner.calibration._loadfactors.fit_load_factors` from makespans measured under load.
     """
 
     inline: float = 1.0
