@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LinearRegression
 
-from offload_tuner.calibration import _fit
+from offload_tuner.calibration import _fit, _fit_forms
 from offload_tuner.calibration._fit import bootstrap_models, fit_cost_model
 from offload_tuner.runtime._costmodel import FORMS, MIN_SAMPLES, CostModel
 
@@ -297,7 +297,7 @@ def test_closed_form_nnls_matches_sklearn_positive_least_squares():
         truth = rng.choice([0.0, 0.5, 2.0]), rng.choice([0.0, 1.0, -1.0])
         t = truth[0] * p + truth[1] * q + rng.normal(0, 0.2, p.size)
         h = rng.uniform(0.0, 2.0, p.size)
-        x, z = _fit._nnls2(p[None], q[None], t[None], h[None])
+        x, z = _fit_forms._nnls2(p[None], q[None], t[None], h[None])
         ref = LinearRegression(positive=True, fit_intercept=False).fit(np.c_[p, q], t, sample_weight=h)
         assert [x[0], z[0]] == pytest.approx(ref.coef_.tolist(), abs=1e-6), trial
         active += min(ref.coef_) == 0
