@@ -410,6 +410,27 @@ def mix_threshold(
     """:func:`threshold` for an explicit mix: ``sizes`` ascending, ``weights`` calls of each (default one).
     The smallest split within ``TIE_TOLERANCE`` of the best makespan, then the loop budget's cap over the
     mix's range. ``offload-tuner retune`` passes the mix production recorded."""
+    chosen = mix_optimum(costs, transport, knobs, sizes, weights)
+    return budget_capped(chosen, budget_threshold(costs, transport, knobs, (sizes[0], sizes[-1])))
+
+
+def budget_capped(chosen: int | None, budget_from: int | None) -> int | None:
+    """``chosen`` lowered to the budget size ``budget_from`` (:func:`budget_threshold`) where it would run calls
+    predicted past the loop budget inline (``None``, never, runs them all inline); unchanged without one."""
+    if budget_from is not None and (chosen is None or budget_from < chosen):
+        return budget_from
+    return chosen
+
+
+def mix_optimum(
+    costs: KernelCosts,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    sizes: Sequence[float],
+    weights: Sequence[float] | None = None,
+) -> int | None:
+    """:func:`mix_threshold` before the loop budget's cap: the makespan's choice alone (so a caller can say
+    whether the budget decided)."""
     if not sizes:
         raise ValueError("mix_threshold() needs at least one size")
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
@@ -423,9 +444,6 @@ def mix_threshold(
         chosen = 0 if offload_pays(predict(costs, transport, knobs, 1), knobs) else math.ceil(sizes[0])
     else:
         chosen = math.ceil(sizes[k])
-    budget_from = budget_threshold(costs, transport, knobs, (sizes[0], sizes[-1]))
-    if budget_from is not None and (chosen is None or budget_from < chosen):
-        chosen = budget_from
     return chosen
 
 

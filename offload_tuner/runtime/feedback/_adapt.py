@@ -6,7 +6,9 @@ the service's own load decides whether it stays. Off the hot path.
 
 1. **Propose.** What ``offload-tuner retune`` does with a stats file: the threshold for the observed mix from
    the profile's models corrected by the observed timings (:func:`offload_tuner.runtime.feedback._retune.retune_kernel`),
-   at most ``MAX_STEP``-fold from the threshold in force (joblib changes its batch size at most 2x per step).
+   at most ``MAX_STEP``-fold from the threshold in force (joblib changes its batch size at most 2x per step),
+   and never past the loop budget: a candidate that would run inline a size of the mix predicted past it is
+   capped at that size (the budget size), however far that is from the threshold in force.
 2. **Try it.** The model's offloaded side is the part that misleads: in the adaptive benchmark, `retune` moved
    kernels to thresholds slower than the static profile under load, because offloading more made
    the process's *other* calls slower (the pool's threads compete for the GIL and the cores), which no
@@ -25,7 +27,9 @@ the service's own load decides whether it stays. Off the hot path.
    (1% / 6%), 8% faster 55% / 37% (43% / 29%), 15% faster 88% / 58% (75% / 46%); trials take 9-10 windows on
    average instead of 7. Otherwise the incumbent is restored and no proposal is tried for ``COOLDOWN_WINDOWS``
    windows. A lightly loaded service serves its work at the pace it arrives whatever the threshold, so its
-   trials tie and the threshold in force (the calibrated one, first) stays.
+   trials tie and the threshold in force (the calibrated one, first) stays. A threshold in force that is itself
+   past the budget is no incumbent: the capped candidate is accepted without a trial (a pace measures throughput,
+   which running past the budget inline can win, not the loop lag the budget bounds).
 
 Evidence rules (StarPU relearns a size entry only once its errors reach the sample count; Dask keeps an
 exponentially weighted duration per task prefix): the mix decays by ``MIX_DECAY`` per window, timing
@@ -50,11 +54,19 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from offload_tuner.runtime import _decision, _entries, _log, _state, _stats
-from offload_tuner.runtime._policy import predict
+from offload_tuner.runtime._policy import budget_capped, predict
 from offload_tuner.runtime._profile import Profile
 from offload_tuner.runtime._stats import KernelStats, bucket_floor
 from offload_tuner.runtime._warn import warn_once
-from offload_tuner.runtime.feedback._retune import KernelModel, Traffic, kernel_models, retune_kernel, traffic_of
+from offload_tuner.runtime.feedback._retune import (
+    KernelModel,
+    Retuned,
+    Traffic,
+    budget_reason,
+    kernel_models,
+    retune_kernel,
+    traffic_of,
+)
 
 ADAPT_ENV: Final = "OFFLOAD_TUNER_ADAPT"
 DEFAULT_EVERY_S: Final = 30.0
@@ -102,6 +114,18 @@ class Adapted:
             f"adapted at {when} ({self.phase}): threshold {_text(self.previous)} -> {_text(self.threshold)} "
             f"(profile: {_text(self.calibrated)}) after {self.calls} calls; {self.why}"
         )
+
+
+def _proposal_text(proposal: Retuned, candidate: int | None) -> str:
+    """Why the model proposed ``candidate``: the timings it used and the gain it predicts, or where it heads. A
+    proposal the loop budget decided can be predicted slower on the mix: that is the budget's price."""
+    factors = ", ".join(f"{k} x{r:.2f} ({n} samples)" for k, (r, n) in proposal.factors.items())
+    timings = f"timings {factors}" if factors else "the profile's timings"
+    if proposal.new != candidate:
+        return f"{timings}, heading for {_text(proposal.new)} (at most {MAX_STEP:g}x per step)"
+    if proposal.gain < 0:
+        return f"{timings}, model predicts the mix {-proposal.gain:.0%} slower, the budget's price"
+    return f"{timings}, model predicts the mix {proposal.gain:.0%} faster"
 
 
 def _text(threshold: int | None) -> str:
@@ -227,15 +251,26 @@ class Adapter:
         )
         proposal = retune_kernel(model, transport, knobs, traffic, state.threshold)
         top = 2 * max(state.mix)  # above every size seen (the upper end of the highest bucket)
-        candidate = limited(state.threshold, proposal.new, top)
+        candidate = budget_capped(limited(state.threshold, proposal.new, top), proposal.budget_size)
         if candidate == state.threshold:
             return None
-        factors = ", ".join(f"{k} x{r:.2f} ({n} samples)" for k, (r, n) in proposal.factors.items())
-        why = (f"timings {factors}" if factors else "the profile's timings") + (
-            f", model predicts the mix {proposal.gain:.0%} faster"
-            if proposal.new == candidate
-            else f", heading for {_text(proposal.new)} (at most {MAX_STEP:g}x per step)"
+        why = _proposal_text(proposal, candidate)
+        past = budget_capped(state.threshold, proposal.budget_size) != state.threshold  # in force: past the budget
+        note = proposal.budget or (
+            budget_reason(proposal.costs, transport, knobs, proposal.budget_size) if past else None
         )
+        if note is not None:
+            why += f"; {note}"
+        if past:
+            return Adapted(
+                model.key,
+                candidate,
+                state.threshold,
+                model.threshold,
+                state.calls,
+                f"no trial: the threshold in force is past the loop budget; model: {why}",
+                "accepted",
+            )
         state.trial = _Trial(
             state.threshold, state.reason, candidate, why, [pace]
         )  # the window just closed: the incumbent's

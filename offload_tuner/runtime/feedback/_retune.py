@@ -20,6 +20,11 @@ verdict and retuned thresholds out. ``offload-tuner drift`` and ``retune`` print
   used), without measuring again; the predicted gain is the corrected model's makespan of the observed
   mix under the old threshold over the new one. This is the model's proposal: where the mix has no timed
   offloaded call, the offloaded side is unverified there, and the result says so (``offload_observed``).
+  **Within the loop budget.** No proposal runs inline a size of the mix that the corrected model predicts to
+  block the loop past the profile's ``loop_budget_s`` while offloading blocks it less: the threshold is capped at
+  the smallest such size (the budget size), the threshold in force too when it is past it, and the result says
+  so (``budget``). An O(n^2) kernel calibrated at 16, served 64-180, retuned to 190 without this: every call
+  inline, p99 loop lag 254 ms against 3 ms at 16. A profile without a budget keeps the makespan's choice.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from offload_tuner.runtime._policy import (
     PolicyKnobs,
     Prediction,
     TransportModel,
-    mix_threshold,
+    budget_capped,
+    budget_threshold,
+    mix_optimum,
     predict,
     workload_makespan,
 )
@@ -255,6 +262,10 @@ class Retuned:
     """Predicted makespan of the observed mix under the old threshold over the new one, minus 1."""
     costs: KernelCosts
     """The costs with the observed corrections folded into their load factors."""
+    budget_size: int | None = None
+    """Smallest size of the mix's range predicted past the loop budget inline (None: none, or no budget)."""
+    budget: str | None = None
+    """Why the loop budget decided ``new`` (None: the makespan's choice was within it)."""
 
 
 def retune(profile: Mapping[str, Any], observed: Mapping[str, Traffic]) -> list[Retuned]:
@@ -298,17 +309,36 @@ def retune_kernel(
         ),
     )
     sizes, weights = mix_points(t.mix(), t.sampled_sizes())
-    new = mix_threshold(corrected, transport, knobs, sizes, weights)
+    cap = budget_threshold(corrected, transport, knobs, (sizes[0], sizes[-1]))
+    free = mix_optimum(corrected, transport, knobs, sizes, weights)
+    new = budget_capped(free, cap)
     old_span = mix_makespan(corrected, transport, knobs, sizes, weights, current)
     new_span = mix_makespan(corrected, transport, knobs, sizes, weights, new)
+    free_span = mix_makespan(corrected, transport, knobs, sizes, weights, free)
     # No better on this mix (both keep every observed call inline, say), or better by less than calibration
     # could measure: the threshold in force was chosen by measurement under load where the model's own choice
     # lost, and a small predicted gain re-proposes that loser (the mix-shift benchmark saw a gain predicted
-    # inside the tie band turn out a clear loss when measured).
-    if old_span / new_span - 1 < max(MIN_GAIN, model.tie_band):
+    # inside the tie band turn out a clear loss when measured). Not when the one in force is past the budget.
+    small = max(MIN_GAIN, model.tie_band)
+    if old_span / new_span - 1 < small and budget_capped(current, cap) == current:
         new, new_span = current, old_span
+    unbounded = current if old_span / free_span - 1 < small else free  # what the makespan alone would keep
+    note = None if budget_capped(unbounded, cap) == unbounded else budget_reason(corrected, transport, knobs, cap)
     observed_offload = len(t.samples["loop"]) >= MIN_SAMPLES
-    return Retuned(model.key, current, new, t.calls, factors, observed_offload, old_span / new_span - 1, corrected)
+    gain = old_span / new_span - 1
+    return Retuned(model.key, current, new, t.calls, factors, observed_offload, gain, corrected, cap, note)
+
+
+def budget_reason(costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, size: int | None) -> str:
+    """The sentence saying the loop budget decided a threshold: inline from ``size`` on blocks the loop past it."""
+    budget = knobs.loop_budget_s
+    if size is None or budget is None:
+        raise ValueError("budget_reason() needs a budget size and a loop budget")
+    inline = predict(costs, transport, knobs, size).inline_s
+    return (
+        f"kept within the loop budget: inline from size {size} is predicted at {inline * 1e3:.3g} ms > budget "
+        f"{budget * 1e3:g} ms"
+    )
 
 
 def mix_points(mix: Mapping[int, float], sampled: Sequence[int] = ()) -> tuple[list[float], list[float]]:
@@ -381,6 +411,8 @@ def retuned_profile(
             "offload_observed": r.offload_observed,
             "predicted_gain": r.gain,
         }
+        if r.budget is not None:
+            entry["retuned"]["budget"] = r.budget
         entry["threshold"] = r.new
         entry["costs"] = r.costs.to_json()
         entry.pop("interval", None)
