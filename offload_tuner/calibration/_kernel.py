@@ -14,7 +14,7 @@ from typing import Any
 
 from offload_tuner.calibration._gil import gil_hold, point_sizes
 from offload_tuner.calibration._measure import Timing, clock, time_call
-from offload_tuner.calibration._settings import Effort, KernelPlan, Progress, _silent
+from offload_tuner.calibration._settings import Effort, KernelPlan, Progress, _silent, stated_mix
 from offload_tuner.calibration._transport import _offload_round_trip, _timed_in_worker
 from offload_tuner.runtime._backends import PICKLE_PROTOCOL, dumps_call
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, threshold
@@ -159,14 +159,15 @@ def _ladder(
     samples: KernelSamples,
     progress: Progress,
     cache: ArgsCache | None = None,
-) -> None:
-    """Grow sizes geometrically until compute or serialisation passes the ceiling, the max size or the budget."""
+) -> str:
+    """Grow sizes geometrically until compute or serialisation passes the ceiling, the max size or the budget.
+    Returns what stopped it, for the entry to say why a stated mix's top was not reached."""
     started = clock()
     if plan.sizes:
         for n in plan.sizes:
             progress("size", kernel=spec.key, size=n)
             _measure_size(spec, n, _build_args(spec, n, cache), effort, samples)
-        return
+        return "the plan's explicit sizes"
     n = max(1, plan.min_size)
     while n <= plan.max_size:
         progress("size", kernel=spec.key, size=n)
@@ -174,12 +175,15 @@ def _ladder(
         compute = _measure_size(spec, n, args, effort, samples)
         heaviest = max(compute.median, samples.caller_serial[-1].median, samples.worker_serial[-1].median)
         spent = clock() - started
-        if heaviest >= effort.ceiling_s or spent >= effort.kernel_budget_s:
-            break
+        if heaviest >= effort.ceiling_s:
+            return f"a call's compute or serialisation passing the {effort.ceiling_s * 1000:g} ms ceiling at size {n}"
         # Predict the next step's cost from the growth so far; stop early if it would blow the budget.
-        if len(samples.size) >= 2 and heaviest * effort.growth**2 * effort.repeats * 3 > effort.kernel_budget_s - spent:
-            break
+        if spent >= effort.kernel_budget_s or (
+            len(samples.size) >= 2 and heaviest * effort.growth**2 * effort.repeats * 3 > effort.kernel_budget_s - spent
+        ):
+            return f"the effort's {effort.kernel_budget_s:g} s budget per kernel"
         n = max(n + 1, round(n * effort.growth))
+    return f"the plan's max_size {plan.max_size}"
 
 
 def _fit_costs(samples: KernelSamples) -> KernelCosts:
@@ -273,8 +277,9 @@ def measure_kernel(
     started = clock()
     entry: dict[str, Any] = {"threshold": None, "status": "failed", "code_fingerprint": spec.code_fingerprint()}
     result = KernelResult(spec, entry)
+    plan, entry["workload_source"] = stated_mix(plan, spec.workload)
     try:
-        _measure_alone(result, executor, transport, knobs, effort, plan or KernelPlan(), progress)
+        _measure_alone(result, executor, transport, knobs, effort, plan, progress)
     except KernelFailed as exc:
         entry["error"] = str(exc)
         entry["traceback"] = traceback.format_exception(exc.__cause__ or exc)[-6:]
@@ -300,7 +305,8 @@ def _measure_alone(
     cache: ArgsCache = {}  # dropped with this call: only the kernel being measured holds its arguments
     limit = plan.time_limit_s or effort.kernel_budget_s * HANG_FACTOR + 10
     with _Watchdog(limit, spec.key):
-        _ladder(spec, plan, effort, samples, progress, cache)
+        stopped = _ladder(spec, plan, effort, samples, progress, cache)
+    _note_short_ladder(result.entry, plan, samples, stopped)
     if len(set(samples.size)) < 2:
         raise KernelFailed(f"only {len(samples.size)} size(s) could be measured within the budget")
     costs, t = _fit_and_refine(spec, samples, transport, knobs, effort, plan, progress, cache)
@@ -321,6 +327,14 @@ def _measure_alone(
     if _record_fits(result.entry, plan, costs, result.costs, validation, samples):
         # the runtime ignores untrusted entries: no time spent on their thread lane
         result.gil_points = _measure_gil(spec, samples.size, effort, result.entry, progress, cache)
+
+
+def _note_short_ladder(entry: dict[str, Any], plan: KernelPlan, samples: KernelSamples, stopped: str) -> None:
+    """A stated mix reaching past the measured top: the entry says how far and what stopped the ladder (the
+    choice beyond it rests on the fits' extrapolation). The ladder is not extended yet: that costs time."""
+    top = max(samples.size, default=0)
+    if plan.workload_range is not None and samples.size and top < plan.workload_range[1]:
+        entry["ladder_short"] = {"measured_top": top, "mix_top": plan.workload_range[1], "why": stopped}
 
 
 def _fit_and_refine(

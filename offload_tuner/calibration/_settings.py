@@ -4,7 +4,7 @@ overrides from a plan (:class:`KernelPlan`), and where progress is reported (:da
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from offload_tuner.calibration._rounds import Rounds
@@ -125,3 +125,19 @@ class KernelPlan:
     compare_with: float | None = None
     """A constant the kernel's figures compare the threshold with (e.g. the old ``offload_if=len(x) >= 256``);
     recorded in the profile entry, drawn only when set."""
+
+
+WORKLOAD_SOURCES = ("plan", "kernel", "assumed")
+"""Where a kernel's mix came from: the plan's ``workload_range``, ``@kernel(workload=...)``, or neither (the
+measured range is assumed)."""
+
+
+def stated_mix(plan: KernelPlan | None, declared: tuple[int, int] | None) -> tuple[KernelPlan, str]:
+    """The plan to measure with and where its mix came from: the plan's ``workload_range`` if it states one, else
+    the kernel's declared ``workload``, else none ("assumed": the ladder's range stands in, as it always did)."""
+    plan = plan or KernelPlan()
+    if plan.workload_range is not None:
+        return plan, "plan"
+    if declared is not None:
+        return replace(plan, workload_range=(int(declared[0]), int(declared[1]))), "kernel"
+    return plan, "assumed"

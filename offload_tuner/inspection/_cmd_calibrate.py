@@ -238,7 +238,7 @@ def _measure_cluster(
 
 
 def _write_and_report(profile: dict[str, Any], setup: _Setup) -> int:
-    from offload_tuner.inspection._report import format_cluster, format_table
+    from offload_tuner.inspection._report import format_cluster, format_mixes, format_table
     from offload_tuner.runtime._profile import ProfileError, write_profile
 
     try:
@@ -250,6 +250,9 @@ def _write_and_report(profile: dict[str, Any], setup: _Setup) -> int:
         )
         return EXIT_WRITE
     print(format_table(profile))
+    mixes = format_mixes(profile, advise=True)
+    if mixes:
+        print("\n" + mixes)
     shared_error = (profile.get("shared") or {}).get("error")
     if shared_error:
         print(f"offload-tuner: --shared: {shared_error}", file=sys.stderr)

@@ -24,7 +24,7 @@ from offload_tuner.inspection._cli_shared import (
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from offload_tuner.inspection._report import format_cluster, format_table, summary_rows
+    from offload_tuner.inspection._report import format_cluster, format_mixes, format_table, summary_rows
 
     path = profile_path(args.profile)
     profile = read_or_report(path)
@@ -51,6 +51,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"executor {profile.executor.get('kind')}, {shape_text(profile.executor)}\n"
         )
         print(format_table(profile.data))
+        mixes = format_mixes(profile.data)
+        if mixes:
+            print("\n" + mixes)
         cluster = format_cluster(profile.data)
         if cluster:
             print("\n" + cluster)
@@ -108,7 +111,7 @@ def _explained_spec(key: str, size: int) -> tuple[Any, int]:
 
 def _explain_costs(profile: Any, entry: Any, size: int) -> None:
     """The cost models' prediction for one call of ``size``, both ways, alone and in a saturated stream."""
-    from offload_tuner.inspection._report import compare_with_value, format_seconds, format_threshold
+    from offload_tuner.inspection._report import compare_with_value, format_seconds, format_threshold, mix_text
     from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
 
     knobs = PolicyKnobs.from_json(profile.data.get("policy", {}))
@@ -131,7 +134,7 @@ def _explain_costs(profile: Any, entry: Any, size: int) -> None:
     stream = "pays" if offload_pays(p, knobs) else "does not pay"
     print(
         f"  per-size view: offloading a saturated stream of size-{size} calls {stream}; the threshold "
-        f"also weighs the mix of sizes (workload {entry.get('workload_range', [lo, hi])})"
+        f"also weighs the mix of sizes (workload {mix_text(entry) or f'{lo:g}..{hi:g}'})"
     )
     old = compare_with_value(entry.get("compare_with"), "profile entry")
     if old is not None:

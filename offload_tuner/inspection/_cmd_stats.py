@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
@@ -68,6 +69,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     silent = sorted(set(profile.kernels) - {r.key for r in results})
     if silent:
         print(f"no samples for: {', '.join(silent)}")
+    for line in assumed_mix_misses(profile.data, observed):
+        print(line)
     if needs:
         names = ", ".join(r.key for r in needs)
         print(
@@ -82,6 +85,27 @@ def cmd_drift(args: argparse.Namespace) -> int:
         else f"\nno verdict yet: no size bucket has {MIN_SAMPLES} samples."
     )
     return EXIT_OK
+
+
+def assumed_mix_misses(profile: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:
+    """A line per kernel whose mix calibration assumed (none was stated) while most calls observed fall outside
+    it: its threshold was weighed over sizes production does not call. A size bucket counts as outside only
+    when its whole octave is; a stated mix, or one whose source is not recorded, is not judged here."""
+    lines = []
+    for key, t in observed.items():
+        entry = (profile.get("kernels") or {}).get(key) or {}
+        if entry.get("workload_source") != "assumed" or not entry.get("workload_range") or not t.calls:
+            continue
+        lo, hi = entry["workload_range"]
+        mix = t.mix()
+        outside = sum(n for floor, n in mix.items() if max(2 * floor - 1, 0) < lo or floor > hi)
+        if outside * 2 > t.calls:
+            lines.append(
+                f"{key}: {outside / t.calls:.0%} of the {t.calls:g} calls observed fall outside the mix calibration "
+                f"assumed ({lo:g}..{hi:g}, no mix was stated): state the real sizes with @kernel(workload=(lo, hi)) "
+                "or the plan's workload_range and run `offload-tuner calibrate` again"
+            )
+    return lines
 
 
 def cmd_retune(args: argparse.Namespace) -> int:

@@ -70,10 +70,53 @@ def summary_rows(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "thread_reason": thread.get("reason"),
                 "shared_lane": None if "retuned_to" in shared else shared.get("lane"),  # retune owns it now
                 "shared_alone_threshold": shared.get("alone"),
+                "workload_range": entry.get("workload_range"),
+                "workload_source": entry.get("workload_source"),
                 "error": entry.get("error"),
             }
         )
     return rows
+
+
+_SOURCES = {
+    "plan": "stated by the plan's workload_range",
+    "kernel": "stated by @kernel(workload=...)",
+    "assumed": "assumed: the measured range, no mix was stated",
+}
+
+
+def mix_text(entry: Mapping[str, Any]) -> str | None:
+    """``64..16384 (stated by ...)``: the sizes a kernel's threshold was weighed over and where they came from
+    (``source not recorded`` for a profile written before the source was); None without a mix."""
+    workload = entry.get("workload_range")
+    if not workload:
+        return None
+    source = _SOURCES.get(entry.get("workload_source") or "", "source not recorded")
+    return f"{workload[0]:g}..{workload[1]:g} ({source})"
+
+
+def format_mixes(profile: Mapping[str, Any], advise: bool = False) -> str:
+    """One line per kernel with its mix; with ``advise`` (``calibrate``), how to state an assumed mix and why a
+    stated mix's top was not measured."""
+    lines = []
+    for key, entry in profile.get("kernels", {}).items():
+        text = mix_text(entry)
+        if text is None:
+            continue
+        lines.append(f"  {key}: {text}")
+        short = entry.get("ladder_short")
+        if advise and entry.get("workload_source") == "assumed":
+            lo, hi = entry["workload_range"]
+            lines.append(
+                f"    the threshold assumes production calls span {lo:g}..{hi:g}; state the real sizes with "
+                f"@kernel(workload=(lo, hi)) or the plan's workload_range and calibrate again"
+            )
+        if advise and short:
+            lines.append(
+                f"    the ladder measured up to {short['measured_top']:g}, not the mix's top {short['mix_top']:g}: "
+                f"stopped by {short['why']}; above it the choice rests on the fits' extrapolation"
+            )
+    return "mix (the sizes each threshold was weighed over):\n" + "\n".join(lines) if lines else ""
 
 
 def _alone(row: Mapping[str, Any], lane: str) -> str:

@@ -37,6 +37,8 @@ class KernelSpec:
     sample: SampleFn | None
     default_threshold: int | None
     """Threshold used when no trusted profile entry exists (``None`` = inline)."""
+    workload: tuple[int, int] | None = None
+    """Sizes production calls span, stated next to the code; ``calibrate`` uses it where no plan states one."""
 
     def checked_size(self, args: tuple[Any, ...]) -> int:
         """``size(*args)`` validated: a clear error naming the kernel instead of a confusing comparison later."""
@@ -79,6 +81,23 @@ _REGISTRY: dict[Callable[..., Any], KernelSpec] = {}
 _BY_KEY: dict[str, KernelSpec] = {}
 
 
+def workload_range(value: Any, where: str) -> tuple[int, int] | None:
+    """``(lo, hi)``: two positive sizes, ``lo <= hi``; ``None`` stays None. ValueError naming ``where`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ValueError(f"{where}: expected two sizes (lo, hi), got {value!r}")
+    try:
+        lo, hi = as_count(value[0]), as_count(value[1])
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}; expected two positive sizes (lo, hi)") from None
+    if lo < 1:
+        raise ValueError(f"{where}: the sizes must be positive, got lo = {lo}")
+    if lo > hi:
+        raise ValueError(f"{where}: lo {lo} is above hi {hi}; expected (lo, hi) with lo <= hi")
+    return lo, hi
+
+
 def kernel_key(fn: Callable[..., Any]) -> str:
     """The profile key of a function: ``"module:qualname"``."""
     return f"{fn.__module__}:{fn.__qualname__}"
@@ -99,6 +118,7 @@ def kernel(
     name: str | None = None,
     *,
     default_threshold: int | None = None,
+    workload: tuple[int, int] | None = None,
 ) -> Callable[[F], F]:
     """Register a pure, module-level kernel and return it unchanged (still picklable by reference).
 
@@ -107,6 +127,8 @@ def kernel(
     ``name`` overrides the profile key (default ``"module:qualname"``).
     ``default_threshold`` is used when the installed profile has no usable entry for this kernel
     (``None``: stay inline, the behaviour of a plain call).
+    ``workload=(lo, hi)`` states the sizes production calls span, for ``calibrate`` to weigh; a plan's
+    ``workload_range`` overrides it, and with neither ``calibrate`` assumes its measured range and says so.
 
     Usable as ``@kernel(...)`` or ``kernel(...)(existing_fn)``.
     """
@@ -119,6 +141,7 @@ def kernel(
             default_threshold = as_count(default_threshold)
         except ValueError as exc:
             raise ValueError(f"kernel(default_threshold=...): {exc}; expected an int >= 0 or None") from None
+    stated = workload_range(workload, "kernel(workload=...)")
 
     def register(fn: F) -> F:
         if not callable(fn):
@@ -127,7 +150,7 @@ def kernel(
         if "<locals>" in qualname or "<lambda>" in qualname:
             raise TypeError(f"kernel {qualname!r} must be a module-level function: worker processes import it by name")
         key = name or kernel_key(fn)
-        spec = KernelSpec(fn, key, size or default_size, sample, default_threshold)
+        spec = KernelSpec(fn, key, size or default_size, sample, default_threshold, stated)
         _REGISTRY[fn] = spec
         _BY_KEY[key] = spec
         return fn
