@@ -164,3 +164,27 @@ def test_without_a_budget_an_adaptation_step_stays_above_the_budget_size(tmp_pat
         threshold = offload_tuner.decide(total, [0]).threshold
     assert threshold is None or threshold > S, changes
     assert all("loop budget" not in c.why for c in changes)
+
+
+def test_the_retune_command_prints_why_the_budget_decided(tmp_path, capsys):
+    from offload_tuner.inspection._cli import main
+    from offload_tuner.runtime._host import host_fingerprint
+    from offload_tuner.runtime.feedback._statsfile import STATS_SCHEMA
+
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"schema": 3, "host": host_fingerprint(), **profile_data(190)}))
+    t = timed(NEAR)
+    kernels = {
+        KEY: {
+            "calls": {"inline": {str(k): v for k, v in t.inline.items()}, "offload": {}},
+            "samples": {
+                kind: [[1000.0 + i, n, s] for i, (n, s) in enumerate(rows)] for kind, rows in t.samples.items()
+            },
+        }
+    }
+    process = {"pid": 1, "started": 1.0, "updated": 2.0, "sample_every": 64, "kernels": kernels}
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"schema": STATS_SCHEMA, "host": "h", "processes": {"1@1.0": process}}))
+    assert main(["retune", str(profile), "--stats", str(stats)]) == 0
+    out = capsys.readouterr().out
+    assert f"{KEY}: 190 -> " in out and "  kept within the loop budget: inline from size" in out

@@ -127,6 +127,8 @@ def cmd_retune(args: argparse.Namespace) -> int:
             f"{r.key}: {format_threshold(r.old)} -> {format_threshold(r.new)}  ({r.calls} calls; timings: {timings or 'too few samples, as calibrated'}; "
             f"predicted makespan {r.gain:+.1%} faster)"
         )
+        if r.budget is not None:
+            print(f"  {r.budget}")
         if not r.offload_observed and r.new != r.old:
             print(
                 "  the mix has too few timed offloaded calls: the offloaded side is the calibrated model's word "
