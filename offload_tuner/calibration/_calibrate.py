@@ -28,7 +28,7 @@ from offload_tuner.calibration._siblings import Siblings
 from offload_tuner.calibration._transport import _combine_transport, measure_transport, probe_fixed_costs, warm_pool
 from offload_tuner.runtime._backends import describe_executor
 from offload_tuner.runtime._host import host_fingerprint
-from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, predict
+from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, guard_size, predict
 from offload_tuner.runtime._profile import SCHEMA_VERSION
 from offload_tuner.runtime._registry import KernelSpec
 
@@ -96,9 +96,18 @@ def finalize_kernel(
     entry["fit_error"]["makespan_under_load"] = phase.entry["model_error"]
     t = phase.threshold
     entry["at_threshold"] = predict(phase.costs, transport, knobs, t).to_json() if t is not None else None
+    entry["guard"] = _guard(phase.costs, transport, knobs, entry["calibrated_range"])
     if result.gil_points and thread_fixed_s is not None:
         entry["thread"] = _thread_lane(result, phase, thread_fixed_s, workload, knobs, effort, progress, siblings)
     return entry
+
+
+def _guard(
+    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, measured: Sequence[float]
+) -> dict[str, Any] | None:
+    """The entry's ``guard``: from which size the runtime offloads whatever the threshold (:func:`guard_size`)."""
+    found = guard_size(costs, transport, knobs, (float(measured[0]), float(measured[1])))
+    return None if found is None else {"size": found[0], "extrapolated": found[1]}
 
 
 def _thread_rounds(load: Rounds) -> Rounds:

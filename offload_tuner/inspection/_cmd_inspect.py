@@ -24,7 +24,7 @@ from offload_tuner.inspection._cli_shared import (
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from offload_tuner.inspection._report import format_cluster, format_mixes, format_table, summary_rows
+    from offload_tuner.inspection._report import format_cluster, format_guards, format_mixes, format_table, summary_rows
 
     path = profile_path(args.profile)
     profile = read_or_report(path)
@@ -54,6 +54,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         mixes = format_mixes(profile.data)
         if mixes:
             print("\n" + mixes)
+        guards = format_guards(profile.data)
+        if guards:
+            print("\n" + guards)
         cluster = format_cluster(profile.data)
         if cluster:
             print("\n" + cluster)
@@ -111,7 +114,13 @@ def _explained_spec(key: str, size: int) -> tuple[Any, int]:
 
 def _explain_costs(profile: Any, entry: Any, size: int) -> None:
     """The cost models' prediction for one call of ``size``, both ways, alone and in a saturated stream."""
-    from offload_tuner.inspection._report import compare_with_value, format_seconds, format_threshold, mix_text
+    from offload_tuner.inspection._report import (
+        compare_with_value,
+        format_seconds,
+        format_threshold,
+        guard_text,
+        mix_text,
+    )
     from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
 
     knobs = PolicyKnobs.from_json(profile.data.get("policy", {}))
@@ -136,6 +145,9 @@ def _explain_costs(profile: Any, entry: Any, size: int) -> None:
         f"  per-size view: offloading a saturated stream of size-{size} calls {stream}; the threshold "
         f"also weighs the mix of sizes (workload {mix_text(entry) or f'{lo:g}..{hi:g}'})"
     )
+    guard = guard_text(entry)
+    if guard is not None:
+        print(f"  {guard}")
     old = compare_with_value(entry.get("compare_with"), "profile entry")
     if old is not None:
         print(

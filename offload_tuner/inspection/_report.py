@@ -119,6 +119,25 @@ def format_mixes(profile: Mapping[str, Any], advise: bool = False) -> str:
     return "mix (the sizes each threshold was weighed over):\n" + "\n".join(lines) if lines else ""
 
 
+def guard_text(entry: Mapping[str, Any]) -> str | None:
+    """A kernel's guard as ``show`` and ``explain`` print it (None: no guard recorded)."""
+    from offload_tuner.runtime._profile import GuardEntry
+
+    guard = entry.get("guard")
+    if not isinstance(guard, Mapping):
+        return None
+    measured = entry.get("calibrated_range")
+    top = measured[1] if isinstance(measured, list) and len(measured) == 2 else None
+    text = GuardEntry(guard["size"], guard["extrapolated"]).describe(top)
+    return f"{text}: offloaded from there whatever the threshold"
+
+
+def format_guards(profile: Mapping[str, Any]) -> str:
+    """One line per kernel with a guard (the loop budget at sizes the threshold was not weighed over)."""
+    lines = [f"  {key}: {text}" for key, entry in profile.get("kernels", {}).items() if (text := guard_text(entry))]
+    return "loop budget at every size:\n" + "\n".join(lines) if lines else ""
+
+
 def _alone(row: Mapping[str, Any], lane: str) -> str:
     """`` (alone T)`` where the shared stream moved this lane's threshold from the kernel's alone choice."""
     if row.get("shared_lane") != lane:

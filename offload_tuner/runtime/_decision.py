@@ -20,7 +20,7 @@ from typing import Any
 
 from offload_tuner.runtime import _state, _stats
 from offload_tuner.runtime._backends import INLINE, THREAD
-from offload_tuner.runtime._entries import FROM_PROFILE, TRUSTED, Entry, Origin, Row, resolve
+from offload_tuner.runtime._entries import FROM_PROFILE, TRUSTED, Entry, Origin, Row, guard_reason, resolve
 from offload_tuner.runtime._host import configured_profile_path
 from offload_tuner.runtime._lanes import Booking, Lane, inside_thread_lane
 from offload_tuner.runtime._observe import stats_for
@@ -62,7 +62,8 @@ def decide(fn: Callable[..., Any], *args: Any, offload_if: bool | None = None) -
         offload, why = False, reason
     else:
         offload = size >= threshold
-        why = f"{reason}: size {size} {'>=' if offload else '<'} threshold {threshold}"
+        guarded = guard_reason(snap, spec, origin, size, reason) if offload and spec is not None else None
+        why = guarded or f"{reason}: size {size} {'>=' if offload else '<'} threshold {threshold}"
     if offload and isinstance(lane, Placer) and size is not None:
         lane, why = _placed_on(lane, size, why)
     if offload and isinstance(lane, Lane) and lane.backend is THREAD and inside_thread_lane():

@@ -126,7 +126,37 @@ def _resolve_entry(snap: _state.Snapshot, fn: Callable[..., Any]) -> _Resolved:
         held = f"calibration measured the event loop held up {thread.gil_hold:.0%} of its run time"
         lane = offload_lane(snap, profile, spec, entry, process_lane, thread_lane=snap.gil_free)
         return _Resolved(spec, thread.threshold, f"{_THREAD_LANE_REASON} ({held})", lane, Origin.THREAD_LANE)
-    return _process_entry(snap, profile, spec, entry)
+    return _guarded(entry, _process_entry(snap, profile, spec, entry))
+
+
+def _guarded(entry: KernelEntry, resolved: _Resolved) -> _Resolved:
+    """The profile's guard folded into a trusted threshold once, here: the hot path then compares one number. From
+    the guard size up, calls are offloaded whatever the threshold ("never" included)."""
+    guard = entry.guard
+    if guard is None or resolved.origin not in TRUSTED or resolved.lane is None:
+        return resolved
+    if resolved.threshold is not None and resolved.threshold <= guard.size:
+        return resolved
+    return resolved._replace(threshold=guard.size, reason=f"{resolved.reason}; {guard.describe(entry.calibrated_top)}")
+
+
+def guard_reason(snap: _state.Snapshot, spec: KernelSpec, origin: Origin, size: int, reason: str) -> str | None:
+    """Why an offloaded call of ``size`` is offloaded where a guard was folded into its threshold (``reason``, the
+    entry's): the guard's words from the guard up to the threshold the profile or adaptation chose, that choice's
+    own words from there up. None where no guard was folded. For :func:`decide`, never the hot path."""
+    profile = snap.profile
+    if origin not in TRUSTED or not isinstance(profile, Profile) or spec.key not in profile.kernels:
+        return None
+    entry = profile.kernels[spec.key]
+    guard = entry.guard
+    suffix = f"; {guard.describe(entry.calibrated_top)}" if guard is not None else ""
+    if guard is None or size < guard.size or not reason.endswith(suffix):
+        return None
+    adapted = snap.adapted.thresholds.get(spec.key) if origin is Origin.ADAPTED else None
+    chosen = adapted[0] if adapted is not None else entry.threshold
+    if chosen is not None and size >= chosen:
+        return f"{reason.removesuffix(suffix)}: size {size} >= threshold {chosen}"
+    return f"{guard.describe(entry.calibrated_top)}: size {size} >= guard {guard.size}"
 
 
 def _unregistered(snap: _state.Snapshot, fn: Callable[..., Any]) -> _Resolved:

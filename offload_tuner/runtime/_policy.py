@@ -268,13 +268,31 @@ def budget_threshold(
     return _switch_point(lambda n: over_budget(predict(costs, transport, knobs, n), knobs), costs, size_range)
 
 
+GUARD_SEARCH_TOP = 2**40
+"""How far :func:`guard_size` looks: past any real input, well inside the floats the cost models return."""
+
+
+def guard_size(
+    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, measured_range: tuple[float, float]
+) -> tuple[int, bool] | None:
+    """:func:`budget_threshold` up to ``GUARD_SEARCH_TOP`` on the fits' extrapolation, and whether it lies past the
+    measured top: the runtime offloads from there whatever the threshold. None with the budget off, or where at the
+    top offloading blocks the loop no less: a kernel whose offloaded loop time grows faster gets no guard."""
+    over = (lambda n: over_budget(predict(costs, transport, knobs, n), knobs)) if knobs.loop_budget_s else None
+    size = _switch_point(over, costs, measured_range, GUARD_SEARCH_TOP) if over is not None else None
+    return None if size is None else (max(1, size), max(1, size) > measured_range[1])
+
+
 def _switch_point(
-    holds: Callable[[int], bool], costs: KernelCosts, size_range: tuple[float, float] | None
+    holds: Callable[[int], bool],
+    costs: KernelCosts,
+    size_range: tuple[float, float] | None,
+    search_top: int | None = None,
 ) -> int | None:
-    """Smallest size from which ``holds`` stays true, searched over ``[0, 1.1 * max]`` of the range (the
-    trusted window): a log grid to find the last switch from false to true, then integer bisection."""
+    """Smallest size from which ``holds`` stays true, searched over ``[0, 1.1 * max]`` of the range (the trusted
+    window) or ``[0, search_top]``: a log grid to find the last switch from false to true, then bisection."""
     _lo, hi = size_range if size_range is not None else costs.compute.size_range
-    top = max(1, math.ceil(hi * 1.1))
+    top = max(1, math.ceil(hi * 1.1)) if search_top is None else search_top
     grid = _log_grid(1, top)
     verdicts = [holds(n) for n in grid]
     if not verdicts[-1]:

@@ -49,6 +49,24 @@ class ThreadEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardEntry:
+    """The loop budget at every size (``guard``): from ``size`` up, inline calls are predicted to block the loop past
+    the budget while offloading blocks it less, so they are offloaded whatever the threshold."""
+
+    size: int
+    extrapolated: bool
+    """The size lies beyond the measured range: it rests on the fits' extrapolation."""
+
+    def describe(self, top: float | None = None) -> str:
+        """Why the guard offloads, for ``decide()``, ``show`` and ``explain``."""
+        text = f"guard: inline from size {self.size} is predicted to block the loop past the budget"
+        if self.extrapolated:
+            beyond = f"the calibrated top {top:g}" if top is not None else "the calibrated range"
+            text += f" (extrapolated beyond {beyond})"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
 class KernelEntry:
     """The runtime-relevant part of one kernel's calibration."""
 
@@ -58,6 +76,15 @@ class KernelEntry:
     code_fingerprint: str | None
     data: Mapping[str, Any] = field(repr=False)
     thread: ThreadEntry | None = None
+    guard: GuardEntry | None = None
+    """None: no guard (the budget off, a kernel whose offloaded loop time grows faster, or an older profile)."""
+
+    @property
+    def calibrated_top(self) -> float | None:
+        """The largest size calibration measured, where the profile records it."""
+        measured = self.data.get("calibrated_range")
+        top = measured[1] if isinstance(measured, list) and len(measured) == 2 else None
+        return float(top) if isinstance(top, (int, float)) and not isinstance(top, bool) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,20 +247,7 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
         raise fail('missing "kernels" object')
     kernels: dict[str, KernelEntry] = {}
     for key, entry in kernels_in.items():
-        if not isinstance(entry, dict):
-            raise fail(f"kernel {key!r}: entry must be an object")
-        if "threshold" not in entry:
-            raise fail(f'kernel {key!r}: missing "threshold"')
-        threshold = _validate_threshold(entry["threshold"], key, fail)
-        status = entry.get("status", "ok")
-        if status not in KERNEL_STATUSES:
-            raise fail(f"kernel {key!r}: status {status!r} is not one of {', '.join(KERNEL_STATUSES)}")
-        fingerprint = entry.get("code_fingerprint")
-        if fingerprint is not None and not isinstance(fingerprint, str):
-            raise fail(f'kernel {key!r}: "code_fingerprint" must be a string')
-        # A schema 2 profile predates the thread lane: whatever it holds under "thread" is not ours to trust.
-        thread_entry = _validate_thread(entry, key, fail) if schema >= 3 else None
-        kernels[key] = KernelEntry(key, threshold, status, fingerprint, entry, thread_entry)
+        kernels[key] = _validate_kernel(key, entry, schema, fail)
     thread = data.get("thread")
     thread = {} if thread is None else thread
     if not isinstance(thread, dict):
@@ -250,6 +264,25 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
     return Profile(source, schema, host, executor, kernels, data, cluster)
 
 
+def _validate_kernel(key: str, entry: Any, schema: int, fail: Any) -> KernelEntry:
+    """One kernel's entry: what the runtime reads of it, checked."""
+    if not isinstance(entry, dict):
+        raise fail(f"kernel {key!r}: entry must be an object")
+    if "threshold" not in entry:
+        raise fail(f'kernel {key!r}: missing "threshold"')
+    threshold = _validate_threshold(entry["threshold"], key, fail)
+    status = entry.get("status", "ok")
+    if status not in KERNEL_STATUSES:
+        raise fail(f"kernel {key!r}: status {status!r} is not one of {', '.join(KERNEL_STATUSES)}")
+    fingerprint = entry.get("code_fingerprint")
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise fail(f'kernel {key!r}: "code_fingerprint" must be a string')
+    # A schema 2 profile predates the thread lane: whatever it holds under "thread" is not ours to trust.
+    thread_entry = _validate_thread(entry, key, fail) if schema >= 3 else None
+    guard = _validate_guard(entry, key, fail)
+    return KernelEntry(key, threshold, status, fingerprint, entry, thread_entry, guard)
+
+
 def _validate_thread(entry: Mapping[str, Any], key: str, fail: Any) -> ThreadEntry | None:
     section = entry.get("thread")
     if section is None:
@@ -262,6 +295,23 @@ def _validate_thread(entry: Mapping[str, Any], key: str, fail: Any) -> ThreadEnt
     if "threshold" not in section:
         raise fail(f'kernel {key!r}: thread section missing "threshold"')
     return ThreadEntry(float(hold), _validate_threshold(section["threshold"], f"{key} (thread lane)", fail))
+
+
+def _validate_guard(entry: Mapping[str, Any], key: str, fail: Any) -> GuardEntry | None:
+    """A kernel's ``guard``: missing or null (no guard, or a profile written before guards), else a size >= 1 and
+    whether it was extrapolated."""
+    section = entry.get("guard")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise fail(f'kernel {key!r}: "guard" must be an object or null, got {type(section).__name__}')
+    size = section.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_THRESHOLD:
+        raise fail(f"kernel {key!r}: guard size must be an integer in [1, 2**53], got {size!r}")
+    extrapolated = section.get("extrapolated")
+    if not isinstance(extrapolated, bool):
+        raise fail(f"kernel {key!r}: guard extrapolated must be true or false, got {extrapolated!r}")
+    return GuardEntry(size, extrapolated)
 
 
 def _validate_threshold(value: Any, key: str, fail: Any) -> int | None:
