@@ -28,10 +28,13 @@ from offload_tuner.calibration._grid import grid_below, offload_from, order_key,
 from offload_tuner.calibration._loadfactors import fit_load_factors, predicted_makespans
 from offload_tuner.calibration._measure import clock
 from offload_tuner.calibration._proposals import FollowUp, always_threshold, on_grid, proposals, worth_measuring
+from offload_tuner.calibration._rounds import MAX_CALLS as MAX_CALLS
 from offload_tuner.calibration._rounds import MIN_CALLS_PER_CALLER as MIN_CALLS_PER_CALLER
 from offload_tuner.calibration._rounds import STEADY_CALLS_PER_CALLER as STEADY_CALLS_PER_CALLER
 from offload_tuner.calibration._rounds import WARMUP_TAKES_PER_CALLER as WARMUP_TAKES_PER_CALLER
 from offload_tuner.calibration._rounds import Rounds as Rounds
+from offload_tuner.calibration._rounds import call_count as call_count
+from offload_tuner.calibration._rounds import floor_binds
 from offload_tuner.calibration._rounds import round_scales as round_scales
 from offload_tuner.calibration._workload import (
     Call,
@@ -51,28 +54,20 @@ from offload_tuner.runtime._policy import (
     PolicyKnobs,
     Prediction,
     TransportModel,
-    _log_points,
     budget_threshold,
     predict,
     threshold,
-    workload_makespan,
 )
 from offload_tuner.runtime._registry import KernelSpec
 
 if TYPE_CHECKING:
     from offload_tuner.calibration._siblings import Siblings
 
-MAX_CALLS = 600
-EXPECTED_LOAD_INFLATION = 1.5
-"""Sizing guess only: offloaded work under load costs up to ~1.5x the isolated model (measured here)."""
 FIRST_ROUND_RACE = 1.75
 """After the first round, a candidate this much slower than the round's fastest is dropped: no noise yet, but a
 gap this wide is many times any noise measured here (10-20% per run), and such candidates (never, for the
 O(n^2) kernels at 1.7-2.3x) are the longest runs of their phase. In the recorded campaigns 11-13 no candidate
 this far behind after one round was tied with the best or chosen; dropping them saves 1-3 s a calibration."""
-SIZING_MARGIN = 2.0
-"""The sizing run is skipped when the isolated model puts the shortest allowed run at this many times the target
-(:func:`_floor_binds`)."""
 SEED = 20261128
 
 
@@ -302,24 +297,6 @@ def measure_thread_lane(
     return choice, candidates
 
 
-def call_count(
-    costs: KernelCosts,
-    transport: TransportModel,
-    knobs: PolicyKnobs,
-    workload_range: tuple[float, float],
-    run_s: float,
-    calls_per_caller: int = MIN_CALLS_PER_CALLER,
-) -> int:
-    """Calls in one run, so that the slower of "always" and "never" lasts about ``run_s``."""
-    points = _log_points(max(1.0, workload_range[0]), max(1.0, workload_range[1]), 48)
-    predictions = [predict(costs, transport, knobs, n) for n in points]
-    never = workload_makespan(predictions, knobs, len(points))
-    always = workload_makespan(predictions, knobs, 0) * EXPECTED_LOAD_INFLATION
-    per_call = max(never, always) / len(points)
-    fewest = calls_per_caller * knobs.concurrency
-    return int(min(MAX_CALLS, max(fewest, round(run_s / max(per_call, 1e-7)))))
-
-
 def _sized_calls(
     spec: KernelSpec,
     executor: Executor,
@@ -337,14 +314,14 @@ def _sized_calls(
     A first guess from the isolated model; then one warm-up run of the first candidate (it pays for caches
     and lazy imports, and is not counted) corrects the guess by what it measured, and the model's ratio
     between the slowest candidate and that one scales it. Where the isolated model says even the fewest calls
-    allowed run far too long (:func:`_floor_binds`), a steady run takes the fewest, unmeasured."""
+    allowed run far too long (:func:`_rounds.floor_binds`), a steady run takes the fewest, unmeasured."""
     fewest = rounds.calls_per_caller * knobs.concurrency
     guess = call_count(costs, transport, knobs, workload_range, rounds.run_s, rounds.calls_per_caller)
     calls = kernel_calls(spec, workload_range, max(fewest, round(rounds.ring(guess, knobs.concurrency))), seed)
     sizes = sorted(n for _, n in calls)
     predictions = [predict(costs, transport, knobs, n) for n in sizes]
     predicted = predicted_makespans(predictions, [offload_from(sizes, t) for t in thresholds], knobs, LoadFactors())
-    if rounds.steady and len(calls) == fewest and _floor_binds(max(predicted), len(calls), rounds, knobs.concurrency):
+    if rounds.steady and len(calls) == fewest and floor_binds(max(predicted), len(calls), rounds, knobs.concurrency):
         return calls
     first = thresholds[0]
     warm = run_calls(calls, knobs.concurrency, process_call(executor, spec.fn, threshold_gate(first)), executor)
@@ -356,17 +333,6 @@ def _sized_calls(
     if wanted == len(calls):
         return calls
     return kernel_calls(spec, workload_range, wanted, seed)
-
-
-def _floor_binds(slowest_s: float, ring: int, rounds: Rounds, callers: int) -> bool:
-    """Whether the fewest calls a run may have are already too many for ``run_s`` by the isolated model: its
-    slowest candidate over the ring, warm-up included, takes ``SIZING_MARGIN`` times ``run_s`` or more. Then no
-    measurement could shrink the ring, and the sizing run is skipped (for an O(n^2) kernel it is a whole extra
-    run). Under load the model errs the other way (offloaded work costs more than predicted), so
-    the margin is wide. Only for steady runs: their own warm-up pass absorbs what the sizing run also paid for
-    (the first calls after another kernel's phase); a plain run has none."""
-    per_call = slowest_s / ring
-    return per_call * (ring + rounds.warmup(ring, callers)) >= SIZING_MARGIN * rounds.run_s
 
 
 def _contenders(candidates: dict, alive: list[int | None]) -> list[int | None]:

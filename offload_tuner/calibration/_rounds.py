@@ -1,5 +1,6 @@
 """How the concurrent phase (:mod:`_loadphase`) spends its time on one kernel: rounds of candidates, run length,
-budget, the steady pass's warm-up, and the per-round normalisation of makespans. Pure: no measuring here."""
+budget, the steady pass's warm-up, the per-round normalisation of makespans, and how many calls a run holds (the
+isolated model's guess and when the sizing run can be skipped). Pure: no measuring here."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from offload_tuner.runtime._policy import (
+    KernelCosts,
+    PolicyKnobs,
+    TransportModel,
+    _log_points,
+    predict,
+    workload_makespan,
+)
 
 MIN_CALLS_PER_CALLER = 2
 """Fewer calls than this say nothing about a mix of sizes, however long they take."""
@@ -23,6 +33,14 @@ best than a long stream does with 2 warm-up calls per caller; with 6 per caller 
 of a long stream on rings of 24, 45 and 64 calls, and within 1% of a whole pass's warm-up on the longer rings.
 Measured here with 2 per caller: never looked about 1.3x slower relative to the best than in long runs.
 (``_workload`` replays at most one pass: more would need a longer ring.)"""
+
+
+MAX_CALLS = 600
+EXPECTED_LOAD_INFLATION = 1.5
+"""Sizing guess only: offloaded work under load costs up to ~1.5x the isolated model (measured here)."""
+SIZING_MARGIN = 2.0
+"""The sizing run is skipped when the isolated model puts the shortest allowed run at this many times the target
+(:func:`floor_binds`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +91,32 @@ def round_scales(rounds: Sequence[Sequence[float]]) -> list[float]:
     means = [math.exp(statistics.fmean(math.log(v) for v in values)) for values in rounds]
     overall = math.exp(statistics.fmean(math.log(m) for m in means))
     return [overall / m for m in means]
+
+
+def call_count(
+    costs: KernelCosts,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    workload_range: tuple[float, float],
+    run_s: float,
+    calls_per_caller: int = MIN_CALLS_PER_CALLER,
+) -> int:
+    """Calls in one run, so that the slower of "always" and "never" lasts about ``run_s``."""
+    points = _log_points(max(1.0, workload_range[0]), max(1.0, workload_range[1]), 48)
+    predictions = [predict(costs, transport, knobs, n) for n in points]
+    never = workload_makespan(predictions, knobs, len(points))
+    always = workload_makespan(predictions, knobs, 0) * EXPECTED_LOAD_INFLATION
+    per_call = max(never, always) / len(points)
+    fewest = calls_per_caller * knobs.concurrency
+    return int(min(MAX_CALLS, max(fewest, round(run_s / max(per_call, 1e-7)))))
+
+
+def floor_binds(slowest_s: float, ring: int, rounds: Rounds, callers: int) -> bool:
+    """Whether the fewest calls a run may have are already too many for ``run_s`` by the isolated model: its
+    slowest candidate over the ring, warm-up included, takes ``SIZING_MARGIN`` times ``run_s`` or more. Then no
+    measurement could shrink the ring, and the sizing run is skipped (for an O(n^2) kernel it is a whole extra
+    run). Under load the model errs the other way (offloaded work costs more than predicted), so
+    the margin is wide. Only for steady runs: their own warm-up pass absorbs what the sizing run also paid for
+    (the first calls after another kernel's phase); a plain run has none."""
+    per_call = slowest_s / ring
+    return per_call * (ring + rounds.warmup(ring, callers)) >= SIZING_MARGIN * rounds.run_s
