@@ -71,6 +71,7 @@ RUNTIME_RANKS = {
     "_policy": 1,
     "_dask": 2,
     "_lanes": 2,
+    "_shm": 2,  # the shared-memory transport: pickles with _backends' protocol and exceptions
     "_placement": 2,
     "_profile": 3,
     "_stats": 4,

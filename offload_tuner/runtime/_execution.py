@@ -11,10 +11,19 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any, NoReturn
 
-from offload_tuner.runtime import _lanes, _state
+from offload_tuner.runtime import _lanes, _shm, _state
 from offload_tuner.runtime._backends import DASK, THREAD, invoke_pickled
 from offload_tuner.runtime._lanes import Booking, Lane, guard_message, inside_thread_lane
-from offload_tuner.runtime._outcomes import RAISE, fallback, finish, inline_timed, job_for, payload_or_none, time_left
+from offload_tuner.runtime._outcomes import (
+    RAISE,
+    fallback,
+    finish,
+    inline_timed,
+    job_for,
+    packet_of,
+    payload_or_none,
+    time_left,
+)
 from offload_tuner.runtime._profile import Profile
 from offload_tuner.runtime._stats import Timed
 
@@ -29,6 +38,14 @@ def _scatters(payload: bytes) -> bool:
     profile = _state.current().profile
     cluster = profile.cluster if isinstance(profile, Profile) else None
     return cluster is not None and cluster.scatter_from_bytes is not None and len(payload) >= cluster.scatter_from_bytes
+
+
+def _submit(lane: Lane, job: tuple[Callable[..., Any], Args], packet: Args | None) -> Any:
+    """Submit a local job; a shared-memory call's argument segment is released when its future completes."""
+    future = lane.executor.submit(job[0], *job[1])
+    if packet is not None:
+        _shm.release_when_done(future, packet)
+    return future
 
 
 def _check_cluster(lane: Lane) -> None:
@@ -104,12 +121,16 @@ async def offload(
     if job is None:
         return fn(*args)
     started = perf_counter() if call is not None else 0.0
-    future = None
+    future = submitted_future = None
+    packet = packet_of(job)
     try:
-        future = asyncio.get_running_loop().run_in_executor(lane.executor, job[0], *job[1])
+        submitted_future = _submit(lane, job, packet)
+        future = asyncio.wrap_future(submitted_future)
         submitted = perf_counter() if call is not None else 0.0
         result = await (future if timeout is None else asyncio.wait_for(future, timeout))
     except BaseException as exc:
+        if packet is not None:
+            _shm.abandon(submitted_future, packet)
         if fallback(exc, lane, fn, future, _caller_cancelled(exc)) is RAISE:
             raise
         return fn(*args)  # a local lane's calls re-run inline
@@ -201,11 +222,14 @@ def offload_sync(
         return fn(*args)
     started = perf_counter()
     future = None
+    packet = packet_of(job)
     try:
-        future = lane.executor.submit(job[0], *job[1])
+        future = _submit(lane, job, packet)
         submitted = perf_counter()
         result = future.result(timeout)
     except BaseException as exc:
+        if packet is not None:
+            _shm.abandon(future, packet)
         if fallback(exc, lane, fn, future, _caller_interrupted(exc)) is RAISE:
             raise
         return fn(*args)
