@@ -12,6 +12,7 @@ kernel                                 cost shape
 ``rows.bytes_by_status``               O(n) trivial work on dicts; pickling the args dominates
 ``expand.expand_schedule``             O(n) cheap rows from two ints; pickling the result dominates
 ``numeric.detect_spikes``              O(n * window) in numpy C loops; args one raw buffer (needs numpy)
+``frames.smooth_frames``               O(n) rows of small numpy calls, GIL held; a big buffer in and out
 ``graphs.graph_eccentricities``        O(k^3) pure Python on a few hundred edges; tiny args, tiny result
 =====================================  ======================================================================
 
@@ -45,9 +46,11 @@ __all__ = [
 # numpy is an optional dependency (the ``calibrate`` extra). Without it the other kernels must still
 # import: a worker unpickling any of them imports this package first.
 try:
+    from .frames import smooth_frames  # noqa: F401  (re-exported: __all__ gains it below)
     from .numeric import detect_spikes  # noqa: F401  (re-exported: __all__ gains it below)
 except ModuleNotFoundError as exc:
     if exc.name != "numpy":
         raise
 else:
     __all__.append("detect_spikes")
+    __all__.append("smooth_frames")

@@ -28,6 +28,7 @@ from offload_tuner_kernels import (
     expand_schedule,
     graph_eccentricities,
     rank_latencies,
+    smooth_frames,
 )
 from offload_tuner_kernels.clustering import UnionFind, identity_similarity, observation_similarity
 from offload_tuner_kernels.expand import WORKERS
@@ -42,6 +43,7 @@ EXPECTED_KEYS = {
     expand_schedule: "offload_tuner_kernels.expand:expand_schedule",
     detect_spikes: "offload_tuner_kernels.numeric:detect_spikes",
     graph_eccentricities: "offload_tuner_kernels.graphs:graph_eccentricities",
+    smooth_frames: "offload_tuner_kernels.frames:smooth_frames",
 }
 KERNELS = list(EXPECTED_KEYS)
 SIZES = (0, 1, 17, 100)
