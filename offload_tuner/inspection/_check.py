@@ -1,4 +1,5 @@
-"""``offload-tuner check``: every reason a profile would not be used as calibrated, listed at once."""
+"""``offload-tuner check``: every reason a profile would not be used as calibrated, listed at once; and the
+shared-memory segments that processes killed mid-call left behind, removed."""
 
 from __future__ import annotations
 
@@ -61,3 +62,18 @@ def _shape_problems(executor: Mapping[str, Any]) -> list[str]:
         f"shape differs: calibrated for {recorded} service process(es), this environment runs {here} "
         f"(OFFLOAD_TUNER_PROCESSES, else WEB_CONCURRENCY, else 1): `offload-tuner calibrate --processes {here}`"
     ]
+
+
+def sweep_segments() -> str | None:
+    """Remove the shared-memory segments (and owner locks) of processes that are gone, as the runtime does at a
+    process's first call (:func:`offload_tuner.runtime._shm.sweep_orphans`): a line saying how many, or None."""
+    from offload_tuner.runtime import _segments, _shm
+
+    removed = _shm.sweep_orphans()
+    if not removed:
+        return None
+    locks = sum(name.endswith(_segments.OWNER_SUFFIX) for name in removed)
+    return (
+        f"{_shm.settings.directory}: removed {len(removed) - locks} orphaned shared-memory segment(s) of processes "
+        "that are gone" + (f" and {locks} owner lock file(s)" if locks else "")
+    )

@@ -24,7 +24,15 @@ from offload_tuner.inspection._cli_shared import (
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from offload_tuner.inspection._report import format_cluster, format_guards, format_mixes, format_table, summary_rows
+    from offload_tuner.inspection._report import (
+        format_cluster,
+        format_guards,
+        format_mixes,
+        format_table,
+        format_transports,
+        shared_memory_section,
+        summary_rows,
+    )
 
     path = profile_path(args.profile)
     profile = read_or_report(path)
@@ -37,6 +45,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                     "profile": str(path),
                     "host": profile.host,
                     "rows": summary_rows(profile.data),
+                    "shared_memory": _shared_memory_json(shared_memory_section(profile.data)),
                     "cluster": profile.data.get("cluster"),
                 },
                 indent=1,
@@ -57,10 +66,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         guards = format_guards(profile.data)
         if guards:
             print("\n" + guards)
+        print("\n" + format_transports(profile.data))
         cluster = format_cluster(profile.data)
         if cluster:
             print("\n" + cluster)
     return EXIT_OK
+
+
+def _shared_memory_json(section: Any) -> dict[str, Any] | None:
+    """The host's shared-memory size and its source (``show --json``); None for a profile from before it."""
+    return None if section is None else {"min_bytes": section.get("min_bytes"), "source": section.get("source")}
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -120,6 +135,7 @@ def _explain_costs(profile: Any, entry: Any, size: int) -> None:
         format_threshold,
         guard_text,
         mix_text,
+        transport_line,
     )
     from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, offload_pays, predict
 
@@ -134,6 +150,7 @@ def _explain_costs(profile: Any, entry: Any, size: int) -> None:
         f"  offloaded: loop thread blocked {format_seconds(p.offload_loop_s)} (pickling + executor), "
         f"worker busy {format_seconds(p.offload_worker_s)}, latency {format_seconds(p.offload_latency_s)}"
     )
+    print(f"  {transport_line(profile.data, entry, size)}")
     print(
         f"  per call in a saturated stream ({knobs.concurrency} callers, {knobs.workers} workers, "
         f"{knobs.cores} cores): inline {format_seconds(p.inline_period_s)}, "
@@ -240,10 +257,13 @@ def _explain_cluster(profile: Any, key: str, entry: Any, size: int, what_if_work
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from offload_tuner.inspection._check import check_profile
+    from offload_tuner.inspection._check import check_profile, sweep_segments
 
     path = profile_path(args.profile)
     problems = check_profile(path)
+    swept = sweep_segments()
+    if swept is not None:
+        print(swept)
     if not problems:
         print(f"{path}: OK")
         return EXIT_OK

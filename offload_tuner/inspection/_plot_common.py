@@ -35,6 +35,7 @@ _COLORS = {
     "interval": "gold",
     "old": "0.45",
     "extrapolated": "0.88",
+    "shared_memory": "tab:cyan",
 }
 
 

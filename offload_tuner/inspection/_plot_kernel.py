@@ -1,5 +1,6 @@
 """One kernel's figure: measured samples, fitted curves, threshold and interval, validation round trips, the
-compute fit's residuals and, when the profile has one, the concurrent phase's candidates."""
+compute fit's residuals, the size from which its buffers go through shared memory (or "transport: in band") and,
+when the profile has one, the concurrent phase's candidates."""
 
 from __future__ import annotations
 
@@ -30,7 +31,13 @@ from offload_tuner.inspection._plot_common import (
     _transport,
     _wrap,
 )
-from offload_tuner.inspection._report import format_interval, format_threshold
+from offload_tuner.inspection._report import (
+    KernelTransport,
+    format_interval,
+    format_size,
+    format_threshold,
+    kernel_transport,
+)
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, predict
 
 Series = list[tuple[float, float, float, list[float]]]
@@ -55,6 +62,8 @@ class _View:
     """The plan's ``compare_with``: drawn only when set."""
     xmin: float
     xmax: float
+    way: KernelTransport
+    """How its offloaded calls travel: in band, or buffers through shared memory from a size."""
 
     def marks(self, ax: Any, *, label: bool) -> None:
         _threshold_marks(ax, self.t, self.lo_i, self.hi_i, self.rng, label=label, old=self.old)
@@ -110,6 +119,9 @@ def _view(profile_data: Mapping[str, Any], key: str, entry: Mapping[str, Any], c
         points += [v for v in rng if v > 0]
     if not points:  # nothing measured, no threshold: any decade will do
         points = [1.0, 1000.0]
+    way = kernel_transport(profile_data, entry)
+    if way.shared_from is not None and 0 < way.shared_from <= 10 * max(points):  # far past: said in the legend
+        points.append(way.shared_from)
     xmin, xmax = max(min(points) / 2.5, 0.5), max(points) * 2.5
     return _View(
         key,
@@ -126,6 +138,7 @@ def _view(profile_data: Mapping[str, Any], key: str, entry: Mapping[str, Any], c
         old,
         xmin,
         xmax,
+        way,
     )
 
 
@@ -140,7 +153,7 @@ def _title(profile_data: Mapping[str, Any], view: _View) -> str:
         f"{view.key}: threshold {format_threshold(view.t)}, interval {format_interval([view.lo_i, view.hi_i])}\n"
         f"{_host_label(profile_data)}; status {status}{status_note}\n"
         f"compute fit: {form}, held-out (cross-validated) error "
-        f"{_pct(fit.get('compute', view.costs.compute.cv_error))}"
+        f"{_pct(fit.get('compute', view.costs.compute.cv_error))}; transport: {view.way.text}"
     )
 
 
@@ -154,6 +167,7 @@ def _main_panel(ax: Any, view: _View) -> None:
     _measured_points(ax, view)
     _validation_points(ax, view.entry.get("validation") or {})
     _workload_bar(ax, view)
+    _shared_memory_mark(ax, view)
     view.marks(ax, label=True)
     ax.set_xlim(view.xmin, view.xmax)
     _log_axis(ax.yaxis, _fmt_seconds)
@@ -275,6 +289,33 @@ def _workload_bar(ax: Any, view: _View) -> None:
         zorder=6,
         label=f"workload range {workload[0]:g}..{workload[1]:g}: the mix of sizes\n"
         f"the threshold is chosen for (log-uniform)",
+    )
+
+
+def _shared_memory_mark(ax: Any, view: _View) -> None:
+    """Where the kernel's buffers switch to shared memory (the offloaded curves step there); a legend entry saying
+    "transport: in band" when they never do."""
+    start = view.way.shared_from
+    if start is None:
+        ax.plot([], [], color="none", label=f"transport: in band ({view.way.note})")
+        return
+    if start <= 0:
+        ax.plot(
+            [],
+            [],
+            color=_COLORS["shared_memory"],
+            lw=1.4,
+            label="transport: buffers through shared memory at every size",
+        )
+        return
+    beyond = "" if view.xmin <= start <= view.xmax else " (beyond the plotted sizes)"
+    ax.axvline(
+        start,
+        color=_COLORS["shared_memory"],
+        ls=(0, (4, 2)),
+        lw=1.4,
+        zorder=5,
+        label=f"buffers through shared memory from size {format_size(start)}{beyond}\n(offloaded costs step there)",
     )
 
 

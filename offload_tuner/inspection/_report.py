@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -72,6 +74,7 @@ def summary_rows(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "shared_alone_threshold": shared.get("alone"),
                 "workload_range": entry.get("workload_range"),
                 "workload_source": entry.get("workload_source"),
+                **kernel_transport(profile, entry).to_json(),
                 "error": entry.get("error"),
             }
         )
@@ -330,3 +333,168 @@ def _steady_pass(load: Mapping[str, Any]) -> str:
         return ""
     warmup = load.get("warmup_calls")
     return ", each timed over a steady pass" + ("" if warmup is None else f" after {warmup} warm-up calls")
+
+
+# ------------------------------------------------------------------------------------------------ transport
+
+
+def format_bytes(value: float) -> str:
+    """``512 B``, ``34.5 kB``, ``1.2 MB`` (decimal units; negative fits read as zero)."""
+    value = max(0.0, float(value))
+    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if value >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def format_size(value: float) -> str:
+    """A kernel size as the profile stores it (floats for integral sizes print without a fraction)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def shared_memory_section(profile: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """``transport.shared_memory`` of a profile, or None: a profile from before the shared-memory transport."""
+    transport = profile.get("transport")
+    section = transport.get("shared_memory") if isinstance(transport, Mapping) else None
+    return section if isinstance(section, Mapping) else None
+
+
+_BEFORE_SHM = "the profile predates the shared-memory transport"
+
+
+def host_transport_text(profile: Mapping[str, Any]) -> str:
+    """The host's shared-memory transport as ``show`` prints it: from which buffer size process-pool calls send
+    their buffers through shared memory, and where that size came from (``source``)."""
+    from offload_tuner.runtime._shm import DEFAULT_MIN_BYTES
+
+    section = shared_memory_section(profile)
+    default = (
+        f"; at run time buffers of {DEFAULT_MIN_BYTES} bytes ({format_bytes(DEFAULT_MIN_BYTES)}) and more still go "
+        "through shared memory (the default) unless OFFLOAD_TUNER_SHM says otherwise"
+    )
+    if section is None:
+        text = f"shared memory: not recorded ({_BEFORE_SHM}): its costs count every byte in band" + default
+    elif section.get("source") == "off":
+        text = "shared memory: off at calibration (OFFLOAD_TUNER_SHM=off): its costs count every byte in band" + default
+    elif section.get("min_bytes") is None:
+        text = "shared memory: never cheaper than in band on this host (calibrated): calls go in band"
+    else:
+        size = int(section["min_bytes"])
+        source = str(section.get("source") or "not recorded")
+        how = {"calibrated": "calibrated", "environment": "set by OFFLOAD_TUNER_SHM at calibration"}.get(
+            source, f"source {source}"
+        )
+        text = f"shared memory: buffers of {size} bytes ({format_bytes(size)}) and more ({how})"
+        text += _per_megabyte(profile)
+    here = os.environ.get("OFFLOAD_TUNER_SHM", "").strip()
+    if here:
+        text += f"; OFFLOAD_TUNER_SHM={here} in this environment overrides the profile at run time"
+    return text
+
+
+def _per_megabyte(profile: Mapping[str, Any]) -> str:
+    """What the loop thread pays per MB in band and through shared memory, when the model has both."""
+    model = (profile.get("transport") or {}).get("model") or {}
+    in_band, oob = model.get("caller_cpu_per_byte_s"), model.get("oob_caller_per_byte_s")
+    if not (isinstance(in_band, (int, float)) and isinstance(oob, (int, float))):
+        return ""
+    return (
+        f"; the loop thread pays {format_seconds(in_band * 1e6)} per MB in band, "
+        f"{format_seconds(oob * 1e6)} through shared memory"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KernelTransport:
+    """How a kernel's offloaded calls travel: their buffers through shared memory from ``shared_from`` (a size),
+    or everything in band (``shared_from`` None), and why."""
+
+    shared_from: float | None
+    note: str
+
+    @property
+    def text(self) -> str:
+        if self.shared_from is None:
+            return "in band"
+        if self.shared_from <= 0:
+            return "shared memory at every size"
+        return f"shared memory from size {format_size(self.shared_from)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"transport": self.text, "shared_memory_from": self.shared_from, "transport_note": self.note}
+
+
+def kernel_transport(profile: Mapping[str, Any], entry: Mapping[str, Any]) -> KernelTransport:
+    """Which transport the kernel's offloaded calls use, read from its costs (``oob_bytes``, ``oob_from``) and the
+    host's section; profiles and kernels without them go in band."""
+    section = shared_memory_section(profile)
+    costs = entry.get("costs")
+    if not isinstance(costs, Mapping):
+        return KernelTransport(None, "no fitted costs")
+    if costs.get("oob_bytes") is None:
+        if section is None:
+            return KernelTransport(None, _BEFORE_SHM)
+        if section.get("source") == "off":
+            return KernelTransport(None, "the transport was off at calibration")
+        return KernelTransport(None, "no buffers to send out of band")
+    start = costs.get("oob_from")
+    if start is None:
+        if section is not None and section.get("source") == "off":
+            return KernelTransport(None, "the transport was off at calibration")
+        if section is not None and section.get("min_bytes") is None:
+            return KernelTransport(None, "shared memory never pays on this host")
+        return KernelTransport(None, "its buffers never reach the shared-memory size")
+    start = float(start)
+    measured = entry.get("calibrated_range")
+    top = measured[1] if isinstance(measured, (list, tuple)) and len(measured) == 2 else None
+    past = isinstance(top, (int, float)) and start > top
+    note = f"its buffers{_buffer_bytes_at(costs['oob_bytes'], start)} go through shared memory, the rest in band"
+    if past and top is not None:
+        note += f"; extrapolated, past the measured top {format_size(top)}"
+    return KernelTransport(start, note)
+
+
+def _buffer_bytes_at(model: Any, size: float) -> str:
+    """``, 1.0 MB at size 512,``: the fitted buffer bytes where they switch to shared memory ("" if unreadable)."""
+    from offload_tuner.runtime._costmodel import CostModel, CostModelError
+
+    try:
+        nbytes = CostModel.from_json(model).predict(size)
+    except (CostModelError, KeyError, TypeError, ValueError):
+        return ""
+    return f", {format_bytes(nbytes)} at size {format_size(size)},"
+
+
+def format_transports(profile: Mapping[str, Any]) -> str:
+    """The host's shared-memory size, then one line per kernel with fitted costs: how its offloaded calls travel."""
+    lines = [f"transport (process pool): {host_transport_text(profile)}"]
+    for key, entry in profile.get("kernels", {}).items():
+        if isinstance(entry, Mapping) and isinstance(entry.get("costs"), Mapping):
+            way = kernel_transport(profile, entry)
+            lines.append(f"  {key}: {way.text} ({way.note})")
+    return "\n".join(lines)
+
+
+def transport_line(profile: Mapping[str, Any], entry: Mapping[str, Any], size: float) -> str:
+    """How one call of ``size`` travels, for ``explain``: its bytes in band, or its buffers through shared memory
+    and the rest in band, as the cost models predict them (the offloaded figures are computed from the same)."""
+    from offload_tuner.runtime._policy import KernelCosts
+
+    costs = KernelCosts.from_json(entry["costs"])
+    way = kernel_transport(profile, entry)
+    rest = max(0.0, costs.nbytes.predict(size))
+    included = "the offloaded figures above include its cost"
+    if costs.oob_bytes is None:
+        return f"transport: in band, {format_bytes(rest)} pickled through the pool's pipe ({way.note}); {included}"
+    buffers = max(0.0, costs.oob_bytes.predict(size))
+    if costs.oob_from is not None and size >= costs.oob_from:
+        return (
+            f"transport: out of band, {format_bytes(buffers)} of buffers through shared memory (from size "
+            f"{format_size(costs.oob_from)}) + "
+            f"{format_bytes(rest)} in band; {included}"
+        )
+    why = f"buffers go through {way.text}" if way.shared_from is not None else way.note
+    return (
+        f"transport: in band, {format_bytes(rest + buffers)} pickled through the pool's pipe "
+        f"({format_bytes(buffers)} of it buffers; {why}); {included}"
+    )
