@@ -67,11 +67,13 @@ RUNTIME_RANKS = {
     "_costmodel": 0,
     "_cores": 0,
     "_backends": 1,  # sizes pools from _cores, warns through _warn
+    "_segments": 1,  # the shared-memory files behind _shm: names, owner locks, write, map, sweep
     # models, profiles and counters
     "_policy": 1,
     "_dask": 2,
     "_lanes": 2,
     "_shm": 2,  # the shared-memory transport: pickles with _backends' protocol and exceptions
+    "_packaging": 3,  # how a process-pool call is packaged: _shm or in band
     "_placement": 2,
     "_profile": 3,
     "_stats": 4,

@@ -3,44 +3,56 @@
 Why: in-band, a large array is copied by ``pickle.dumps`` on the caller, pickled again by the pool's feeder thread
 (both with the GIL held, so the event loop stalls), pushed through a pipe, and the result comes back the same way.
 Out of band (PEP 574), the pickle stream keeps only the small parts and each buffer at or above
-:data:`settings.min_bytes <Settings>` is written once into a segment under ``/dev/shm`` with ``os.write``, which
+:data:`settings.min_bytes <Settings>` is written once into a segment under ``/dev/shm`` with ``os.pwrite``, which
 releases the GIL; the reader maps the segment copy-on-write and hands the unpickler views of it, so a kernel's
 array arguments and the caller's array results are never copied again, and a kernel never sees memory another
-call can change (private mapping, one segment per call).
+call can change (private mapping, one segment per call). Read-only buffers arrive read-only, writable ones
+writable (PEP 574's ``READONLY_BUFFER``), in band or not.
+
+Where: :data:`settings.directory <Settings>` (``/dev/shm``), read by the caller once per call; the call's segment
+paths travel in its packet, so workers (other processes) follow a redirect without being told. The files and
+their naming live in :mod:`_segments`.
 
 No leaks: segments are named ``offload-tuner-<pid>-<start>-<seq><a|r>`` after the *calling* process (its pid and
-start time), so every party can find them. The caller unlinks its argument segment once the call's future
-completes, whatever the outcome; a result segment is unlinked by the caller as soon as it is mapped, or, when the
-caller stopped waiting (timeout, cancellation, a worker killed), once the future completes; what a killed service
-process left behind is removed by the next start (:func:`sweep_orphans`, also run by ``offload-tuner check``).
-Segments are plain files: no ``multiprocessing.resource_tracker`` is involved, so it never warns. Where
-``/dev/shm`` is missing, too small or full, the call goes in band, with one warning.
+start time), which holds a lock file ``offload-tuner-<pid>-<start>-owner`` there while it lives. The caller
+unlinks its argument segment once the call's future completes, whatever the outcome; a result segment is unlinked
+by the caller as soon as it is mapped, or, when the caller stopped waiting (timeout, cancellation, a worker
+killed), once the future completes, and again for a few seconds; what is left at exit is removed then; what a
+killed service process left behind is removed by the next start (:func:`sweep_orphans`, run by the first call of
+every process). Segments are plain files: no ``multiprocessing.resource_tracker`` is involved, so it never warns.
+Where the directory is missing, too small or full, the call goes in band, with one warning.
 """
 
 from __future__ import annotations
 
-import atexit
-import itertools
-import mmap
 import os
 import pickle
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from offload_tuner.runtime import _segments
 from offload_tuner.runtime._backends import PICKLE_PROTOCOL, PayloadNotLoadable, ResultNotPicklable
+from offload_tuner.runtime._segments import (
+    ABANDON_GRACE_S,
+    PREFIX,
+    SHM_DIR,
+    SegmentUnavailable,
+    map_segment,
+    unlink,
+    write_segment,
+)
 from offload_tuner.runtime._warn import warn_once
 
-SHM_DIR = "/dev/shm"
-PREFIX = "offload-tuner-"
+__all__ = ["ABANDON_GRACE_S", "PREFIX", "SHM_DIR", "SegmentUnavailable", "map_segment", "unlink", "write_segment"]
+
 DEFAULT_MIN_BYTES = 1 << 20
 """Out of band from this many bytes per buffer until a profile's calibration says otherwise."""
-ALIGN = 64
-"""Each buffer starts on a cache-line boundary, so numpy views of it are aligned for every dtype."""
-_MAX_WRITE = 1 << 30  # Linux writes at most ~2 GiB per call
+NEVER = 1 << 62
+"""A ``min_bytes`` no buffer reaches: everything in band."""
+_REAP_EVERY_S = 0.25
 
 
 @dataclass(slots=True)
@@ -49,6 +61,10 @@ class Settings:
 
     enabled: bool = True
     min_bytes: int = DEFAULT_MIN_BYTES
+    directory: str = SHM_DIR
+    """Where segments go; read by the caller per call (its packet carries the paths to the worker)."""
+    pinned: bool = False
+    """``min_bytes`` came from ``OFFLOAD_TUNER_SHM=<bytes>``: a profile's calibrated size does not replace it."""
 
 
 settings = Settings()
@@ -64,7 +80,7 @@ def configure_from_environment() -> None:
         settings.enabled = False
         return
     try:
-        settings.min_bytes = max(1, int(value))
+        settings.min_bytes, settings.pinned = max(1, int(value)), True
     except ValueError:
         warn_once(
             f"shm-env:{value}",
@@ -72,145 +88,70 @@ def configure_from_environment() -> None:
         )
 
 
-def available(directory: str = SHM_DIR) -> bool:
-    return sys.platform.startswith("linux") and os.path.isdir(directory) and os.access(directory, os.W_OK)
+def apply_calibrated(min_bytes: int | None) -> None:
+    """The size from which a buffer goes out of band, as a profile's calibration found it (None: shared memory
+    never paid off, nothing goes out of band; anything else unusable: the default), unless the environment
+    pinned one."""
+    if settings.pinned:
+        return
+    if min_bytes is None:
+        settings.min_bytes = NEVER
+    elif isinstance(min_bytes, int) and not isinstance(min_bytes, bool) and min_bytes >= 1:
+        settings.min_bytes = min_bytes
+    else:
+        settings.min_bytes = DEFAULT_MIN_BYTES
 
 
-# ------------------------------------------------------------------------------------------------- naming
-
-
-def _start_ticks(pid: int) -> str | None:
-    """A process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22): with the pid, it names
-    one process for good, so a recycled pid is never mistaken for a segment's live owner."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read()
-    except OSError:
-        return None
-    fields = text[text.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else None
-
-
-_OWNER = f"{os.getpid()}-{_start_ticks(os.getpid()) or 0}"
-_OWNER_PID = os.getpid()
-_sequence = itertools.count()
-_outstanding: set[str] = set()
-"""Segments this process created and has not unlinked yet: removed at exit whatever happened."""
-
-
-def _owner() -> str:
-    global _OWNER, _OWNER_PID
-    pid = os.getpid()
-    if pid != _OWNER_PID:  # a forked child names its own segments
-        _OWNER, _OWNER_PID = f"{pid}-{_start_ticks(pid) or 0}", pid
-        _outstanding.clear()
-    return _OWNER
+def available(directory: str | None = None) -> bool:
+    directory = settings.directory if directory is None else directory
+    return os.path.isdir(directory) and os.access(directory, os.W_OK)
 
 
 def new_call_name() -> str:
-    """The stem of one call's segments: ``<stem>a`` carries its arguments, ``<stem>r`` its result."""
-    return f"{PREFIX}{_owner()}-{next(_sequence)}"
+    """The path stem of one call's segments in :data:`settings.directory <Settings>` (``<stem>a`` carries its
+    arguments, ``<stem>r`` its result): a full path, so the worker writes where this process reads. A call
+    whose directory is unusable (no owner lock there) goes in band (:func:`encode_call`)."""
+    return _segments.call_stem(settings.directory)
 
 
-def unlink(name: str, directory: str = SHM_DIR) -> None:
-    """Remove a segment if it exists (idempotent: the caller and a done-callback may both try)."""
-    _outstanding.discard(name)
-    try:
-        os.unlink(os.path.join(directory, name))
-    except FileNotFoundError:
-        pass
-    except OSError:
-        pass  # a directory gone or read-only: nothing of ours can remain there
-
-
-@atexit.register
-def _unlink_outstanding() -> None:
-    for name in [*_outstanding, *_abandoned]:
-        unlink(name)
-
-
-def sweep_orphans(directory: str = SHM_DIR) -> list[str]:
+def sweep_orphans(directory: str | None = None) -> list[str]:
     """Remove the segments whose calling process is gone (a service killed mid-call); returns their names."""
-    removed: list[str] = []
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return removed
-    for name in names:
-        if not name.startswith(PREFIX):
-            continue
-        parts = name[len(PREFIX) :].split("-")
-        if len(parts) < 3 or not parts[0].isdigit():
-            continue
-        pid, start = int(parts[0]), parts[1]
-        if pid == os.getpid() or _start_ticks(pid) == start:
-            continue  # alive: its owner cleans up
-        unlink(name, directory)
-        removed.append(name)
-    return removed
+    return _segments.sweep_orphans(settings.directory if directory is None else directory)
 
 
-_swept = threading.Event()
+def reap_abandoned() -> None:
+    """Unlink abandoned result segments again; forget those past their grace period (:data:`ABANDON_GRACE_S`)."""
+    _segments.reap_abandoned()
 
 
-def _sweep_once() -> None:
-    if not _swept.is_set():
-        _swept.set()
-        sweep_orphans()
+_next_reap = 0.0
 
 
-# ------------------------------------------------------------------------------------------------ segments
-
-
-class SegmentUnavailable(OSError):
-    """A segment could not be created (no ``/dev/shm``, too small, full): the call goes in band."""
-
-
-def _padding(offset: int) -> int:
-    return -offset % ALIGN
-
-
-def write_segment(name: str, buffers: Iterable[memoryview], directory: str = SHM_DIR) -> tuple[tuple[int, int], ...]:
-    """Write ``buffers`` one after another (aligned) into a new segment; returns each one's (offset, length).
-    ``os.write`` releases the GIL while the kernel copies, so other threads (the event loop) keep running."""
-    path = os.path.join(directory, name)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except OSError as exc:
-        raise SegmentUnavailable(exc.errno, f"cannot create {path}: {exc.strerror}") from None
-    _outstanding.add(name)
-    layout = []
-    offset = 0
-    try:
-        for buffer in buffers:
-            offset += _padding(offset)
-            layout.append((offset, buffer.nbytes))
-            view = buffer.cast("B") if buffer.format != "B" or buffer.ndim != 1 else buffer
-            done = 0
-            while done < view.nbytes:
-                done += os.pwrite(fd, view[done : done + _MAX_WRITE], offset + done)
-            offset += view.nbytes
-    except OSError as exc:  # ENOSPC: /dev/shm is full or smaller than the payload
-        os.close(fd)
-        unlink(name, directory)
-        raise SegmentUnavailable(exc.errno, f"cannot write {path}: {exc.strerror}") from None
-    os.close(fd)
-    return tuple(layout)
-
-
-def map_segment(name: str, layout: Iterable[tuple[int, int]], directory: str = SHM_DIR) -> list[memoryview]:
-    """Views of a segment's buffers, mapped private (copy-on-write): writing to one never reaches the segment."""
-    fd = os.open(os.path.join(directory, name), os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        mapped = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-    finally:
-        os.close(fd)
-    whole = memoryview(mapped)  # the views keep the mapping alive; it is unmapped with the last of them
-    return [whole[offset : offset + length] for offset, length in layout]
+def _reap_now_and_then() -> None:
+    global _next_reap
+    now = time.monotonic()
+    if now >= _next_reap:
+        _next_reap = now + _REAP_EVERY_S
+        _segments.reap_abandoned()
 
 
 # ------------------------------------------------------------------------------------------------ pickling
+
+
+def _castable() -> frozenset[str]:
+    found = set()
+    for fmt in "cbB?hHiIlLqQnNefdP":
+        try:
+            view: Any = memoryview(bytes(16))
+            view.cast(fmt)
+        except (TypeError, ValueError):
+            continue
+        found.add(fmt)
+    return frozenset(found)
+
+
+_CASTABLE = _castable()
+"""The formats a memoryview can be rebuilt in (``memoryview.cast``: native single-character formats)."""
 
 
 def _rebuild(buffer: Any, kind: str, fmt: str, shape: tuple[int, ...]) -> Any:
@@ -223,7 +164,7 @@ def _rebuild(buffer: Any, kind: str, fmt: str, shape: tuple[int, ...]) -> Any:
 
 
 class _Flat:
-    """A ``bytes``, ``bytearray`` or contiguous ``memoryview`` marked to travel out of band: the pickler never
+    """A ``bytes``, ``bytearray`` or C-contiguous ``memoryview`` marked to travel out of band: the pickler never
     offers those to a ``buffer_callback`` itself (only numpy arrays and ``PickleBuffer`` reach it)."""
 
     __slots__ = ("obj",)
@@ -241,7 +182,12 @@ class _Flat:
 def _flat_large(value: Any, min_bytes: int) -> Any:
     if type(value) in (bytes, bytearray) and len(value) >= min_bytes:
         return _Flat(value)
-    if type(value) is memoryview and value.nbytes >= min_bytes and value.contiguous:
+    if (
+        type(value) is memoryview
+        and value.nbytes >= min_bytes
+        and value.c_contiguous  # a Fortran-ordered view would come back transposed
+        and value.format.lstrip("@") in _CASTABLE
+    ):
         return _Flat(value)
     return value
 
@@ -257,15 +203,16 @@ def mark_large(values: Any, min_bytes: int) -> Any:
 
 
 def dumps_out_of_band(obj: Any, min_bytes: int) -> tuple[bytes, list[memoryview]]:
-    """Pickle ``obj`` with every contiguous buffer of ``min_bytes`` or more kept out of band (returned raw)."""
+    """Pickle ``obj`` with every contiguous buffer of ``min_bytes`` (at least 1) or more kept out of band."""
     buffers: list[memoryview] = []
+    floor = max(1, min_bytes)  # an empty buffer in a segment would be an empty file: nothing to map
 
     def keep(buffer: pickle.PickleBuffer) -> bool:
         try:
             raw = buffer.raw()
         except BufferError:  # not contiguous: in band
             return True
-        if raw.nbytes < min_bytes:
+        if raw.nbytes < floor:
             return True
         buffers.append(raw)
         return False
@@ -273,11 +220,16 @@ def dumps_out_of_band(obj: Any, min_bytes: int) -> tuple[bytes, list[memoryview]
     return pickle.dumps(obj, protocol=PICKLE_PROTOCOL, buffer_callback=keep), buffers
 
 
+def _copies(buffers: list[memoryview]) -> list[bytearray]:
+    """The buffers in band: writable copies (the stream's ``READONLY_BUFFER`` makes read-only ones read-only)."""
+    return [bytearray(buffer) for buffer in buffers]
+
+
 # ---------------------------------------------------------------------------------------------- call packets
 
 # A packet is a plain tuple, cheap for the pool's feeder thread to pickle again:
-#   call:   (payload, PendingSegment or None, result segment name, min_bytes, reserved)
-#   result: (payload, segment name or None, layout, in-band note or None)
+#   call:   (payload, PendingSegment | in-band copies | None, result segment path or None, min_bytes, reserved)
+#   result: (payload, result segment path or None, layout | in-band copies | (), in-band note or None)
 
 
 class PendingSegment:
@@ -285,12 +237,13 @@ class PendingSegment:
     call (``__reduce__``), not on the caller: the write releases the GIL, so the event loop runs meanwhile.
     The buffers are therefore read when the pool sends the call: an array must not be changed while a call that
     was given it is in flight (the contract of the thread lane too). If the segment cannot be written the
-    buffers travel in band, with one warning; nothing raises in the feeder thread."""
+    buffers travel in band, with one warning; nothing raises in the feeder thread. The lock orders a send
+    against :meth:`release`: a call completed before its send (a broken pool) never leaves a segment behind."""
 
-    __slots__ = ("buffers", "lock", "name", "released")
+    __slots__ = ("buffers", "lock", "path", "released")
 
-    def __init__(self, name: str, buffers: list[memoryview]) -> None:
-        self.name = name
+    def __init__(self, path: str, buffers: list[memoryview]) -> None:
+        self.path = path
         self.buffers = buffers
         self.released = False
         self.lock = threading.Lock()
@@ -300,82 +253,97 @@ class PendingSegment:
         with self.lock:
             self.released = True
             self.buffers = []
-        unlink(self.name)
+        unlink(self.path)
 
     def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        try:
-            with self.lock:  # a call completed (a broken pool) before its send must not leave a segment behind
-                if self.released:
-                    return _in_band, ([],)
-                return _segment_ref, (self.name, write_segment(self.name, self.buffers))
-        except SegmentUnavailable as exc:
-            _in_band_warning(str(exc))
-        except Exception as exc:  # never let the feeder thread fail the call for the transport's sake
-            _in_band_warning(f"{type(exc).__name__}: {exc}")
-        return _in_band, ([bytes(buffer) for buffer in self.buffers],)
+        with self.lock:
+            if self.released:
+                return _in_band, ([],)  # nobody waits for this call any more
+            buffers, self.buffers = self.buffers, []  # sent once: the caller's arrays are let go of
+            try:
+                return _segment_ref, (self.path, write_segment(self.path, buffers))
+            except SegmentUnavailable as exc:
+                _in_band_warning(str(exc))
+            except Exception as exc:  # never let the feeder thread fail the call for the transport's sake
+                _in_band_warning(f"{type(exc).__name__}: {exc}")
+            return _in_band, (_copies(buffers),)
 
 
-def _segment_ref(name: str, layout: tuple[tuple[int, int], ...]) -> tuple[str, tuple[tuple[int, int], ...]]:
-    return name, layout
+def _segment_ref(path: str, layout: tuple[tuple[int, int], ...]) -> tuple[str, tuple[tuple[int, int], ...]]:
+    return path, layout
 
 
-def _in_band(copies: list[bytes]) -> list[bytes]:
+def _in_band(copies: list[bytearray]) -> list[bytearray]:
     return copies
 
 
 def encode_call(fn: Callable[..., Any], args: tuple[Any, ...], stem: str, min_bytes: int) -> tuple[Any, ...]:
-    """The call as a packet whose large buffers go to ``<stem>a`` when it is sent. Raises what pickling raises."""
-    _sweep_once()
-    if _abandoned:
-        reap_abandoned()
+    """The call as a packet whose large buffers go to ``<stem>a`` when it is sent (in band, said once, when this
+    process holds no owner lock in the stem's directory: it is missing, full or read-only). Raises what
+    pickling raises."""
+    directory = os.path.dirname(stem)
+    _segments.sweep_once(directory)
+    if _segments.abandoned:
+        _reap_now_and_then()
     payload, buffers = dumps_out_of_band((fn, mark_large(args, min_bytes)), min_bytes)
-    if not buffers:
-        return (payload, None, stem + "r", min_bytes, None)
-    return (payload, PendingSegment(stem + "a", buffers), stem + "r", min_bytes, None)
+    if not _segments.holds_lock(directory):
+        if buffers:
+            _in_band_warning(f"cannot create files in {directory}")
+        return (payload, _copies(buffers) if buffers else None, None, min_bytes, None)
+    _segments.outstanding.add(stem + "r")  # whatever happens to the call, it is gone at exit
+    pending = PendingSegment(stem + "a", buffers) if buffers else None
+    return (payload, pending, stem + "r", min_bytes, None)
 
 
 def _arguments(source: Any) -> Any:
-    """The argument buffers as the worker received them: a (name, layout) to map, or in-band copies."""
+    """The argument buffers as the worker received them: a (path, layout) to map, or in-band copies."""
     if source is None:
         return ()
     if isinstance(source, list):
         return source
-    name, layout = source
-    return map_segment(name, layout)
+    path, layout = source
+    return map_segment(path, layout)
 
 
 def invoke_packet(packet: tuple[Any, ...]) -> tuple[Any, ...]:
     """Worker side: map the arguments, call, send the result's large buffers out of band the same way."""
-    payload, source, result_name, min_bytes, _ = packet
+    payload, source, result_path, min_bytes, _ = packet
     try:
         fn, args = pickle.loads(payload, buffers=_arguments(source))
     except Exception as exc:  # a module missing in the worker, a segment removed by a caller that gave up
         raise PayloadNotLoadable(f"{type(exc).__name__}: {exc}") from None
-    result = fn(*args)
+    return _result_packet(fn(*args), result_path, min_bytes)
+
+
+def _result_packet(result: Any, path: str | None, min_bytes: int) -> tuple[Any, ...]:
     try:
         blob, out = dumps_out_of_band(mark_large(result, min_bytes), min_bytes)
     except Exception as exc:
         raise ResultNotPicklable(f"{type(exc).__name__}: {exc}") from None
     if not out:
-        return (blob, None, (), None)
-    try:
-        return (blob, result_name, write_segment(result_name, out), None)
+        return (blob, path, (), None)
+    if path is None:
+        return (blob, None, _copies(out), "the caller has no usable shared-memory directory")
+    try:  # the caller's segment: it removes it (track=False), never this worker at its exit
+        return (blob, path, write_segment(path, out, track=False), None)
     except SegmentUnavailable as exc:
-        return (pickle.dumps(result, protocol=PICKLE_PROTOCOL), None, (), str(exc))
+        return (blob, path, _copies(out), str(exc))
 
 
 def decode_result(packet: tuple[Any, ...]) -> Any:
     """Caller side: the result, its large buffers mapped from the segment, which is unlinked at once (the mapping
     lives as long as the result does)."""
-    blob, segment, layout, note = packet
+    blob, path, layout, note = packet
     if note is not None:
         _in_band_warning(note)
-    if segment is None:
-        return pickle.loads(blob)
+    if type(layout) is not tuple or not layout:  # in band
+        if path is not None:
+            _segments.forget(path)
+        return pickle.loads(blob, buffers=layout)
     try:
-        buffers = map_segment(segment, layout)
+        buffers = map_segment(path, layout)
     finally:
-        unlink(segment)
+        unlink(path)
     return pickle.loads(blob, buffers=buffers)
 
 
@@ -392,33 +360,30 @@ def release_when_done(future: Any, packet: tuple[Any, ...]) -> None:
         future.add_done_callback(lambda _: pending.release())
 
 
-_abandoned: dict[str, float] = {}
-"""Result segments of calls nobody waits for any more, retried for :data:`ABANDON_GRACE_S`: a worker being
-terminated with its pool can still write one just after the call's future completed."""
-ABANDON_GRACE_S = 5.0
-
-
 def abandon(future: Any, packet: tuple[Any, ...]) -> None:
     """The caller stopped waiting (timeout, cancellation, a lost pool): whatever result segment the worker writes
     is unlinked when the future completes (at once if it has), and again by the next calls for a few seconds."""
-    result_name = packet[2]
+    result_path = packet[2]
     pending = packet[1]
-    _abandoned[result_name] = time.monotonic() + ABANDON_GRACE_S
-    if future is None:
-        unlink(result_name)
+    if future is None:  # never submitted
         if isinstance(pending, PendingSegment):
             pending.release()
+        if result_path is not None:
+            unlink(result_path)
         return
-    future.add_done_callback(lambda _: unlink(result_name))
+    if result_path is not None:
+        future.add_done_callback(lambda done: _abandon_result(result_path, done))
 
 
-def reap_abandoned() -> None:
-    """Unlink abandoned result segments again; forget those past their grace period."""
-    now = time.monotonic()
-    for name, deadline in list(_abandoned.items()):
-        unlink(name)
-        if now > deadline:
-            _abandoned.pop(name, None)
+def _abandon_result(path: str, future: Any) -> None:
+    """Unlink the result segment; if the pool broke, again for a while: its other workers are terminated only
+    after the futures fail, and one may write its result meanwhile. Otherwise the worker is done with it (the
+    result arrived, the kernel raised, or the call was cancelled before it was sent), so once is enough."""
+    from concurrent.futures import BrokenExecutor  # loaded already: this is a future's callback
+
+    unlink(path)
+    if not future.cancelled() and isinstance(future.exception(), BrokenExecutor):
+        _segments.abandon(path)
 
 
 def _in_band_warning(reason: str) -> None:
