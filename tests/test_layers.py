@@ -67,6 +67,7 @@ RUNTIME_RANKS = {
     "_costmodel": 0,
     "_cores": 0,
     "_backends": 1,  # sizes pools from _cores, warns through _warn
+    "_transport_model": 0,  # the executor's transport costs (fixed + per byte, in band and out of band)
     "_segments": 1,  # the shared-memory files behind _shm: names, owner locks, write, map, sweep
     # models, profiles and counters
     "_policy": 1,

@@ -25,7 +25,13 @@ from offload_tuner.calibration._loadphase import LoadPhase, Rounds, measure_thre
 from offload_tuner.calibration._measure import clock
 from offload_tuner.calibration._settings import EFFORTS, Effort, KernelPlan, Progress, _silent
 from offload_tuner.calibration._siblings import Siblings
-from offload_tuner.calibration._transport import _combine_transport, measure_transport, probe_fixed_costs, warm_pool
+from offload_tuner.calibration._transport import (
+    _combine_transport,
+    calibrated_min_bytes,
+    measure_transport,
+    probe_fixed_costs,
+    warm_pool,
+)
 from offload_tuner.runtime._backends import describe_executor
 from offload_tuner.runtime._host import host_fingerprint
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, guard_size, predict
@@ -210,15 +216,17 @@ def calibrate(
     warm_pool(executor, knobs.workers)
     thread_fixed = thread_fixed_cost(effort.transport_calls * 5)
     sweep, sweep_rows = measure_transport(executor, effort, progress)
-    results, probes = _measure_each(specs, executor, sweep, knobs, effort, plans or {}, progress, started)
-    transport = _combine_transport(sweep, probes)
-    finals = _Finals(executor, transport, knobs, effort, progress, thread_fixed, plans or {}, started)
-    kernels = _finalize_each(results, finals, processes)
-    shared_section = None
-    if shared and processes > 1:
-        shared_section = _no_shared_stream(results, processes, progress)
-    elif shared:
-        shared_section = _shared_phase(results, kernels, executor, transport, knobs, effort, progress)
+    shared_memory = sweep_rows.pop("shared_memory")
+    with calibrated_min_bytes(shared_memory["min_bytes"]):  # every kernel measured with the packaging it will get
+        results, probes = _measure_each(specs, executor, sweep, knobs, effort, plans or {}, progress, started)
+        transport = _combine_transport(sweep, probes)
+        finals = _Finals(executor, transport, knobs, effort, progress, thread_fixed, plans or {}, started)
+        kernels = _finalize_each(results, finals, processes)
+        shared_section = None
+        if shared and processes > 1:
+            shared_section = _no_shared_stream(results, processes, progress)
+        elif shared:
+            shared_section = _shared_phase(results, kernels, executor, transport, knobs, effort, progress)
     return {
         "schema": SCHEMA_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -230,6 +238,7 @@ def calibrate(
             "model": transport.to_json(),
             "sweep": sweep_rows,
             "fixed_probes": [list(p) for p in probes],
+            "shared_memory": shared_memory,
         },
         "thread": {"fixed_s": thread_fixed},
         "duration_s": round(clock() - started, 2),

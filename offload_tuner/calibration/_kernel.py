@@ -9,14 +9,17 @@ import statistics
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from offload_tuner.calibration._gil import gil_hold, point_sizes
 from offload_tuner.calibration._measure import Timing, clock, time_call
+from offload_tuner.calibration._packaging_costs import packaging_sides
 from offload_tuner.calibration._settings import Effort, KernelPlan, Progress, _silent, stated_mix
 from offload_tuner.calibration._transport import _offload_round_trip, _timed_in_worker
-from offload_tuner.runtime._backends import PICKLE_PROTOCOL, dumps_call
+from offload_tuner.runtime import _shm
+from offload_tuner.runtime._backends import PICKLE_PROTOCOL
+from offload_tuner.runtime._costmodel import CostModel
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, threshold
 from offload_tuner.runtime._registry import KernelSpec
 
@@ -72,6 +75,12 @@ class KernelSamples:
     worker_serial: list[Timing] = field(default_factory=list)
     bytes_in: list[int] = field(default_factory=list)
     bytes_out: list[int] = field(default_factory=list)
+    oob_bytes: list[int] = field(default_factory=list)
+    """Bytes each call sends out of band through shared memory (both directions); not in ``bytes_in/out``."""
+    buffer_bytes: list[int] = field(default_factory=list)
+    """Bytes of the call's contiguous buffers, whatever their size (what goes out of band once large enough)."""
+    rest_bytes: list[int] = field(default_factory=list)
+    """Bytes pickled in band when every buffer goes out of band."""
 
     def flat(self, which: str) -> tuple[list[float], list[float]]:
         """(sizes, values) with every raw value, sizes repeated, for robust fitting."""
@@ -95,6 +104,9 @@ class KernelSamples:
             "worker_serial_values_s": [list(t.values) for t in self.worker_serial],
             "bytes_in": list(self.bytes_in),
             "bytes_out": list(self.bytes_out),
+            "oob_bytes": list(self.oob_bytes),
+            "buffer_bytes": list(self.buffer_bytes),
+            "rest_bytes": list(self.rest_bytes),
         }
 
 
@@ -131,24 +143,22 @@ def _run(spec: KernelSpec, args: tuple, n: int) -> Any:
 def _measure_size(spec: KernelSpec, n: int, args: tuple, effort: Effort, samples: KernelSamples) -> Timing:
     fn = spec.fn
     result = _run(spec, args, n)
-    payload = dumps_call(fn, args)
-    result_blob = pickle.dumps(result, protocol=PICKLE_PROTOCOL)
     compute = time_call(lambda: fn(*args), repeats=effort.repeats, min_time=effort.min_time)
-
-    def caller_side() -> None:  # what the caller pays with the GIL held when it offloads
-        dumps_call(fn, args)
-        pickle.loads(result_blob)
-
-    def worker_side() -> None:  # what the worker pays on top of the compute
-        pickle.loads(payload)
-        pickle.dumps(result, protocol=PICKLE_PROTOCOL)
-
+    sides = packaging_sides(fn, args, result)  # the production packaging: what each side pays with the GIL held
+    try:
+        caller = time_call(sides.caller, repeats=effort.repeats, min_time=effort.min_time)
+        worker = time_call(sides.worker, repeats=effort.repeats, min_time=effort.min_time)
+    finally:
+        sides.close()
     samples.size.append(n)
     samples.compute.append(compute)
-    samples.caller_serial.append(time_call(caller_side, repeats=effort.repeats, min_time=effort.min_time))
-    samples.worker_serial.append(time_call(worker_side, repeats=effort.repeats, min_time=effort.min_time))
-    samples.bytes_in.append(len(payload))
-    samples.bytes_out.append(len(result_blob))
+    samples.caller_serial.append(caller)
+    samples.worker_serial.append(worker)
+    samples.bytes_in.append(sides.bytes_in)
+    samples.bytes_out.append(sides.bytes_out)
+    samples.oob_bytes.append(sides.oob_bytes)
+    samples.buffer_bytes.append(sides.buffer_bytes)
+    samples.rest_bytes.append(sides.rest_bytes)
     return compute
 
 
@@ -192,12 +202,37 @@ def _fit_costs(samples: KernelSamples) -> KernelCosts:
 
     sizes_b = [float(n) for n in samples.size]
     nbytes = [float(i + o) for i, o in zip(samples.bytes_in, samples.bytes_out)]
-    return KernelCosts(
+    buffers = [float(b) for b in samples.buffer_bytes]
+    fits = (
         fit_cost_model(*samples.flat("compute")),
         fit_cost_model(*samples.flat("caller_serial")),
         fit_cost_model(*samples.flat("worker_serial")),
-        fit_cost_model(sizes_b, nbytes),
     )
+    if not any(samples.oob_bytes) and not (any(buffers) and _shm.in_use()):
+        return KernelCosts(*fits, fit_cost_model(sizes_b, nbytes))
+    # Buffers that go out of band from some size: in-band bytes and buffer bytes are each a smooth curve; which
+    # buffers cross through shared memory is a step, at out_of_band_from.
+    buffer_model = fit_cost_model(sizes_b, [max(b, 1.0) for b in buffers])
+    rest = fit_cost_model(sizes_b, [float(r) for r in samples.rest_bytes])
+    return KernelCosts(*fits, rest, oob_bytes=buffer_model, oob_from=_oob_from(samples, buffer_model))
+
+
+def _oob_from(samples: KernelSamples, buffers: CostModel) -> float | None:
+    """The smallest size from which a call's buffers went out of band at every larger measured size; past the
+    measured sizes, where the buffer model reaches the transport's size (None: never, up to 2**40)."""
+    start: float | None = None
+    for n, oob in sorted(zip(samples.size, samples.oob_bytes), reverse=True):
+        if not oob:
+            break
+        start = float(n)
+    if start is not None:
+        return start
+    size = float(max(samples.size, default=1))
+    while size <= 2.0**40:
+        if buffers.predict(size) >= _shm.settings.min_bytes:
+            return size
+        size *= 2
+    return None
 
 
 def _validate(
@@ -322,7 +357,7 @@ def _measure_alone(
         cache,
     )
     ratio = _worker_ratio(costs, validation)
-    result.costs = KernelCosts(costs.compute, costs.caller_serial, costs.worker_serial, costs.nbytes, ratio)
+    result.costs = replace(costs, worker_compute_ratio=ratio)
     result.samples = samples
     if _record_fits(result.entry, plan, costs, result.costs, validation, samples):
         # the runtime ignores untrusted entries: no time spent on their thread lane
@@ -431,6 +466,16 @@ def _measure_gil(
 
 def _sort_samples(samples: KernelSamples) -> None:
     order = sorted(range(len(samples.size)), key=samples.size.__getitem__)
-    for name in ("size", "compute", "caller_serial", "worker_serial", "bytes_in", "bytes_out"):
+    for name in (
+        "size",
+        "compute",
+        "caller_serial",
+        "worker_serial",
+        "bytes_in",
+        "bytes_out",
+        "oob_bytes",
+        "buffer_bytes",
+        "rest_bytes",
+    ):
         values = getattr(samples, name)
         setattr(samples, name, [values[i] for i in order])

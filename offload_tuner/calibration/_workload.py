@@ -24,7 +24,6 @@ import asyncio
 import gc
 import math
 import os
-import pickle
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,7 +31,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from offload_tuner.runtime._backends import dumps_call, invoke_pickled
+from offload_tuner.runtime._packaging import call_async
 from offload_tuner.runtime._registry import KernelSpec
 
 HEARTBEAT_S = 0.001
@@ -232,16 +231,14 @@ def threshold_gate(t: int | None) -> Callable[[int], bool]:
 def process_call(executor: Executor, fn: Callable[..., Any], offload: Callable[[int], bool]) -> Call:
     """A call that goes through the process backend's own packaging when ``offload(size)``, else inline.
 
-    The same steps as the runtime's offloaded path (pickle on the caller, :func:`invoke_pickled` in the
-    worker, unpickle on the caller), without its fault handling: calibration wants failures to surface.
+    The same steps as the runtime's offloaded path (:mod:`_packaging`: large buffers through shared memory, the
+    rest pickled on the caller), without its fault handling: calibration wants failures to surface.
     """
 
     async def call(args: tuple, n: int) -> Any:
         if not offload(n):
             return fn(*args)
-        loop = asyncio.get_running_loop()
-        blob = await loop.run_in_executor(executor, invoke_pickled, dumps_call(fn, args))
-        return pickle.loads(blob)
+        return await call_async(executor, fn, args)
 
     return call
 

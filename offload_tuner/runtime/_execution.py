@@ -11,7 +11,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any, NoReturn
 
-from offload_tuner.runtime import _lanes, _shm, _state
+from offload_tuner.runtime import _lanes, _packaging, _state
 from offload_tuner.runtime._backends import DASK, THREAD, invoke_pickled
 from offload_tuner.runtime._lanes import Booking, Lane, guard_message, inside_thread_lane
 from offload_tuner.runtime._outcomes import (
@@ -20,7 +20,6 @@ from offload_tuner.runtime._outcomes import (
     finish,
     inline_timed,
     job_for,
-    packet_of,
     payload_or_none,
     time_left,
 )
@@ -38,14 +37,6 @@ def _scatters(payload: bytes) -> bool:
     profile = _state.current().profile
     cluster = profile.cluster if isinstance(profile, Profile) else None
     return cluster is not None and cluster.scatter_from_bytes is not None and len(payload) >= cluster.scatter_from_bytes
-
-
-def _submit(lane: Lane, job: tuple[Callable[..., Any], Args], packet: Args | None) -> Any:
-    """Submit a local job; a shared-memory call's argument segment is released when its future completes."""
-    future = lane.executor.submit(job[0], *job[1])
-    if packet is not None:
-        _shm.release_when_done(future, packet)
-    return future
 
 
 def _check_cluster(lane: Lane) -> None:
@@ -122,15 +113,13 @@ async def offload(
         return fn(*args)
     started = perf_counter() if call is not None else 0.0
     future = submitted_future = None
-    packet = packet_of(job)
     try:
-        submitted_future = _submit(lane, job, packet)
+        submitted_future = _packaging.submit(lane.executor, job)
         future = asyncio.wrap_future(submitted_future)
         submitted = perf_counter() if call is not None else 0.0
         result = await (future if timeout is None else asyncio.wait_for(future, timeout))
     except BaseException as exc:
-        if packet is not None:
-            _shm.abandon(submitted_future, packet)
+        _packaging.abandon(submitted_future, job)
         if fallback(exc, lane, fn, future, _caller_cancelled(exc)) is RAISE:
             raise
         return fn(*args)  # a local lane's calls re-run inline
@@ -222,14 +211,12 @@ def offload_sync(
         return fn(*args)
     started = perf_counter()
     future = None
-    packet = packet_of(job)
     try:
-        future = _submit(lane, job, packet)
+        future = _packaging.submit(lane.executor, job)
         submitted = perf_counter()
         result = future.result(timeout)
     except BaseException as exc:
-        if packet is not None:
-            _shm.abandon(future, packet)
+        _packaging.abandon(future, job)
         if fallback(exc, lane, fn, future, _caller_interrupted(exc)) is RAISE:
             raise
         return fn(*args)

@@ -7,14 +7,13 @@ The drivers (:mod:`_execution`) differ only in how they submit, wait and cancel;
 
 from __future__ import annotations
 
-import pickle
 import sys
 from collections.abc import Callable
 from enum import Enum
 from time import perf_counter
 from typing import Any, Final, Literal
 
-from offload_tuner.runtime import _log, _observe, _shm, _state
+from offload_tuner.runtime import _log, _observe, _packaging, _state
 from offload_tuner.runtime._backends import (
     DASK,
     PROCESS,
@@ -129,10 +128,6 @@ def payload_or_none(fn: Callable[..., Any], args: tuple[Any, ...], lane: Lane) -
     return payload
 
 
-def _packet(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return _shm.encode_call(fn, args, _shm.new_call_name(), _shm.settings.min_bytes)
-
-
 def _packed_or_none(
     pack: Callable[[Callable[..., Any], tuple[Any, ...]], Any],
     fn: Callable[..., Any],
@@ -159,9 +154,9 @@ def job_for(
 ) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
     """What to submit to a local lane: the pickled call for a process pool (pickled here, so a bad argument or
     result is told apart from the kernel's own errors), the marked call for a thread pool. None: run inline."""
-    if lane.backend is PROCESS and _shm.in_use():  # large buffers out of band, through shared memory
-        packet = _packed_or_none(_packet, fn, args, lane)
-        return None if packet is None else (_shm.invoke_packet, (packet,))
+    if lane.backend is PROCESS:  # with large buffers out of band, through shared memory (_packaging)
+        job: tuple[Callable[..., Any], tuple[Any, ...]] | None = _packed_or_none(_packaging.pack, fn, args, lane)
+        return job
     if lane.backend.pickles_on_caller:
         payload = payload_or_none(fn, args, lane)
         return None if payload is None else (invoke_pickled, (payload,))
@@ -174,23 +169,13 @@ def finish(lane: Lane, result: Any, call: Timed | None, started: float, submitte
     """The value of a completed local call (unpickled if pickled); a timed call's caller-thread time and round trip
     recorded."""
     returned = perf_counter()
-    value = unpack_result(result) if lane.backend.pickles_on_caller else result
+    value = _packaging.unpack(result) if lane.backend.pickles_on_caller else result
     if call is not None:
         done = perf_counter()
         due = call.stats.record("loop", call.n, (submitted - started) + (done - returned))
         if call.stats.record("latency", call.n, done - started) or due:
             _observe.samples_due(call.stats)
     return value
-
-
-def unpack_result(result: Any) -> Any:
-    """A process-pool call's value: a result packet (:mod:`_shm`) or a pickled result."""
-    return _shm.decode_result(result) if type(result) is tuple else pickle.loads(result)
-
-
-def packet_of(job: tuple[Callable[..., Any], tuple[Any, ...]]) -> tuple[Any, ...] | None:
-    """The packet a job carries (its segments to release), if it is a shared-memory call."""
-    return job[1][0] if job[0] is _shm.invoke_packet else None
 
 
 def inline_timed(call: Timed, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:

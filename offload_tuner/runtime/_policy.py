@@ -49,6 +49,9 @@ from typing import Any
 
 from offload_tuner.runtime._cores import usable_cores
 from offload_tuner.runtime._costmodel import CostModel
+from offload_tuner.runtime._transport_model import (
+    TransportModel as TransportModel,
+)  # re-exported: where users of the policy find it
 
 DEFAULT_CONCURRENCY = 4
 """Calls typically in flight at once (callers awaiting kernels), e.g. four co-hosted workers."""
@@ -119,42 +122,6 @@ class LoadFactors:
 
 
 @dataclass(frozen=True, slots=True)
-class TransportModel:
-    """The executor's own cost per call, from a payload sweep with a no-op kernel: fixed + per byte."""
-
-    round_trip_s: float
-    round_trip_per_byte_s: float
-    caller_cpu_s: float
-    caller_cpu_per_byte_s: float
-    worker_cpu_s: float
-    worker_cpu_per_byte_s: float
-
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"transport {name} must be a finite number >= 0, got {value!r}")
-
-    def round_trip(self, nbytes: float) -> float:
-        return self.round_trip_s + self.round_trip_per_byte_s * nbytes
-
-    def caller_cpu(self, nbytes: float) -> float:
-        return self.caller_cpu_s + self.caller_cpu_per_byte_s * nbytes
-
-    def worker_cpu(self, nbytes: float) -> float:
-        return self.worker_cpu_s + self.worker_cpu_per_byte_s * nbytes
-
-    def to_json(self) -> dict[str, float]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> TransportModel:
-        try:
-            return cls(**{name: data[name] for name in cls.__dataclass_fields__})
-        except KeyError as exc:
-            raise ValueError(f"transport model is missing {exc.args[0]!r}") from None
-
-
-@dataclass(frozen=True, slots=True)
 class KernelCosts:
     """One kernel's fitted curves against input size."""
 
@@ -166,9 +133,15 @@ class KernelCosts:
     """Compute time inside a worker over compute time inline, measured at a few sizes."""
     load: LoadFactors = LoadFactors()
     """Corrections measured under the reference load (identity: the isolated model)."""
+    oob_bytes: CostModel | None = None
+    """Bytes of a call's contiguous buffers (arguments and result): from ``oob_from`` up they go out of band,
+    through shared memory, and ``nbytes`` counts the rest; below it they travel in band with the rest. None: every
+    byte is in ``nbytes`` (profiles from before the shared-memory transport, kernels without buffers)."""
+    oob_from: float | None = None
+    """The size from which the buffers go out of band (None: never)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "compute": self.compute.to_json(),
             "caller_serial": self.caller_serial.to_json(),
             "worker_serial": self.worker_serial.to_json(),
@@ -176,6 +149,10 @@ class KernelCosts:
             "worker_compute_ratio": self.worker_compute_ratio,
             "load_factors": self.load.to_json(),
         }
+        if self.oob_bytes is not None:
+            data["oob_bytes"] = self.oob_bytes.to_json()
+            data["oob_from"] = self.oob_from
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> KernelCosts:
@@ -189,7 +166,17 @@ class KernelCosts:
             CostModel.from_json(data["nbytes"]),
             float(ratio),
             LoadFactors.from_json(data.get("load_factors", {})),
+            CostModel.from_json(data["oob_bytes"]) if data.get("oob_bytes") is not None else None,
+            _size_or_none(data.get("oob_from"), "oob_from"),
         )
+
+
+def _size_or_none(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a size >= 0 or null, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +204,18 @@ def predict(costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, n
     caller_serial = costs.caller_serial.predict(n)
     worker_serial = costs.worker_serial.predict(n)
     nbytes = costs.nbytes.predict(n)
+    oob = 0.0
+    if costs.oob_bytes is not None:  # the buffers: out of band from oob_from, in band below it
+        if costs.oob_from is not None and n >= costs.oob_from:
+            oob = costs.oob_bytes.predict(n)
+        else:
+            nbytes += costs.oob_bytes.predict(n)
     worker_compute = compute * costs.worker_compute_ratio
     f = costs.load
     inline = compute * f.inline
-    loop = (caller_serial + transport.caller_cpu(nbytes)) * f.offload_loop
-    worker = (worker_compute + worker_serial + transport.worker_cpu(nbytes)) * f.offload_worker
-    latency = (transport.round_trip(nbytes) + caller_serial + worker_serial + worker_compute) * f.offload_worker
+    loop = (caller_serial + transport.caller_cpu(nbytes, oob)) * f.offload_loop
+    worker = (worker_compute + worker_serial + transport.worker_cpu(nbytes, oob)) * f.offload_worker
+    latency = (transport.round_trip(nbytes, oob) + caller_serial + worker_serial + worker_compute) * f.offload_worker
     return Prediction(float(n), inline, loop, worker, latency, inline, makespan(loop, worker, latency, knobs))
 
 

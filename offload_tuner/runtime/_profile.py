@@ -255,6 +255,7 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
     fixed = thread.get("fixed_s")
     if fixed is not None and (isinstance(fixed, bool) or not isinstance(fixed, (int, float)) or not 0 <= fixed < 1.0):
         raise fail(f'"thread": fixed_s must be a number of seconds in [0, 1), got {fixed!r}')
+    _validate_shared_memory(data.get("transport"), fail)
     cluster = None
     if data.get("cluster") is not None:
         try:
@@ -262,6 +263,18 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
         except ValueError as exc:
             raise fail(f'"cluster": {exc}') from None
     return Profile(source, schema, host, executor, kernels, data, cluster)
+
+
+def _validate_shared_memory(transport: Any, fail: Any) -> None:
+    """``transport.shared_memory.min_bytes``: the buffer size from which calls use shared memory (null: never)."""
+    section = transport.get("shared_memory") if isinstance(transport, dict) else None
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise fail('"transport": shared_memory must be an object')
+    size = section.get("min_bytes")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise fail(f'"transport": shared_memory.min_bytes must be a byte count >= 1 or null, got {size!r}')
 
 
 def _validate_kernel(key: str, entry: Any, schema: int, fail: Any) -> KernelEntry:

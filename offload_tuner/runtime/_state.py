@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from offload_tuner.runtime import _log
+from offload_tuner.runtime import _log, _shm
 from offload_tuner.runtime._backends import (
     DASK,
     INLINE,
@@ -237,9 +237,19 @@ def load_profile(path: Any = None, *, strict: bool = False, check_host: bool = T
         hint = " (run `offload-tuner calibrate` on this host)" if problem.endswith("no such file") else ""
         warn_once(f"profile:{problem}", f"offload-tuner: profile not used, kernels use their defaults: {problem}{hint}")
     swap(profile=profile, profile_problem=problem)
+    _apply_transport(profile)
     kind = profile.executor_kind if profile is not None else None
     _log.profile_event(str(target), problem, kind, len(profile.kernels) if profile is not None else 0)
     return profile
+
+
+def _apply_transport(profile: Profile | None) -> None:
+    """The shared-memory transport's size from the profile's calibration (its default without one)."""
+    section = profile.data.get("transport", {}).get("shared_memory") if profile is not None else None
+    if isinstance(section, dict) and section.get("source") != "off":
+        _shm.apply_calibrated(section.get("min_bytes"))
+    else:
+        _shm.apply_calibrated(_shm.DEFAULT_MIN_BYTES)
 
 
 def _check_host(profile: Profile) -> None:
