@@ -24,7 +24,7 @@ Job = tuple[Callable[..., Any], tuple[Any, ...]]
 def pack(fn: Callable[..., Any], args: tuple[Any, ...]) -> Job:
     """What to submit to a process pool for ``fn(*args)``; raises what pickling the arguments raises."""
     if _shm.in_use():
-        return _shm.invoke_packet, (_shm.encode_call(fn, args, _shm.new_call_name(), _shm.settings.min_bytes),)
+        return _shm.invoke_packet, (_shm.encode_call(fn, args, None, _shm.settings.min_bytes),)
     return invoke_pickled, (dumps_call(fn, args),)
 
 

@@ -93,6 +93,7 @@ def _after_fork_in_child() -> None:
         except OSError:
             pass
     _locks.clear()
+    _stems.clear()
     _lock_failed.clear()
     outstanding.clear()
     abandoned.clear()
@@ -106,9 +107,18 @@ def call_stem(directory: str) -> str:
     """The path stem of a new call's segments in ``directory`` (``<stem>a`` its arguments, ``<stem>r`` its
     result), taking this process's owner lock there first if it holds none yet. Only write segments under it if
     :func:`holds_lock` says so (else the directory is unusable: missing, full, read-only)."""
-    if directory not in _locks:
-        _lock_owner(directory)
-    return os.path.join(directory, f"{PREFIX}{_owner}-{next(_sequence)}")
+    prefix = _stems.get(directory)
+    if prefix is None:
+        if directory not in _locks:
+            _lock_owner(directory)
+        prefix = os.path.join(directory, f"{PREFIX}{_owner}-")
+        if directory in _locks:  # cached once the lock is held; until then every call tries again (rate-limited)
+            _stems[directory] = prefix
+    return f"{prefix}{next(_sequence)}"
+
+
+_stems: dict[str, str] = {}
+"""Directory -> this process's name prefix there (the stem without its sequence number)."""
 
 
 def holds_lock(directory: str) -> bool:

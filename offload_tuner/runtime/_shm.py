@@ -197,9 +197,15 @@ def mark_large(values: Any, min_bytes: int) -> Any:
     band; deeper ones stay in band. A shallow look: it costs a few type checks per argument."""
     kind = type(values)
     if kind is tuple or kind is list:
-        marked = [_flat_large(item, min_bytes) for item in values]
-        return kind(marked) if any(m is not v for m, v in zip(marked, values)) else values
+        for item in values:  # most calls carry no flat buffer: one type check per argument, nothing built
+            if type(item) in _FLAT_TYPES:
+                marked = [_flat_large(value, min_bytes) for value in values]
+                return kind(marked) if any(m is not v for m, v in zip(marked, values)) else values
+        return values
     return _flat_large(values, min_bytes)
+
+
+_FLAT_TYPES = frozenset((bytes, bytearray, memoryview))
 
 
 def dumps_out_of_band(obj: Any, min_bytes: int) -> tuple[bytes, list[memoryview]]:
@@ -277,12 +283,20 @@ def _in_band(copies: list[bytearray]) -> list[bytearray]:
     return copies
 
 
-def encode_call(fn: Callable[..., Any], args: tuple[Any, ...], stem: str, min_bytes: int) -> tuple[Any, ...]:
-    """The call as a packet whose large buffers go to ``<stem>a`` when it is sent (in band, said once, when this
-    process holds no owner lock in the stem's directory: it is missing, full or read-only). Raises what
-    pickling raises."""
-    directory = os.path.dirname(stem)
-    _segments.sweep_once(directory)
+def encode_call(fn: Callable[..., Any], args: tuple[Any, ...], stem: str | None, min_bytes: int) -> tuple[Any, ...]:
+    """The call as a packet whose large buffers go to ``<stem>a`` when it is sent (``stem`` None: a new call's in
+    :data:`settings.directory <Settings>`). In band, said once, when this process holds no owner lock in the
+    stem's directory (it is missing, full or read-only). Raises what pickling raises.
+
+    Every process-pool call comes through here, most with no large buffer: the common path is kept short (no
+    path arithmetic, one type check per argument)."""
+    if stem is None:
+        directory = settings.directory
+        stem = _segments.call_stem(directory)
+    else:
+        directory = os.path.dirname(stem)
+    if directory not in _segments.swept:
+        _segments.sweep_once(directory)
     if _segments.abandoned:
         _reap_now_and_then()
     payload, buffers = dumps_out_of_band((fn, mark_large(args, min_bytes)), min_bytes)
