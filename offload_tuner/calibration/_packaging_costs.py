@@ -40,16 +40,20 @@ class Sides:
             _shm.unlink(name)
 
 
-def buffer_split(fn: Callable[..., Any], args: tuple[Any, ...], result: Any) -> tuple[int, int]:
-    """(buffer bytes, rest bytes) of a call and its result: what could go out of band, and what never does."""
+def buffer_split(fn: Callable[..., Any], args: tuple[Any, ...], result: Any) -> tuple[int, int, bytes, bytes]:
+    """(buffer bytes, rest bytes, call pickle, result pickle) of a call and its result: what could go out of band,
+    what never does, and the pickles with every buffer out of band (with none, exactly the in-band pickles)."""
     payload, arg_buffers = _shm.dumps_out_of_band((fn, _shm.mark_large(args, 1)), 1)
     blob, result_buffers = _shm.dumps_out_of_band(_shm.mark_large(result, 1), 1)
-    return sum(b.nbytes for b in (*arg_buffers, *result_buffers)), len(payload) + len(blob)
+    return sum(b.nbytes for b in (*arg_buffers, *result_buffers)), len(payload) + len(blob), payload, blob
 
 
 def packaging_sides(fn: Callable[..., Any], args: tuple[Any, ...], result: Any) -> Sides:
     """The packaging of ``fn(*args) -> result`` as production does it now (call :meth:`Sides.close` after)."""
-    split = buffer_split(fn, args, result)
+    buffer_bytes, rest_bytes, payload, blob = buffer_split(fn, args, result)
+    split = (buffer_bytes, rest_bytes)
+    if not buffer_bytes:  # no buffer at all: the call is pickled in band whatever the transport; reuse the pickles
+        return _in_band(fn, args, result, split, (payload, blob))
     if not _shm.in_use():
         return _in_band(fn, args, result, split)
     min_bytes = _shm.settings.min_bytes
@@ -85,9 +89,17 @@ def packaging_sides(fn: Callable[..., Any], args: tuple[Any, ...], result: Any) 
     return Sides(caller, worker, len(payload), len(blob), oob, *split, segments)
 
 
-def _in_band(fn: Callable[..., Any], args: tuple[Any, ...], result: Any, split: tuple[int, int]) -> Sides:
-    payload = dumps_call(fn, args)
-    result_blob = pickle.dumps(result, protocol=PICKLE_PROTOCOL)
+def _in_band(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    result: Any,
+    split: tuple[int, int],
+    pickled: tuple[bytes, bytes] | None = None,
+) -> Sides:
+    """Both sides pickling in band; ``pickled``: the call's and result's in-band pickles when already made."""
+    if pickled is None:
+        pickled = dumps_call(fn, args), pickle.dumps(result, protocol=PICKLE_PROTOCOL)
+    payload, result_blob = pickled
 
     def caller() -> None:  # what the caller pays with the GIL held when it offloads
         dumps_call(fn, args)

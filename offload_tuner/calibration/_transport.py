@@ -137,12 +137,9 @@ def _min_bytes(in_band: Mapping[str, Sequence[float]], out_of_band: Mapping[str,
 @contextmanager
 def calibrated_min_bytes(min_bytes: int | None) -> Iterator[None]:
     """The transport as the profile will set it (:func:`_shm.apply_calibrated`), for the rest of a calibration."""
-    saved = _shm.settings.min_bytes
-    _shm.apply_calibrated(min_bytes)
-    try:
+    with _transport_settings():
+        _shm.apply_calibrated(min_bytes)
         yield
-    finally:
-        _shm.settings.min_bytes = saved
 
 
 @contextmanager
