@@ -66,6 +66,7 @@ RUNTIME_RANKS = {
     "_registry": 0,
     "_costmodel": 0,
     "_cores": 0,
+    "_pool_repair": 0,  # a fix for CPython 3.11's process pool, applied to the pools we build or install
     "_backends": 1,  # sizes pools from _cores, warns through _warn
     "_transport_model": 0,  # the executor's transport costs (fixed + per byte, in band and out of band)
     "_segments": 1,  # the shared-memory files behind _shm: names, owner locks, write, map, sweep

@@ -195,6 +195,9 @@ def recommended_pool(
     # Lets the runtime replace this pool with an identical one if a worker dies and breaks it.
     pool._offload_tuner_shape = {"workers": workers, "start_method": start_method, "processes": processes}  # type: ignore[attr-defined]  # our mark on the pool
     pool._offload_tuner_threads = threads  # type: ignore[attr-defined]  # what describe_executor records
+    from offload_tuner.runtime._pool_repair import repair
+
+    repair(pool)  # CPython 3.11's pool can hang when a cancelled call meets a killed worker
     return pool
 
 

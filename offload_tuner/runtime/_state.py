@@ -8,6 +8,7 @@ a swap like any other. Nothing here decides or runs a call.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -195,6 +196,11 @@ def install(executors: Mapping[str, Executor]) -> None:
     snap = _snapshot
     if not snap.dropped and _same_executors(snap.executors, executors):
         return
+    if "concurrent.futures.process" in sys.modules:  # a process pool may be among them (never imported for one)
+        from offload_tuner.runtime._pool_repair import repair
+
+        for executor in executors.values():
+            repair(executor)
     swap(executors=executors, primary_name=None, dropped=frozenset())
 
 
