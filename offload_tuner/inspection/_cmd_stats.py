@@ -54,29 +54,41 @@ def _profile_and_traffic(args: argparse.Namespace) -> tuple[Any, Any, int]:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
+    from offload_tuner.runtime.feedback._drift import guard_checks
     from offload_tuner.runtime.feedback._retune import MIN_SAMPLES, drift
 
     profile, observed, code = _profile_and_traffic(args)
     if profile is None:
         return code
     results = drift(profile.data, observed)
+    guards = {g.key: g for g in guard_checks(profile.data, observed)}
+    broken = [key for key, g in guards.items() if g.holds is False]
     needs = [r for r in results if r.drifted]
     for r in results:
-        verdict = "RECALIBRATE" if r.drifted else ("ok" if r.judged else "no verdict")
+        verdict = "RECALIBRATE" if r.drifted or r.key in broken else ("ok" if r.judged else "no verdict")
         print(f"{r.key}: {verdict}")
         for b in r.buckets:
             print(f"  {'!' if b.drifted else ' '} {b.sentence()}")
+        for line in guard_lines(observed.get(r.key), guards.get(r.key)):
+            print(line)
     silent = sorted(set(profile.kernels) - {r.key for r in results})
     if silent:
         print(f"no samples for: {', '.join(silent)}")
     for line in assumed_mix_misses(profile.data, observed):
         print(line)
+    if broken:
+        print(
+            f"\n{', '.join(broken)}: the loop budget's guard rests on an extrapolation past the calibrated top that "
+            "production's timings do not bear out: calibrate with the real mix stated (@kernel(workload=...) or the "
+            "plan's workload_range) so the ladder measures those sizes."
+        )
     if needs:
         names = ", ".join(r.key for r in needs)
         print(
             f"\n{names} no longer behave{'s' if len(needs) == 1 else ''} as calibrated (median observed/predicted "
             f"beyond 1.5x with at least {MIN_SAMPLES} samples): run `offload-tuner calibrate` on this host again."
         )
+    if needs or broken:
         return EXIT_FAILURES
     judged = sum(r.judged for r in results)
     print(
@@ -85,6 +97,22 @@ def cmd_drift(args: argparse.Namespace) -> int:
         else f"\nno verdict yet: no size bucket has {MIN_SAMPLES} samples."
     )
     return EXIT_OK
+
+
+def guard_lines(t: Any, check: Any) -> list[str]:
+    """Under a kernel's drift lines: the offloaded calls the loop budget's guard decided (``stats()``'s
+    ``guarded``, summed over the file's processes) and whether its extrapolation holds (:func:`guard_checks`)."""
+    lines = []
+    if t is not None and t.guarded:
+        offloaded = sum(t.offload.values())
+        about = "" if t.guarded_exact else "about "
+        lines.append(
+            f"    guard: decided {about}{t.guarded:g} of the {offloaded:g} offloaded calls (sizes from the guard up to "
+            "the threshold, which alone would have run them inline)"
+        )
+    if check is not None:
+        lines.append(f"  {'!' if check.holds is False else ' '} {check.sentence}")
+    return lines
 
 
 def assumed_mix_misses(profile: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:

@@ -6,6 +6,9 @@ production, and it moves. So every call of a registered kernel is counted, per d
 offloaded) and per log2 size bucket, and one call in ``sample_every`` is timed: inline, its compute;
 offloaded, the time the caller's thread was blocked (pickling the call, submitting, unpickling the result)
 and the end-to-end latency. ``offload-tuner retune`` and ``drift`` read these against the profile's models.
+Where the profile's loop-budget guard decides some of a kernel's calls, ``stats()`` says how many of the
+offloaded ones it decided (``guarded``), derived from these counts when the statistics are read
+(:func:`guard_decided`): the hot path counts nothing more for it.
 
 Cost: counting is one list increment and a bit test (the count itself picks the calls to time: every
 ``sample_every``-th call of each size bucket and decision, a sample stratified by size at no extra cost);
@@ -24,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from offload_tuner.runtime._profile import current_hostname
@@ -235,6 +238,76 @@ def reset_stats() -> None:
             ring.clear()
 
 
+def guard_decided(
+    offload: Sequence[int], guard: int, threshold: int | None, sizes: Sequence[int] = ()
+) -> tuple[int, bool]:
+    """How many of the offloaded calls counted in ``offload`` (per size bucket) the loop budget's guard decided: the
+    sizes from ``guard`` up to the ``threshold`` the profile or adaptation chose (every size from the guard up where
+    it chose "never", None), which that threshold alone would have run inline. Whole buckets are exact; a bucket
+    the threshold splits is apportioned by the sizes of its timed offloaded calls (``sizes``: a systematic sample
+    of its calls, every ``sample_every``-th), else by the share of the bucket's sizes. Returns (calls, exact)."""
+    calls, exact = 0.0, True
+    for b, count in enumerate(offload):
+        if not count:
+            continue
+        lo = bucket_floor(b)
+        hi = max(lo, 2 * lo - 1) if b < BUCKETS - 1 else MAX_RING_SIZE
+        if hi < guard or (threshold is not None and lo >= threshold):
+            continue  # below the guard (counted before it was in force), or the threshold's own offloads
+        if threshold is None or hi < threshold:
+            calls += count
+            continue
+        # This bucket's offloaded calls lie in [low, hi]; those below the threshold are the guard's.
+        low = max(lo, guard)
+        timed = [n for n in sizes if low <= n <= hi]
+        share = sum(n < threshold for n in timed) / len(timed) if timed else (threshold - low) / (hi + 1 - low)
+        calls += count * share
+        exact = False
+    return round(calls), exact
+
+
+def _guarded(fn: Callable[..., Any], stats: KernelStats) -> dict[str, Any] | None:
+    """The ``guarded`` field of a kernel's statistics: where the installed profile's guard is folded into its
+    threshold (:func:`offload_tuner.runtime._entries._guarded`), the offloaded calls it decided
+    (:func:`guard_decided`), counted against the threshold in force now. Off the hot path: read from the counts the
+    hot path keeps anyway, when the statistics are read. None where no guard decides this kernel's calls."""
+    from offload_tuner.runtime import _state
+    from offload_tuner.runtime._entries import TRUSTED, Origin, resolve
+    from offload_tuner.runtime._profile import Profile
+
+    snap = _state.current()
+    profile = snap.profile
+    if not snap.installed or not isinstance(profile, Profile):
+        return None  # nothing loaded yet: reading the statistics never loads a profile
+    entry = profile.kernels.get(stats.spec.key)
+    if entry is None or entry.guard is None:
+        return None
+    snap, (_, threshold, reason, _, _, origin) = resolve(fn)
+    guard = entry.guard
+    if (
+        origin not in TRUSTED
+        or threshold != guard.size
+        or not reason.endswith(f"; {guard.describe(entry.calibrated_top)}")
+    ):
+        return None  # not folded: the profile's (or adaptation's) threshold is at or below the guard, or no lane
+    adapted = snap.adapted.thresholds.get(stats.spec.key) if origin is Origin.ADAPTED else None
+    chosen = adapted[0] if adapted is not None else entry.threshold
+    sizes = [int(row[1]) for row in stats.samples["loop"].rows()]
+    calls, exact = guard_decided(stats.offload, guard.size, chosen, sizes)
+    return {"guard": guard.size, "threshold": chosen, "calls": calls, "exact": exact}
+
+
+def _kernel_document(fn: Callable[..., Any], stats: KernelStats) -> dict[str, Any]:
+    out = stats.to_json()
+    try:
+        guarded = _guarded(fn, stats)
+    except Exception:  # the statistics are read by a recorder thread and exporters: never fail them for this
+        guarded = None
+    if guarded is not None:
+        out["guarded"] = guarded
+    return out
+
+
 def stats_document() -> dict[str, Any]:
     """This process's statistics as JSON-able data (the stats file's format, with one process)."""
     now = time.time()
@@ -243,7 +316,7 @@ def stats_document() -> dict[str, Any]:
         "started": round(_started, 3),
         "updated": round(now, 3),
         "sample_every": _sample_every,
-        "kernels": {s.spec.key: s.to_json() for s in list(_by_fn.values()) if s.seen()},
+        "kernels": {s.spec.key: _kernel_document(fn, s) for fn, s in list(_by_fn.items()) if s.seen()},
     }
     return {
         "schema": STATS_SCHEMA,

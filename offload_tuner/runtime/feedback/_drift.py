@@ -1,7 +1,13 @@
 """The drift check: when a kernel's timed samples are due, compare them with its model in the installed profile
-(the rule of ``offload-tuner drift``) and say once per kernel when they no longer match."""
+(the rule of ``offload-tuner drift``) and say once per kernel when they no longer match; and where the loop budget's
+guard offloaded calls past the calibrated top, whether the extrapolation it relied on holds (:func:`guard_checks`)."""
 
 from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 from offload_tuner.runtime import _log, _state
 from offload_tuner.runtime._observe import Observer
@@ -28,9 +34,19 @@ class DriftCheck(Observer):
         from offload_tuner.runtime.feedback._retune import drift, traffic_of
 
         try:
-            results = drift({**profile.data, "kernels": {key: entry.data}}, {key: traffic_of(stats)})
+            own = {**profile.data, "kernels": {key: entry.data}}
+            observed = {key: traffic_of(stats)}
+            results = drift(own, observed)
+            guards = guard_checks(own, observed) if entry.guard is not None else []
         except Exception:  # a profile the runtime can use but whose models do not parse: nothing to compare
             return
+        broken = [g for g in guards if g.holds is False]
+        if broken:
+            warn_once(
+                f"guard:{key}",
+                f"offload-tuner: kernel {key}: {broken[0].sentence} (`offload-tuner drift --stats` shows it; said "
+                "once per kernel)",
+            )
         drifted = [b for r in results for b in r.drifted]
         if drifted:
             sentence = drifted[0].sentence()
@@ -49,3 +65,172 @@ class DriftCheck(Observer):
                 reason=sentence,
                 source=profile.source,
             )
+
+
+# ------------------------------------------------------------------------------------------ the guard's word
+
+
+@dataclass(frozen=True)
+class GuardCheck:
+    """The loop budget's guard (issue 29) against production: once calls it offloaded beyond the calibrated top are
+    timed, whether what it relied on holds there (:func:`guard_checks`)."""
+
+    key: str
+    guard: int
+    holds: bool | None
+    """None: too few timed calls for a verdict."""
+    sentence: str
+    timed: int
+    """Timed offloaded calls at sizes the guard decided beyond the calibrated top."""
+    corrected: int | None = None
+    """The guard size with production's timings folded into the models (where inline calls were timed past the
+    top); None where not computed, or where no size then needs the guard."""
+
+
+def guard_checks(profile: Mapping[str, Any], observed: Mapping[str, Any]) -> list[GuardCheck]:
+    """Per kernel whose profile entry has a guard folded over its threshold ("never", or a threshold past the
+    guard), once production timed offloaded calls the guard decided beyond the calibrated top: does the
+    extrapolation it relied on hold there? The guard offloads a size because inline it is predicted to block the
+    loop past the budget while offloading blocks it less. Two checks, each with ``MIN_SAMPLES`` timed calls:
+
+    * offloading spared the loop: the offloaded calls' caller-thread time (median over them) below the inline
+      time at their sizes, as extrapolated, or as timed where inline calls were timed past the top;
+    * the inline extrapolation itself, where calls were timed inline past the top (those between the top and the
+      guard, and any that exploration ran inline): their median against the model's band (idle to under load)
+      within ``DRIFT_RATIO``, as ``drift`` judges a bucket. Off, the guard stands at the wrong size, and the size
+      production's timings put it at is given.
+
+    ``observed``: kernel key -> :class:`offload_tuner.runtime.feedback._retune.Traffic`."""
+    from offload_tuner.runtime.feedback._retune import kernel_models
+
+    transport, knobs, models = kernel_models(profile)
+    out = []
+    for key, model in models.items():
+        entry = profile["kernels"][key]
+        guard = entry.get("guard")
+        t = observed.get(key)
+        if not isinstance(guard, Mapping) or t is None or knobs.loop_budget_s is None:
+            continue
+        size, threshold = int(guard["size"]), model.threshold
+        if threshold is not None and threshold <= size:
+            continue  # not folded: the threshold decides every offloaded call
+        measured = entry.get("calibrated_range") or list(model.costs.compute.size_range)
+        top = float(measured[1])
+        decided = [
+            (n, s) for n, s in t.samples["loop"] if n >= size and n > top and (threshold is None or n < threshold)
+        ]
+        if decided:
+            out.append(_check(key, model, transport, knobs, size, (float(measured[0]), top), decided, t))
+    return out
+
+
+def _check(
+    key: str,
+    model: Any,
+    transport: Any,
+    knobs: Any,
+    size: int,
+    measured: tuple[float, float],
+    decided: list[tuple[int, float]],
+    t: Any,
+) -> GuardCheck:
+    from offload_tuner.runtime._policy import LoadFactors, guard_size, predict
+    from offload_tuner.runtime.feedback._retune import DRIFT_RATIO, FACTOR_LIMITS, MIN_SAMPLES, _band_ratio
+
+    top, budget = measured[1], knobs.loop_budget_s
+    costs, idle = model.costs, replace(model.costs, load=LoadFactors())
+    span = f"sizes {min(n for n, _ in decided)}-{max(n for n, _ in decided)}"
+    where = f"the guard (inline from size {size}, beyond the calibrated top {top:g})"
+    if len(decided) < MIN_SAMPLES:
+        return GuardCheck(
+            key,
+            size,
+            None,
+            f"{where}: {len(decided)} timed offloaded call(s) it decided at {span}, {MIN_SAMPLES} needed for a "
+            "verdict on its extrapolation",
+            len(decided),
+        )
+
+    def band(kind: str, samples: list[tuple[int, float]]) -> tuple[float, float]:
+        """Observed against the model's band (idle to under load), and against the loaded prediction alone."""
+        pairs, loaded = [], []
+        for n, s in samples:
+            a, b = (
+                _seconds(kind, predict(costs, transport, knobs, max(1, n))),
+                _seconds(kind, predict(idle, transport, knobs, max(1, n))),
+            )
+            if min(a, b) > 0:
+                pairs.append((s / max(a, b), s / min(a, b)))
+                loaded.append(s / a)
+        return _band_ratio(pairs), statistics.median(loaded)
+
+    far = [(n, s) for n, s in t.samples["inline"] if n > top]
+    inline_band, inline_factor = band("inline", far) if len(far) >= MIN_SAMPLES else (None, None)
+    loop_band, loop_factor = band("loop", decided)
+
+    def inline_at(n: int) -> float:
+        """Inline time at ``n``: as production timed it past the top, else the least the model predicts."""
+        p = predict(costs, transport, knobs, max(1, n))
+        if inline_factor is not None:
+            return p.inline_s * inline_factor
+        return min(p.inline_s, predict(idle, transport, knobs, max(1, n)).inline_s)
+
+    blocked = statistics.median(s for _, s in decided)
+    spared = statistics.median(s / inline_at(n) for n, s in decided)
+    inline_median = statistics.median(inline_at(n) for n, _ in decided)
+    basis = "as timed past the top" if inline_factor is not None else "as extrapolated"
+    offloaded = (
+        f"{len(decided)} timed offloaded calls it decided at {span} blocked the loop {blocked * 1e3:.3g} ms (median, "
+        f"{loop_band:.2f}x the extrapolation) against {inline_median * 1e3:.3g} ms inline there ({basis}; budget "
+        f"{budget * 1e3:.3g} ms)"
+    )
+    corrected = None
+    if inline_factor is not None:
+        lo, hi = FACTOR_LIMITS
+        load = costs.load
+        scaled = replace(
+            costs,
+            load=LoadFactors(
+                load.inline * min(max(inline_factor, lo), hi),
+                load.offload_loop * min(max(loop_factor, lo), hi),
+                load.offload_worker,
+            ),
+        )
+        found = guard_size(scaled, transport, knobs, measured)
+        corrected = None if found is None else found[0]
+    if spared >= 1:
+        return GuardCheck(
+            key,
+            size,
+            False,
+            f"{where} does not hold: offloading did not spare the loop: {offloaded}; calibrate with the real mix "
+            "stated (@kernel(workload=...) or the plan's workload_range) so the ladder measures these sizes",
+            len(decided),
+            corrected,
+        )
+    if inline_band is not None and not (1 / DRIFT_RATIO <= inline_band <= DRIFT_RATIO):
+        moved = (
+            f"with production's timings inline passes the budget from about size {corrected}"
+            if corrected is not None
+            else "with production's timings no size needs the guard"
+        )
+        return GuardCheck(
+            key,
+            size,
+            False,
+            f"{where} does not hold: {len(far)} inline calls timed past the top (sizes {min(n for n, _ in far)}-"
+            f"{max(n for n, _ in far)}) took {inline_band:.2f}x the extrapolation: {moved}; calibrate with the real "
+            "mix stated (@kernel(workload=...) or the plan's workload_range) so the ladder measures these sizes",
+            len(decided),
+            corrected,
+        )
+    checked = (
+        f"; {len(far)} inline calls timed past the top: {inline_band:.2f}x the extrapolation"
+        if inline_band is not None
+        else f"; the guard's size rests on the extrapolation still (fewer than {MIN_SAMPLES} inline calls timed past the top)"
+    )
+    return GuardCheck(key, size, True, f"{where} holds: {offloaded}{checked}", len(decided), corrected)
+
+
+def _seconds(kind: str, p: Any) -> float:
+    return float(p.inline_s if kind == "inline" else p.offload_loop_s)

@@ -80,6 +80,10 @@ class Traffic:
     offload: dict[int, float] = field(default_factory=dict)
     samples: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: {k: [] for k in SAMPLE_KINDS})
     """Kind -> (size, seconds), oldest first."""
+    guarded: int = 0
+    """Offloaded calls the loop budget's guard decided, as the processes counted them (``stats()``'s ``guarded``)."""
+    guarded_exact: bool = True
+    """False where a process apportioned a size bucket its threshold splits (see ``_stats.guard_decided``)."""
 
     @property
     def calls(self) -> float:
@@ -116,6 +120,10 @@ def traffic(document: Mapping[str, Any]) -> dict[str, Traffic]:
                 counts = getattr(t, decision)
                 for floor, n in kernel["calls"].get(decision, {}).items():
                     counts[int(floor)] = counts.get(int(floor), 0) + n
+            guarded = kernel.get("guarded")
+            if guarded is not None:
+                t.guarded += guarded["calls"]
+                t.guarded_exact = t.guarded_exact and guarded["exact"]
             rows = timed.setdefault(key, {k: [] for k in SAMPLE_KINDS})
             for kind, samples in kernel["samples"].items():
                 rows[kind].extend((stamp, size, seconds) for stamp, size, seconds in samples)

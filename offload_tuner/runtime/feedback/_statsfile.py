@@ -6,7 +6,12 @@ Format (JSON, never code)::
      "processes": {"<pid>@<start>": {"pid": 4211, "started": ..., "updated": ..., "sample_every": 64,
                    "kernels": {"pkg.mod:fn": {"calls": {"inline": {"256": 812}, "offload": {"1024": 40}},
                                               "samples": {"inline": [[time, size, seconds], ...],
-                                                          "loop": [...], "latency": [...]}}}}}}
+                                                          "loop": [...], "latency": [...]},
+                                              "guarded": {"guard": 900, "threshold": null,
+                                                          "calls": 40, "exact": true}}}}}}
+
+``guarded`` (optional, where the profile's loop-budget guard decides some of the kernel's calls): how many of the
+offloaded calls it decided, against the threshold in force when the section was written (``_stats.guard_decided``).
 
 Each process owns its section and rewrites only that one, so several processes of a service can share a
 file: a writer takes an exclusive ``flock`` on ``<file>.lock``, reads what the others wrote, replaces its
@@ -117,6 +122,9 @@ def _validate_kernel(kernel: Any, where: str, fail: Any) -> None:
     explored = kernel.get("explored", 0)
     if type(explored) is not int or explored < 0:
         raise fail(f"{where}.explored", f"expected a count >= 0, got {explored!r}")
+    guarded = kernel.get("guarded")
+    if guarded is not None:
+        _validate_guarded(guarded, f"{where}.guarded", fail)
     samples = kernel.get("samples")
     if not isinstance(samples, dict) or set(samples) - set(SAMPLE_KINDS):
         raise fail(f"{where}.samples", f"expected an object with kinds {', '.join(SAMPLE_KINDS)}")
@@ -131,6 +139,21 @@ def _validate_kernel(kernel: Any, where: str, fail: Any) -> None:
             if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_SIZE:
                 raise fail(f"{where}.samples.{kind}", f"size {size!r} is not an integer in [0, 2**63]")
             _number(seconds, f"{where}.samples.{kind} seconds", fail)
+
+
+def _validate_guarded(guarded: Any, where: str, fail: Any) -> None:
+    """The offloaded calls the loop budget's guard decided (``_stats.guard_decided``), where one did."""
+    if not isinstance(guarded, dict):
+        raise fail(where, "expected an object")
+    guard, threshold, calls = guarded.get("guard"), guarded.get("threshold"), guarded.get("calls")
+    if type(guard) is not int or not 1 <= guard <= MAX_SIZE:
+        raise fail(f"{where}.guard", f"expected a size >= 1, got {guard!r}")
+    if threshold is not None and (type(threshold) is not int or not 0 <= threshold <= MAX_SIZE):
+        raise fail(f"{where}.threshold", f"expected a size >= 0 or null (never), got {threshold!r}")
+    if type(calls) is not int or calls < 0:
+        raise fail(f"{where}.calls", f"expected a count >= 0, got {calls!r}")
+    if not isinstance(guarded.get("exact"), bool):
+        raise fail(f"{where}.exact", f"expected true or false, got {guarded.get('exact')!r}")
 
 
 def _number(value: Any, where: str, fail: Any) -> None:
