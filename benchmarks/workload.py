@@ -25,6 +25,14 @@ judge that ratio.
 
     python -m benchmarks.workload [--profile PATH] [--rounds 5] [--confirm-rounds 8] [--kernel NAME ...] [--smoke]
     python -m benchmarks.workload --profile PATH --kernel NAME --compare 8,32,128   # thresholds side by side
+    python -m benchmarks.workload --profile PATH --mixrange [--rounds 3]   # issue 29: served up to 5x the top
+
+``--mixrange`` (issue 29, acceptance 3): each kernel of a profile calibrated with no stated mix (its
+``workload_source`` is "assumed": the ladder's range stood in for the mix) is served sizes up to
+``MIXRANGE_FACTOR`` times its calibrated top, log-uniform from the bottom of that range. The oracle is then the
+best static threshold whose p99 loop lag stays within the profile's loop budget; the verdicts: tuned's p99 within
+the budget wherever some static's is, and its makespan within 1.10x of the best such static, confirmed in fresh
+rounds against the two best within the budget. Writes ``benchmarks/results/mixrange/mixrange.{json,md}``.
 
 writes ``benchmarks/results/workload.{json,md}`` (and ``.png`` when matplotlib is installed; ``--out-dir``
 to change).
@@ -840,6 +848,235 @@ def write_report(report: dict[str, Any], out_dir: Path, stem: str, markdown: str
     (out_dir / f"{stem}.md").write_text(markdown)
 
 
+MIXRANGE_FACTOR = 5
+"""How far past the calibrated top the ``--mixrange`` case serves a kernel (issue 29: "5x the calibrated range")."""
+MIXRANGE_CONFIRM_MAX_ROUNDS = 12
+"""Confirmation rounds at most in the ``--mixrange`` case (its calls are long: the largest block a loop ~0.5 s)."""
+
+
+def mixrange_workloads(profile_data: Mapping[str, Any], factor: int = MIXRANGE_FACTOR) -> list[Workload]:
+    """Per kernel calibrated with no stated mix (``workload_source`` "assumed"), the sizes the case serves: from
+    the bottom of the calibrated range to ``factor`` times its top. Kernels whose mix was stated are left out: their
+    range is the co-hosted benchmark's plain case."""
+    out = []
+    for key, entry in profile_data.get("kernels", {}).items():
+        measured = entry.get("calibrated_range") or entry.get("workload_range")
+        if entry.get("status") != "ok" or entry.get("workload_source") != "assumed" or not measured:
+            continue
+        lo, hi = max(1, int(measured[0])), int(measured[1])
+        out.append(Workload(key, lo, factor * hi))
+    return out
+
+
+def within_budget(entry: Mapping[str, Any], budget_s: float) -> dict[str, Any]:
+    """The statics whose median p99 loop lag stays within ``budget_s``, best first by normalised makespan (the case's
+    oracle is the first); tuned's p99 and makespan against them."""
+    s = entry["summary"]
+    dynamic = set(entry.get("dynamic", ()))
+    statics = [name for name in s if name != "tuned" and name not in dynamic]
+    within = sorted((n for n in statics if s[n]["lag_p99_s"] <= budget_s), key=lambda n: s[n]["makespan_s"])
+    best = within[0] if within else None
+    return {
+        "budget_s": budget_s,
+        "statics_within": within,
+        "oracle": best,
+        "tuned_lag_p99_s": s["tuned"]["lag_p99_s"],
+        "tuned_vs_oracle": None if best is None else s["tuned"]["makespan_s"] / s[best]["makespan_s"],
+    }
+
+
+def mixrange_verdicts(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Issue 29's acceptance for the case: wherever some static keeps the p99 loop lag within the budget, tuned does,
+    and its makespan is within 1.10x of the best such static (the confirmed ratio where a confirmation ran)."""
+    w = entry["within_budget"]
+    c = w.get("confirmation")
+    ratio = w["tuned_vs_oracle"] if c is None else c["ratio"]
+    lag = w["tuned_lag_p99_s"] if c is None else c["tuned_lag_p99_s"]
+    if w["oracle"] is None:
+        return {"some_static_within_budget": False, "tuned_lag_within_budget": None, "makespan_within_1.10x": None}
+    return {
+        "some_static_within_budget": True,
+        "tuned_lag_within_budget": lag <= w["budget_s"],
+        "tuned_vs_best_within_budget": ratio,
+        "makespan_within_1.10x": ratio <= 1.10,
+    }
+
+
+def bench_mixrange(
+    spec: KernelSpec,
+    workload: Workload,
+    budget_s: float,
+    *,
+    callers: int,
+    rounds: int,
+    seed: int,
+    smoke: bool = False,
+    chunks: int = CHUNKS,
+    confirm_rounds: int = CONFIRM_ROUNDS,
+    confirm_max_rounds: int = MIXRANGE_CONFIRM_MAX_ROUNDS,
+) -> dict[str, Any]:
+    """The ``--mixrange`` case for one kernel: the sweep (:func:`bench_workload`, no confirmation of its own), the
+    statics within the loop budget, then fresh rounds of tuned against the best two of them where tuned decides
+    differently, until settled."""
+    calls = size_calls(spec, workload, seed, smoke)
+    entry = bench_workload(
+        spec, workload, callers=callers, rounds=rounds, seed=seed, smoke=smoke, calls=calls, chunks=chunks
+    )
+    w = within_budget(entry, budget_s)
+    same_as = entry.get("same_as", {})
+    against = [n for n in w["statics_within"] if same_as.get(n, n) != "tuned" and n not in same_as][:CONFIRM_AGAINST]
+    if w["oracle"] is not None and confirm_rounds > 0 and same_as.get(w["oracle"], w["oracle"]) != "tuned" and against:
+        slices = chunk_count(len(calls), callers, chunks)
+        fresh = (
+            {name: asdict(result) for name, result in results.items()}
+            for results in fresh_rounds(
+                calls,
+                ["tuned", *against],
+                max(confirm_rounds, confirm_max_rounds),
+                slices,
+                random.Random(seed + 2),
+                random.Random(seed + 3),
+                shuffled_calls,
+                lambda piece, name: run_policy(spec, piece, name, callers),
+            )
+        )
+        confirmation = until_settled(fresh, confirm_rounds, analyse_confirmation)
+        confirmation["tuned_lag_p99_s"] = statistics.median(r["lag_p99_s"] for r in confirmation["runs"]["tuned"])
+        confirmation["lag_p99_s"] = {
+            name: statistics.median(r["lag_p99_s"] for r in runs) for name, runs in confirmation["runs"].items()
+        }
+        w["confirmation"] = confirmation
+    entry["within_budget"] = w
+    entry["mixrange_verdicts"] = mixrange_verdicts(entry)
+    sizes = sorted(n for _, n in calls)
+    guard = offload_tuner.decide(spec.fn, *spec.sample(sizes[-1]))  # type: ignore[misc]
+    entry["largest_call"] = {"size": sizes[-1], "offload": guard.offload, "reason": guard.reason}
+    return entry
+
+
+def mixrange_markdown(report: dict[str, Any]) -> str:
+    host, budget = report["host"], report["loop_budget_s"]
+    lines = [
+        "# Co-hosted benchmark: a mix reaching 5x the calibrated range, no plan (issue 29)\n",
+        f"Host `{host['hostname']}` ({host['cpu_model']}, {host['logical_cores']} cores), Python "
+        f"{host['python_version']}; {report['callers']} callers, pool of {report['workers']} workers; every policy "
+        f"once per round, {report['rounds']} shuffled rounds, medians; profile `{report['profile']}` calibrated with "
+        f"no stated mix (loop budget {budget * 1e3:.0f} ms); {report['created']}.\n",
+        f"Command: `{report['command']}`\n",
+        f"Each kernel is served sizes up to {report['factor']}x the top of the range it was calibrated on, which "
+        "calibration assumed as its mix. The oracle is the static threshold (a power of two, `always`, `never` or "
+        "`static-256`) with the lowest normalised median makespan among those whose median p99 loop lag stays "
+        "within the budget. *Confirmed*: tuned against the best two such statics in fresh rounds of their own (the "
+        "one tuned compares worst with, ± standard error [per round]).\n",
+        "| kernel | served | tuned T | guard | statics within budget | oracle | tuned / oracle (sweep) "
+        "| confirmed | p99 lag tuned / oracle / never | tuned p99 within budget | makespan within 1.10x |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in report["workloads"]:
+        s, w, v = e["summary"], e["within_budget"], e["mixrange_verdicts"]
+        c = w.get("confirmation")
+        oracle = w["oracle"]
+        confirmed = (
+            "-"
+            if c is None
+            else f"{c['oracle']}, {c['ratio']:.2f} ± {c['standard_error']:.2f} [{min(c['per_round']):.2f}, "
+            f"{max(c['per_round']):.2f}], {c['rounds']} rounds"
+        )
+        lags = " / ".join(
+            "-" if name is None else f"{s[name]['lag_p99_s'] * 1e3:.1f}" for name in ("tuned", oracle, "never")
+        )
+        sweep = "-" if w["tuned_vs_oracle"] is None else f"{w['tuned_vs_oracle']:.2f}"
+        lag_ok, span_ok = v["tuned_lag_within_budget"], v["makespan_within_1.10x"]
+        lines.append(
+            f"| {_name(e)} | {e['sizes'][0]}-{e['sizes'][1]} | {_fmt_t(e['tuned_threshold'])} | "
+            f"{e.get('guard') or '-'} | {len(w['statics_within'])} of {len(s) - 1} | {oracle or '-'} | {sweep} | "
+            f"{confirmed} | {lags} ms | {'-' if lag_ok is None else ('yes' if lag_ok else '**no**')} | "
+            f"{'-' if span_ok is None else ('yes' if span_ok else '**no**')} |"
+        )
+    lines += ["", "Largest call served, as the tuned policy decided it:", ""]
+    lines += [
+        f"- {_name(e)}: size {e['largest_call']['size']}: {e['largest_call']['reason']}" for e in report["workloads"]
+    ]
+    lines += [
+        "",
+        "## Every policy",
+        "",
+        "| kernel | policy | makespan (raw median) | vs best within budget | loop lag p99 | offloaded |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e in report["workloads"]:
+        s, oracle = e["summary"], e["within_budget"]["oracle"]
+        for name, r in sorted(s.items(), key=lambda item: item[1]["makespan_s"]):
+            label = f"**{name}**" if name in ("tuned", oracle) else name
+            if name in e.get("same_as", {}):
+                label += f" (= {e['same_as'][name]})"
+            versus = "-" if oracle is None else f"{r['makespan_s'] / s[oracle]['makespan_s']:.2f}x"
+            over = "" if r["lag_p99_s"] <= budget else " (over budget)"
+            lines.append(
+                f"| {_name(e)} | {label} | {r['raw_makespan_s'] * 1e3:.0f} ms | {versus} | "
+                f"{r['lag_p99_s'] * 1e3:.1f} ms{over} | {r['offloaded']:.0f}/{r['calls']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def mixrange_main(
+    args: argparse.Namespace, profile: Any, profile_path: Path, workers: int, argv: list[str] | None
+) -> int:
+    """``--mixrange``: the case for every kernel of the profile calibrated with no stated mix (or ``--kernel``)."""
+    from offload_tuner.runtime._registry import spec_by_key
+
+    budget = profile.data.get("policy", {}).get("loop_budget_s")
+    if not budget:
+        raise SystemExit("benchmarks.workload: --mixrange needs a profile calibrated with a loop budget")
+    workloads = [w for w in mixrange_workloads(profile.data) if not args.kernel or any(k in w.key for k in args.kernel)]
+    if not workloads:
+        raise SystemExit(
+            f"benchmarks.workload: --mixrange: no kernel of {profile_path} was calibrated with an assumed mix; "
+            "calibrate with a plan that states no workload_range (benchmarks/results/mixrange/plan.json)"
+        )
+    rounds = 1 if args.smoke else args.rounds
+    started = time.perf_counter()
+    entries = []
+    with installed_pool(workers):
+        for w in workloads:
+            spec = spec_by_key(w.key)
+            if spec is None:
+                raise SystemExit(f"benchmarks.workload: kernel not registered: {w.key}")
+            print(f"benchmarking {w.key} at {w.lo}-{w.hi} ...", file=sys.stderr)
+            entry = bench_mixrange(
+                spec,
+                w,
+                budget,
+                callers=args.callers,
+                rounds=rounds,
+                seed=args.seed,
+                smoke=args.smoke,
+                chunks=args.chunks,
+                confirm_rounds=min(1, args.confirm_rounds) if args.smoke else args.confirm_rounds,
+                confirm_max_rounds=1 if args.smoke else MIXRANGE_CONFIRM_MAX_ROUNDS,
+            )
+            entry["guard"] = (profile.data["kernels"][w.key].get("guard") or {}).get("size")
+            entries.append(entry)
+    report = {
+        **report_header("benchmarks.workload", argv, args.smoke),
+        "profile": str(profile_path),
+        "profile_created": profile.data.get("created"),
+        "loop_budget_s": budget,
+        "factor": MIXRANGE_FACTOR,
+        "callers": args.callers,
+        "workers": workers,
+        "rounds": rounds,
+        "duration_s": round(time.perf_counter() - started, 1),
+        "workloads": entries,
+    }
+    out_dir = args.out_dir if args.out_dir != RESULTS else RESULTS / "mixrange"
+    stem = "mixrange-smoke" if args.smoke else "mixrange"
+    markdown = mixrange_markdown(report)
+    write_report(report, out_dir, stem, markdown)
+    print(markdown)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_arguments(
         __doc__,
@@ -868,6 +1105,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="add the adaptive policy (online adaptation, warm: LEARN_PASSES runs first)",
     )
+    parser.add_argument(
+        "--mixrange",
+        action="store_true",
+        help=f"issue 29's case: kernels calibrated with no stated mix, served up to {MIXRANGE_FACTOR}x their "
+        "calibrated top; the oracle is the best static within the loop budget (writes results/mixrange/)",
+    )
     args = parser.parse_args(argv)
 
     import offload_tuner_kernels  # noqa: F401  (registers the bundled kernels)
@@ -887,6 +1130,9 @@ def main(argv: list[str] | None = None) -> int:
             "and pass --profile PATH"
         ) from None
     workers = args.workers or default_workers()
+    if args.mixrange:
+        warnings.filterwarnings("ignore", category=offload_tuner.ProfileOverriddenWarning)
+        return mixrange_main(args, profile, profile_path, workers, argv)
     workloads = [w for w in load_workloads() if not args.kernel or any(k in w.key for k in args.kernel)]
     unregistered = [w.key for w in workloads if spec_by_key(w.key) is None]
     if unregistered:  # detect_spikes registers only when numpy is importable

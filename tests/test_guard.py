@@ -159,3 +159,55 @@ def test_show_and_explain_mention_the_guard(tmp_path, capsys):
     assert (
         f"guard: inline from size {size} " in explained and "offloaded from there whatever the threshold" in explained
     )
+
+
+# ------------------------------------------------------------------ the co-hosted benchmark's mix-range case
+
+
+def test_the_mixrange_case_serves_assumed_mixes_up_to_5x_their_calibrated_top():
+    from benchmarks.workload import MIXRANGE_FACTOR, Workload, mixrange_workloads
+
+    kernels = {
+        "a:assumed": {"status": "ok", "workload_source": "assumed", "calibrated_range": [4.0, 256.0]},
+        "a:stated": {"status": "ok", "workload_source": "plan", "calibrated_range": [4.0, 256.0]},
+        "a:failed": {"status": "failed", "workload_source": "assumed", "calibrated_range": [4.0, 256.0]},
+    }
+    assert MIXRANGE_FACTOR == 5
+    assert mixrange_workloads({"kernels": kernels}) == [Workload("a:assumed", 4, 1280)]
+
+
+def entry(**policies: tuple[float, float]) -> dict:
+    """A benchmark entry whose summary holds (normalised makespan, p99 lag) per policy."""
+    return {"summary": {n: {"makespan_s": m, "lag_p99_s": lag} for n, (m, lag) in policies.items()}, "same_as": {}}
+
+
+def test_the_mixrange_oracle_is_the_best_static_within_the_budget():
+    from benchmarks.workload import mixrange_verdicts, within_budget
+
+    e = entry(
+        tuned=(1.05, 0.02), never=(0.9, 0.6), **{"T=64": (1.0, 0.01), "T=512": (0.95, 0.3), "always": (1.2, 0.01)}
+    )
+    e["within_budget"] = w = within_budget(e, 0.1)
+    assert w["oracle"] == "T=64" and w["statics_within"] == ["T=64", "always"]  # never and T=512 pass the budget
+    assert w["tuned_vs_oracle"] == pytest.approx(1.05)
+    v = mixrange_verdicts(e)
+    assert v["tuned_lag_within_budget"] and v["makespan_within_1.10x"]
+
+
+def test_the_mixrange_verdicts_fail_a_tuned_policy_past_the_budget_or_slow_and_judge_the_confirmation():
+    from benchmarks.workload import mixrange_verdicts, within_budget
+
+    e = entry(tuned=(1.0, 0.5), never=(1.0, 0.5), **{"T=64": (1.0, 0.01)})
+    e["within_budget"] = within_budget(e, 0.1)
+    assert mixrange_verdicts(e)["tuned_lag_within_budget"] is False
+    e = entry(tuned=(1.0, 0.05), **{"T=64": (1.0, 0.01)})
+    e["within_budget"] = within_budget(e, 0.1)
+    e["within_budget"]["confirmation"] = {"ratio": 1.2, "tuned_lag_p99_s": 0.05}
+    assert mixrange_verdicts(e)["makespan_within_1.10x"] is False
+    e = entry(tuned=(1.0, 0.5), never=(1.0, 0.5))  # no static keeps the budget: nothing to hold tuned to
+    e["within_budget"] = within_budget(e, 0.1)
+    assert mixrange_verdicts(e) == {
+        "some_static_within_budget": False,
+        "tuned_lag_within_budget": None,
+        "makespan_within_1.10x": None,
+    }
