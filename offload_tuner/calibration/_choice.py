@@ -10,7 +10,10 @@ sight, so that every rule below is tested on synthetic measurements:
   predicted to block the loop past the budget inline is offloaded) and, where any candidate meets it,
   the measurement (median p99 loop lag within the budget). The model's cap is computed one call at a
   time; under load the heartbeat also waits behind other callers' inline calls, so the cap candidate's
-  p99 can exceed the budget (the benchmarks page records it for the O(n^2) kernels). The best measured median
+  p99 can exceed the budget (the benchmarks page records it for the O(n^2) kernels). And a short ring's p99 is not a long
+  stream's: each candidate's p99 predicted for a long stream of the mix (:mod:`_lagmodel`: the per-call
+  loop-blocking times and the callers' queueing) rules it out too when ``LAG_MARGIN`` times it passes the
+  budget, unless that would rule out every candidate. The best measured median
   makespan sets the bar; every candidate within the *measured* noise of it (:func:`tie_band`) ties on
   throughput. Among ties the secondary objective decides, deterministically: the lowest p99 loop lag
   (lags within ``LAG_TIE`` of each other, or a tenth of the loop budget, tie), then the least CPU (within ``CPU_TIE``), then the
@@ -19,6 +22,9 @@ sight, so that every rule below is tested on synthetic measurements:
   ``CLIFF_RATIO`` slower) gives way to the nearest candidate below within two standard errors of it:
   the slope between two measured grid points is unseen, and a winner by less than two standard errors is
   not one the measurement vouches for.
+* **The regret bound** (:func:`_robust.regret_bound`): how much slower than the best a rerun may read the
+  choice, reported with it. When a choice is far from the model or a lone best among few candidates spanning
+  a wide range, :mod:`_loadphase` measures the octaves in between before taking it (:mod:`_robust`).
 * **The interval.** The thresholds a rerun on this host may choose. A rerun measures afresh, so a
   candidate within four standard errors of the best may come out tied or best next time, with the noise
   taken at the noise's 90% upper confidence bound (two rounds of three candidates estimate it poorly)
@@ -35,7 +41,7 @@ live in :mod:`_candidates`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -52,8 +58,10 @@ from offload_tuner.calibration._grid import grid_above, grid_below, order_key
 from offload_tuner.calibration._grid import offload_from as offload_from
 from offload_tuner.calibration._grid import snap as snap
 from offload_tuner.calibration._grid import snap_down as snap_down
+from offload_tuner.calibration._lagmodel import LAG_MARGIN
 from offload_tuner.calibration._loadfactors import fit_load_factors as fit_load_factors
 from offload_tuner.calibration._loadfactors import predicted_makespans as predicted_makespans
+from offload_tuner.calibration._robust import regret_bound
 
 PLAUSIBLE_STANDARD_ERRORS = 4.0
 """What a rerun may still choose: within four standard errors, at the noise's upper confidence bound."""
@@ -105,7 +113,12 @@ class Choice:
     band: float
     reason: str
     over_budget: tuple[int | None, ...] = ()
-    """Candidates within the model's cap that the measured p99 loop lag ruled out."""
+    """Candidates within the model's cap that the p99 loop lag ruled out (measured, or predicted for a long
+    stream)."""
+    regret: float = 0.0
+    """How much slower than the best a rerun may read the choice (:func:`_robust.regret_bound`)."""
+    predicted_over: tuple[int | None, ...] = ()
+    """Those among ``over_budget`` ruled out by their predicted long-stream p99 (times ``LAG_MARGIN``)."""
 
     @property
     def flat(self) -> bool:
@@ -121,6 +134,7 @@ def choose(
     loop_budget_s: float | None = None,
     workload_range: tuple[float, float],
     calls: int | None = None,
+    long_lag: Mapping[int | None, float] | None = None,
 ) -> Choice:
     """The threshold to use, by the rules in this module's docstring.
 
@@ -130,12 +144,14 @@ def choose(
     everything inline one above its high end. ``loop_budget_s`` also rules out candidates whose measured
     median p99 loop lag exceeds it, unless none is within it. ``calls`` is the stream's length: a candidate
     offloading none of it is, as far as the measurement can tell, "never" (and one offloading all of it
-    "always"), so the interval reaches that far.
+    "always"), so the interval reaches that far. ``long_lag``: each candidate's p99 loop lag predicted for a
+    long stream (:mod:`_lagmodel`); with a loop budget, a candidate whose prediction times ``LAG_MARGIN`` passes
+    it is ruled out like one measured past it, unless that would rule out every candidate.
     """
     if not candidates:
         raise ValueError("choose() needs at least one measured candidate")
     ordered = sorted(candidates, key=lambda c: order_key(c.threshold))
-    allowed = _allowed(ordered, capped=capped, budget_cap=budget_cap, loop_budget_s=loop_budget_s)
+    allowed = _allowed(ordered, capped=capped, budget_cap=budget_cap, loop_budget_s=loop_budget_s, long_lag=long_lag)
     eligible = allowed.eligible
     noise = measured_noise(ordered)
     band = tie_band(noise, rounds)
@@ -157,6 +173,7 @@ def choose(
         reason += _step_note(chosen, stepped[1], stepped[0], best, step_band)
         chosen = stepped[0]
     reason += _budget_notes(allowed, len(ordered), capped=capped, budget_cap=budget_cap, loop_budget_s=loop_budget_s)
+    regret = regret_bound(chosen, best, ordered)
     return Choice(
         chosen.threshold,
         best.threshold,
@@ -166,6 +183,8 @@ def choose(
         band,
         reason,
         tuple(c.threshold for c in allowed.over),
+        regret,
+        tuple(c.threshold for c in allowed.predicted),
     )
 
 
@@ -178,6 +197,9 @@ class _Allowed(NamedTuple):
     """Those among them the measured p99 loop lag rules out (none, if it would rule out every one)."""
     all_over: bool
     """Every candidate within the cap measured past the lag budget."""
+    predicted: tuple[Candidate, ...] = ()
+    """Those among ``over`` ruled out by their predicted long-stream p99 (not by the measured one)."""
+    long_lag: Mapping[int | None, float] | None = None
 
     @property
     def eligible(self) -> list[Candidate]:
@@ -185,9 +207,15 @@ class _Allowed(NamedTuple):
 
 
 def _allowed(
-    ordered: Sequence[Candidate], *, capped: bool, budget_cap: int | None, loop_budget_s: float | None
+    ordered: Sequence[Candidate],
+    *,
+    capped: bool,
+    budget_cap: int | None,
+    loop_budget_s: float | None,
+    long_lag: Mapping[int | None, float] | None = None,
 ) -> _Allowed:
-    """The candidates the model's cap and the measured loop lag leave to choose from (``ordered`` by threshold)."""
+    """The candidates the model's cap, the measured loop lag and the predicted long-stream lag leave to choose
+    from (``ordered`` by threshold)."""
     within_cap = [c for c in ordered if not capped or order_key(c.threshold) <= order_key(budget_cap)] or list(
         ordered[:1]
     )
@@ -195,7 +223,14 @@ def _allowed(
     all_over = bool(over) and len(over) == len(within_cap)
     if all_over:  # nothing measured within the budget: nothing to prefer, the model's cap alone applies
         over = []
-    return _Allowed(within_cap, over, all_over)
+    predicted: list[Candidate] = []
+    if loop_budget_s is not None and long_lag:
+        left = [c for c in within_cap if c not in over]
+        predicted = [c for c in left if long_lag.get(c.threshold, 0.0) * LAG_MARGIN > loop_budget_s]
+        if len(predicted) == len(left):  # every one predicted past it: the prediction cannot prefer any
+            predicted = []
+        over = [c for c in within_cap if c in over or c in predicted]
+    return _Allowed(within_cap, over, all_over, tuple(predicted), long_lag)
 
 
 def _tie_reason(tied: Sequence[Candidate], band: float, best: Candidate, why: str) -> str:
@@ -230,9 +265,16 @@ def _budget_notes(
         notes += f"; the loop budget rules out thresholds above {_fmt(budget_cap)}"
     if loop_budget_s is None:  # no lag budget: nothing measured was ruled out by its lag
         return notes
-    if allowed.over:
+    measured_over = [c for c in allowed.over if c not in allowed.predicted]
+    if measured_over:
         notes += (
-            f"; measured p99 loop lag past the {loop_budget_s * 1e3:g} ms budget rules out {_fmt_set(allowed.over)}"
+            f"; measured p99 loop lag past the {loop_budget_s * 1e3:g} ms budget rules out {_fmt_set(measured_over)}"
+        )
+    if allowed.predicted and allowed.long_lag is not None:
+        lags = ", ".join(f"{_fmt(c.threshold)} {allowed.long_lag[c.threshold] * 1e3:.0f} ms" for c in allowed.predicted)
+        notes += (
+            f"; p99 loop lag predicted for a long stream ({lags}), times the {LAG_MARGIN:g} margin, past the "
+            f"{loop_budget_s * 1e3:g} ms budget rules out {_fmt_set(allowed.predicted)}"
         )
     elif allowed.all_over:
         notes += (

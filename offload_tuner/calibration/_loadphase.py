@@ -9,13 +9,16 @@ side, the loop budget's cap, always and never. Candidates run interleaved in shu
 round, each round with the calls in a fresh order. What is timed is the steady pass of each run (ramp-up and
 drain left out, :mod:`_workload`), and its CPU. The makespans fit the model's load factors; if the corrected
 model then proposes a threshold not yet measured, away from everything measured or promising more than the
-noise (:func:`worth_measuring`), it is measured against the best so far. :mod:`_choice` makes the decision.
+noise (:func:`worth_measuring`), it is measured against the best so far. :mod:`_choice` makes the decision,
+with each candidate's p99 loop lag predicted for a long stream (:mod:`_lagmodel`). A choice two octaves or more
+from the model's proposal, or a lone best among few candidates with an octave unmeasured beside it, is not
+taken on that: the octaves in between are measured first (:mod:`_robust`), and one more batch of rounds where
+the regret bound still passes its limit.
 """
 
 from __future__ import annotations
 
 import random
-import statistics
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -25,7 +28,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from offload_tuner.calibration._candidates import Candidate, measured_noise, tie_band
 from offload_tuner.calibration._choice import PLAUSIBLE_STANDARD_ERRORS, Choice, choose
 from offload_tuner.calibration._grid import grid_below, offload_from, order_key, snap, snap_down
+from offload_tuner.calibration._lagmodel import long_stream_lags
 from offload_tuner.calibration._loadfactors import fit_load_factors, predicted_makespans
+from offload_tuner.calibration._loadsettle import load_entry, settle
 from offload_tuner.calibration._measure import clock
 from offload_tuner.calibration._proposals import FollowUp, always_threshold, on_grid, proposals, worth_measuring
 from offload_tuner.calibration._rounds import MAX_CALLS as MAX_CALLS
@@ -121,15 +126,17 @@ def measure_under_load(
     cap = budget_threshold(fit.costs, transport, knobs, workload_range)
     capped = None if cap is None else snap_down(cap)
     fit, follow_up = _follow_up(phase, fit, capped)
-    candidates, choice = phase.decide(budget_cap=capped, capped=cap is not None)
+    candidates, choice = phase.decide(fit, budget_cap=capped, capped=cap is not None)
     # The lag ruled out the cap (or more): the model's cap was too high under load, and nothing between it
     # and the survivors was measured. One grid step below the lowest ruled-out size threshold is.
     ruled_out = [t for t in choice.over_budget if t not in (None, 0)]
     if ruled_out and runner.measure_more([grid_below(min(ruled_out))]):
         fit = phase.refit()
-        candidates, choice = phase.decide(budget_cap=capped, capped=cap is not None)
+        candidates, choice = phase.decide(fit, budget_cap=capped, capped=cap is not None)
+    fit, candidates, choice, settled = settle(phase, fit, candidates, choice, capped=capped, capped_on=cap is not None)
     chosen, interval = _as_sizes(choice, always_threshold(fit.costs, transport, knobs, workload_range))
-    entry = _load_entry(phase, fit, candidates, choice, proposal=proposal, follow_up=follow_up, capped=capped)
+    entry = load_entry(phase, fit, candidates, choice, proposal=proposal, follow_up=follow_up, capped=capped)
+    entry["settle"] = {"measured": list(settled.thresholds), "why": settled.why}
     return LoadPhase(fit.costs, chosen, interval, entry, calls)
 
 
@@ -164,9 +171,15 @@ class _Phase:
         corrected = replace(self.costs, load=fitted)
         return _Fit(fitted, corrected, threshold(corrected, self.transport, self.knobs, self.workload_range))
 
-    def decide(self, *, budget_cap: int | None, capped: bool) -> tuple[list[Candidate], Choice]:
+    def long_lag(self, fit: _Fit, thresholds: Sequence[int | None]) -> dict[int | None, float]:
+        """Each threshold's p99 loop lag predicted for a long stream of the mix by the corrected model."""
+        predictions = [predict(fit.costs, self.transport, self.knobs, n) for n in self.sizes]
+        return long_stream_lags(predictions, self.sizes, thresholds, self.knobs, self.seed)
+
+    def decide(self, fit: _Fit, *, budget_cap: int | None, capped: bool) -> tuple[list[Candidate], Choice]:
         """Everything measured so far, and the choice among it."""
         measured = self.runner.candidates()
+        long_lag = self.long_lag(fit, [c.threshold for c in measured]) if self.knobs.loop_budget_s else None
         return measured, choose(
             measured,
             rounds=max(len(c.makespan_s) for c in measured),
@@ -175,6 +188,7 @@ class _Phase:
             loop_budget_s=self.knobs.loop_budget_s,
             workload_range=self.workload_range,
             calls=len(self.calls),
+            long_lag=long_lag,
         )
 
 
@@ -205,56 +219,6 @@ def _as_sizes(choice: Choice, always: int) -> tuple[int | None, tuple[int | None
 
     lower, upper = choice.interval
     return size(choice.threshold), (size(lower), size(upper))
-
-
-def _load_entry(
-    phase: _Phase,
-    fit: _Fit,
-    candidates: list[Candidate],
-    choice: Choice,
-    *,
-    proposal: int | None,
-    follow_up: FollowUp,
-    capped: int | None,
-) -> dict[str, Any]:
-    """The profile's ``load`` section: every candidate's runs, with what the corrected and the isolated model
-    predicted for it, the fit, the choice and its reason."""
-    knobs, rounds, calls = phase.knobs, phase.runner.rounds, phase.calls
-    indices = [offload_from(phase.sizes, c.threshold) for c in candidates]
-    measured = [c.makespan for c in candidates]
-    fitted = predicted_makespans(phase.predictions, indices, knobs, fit.factors)
-    raw = predicted_makespans(phase.predictions, indices, knobs, LoadFactors())
-    siblings = phase.runner.siblings
-    return {
-        "callers": knobs.concurrency,
-        "processes": 1 if siblings is None else 1 + siblings.count,
-        **({} if siblings is None else {"sibling_calls": list(phase.runner.sibling_calls)}),
-        "calls": len(calls),
-        "rounds": max(len(c.makespan_s) for c in candidates),
-        "seed": phase.seed,
-        "steady_pass": rounds.steady,
-        "warmup_calls": rounds.warmup(len(calls), knobs.concurrency),
-        "workload_range": list(phase.workload_range),
-        "candidates": [
-            {**c.to_json(), "predicted_s": p, "isolated_predicted_s": q} for c, p, q in zip(candidates, fitted, raw)
-        ],
-        "factors": fit.factors.to_json(),
-        "model_error": _median_error(fitted, measured),
-        "isolated_model_error": _median_error(raw, measured),
-        "model_threshold": fit.threshold,
-        "isolated_model_threshold": proposal,
-        "follow_up": follow_up.to_json(),
-        "budget_cap": capped,
-        "noise": choice.noise,
-        "tie_band": choice.band,
-        "best": choice.best,
-        "chosen": choice.threshold,
-        "tied": list(choice.tied),
-        "over_budget": list(choice.over_budget),
-        "flat": choice.flat,
-        "reason": choice.reason,
-        "duration_s": round(clock() - phase.runner.started, 3),
-    }
 
 
 def measure_thread_lane(
@@ -343,10 +307,6 @@ def _contenders(candidates: dict, alive: list[int | None]) -> list[int | None]:
     return [c.threshold for c in current if c.makespan <= best * (1 + band)]
 
 
-def _median_error(predicted: Sequence[float], measured: Sequence[float]) -> float:
-    return statistics.median(abs(p - m) / m for p, m in zip(predicted, measured))
-
-
 class _Runner:
     """Runs candidates in interleaved, shuffled rounds; a candidate is one way to split the stream."""
 
@@ -399,6 +359,28 @@ class _Runner:
         for t in new:
             c = batch[self._split(t)]
             self.runs[self._split(t)] = replace(c, makespan_s=tuple(v * scale for v in c.makespan_s))
+        return True
+
+    def remeasure(self, thresholds: Sequence[int | None]) -> bool:
+        """One more batch of rounds of thresholds already measured, appended to their rounds after rescaling
+        the batch to the earlier median of the best among them (drift between batches cancels out). Returns
+        whether anything was measured (nothing is once the phase's budget is spent)."""
+        known = [t for t in dict.fromkeys(thresholds) if self._split(t) in self.runs]
+        if len(known) < 2 or clock() - self.started >= self.rounds.budget_s:
+            return False
+        anchor = min((self.runs[self._split(t)] for t in known), key=lambda c: c.makespan)
+        batch = self._rounds(known)
+        if self._split(anchor.threshold) not in batch:
+            return False
+        scale = anchor.makespan / batch[self._split(anchor.threshold)].makespan
+        for k, c in batch.items():
+            old = self.runs[k]
+            self.runs[k] = replace(
+                old,
+                makespan_s=old.makespan_s + tuple(v * scale for v in c.makespan_s),
+                lag_p99_s=old.lag_p99_s + c.lag_p99_s,
+                cpu_s=old.cpu_s + c.cpu_s,
+            )
         return True
 
     def _rounds(self, thresholds: list[int | None]) -> dict[int, Candidate]:

@@ -253,6 +253,9 @@ def format_load(load: Mapping[str, Any], threshold: int | None) -> str:
             f"  the basin is flat from threshold {format_threshold(tied[0])} to {format_threshold(tied[-1])}: whether "
             "the calls in between run inline or offloaded makes no difference the measurements can see"
         )
+    from offload_tuner.inspection._report_choice import choice_lines  # long-stream lag, settling, regret
+
+    lines += choice_lines(load, threshold, format_threshold, format_seconds)
     lines.append(f"  why {format_threshold(threshold)}: {load['reason']}")
     return "\n".join(lines)
 
