@@ -16,6 +16,20 @@ per kernel, what issue 10 asks of them:
     python -m benchmarks.reruns [--runs 3] [--effort standard] [--rounds 5] [--confirm-rounds 8] [--out-dir ...]
     python -m benchmarks.reruns --from-recorded [--out-dir ...]   # re-read recorded runs, measure nothing
     python -m benchmarks.reruns --from-recorded --measure-basins    # ... but run the basin checks they need
+    python -m benchmarks.reruns --plan benchmarks/fresh_plan.json --out-dir D   # another plan's kernels
+
+With ``--plan``, the campaign runs on that plan's kernels instead of the bundled ones (``benchmarks/fresh_plan.json``:
+the kernels of :mod:`benchmarks.fresh_kernels`, written for the campaign): calibrations with ``--plan``, benchmarks
+by :mod:`benchmarks.fresh_runs` (the same measurement for any plan). A campaign may also be run a step at a time
+(each a short run, e.g. under a shared lock), then read with ``--from-recorded``::
+
+    offload-tuner calibrate --plan P --out D/profile-N.json -q
+    python -m benchmarks.fresh_runs --plan P --profile D/profile-N.json --kernel NAME --out-dir D/run-N
+    python -m benchmarks.reruns --plan P --from-recorded --out-dir D
+
+Each run is also checked against the loop budget as the benchmark's long runs see it (issue 29): no choice
+whose p99 loop lag passes the budget while a static threshold whose makespan is within the calibration's tie
+band of it keeps it (*budget kept*).
 
 Where the runs' thresholds are too far apart to agree by distance but their intervals overlap, a **basin
 check** follows: the runs' thresholds, each run's sweep oracle and a few powers of two between them, side by
@@ -46,9 +60,12 @@ from offload_tuner.inspection._report import format_threshold as _fmt
 RESULTS = Path(__file__).resolve().parent / "results" / "reruns"
 
 
-def run_once(index: int, out_dir: Path, effort: str, rounds: int, confirm_rounds: int) -> dict[str, Any]:
-    """One fresh calibration and its benchmark, each in its own process."""
+def run_once(
+    index: int, out_dir: Path, effort: str, rounds: int, confirm_rounds: int, plan: Path | None = None
+) -> dict[str, Any]:
+    """One fresh calibration and its benchmark, each in its own process (``plan``: that plan's kernels)."""
     profile = out_dir / f"profile-{index}.json"
+    with_plan = [] if plan is None else ["--plan", str(plan)]
     started = time.perf_counter()
     subprocess.run(
         [
@@ -61,6 +78,7 @@ def run_once(index: int, out_dir: Path, effort: str, rounds: int, confirm_rounds
             "--out",
             str(profile),
             "--quiet",
+            *with_plan,
         ],
         check=True,
     )
@@ -70,7 +88,8 @@ def run_once(index: int, out_dir: Path, effort: str, rounds: int, confirm_rounds
         [
             sys.executable,
             "-m",
-            "benchmarks.workload",
+            "benchmarks.workload" if plan is None else "benchmarks.fresh_runs",
+            *with_plan,
             "--profile",
             str(profile),
             "--rounds",
@@ -103,7 +122,8 @@ def load_recorded(out_dir: Path) -> list[dict[str, Any]]:
             entry["verdicts"] = workload.verdicts(entry, report.get("loop_budget_s"))
         report_path.write_text(json.dumps(report, indent=1) + "\n")
         (report_path.parent / "workload.md").write_text(workload.to_markdown(report))
-        runs.append({"profile": json.loads(profile.read_text()), "workload": report, "calibration_wall_s": math.nan})
+        data = json.loads(profile.read_text())  # the wall time is unknown: the profile's own duration stands in
+        runs.append({"profile": data, "workload": report, "calibration_wall_s": data.get("duration_s", math.nan)})
     return runs
 
 
@@ -149,13 +169,15 @@ def needs_basin(row: dict[str, Any]) -> bool:
     return not row["within_1.5x"] and row["intervals_overlap"]
 
 
-def measure_basins(runs: list[dict[str, Any]], out_dir: Path, confirm_rounds: int) -> dict[str, Any]:
+def measure_basins(
+    runs: list[dict[str, Any]], out_dir: Path, confirm_rounds: int, plan: Path | None = None
+) -> dict[str, Any]:
     """The basin check for every kernel that needs one, each in its own process: the runs' thresholds and
     the statics between them side by side in fresh rounds (``benchmarks.workload --compare``). A check that
     fails is recorded as failed (it shows no flat basin); the campaign's report is still written."""
     from benchmarks.workload import load_workloads
 
-    ranges = {w.key: (w.lo, w.hi) for w in load_workloads()}
+    ranges = {w.key: (w.lo, w.hi) for w in (load_workloads() if plan is None else load_workloads(plan))}
     basins: dict[str, Any] = {}
     for key, row in verdicts(runs)["kernels"].items():
         if not needs_basin(row) or key not in ranges:
@@ -168,7 +190,8 @@ def measure_basins(runs: list[dict[str, Any]], out_dir: Path, confirm_rounds: in
             [
                 sys.executable,
                 "-m",
-                "benchmarks.workload",
+                "benchmarks.workload" if plan is None else "benchmarks.fresh_runs",
+                *([] if plan is None else ["--plan", str(plan)]),
                 "--profile",
                 str(out_dir / "profile-1.json"),
                 "--kernel",
@@ -230,6 +253,26 @@ def flat_between(bench: dict[str, Any], thresholds: list[int | None]) -> bool:
     return all(ratio(p) <= FLAT for p in between if p in summary or p in same_as)
 
 
+def budget_kept(bench: dict[str, Any], entry: dict[str, Any], budget: float | None) -> dict[str, Any]:
+    """The loop budget as the benchmark's long runs see it: tuned's p99 loop lag within ``budget``, or no static
+    threshold of the sweep within the calibration's tie band of tuned's makespan keeping it (a choice past the
+    budget is wrong only when a candidate as fast, as far as calibration can tell, keeps it)."""
+    summary = bench["summary"]
+    lag = summary["tuned"].get("lag_p99_s")
+    if budget is None or lag is None or lag <= budget:
+        return {"kept": True, "lag_p99_s": lag, "instead": None}
+    band = (entry.get("load") or {}).get("tie_band", 0.0)
+    bar = summary["tuned"]["makespan_s"] * (1 + band)
+    within = [
+        name
+        for name, row in summary.items()
+        if (name.startswith("T=") or name in ("always", "never"))
+        and row["lag_p99_s"] <= budget
+        and row["makespan_s"] <= bar
+    ]
+    return {"kept": not within, "lag_p99_s": lag, "instead": within or None}
+
+
 def _confirmed(bench: dict[str, Any]) -> dict[str, Any] | str | None:
     """The benchmark's confirmation in short; "identical" where tuned decides every call like the sweep's oracle
     (nothing to confirm); None where none ran."""
@@ -271,6 +314,7 @@ def verdicts(runs: list[dict[str, Any]], basins: dict[str, Any] | None = None) -
         n_pairs = len(thresholds) * (len(thresholds) - 1)
         covered, pairs = covered + inside, pairs + n_pairs
         ratios = [b["tuned_vs_oracle"] for b in benches if b]
+        budget = [budget_kept(b, e, r["workload"].get("loop_budget_s")) for b, e, r in zip(benches, entries, runs) if b]
         judged = [workload.judged_ratio(b) for b in benches if b]
         for b in benches:
             if b and b.get("model_check"):
@@ -294,6 +338,8 @@ def verdicts(runs: list[dict[str, Any]], basins: dict[str, Any] | None = None) -
             "coverage": f"{inside}/{n_pairs}",
             "all_within_1.10x_oracle": all(r <= 1.10 for r in judged),
             "steady_vs_oracle": [b["steady"]["ratio"] for b in benches if b and "steady" in b],
+            "budget": budget,
+            "budget_kept": all(b["kept"] for b in budget),
         }
     return {
         "kernels": rows,
@@ -316,8 +362,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{', '.join(f'{s:.0f}' for s in v['calibration_wall_s'])} s wall).\n",
         "| kernel | thresholds [intervals] per run | within 1.5x | intervals overlap | flat basin: calibration / benchmark "
         "| reproducible | coverage | sweep: tuned / oracle per run [per-round range] | confirmed: tuned / oracle per run "
-        "[per-round range] | <= 1.10x | steady pass: tuned / oracle |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "[per-round range] | <= 1.10x | steady pass: tuned / oracle | tuned p99 loop lag per run | budget kept |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, r in v["kernels"].items():
         ts = ", ".join(f"{_fmt(t)} [{_fmt(i[0])}, {_fmt(i[1])}]" for t, i in zip(r["thresholds"], r["intervals"]))
@@ -336,7 +382,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {key.split(':')[1]} | {ts} | {yes(r['within_1.5x'])} | {yes(r['intervals_overlap'])} | "
             f"{yes(r['flat_basin_every_run'])} / {yes(r.get('flat_in_benchmark', False))} | {yes(r['reproducible'])} | {r['coverage']} | {ratios} | {confirmed} | "
-            f"{yes(r['all_within_1.10x_oracle'])} | {', '.join(f'{x:.2f}' for x in r['steady_vs_oracle']) or '-'} |"
+            f"{yes(r['all_within_1.10x_oracle'])} | {', '.join(f'{x:.2f}' for x in r['steady_vs_oracle']) or '-'} | "
+            f"{_lags(r)} | {yes(r.get('budget_kept', True))} |"
         )
     lines += [
         "",
@@ -345,6 +392,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         "benchmark's: where a basin check ran, every threshold it measured from the lowest to the highest of the "
         "runs' within 1.10x of the best measured beside them (below); else, in every run's sweep, the tuned policy "
         "and each static threshold in that span within 1.10x of the oracle.",
+        "",
+        "*Budget kept*: in every run's benchmark, tuned's p99 loop lag within the profile's loop budget, or no "
+        "static threshold whose makespan is within the calibration's tie band of tuned's keeping it (issue 29).",
         "",
         "*Confirmed*: tuned against the sweep's best two statics again, in fresh rounds of those three alone (none "
         'where tuned decides every call like the sweep\'s oracle: "same as the oracle", 1.00 by identity); the '
@@ -360,6 +410,15 @@ def to_markdown(report: dict[str, Any]) -> str:
         "candidate measured under load; `offload-tuner explain KERNEL SIZE --profile profile-N.json`).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _lags(row: dict[str, Any]) -> str:
+    """Tuned's p99 loop lag per run, and the statics that would have kept the budget where it did not."""
+    cells = []
+    for b in row.get("budget", []):
+        cell = "-" if b["lag_p99_s"] is None else f"{b['lag_p99_s'] * 1e3:.0f} ms"
+        cells.append(cell if b["kept"] else f"{cell} (kept by {', '.join(b['instead'])})")
+    return ", ".join(cells) or "-"
 
 
 def _basin_lines(v: dict[str, Any]) -> list[str]:
@@ -395,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument(
+        "--plan", type=Path, help="calibrate and benchmark this plan's kernels (default: the bundled kernels' plan)"
+    )
+    parser.add_argument(
         "--from-recorded",
         action="store_true",
         help="re-analyse the runs and basin checks recorded in --out-dir; measure nothing",
@@ -421,17 +483,18 @@ def main(argv: list[str] | None = None) -> int:
             run["calibration_wall_s"] = wall
     for i in range(1, 0 if args.from_recorded else args.runs + 1):
         print(f"run {i}/{args.runs}: calibrating and benchmarking ...", file=sys.stderr)
-        runs.append(run_once(i, args.out_dir, args.effort, args.rounds, args.confirm_rounds))
+        runs.append(run_once(i, args.out_dir, args.effort, args.rounds, args.confirm_rounds, args.plan))
     if args.from_recorded and not args.measure_basins:
         basins = load_basins(args.out_dir)
     else:
-        basins = measure_basins(runs, args.out_dir, previous.get("confirm_rounds") or args.confirm_rounds)
+        basins = measure_basins(runs, args.out_dir, previous.get("confirm_rounds") or args.confirm_rounds, args.plan)
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m benchmarks.reruns " + " ".join(argv if argv is not None else sys.argv[1:]),
         "host": host_fingerprint(),
         "runs": len(runs),
         "effort": args.effort,
+        "plan": None if args.plan is None else str(args.plan),
         "rounds": args.rounds,
         "confirm_rounds": args.confirm_rounds,
         "duration_s": time.perf_counter() - started,
