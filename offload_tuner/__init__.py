@@ -51,7 +51,7 @@ from offload_tuner.runtime._runtime import (
     unload_profile,
 )
 from offload_tuner.runtime._stats import reset_stats
-from offload_tuner.runtime._stats import stats_document as stats
+from offload_tuner.runtime._stats_document import stats_document as stats
 from offload_tuner.runtime.feedback import install as _install_feedback
 
 if TYPE_CHECKING:  # imported on use at run time (see __getattr__ and the functions below)

@@ -142,7 +142,7 @@ def test_the_scanners_report_what_is_missing() -> None:
     api = (DOCS / "api.md").read_text(encoding="utf-8")
     without_entry = re.sub(r"^::: offload_tuner\.run_kernel$", "", api, flags=re.MULTILINE)
     assert missing_api_entries(list(offload_tuner.__all__), without_entry) == ["run_kernel"]
-    namesake = api + "\n::: offload_tuner.runtime._stats.stats_document\n"
+    namesake = api + "\n::: offload_tuner.runtime._stats_document.stats_document\n"
     assert missing_api_entries(["stats"], namesake.replace("::: offload_tuner.stats\n", "")) == []
 
     assert unlinked_history(["a.md", "b.md"], "[a](a.md)\n`b.md`\n") == ["b.md"]

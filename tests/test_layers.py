@@ -85,6 +85,7 @@ RUNTIME_RANKS = {
     "_state": 6,
     "_placer": 7,
     "_entries": 8,
+    "_stats_document": 9,  # stats() as a document: the guarded field reads the call path (_entries)
     "_decision": 9,
     "_outcomes": 10,
     "_execution": 11,

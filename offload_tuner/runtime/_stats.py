@@ -8,7 +8,7 @@ offloaded, the time the caller's thread was blocked (pickling the call, submitti
 and the end-to-end latency. ``offload-tuner retune`` and ``drift`` read these against the profile's models.
 Where the profile's loop-budget guard decides some of a kernel's calls, ``stats()`` says how many of the
 offloaded ones it decided (``guarded``), derived from these counts when the statistics are read
-(:func:`guard_decided`): the hot path counts nothing more for it.
+(:func:`guard_decided`; the document itself is built in ``_stats_document``): the hot path counts nothing more.
 
 Cost: counting is one list increment and a bit test (the count itself picks the calls to time: every
 ``sample_every``-th call of each size bucket and decision, a sample stratified by size at no extra cost);
@@ -30,7 +30,6 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from offload_tuner.runtime._profile import current_hostname
 from offload_tuner.runtime._registry import KernelSpec, default_size, spec_for
 
 STATS_SCHEMA: Final = "offload-tuner-stats/1"
@@ -264,65 +263,6 @@ def guard_decided(
         calls += count * share
         exact = False
     return round(calls), exact
-
-
-def _guarded(fn: Callable[..., Any], stats: KernelStats) -> dict[str, Any] | None:
-    """The ``guarded`` field of a kernel's statistics: where the installed profile's guard is folded into its
-    threshold (:func:`offload_tuner.runtime._entries._guarded`), the offloaded calls it decided
-    (:func:`guard_decided`), counted against the threshold in force now. Off the hot path: read from the counts the
-    hot path keeps anyway, when the statistics are read. None where no guard decides this kernel's calls."""
-    from offload_tuner.runtime import _state
-    from offload_tuner.runtime._entries import TRUSTED, Origin, resolve
-    from offload_tuner.runtime._profile import Profile
-
-    snap = _state.current()
-    profile = snap.profile
-    if not snap.installed or not isinstance(profile, Profile):
-        return None  # nothing loaded yet: reading the statistics never loads a profile
-    entry = profile.kernels.get(stats.spec.key)
-    if entry is None or entry.guard is None:
-        return None
-    snap, (_, threshold, reason, _, _, origin) = resolve(fn)
-    guard = entry.guard
-    if (
-        origin not in TRUSTED
-        or threshold != guard.size
-        or not reason.endswith(f"; {guard.describe(entry.calibrated_top)}")
-    ):
-        return None  # not folded: the profile's (or adaptation's) threshold is at or below the guard, or no lane
-    adapted = snap.adapted.thresholds.get(stats.spec.key) if origin is Origin.ADAPTED else None
-    chosen = adapted[0] if adapted is not None else entry.threshold
-    sizes = [int(row[1]) for row in stats.samples["loop"].rows()]
-    calls, exact = guard_decided(stats.offload, guard.size, chosen, sizes)
-    return {"guard": guard.size, "threshold": chosen, "calls": calls, "exact": exact}
-
-
-def _kernel_document(fn: Callable[..., Any], stats: KernelStats) -> dict[str, Any]:
-    out = stats.to_json()
-    try:
-        guarded = _guarded(fn, stats)
-    except Exception:  # the statistics are read by a recorder thread and exporters: never fail them for this
-        guarded = None
-    if guarded is not None:
-        out["guarded"] = guarded
-    return out
-
-
-def stats_document() -> dict[str, Any]:
-    """This process's statistics as JSON-able data (the stats file's format, with one process)."""
-    now = time.time()
-    process = {
-        "pid": os.getpid(),
-        "started": round(_started, 3),
-        "updated": round(now, 3),
-        "sample_every": _sample_every,
-        "kernels": {s.spec.key: _kernel_document(fn, s) for fn, s in list(_by_fn.items()) if s.seen()},
-    }
-    return {
-        "schema": STATS_SCHEMA,
-        "host": current_hostname(),
-        "processes": {process_id(): process},
-    }
 
 
 def process_id() -> str:

@@ -46,7 +46,7 @@ from offload_tuner.runtime._lanes import Lane
 from offload_tuner.runtime._placer import Placer
 from offload_tuner.runtime._profile import Profile
 from offload_tuner.runtime._registry import spec_by_key
-from offload_tuner.runtime._stats import stats_document
+from offload_tuner.runtime._stats_document import stats_document
 from offload_tuner.runtime.feedback._retune import KernelDrift, drift, traffic
 
 PREFIX: Final = "offload_tuner_"

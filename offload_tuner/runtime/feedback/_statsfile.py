@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from offload_tuner.runtime._profile import atomic_write_text, parse_json, read_capped
-from offload_tuner.runtime._stats import SAMPLE_CAP, SAMPLE_KINDS, STATS_SCHEMA, process_id, stats_document
+from offload_tuner.runtime._stats import SAMPLE_CAP, SAMPLE_KINDS, STATS_SCHEMA, process_id
+from offload_tuner.runtime._stats_document import stats_document
 from offload_tuner.runtime._warn import warn_once
 
 STATS_ENV = "OFFLOAD_TUNER_STATS"
