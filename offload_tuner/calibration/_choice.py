@@ -161,13 +161,7 @@ def choose(
     step_band = min(MAX_TIE_BAND, max(band, tie_band(noise, rounds, CLIFF_STEP_STANDARD_ERRORS)))
     # Only a lone winner: a tie was already resolved by what the measurement can tell apart (lag, CPU).
     stepped = None if len(tied) > 1 else _off_the_edge(chosen, ordered, eligible, best.makespan * (1 + step_band))
-    # What a rerun may find: the noise could be as high as its 90% upper confidence bound (few rounds of few
-    # candidates estimate it poorly), and a candidate within twice that band could come out best.
-    upper = noise_upper_bound(noise, degrees_of_freedom(ordered))
-    reach = max(tie_band(upper, rounds, PLAUSIBLE_STANDARD_ERRORS), PLAUSIBLE_FLOOR)
-    plausible = [c for c in eligible if c.makespan <= best.makespan * (1 + reach)]
-    # Candidates ruled out by their measured lag bound the interval like candidates measured worse.
-    interval = _interval(allowed.within_cap, plausible, workload_range, calls)
+    interval = _rerun_interval(ordered, allowed, best, noise, rounds, workload_range, calls)
     reason = _tie_reason(tied, band, best, why)
     if stepped is not None:
         reason += _step_note(chosen, stepped[1], stepped[0], best, step_band)
@@ -186,6 +180,24 @@ def choose(
         regret,
         tuple(c.threshold for c in allowed.predicted),
     )
+
+
+def _rerun_interval(
+    ordered: list[Candidate],
+    allowed: _Allowed,
+    best: Candidate,
+    noise: float,
+    rounds: int,
+    workload_range: tuple[float, float],
+    calls: int | None,
+) -> tuple[int | None, int | None]:
+    """What a rerun may find: the noise could be as high as its 90% upper confidence bound (few rounds of few
+    candidates estimate it poorly), and a candidate within twice that band could come out best. Candidates ruled
+    out by their measured lag bound the interval like candidates measured worse."""
+    upper = noise_upper_bound(noise, degrees_of_freedom(ordered))
+    reach = max(tie_band(upper, rounds, PLAUSIBLE_STANDARD_ERRORS), PLAUSIBLE_FLOOR)
+    plausible = [c for c in allowed.eligible if c.makespan <= best.makespan * (1 + reach)]
+    return _interval(allowed.within_cap, plausible, workload_range, calls)
 
 
 class _Allowed(NamedTuple):
@@ -305,12 +317,15 @@ def thread_lane_wins(
     threads: Sequence[Candidate],
     thread_choice: int | None,
     loop_budget_s: float | None = None,
+    band: float = 0.0,
 ) -> tuple[bool, str]:
     """Whether the thread lane's choice beats the process lane's, and why. Both phases ran the same stream of
     calls, each with "never" (every call inline) among its candidates: each choice is taken relative to its own
     phase's never, so the drift of the machine between the two phases cancels. Without a never in both, the
-    medians are compared as they are. Throughput first; a thread lane whose p99 loop lag is worse than the
-    process lane's beyond the lag tie (:func:`lag_tie_s`) does not win on it."""
+    medians are compared as they are. Throughput first, within ``band`` (the phases' tie band): as fast as the
+    measurement can tell, the thread lane wins, since it pickles nothing (less of the caller's thread, no copies)
+    and leaves the process pool's workers to the kernels that hold the GIL. A thread lane whose p99 loop lag is
+    worse than the process lane's beyond the lag tie (:func:`lag_tie_s`) does not win on it."""
     if thread_choice is None:
         return False, "the thread lane's own phase measured never sending a call there as best"
     by_process = {c.threshold: c for c in process}
@@ -324,10 +339,10 @@ def thread_lane_wins(
             f"{t_ratio:.2f}x the all-inline makespan in threads (from {_fmt(thread_choice)}) against "
             f"{p_ratio:.2f}x in processes (from {_fmt(process_choice)})"
         )
-        faster = t_ratio <= p_ratio
+        faster = t_ratio <= p_ratio * (1 + band)
     else:
         how = f"{t.makespan * 1e3:.1f} ms in threads against {p.makespan * 1e3:.1f} ms in processes"
-        faster = t.makespan <= p.makespan
+        faster = t.makespan <= p.makespan * (1 + band)
     calm = t.lag_p99 <= p.lag_p99 * LAG_TIE[0] + lag_tie_s(loop_budget_s)
     how += f"; p99 loop lag {t.lag_p99 * 1e3:.1f} ms in threads against {p.lag_p99 * 1e3:.1f} ms"
     return faster and calm, how

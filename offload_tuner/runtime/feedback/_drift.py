@@ -124,6 +124,77 @@ def guard_checks(profile: Mapping[str, Any], observed: Mapping[str, Any]) -> lis
     return out
 
 
+@dataclass(frozen=True)
+class _Timings:
+    """The guard's sizes as production timed them: the offloaded calls it decided against the extrapolation, and
+    inline calls timed past the top (where there are enough) against theirs."""
+
+    loop_band: float
+    loop_factor: float
+    inline_band: float | None
+    inline_factor: float | None
+    far: list[tuple[int, float]]
+
+
+def _band(kind: str, samples: list[tuple[int, float]], model: Any, transport: Any, knobs: Any) -> tuple[float, float]:
+    """Observed against the model's band (idle to under load), and against the loaded prediction alone."""
+    from offload_tuner.runtime._policy import LoadFactors, predict
+    from offload_tuner.runtime.feedback._retune import _band_ratio
+
+    costs, idle = model.costs, replace(model.costs, load=LoadFactors())
+    pairs, loaded = [], []
+    for n, s in samples:
+        a = _seconds(kind, predict(costs, transport, knobs, max(1, n)))
+        b = _seconds(kind, predict(idle, transport, knobs, max(1, n)))
+        if min(a, b) > 0:
+            pairs.append((s / max(a, b), s / min(a, b)))
+            loaded.append(s / a)
+    return _band_ratio(pairs), statistics.median(loaded)
+
+
+def _timings(model: Any, transport: Any, knobs: Any, top: float, decided: list[tuple[int, float]], t: Any) -> _Timings:
+    from offload_tuner.runtime.feedback._retune import MIN_SAMPLES
+
+    far = [(n, s) for n, s in t.samples["inline"] if n > top]
+    inline_band, inline_factor = (
+        _band("inline", far, model, transport, knobs) if len(far) >= MIN_SAMPLES else (None, None)
+    )
+    loop_band, loop_factor = _band("loop", decided, model, transport, knobs)
+    return _Timings(loop_band, loop_factor, inline_band, inline_factor, far)
+
+
+def _inline_at(n: int, model: Any, transport: Any, knobs: Any, timings: _Timings) -> float:
+    """Inline time at ``n``: as production timed it past the top, else the least the model predicts."""
+    from offload_tuner.runtime._policy import LoadFactors, predict
+
+    p = predict(model.costs, transport, knobs, max(1, n))
+    if timings.inline_factor is not None:
+        return p.inline_s * timings.inline_factor
+    return min(p.inline_s, predict(replace(model.costs, load=LoadFactors()), transport, knobs, max(1, n)).inline_s)
+
+
+def _corrected(model: Any, transport: Any, knobs: Any, measured: tuple[float, float], timings: _Timings) -> int | None:
+    """The guard size with production's timings folded into the load factors (clamped as ``retune`` clamps them);
+    None where inline calls were not timed past the top, or where no size then needs the guard."""
+    from offload_tuner.runtime._policy import LoadFactors, guard_size
+    from offload_tuner.runtime.feedback._retune import FACTOR_LIMITS
+
+    if timings.inline_factor is None:
+        return None
+    lo, hi = FACTOR_LIMITS
+    load = model.costs.load
+    scaled = replace(
+        model.costs,
+        load=LoadFactors(
+            load.inline * min(max(timings.inline_factor, lo), hi),
+            load.offload_loop * min(max(timings.loop_factor, lo), hi),
+            load.offload_worker,
+        ),
+    )
+    found = guard_size(scaled, transport, knobs, measured)
+    return None if found is None else found[0]
+
+
 def _check(
     key: str,
     model: Any,
@@ -134,11 +205,9 @@ def _check(
     decided: list[tuple[int, float]],
     t: Any,
 ) -> GuardCheck:
-    from offload_tuner.runtime._policy import LoadFactors, guard_size, predict
-    from offload_tuner.runtime.feedback._retune import DRIFT_RATIO, FACTOR_LIMITS, MIN_SAMPLES, _band_ratio
+    from offload_tuner.runtime.feedback._retune import MIN_SAMPLES
 
     top, budget = measured[1], knobs.loop_budget_s
-    costs, idle = model.costs, replace(model.costs, load=LoadFactors())
     span = f"sizes {min(n for n, _ in decided)}-{max(n for n, _ in decided)}"
     where = f"the guard (inline from size {size}, beyond the calibrated top {top:g})"
     if len(decided) < MIN_SAMPLES:
@@ -150,86 +219,47 @@ def _check(
             "verdict on its extrapolation",
             len(decided),
         )
-
-    def band(kind: str, samples: list[tuple[int, float]]) -> tuple[float, float]:
-        """Observed against the model's band (idle to under load), and against the loaded prediction alone."""
-        pairs, loaded = [], []
-        for n, s in samples:
-            a, b = (
-                _seconds(kind, predict(costs, transport, knobs, max(1, n))),
-                _seconds(kind, predict(idle, transport, knobs, max(1, n))),
-            )
-            if min(a, b) > 0:
-                pairs.append((s / max(a, b), s / min(a, b)))
-                loaded.append(s / a)
-        return _band_ratio(pairs), statistics.median(loaded)
-
-    far = [(n, s) for n, s in t.samples["inline"] if n > top]
-    inline_band, inline_factor = band("inline", far) if len(far) >= MIN_SAMPLES else (None, None)
-    loop_band, loop_factor = band("loop", decided)
-
-    def inline_at(n: int) -> float:
-        """Inline time at ``n``: as production timed it past the top, else the least the model predicts."""
-        p = predict(costs, transport, knobs, max(1, n))
-        if inline_factor is not None:
-            return p.inline_s * inline_factor
-        return min(p.inline_s, predict(idle, transport, knobs, max(1, n)).inline_s)
-
+    timings = _timings(model, transport, knobs, top, decided, t)
     blocked = statistics.median(s for _, s in decided)
-    spared = statistics.median(s / inline_at(n) for n, s in decided)
-    inline_median = statistics.median(inline_at(n) for n, _ in decided)
-    basis = "as timed past the top" if inline_factor is not None else "as extrapolated"
+    spared = statistics.median(s / _inline_at(n, model, transport, knobs, timings) for n, s in decided)
+    inline_median = statistics.median(_inline_at(n, model, transport, knobs, timings) for n, _ in decided)
+    basis = "as timed past the top" if timings.inline_factor is not None else "as extrapolated"
     offloaded = (
         f"{len(decided)} timed offloaded calls it decided at {span} blocked the loop {blocked * 1e3:.3g} ms (median, "
-        f"{loop_band:.2f}x the extrapolation) against {inline_median * 1e3:.3g} ms inline there ({basis}; budget "
-        f"{budget * 1e3:.3g} ms)"
+        f"{timings.loop_band:.2f}x the extrapolation) against {inline_median * 1e3:.3g} ms inline there ({basis}; "
+        f"budget {budget * 1e3:.3g} ms)"
     )
-    corrected = None
-    if inline_factor is not None:
-        lo, hi = FACTOR_LIMITS
-        load = costs.load
-        scaled = replace(
-            costs,
-            load=LoadFactors(
-                load.inline * min(max(inline_factor, lo), hi),
-                load.offload_loop * min(max(loop_factor, lo), hi),
-                load.offload_worker,
-            ),
-        )
-        found = guard_size(scaled, transport, knobs, measured)
-        corrected = None if found is None else found[0]
+    corrected = _corrected(model, transport, knobs, measured, timings)
+    holds, sentence = _verdict(where, offloaded, spared, timings, corrected)
+    return GuardCheck(key, size, holds, sentence, len(decided), corrected)
+
+
+def _verdict(where: str, offloaded: str, spared: float, timings: _Timings, corrected: int | None) -> tuple[bool, str]:
+    from offload_tuner.runtime.feedback._retune import DRIFT_RATIO, MIN_SAMPLES
+
+    restate = (
+        "calibrate with the real mix stated (@kernel(workload=...) or the plan's workload_range) so the ladder "
+        "measures these sizes"
+    )
     if spared >= 1:
-        return GuardCheck(
-            key,
-            size,
-            False,
-            f"{where} does not hold: offloading did not spare the loop: {offloaded}; calibrate with the real mix "
-            "stated (@kernel(workload=...) or the plan's workload_range) so the ladder measures these sizes",
-            len(decided),
-            corrected,
-        )
-    if inline_band is not None and not (1 / DRIFT_RATIO <= inline_band <= DRIFT_RATIO):
+        return False, f"{where} does not hold: offloading did not spare the loop: {offloaded}; {restate}"
+    band, far = timings.inline_band, timings.far
+    if band is not None and not (1 / DRIFT_RATIO <= band <= DRIFT_RATIO):
         moved = (
             f"with production's timings inline passes the budget from about size {corrected}"
             if corrected is not None
             else "with production's timings no size needs the guard"
         )
-        return GuardCheck(
-            key,
-            size,
-            False,
+        return False, (
             f"{where} does not hold: {len(far)} inline calls timed past the top (sizes {min(n for n, _ in far)}-"
-            f"{max(n for n, _ in far)}) took {inline_band:.2f}x the extrapolation: {moved}; calibrate with the real "
-            "mix stated (@kernel(workload=...) or the plan's workload_range) so the ladder measures these sizes",
-            len(decided),
-            corrected,
+            f"{max(n for n, _ in far)}) took {band:.2f}x the extrapolation: {moved}; {restate}"
         )
     checked = (
-        f"; {len(far)} inline calls timed past the top: {inline_band:.2f}x the extrapolation"
-        if inline_band is not None
+        f"; {len(far)} inline calls timed past the top: {band:.2f}x the extrapolation"
+        if band is not None
         else f"; the guard's size rests on the extrapolation still (fewer than {MIN_SAMPLES} inline calls timed past the top)"
     )
-    return GuardCheck(key, size, True, f"{where} holds: {offloaded}{checked}", len(decided), corrected)
+    return True, f"{where} holds: {offloaded}{checked}"
 
 
 def _seconds(kind: str, p: Any) -> float:
