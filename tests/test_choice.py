@@ -398,3 +398,9 @@ def test_the_lanes_are_compared_through_the_all_inline_run_each_phase_measured()
     laggy = [cand(2048, [0.72] * 3, lag=0.04), cand(None, [1.2] * 3)]
     assert thread_lane_wins(process, 4096, laggy, 2048, 0.1)[0] is False
     assert thread_lane_wins(process, 4096, [cand(2048, [0.72] * 3, lag=0.02), cand(None, [1.2] * 3)], 2048, 0.1)[0]
+    # 0.84x never against 0.80x: within a 20% tie band the lanes are as fast as the measurement can tell, and
+    # the lane that pickles nothing wins; past the band the process lane keeps it.
+    close = [cand(2048, [1.008] * 3), cand(None, [1.2] * 3)]
+    assert thread_lane_wins(process, 4096, close, 2048)[0] is False
+    assert thread_lane_wins(process, 4096, close, 2048, band=0.2)[0] is True
+    assert thread_lane_wins(process, 4096, slower, 2048, band=0.1)[0] is False  # 0.92x against 0.80x x 1.1

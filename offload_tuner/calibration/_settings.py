@@ -53,7 +53,7 @@ class Effort:
     validation sizes, and the refinement's cost, over half of it the second cross-validated fit, bought nothing."""
     load: Rounds
     """How the concurrent phase spends its time: rounds, run length, budget per kernel."""
-    gil: GilEffort = field(default_factory=lambda: GilEffort(2, 1, 0.04))
+    gil: GilEffort = field(default_factory=lambda: GilEffort(2, 3, 0.04))
     """How the GIL hold is measured (:mod:`_gil`): sizes, repeats, seconds per window. One repeat at standard:
     kernels measure ~0.01 or ~0.95, far from the 0.25 cut, and a second repeat costs time the standard
     calibration's 60 s goal does not have."""
@@ -73,7 +73,7 @@ EFFORTS: dict[str, Effort] = {
         40,
         False,
         Rounds(2, 3, 0.04, 0.5, neighbours=False),
-        GilEffort(1, 1, 0.03),
+        GilEffort(1, 3, 0.03),
     ),
     "standard": Effort(
         "standard",
