@@ -142,6 +142,8 @@ def sync_caller():
             except TimeoutError:
                 count("timed out")
         else:
+            if n % 1000 == 500:  # whichever caller draws it: the async ones do not always get these numbers
+                kill_a_worker()
             check(n, run_kernel_sync(roundtrip, a, offload_if=True), n + 1.0)
             count("ok")
 
@@ -165,6 +167,7 @@ def run():
     elapsed = time.perf_counter() - started
     time.sleep(0.2)
     _shm.reap_abandoned()  # the grace retries of results a killed pool's worker may still have written
+    _segments.drain_pool()  # argument segments kept for reuse: this process's until it exits, not leaked
     tag = _segments.owner_tag()
     left = sorted(n for n in os.listdir(_shm.SHM_DIR) if n.startswith(f"{_shm.PREFIX}{tag}-") and not n.endswith("-owner"))
     print(json.dumps({"stats": stats, "left": left, "seconds": round(elapsed, 2), "pid": os.getpid(),
@@ -182,7 +185,8 @@ def test_ten_thousand_calls_with_killed_workers_cancellations_and_timeouts_leak_
     report = json.loads(done.stdout.strip().splitlines()[-1])
     stats = report["stats"]
     assert sum(stats.values()) - stats.get("killed", 0) == 10_000, stats
-    assert stats["killed"] >= 5 and stats["timed out"] >= 50 and stats["cancelled"] >= 20, stats
+    # ~190 calls ask for a timeout; those that meet a killed pool run inline and are not timed out
+    assert stats["killed"] >= 5 and stats["timed out"] >= 25 and stats["cancelled"] >= 20, stats
     assert report["left"] == [], report  # nothing left while it ran on...
     assert report["exit_list"] == 0, report
     assert entries_of(report["pid"]) == []  # ...nor after it exited (its owner lock went with it)
@@ -412,6 +416,7 @@ if __name__ == "__main__":
     results = asyncio.run(main())
     time.sleep(0.2)
     _shm.reap_abandoned()
+    _segments.drain_pool()  # argument segments kept for reuse: this process's until it exits, not leaked
     tag = _segments.owner_tag()
     left = sorted(n for n in os.listdir(_shm.SHM_DIR) if n.startswith(f"{_shm.PREFIX}{tag}-") and not n.endswith("-owner"))
     print(json.dumps({"results": results, "expected": [2.0 * i for i in range(8)], "left": left, "pid": os.getpid()}))

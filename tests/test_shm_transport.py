@@ -143,6 +143,7 @@ def small_buffers_and_no_leak(monkeypatch):
     directories = {_shm.SHM_DIR}
     yield directories
     directories.add(_shm.settings.directory)
+    _segments.drain_pool()  # argument segments kept for reuse are this process's until it exits
     deadline = time.monotonic() + 5
     while any(ours(d) for d in directories) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -619,4 +620,92 @@ def test_only_a_broken_pool_keeps_an_abandoned_result_for_the_grace_period(tmp_p
     assert list(_segments.abandoned) == [str(tmp_path / "broken-r")]
     Path(tmp_path / "broken-r").write_bytes(b"late")  # a terminated worker's late write
     _shm.reap_abandoned()
+    assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------ argument segments reused
+
+_kept: list[np.ndarray] = []
+
+
+def total(a: np.ndarray) -> float:
+    return float(a.sum())
+
+
+def keep(a: np.ndarray) -> float:
+    """A kernel that keeps a reference to its argument (a cache, a careless global) past its return."""
+    _kept.append(a)
+    return float(a.sum())
+
+
+def kept_total() -> float:
+    return float(_kept[-1].sum())
+
+
+@pytest.fixture
+def rewritten(monkeypatch) -> list[str]:
+    """The argument segments written again for another call."""
+    paths: list[str] = []
+    real = _segments.rewrite_segment
+
+    def spy(path: str, buffers: Any) -> Any:
+        paths.append(path)
+        return real(path, buffers)
+
+    monkeypatch.setattr(_segments, "rewrite_segment", spy)
+    return paths
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_argument_segment_is_written_again_once_its_reader_let_go_of_it(pool, written, rewritten, mode):
+    """Writing into a file whose pages tmpfs holds already skips allocating and zeroing them; every call still
+    reads its own arguments."""
+    set_executor(pool)
+    arrays = [np.full(4096, float(i)) for i in range(6)]
+    assert [call(mode, total, a) for a in arrays] == [4096.0 * i for i in range(6)]
+    assert len(written) + len(rewritten) == 6
+    assert rewritten and set(rewritten) <= set(written)  # the reused files are earlier calls' own
+    assert len(ours(_shm.SHM_DIR)) <= 2  # the free ones (the calls ran one at a time, each on one worker)
+
+
+def test_a_kernel_that_keeps_its_argument_keeps_that_segment_out_of_reuse(written, rewritten):
+    """Its worker cannot unmap the arguments, so the caller never writes that file again: what the kernel kept
+    stays what it was given, whatever later calls send."""
+    from offload_tuner import recommended_pool
+
+    single = recommended_pool(1)
+    try:
+        set_executor(single)
+        first = np.full(4096, 1.0)
+        assert run_kernel_sync(keep, first, offload_if=True) == 4096.0
+        for i in range(2, 6):
+            assert run_kernel_sync(total, np.full(4096, float(i)), offload_if=True) == 4096.0 * i
+        assert run_kernel_sync(kept_total, offload_if=True) == 4096.0  # not one of the later calls' values
+        assert written[0] not in rewritten
+        assert rewritten  # the later calls did reuse each other's
+    finally:
+        set_executor(None)
+        single.shutdown(wait=True)
+
+
+def test_reuse_keeps_at_most_its_share_of_the_directory(tmp_path, monkeypatch):
+    """Free segments are bounded by POOL_BYTES and by a sixteenth of the file system; the rest are unlinked."""
+    monkeypatch.setattr(_segments, "_free", [])
+    monkeypatch.setattr(_segments, "POOL_BYTES", 3 * 8192)
+    paths = []
+    for i in range(5):
+        path = str(tmp_path / f"seg-{i}")
+        Path(path).write_bytes(b"\0" * 8192)
+        paths.append(path)
+        _segments.give_back(path, 8192)
+    assert sorted(p for _, p in _segments._free) == paths[:3]
+    assert sorted(os.listdir(tmp_path)) == ["seg-0", "seg-1", "seg-2"]
+    assert _segments.take_reusable(str(tmp_path), 100_000) is None  # too large for any
+    assert _segments.take_reusable(str(tmp_path), 1000) is None  # would waste more than 4x
+    assert _segments.take_reusable(str(tmp_path / "elsewhere"), 8000) is None  # another directory
+    taken = _segments.take_reusable(str(tmp_path), 8000)
+    assert taken == (paths[0], 8192)
+    assert sorted(p for _, p in _segments._free) == paths[1:3]  # the taker's alone now
+    _segments.give_back(*taken)  # its call is over
+    _segments.drain_pool()
     assert os.listdir(tmp_path) == []

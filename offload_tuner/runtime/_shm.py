@@ -1,4 +1,4 @@
-"""Large buffers through shared memory: pickle protocol 5 out of band, one segment per call and direction.
+"""Large buffers through shared memory: pickle protocol 5 out of band, one segment per call and direction at a time.
 
 Why: in-band, a large array is copied by ``pickle.dumps`` on the caller, pickled again by the pool's feeder thread
 (both with the GIL held, so the event loop stalls), pushed through a pipe, and the result comes back the same way.
@@ -6,8 +6,14 @@ Out of band (PEP 574), the pickle stream keeps only the small parts and each buf
 :data:`settings.min_bytes <Settings>` is written once into a segment under ``/dev/shm`` with ``os.pwrite``, which
 releases the GIL; the reader maps the segment copy-on-write and hands the unpickler views of it, so a kernel's
 array arguments and the caller's array results are never copied again, and a kernel never sees memory another
-call can change (private mapping, one segment per call). Read-only buffers arrive read-only, writable ones
-writable (PEP 574's ``READONLY_BUFFER``), in band or not.
+call can change (private mapping, one segment per call at a time). Read-only buffers arrive read-only, writable
+ones writable (PEP 574's ``READONLY_BUFFER``), in band or not.
+
+Argument segments are written again for later calls (``_segments.take_reusable``): a file whose pages tmpfs holds
+already skips allocating and zeroing them, a large share of a multi-megabyte write. Only once the worker said it
+let go of the mapping (it unmaps after the call; a kernel that kept a view of its argument makes that fail, and
+the file is unlinked instead), so nothing a kernel holds can change under it. At most ``_segments.POOL_BYTES``,
+and a sixteenth of the file system, are kept free per process.
 
 Where: :data:`settings.directory <Settings>` (``/dev/shm``), read by the caller once per call; the call's segment
 paths travel in its packet, so workers (other processes) follow a redirect without being told. The files and
@@ -15,7 +21,8 @@ their naming live in :mod:`_segments`.
 
 No leaks: segments are named ``offload-tuner-<pid>-<start>-<seq><a|r>`` after the *calling* process (its pid and
 start time), which holds a lock file ``offload-tuner-<pid>-<start>-owner`` there while it lives. The caller
-unlinks its argument segment once the call's future completes, whatever the outcome; a result segment is unlinked
+unlinks its argument segment once the call's future completes, whatever the outcome (or keeps it free for the
+next call, as above); a result segment is unlinked
 by the caller as soon as it is mapped, or, when the caller stopped waiting (timeout, cancellation, a worker
 killed), once the future completes, and again for a few seconds; what is left at exit is removed then; what a
 killed service process left behind is removed by the next start (:func:`sweep_orphans`, run by the first call of
@@ -246,20 +253,27 @@ class PendingSegment:
     buffers travel in band, with one warning; nothing raises in the feeder thread. The lock orders a send
     against :meth:`release`: a call completed before its send (a broken pool) never leaves a segment behind."""
 
-    __slots__ = ("buffers", "lock", "path", "released")
+    __slots__ = ("buffers", "capacity", "lock", "path", "released")
 
     def __init__(self, path: str, buffers: list[memoryview]) -> None:
         self.path = path
         self.buffers = buffers
         self.released = False
+        self.capacity = 0
+        """Bytes of the file written (0: none yet)."""
         self.lock = threading.Lock()
 
-    def release(self) -> None:
-        """The call is over: unlink the segment, and make sure a late send never writes it again."""
+    def release(self, reusable: bool = False) -> None:
+        """The call is over: the segment is kept for another call when its reader said it unmapped it
+        (``reusable``), else unlinked; a late send never writes it again."""
         with self.lock:
             self.released = True
             self.buffers = []
-        unlink(self.path)
+            written = self.capacity
+        if reusable and written:
+            _segments.give_back(self.path, written)
+        else:
+            unlink(self.path)
 
     def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         with self.lock:
@@ -267,12 +281,31 @@ class PendingSegment:
                 return _in_band, ([],)  # nobody waits for this call any more
             buffers, self.buffers = self.buffers, []  # sent once: the caller's arrays are let go of
             try:
-                return _segment_ref, (self.path, write_segment(self.path, buffers))
+                layout = self._write(buffers)  # first: it may swap self.path for a reused segment's
+                return _segment_ref, (self.path, layout)
             except SegmentUnavailable as exc:
                 _in_band_warning(str(exc))
             except Exception as exc:  # never let the feeder thread fail the call for the transport's sake
                 _in_band_warning(f"{type(exc).__name__}: {exc}")
             return _in_band, (_copies(buffers),)
+
+    def _write(self, buffers: list[memoryview]) -> tuple[tuple[int, int], ...]:
+        """Into a free segment of the right size when there is one (its pages are allocated already), else a new
+        one; either way this call's alone until :meth:`release`."""
+        needed = _segments.segment_bytes(buffers)
+        reused = _segments.take_reusable(os.path.dirname(self.path), needed)
+        if reused is not None:
+            try:
+                layout = _segments.rewrite_segment(reused[0], buffers)
+            except SegmentUnavailable:
+                pass  # unlinked by rewrite_segment; a new segment below
+            else:
+                unlink(self.path)  # this call's own name was never created
+                self.path, self.capacity = reused
+                return layout
+        layout = write_segment(self.path, buffers)
+        self.capacity = needed
+        return layout
 
 
 def _segment_ref(path: str, layout: tuple[tuple[int, int], ...]) -> tuple[str, tuple[tuple[int, int], ...]]:
@@ -309,6 +342,14 @@ def encode_call(fn: Callable[..., Any], args: tuple[Any, ...], stem: str | None,
     return (payload, pending, stem + "r", min_bytes, None)
 
 
+def _arguments_closable(source: Any) -> tuple[Any, Any]:
+    """(the mapping or None, the argument buffers as the worker received them)."""
+    if source is None or isinstance(source, list):
+        return None, source or ()
+    path, layout = source
+    return _segments.map_closable(path, layout)
+
+
 def _arguments(source: Any) -> Any:
     """The argument buffers as the worker received them: a (path, layout) to map, or in-band copies."""
     if source is None:
@@ -320,13 +361,19 @@ def _arguments(source: Any) -> Any:
 
 
 def invoke_packet(packet: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Worker side: map the arguments, call, send the result's large buffers out of band the same way."""
+    """Worker side: map the arguments, call, send the result's large buffers out of band the same way. The
+    result packet's last item says whether the arguments' mapping was let go of (then the caller may write that
+    segment again for another call: nothing here can see it change)."""
     payload, source, result_path, min_bytes, _ = packet
     try:
-        fn, args = pickle.loads(payload, buffers=_arguments(source))
+        mapping, views = _arguments_closable(source)
+        fn, args = pickle.loads(payload, buffers=views)
     except Exception as exc:  # a module missing in the worker, a segment removed by a caller that gave up
         raise PayloadNotLoadable(f"{type(exc).__name__}: {exc}") from None
-    return _result_packet(fn(*args), result_path, min_bytes)
+    del views
+    result = _result_packet(fn(*args), result_path, min_bytes)
+    del fn, args
+    return (*result, mapping is not None and _segments.close_mapping(mapping))
 
 
 def _result_packet(result: Any, path: str | None, min_bytes: int) -> tuple[Any, ...]:
@@ -347,7 +394,7 @@ def _result_packet(result: Any, path: str | None, min_bytes: int) -> tuple[Any, 
 def decode_result(packet: tuple[Any, ...]) -> Any:
     """Caller side: the result, its large buffers mapped from the segment, which is unlinked at once (the mapping
     lives as long as the result does)."""
-    blob, path, layout, note = packet
+    blob, path, layout, note = packet[:4]
     if note is not None:
         _in_band_warning(note)
     if type(layout) is not tuple or not layout:  # in band
@@ -371,7 +418,15 @@ def release_when_done(future: Any, packet: tuple[Any, ...]) -> None:
     """Unlink the call's argument segment once its future completes, whatever the outcome."""
     pending = packet[1]
     if isinstance(pending, PendingSegment):
-        future.add_done_callback(lambda _: pending.release())
+        future.add_done_callback(lambda done: pending.release(_unmapped(done)))
+
+
+def _unmapped(future: Any) -> bool:
+    """Whether a completed call's worker let go of its arguments' mapping (its result packet says so)."""
+    if future.cancelled() or future.exception() is not None:
+        return False
+    result = future.result()
+    return type(result) is tuple and len(result) > 4 and result[4] is True
 
 
 def abandon(future: Any, packet: tuple[Any, ...]) -> None:
