@@ -72,6 +72,7 @@ RUNTIME_RANKS = {
     "_segments": 1,  # the shared-memory files behind _shm: names, owner locks, write, map, sweep
     # models, profiles and counters
     "_policy": 1,
+    "_extrapolate": 2,  # the model's offload size past the calibrated top, from _policy's predictions
     "_dask": 2,
     "_lanes": 2,
     "_shm": 2,  # the shared-memory transport: pickles with _backends' protocol and exceptions

@@ -33,6 +33,7 @@ from offload_tuner.calibration._transport import (
     warm_pool,
 )
 from offload_tuner.runtime._backends import describe_executor
+from offload_tuner.runtime._extrapolate import extrapolated_offload
 from offload_tuner.runtime._host import host_fingerprint
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, guard_size, predict
 from offload_tuner.runtime._profile import SCHEMA_VERSION
@@ -103,6 +104,7 @@ def finalize_kernel(
     t = phase.threshold
     entry["at_threshold"] = predict(phase.costs, transport, knobs, t).to_json() if t is not None else None
     entry["guard"] = _guard(phase.costs, transport, knobs, entry["calibrated_range"])
+    entry["extrapolated_offload"] = _extrapolated(phase.costs, transport, knobs, entry, t)
     if result.gil_points and thread_fixed_s is not None:
         entry["thread"] = _thread_lane(result, phase, thread_fixed_s, workload, knobs, effort, progress, siblings)
     return entry
@@ -114,6 +116,17 @@ def _guard(
     """The entry's ``guard``: from which size the runtime offloads whatever the threshold (:func:`guard_size`)."""
     found = guard_size(costs, transport, knobs, (float(measured[0]), float(measured[1])))
     return None if found is None else {"size": found[0], "extrapolated": found[1]}
+
+
+def _extrapolated(
+    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, entry: Mapping[str, Any], t: int | None
+) -> dict[str, Any] | None:
+    """The entry's ``extrapolated_offload``: past the calibrated top, where the measured threshold ``t`` offloads
+    nothing, the size from which the model under load predicts offloading pays (:func:`extrapolated_offload`)."""
+    measured = (float(entry["calibrated_range"][0]), float(entry["calibrated_range"][1]))
+    guard = entry["guard"]["size"] if entry.get("guard") else None
+    found = extrapolated_offload(costs, transport, knobs, measured, t, guard)
+    return None if found is None else {"size": found[0], "gain": round(found[1], 3)}
 
 
 def _thread_rounds(load: Rounds) -> Rounds:

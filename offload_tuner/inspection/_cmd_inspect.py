@@ -131,6 +131,7 @@ def _explain_costs(profile: Any, entry: Any, size: int) -> None:
     """The cost models' prediction for one call of ``size``, both ways, alone and in a saturated stream."""
     from offload_tuner.inspection._report import (
         compare_with_value,
+        extrapolated_text,
         format_seconds,
         format_threshold,
         guard_text,
@@ -162,9 +163,9 @@ def _explain_costs(profile: Any, entry: Any, size: int) -> None:
         f"  per-size view: offloading a saturated stream of size-{size} calls {stream}; the threshold "
         f"also weighs the mix of sizes (workload {mix_text(entry) or f'{lo:g}..{hi:g}'})"
     )
-    guard = guard_text(entry)
-    if guard is not None:
-        print(f"  {guard}")
+    for beyond in (guard_text(entry), extrapolated_text(entry)):
+        if beyond is not None:
+            print(f"  {beyond}")
     old = compare_with_value(entry.get("compare_with"), "profile entry")
     if old is not None:
         print(

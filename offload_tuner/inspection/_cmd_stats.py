@@ -54,7 +54,7 @@ def _profile_and_traffic(args: argparse.Namespace) -> tuple[Any, Any, int]:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from offload_tuner.runtime.feedback._drift import guard_checks
+    from offload_tuner.runtime.feedback._drift import extrapolation_checks, guard_checks
     from offload_tuner.runtime.feedback._retune import MIN_SAMPLES, drift
 
     profile, observed, code = _profile_and_traffic(args)
@@ -62,14 +62,17 @@ def cmd_drift(args: argparse.Namespace) -> int:
         return code
     results = drift(profile.data, observed)
     guards = {g.key: g for g in guard_checks(profile.data, observed)}
+    extrapolations = {c.key: c for c in extrapolation_checks(profile.data, observed)}
     broken = [key for key, g in guards.items() if g.holds is False]
+    unpaid = [key for key, c in extrapolations.items() if c.holds is False]
     needs = [r for r in results if r.drifted]
     for r in results:
-        verdict = "RECALIBRATE" if r.drifted or r.key in broken else ("ok" if r.judged else "no verdict")
+        wrong = r.drifted or r.key in broken or r.key in unpaid
+        verdict = "RECALIBRATE" if wrong else ("ok" if r.judged else "no verdict")
         print(f"{r.key}: {verdict}")
         for b in r.buckets:
             print(f"  {'!' if b.drifted else ' '} {b.sentence()}")
-        for line in guard_lines(observed.get(r.key), guards.get(r.key)):
+        for line in guard_lines(observed.get(r.key), guards.get(r.key), extrapolations.get(r.key)):
             print(line)
     silent = sorted(set(profile.kernels) - {r.key for r in results})
     if silent:
@@ -88,7 +91,13 @@ def cmd_drift(args: argparse.Namespace) -> int:
             f"\n{names} no longer behave{'s' if len(needs) == 1 else ''} as calibrated (median observed/predicted "
             f"beyond 1.5x with at least {MIN_SAMPLES} samples): run `offload-tuner calibrate` on this host again."
         )
-    if needs or broken:
+    if unpaid:
+        print(
+            f"\n{', '.join(unpaid)}: offloading past the calibrated top rests on the models' extrapolation, which "
+            "production's timings say does not pay: calibrate with the real mix stated (@kernel(workload=...) or the "
+            "plan's workload_range) so the ladder measures those sizes."
+        )
+    if needs or broken or unpaid:
         return EXIT_FAILURES
     judged = sum(r.judged for r in results)
     print(
@@ -99,10 +108,20 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def guard_lines(t: Any, check: Any) -> list[str]:
+def guard_lines(t: Any, check: Any, extrapolation: Any = None) -> list[str]:
     """Under a kernel's drift lines: the offloaded calls the loop budget's guard decided (``stats()``'s
-    ``guarded``, summed over the file's processes) and whether its extrapolation holds (:func:`guard_checks`)."""
+    ``guarded``, summed over the file's processes) and whether its extrapolation holds (:func:`guard_checks`); the
+    same for the extrapolated offload size (``extrapolated``, :func:`extrapolation_checks`)."""
     lines = []
+    if t is not None and t.extrapolated:
+        about = "" if t.extrapolated_exact else "about "
+        lines.append(
+            f"    extrapolated: decided {about}{t.extrapolated:g} of the {sum(t.offload.values()):g} offloaded calls "
+            "(sizes past the calibrated top from the extrapolated offload size up to the threshold, which alone "
+            "would have run them inline)"
+        )
+    if extrapolation is not None:
+        lines.append(f"  {'!' if extrapolation.holds is False else ' '} {extrapolation.sentence}")
     if t is not None and t.guarded:
         offloaded = sum(t.offload.values())
         about = "" if t.guarded_exact else "about "

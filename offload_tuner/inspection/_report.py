@@ -135,10 +135,29 @@ def guard_text(entry: Mapping[str, Any]) -> str | None:
     return f"{text}: offloaded from there whatever the threshold"
 
 
+def extrapolated_text(entry: Mapping[str, Any]) -> str | None:
+    """A kernel's extrapolated offload size as ``show`` and ``explain`` print it (None: none recorded)."""
+    from offload_tuner.runtime._profile import ExtrapolatedEntry
+
+    section = entry.get("extrapolated_offload")
+    if not isinstance(section, Mapping):
+        return None
+    measured = entry.get("calibrated_range")
+    top = measured[1] if isinstance(measured, list) and len(measured) == 2 else None
+    text = ExtrapolatedEntry(section["size"], section["gain"]).describe(top)
+    return f"{text}: offloaded from there where the measured threshold would run calls inline"
+
+
 def format_guards(profile: Mapping[str, Any]) -> str:
-    """One line per kernel with a guard (the loop budget at sizes the threshold was not weighed over)."""
-    lines = [f"  {key}: {text}" for key, entry in profile.get("kernels", {}).items() if (text := guard_text(entry))]
-    return "loop budget at every size:\n" + "\n".join(lines) if lines else ""
+    """One line per kernel with a guard (the loop budget at sizes the threshold was not weighed over) or an
+    extrapolated offload size (the model's estimate past the calibrated top)."""
+    lines = [
+        f"  {key}: {text}"
+        for key, entry in profile.get("kernels", {}).items()
+        for text in (guard_text(entry), extrapolated_text(entry))
+        if text
+    ]
+    return "past the calibrated top:\n" + "\n".join(lines) if lines else ""
 
 
 def _alone(row: Mapping[str, Any], lane: str) -> str:

@@ -130,33 +130,57 @@ def _resolve_entry(snap: _state.Snapshot, fn: Callable[..., Any]) -> _Resolved:
 
 
 def _guarded(entry: KernelEntry, resolved: _Resolved) -> _Resolved:
-    """The profile's guard folded into a trusted threshold once, here: the hot path then compares one number. From
-    the guard size up, calls are offloaded whatever the threshold ("never" included)."""
+    """The profile's extrapolated offload size and its guard folded into a trusted threshold once, here: the hot
+    path then compares one number. From the extrapolated size up (the profile's own threshold only: an adapted one
+    was weighed over production's mix, past the top included) and from the guard up (the loop budget: adaptation's
+    too), calls are offloaded whatever the threshold ("never" included)."""
+    if resolved.origin not in TRUSTED or resolved.lane is None:
+        return resolved
+    top = entry.calibrated_top
+    extrapolated = entry.extrapolated
+    if extrapolated is not None and resolved.origin is Origin.PROFILE and _above(resolved.threshold, extrapolated.size):
+        resolved = resolved._replace(
+            threshold=extrapolated.size, reason=f"{resolved.reason}; {extrapolated.describe(top)}"
+        )
     guard = entry.guard
-    if guard is None or resolved.origin not in TRUSTED or resolved.lane is None:
+    if guard is None or not _above(resolved.threshold, guard.size):
         return resolved
-    if resolved.threshold is not None and resolved.threshold <= guard.size:
-        return resolved
-    return resolved._replace(threshold=guard.size, reason=f"{resolved.reason}; {guard.describe(entry.calibrated_top)}")
+    return resolved._replace(threshold=guard.size, reason=f"{resolved.reason}; {guard.describe(top)}")
+
+
+def _above(threshold: int | None, size: int) -> bool:
+    """A threshold that runs calls of ``size`` inline ("never" included)."""
+    return threshold is None or threshold > size
+
+
+def folded(entry: KernelEntry, reason: str) -> tuple[int, str, str] | None:
+    """Which of the entry's sizes past the threshold the resolved ``reason`` says was folded into it: ``(size, its
+    words, its name)``, or None."""
+    top = entry.calibrated_top
+    for fold, name in ((entry.guard, "guard"), (entry.extrapolated, "extrapolated offload size")):
+        if fold is not None and reason.endswith(f"; {fold.describe(top)}"):
+            return fold.size, fold.describe(top), name
+    return None
 
 
 def guard_reason(snap: _state.Snapshot, spec: KernelSpec, origin: Origin, size: int, reason: str) -> str | None:
-    """Why an offloaded call of ``size`` is offloaded where a guard was folded into its threshold (``reason``, the
-    entry's): the guard's words from the guard up to the threshold the profile or adaptation chose, that choice's
-    own words from there up. None where no guard was folded. For :func:`decide`, never the hot path."""
+    """Why an offloaded call of ``size`` is offloaded where a guard or an extrapolated offload size was folded into
+    its threshold (``reason``, the entry's): its words from its size up to the threshold the profile or adaptation
+    chose, that choice's own words from there up. None where none was folded. For :func:`decide`, never the hot
+    path."""
     profile = snap.profile
     if origin not in TRUSTED or not isinstance(profile, Profile) or spec.key not in profile.kernels:
         return None
     entry = profile.kernels[spec.key]
-    guard = entry.guard
-    suffix = f"; {guard.describe(entry.calibrated_top)}" if guard is not None else ""
-    if guard is None or size < guard.size or not reason.endswith(suffix):
+    fold = folded(entry, reason)
+    if fold is None or size < fold[0]:
         return None
+    at, words, name = fold
     adapted = snap.adapted.thresholds.get(spec.key) if origin is Origin.ADAPTED else None
     chosen = adapted[0] if adapted is not None else entry.threshold
     if chosen is not None and size >= chosen:
-        return f"{reason.removesuffix(suffix)}: size {size} >= threshold {chosen}"
-    return f"{guard.describe(entry.calibrated_top)}: size {size} >= guard {guard.size}"
+        return f"{reason.removesuffix(f'; {words}')}: size {size} >= threshold {chosen}"
+    return f"{words}: size {size} >= {name} {at}"
 
 
 def _unregistered(snap: _state.Snapshot, fn: Callable[..., Any]) -> _Resolved:

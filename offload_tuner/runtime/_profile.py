@@ -67,6 +67,24 @@ class GuardEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtrapolatedEntry:
+    """Beyond the calibrated top, the model's best estimate (``extrapolated_offload``, :mod:`_extrapolate`): where
+    the measured threshold offloads nothing past the top, from ``size`` up calls are offloaded, a stream of them
+    predicted ``gain`` times faster shared with the pool than inline."""
+
+    size: int
+    gain: float
+
+    def describe(self, top: float | None = None) -> str:
+        """Why calls from ``size`` up are offloaded, for ``decide()``, ``show`` and ``explain``."""
+        beyond = f"the calibrated top {top:g}" if top is not None else "the calibrated range"
+        return (
+            f"extrapolated: offloading from size {self.size}, beyond {beyond}, is predicted to pay (a stream of such "
+            f"calls {self.gain:.2f}x as fast shared with the pool)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class KernelEntry:
     """The runtime-relevant part of one kernel's calibration."""
 
@@ -78,6 +96,9 @@ class KernelEntry:
     thread: ThreadEntry | None = None
     guard: GuardEntry | None = None
     """None: no guard (the budget off, a kernel whose offloaded loop time grows faster, or an older profile)."""
+    extrapolated: ExtrapolatedEntry | None = None
+    """None: the threshold offloads from within the calibrated range, offloading is not predicted to pay past the
+    top by the margin, or an older profile."""
 
     @property
     def calibrated_top(self) -> float | None:
@@ -293,7 +314,8 @@ def _validate_kernel(key: str, entry: Any, schema: int, fail: Any) -> KernelEntr
     # A schema 2 profile predates the thread lane: whatever it holds under "thread" is not ours to trust.
     thread_entry = _validate_thread(entry, key, fail) if schema >= 3 else None
     guard = _validate_guard(entry, key, fail)
-    return KernelEntry(key, threshold, status, fingerprint, entry, thread_entry, guard)
+    extrapolated = _validate_extrapolated(entry, key, fail)
+    return KernelEntry(key, threshold, status, fingerprint, entry, thread_entry, guard, extrapolated)
 
 
 def _validate_thread(entry: Mapping[str, Any], key: str, fail: Any) -> ThreadEntry | None:
@@ -325,6 +347,22 @@ def _validate_guard(entry: Mapping[str, Any], key: str, fail: Any) -> GuardEntry
     if not isinstance(extrapolated, bool):
         raise fail(f"kernel {key!r}: guard extrapolated must be true or false, got {extrapolated!r}")
     return GuardEntry(size, extrapolated)
+
+
+def _validate_extrapolated(entry: Mapping[str, Any], key: str, fail: Any) -> ExtrapolatedEntry | None:
+    """A kernel's ``extrapolated_offload``: missing or null (none, or a profile written before it), else a size >= 1
+    and the predicted gain there (a finite number >= 1)."""
+    section = entry.get("extrapolated_offload")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise fail(f'kernel {key!r}: "extrapolated_offload" must be an object or null, got {type(section).__name__}')
+    size, gain = section.get("size"), section.get("gain")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_THRESHOLD:
+        raise fail(f"kernel {key!r}: extrapolated_offload size must be an integer in [1, 2**53], got {size!r}")
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 1 <= gain < float("inf"):
+        raise fail(f"kernel {key!r}: extrapolated_offload gain must be a finite number >= 1, got {gain!r}")
+    return ExtrapolatedEntry(size, float(gain))
 
 
 def _validate_threshold(value: Any, key: str, fail: Any) -> int | None:

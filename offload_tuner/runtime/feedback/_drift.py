@@ -1,9 +1,11 @@
 """The drift check: when a kernel's timed samples are due, compare them with its model in the installed profile
 (the rule of ``offload-tuner drift``) and say once per kernel when they no longer match; and where the loop budget's
-guard offloaded calls past the calibrated top, whether the extrapolation it relied on holds (:func:`guard_checks`)."""
+guard offloaded calls past the calibrated top, whether the extrapolation it relied on holds (:func:`guard_checks`),
+and likewise for the extrapolated offload size (:func:`extrapolation_checks`)."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -37,7 +39,9 @@ class DriftCheck(Observer):
             own = {**profile.data, "kernels": {key: entry.data}}
             observed = {key: traffic_of(stats)}
             results = drift(own, observed)
-            guards = guard_checks(own, observed) if entry.guard is not None else []
+            guards: list[GuardCheck | ExtrapolationCheck] = []
+            guards += guard_checks(own, observed) if entry.guard is not None else []
+            guards += extrapolation_checks(own, observed) if entry.extrapolated is not None else []
         except Exception:  # a profile the runtime can use but whose models do not parse: nothing to compare
             return
         broken = [g for g in guards if g.holds is False]
@@ -263,4 +267,110 @@ def _verdict(where: str, offloaded: str, spared: float, timings: _Timings, corre
 
 
 def _seconds(kind: str, p: Any) -> float:
-    return float(p.inline_s if kind == "inline" else p.offload_loop_s)
+    return float({"inline": p.inline_s, "latency": p.offload_latency_s}.get(kind, p.offload_loop_s))
+
+
+# ------------------------------------------------------------------------------ the extrapolated offload size
+
+
+@dataclass(frozen=True)
+class ExtrapolationCheck:
+    """The extrapolated offload size (``extrapolated_offload``, :mod:`offload_tuner.runtime._extrapolate`) against
+    production: once calls it offloaded past the calibrated top are timed, whether offloading them still pays by
+    the shared stream's gain with production's timings folded into the models (:func:`extrapolation_checks`)."""
+
+    key: str
+    size: int
+    holds: bool | None
+    """None: too few timed calls for a verdict."""
+    sentence: str
+    timed: int
+    gain: float | None = None
+    """The shared stream's gain at the decided calls' median size with production's timings (None: no verdict)."""
+
+
+def extrapolation_checks(profile: Mapping[str, Any], observed: Mapping[str, Any]) -> list[ExtrapolationCheck]:
+    """Per kernel whose profile entry has an extrapolated offload size folded over its threshold, once production
+    timed offloaded calls it decided (from the size up to the threshold and the guard, past the calibrated top),
+    ``MIN_SAMPLES`` of them at least: the models' load factors scaled by what production timed there (the
+    offloaded calls' caller-thread time and latency; inline calls timed past the top, where there are enough),
+    clamped as ``retune`` clamps them, and the shared stream's gain at their median size recomputed. Offloading
+    them holds while that gain stays past the tie tolerance (5%); at 1 the pool no longer pays for those sizes.
+    ``observed``: kernel key -> :class:`offload_tuner.runtime.feedback._retune.Traffic`."""
+    from offload_tuner.runtime.feedback._retune import kernel_models
+
+    transport, knobs, models = kernel_models(profile)
+    out = []
+    for key, model in models.items():
+        entry, t = profile["kernels"][key], observed.get(key)
+        section, guard = entry.get("extrapolated_offload"), entry.get("guard")
+        if not isinstance(section, Mapping) or t is None:
+            continue
+        size, threshold = int(section["size"]), model.threshold
+        if threshold is not None and threshold <= size:
+            continue  # not folded: the threshold decides every offloaded call
+        end = min(threshold or math.inf, int(guard["size"]) if isinstance(guard, Mapping) else math.inf)
+        top = float((entry.get("calibrated_range") or list(model.costs.compute.size_range))[1])
+        decided = [(n, s) for n, s in t.samples["loop"] if size <= n < end and n > top]
+        if decided:
+            out.append(_extrapolation_check(key, model, transport, knobs, size, top, decided, t, end))
+    return out
+
+
+def _extrapolation_check(
+    key: str,
+    model: Any,
+    transport: Any,
+    knobs: Any,
+    size: int,
+    top: float,
+    decided: list[tuple[int, float]],
+    t: Any,
+    end: float,
+) -> ExtrapolationCheck:
+    from offload_tuner.runtime._extrapolate import shared_stream_gain
+    from offload_tuner.runtime._policy import TIE_TOLERANCE, LoadFactors, predict
+    from offload_tuner.runtime.feedback._retune import FACTOR_LIMITS, MIN_SAMPLES
+
+    where = f"the extrapolated offload size (from size {size}, beyond the calibrated top {top:g})"
+    span = f"sizes {min(n for n, _ in decided)}-{max(n for n, _ in decided)}"
+    if len(decided) < MIN_SAMPLES:
+        return ExtrapolationCheck(
+            key,
+            size,
+            None,
+            f"{where}: {len(decided)} timed offloaded call(s) it decided at {span}, {MIN_SAMPLES} needed for a "
+            "verdict on its extrapolation",
+            len(decided),
+        )
+
+    def factor(kind: str, rows: list[tuple[int, float]]) -> float:
+        if len(rows) < MIN_SAMPLES:
+            return 1.0  # as extrapolated
+        ratios = [s / max(_seconds(kind, predict(model.costs, transport, knobs, max(1, n))), 1e-12) for n, s in rows]
+        return min(max(statistics.median(ratios), FACTOR_LIMITS[0]), FACTOR_LIMITS[1])
+
+    latency = [(n, s) for n, s in t.samples["latency"] if size <= n < end and n > top]
+    inline = [(n, s) for n, s in t.samples["inline"] if n > top]
+    loop_f, latency_f, inline_f = factor("loop", decided), factor("latency", latency), factor("inline", inline)
+    load = model.costs.load
+    scaled = replace(
+        model.costs,
+        load=LoadFactors(load.inline * inline_f, load.offload_loop * loop_f, load.offload_worker * latency_f),
+    )
+    at = int(statistics.median(n for n, _ in decided))
+    gain = shared_stream_gain(predict(scaled, transport, knobs, at), knobs)
+    basis = (
+        f"{len(decided)} timed offloaded calls it decided at {span}: caller-thread time {loop_f:.2f}x the "
+        f"extrapolation, latency {latency_f:.2f}x ({len(latency)} timed), inline "
+        + (f"{inline_f:.2f}x ({len(inline)} timed past the top)" if len(inline) >= MIN_SAMPLES else "as extrapolated")
+    )
+    if gain <= 1 + TIE_TOLERANCE:
+        sentence = (
+            f"{where} does not hold: {basis}; with these timings a stream of size-{at} calls is {gain:.2f}x as fast "
+            "shared with the pool: offloading them does not pay; calibrate with the real mix stated "
+            "(@kernel(workload=...) or the plan's workload_range) so the ladder measures these sizes"
+        )
+        return ExtrapolationCheck(key, size, False, sentence, len(decided), gain)
+    sentence = f"{where} holds: {basis}; a stream of size-{at} calls {gain:.2f}x as fast shared with the pool"
+    return ExtrapolationCheck(key, size, True, sentence, len(decided), gain)

@@ -84,6 +84,9 @@ class Traffic:
     """Offloaded calls the loop budget's guard decided, as the processes counted them (``stats()``'s ``guarded``)."""
     guarded_exact: bool = True
     """False where a process apportioned a size bucket its threshold splits (see ``_stats.guard_decided``)."""
+    extrapolated: int = 0
+    """Offloaded calls the profile's extrapolated offload size decided (``stats()``'s ``extrapolated``)."""
+    extrapolated_exact: bool = True
 
     @property
     def calls(self) -> float:
@@ -124,6 +127,10 @@ def traffic(document: Mapping[str, Any]) -> dict[str, Traffic]:
             if guarded is not None:
                 t.guarded += guarded["calls"]
                 t.guarded_exact = t.guarded_exact and guarded["exact"]
+            extrapolated = kernel.get("extrapolated")
+            if extrapolated is not None:
+                t.extrapolated += extrapolated["calls"]
+                t.extrapolated_exact = t.extrapolated_exact and extrapolated["exact"]
             rows = timed.setdefault(key, {k: [] for k in SAMPLE_KINDS})
             for kind, samples in kernel["samples"].items():
                 rows[kind].extend((stamp, size, seconds) for stamp, size, seconds in samples)
@@ -424,6 +431,7 @@ def retuned_profile(
         entry["threshold"] = r.new
         entry["costs"] = r.costs.to_json()
         entry.pop("interval", None)
+        entry.pop("extrapolated_offload", None)  # production's mix was weighed: the model's guess past the top goes
         if (entry.get("shared") or {}).get("lane") == "process":  # the shared choice is what retune replaced
             entry["shared"] = {**entry["shared"], "retuned_to": r.new}
     return out

@@ -12,6 +12,8 @@ Format (JSON, never code)::
 
 ``guarded`` (optional, where the profile's loop-budget guard decides some of the kernel's calls): how many of the
 offloaded calls it decided, against the threshold in force when the section was written (``_stats.guard_decided``).
+``extrapolated`` (optional, the same with ``size`` for ``guard``): those the profile's extrapolated offload size
+decided (past the calibrated top, where the measured threshold would run them inline).
 
 Each process owns its section and rewrites only that one, so several processes of a service can share a
 file: a writer takes an exclusive ``flock`` on ``<file>.lock``, reads what the others wrote, replaces its
@@ -123,9 +125,9 @@ def _validate_kernel(kernel: Any, where: str, fail: Any) -> None:
     explored = kernel.get("explored", 0)
     if type(explored) is not int or explored < 0:
         raise fail(f"{where}.explored", f"expected a count >= 0, got {explored!r}")
-    guarded = kernel.get("guarded")
-    if guarded is not None:
-        _validate_guarded(guarded, f"{where}.guarded", fail)
+    for field, size_key in (("guarded", "guard"), ("extrapolated", "size")):
+        if kernel.get(field) is not None:
+            _validate_guarded(kernel[field], f"{where}.{field}", fail, size_key)
     samples = kernel.get("samples")
     if not isinstance(samples, dict) or set(samples) - set(SAMPLE_KINDS):
         raise fail(f"{where}.samples", f"expected an object with kinds {', '.join(SAMPLE_KINDS)}")
@@ -142,13 +144,14 @@ def _validate_kernel(kernel: Any, where: str, fail: Any) -> None:
             _number(seconds, f"{where}.samples.{kind} seconds", fail)
 
 
-def _validate_guarded(guarded: Any, where: str, fail: Any) -> None:
-    """The offloaded calls the loop budget's guard decided (``_stats.guard_decided``), where one did."""
+def _validate_guarded(guarded: Any, where: str, fail: Any, size_key: str = "guard") -> None:
+    """The offloaded calls the loop budget's guard (or the extrapolated offload size, its size under ``size_key``)
+    decided (``_stats.guard_decided``), where one did."""
     if not isinstance(guarded, dict):
         raise fail(where, "expected an object")
-    guard, threshold, calls = guarded.get("guard"), guarded.get("threshold"), guarded.get("calls")
+    guard, threshold, calls = guarded.get(size_key), guarded.get("threshold"), guarded.get("calls")
     if type(guard) is not int or not 1 <= guard <= MAX_SIZE:
-        raise fail(f"{where}.guard", f"expected a size >= 1, got {guard!r}")
+        raise fail(f"{where}.{size_key}", f"expected a size >= 1, got {guard!r}")
     if threshold is not None and (type(threshold) is not int or not 0 <= threshold <= MAX_SIZE):
         raise fail(f"{where}.threshold", f"expected a size >= 0 or null (never), got {threshold!r}")
     if type(calls) is not int or calls < 0:
