@@ -35,12 +35,17 @@ class Candidate:
     lag_p99_s: tuple[float, ...]
     cpu_s: tuple[float, ...]
     """CPU of the caller process and the workers together."""
+    latency_p99_s: tuple[float, ...] = ()
+    """p99 of the calls' latency as their callers see it (:mod:`_workload`), one per round; empty where it was not
+    recorded (profiles from before the latency objective)."""
 
     def __post_init__(self) -> None:
         rounds = len(self.makespan_s)
         if rounds == 0 or len(self.lag_p99_s) != rounds or len(self.cpu_s) != rounds:
             raise ValueError(f"candidate {self.threshold}: needs one makespan, lag and CPU value per round")
-        for name in ("makespan_s", "lag_p99_s", "cpu_s"):
+        if self.latency_p99_s and len(self.latency_p99_s) != rounds:
+            raise ValueError(f"candidate {self.threshold}: needs one call latency per round, or none")
+        for name in ("makespan_s", "lag_p99_s", "cpu_s", "latency_p99_s"):
             for value in getattr(self, name):
                 if (
                     isinstance(value, bool)
@@ -64,6 +69,11 @@ class Candidate:
     def cpu(self) -> float:
         return statistics.median(self.cpu_s)
 
+    @property
+    def latency_p99(self) -> float | None:
+        """The median over rounds of the p99 call latency; ``None`` where it was not recorded."""
+        return statistics.median(self.latency_p99_s) if self.latency_p99_s else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
@@ -71,6 +81,7 @@ class Candidate:
             "makespan_s": list(self.makespan_s),
             "lag_p99_s": list(self.lag_p99_s),
             "cpu_s": list(self.cpu_s),
+            **({"latency_p99_s": list(self.latency_p99_s)} if self.latency_p99_s else {}),
         }
 
     @classmethod
@@ -81,6 +92,7 @@ class Candidate:
             tuple(data["makespan_s"]),
             tuple(data["lag_p99_s"]),
             tuple(data["cpu_s"]),
+            tuple(data.get("latency_p99_s") or ()),
         )
 
 

@@ -119,6 +119,9 @@ class Choice:
     """How much slower than the best a rerun may read the choice (:func:`_robust.regret_bound`)."""
     predicted_over: tuple[int | None, ...] = ()
     """Those among ``over_budget`` ruled out by their predicted long-stream p99 (times ``LAG_MARGIN``)."""
+    objective: str = "throughput"
+    """What decided: ``"throughput"`` (this module) or ``"latency"`` (:mod:`_latency`: then ``best``, ``tied``,
+    ``noise``, ``band`` and ``regret`` are about the p99 call latency)."""
 
     @property
     def flat(self) -> bool:

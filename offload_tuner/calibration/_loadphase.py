@@ -26,9 +26,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from offload_tuner.calibration._candidates import Candidate, measured_noise, tie_band
-from offload_tuner.calibration._choice import PLAUSIBLE_STANDARD_ERRORS, Choice, choose
+from offload_tuner.calibration._choice import PLAUSIBLE_STANDARD_ERRORS, Choice
 from offload_tuner.calibration._grid import grid_below, offload_from, order_key, snap, snap_down
 from offload_tuner.calibration._lagmodel import long_stream_lags
+from offload_tuner.calibration._latency import choose_for
 from offload_tuner.calibration._loadfactors import fit_load_factors, predicted_makespans
 from offload_tuner.calibration._loadsettle import load_entry, settle
 from offload_tuner.calibration._measure import clock
@@ -180,7 +181,8 @@ class _Phase:
         """Everything measured so far, and the choice among it."""
         measured = self.runner.candidates()
         long_lag = self.long_lag(fit, [c.threshold for c in measured]) if self.knobs.loop_budget_s else None
-        return measured, choose(
+        return measured, choose_for(
+            self.knobs.objective,
             measured,
             rounds=max(len(c.makespan_s) for c in measured),
             budget_cap=budget_cap,
@@ -251,7 +253,8 @@ def measure_thread_lane(
     ]
     runner.measure(allowed)
     candidates = runner.candidates()
-    choice = choose(
+    choice = choose_for(
+        knobs.objective,
         candidates,
         rounds=max(len(c.makespan_s) for c in candidates),
         loop_budget_s=knobs.loop_budget_s,
@@ -358,7 +361,11 @@ class _Runner:
         scale = before / batch[self._split(best.threshold)].makespan
         for t in new:
             c = batch[self._split(t)]
-            self.runs[self._split(t)] = replace(c, makespan_s=tuple(v * scale for v in c.makespan_s))
+            self.runs[self._split(t)] = replace(
+                c,
+                makespan_s=tuple(v * scale for v in c.makespan_s),
+                latency_p99_s=tuple(v * scale for v in c.latency_p99_s),
+            )
         return True
 
     def remeasure(self, thresholds: Sequence[int | None]) -> bool:
@@ -380,15 +387,19 @@ class _Runner:
                 makespan_s=old.makespan_s + tuple(v * scale for v in c.makespan_s),
                 lag_p99_s=old.lag_p99_s + c.lag_p99_s,
                 cpu_s=old.cpu_s + c.cpu_s,
+                latency_p99_s=old.latency_p99_s + tuple(v * scale for v in c.latency_p99_s)
+                if old.latency_p99_s
+                else (),
             )
         return True
 
     def _rounds(self, thresholds: list[int | None]) -> dict[int, Candidate]:
         """Rounds as :class:`Rounds` says. Makespans are divided by their round's geometric mean over the
         candidates that ran in every round (times the mean over rounds): a round that ran while the machine
-        was slow weighs on every candidate alike, so comparisons keep only the candidates' own noise."""
+        was slow weighs on every candidate alike, so comparisons keep only the candidates' own noise. Call latencies
+        are scaled by the same factors: a slow machine slows every call of the round alike."""
         policy = self.rounds
-        raw: dict[int | None, list[tuple[float, float, float]]] = {t: [] for t in thresholds}
+        raw: dict[int | None, list[tuple[float, float, float, float]]] = {t: [] for t in thresholds}
         alive = list(thresholds)
         for r in range(policy.max_rounds):
             order = alive[:]
@@ -398,9 +409,9 @@ class _Runner:
                 self.progress("load", kernel=self.spec.key, threshold=t, round=r + 1, rounds=policy.max_rounds)
                 stats = self._run(t, calls)
                 if self.rounds.steady:
-                    raw[t].append((stats.steady_s, stats.lag_p99_s, stats.steady_cpu_s))
+                    raw[t].append((stats.steady_s, stats.lag_p99_s, stats.steady_cpu_s, stats.call_p99_s))
                 else:
-                    raw[t].append((stats.makespan_s, stats.lag_p99_s, stats.cpu_s))
+                    raw[t].append((stats.makespan_s, stats.lag_p99_s, stats.cpu_s, stats.call_p99_s))
             done = r + 1
             if done == 1 and len(alive) > 1:
                 fastest = min(raw[t][0][0] for t in alive)
@@ -411,16 +422,19 @@ class _Runner:
                 break
         return {self._split(c.threshold): c for c in self._candidates(raw, alive).values()}
 
-    def _candidates(self, raw: dict[int | None, list[tuple[float, float, float]]], full: list[int | None]) -> dict:
+    def _candidates(
+        self, raw: dict[int | None, list[tuple[float, float, float, float]]], full: list[int | None]
+    ) -> dict:
         """Candidates from raw runs, normalised round by round over ``full`` (those that ran every round)."""
         rounds = len(raw[full[0]])
         scale = round_scales([[raw[t][r][0] for t in full] for r in range(rounds)])
         out = {}
         for t, values in raw.items():
-            makespans, lags, cpus = zip(*values)
+            makespans, lags, cpus, latencies = zip(*values)
             k = self._split(t)
             normalised = tuple(m * f for m, f in zip(makespans, scale))
-            out[t] = Candidate(t, len(self.sizes) - k, normalised, lags, cpus)
+            latency = tuple(v * f for v, f in zip(latencies, scale)) if min(latencies) > 0 else ()
+            out[t] = Candidate(t, len(self.sizes) - k, normalised, lags, cpus, latency)
         return out
 
     def _run(self, t: int | None, calls: Calls) -> Any:

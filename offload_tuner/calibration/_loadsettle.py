@@ -121,6 +121,7 @@ def load_entry(
         "isolated_model_threshold": proposal,
         "follow_up": follow_up.to_json(),
         "budget_cap": capped,
+        "objective": choice.objective,
         "noise": choice.noise,
         "tie_band": choice.band,
         "best": choice.best,

@@ -8,8 +8,8 @@ it calibrated to 181-256. This phase builds one stream of all the kernels' calls
 mix, about the same inline work each, shuffled together) and, kernel by kernel, measures that kernel's
 threshold on its lane (threads when it has a thread lane, else processes: the lane the runtime uses with both
 pools installed) over a grid two octaves either side of its current threshold, the other kernels keeping
-theirs: one pass of coordinate search, decided by :func:`_choice.choose` exactly as the alone phase decides
-(the loop budget's cap included).
+theirs: one pass of coordinate search, decided by the objective's rule (:func:`_latency.choose_for`) exactly as the
+alone phase decides (the loop budget's cap included).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from offload_tuner.calibration._candidates import Candidate
-from offload_tuner.calibration._choice import Choice, choose
+from offload_tuner.calibration._choice import Choice
 from offload_tuner.calibration._grid import grid_index, grid_point, order_key, snap
+from offload_tuner.calibration._latency import choose_for
 from offload_tuner.calibration._loadphase import MAX_CALLS, SEED, Rounds, _Runner
 from offload_tuner.calibration._measure import clock
 from offload_tuner.calibration._workload import (
@@ -181,6 +182,7 @@ class SharedChoice:
             "best": c.best,
             "tied": list(c.tied),
             "over_budget": list(c.over_budget),
+            "objective": c.objective,
             "noise": c.noise,
             "tie_band": c.band,
             "reason": c.reason,
@@ -227,7 +229,8 @@ def measure_shared(
         runner.measure(shared_candidates(current[index], GRID_STEPS if rounds.neighbours else QUICK_STEPS))
         candidates = runner.candidates()
         cap = member.budget_cap
-        choice = choose(
+        choice = choose_for(
+            knobs.objective,
             candidates,
             rounds=max(len(c.makespan_s) for c in candidates),
             budget_cap=cap,

@@ -10,6 +10,10 @@ threshold is chosen by and the numbers it is judged by come from one definition:
 * a heartbeat coroutine sleeps ``HEARTBEAT_S`` at a time and records how late it wakes (loop lag);
 * makespan is wall time from the first call to the last result; CPU is this process's (the loop
   thread and the pool's own threads) plus the pool's worker processes' where the OS reports it;
+* each call's latency is what its caller sees: from the moment the caller is ready to make it (its previous
+  call's result in hand) to the moment it resumes with this one's, so it includes waiting for the loop behind
+  other callers' inline calls both before the call starts and before an offloaded result is taken (the
+  latency objective, :mod:`_latency`, decides by its p99);
 * with ``warmup`` calls, the run also times one *steady pass*: the callers go round the calls as a
   ring, and the clock runs from the moment call ``warmup`` is taken to the moment the next call after one
   full pass would be (each call exactly once in between). A production stream has no first or last call:
@@ -58,6 +62,9 @@ class RunStats:
     """Wall time of one steady pass over the calls (``None`` without a warm-up): see the module docstring."""
     steady_cpu_s: float | None = None
     """CPU (this process and the workers) during the steady pass."""
+    call_p99_s: float = 0.0
+    """p99 of the calls' latency as their callers see it (see the module docstring); with a warm-up, of the calls
+    taken from the steady pass's start on."""
 
     @property
     def cpu_s(self) -> float:
@@ -156,7 +163,7 @@ def run_calls(
     gc.freeze()
     try:
         workers_before = worker_cpu(executor)
-        makespan, caller_cpu, lags, steady = asyncio.run(_run(calls, callers, call, executor, warmup))
+        makespan, caller_cpu, lags, steady, latencies = asyncio.run(_run(calls, callers, call, executor, warmup))
         workers_after = worker_cpu(executor)
     finally:
         gc.unfreeze()
@@ -164,8 +171,16 @@ def run_calls(
     lags.sort()
     if lag_sink is not None:
         lag_sink.extend(lags)
+    latencies.sort()
     return RunStats(
-        makespan, _quantile(lags, 0.5), _quantile(lags, 0.99), lags[-1] if lags else 0.0, caller_cpu, worker, *steady
+        makespan,
+        _quantile(lags, 0.5),
+        _quantile(lags, 0.99),
+        lags[-1] if lags else 0.0,
+        caller_cpu,
+        worker,
+        *steady,
+        _quantile(latencies, 0.99),
     )
 
 
@@ -184,8 +199,9 @@ class _Mark:
 
 async def _run(
     calls: Sequence[tuple[tuple, int]], callers: int, call: Call, executor: Executor | None, warmup: int
-) -> tuple[float, float, list[float], tuple[float | None, float | None]]:
+) -> tuple[float, float, list[float], tuple[float | None, float | None], list[float]]:
     lags: list[float] = []
+    latencies: list[float] = []
     done = asyncio.Event()
     count = len(calls)
     warmup = min(max(0, warmup), count) if count else 0
@@ -193,17 +209,23 @@ async def _run(
     taken = 0
     marks: list[_Mark] = []
 
-    def take() -> tuple[tuple, int] | None:
-        """The next call of the ring, shared by every caller; marks the steady pass's two ends."""
+    def take() -> tuple[int, tuple[tuple, int]] | None:
+        """The next call of the ring and its index, shared by every caller; marks the steady pass's two ends."""
         nonlocal taken
         index, taken = taken, taken + 1
         if warmup and index in (warmup, total):
             marks.append(_Mark(executor))
-        return calls[index % count] if index < total else None
+        return (index, calls[index % count]) if index < total else None
 
     async def caller() -> None:
+        ready = start  # every caller is ready when the run starts; the first to run makes the others wait
         while (item := take()) is not None:
-            await call(*item)
+            index, (args, n) = item
+            await call(args, n)
+            now = time.perf_counter()
+            if index >= warmup:  # from the steady pass on: the warm-up's calls meet an empty pool
+                latencies.append(now - ready)
+            ready = now
             await asyncio.sleep(0)  # the service's own awaits between kernel calls
 
     beat = asyncio.create_task(heartbeat(lags, done))
@@ -214,7 +236,7 @@ async def _run(
     done.set()
     await beat
     steady: tuple[float | None, float | None] = marks[0].until(marks[1]) if len(marks) == 2 else (None, None)
-    return makespan, cpu, lags, steady
+    return makespan, cpu, lags, steady, latencies
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:

@@ -92,20 +92,7 @@ def _add_calibrate(sub: Any) -> None:
         help="calibration plan JSON (default with no TARGET: the bundled kernels' plan, "
         "calibration/plan.json in the repository)",
     )
-    cal.add_argument(
-        "--concurrency",
-        type=int,
-        default=None,
-        help="calls typically in flight at once in the service (policy knob, default 4)",
-    )
-    cal.add_argument(
-        "--loop-budget-ms",
-        type=_budget_ms,
-        default=None,
-        metavar="MS",
-        help="offload calls predicted to block the loop longer than this whenever offloading blocks it "
-        "less (default 100, asyncio's slow-callback limit; 'off' turns it off)",
-    )
+    _add_policy(cal)
     cal.add_argument(
         "--dask",
         metavar="ADDRESS",
@@ -122,6 +109,32 @@ def _add_calibrate(sub: Any) -> None:
         'installed (default: the plan\'s "shared", else off)',
     )
     cal.add_argument("-q", "--quiet", action="store_true", help="no progress, only the final table")
+
+
+def _add_policy(cal: Any) -> None:
+    """The policy knobs: calls in flight, the loop budget, the objective."""
+    cal.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="calls typically in flight at once in the service (policy knob, default 4)",
+    )
+    cal.add_argument(
+        "--loop-budget-ms",
+        type=_budget_ms,
+        default=None,
+        metavar="MS",
+        help="offload calls predicted to block the loop longer than this whenever offloading blocks it "
+        "less (default 100, asyncio's slow-callback limit; 'off' turns it off)",
+    )
+    cal.add_argument(
+        "--objective",
+        choices=("throughput", "latency"),
+        default=None,
+        help="what the measurement under load decides by: the makespan of the reference workload (throughput, the "
+        "default) or the p99 latency of its calls as their callers see it, waits for the loop included (latency: "
+        'for request-serving services); default: the plan\'s "objective", else throughput',
+    )
 
 
 def _add_shape(cal: Any) -> None:

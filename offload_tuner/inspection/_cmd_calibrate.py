@@ -143,6 +143,7 @@ def _calibration_setup(args: argparse.Namespace) -> tuple[_Setup | None, int]:
             workers=workers,
             cores=share,  # the cost model's cores: this process's share, the others run the same workload
             loop_budget_s=_loop_budget_s(args.loop_budget_ms, plan, DEFAULT_LOOP_BUDGET_S),
+            objective=args.objective or plan.get("objective") or "throughput",
         )
     except ValueError as exc:
         return fail(str(exc), EXIT_USAGE)
@@ -239,6 +240,7 @@ def _measure_cluster(
 
 def _write_and_report(profile: dict[str, Any], setup: _Setup) -> int:
     from offload_tuner.inspection._report import format_cluster, format_mixes, format_table
+    from offload_tuner.inspection._report_choice import objective_text
     from offload_tuner.runtime._profile import ProfileError, write_profile
 
     try:
@@ -250,6 +252,7 @@ def _write_and_report(profile: dict[str, Any], setup: _Setup) -> int:
         )
         return EXIT_WRITE
     print(format_table(profile))
+    print(objective_text(profile))
     mixes = format_mixes(profile, advise=True)
     if mixes:
         print("\n" + mixes)

@@ -33,6 +33,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         shared_memory_section,
         summary_rows,
     )
+    from offload_tuner.inspection._report_choice import objective_text
 
     path = profile_path(args.profile)
     profile = read_or_report(path)
@@ -60,6 +61,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             f"executor {profile.executor.get('kind')}, {shape_text(profile.executor)}\n"
         )
         print(format_table(profile.data))
+        print(objective_text(profile.data))
         mixes = format_mixes(profile.data)
         if mixes:
             print("\n" + mixes)

@@ -60,6 +60,11 @@ GRID_POINTS_PER_DOUBLING = 8
 DEFAULT_LOOP_BUDGET_S = 0.1
 """asyncio's own ``slow_callback_duration``: a call blocking the loop longer than this is offloaded
 whenever offloading blocks it less."""
+OBJECTIVES = ("throughput", "latency")
+"""What calibration's measurement under load decides by (``PolicyKnobs.objective``): the makespan of the reference
+workload (the default, this module's model), or the p99 latency of its calls as their callers see it
+(``calibrate --objective latency``, :mod:`offload_tuner.calibration._latency`). The model's own threshold
+(:func:`threshold`, what retune and the what-if recompute) is the throughput objective's either way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,8 @@ class PolicyKnobs:
     workers: int = 1
     cores: int = field(default_factory=usable_cores)  # the cores this process may use (quota, affinity)
     loop_budget_s: float | None = DEFAULT_LOOP_BUDGET_S
+    objective: str = "throughput"
+    """What the measurement under load decides by: one of ``OBJECTIVES``."""
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "workers", "cores"):
@@ -79,14 +86,17 @@ class PolicyKnobs:
         budget = self.loop_budget_s
         if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
             raise ValueError(f"policy knob loop_budget_s must be a positive number of seconds or None, got {budget!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"policy knob objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"objective": "throughput", **asdict(self)}
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PolicyKnobs:
         """Knobs as a profile stored them; a stored ``loop_budget_s: null`` means the budget was off."""
-        return cls(**{k: data[k] for k in ("concurrency", "workers", "cores", "loop_budget_s") if k in data})
+        keys = ("concurrency", "workers", "cores", "loop_budget_s", "objective")
+        return cls(**{k: data[k] for k in keys if k in data})
 
 
 @dataclass(frozen=True, slots=True)

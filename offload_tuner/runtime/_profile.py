@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from offload_tuner.runtime._placement import ClusterCosts
+from offload_tuner.runtime._policy import OBJECTIVES
 from offload_tuner.runtime._registry import as_count
 
 SCHEMA_VERSION = 3
@@ -263,6 +264,7 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
     processes = executor.get("processes", 1)
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise fail(f'"executor": processes must be an integer >= 1 (service processes), got {processes!r}')
+    _validate_policy(data.get("policy"), fail)
     kernels_in = data.get("kernels")
     if not isinstance(kernels_in, dict):
         raise fail('missing "kernels" object')
@@ -284,6 +286,18 @@ def validate_profile(data: Any, source: str = "<profile>") -> Profile:
         except ValueError as exc:
             raise fail(f'"cluster": {exc}') from None
     return Profile(source, schema, host, executor, kernels, data, cluster)
+
+
+def _validate_policy(policy: Any, fail: Any) -> None:
+    """``policy``: the knobs calibration used (optional); its ``objective``, what the measurement under load decided
+    by, one of ``OBJECTIVES`` (missing: ``throughput``, what profiles before the latency objective used)."""
+    if policy is None:
+        return
+    if not isinstance(policy, dict):
+        raise fail('"policy" must be an object')
+    objective = policy.get("objective", "throughput")
+    if objective not in OBJECTIVES:
+        raise fail(f'"policy": objective must be one of {", ".join(OBJECTIVES)}, got {objective!r}')
 
 
 def _validate_shared_memory(transport: Any, fail: Any) -> None:
