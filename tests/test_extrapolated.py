@@ -257,3 +257,10 @@ def test_drift_exits_1_when_it_does_not_hold(tmp_path, capsys):
     assert main(["drift", str(path), "--stats", str(stats)]) == 1
     out = capsys.readouterr().out
     assert f"{KEY}: RECALIBRATE" in out and "! the extrapolated offload size" in out
+
+
+def test_between_the_size_and_a_threshold_above_the_top_the_extrapolation_decides(tmp_path):
+    threshold = 4 * S
+    between, past = decisions(profile(tmp_path, threshold), 2 * S, 5 * S)
+    assert between.offload and between.threshold == S and between.reason.startswith("extrapolated: offloading")
+    assert past.offload and past.reason.startswith(f"profile: size {5 * S} >= threshold {threshold}")
