@@ -161,7 +161,8 @@ def test_the_shared_choices_replace_each_lane_s_threshold_and_keep_the_alone_one
     ]
     seen = {}
 
-    def fake_measure(members, pools, knobs, *, rounds, progress):
+    def fake_measure(members, pools, knobs, *, rounds, progress, siblings=None, limit_s=60.0):
+        assert siblings is None  # one process: no sibling runs the stream
         seen["lanes"] = [(m.spec.key, m.lane, m.threshold) for m in members]
         measured = [Candidate(90, 3, (1.0, 1.1), (0.01, 0.01), (1.0, 1.0))]
         return (
@@ -177,7 +178,7 @@ def test_the_shared_choices_replace_each_lane_s_threshold_and_keep_the_alone_one
         results, kernels, None, transport(150e-6, 20e-6, 20e-6), KNOBS, EFFORTS["quick"], lambda *a, **k: None
     )
     assert seen["lanes"] == [("tests.controlled:spin", "process", 256), ("tests.controlled:fat_result", "thread", 512)]
-    assert section == {"kernels": list(kernels), "calls": 40, "duration_s": section["duration_s"]}
+    assert section == {"kernels": list(kernels), "calls": 40, "processes": 1, "duration_s": section["duration_s"]}
     spin, fat = kernels["tests.controlled:spin"], kernels["tests.controlled:fat_result"]
     assert (spin["threshold"], spin["interval"], spin["shared"]["alone"]) == (90, [64, 128], 256)
     assert spin["at_threshold"]["inline_s"] > 0 and spin["shared"]["alone_reason"] == "alone's reason"

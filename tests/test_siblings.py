@@ -89,7 +89,7 @@ def test_two_processes_measure_every_candidate_beside_a_sibling_and_record_the_s
         [spec], half_pool, effort=EFFORTS["quick"], knobs=KNOBS, plans={spec.key: PLAN}, processes=2, shared=True
     )
     validate_profile(profile)
-    assert "not measured with 2 processes" in profile["shared"]["error"]  # the alone thresholds, in the shape
+    assert "at least two calibrated kernels" in profile["shared"]["error"]  # one kernel: its alone threshold
     assert profile["executor"]["processes"] == 2
     assert profile["executor"]["workers_per_process"] == 1
     assert profile["policy"]["workers"] == 1 and profile["policy"]["cores"] == 1
@@ -106,6 +106,51 @@ def test_two_processes_measure_every_candidate_beside_a_sibling_and_record_the_s
     capsys.readouterr()
     assert main(["show", str(path)]) == 0
     assert "2 processes x 1 workers" in capsys.readouterr().out
+
+
+def test_the_shared_stream_is_measured_beside_siblings_going_round_it_in_two_processes(half_pool, recorded):
+    specs = [spec_for(controlled.spin), spec_for(controlled.echo)]
+    plans = {s.key: PLAN for s in specs}
+    profile = calibrate(specs, half_pool, effort=EFFORTS["quick"], knobs=KNOBS, plans=plans, processes=2, shared=True)
+    validate_profile(profile)
+    section = profile["shared"]
+    assert "error" not in section, section.get("error")
+    assert section["processes"] == 2 and section["kernels"] == [s.key for s in specs]
+    for spec in specs:
+        shared = profile["kernels"][spec.key]["shared"]
+        (sibling_calls,) = shared["sibling_calls"]  # one sibling, and it went round the shared stream
+        assert sibling_calls > 0
+    assert len(recorded) == 2  # the alone phases' siblings, then the shared stream's
+    _assert_nothing_left(recorded)
+
+
+def test_a_sibling_runs_the_shared_stream_each_kernel_under_its_own_threshold(half_pool):
+    from offload_tuner.calibration._sibling_loop import SiblingState, handle
+
+    class Stop:  # the measuring process's end of the pipe: "stop" is already waiting
+        def __init__(self):
+            self.read, self.write = os.pipe()
+            os.write(self.write, b"x")
+
+        def fileno(self):
+            return self.read
+
+        def recv(self):
+            return ("stop",)
+
+    state = SiblingState(half_pool, 1, 2, 1)
+    members = (
+        (spec_for(controlled.spin).key, "process", 4.0, 64.0, 4),
+        (spec_for(controlled.echo).key, "thread", 4.0, 64.0, 4),
+    )
+    assert handle(state, ("shared", members, 7), Stop()) == ("ok", 8)
+    assert sorted({key for (key, _), _ in state.calls}) == sorted(m[0] for m in members)
+    kind, (done, _lags) = handle(state, ("run_shared", {members[0][0]: 0, members[1][0]: None}), Stop())
+    assert kind == "done" and done >= 2
+    kind, error = handle(state, ("run_shared", {members[0][0]: 0}), Stop())  # a kernel with no threshold
+    assert kind == "error" and "KeyError" in error
+    if state.threads is not None:
+        state.threads.shutdown()
 
 
 def test_one_process_is_recorded_without_starting_siblings(half_pool, recorded):

@@ -244,10 +244,8 @@ def calibrate(
         finals = _Finals(executor, transport, knobs, effort, progress, thread_fixed, plans or {}, started)
         kernels = _finalize_each(results, finals, processes)
         shared_section = None
-        if shared and processes > 1:
-            shared_section = _no_shared_stream(results, processes, progress)
-        elif shared:
-            shared_section = _shared_phase(results, kernels, executor, transport, knobs, effort, progress)
+        if shared:
+            shared_section = _shared_phase(results, kernels, executor, transport, knobs, effort, progress, processes)
     return {
         "schema": SCHEMA_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -309,16 +307,6 @@ def _finalize_each(results: Sequence[KernelResult], f: _Finals, processes: int) 
     return kernels
 
 
-def _no_shared_stream(results: Sequence[KernelResult], processes: int, progress: Progress) -> dict[str, Any]:
-    """The ``shared`` section when the shared stream cannot be measured in the calibrated shape."""
-    error = (
-        f"the shared stream is not measured with {processes} processes yet; every threshold is the kernel's "
-        "alone, measured in that shape"
-    )
-    progress("shared_failed", error=error)
-    return {"kernels": [r.spec.key for r in results if r.costs is not None], "error": error}
-
-
 def _measure_each(
     specs: Sequence[KernelSpec],
     executor: Executor,
@@ -350,23 +338,18 @@ def _shared_phase(
     knobs: PolicyKnobs,
     effort: Effort,
     progress: Progress,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Tune the calibrated kernels' thresholds on their shared stream and write the choices into their entries
-    (the alone choice stays in each ``shared`` section). Returns the profile's ``shared`` section; a failure
-    leaves every alone threshold as it was and says why there."""
+    (the alone choice stays in each ``shared`` section). With ``processes`` > 1 every run has ``processes - 1``
+    siblings going round the same stream beside it (stopped whatever happens). Returns the profile's ``shared``
+    section; a failure leaves every alone threshold as it was and says why there."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from offload_tuner.calibration._shared import measure_shared, member_from_entry
+    from offload_tuner.calibration._shared import measure_shared
 
     started = clock()
-    members = []
-    for result in results:
-        costs = result.costs
-        member = (
-            None if costs is None else member_from_entry(result.spec, kernels[result.spec.key], costs.compute.predict)
-        )
-        if member is not None:
-            members.append(member)
+    members = _shared_members(results, kernels)
     keys = [m.spec.key for m in members]
     if len(members) < 2:
         error = (
@@ -376,19 +359,56 @@ def _shared_phase(
         progress("shared_failed", error=error)
         return {"kernels": keys, "error": error}
     progress("shared", kernels=keys)
+    siblings = Siblings(processes - 1, workers=knobs.workers, callers=knobs.concurrency) if processes > 1 else None
     try:
         with ThreadPoolExecutor(knobs.workers, thread_name_prefix="offload-tuner-shared") as threads:
             choices, stream = measure_shared(
-                members, {"process": executor, "thread": threads}, knobs, rounds=effort.load, progress=progress
+                members,
+                {"process": executor, "thread": threads},
+                knobs,
+                rounds=effort.load,
+                progress=progress,
+                siblings=siblings,
+                limit_s=effort.kernel_budget_s * HANG_FACTOR + 10,
             )
         updates = [(sc, _shared_update(kernels[sc.key], sc, transport, knobs)) for sc in choices]
     except Exception as exc:  # a kernel or a pool failed on the shared stream: the alone thresholds stand
         error = f"the shared stream failed ({type(exc).__name__}: {exc}); every threshold is the kernel's alone"
         progress("shared_failed", error=error)
         return {"kernels": keys, "error": error}
-    for sc, update in updates:  # all or nothing: every update was built before any entry changes
+    finally:
+        if siblings is not None:
+            siblings.close()
+    _apply_shared(kernels, updates, keys, len(stream), progress)
+    return {"kernels": keys, "calls": len(stream), "processes": processes, "duration_s": round(clock() - started, 3)}
+
+
+def _shared_members(results: Sequence[KernelResult], kernels: Mapping[str, Any]) -> list[Any]:
+    """The calibrated kernels the shared stream is made of (:func:`_shared.member_from_entry`)."""
+    from offload_tuner.calibration._shared import member_from_entry
+
+    members = []
+    for result in results:
+        costs = result.costs
+        member = (
+            None if costs is None else member_from_entry(result.spec, kernels[result.spec.key], costs.compute.predict)
+        )
+        if member is not None:
+            members.append(member)
+    return members
+
+
+def _apply_shared(
+    kernels: dict[str, Any],
+    updates: Sequence[tuple[Any, dict[str, Any]]],
+    keys: list[str],
+    calls: int,
+    progress: Progress,
+) -> None:
+    """Write every shared choice into its kernel's entry (all or nothing: every update was built before)."""
+    for sc, update in updates:
         entry = kernels[sc.key]
-        entry["shared"] = sc.to_json(keys, len(stream))
+        entry["shared"] = sc.to_json(keys, calls)
         if sc.lane == "thread":
             entry["shared"]["alone_reason"] = entry["thread"].get("reason")
             entry["thread"].update(update)
@@ -396,7 +416,6 @@ def _shared_phase(
             entry["shared"]["alone_reason"] = entry["load"].get("reason")
             entry.update(update)
         progress("shared_done", kernel=sc.key, lane=sc.lane, alone=sc.alone, threshold=sc.choice.threshold)
-    return {"kernels": keys, "calls": len(stream), "duration_s": round(clock() - started, 3)}
 
 
 def _shared_update(

@@ -333,6 +333,7 @@ class _Runner:
         self.order_rng = random.Random(seed + 1)
         self.runs: dict[int, Candidate] = {}  # offload_from index -> the candidate measured for it
         self.siblings: Siblings | None = None  # sibling service processes running each candidate beside it
+        self.sibling_message: Callable[[int | None], tuple] | None = None  # what they run (default: this kernel)
         self.lane = "process"
         self.sibling_calls: list[int] = []  # calls each sibling ran, over every run
 
@@ -455,7 +456,8 @@ class _Runner:
 
         if self.siblings is None:
             return run()
-        stats, counts, lags = self.siblings.around(self.lane, t, run)
+        message = None if self.sibling_message is None else self.sibling_message(t)
+        stats, counts, lags = self.siblings.around(self.lane, t, run, message)
         self.sibling_calls = [a + b for a, b in zip(self.sibling_calls or [0] * len(counts), counts)]
         # The makespan is this process's: the siblings run until its run ends, so all of it is in the shape (the
         # slowest process would add their start and stop skew). Lag is every loop's: each is a service's.

@@ -9,7 +9,9 @@ mix, about the same inline work each, shuffled together) and, kernel by kernel, 
 threshold on its lane (threads when it has a thread lane, else processes: the lane the runtime uses with both
 pools installed) over a grid two octaves either side of its current threshold, the other kernels keeping
 theirs: one pass of coordinate search, decided by the objective's rule (:func:`_latency.choose_for`) exactly as the
-alone phase decides (the loop budget's cap included).
+alone phase decides (the loop budget's cap included). With ``calibrate --processes N``, every run has N-1 sibling
+service processes (:mod:`_siblings`) going round the same shared stream (their own order) beside it, each kernel's
+calls under the same thresholds as the run's, so the stream is measured in the shape the service runs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offload_tuner.calibration._candidates import Candidate
 from offload_tuner.calibration._choice import Choice
@@ -39,6 +41,9 @@ from offload_tuner.calibration._workload import (
 )
 from offload_tuner.runtime._policy import PolicyKnobs
 from offload_tuner.runtime._registry import KernelSpec
+
+if TYPE_CHECKING:
+    from offload_tuner.calibration._siblings import Siblings
 
 GRID_STEPS = (-4, -2, 0, 2, 4)
 """Candidates, in half-octave grid steps from the kernel's current threshold: two octaves either way. The mixed
@@ -147,6 +152,13 @@ def composite_call(
     return call
 
 
+def sibling_run(members: Sequence[Member], tested: str) -> Callable[[int | None], tuple]:
+    """The message that has a sibling run the shared stream under one candidate of ``tested``: every other
+    member at its current threshold (as of now: the members after it are updated later)."""
+    thresholds = {m.spec.key: m.threshold for m in members}
+    return lambda t: ("run_shared", {**thresholds, tested: t})
+
+
 def _tested_by(
     members: Sequence[Member], pools: Mapping[str, Executor], tested: str
 ) -> Callable[[Executor, Any, Callable[[int], bool]], Call]:
@@ -169,6 +181,8 @@ class SharedChoice:
     choice: Choice
     candidates: list[Candidate]
     duration_s: float
+    sibling_calls: tuple[int, ...] = ()
+    """Calls each sibling service process ran beside the runs (none without ``--processes``)."""
 
     def to_json(self, kernels: Sequence[str], calls: int) -> dict[str, Any]:
         c = self.choice
@@ -189,6 +203,7 @@ class SharedChoice:
             "rounds": max(len(x.makespan_s) for x in self.candidates),
             "candidates": [x.to_json() for x in self.candidates],
             "duration_s": round(self.duration_s, 3),
+            **({"sibling_calls": list(self.sibling_calls)} if self.sibling_calls else {}),
         }
 
 
@@ -199,15 +214,22 @@ def measure_shared(
     *,
     rounds: Rounds,
     progress: Callable[..., None],
+    siblings: Siblings | None = None,
+    limit_s: float = 60.0,
 ) -> tuple[list[SharedChoice], Calls]:
     """One pass of coordinate search over ``members`` on their shared stream: each kernel's threshold is
-    measured and chosen with the others at theirs (already updated for the kernels before it)."""
+    measured and chosen with the others at theirs (already updated for the kernels before it). With ``siblings``,
+    each of them goes round the same stream beside every run, under the run's thresholds; each wait is bounded by
+    ``limit_s``."""
     if len(members) < 2:
         raise ValueError("a shared stream needs at least two kernels")
     seed = SEED ^ zlib.crc32("|".join(m.spec.key for m in members).encode())
     fewest = rounds.calls_per_caller * knobs.concurrency
     counts = stream_counts(members, rounds.run_s * SHARED_RUN_FACTOR, fewest)
     stream = build_shared_stream(members, counts, seed)
+    if siblings is not None:
+        spans = [(m.spec.key, m.lane, *m.workload_range) for m in members]
+        siblings.prepare_shared([(*span, count) for span, count in zip(spans, counts)], seed, limit_s=limit_s)
     current = list(members)
     out = []
     for index, member in enumerate(members):
@@ -226,6 +248,7 @@ def measure_shared(
             started,
             _tested_by(list(current), pools, key),
         )
+        runner.siblings, runner.sibling_message = siblings, sibling_run(current, key)
         runner.measure(shared_candidates(current[index], GRID_STEPS if rounds.neighbours else QUICK_STEPS))
         candidates = runner.candidates()
         cap = member.budget_cap
@@ -239,6 +262,7 @@ def measure_shared(
             workload_range=member.workload_range,
             calls=len(sizes),
         )
-        out.append(SharedChoice(key, member.lane, member.threshold, choice, candidates, clock() - started))
+        beside = tuple(runner.sibling_calls)
+        out.append(SharedChoice(key, member.lane, member.threshold, choice, candidates, clock() - started, beside))
         current[index] = replace(member, threshold=choice.threshold)
     return out, stream

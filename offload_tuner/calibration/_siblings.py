@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
@@ -65,8 +65,18 @@ class Siblings:
     def prepare(self, key: str, workload_range: tuple[float, float], count: int, seed: int, *, limit_s: float) -> None:
         """Have every sibling build the ring of ``count`` calls of kernel ``key`` (imported by its key, as pool
         workers do), sibling ``i`` in the order of ``seed`` + i + 1. Starts the siblings if none run."""
+        self._prepare(("kernel", key, float(workload_range[0]), float(workload_range[1]), count, seed), limit_s)
+
+    def prepare_shared(
+        self, members: Sequence[tuple[str, str, float, float, int]], seed: int, *, limit_s: float
+    ) -> None:
+        """Have every sibling build the shared stream's ring (:mod:`_shared`): each member ``(key, lane, lo, hi,
+        count)``'s calls, shuffled in sibling ``i``'s order. Run it with :meth:`around` and a ``("run_shared",
+        thresholds)`` message. Starts the siblings if none run."""
+        self._prepare(("shared", tuple(members), seed), limit_s)
+
+    def _prepare(self, kernel: tuple[Any, ...], limit_s: float) -> None:
         self.limit_s = limit_s
-        kernel = ("kernel", key, float(workload_range[0]), float(workload_range[1]), count, seed)
         if self.processes and kernel == self.kernel:
             return
         if not self.processes:
@@ -123,13 +133,16 @@ class Siblings:
 
     # ---------------------------------------------------------------------------------------- runs
 
-    def around(self, lane: str, threshold: int | None, run: Callable[[], T]) -> tuple[T, list[int], list[float]]:
+    def around(
+        self, lane: str, threshold: int | None, run: Callable[[], T], message: tuple[Any, ...] | None = None
+    ) -> tuple[T, list[int], list[float]]:
         """``run()`` while every sibling goes round its ring under ``threshold`` on ``lane`` ("process" or
-        "thread"). Returns what ``run`` returned, the calls each sibling ran and all the siblings' lag samples."""
+        "thread"), or as ``message`` says (the shared stream's ``("run_shared", thresholds)``). Returns what
+        ``run`` returned, the calls each sibling ran and all the siblings' lag samples."""
         if self.kernel is None:
             raise SiblingFailed("siblings have no kernel prepared (an earlier failure stopped them)")
         try:
-            self._send_all(("run", lane, threshold))
+            self._send_all(("run", lane, threshold) if message is None else message)
             result = run()
         except BaseException:
             self.kill()
