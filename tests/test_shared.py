@@ -36,6 +36,27 @@ def member(lane: str, t: int | None, lo: float = 8, hi: float = 512, inline=lamb
 # ----------------------------------------------------------------------------------------------- pure
 
 
+def test_under_the_latency_objective_the_candidates_span_the_whole_mix_every_octave():
+    from offload_tuner.calibration._shared import GRID_STEPS, shared_steps
+
+    assert shared_steps("throughput", True) == GRID_STEPS and shared_steps("throughput", False) == QUICK_STEPS
+    assert shared_candidates(member("process", None, 64, 16384), shared_steps("latency", True)) == [
+        None,
+        64,
+        128,
+        256,
+        512,
+        1024,
+        2048,
+        4096,
+        8192,
+        16384,
+    ]
+    assert shared_candidates(member("process", 181), shared_steps("latency", False)) == [181, 11, 45]  # 2 octaves
+    capped = Member(spec_for(controlled.spin), "process", 91, (8, 512), abs, budget_cap=128)
+    assert shared_candidates(capped, shared_steps("latency", True)) == [91, 11, 23, 45]  # never above the cap
+
+
 def test_candidates_are_two_octaves_either_side_inside_the_mix():
     assert shared_candidates(member("process", 181)) == [181, 45, 91, 362]  # 724 is past the mix's top
     assert shared_candidates(member("process", None)) == [None, 128, 256, 512]  # "never": from the top down

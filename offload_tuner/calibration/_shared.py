@@ -7,7 +7,8 @@ a numpy kernel on one loop) the best static combination offloaded the O(n^2) ker
 it calibrated to 181-256. This phase builds one stream of all the kernels' calls (each kernel's own workload
 mix, about the same inline work each, shuffled together) and, kernel by kernel, measures that kernel's
 threshold on its lane (threads when it has a thread lane, else processes: the lane the runtime uses with both
-pools installed) over a grid two octaves either side of its current threshold, the other kernels keeping
+pools installed) over a grid two octaves either side of its current threshold (every octave of its mix under the
+latency objective, ``LATENCY_STEPS``), the other kernels keeping
 theirs: one pass of coordinate search, decided by the objective's rule (:func:`_latency.choose_for`) exactly as the
 alone phase decides (the loop budget's cap included). With ``calibrate --processes N``, every run has N-1 sibling
 service processes (:mod:`_siblings`) going round the same shared stream (their own order) beside it, each kernel's
@@ -51,6 +52,23 @@ benchmark's best static combinations were one octave below the alone thresholds 
 above for the numpy kernel's thread lane."""
 QUICK_STEPS = (-2, 0, 2)
 """At an effort without neighbours (``quick``): one octave either way."""
+LATENCY_STEPS = tuple(range(-60, 61, 2))
+"""Under the latency objective: every octave of the kernel's mix, from its current threshold (the grid points past
+the mix are dropped). A kernel's alone choice minimises the p99 of its own calls; on the shared stream the p99 is
+set by whichever kernel's calls are longest, and the cost a kernel with short calls imposes on them (inline work
+holding the loop and taking CPU from the workers) can move its best threshold far from its alone one: in the HTTP
+benchmark's diagnostic, rank and spikes from never to 256 (``benchmarks/results/http/latency``)."""
+LATENCY_QUICK_STEPS = tuple(range(-60, 61, 4))
+"""The latency objective at ``quick``: every other octave of the mix."""
+
+
+def shared_steps(objective: str, neighbours: bool) -> tuple[int, ...]:
+    """The grid steps a kernel's shared candidates take from its current threshold (:func:`shared_candidates`)."""
+    if objective == "latency":
+        return LATENCY_STEPS if neighbours else LATENCY_QUICK_STEPS
+    return GRID_STEPS if neighbours else QUICK_STEPS
+
+
 SHARED_RUN_FACTOR = 2.0
 """A shared run holds this many times ``Rounds.run_s`` of inline work: it is several kernels' streams at once."""
 
@@ -249,7 +267,7 @@ def measure_shared(
             _tested_by(list(current), pools, key),
         )
         runner.siblings, runner.sibling_message = siblings, sibling_run(current, key)
-        runner.measure(shared_candidates(current[index], GRID_STEPS if rounds.neighbours else QUICK_STEPS))
+        runner.measure(shared_candidates(current[index], shared_steps(knobs.objective, rounds.neighbours)))
         candidates = runner.candidates()
         cap = member.budget_cap
         choice = choose_for(
