@@ -191,6 +191,13 @@ def test_show_reports_an_unreadable_profile(tmp_path, capsys):
 
 def test_explain_agrees_with_the_threshold_on_both_sides(profile_path, capsys):
     threshold = json.loads(profile_path.read_text())["kernels"][SPIN]["threshold"]
+    if threshold is None:
+        # A quick effort's 25 ms ring can measure never within the noise of offloading (about 1 run in 10 here):
+        # explain must then say never, and keep the mix's top inline.
+        assert main(["explain", SPIN, "16384", "--profile", str(profile_path)]) == EXIT_OK
+        out = capsys.readouterr().out
+        assert "why never:" in out and "decision: INLINE" in out and "offloading never pays" in out
+        return
     assert main(["explain", SPIN, str(threshold), "--profile", str(profile_path)]) == EXIT_OK
     above = capsys.readouterr().out
     assert "decision: OFFLOAD" in above and "inline:" in above and "offloaded:" in above
