@@ -773,8 +773,11 @@ async def measure(args: argparse.Namespace, log: Callable[[str], None]) -> dict[
 
 
 def leftover_segments() -> list[str]:
-    from offload_tuner.runtime import _shm
+    """This process's segment files once every call is done: any is a leak. Argument segments the transport
+    keeps for reuse are not (they live until the process exits), so the reuse pool is emptied first."""
+    from offload_tuner.runtime import _segments, _shm
 
+    _segments.drain_pool()
     try:
         names = os.listdir(_shm.SHM_DIR)
     except OSError:
