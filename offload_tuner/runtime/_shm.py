@@ -267,9 +267,11 @@ class PendingSegment:
         """The call is over: the segment is kept for another call when its reader said it unmapped it
         (``reusable``), else unlinked; a late send never writes it again."""
         with self.lock:
+            if self.released:
+                return  # once only: a second release could unlink a segment another call has taken since
             self.released = True
             self.buffers = []
-            written = self.capacity
+            written, self.capacity = self.capacity, 0
         if reusable and written:
             _segments.give_back(self.path, written)
         else:
@@ -300,8 +302,7 @@ class PendingSegment:
             except SegmentUnavailable:
                 pass  # unlinked by rewrite_segment; a new segment below
             else:
-                unlink(self.path)  # this call's own name was never created
-                self.path, self.capacity = reused
+                self.path, self.capacity = reused  # this call's own name was never created: nothing to unlink
                 return layout
         layout = write_segment(self.path, buffers)
         self.capacity = needed
@@ -348,16 +349,6 @@ def _arguments_closable(source: Any) -> tuple[Any, Any]:
         return None, source or ()
     path, layout = source
     return _segments.map_closable(path, layout)
-
-
-def _arguments(source: Any) -> Any:
-    """The argument buffers as the worker received them: a (path, layout) to map, or in-band copies."""
-    if source is None:
-        return ()
-    if isinstance(source, list):
-        return source
-    path, layout = source
-    return map_segment(path, layout)
 
 
 def invoke_packet(packet: tuple[Any, ...]) -> tuple[Any, ...]:
