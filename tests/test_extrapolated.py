@@ -150,10 +150,12 @@ def test_an_adapted_threshold_was_weighed_over_production_and_is_not_overridden(
         ({"size": 300, "gain": 0.9}, "extrapolated_offload gain must be a finite number >= 1"),
         ({"size": 300, "gain": float("nan")}, "extrapolated_offload gain must be a finite number >= 1"),
         ({"size": 300}, "extrapolated_offload gain must be a finite number >= 1"),
+        ({"size": 256, "gain": 1.5}, "extrapolated_offload size 256 must lie beyond the calibrated top 256"),
     ],
 )
 def test_a_malformed_field_is_refused_naming_the_kernel_and_field(section, field):
-    data = {"schema": 3, "kernels": {"m:k": {"threshold": None, "extrapolated_offload": section}}}
+    entry = {"threshold": None, "extrapolated_offload": section, "calibrated_range": [1, 256]}
+    data = {"schema": 3, "kernels": {"m:k": entry}}
     with pytest.raises(ProfileError, match="kernel 'm:k'") as err:
         validate_profile(data, "p.json")
     assert field in str(err.value)
