@@ -176,7 +176,7 @@ def _thread_lane(
     except Exception as exc:  # the kernel failed in a thread under load: no thread lane, the rest stands
         section.update(threshold=None, reason=f"thread lane's concurrent phase failed: {type(exc).__name__}: {exc}")
         return section
-    process = _recorded_candidates(phase.entry)
+    process = [Candidate.from_json(c) for c in phase.entry["candidates"]]
     band = max(choice.band, float(phase.entry.get("tie_band", 0.0)))
     wins, how = thread_lane_wins(
         process, phase.entry["chosen"], candidates, choice.threshold, knobs.loop_budget_s, band
@@ -195,14 +195,6 @@ def _thread_lane(
         "duration_s": round(clock() - started, 3),
     }
     return section
-
-
-def _recorded_candidates(entry: Mapping[str, Any]) -> list[Candidate]:
-    """The candidates a concurrent phase recorded in its profile entry, as :class:`Candidate` again."""
-    return [
-        Candidate(c["threshold"], c["offloaded"], tuple(c["makespan_s"]), tuple(c["lag_p99_s"]), tuple(c["cpu_s"]))
-        for c in entry["candidates"]
-    ]
 
 
 # ---------------------------------------------------------------------------------------------- profile

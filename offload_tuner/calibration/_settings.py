@@ -54,9 +54,9 @@ class Effort:
     load: Rounds
     """How the concurrent phase spends its time: rounds, run length, budget per kernel."""
     gil: GilEffort = field(default_factory=lambda: GilEffort(2, 3, 0.04))
-    """How the GIL hold is measured (:mod:`_gil`): sizes, repeats, seconds per window. One repeat at standard:
-    kernels measure ~0.01 or ~0.95, far from the 0.25 cut, and a second repeat costs time the standard
-    calibration's 60 s goal does not have."""
+    """How the GIL hold is measured (:mod:`_gil`): sizes, repeats, seconds per window. Three paired
+    repeats even at quick: one window read alone can land on the wrong side of the 0.25 cut when the host's
+    other work preempts the probe; two sizes keep the cost inside the standard calibration's 60 s goal."""
 
 
 EFFORTS: dict[str, Effort] = {
