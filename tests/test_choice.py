@@ -404,3 +404,27 @@ def test_the_lanes_are_compared_through_the_all_inline_run_each_phase_measured()
     assert thread_lane_wins(process, 4096, close, 2048)[0] is False
     assert thread_lane_wins(process, 4096, close, 2048, band=0.2)[0] is True
     assert thread_lane_wins(process, 4096, slower, 2048, band=0.1)[0] is False  # 0.92x against 0.80x x 1.1
+
+
+def with_latency(c: Candidate, latency: float) -> Candidate:
+    return Candidate(c.threshold, c.offloaded, c.makespan_s, c.lag_p99_s, c.cpu_s, (latency,) * len(c.makespan_s))
+
+
+def test_under_the_latency_objective_the_lanes_are_compared_by_p99_call_latency():
+    from offload_tuner.calibration._choice import thread_lane_wins
+
+    # By makespan the thread lane wins (0.60x never against 0.80x); by p99 call latency it loses (0.90x against
+    # 0.50x): under the latency objective, which each lane's choice and tie band were made on, the latter decides.
+    process = [with_latency(cand(4096, [0.8] * 3), 0.05), with_latency(cand(None, [1.0] * 3), 0.10)]
+    threads = [with_latency(cand(2048, [0.72] * 3), 0.09), with_latency(cand(None, [1.2] * 3), 0.10)]
+    assert thread_lane_wins(process, 4096, threads, 2048)[0] is True
+    wins, how = thread_lane_wins(process, 4096, threads, 2048, objective="latency")
+    assert not wins and "0.90x the all-inline p99 call latency in threads" in how and "0.50x" in how
+    # Reversed latencies: the thread lane wins by latency although it loses by makespan.
+    slower = [with_latency(cand(2048, [1.1] * 3), 0.04), with_latency(cand(None, [1.2] * 3), 0.10)]
+    assert thread_lane_wins(process, 4096, slower, 2048)[0] is False
+    assert thread_lane_wins(process, 4096, slower, 2048, objective="latency")[0] is True
+    # A run without recorded latencies (an older profile's process phase): the makespan decides, as before.
+    unrecorded = [cand(4096, [0.8] * 3), cand(None, [1.0] * 3)]
+    wins, how = thread_lane_wins(unrecorded, 4096, threads, 2048, objective="latency")
+    assert wins and "makespan" in how

@@ -179,7 +179,7 @@ def _thread_lane(
     process = [Candidate.from_json(c) for c in phase.entry["candidates"]]
     band = max(choice.band, float(phase.entry.get("tie_band", 0.0)))
     wins, how = thread_lane_wins(
-        process, phase.entry["chosen"], candidates, choice.threshold, knobs.loop_budget_s, band
+        process, phase.entry["chosen"], candidates, choice.threshold, knobs.loop_budget_s, band, knobs.objective
     )
     section["threshold"] = choice.threshold if wins else None
     section["interval"] = list(choice.interval)

@@ -321,14 +321,17 @@ def thread_lane_wins(
     thread_choice: int | None,
     loop_budget_s: float | None = None,
     band: float = 0.0,
+    objective: str = "throughput",
 ) -> tuple[bool, str]:
     """Whether the thread lane's choice beats the process lane's, and why. Both phases ran the same stream of
     calls, each with "never" (every call inline) among its candidates: each choice is taken relative to its own
     phase's never, so the drift of the machine between the two phases cancels. Without a never in both, the
-    medians are compared as they are. Throughput first, within ``band`` (the phases' tie band): as fast as the
-    measurement can tell, the thread lane wins, since it pickles nothing (less of the caller's thread, no copies)
-    and leaves the process pool's workers to the kernels that hold the GIL. A thread lane whose p99 loop lag is
-    worse than the process lane's beyond the lag tie (:func:`lag_tie_s`) does not win on it."""
+    medians are compared as they are. The objective's measure first (the makespan; under ``"latency"`` the p99
+    call latency, the measure each lane's choice and ``band`` were made on, where every run involved recorded it),
+    within ``band`` (the phases' tie band): as good as the measurement can tell, the thread lane wins, since it
+    pickles nothing (less of the caller's thread, no copies) and leaves the process pool's workers to the kernels
+    that hold the GIL. A thread lane whose p99 loop lag is worse than the process lane's beyond the lag tie
+    (:func:`lag_tie_s`) does not win on it."""
     if thread_choice is None:
         return False, "the thread lane's own phase measured never sending a call there as best"
     by_process = {c.threshold: c for c in process}
@@ -336,16 +339,25 @@ def thread_lane_wins(
     p, t = by_process.get(process_choice), by_thread.get(thread_choice)
     if p is None or t is None:
         raise ValueError("thread_lane_wins() needs each lane's chosen threshold among its candidates")
-    if None in by_process and None in by_thread:
-        p_ratio, t_ratio = p.makespan / by_process[None].makespan, t.makespan / by_thread[None].makespan
+    anchored = None in by_process and None in by_thread
+    runs = [p, t, *((by_process[None], by_thread[None]) if anchored else ())]
+    by_latency = objective == "latency" and all(c.latency_p99 is not None for c in runs)
+    name = "p99 call latency" if by_latency else "makespan"
+
+    def measure(c: Candidate) -> float:
+        value = c.latency_p99 if by_latency else c.makespan
+        return float(value if value is not None else c.makespan)
+
+    if anchored:
+        p_ratio, t_ratio = measure(p) / measure(by_process[None]), measure(t) / measure(by_thread[None])
         how = (
-            f"{t_ratio:.2f}x the all-inline makespan in threads (from {_fmt(thread_choice)}) against "
+            f"{t_ratio:.2f}x the all-inline {name} in threads (from {_fmt(thread_choice)}) against "
             f"{p_ratio:.2f}x in processes (from {_fmt(process_choice)})"
         )
         faster = t_ratio <= p_ratio * (1 + band)
     else:
-        how = f"{t.makespan * 1e3:.1f} ms in threads against {p.makespan * 1e3:.1f} ms in processes"
-        faster = t.makespan <= p.makespan * (1 + band)
+        how = f"{name} {measure(t) * 1e3:.1f} ms in threads against {measure(p) * 1e3:.1f} ms in processes"
+        faster = measure(t) <= measure(p) * (1 + band)
     calm = t.lag_p99 <= p.lag_p99 * LAG_TIE[0] + lag_tie_s(loop_budget_s)
     how += f"; p99 loop lag {t.lag_p99 * 1e3:.1f} ms in threads against {p.lag_p99 * 1e3:.1f} ms"
     return faster and calm, how
