@@ -86,6 +86,26 @@ def test_calibration_records_it_beside_the_guard():
     assert _extrapolated(LINEAR, TRANSPORT, KNOBS, entry, 128) is None
 
 
+def test_a_threshold_the_shared_stream_chose_brings_its_own_extrapolated_size():
+    from offload_tuner.calibration._calibrate import _shared_update
+    from offload_tuner.calibration._choice import choose
+    from offload_tuner.calibration._shared import SharedChoice
+    from tests.test_choice import cand
+
+    entry = {"calibrated_range": list(MEASURED), "guard": _guard(LINEAR, TRANSPORT, KNOBS, list(MEASURED))}
+    entry.update(costs=LINEAR.to_json(), extrapolated_offload=None)  # alone it offloaded from 128
+
+    def shared(never_best: bool) -> SharedChoice:
+        runs = [cand(128, [1.0 if never_best else 0.5] * 3), cand(None, [0.5 if never_best else 1.0] * 3)]
+        choice = choose(runs, rounds=3, workload_range=MEASURED)
+        return SharedChoice(KEY, "process", 128, choice, runs, 1.0)
+
+    now_never = _shared_update(entry, shared(True), TRANSPORT, KNOBS)
+    assert now_never["threshold"] is None and now_never["extrapolated_offload"]["size"] == S
+    entry["extrapolated_offload"] = now_never["extrapolated_offload"]
+    assert _shared_update(entry, shared(False), TRANSPORT, KNOBS)["extrapolated_offload"] is None
+
+
 # ------------------------------------------------------------------------------------------- the runtime
 
 

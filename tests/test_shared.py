@@ -147,6 +147,8 @@ def _entry(threshold, *, thread=None, status="ok", cap=None):
     entry = {
         "status": status,
         "workload_range": [16, 4096],
+        "calibrated_range": [16, 4096],
+        "guard": None,
         "threshold": threshold,
         "interval": [threshold, threshold],
         "costs": costs.to_json(),
@@ -203,6 +205,7 @@ def test_the_shared_choices_replace_each_lane_s_threshold_and_keep_the_alone_one
     spin, fat = kernels["tests.controlled:spin"], kernels["tests.controlled:fat_result"]
     assert (spin["threshold"], spin["interval"], spin["shared"]["alone"]) == (90, [64, 128], 256)
     assert spin["at_threshold"]["inline_s"] > 0 and spin["shared"]["alone_reason"] == "alone's reason"
+    assert spin["extrapolated_offload"] is None  # 90 offloads from within the range
     assert (fat["threshold"], fat["thread"]["threshold"], fat["thread"]["interval"]) == (None, 2048, [1024, 4096])
     assert fat["shared"]["alone_reason"] == "alone's thread reason" and "512 alone" in fat["thread"]["reason"]
 

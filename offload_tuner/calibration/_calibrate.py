@@ -413,7 +413,9 @@ def _apply_shared(
 def _shared_update(
     entry: Mapping[str, Any], sc: SharedChoice, transport: TransportModel, knobs: PolicyKnobs
 ) -> dict[str, Any]:
-    """The fields of a kernel's entry (or of its thread section) the shared choice replaces."""
+    """The fields of a kernel's entry (or of its thread section) the shared choice replaces; a new process-lane
+    threshold brings its own extrapolated offload size (a "never" the stream chose gets one, an offloading one
+    none)."""
     t, interval = sc.choice.threshold, list(sc.choice.interval)
     if sc.lane == "thread":
         return {
@@ -426,6 +428,7 @@ def _shared_update(
         "threshold": t,
         "interval": interval,
         "at_threshold": None if t is None else predict(costs, transport, knobs, t).to_json(),
+        "extrapolated_offload": _extrapolated(costs, transport, knobs, entry, t),
     }
 
 
