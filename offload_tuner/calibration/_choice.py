@@ -345,8 +345,8 @@ def thread_lane_wins(
     name = "p99 call latency" if by_latency else "makespan"
 
     def measure(c: Candidate) -> float:
-        value = c.latency_p99 if by_latency else c.makespan
-        return float(value if value is not None else c.makespan)
+        latency = c.latency_p99 if by_latency else None
+        return c.makespan if latency is None else latency
 
     if anchored:
         p_ratio, t_ratio = measure(p) / measure(by_process[None]), measure(t) / measure(by_thread[None])

@@ -104,9 +104,13 @@ class KernelEntry:
     @property
     def calibrated_top(self) -> float | None:
         """The largest size calibration measured, where the profile records it."""
-        measured = self.data.get("calibrated_range")
-        top = measured[1] if isinstance(measured, list) and len(measured) == 2 else None
-        return float(top) if isinstance(top, (int, float)) and not isinstance(top, bool) else None
+        return _calibrated_top(self.data)
+
+
+def _calibrated_top(entry: Mapping[str, Any]) -> float | None:
+    measured = entry.get("calibrated_range")
+    top = measured[1] if isinstance(measured, list) and len(measured) == 2 else None
+    return float(top) if isinstance(top, (int, float)) and not isinstance(top, bool) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,9 +380,8 @@ def _validate_extrapolated(entry: Mapping[str, Any], key: str, fail: Any) -> Ext
         raise fail(f"kernel {key!r}: extrapolated_offload size must be an integer in [1, 2**53], got {size!r}")
     if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 1 <= gain < float("inf"):
         raise fail(f"kernel {key!r}: extrapolated_offload gain must be a finite number >= 1, got {gain!r}")
-    measured = entry.get("calibrated_range")
-    top = measured[1] if isinstance(measured, list) and len(measured) == 2 else None
-    if isinstance(top, (int, float)) and not isinstance(top, bool) and size <= top:
+    top = _calibrated_top(entry)
+    if top is not None and size <= top:
         # within the range the measured threshold decides; an extrapolation there would override a measurement
         raise fail(f"kernel {key!r}: extrapolated_offload size {size} must lie beyond the calibrated top {top:g}")
     return ExtrapolatedEntry(size, float(gain))
