@@ -5,6 +5,7 @@ one's, and counts a recycled pid (another start time) as dead."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -256,6 +257,7 @@ def start_service(tmp_path: Path) -> subprocess.Popen:
 
 def kill(service: subprocess.Popen) -> None:
     """SIGKILL the service (no atexit, no finally), then what it started (a real container kill takes all)."""
+    semaphores = _semaphores_of_group(service.pid)
     os.kill(service.pid, signal.SIGKILL)
     service.wait()
     try:
@@ -265,6 +267,28 @@ def kill(service: subprocess.Popen) -> None:
     for stream in (service.stdout, service.stderr):
         if stream is not None:
             stream.close()
+    # The group's resource tracker died with it, so nothing unlinks the named semaphores its pool made (a real
+    # container's /dev/shm goes with the container): the test removes them, not to leave them on the host.
+    for path in semaphores:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _semaphores_of_group(group: int) -> set[str]:
+    """The named semaphores (``/dev/shm/sem.*``) the processes of a process group have mapped."""
+    found: set[str] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if int(stat[stat.rfind(")") + 2 :].split()[2]) != group:
+                continue
+            maps = Path(f"/proc/{entry}/maps").read_text()
+        except (OSError, ValueError, IndexError):
+            continue
+        found.update(line.split(maxsplit=5)[5] for line in maps.splitlines() if "/dev/shm/sem." in line)
+    return found
 
 
 def test_a_service_killed_mid_call_leaves_segments_the_next_start_removes(tmp_path):
