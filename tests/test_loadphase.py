@@ -375,7 +375,7 @@ def test_the_steady_pass_times_each_call_once_and_leaves_the_drain_out():
 
 
 def test_explain_says_how_each_run_was_timed():
-    from offload_tuner.inspection._report import _steady_pass
+    from offload_tuner.inspection._report_load import _steady_pass
 
     assert (
         _steady_pass({"steady_pass": True, "warmup_calls": 24})
@@ -386,7 +386,7 @@ def test_explain_says_how_each_run_was_timed():
 
 
 def test_explain_names_the_proposals_left_unmeasured_and_why():
-    from offload_tuner.inspection._report import format_load
+    from offload_tuner.inspection._report_load import format_load
 
     def candidate(t):
         return {

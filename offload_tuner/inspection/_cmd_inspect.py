@@ -177,7 +177,8 @@ def _explain_costs(profile: Any, entry: Any, size: int) -> None:
 
 def _explain_load(entry: Any) -> None:
     """What the concurrent phase measured, the shared stream's choice, and the thread lane."""
-    from offload_tuner.inspection._report import format_load, format_seconds, format_shared
+    from offload_tuner.inspection._report import format_seconds
+    from offload_tuner.inspection._report_load import format_load, format_shared
 
     shared = entry.get("shared")
     if entry.get("load"):
