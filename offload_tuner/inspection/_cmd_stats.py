@@ -176,6 +176,8 @@ def cmd_retune(args: argparse.Namespace) -> int:
         )
         if r.budget is not None:
             print(f"  {r.budget}")
+        if r.held is not None:
+            print(f"  the makespan model proposed {format_threshold(r.proposed)}; {r.held}")
         if not r.offload_observed and r.new != r.old:
             print(
                 "  the mix has too few timed offloaded calls: the offloaded side is the calibrated model's word "

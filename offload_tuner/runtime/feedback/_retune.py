@@ -25,6 +25,9 @@ verdict and retuned thresholds out. ``offload-tuner drift`` and ``retune`` print
   the smallest such size (the budget size), the threshold in force too when it is past it, and the result says
   so (``budget``). An O(n^2) kernel calibrated at 16, served 64-180, retuned to 190 without this: every call
   inline, p99 loop lag 254 ms against 3 ms at 16. A profile without a budget keeps the makespan's choice.
+  **Not past the objective.** A profile calibrated for p99 call latency (``policy.objective``) keeps its
+  thresholds: a makespan gain says nothing about the tail it was chosen for, and a throughput proposal would
+  quietly undo that choice. Only the loop budget moves them; the result says what the makespan proposed (``held``).
 """
 
 from __future__ import annotations
@@ -281,6 +284,11 @@ class Retuned:
     """Smallest size of the mix's range predicted past the loop budget inline (None: none, or no budget)."""
     budget: str | None = None
     """Why the loop budget decided ``new`` (None: the makespan's choice was within it)."""
+    held: str | None = None
+    """Why the makespan's proposal (``proposed``) was not taken although it differs (None: it was, or it is the
+    threshold in force): a profile calibrated for p99 call latency, which these models do not predict."""
+    proposed: int | None = None
+    """What the makespan alone proposed, within the loop budget (equal to ``new`` unless ``held``)."""
 
 
 def retune(profile: Mapping[str, Any], observed: Mapping[str, Traffic]) -> list[Retuned]:
@@ -340,8 +348,22 @@ def retune_kernel(
     unbounded = current if old_span / free_span - 1 < small else free  # what the makespan alone would keep
     note = None if budget_capped(unbounded, cap) == unbounded else budget_reason(corrected, transport, knobs, cap)
     observed_offload = len(t.samples["loop"]) >= MIN_SAMPLES
+    proposed, held = new, None
+    if knobs.objective == "latency" and new != budget_capped(current, cap):
+        new = budget_capped(current, cap)
+        new_span = mix_makespan(corrected, transport, knobs, sizes, weights, new)
+        held = LATENCY_HELD
     gain = old_span / new_span - 1
-    return Retuned(model.key, current, new, t.calls, factors, observed_offload, gain, corrected, cap, note)
+    return Retuned(
+        model.key, current, new, t.calls, factors, observed_offload, gain, corrected, cap, note, held, proposed
+    )
+
+
+LATENCY_HELD = (
+    "kept: the profile was calibrated for p99 call latency (--objective latency), which these models (makespans) do "
+    "not predict, so only the loop budget moves its threshold; to follow the observed mix, state it and calibrate "
+    "again with --objective latency"
+)
 
 
 def budget_reason(costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, size: int | None) -> str:
@@ -428,10 +450,13 @@ def retuned_profile(
         }
         if r.budget is not None:
             entry["retuned"]["budget"] = r.budget
+        if r.held is not None:
+            entry["retuned"]["held"] = {"proposed": r.proposed, "why": r.held}
         entry["threshold"] = r.new
         entry["costs"] = r.costs.to_json()
-        entry.pop("interval", None)
-        entry.pop("extrapolated_offload", None)  # production's mix was weighed: the model's guess past the top goes
+        if r.held is None or r.new != r.old:  # a threshold held as measured keeps what was measured with it
+            entry.pop("interval", None)
+            entry.pop("extrapolated_offload", None)  # production's mix was weighed: the model's guess past the top goes
         if (entry.get("shared") or {}).get("lane") == "process":  # the shared choice is what retune replaced
             entry["shared"] = {**entry["shared"], "retuned_to": r.new}
     return out

@@ -1,0 +1,106 @@
+"""Retune and online adaptation do not undo a latency calibration: a profile whose thresholds were chosen by p99
+call latency (``policy.objective``) keeps them against a makespan proposal, which says nothing about that tail;
+only the loop budget moves them, and the result says what the makespan proposed. Synthetic models, no timing
+(those of ``test_budget_proposals``: an O(n^2) kernel on one core whose makespan alone wants a 64-255 mix inline)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import offload_tuner
+from offload_tuner.runtime._profile import validate_profile
+from offload_tuner.runtime.feedback._retune import LATENCY_HELD, KernelModel, retune, retune_kernel, retuned_profile
+from tests.support import total
+from tests.test_budget_proposals import (
+    COSTS,
+    KEY,
+    KNOBS,
+    NEAR,
+    OFF,
+    SPREAD,
+    TRANSPORT,
+    S,
+    install,
+    one_step,
+    profile_data,
+    timed,
+)
+
+LATENCY_OFF = dataclasses.replace(OFF, objective="latency")
+LATENCY = dataclasses.replace(KNOBS, objective="latency")
+
+
+def test_a_latency_profile_keeps_its_threshold_against_the_makespans_proposal():
+    model = KernelModel("k", COSTS, 16, (16.0, 700.0))
+    throughput = retune_kernel(model, TRANSPORT, OFF, timed(NEAR, OFF), 16)
+    assert throughput.new is None and throughput.held is None  # the control: the makespan runs it all inline
+    r = retune_kernel(model, TRANSPORT, LATENCY_OFF, timed(NEAR, LATENCY_OFF), 16)
+    assert (r.new, r.proposed, r.held) == (16, None, LATENCY_HELD)
+    assert r.gain == 0.0
+
+
+def test_the_loop_budget_still_moves_a_latency_profiles_threshold():
+    model = KernelModel("k", COSTS, 1000, (16.0, 700.0))
+    r = retune_kernel(model, TRANSPORT, LATENCY, timed(NEAR, LATENCY), 1000)
+    assert r.new is not None and r.new <= S and r.budget_size == S
+    assert r.budget is not None and r.budget.startswith("kept within the loop budget")
+
+
+def test_a_proposal_equal_to_the_threshold_in_force_says_nothing_held():
+    small = {16: 100, 32: 100}
+    model = KernelModel("k", COSTS, 16, (16.0, 700.0))
+    kept = retune_kernel(model, TRANSPORT, OFF, timed(small, OFF), 16).new
+    r = retune_kernel(KernelModel("k", COSTS, kept, (16.0, 700.0)), TRANSPORT, LATENCY_OFF, timed(small), kept)
+    assert r.new == kept and r.held is None
+
+
+def test_an_adaptation_step_moves_a_throughput_profile(tmp_path):
+    """The control for the next test: the same calls under the throughput objective try a larger threshold."""
+    with ThreadPoolExecutor(1) as pool:
+        install(tmp_path, pool, 16, OFF)
+        moved = one_step(SPREAD, 16, OFF)
+    assert moved and moved[0].threshold != 16
+
+
+def test_an_adaptation_step_leaves_a_latency_profile_alone(tmp_path):
+    with ThreadPoolExecutor(1) as pool:
+        install(tmp_path, pool, 16, LATENCY_OFF)
+        assert one_step(SPREAD, 16, LATENCY_OFF) == []
+        assert offload_tuner.decide(total, [0] * 100).threshold == 16
+
+
+def test_the_retune_command_says_what_it_held(tmp_path, capsys):
+    from offload_tuner.inspection._cli import main
+    from offload_tuner.runtime._host import host_fingerprint
+    from offload_tuner.runtime.feedback._statsfile import STATS_SCHEMA
+
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"schema": 3, "host": host_fingerprint(), **profile_data(16, LATENCY_OFF)}))
+    t = timed(NEAR, LATENCY_OFF)
+    kernels = {
+        KEY: {
+            "calls": {"inline": {str(k): v for k, v in t.inline.items()}, "offload": {}},
+            "samples": {
+                kind: [[1000.0 + i, n, s] for i, (n, s) in enumerate(rows)] for kind, rows in t.samples.items()
+            },
+        }
+    }
+    process = {"pid": 1, "started": 1.0, "updated": 2.0, "sample_every": 64, "kernels": kernels}
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"schema": STATS_SCHEMA, "host": "h", "processes": {"1@1.0": process}}))
+    assert main(["retune", str(profile), "--stats", str(stats)]) == 0
+    out = capsys.readouterr().out
+    assert f"{KEY}: 16 -> 16 " in out and f"  the makespan model proposed never; {LATENCY_HELD}" in out
+
+
+def test_a_retuned_latency_profile_records_what_was_held_and_keeps_its_measured_records():
+    data = profile_data(16, LATENCY_OFF)
+    data["kernels"][KEY].update(interval=[8, 32], extrapolated_offload={"size": 5000, "gain": 1.4})
+    (r,) = retune(data, {KEY: timed(NEAR, LATENCY_OFF)})
+    out = retuned_profile(data, [r], "stats.json", "now")
+    entry = out["kernels"][KEY]
+    assert entry["threshold"] == 16 and entry["retuned"]["held"] == {"proposed": None, "why": LATENCY_HELD}
+    assert entry["interval"] == [8, 32] and entry["extrapolated_offload"] == {"size": 5000, "gain": 1.4}
+    validate_profile({"schema": 3, **out}, "retuned.json")  # still a valid profile
