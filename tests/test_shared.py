@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import statistics
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from offload_tuner.calibration._shared import (
     member_from_entry,
     shared_candidates,
     stream_counts,
+    weighting,
 )
 from offload_tuner.calibration._workload import mix_sizes
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs
@@ -81,6 +83,26 @@ def test_each_kernel_brings_about_the_same_inline_work_to_the_stream():
     assert stream_counts([cheap, heavy], 100.0, 4) == [600, 600]  # and so does the cap
 
 
+def test_stated_rates_set_the_proportions_of_the_stream_within_its_inline_work():
+    cheap = dataclasses.replace(member("process", 64, 8, 512, inline=lambda n: 1e-6 * n), rate=10.0)
+    heavy = dataclasses.replace(member("process", 64, 8, 512, inline=lambda n: 1e-7 * n * n), rate=1.0)
+    assert weighting([cheap, heavy]) == "rate"
+    counts = stream_counts([cheap, heavy], 0.05, 4)
+    assert counts[0] == pytest.approx(10 * counts[1], rel=0.05)  # the service's proportions, not equal work
+    work = sum(
+        count * statistics.fmean(m.inline_s(n) for n in mix_sizes(8, 512, 48))
+        for m, count in zip((cheap, heavy), counts)
+    )
+    assert work == pytest.approx(0.05, rel=0.05)  # the run's inline work is what it was
+    assert stream_counts([cheap, heavy], 1e-3, 4)[1] == 4  # a rare kernel keeps the floor: candidates must differ
+    # A rate on some members only: equal inline work, as without rates.
+    unstated = dataclasses.replace(heavy, rate=None)
+    assert weighting([cheap, unstated]) == "inline work"
+    assert stream_counts([cheap, unstated], 0.05, 4) == stream_counts(
+        [dataclasses.replace(cheap, rate=None), unstated], 0.05, 4
+    )
+
+
 def test_a_member_takes_the_lane_the_runtime_uses():
     spec = spec_for(controlled.spin)
     base = {"status": "ok", "workload_range": [16, 4096], "load": {}, "threshold": 256}
@@ -91,6 +113,8 @@ def test_a_member_takes_the_lane_the_runtime_uses():
     assert member_from_entry(spec, {**base, "thread": {"threshold": None}}, abs).lane == "process"
     assert member_from_entry(spec, {**base, "status": "untrusted"}, abs) is None  # the runtime ignores it
     assert member_from_entry(spec, {"status": "failed"}, abs) is None
+    assert member_from_entry(spec, {**base, "rate": 2.5}, abs).rate == 2.5  # the plan's rate, as the entry records it
+    assert member_from_entry(spec, {**base, "thread": {"threshold": 64}, "rate": 2.5}, abs).rate == 2.5
 
 
 class Recording(ThreadPoolExecutor):
@@ -193,7 +217,7 @@ def test_the_shared_choices_replace_each_lane_s_threshold_and_keep_the_alone_one
                 _shared.SharedChoice(members[0].spec.key, "process", 256, _choice(90, (64, 128)), measured, 1.0),
                 _shared.SharedChoice(members[1].spec.key, "thread", 512, _choice(2048, (1024, 4096)), measured, 1.0),
             ],
-            [None] * 40,
+            [((members[i % 2].spec.key, ()), 8) for i in range(40)],
         )
 
     monkeypatch.setattr(_shared, "measure_shared", fake_measure)
@@ -201,9 +225,18 @@ def test_the_shared_choices_replace_each_lane_s_threshold_and_keep_the_alone_one
         results, kernels, None, transport(150e-6, 20e-6, 20e-6), KNOBS, EFFORTS["quick"], lambda *a, **k: None
     )
     assert seen["lanes"] == [("tests.controlled:spin", "process", 256), ("tests.controlled:fat_result", "thread", 512)]
-    assert section == {"kernels": list(kernels), "calls": 40, "processes": 1, "duration_s": section["duration_s"]}
+    by_kernel = dict.fromkeys(kernels, 20)
+    assert section == {
+        "kernels": list(kernels),
+        "calls": 40,
+        "weighted_by": "inline work",  # no kernel states a rate
+        "calls_by_kernel": by_kernel,
+        "processes": 1,
+        "duration_s": section["duration_s"],
+    }
     spin, fat = kernels["tests.controlled:spin"], kernels["tests.controlled:fat_result"]
     assert (spin["threshold"], spin["interval"], spin["shared"]["alone"]) == (90, [64, 128], 256)
+    assert (spin["shared"]["weighted_by"], spin["shared"]["own_calls"]) == ("inline work", 20)
     assert spin["at_threshold"]["inline_s"] > 0 and spin["shared"]["alone_reason"] == "alone's reason"
     assert spin["extrapolated_offload"] is None  # 90 offloads from within the range
     assert (fat["threshold"], fat["thread"]["threshold"], fat["thread"]["interval"]) == (None, 2048, [1024, 4096])
@@ -250,9 +283,10 @@ def test_the_loop_budget_s_cap_bounds_a_process_lane_s_candidates():
 
 
 PLANS = {
-    "tests.controlled:spin": KernelPlan(min_size=4, max_size=16384, workload_range=(16, 4096)),
-    "tests.controlled:fat_result": KernelPlan(min_size=16, max_size=8192, workload_range=(100, 5000)),
+    "tests.controlled:spin": KernelPlan(min_size=4, max_size=16384, workload_range=(16, 4096), rate=3.0),
+    "tests.controlled:fat_result": KernelPlan(min_size=16, max_size=8192, workload_range=(100, 5000), rate=1.0),
 }
+"""Rates stated: the stream holds three calls of spin for one of fat_result (floors aside)."""
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +299,8 @@ def test_a_shared_calibration_tunes_each_kernel_on_the_stream_and_keeps_its_alon
     section = shared_profile["shared"]
     assert "error" not in section, section.get("error")
     assert section["kernels"] == list(PLANS) and section["calls"] >= 2 * 2
+    assert section["weighted_by"] == "rate" and sum(section["calls_by_kernel"].values()) == section["calls"]
+    assert [shared_profile["kernels"][key]["rate"] for key in PLANS] == [3.0, 1.0]  # recorded per entry
     for key in PLANS:
         entry = shared_profile["kernels"][key]
         shared = entry["shared"]
@@ -306,10 +342,28 @@ def test_a_shared_profile_loads_explains_and_round_trips_as_json(shared_profile,
     assert offload_tuner.decide(controlled.fat_result, 5000).threshold == (min(served) if served else None)
     assert main(["explain", key, "1000", "--profile", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "on the shared stream (2 kernels" in out
+    assert "on the shared stream (2 kernels" in out and "weighted by the plan's rates" in out
     assert f"alone {format_threshold(entry['shared']['alone'])}, shared {format_threshold(entry['threshold'])}" in out
     assert main(["show", str(path)]) == 0  # the table reads it too
     assert main(["check", str(path)]) == 0  # every threshold inside its interval, the rest as calibrated
+
+
+@pytest.mark.parametrize("rate", [0, -1, "often", True, float("inf")])
+def test_a_plan_s_rate_must_be_a_positive_number(tmp_path, rate):
+    from offload_tuner.inspection._cli import main
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"schema": 1, "kernels": {"tests.controlled:spin": {"rate": rate}}}))
+    with pytest.raises(SystemExit, match="kernel tests.controlled:spin: rate must be a number > 0"):
+        main(["calibrate", "tests.controlled:spin", "--plan", str(plan), "--out", str(tmp_path / "p.json"), "-q"])
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_a_plan_s_rate_reaches_the_kernel_plan():
+    from offload_tuner.inspection._cmd_calibrate import _kernel_plans
+
+    plans = _kernel_plans({"kernels": {"m:k": {"rate": 3}, "m:j": {}}})
+    assert plans["m:k"].rate == 3.0 and plans["m:j"].rate is None
 
 
 def test_a_plan_s_shared_must_be_a_boolean(tmp_path):

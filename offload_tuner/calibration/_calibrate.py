@@ -338,7 +338,7 @@ def _shared_phase(
     section; a failure leaves every alone threshold as it was and says why there."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from offload_tuner.calibration._shared import measure_shared
+    from offload_tuner.calibration._shared import measure_shared, weighting
 
     started = clock()
     members = _shared_members(results, kernels)
@@ -371,8 +371,16 @@ def _shared_phase(
     finally:
         if siblings is not None:
             siblings.close()
-    _apply_shared(kernels, updates, keys, len(stream), progress)
-    return {"kernels": keys, "calls": len(stream), "processes": processes, "duration_s": round(clock() - started, 3)}
+    by_kernel = {key: sum(1 for (k, _), _n in stream if k == key) for key in keys}
+    stream_of = {"weighted_by": weighting(members), "calls_by_kernel": by_kernel}
+    _apply_shared(kernels, updates, keys, len(stream), progress, stream_of)
+    return {
+        "kernels": keys,
+        "calls": len(stream),
+        **stream_of,
+        "processes": processes,
+        "duration_s": round(clock() - started, 3),
+    }
 
 
 def _shared_members(results: Sequence[KernelResult], kernels: Mapping[str, Any]) -> list[Any]:
@@ -396,11 +404,14 @@ def _apply_shared(
     keys: list[str],
     calls: int,
     progress: Progress,
+    stream_of: Mapping[str, Any],
 ) -> None:
-    """Write every shared choice into its kernel's entry (all or nothing: every update was built before)."""
+    """Write every shared choice into its kernel's entry (all or nothing: every update was built before), with how
+    the stream weighed its kernels and this kernel's calls in it."""
     for sc, update in updates:
         entry = kernels[sc.key]
-        entry["shared"] = sc.to_json(keys, calls)
+        own = stream_of["calls_by_kernel"][sc.key]
+        entry["shared"] = {**sc.to_json(keys, calls), "weighted_by": stream_of["weighted_by"], "own_calls": own}
         if sc.lane == "thread":
             entry["shared"]["alone_reason"] = entry["thread"].get("reason")
             entry["thread"].update(update)

@@ -422,6 +422,7 @@ def _record_fits(
         calibrated_range=list(fitted.compute.size_range),
         workload_range=list(plan.workload_range or fitted.compute.size_range),
         **({} if plan.compare_with is None else {"compare_with": plan.compare_with}),
+        **({} if plan.rate is None else {"rate": plan.rate}),
         fit_error={
             "compute": fitted.compute.cv_error,
             "caller_serial": fitted.caller_serial.cv_error,

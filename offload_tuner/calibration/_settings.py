@@ -125,6 +125,10 @@ class KernelPlan:
     compare_with: float | None = None
     """A constant the kernel's figures compare the threshold with (e.g. the old ``offload_if=len(x) >= 256``);
     recorded in the profile entry, drawn only when set."""
+    rate: float | None = None
+    """How often the service calls this kernel relative to the others (any unit all kernels share, e.g. requests
+    per second): the shared stream (``--shared``) then holds the kernels' calls in these proportions. Recorded in
+    the profile entry; without it on every kernel, each brings about the same inline work to the stream."""
 
 
 WORKLOAD_SOURCES = ("plan", "kernel", "assumed")

@@ -5,7 +5,8 @@ service that runs several kernels on one loop pays for every inline call in ever
 threshold tuned on a kernel's own stream can offload too little: on the mixed benchmark (an O(n^2) kernel and
 a numpy kernel on one loop) the best static combination offloaded the O(n^2) kernel from 90-128 where alone
 it calibrated to 181-256. This phase builds one stream of all the kernels' calls (each kernel's own workload
-mix, about the same inline work each, shuffled together) and, kernel by kernel, measures that kernel's
+mix, shuffled together; in the proportions of the plan's ``rate`` when every kernel states one, else about the
+same inline work each: :func:`stream_counts`) and, kernel by kernel, measures that kernel's
 threshold on its lane (threads when it has a thread lane, else processes: the lane the runtime uses with both
 pools installed) over a grid two octaves either side of its current threshold (every octave of its mix under the
 latency objective, ``LATENCY_STEPS``), the other kernels keeping
@@ -88,6 +89,8 @@ class Member:
     """No thread-lane threshold below this (smaller sizes held the GIL when measured, :mod:`_gil`)."""
     budget_cap: int | None = None
     """No process-lane threshold above this: the loop budget's cap, as the alone phase corrected it."""
+    rate: float | None = None
+    """How often the service calls it relative to the other members (the plan's ``rate``), if stated."""
 
 
 def member_from_entry(spec: KernelSpec, entry: Mapping[str, Any], inline_s: Callable[[float], float]) -> Member | None:
@@ -96,24 +99,36 @@ def member_from_entry(spec: KernelSpec, entry: Mapping[str, Any], inline_s: Call
     if entry.get("status") != "ok" or "workload_range" not in entry or "load" not in entry:
         return None
     lo, hi = entry["workload_range"]
+    rate = entry.get("rate")
     thread = entry.get("thread") or {}
     if thread.get("threshold") is not None:
-        return Member(spec, "thread", thread["threshold"], (float(lo), float(hi)), inline_s, thread.get("floor"))
+        floor = thread.get("floor")
+        return Member(spec, "thread", thread["threshold"], (float(lo), float(hi)), inline_s, floor, rate=rate)
     cap = entry["load"].get("budget_cap")
-    return Member(spec, "process", entry.get("threshold"), (float(lo), float(hi)), inline_s, budget_cap=cap)
+    return Member(spec, "process", entry.get("threshold"), (float(lo), float(hi)), inline_s, budget_cap=cap, rate=rate)
 
 
 def stream_counts(members: Sequence[Member], inline_work_s: float, fewest: int) -> list[int]:
-    """Calls per member so that each brings about ``inline_work_s / len(members)`` of inline work over its own mix
-    (at least ``fewest``, at most ``MAX_CALLS``): a kernel whose calls are cheap gets many, a heavy one few, but never so
-    few that its candidates stop splitting its calls differently."""
-    share = inline_work_s / max(1, len(members))
-    counts = []
+    """Calls per member for a run of about ``inline_work_s`` of inline work over the members' own mixes (each at
+    least ``fewest``, at most ``MAX_CALLS``): in the proportions of their stated rates when every member states
+    one (:func:`weighting`), else each bringing the same share of the inline work (a kernel whose calls are cheap
+    gets many, a heavy one few). Never so few that a member's candidates stop splitting its calls differently,
+    which can lift a rarely called kernel above its stated proportion."""
+    per_call = []
     for m in members:
         lo, hi = m.workload_range
-        per_call = statistics.fmean(max(m.inline_s(n), 1e-7) for n in mix_sizes(max(1.0, lo), max(1.0, hi), 48))
-        counts.append(int(min(MAX_CALLS, max(fewest, round(share / per_call)))))
-    return counts
+        per_call.append(statistics.fmean(max(m.inline_s(n), 1e-7) for n in mix_sizes(max(1.0, lo), max(1.0, hi), 48)))
+    if weighting(members) == "rate":
+        scale = inline_work_s / sum(float(m.rate or 0.0) * c for m, c in zip(members, per_call))
+        wanted = [float(m.rate or 0.0) * scale for m in members]
+    else:
+        wanted = [inline_work_s / max(1, len(members)) / c for c in per_call]
+    return [int(min(MAX_CALLS, max(fewest, round(w)))) for w in wanted]
+
+
+def weighting(members: Sequence[Member]) -> str:
+    """How the shared stream weighs its members: ``"rate"`` (every member states one), else ``"inline work"``."""
+    return "rate" if members and all(m.rate is not None for m in members) else "inline work"
 
 
 def shared_candidates(member: Member, steps: Sequence[int] = GRID_STEPS) -> list[int | None]:

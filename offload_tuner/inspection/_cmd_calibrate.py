@@ -39,7 +39,21 @@ def _load_plan(path: Path | None, use_bundled: bool) -> dict[str, Any]:
     if not isinstance(plan.get("shared", False), bool):
         raise SystemExit(f'offload-tuner: plan {source}: "shared" must be true or false, got {plan["shared"]!r}')
     _plan_compare_with(plan, str(source))
+    _plan_rates(plan, str(source))
     return plan
+
+
+def _plan_rates(plan: dict[str, Any], source: str) -> None:
+    """Check every kernel's ``rate`` (a number > 0: its calls' share of the service's) before measuring."""
+    for key, raw in (plan.get("kernels") or {}).items():
+        rate = raw.get("rate") if isinstance(raw, dict) else None
+        if rate is None:
+            continue
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < float("inf"):
+            raise SystemExit(
+                f"offload-tuner: plan {source}, kernel {key}: rate must be a number > 0 (how often the service "
+                f"calls it relative to the other kernels), got {rate!r}"
+            )
 
 
 def _plan_compare_with(plan: dict[str, Any], source: str) -> None:
@@ -74,6 +88,7 @@ def _kernel_plans(plan: dict[str, Any]) -> dict[str, Any]:
             workload_range=(int(workload[0]), int(workload[1])) if workload else None,
             time_limit_s=float(raw["time_limit_s"]) if raw.get("time_limit_s") else None,
             compare_with=raw["compare_with"] if "compare_with" in raw else plan.get("compare_with"),
+            rate=float(raw["rate"]) if raw.get("rate") is not None else None,
         )
     return plans
 

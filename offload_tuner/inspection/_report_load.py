@@ -79,7 +79,8 @@ def _candidate_rows(
 def format_shared(shared: Mapping[str, Any]) -> str:
     """The shared-stream phase of one kernel, for ``explain``: its candidates with the other kernels at theirs."""
     lines = [
-        f"  on the shared stream ({len(shared['kernels'])} kernels, {shared['calls']} calls; {shared['rounds']} interleaved "
+        f"  on the shared stream ({len(shared['kernels'])} kernels, {shared['calls']} calls{_weighing(shared)}; "
+        f"{shared['rounds']} interleaved "
         f"rounds, noise {shared['noise']:.1%} per run, candidates within {shared['tie_band']:.0%} of the best tie), "
         f"its {shared['lane']} lane with every other kernel at its threshold:",
         "    threshold   offloaded  makespan median [min, max]       p99 loop lag  CPU",
@@ -98,3 +99,11 @@ def _steady_pass(load: Mapping[str, Any]) -> str:
         return ""
     warmup = load.get("warmup_calls")
     return ", each timed over a steady pass" + ("" if warmup is None else f" after {warmup} warm-up calls")
+
+
+def _weighing(shared: Mapping[str, Any]) -> str:
+    """How the stream weighed its kernels and this one's calls in it (profiles before it recorded nothing)."""
+    if "weighted_by" not in shared:
+        return ""
+    by = "the plan's rates" if shared["weighted_by"] == "rate" else "equal inline work"
+    return f", {shared.get('own_calls', '?')} of them this kernel's, weighted by {by}"
