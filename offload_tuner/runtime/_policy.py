@@ -64,8 +64,7 @@ OBJECTIVES = ("throughput", "latency")
 """What calibration's measurement under load decides by (``PolicyKnobs.objective``): the makespan of the reference
 workload (the default, this module's model), or the p99 latency of its calls as their callers see it
 (``calibrate --objective latency``, :mod:`offload_tuner.calibration._latency`). The model's own threshold
-(:func:`threshold`, what retune and the what-if recompute) is the throughput objective's either way; retune and
-online adaptation therefore keep a latency profile's thresholds, save for the loop budget."""
+(:func:`threshold`) is the throughput objective's either way: retune keeps a latency profile's thresholds."""
 
 
 @dataclass(frozen=True, slots=True)
