@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import offload_tuner
-from offload_tuner.calibration._calibrate import _extrapolated, _guard
+from offload_tuner.calibration._calibrate import _extrapolation, _guard
 from offload_tuner.runtime._costmodel import CostModel
 from offload_tuner.runtime._entries import Origin
 from offload_tuner.runtime._extrapolate import EXTRAPOLATION_MARGIN, extrapolated_offload, shared_stream_gain
@@ -80,10 +80,66 @@ def test_offloading_that_only_costs_more_gains_nothing():
     assert extrapolated_offload(dear, TRANSPORT, KNOBS, MEASURED, None, None) is None
 
 
+def _extrapolated(costs, transport, knobs, entry, t, tied=()):
+    return _extrapolation(costs, transport, knobs, entry, t, tied)["extrapolated_offload"]
+
+
 def test_calibration_records_it_beside_the_guard():
     entry = {"calibrated_range": list(MEASURED), "guard": _guard(LINEAR, TRANSPORT, KNOBS, list(MEASURED))}
-    assert _extrapolated(LINEAR, TRANSPORT, KNOBS, entry, None) == {"size": S, "gain": round(gain(LINEAR, S), 3)}
+    assert _extrapolation(LINEAR, TRANSPORT, KNOBS, entry, None) == {
+        "extrapolated_offload": {"size": S, "gain": round(gain(LINEAR, S), 3)},
+        "extrapolation_withheld": None,
+    }
     assert _extrapolated(LINEAR, TRANSPORT, KNOBS, entry, 128) is None
+
+
+CHEAP = TransportModel(2e-4, 1e-9, 2e-5, 0.0, 2e-5, 0.0)
+"""A 20 us caller-side fixed cost: with it the model predicts offloading pays already at the calibrated top."""
+
+
+def test_a_model_the_measurement_contradicted_at_the_top_is_not_trusted_past_it():
+    entry = {"calibrated_range": list(MEASURED), "guard": _guard(LINEAR, CHEAP, KNOBS, list(MEASURED))}
+    at_top = shared_stream_gain(predict(LINEAR, CHEAP, KNOBS, TOP), KNOBS)
+    assert at_top >= EXTRAPOLATION_MARGIN  # the premise: the model says offloading pays at the top
+    # "never" measured best, alone or tied only with thresholds past the top: every offloading one lost.
+    for tied in ((), (None,), (None, 512)):
+        fields = _extrapolation(LINEAR, CHEAP, KNOBS, entry, None, tied)
+        assert fields["extrapolated_offload"] is None
+        assert fields["extrapolation_withheld"].startswith(f"at the calibrated top {TOP} the model under load")
+        assert f"pays {at_top:.2f}x" in fields["extrapolation_withheld"]
+    # Tied with a threshold offloading within the range: the measurement could not tell them apart, no contradiction.
+    tied = _extrapolation(LINEAR, CHEAP, KNOBS, entry, None, (None, 128))
+    assert tied["extrapolated_offload"]["size"] == TOP + 1 and tied["extrapolation_withheld"] is None
+    # A model that agrees with the measurement at the top (LINEAR under TRANSPORT) keeps its size, tie or not.
+    agreeing = {"calibrated_range": list(MEASURED), "guard": _guard(LINEAR, TRANSPORT, KNOBS, list(MEASURED))}
+    assert _extrapolated(LINEAR, TRANSPORT, KNOBS, agreeing, None, ()) == {"size": S, "gain": round(gain(LINEAR, S), 3)}
+
+
+def withheld_profile(tmp_path, kind: str):
+    """A "never" profile whose model pays at the top under CHEAP: calibration withheld its extrapolated size."""
+    path = profile(tmp_path, None, kind=kind)
+    data = json.loads(path.read_text())
+    data["transport"] = {"model": CHEAP.to_json()}
+    entry = data["kernels"][KEY]
+    entry.update(_extrapolation(LINEAR, CHEAP, KNOBS, entry, None), guard=_guard(LINEAR, CHEAP, KNOBS, list(MEASURED)))
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_show_and_explain_say_why_it_was_withheld(tmp_path, capsys):
+    from offload_tuner.inspection._cli import main
+
+    path = withheld_profile(tmp_path, "process")
+    assert main(["show", str(path)]) == 0
+    assert f"{KEY}: no extrapolated offload size: at the calibrated top {TOP}" in capsys.readouterr().out
+    assert main(["explain", KEY, str(4 * TOP), "--profile", str(path)]) == 0
+    assert "the model is not trusted where the measurement contradicted it" in capsys.readouterr().out
+
+
+def test_a_withheld_size_leaves_calls_past_the_top_to_the_threshold(tmp_path):
+    at, guarded = decisions(withheld_profile(tmp_path, "thread"), 4 * TOP, 25_000)  # the guard: 25000 here
+    assert at.origin is Origin.PROFILE and not at.offload and "extrapolated: offloading" not in at.reason
+    assert guarded.offload and "guard: inline from size 25000" in guarded.reason  # the loop budget still holds
 
 
 def test_a_threshold_the_shared_stream_chose_brings_its_own_extrapolated_size():

@@ -33,7 +33,7 @@ from offload_tuner.calibration._transport import (
     warm_pool,
 )
 from offload_tuner.runtime._backends import describe_executor
-from offload_tuner.runtime._extrapolate import extrapolated_offload
+from offload_tuner.runtime._extrapolate import EXTRAPOLATION_MARGIN, extrapolated_offload, shared_stream_gain
 from offload_tuner.runtime._host import host_fingerprint
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, guard_size, predict
 from offload_tuner.runtime._profile import SCHEMA_VERSION
@@ -104,7 +104,7 @@ def finalize_kernel(
     t = phase.threshold
     entry["at_threshold"] = predict(phase.costs, transport, knobs, t).to_json() if t is not None else None
     entry["guard"] = _guard(phase.costs, transport, knobs, entry["calibrated_range"])
-    entry["extrapolated_offload"] = _extrapolated(phase.costs, transport, knobs, entry, t)
+    entry.update(_extrapolation(phase.costs, transport, knobs, entry, t, phase.entry.get("tied", ())))
     if result.gil_points and thread_fixed_s is not None:
         entry["thread"] = _thread_lane(result, phase, thread_fixed_s, workload, knobs, effort, progress, siblings)
     return entry
@@ -118,15 +118,38 @@ def _guard(
     return None if found is None else {"size": found[0], "extrapolated": found[1]}
 
 
-def _extrapolated(
-    costs: KernelCosts, transport: TransportModel, knobs: PolicyKnobs, entry: Mapping[str, Any], t: int | None
-) -> dict[str, Any] | None:
+def _extrapolation(
+    costs: KernelCosts,
+    transport: TransportModel,
+    knobs: PolicyKnobs,
+    entry: Mapping[str, Any],
+    t: int | None,
+    tied: Sequence[int | None] = (),
+) -> dict[str, Any]:
     """The entry's ``extrapolated_offload``: past the calibrated top, where the measured threshold ``t`` offloads
-    nothing, the size from which the model under load predicts offloading pays (:func:`extrapolated_offload`)."""
+    nothing, the size from which the model under load predicts offloading pays (:func:`extrapolated_offload`); and
+    ``extrapolation_withheld``, why there is none although the model found one (else None).
+
+    Withheld where the measurement contradicted the model at the top: the model predicts offloading pays there by
+    the margin, yet no threshold offloading within the range measured as good as running inline (``t`` and every
+    one ``tied`` with it offload nothing up to the top). The model proposes, the measurement decides; past the top
+    there is no measurement, and a model already wrong at its edge is not trusted beyond it. A tie with an
+    offloading threshold is no contradiction: the measurement could not tell them apart."""
     measured = (float(entry["calibrated_range"][0]), float(entry["calibrated_range"][1]))
     guard = entry["guard"]["size"] if entry.get("guard") else None
     found = extrapolated_offload(costs, transport, knobs, measured, t, guard)
-    return None if found is None else {"size": found[0], "gain": round(found[1], 3)}
+    if found is None:
+        return {"extrapolated_offload": None, "extrapolation_withheld": None}
+    top = measured[1]
+    at_top = shared_stream_gain(predict(costs, transport, knobs, max(1, int(top))), knobs)
+    if at_top >= EXTRAPOLATION_MARGIN and all(c is None or c > top for c in (t, *tied)):
+        why = (
+            f"at the calibrated top {top:g} the model under load predicts offloading a stream of calls pays "
+            f"{at_top:.2f}x, but no threshold offloading within the range measured as fast as running inline: past the "
+            "top, the model is not trusted where the measurement contradicted it"
+        )
+        return {"extrapolated_offload": None, "extrapolation_withheld": why}
+    return {"extrapolated_offload": {"size": found[0], "gain": round(found[1], 3)}, "extrapolation_withheld": None}
 
 
 def _thread_rounds(load: Rounds) -> Rounds:
@@ -439,7 +462,7 @@ def _shared_update(
         "threshold": t,
         "interval": interval,
         "at_threshold": None if t is None else predict(costs, transport, knobs, t).to_json(),
-        "extrapolated_offload": _extrapolated(costs, transport, knobs, entry, t),
+        **_extrapolation(costs, transport, knobs, entry, t, sc.choice.tied),
     }
 
 

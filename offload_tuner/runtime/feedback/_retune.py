@@ -457,6 +457,7 @@ def retuned_profile(
         if r.held is None or r.new != r.old:  # a threshold held as measured keeps what was measured with it
             entry.pop("interval", None)
             entry.pop("extrapolated_offload", None)  # production's mix was weighed: the model's guess past the top goes
+            entry.pop("extrapolation_withheld", None)
         if (entry.get("shared") or {}).get("lane") == "process":  # the shared choice is what retune replaced
             entry["shared"] = {**entry["shared"], "retuned_to": r.new}
     return out
