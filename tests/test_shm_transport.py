@@ -710,3 +710,54 @@ def test_reuse_keeps_at_most_its_share_of_the_directory(tmp_path, monkeypatch):
     _segments.give_back(*taken)  # its call is over
     _segments.drain_pool()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_second_release_neither_pools_nor_unlinks_again(tmp_path, monkeypatch):
+    """Released twice (a done-callback and a shutdown sweep): the second must not touch a segment another call
+    may have taken from the pool since."""
+    monkeypatch.setattr(_segments, "_free", [])
+    pending = _shm.PendingSegment(str(tmp_path / "twice-a"), [memoryview(bytearray(8192))])
+    pickle.dumps(pending)  # sent: the segment is written
+    written = pending.path
+    assert os.path.exists(written)
+    pending.release(reusable=True)
+    assert [p for _, p in _segments._free] == [written]
+    taken = _segments.take_reusable(str(tmp_path), 8192)  # another call takes it
+    assert taken is not None and taken[0] == written
+    pending.release(reusable=False)  # a late second release
+    assert os.path.exists(written)  # still the other call's
+    assert _segments._free == []
+    _segments.give_back(*taken)
+    _segments.drain_pool()
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_releasing_its_parents_call_leaves_the_segment_to_the_parent(tmp_path, monkeypatch):
+    """A child forked while a call is pending holds a copy of its PendingSegment: releasing it there must
+    neither unlink the parent's segment nor put it in the child's pool, whatever ``reusable`` says."""
+    monkeypatch.setattr(_segments, "_free", [])
+    pending = _shm.PendingSegment(str(tmp_path / "forked-a"), [memoryview(bytearray(8192))])
+    pickle.dumps(pending)
+    written = pending.path
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what its release did, then leave without running the parent's atexit
+        try:
+            pending.release(reusable=True)
+            pooled = len(_segments._free)
+            pending.release(reusable=False)
+            report = f"{pooled} {int(os.path.exists(written))}"
+        except BaseException as exc:  # pragma: no cover - reported to the parent
+            report = f"error {exc!r}"
+        os.write(write, report.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        report = pipe.read()
+    os.waitpid(pid, 0)
+    assert report == "0 1"  # nothing pooled in the child; the file still there when it left
+    assert os.path.exists(written)
+    assert not pending.released  # the parent's own release is still to come
+    pending.release(reusable=False)
+    assert not os.path.exists(written)

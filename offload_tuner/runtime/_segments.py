@@ -62,7 +62,6 @@ def _tag_of(pid: int) -> str:
 
 
 _owner = _tag_of(os.getpid())
-_owner_pid = os.getpid()
 _sequence = itertools.count()
 _guard = threading.Lock()
 _locks: dict[str, int] = {}
@@ -85,9 +84,8 @@ def owner_tag() -> str:
 
 def _after_fork_in_child() -> None:
     """A forked child names its own segments, holds its own locks, and leaves its parent's files alone."""
-    global _owner, _guard, _owner_pid, _free_lock
+    global _owner, _guard, _free_lock
     _owner = _tag_of(os.getpid())
-    _owner_pid = os.getpid()
     _guard = threading.Lock()
     _free_lock = threading.Lock()  # a thread of the parent may have held it at the fork
     for fd in _locks.values():
@@ -304,8 +302,6 @@ def _pool_limit(path: str) -> int:
 
 def give_back(path: str, capacity: int) -> None:
     """An argument segment whose reader unmapped it: kept for the next call, or unlinked past :data:`POOL_BYTES`."""
-    if os.getpid() != _owner_pid:
-        return  # a forked child releasing its parent's call: the segment is the parent's to keep or remove
     with _free_lock:
         if sum(c for c, _ in _free) + capacity <= _pool_limit(path):
             _free.append((capacity, path))

@@ -253,10 +253,12 @@ class PendingSegment:
     buffers travel in band, with one warning; nothing raises in the feeder thread. The lock orders a send
     against :meth:`release`: a call completed before its send (a broken pool) never leaves a segment behind."""
 
-    __slots__ = ("buffers", "capacity", "lock", "path", "released")
+    __slots__ = ("buffers", "capacity", "lock", "path", "pid", "released")
 
     def __init__(self, path: str, buffers: list[memoryview]) -> None:
         self.path = path
+        self.pid = os.getpid()
+        """The process the call belongs to: a forked child copying it neither pools nor unlinks its segment."""
         self.buffers = buffers
         self.released = False
         self.capacity = 0
@@ -265,7 +267,10 @@ class PendingSegment:
 
     def release(self, reusable: bool = False) -> None:
         """The call is over: the segment is kept for another call when its reader said it unmapped it
-        (``reusable``), else unlinked; a late send never writes it again."""
+        (``reusable``), else unlinked; a late send never writes it again. In a forked child it does nothing:
+        the segment is the parent's to keep or remove."""
+        if os.getpid() != self.pid:
+            return
         with self.lock:
             if self.released:
                 return  # once only: a second release could unlink a segment another call has taken since
