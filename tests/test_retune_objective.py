@@ -104,3 +104,22 @@ def test_a_retuned_latency_profile_records_what_was_held_and_keeps_its_measured_
     assert entry["threshold"] == 16 and entry["retuned"]["held"] == {"proposed": None, "why": LATENCY_HELD}
     assert entry["interval"] == [8, 32] and entry["extrapolated_offload"] == {"size": 5000, "gain": 1.4}
     validate_profile({"schema": 3, **out}, "retuned.json")  # still a valid profile
+
+
+def test_a_latency_threshold_within_the_budget_is_not_said_to_be_budget_bound():
+    """The makespan's proposal (never) is past the budget, but the threshold in force is not: the budget did not
+    move it, so the result carries no budget sentence (the CLI would print it as the reason)."""
+    model = KernelModel("k", COSTS, 16, (16.0, 700.0))
+    throughput = retune_kernel(model, TRANSPORT, KNOBS, timed(NEAR, KNOBS), 16)
+    assert throughput.budget is not None  # the control: the makespan's choice is capped by the budget
+    r = retune_kernel(model, TRANSPORT, LATENCY, timed(NEAR, LATENCY), 16)
+    assert (r.new, r.held) == (16, LATENCY_HELD)
+    assert r.budget is None
+
+
+def test_a_held_shared_threshold_is_not_recorded_as_retuned():
+    data = profile_data(16, LATENCY_OFF)
+    data["kernels"][KEY]["shared"] = {"lane": "process", "threshold": 16}
+    (r,) = retune(data, {KEY: timed(NEAR, LATENCY_OFF)})
+    out = retuned_profile(data, [r], "stats.json", "now")
+    assert out["kernels"][KEY]["shared"] == {"lane": "process", "threshold": 16}

@@ -349,10 +349,11 @@ def retune_kernel(
     note = None if budget_capped(unbounded, cap) == unbounded else budget_reason(corrected, transport, knobs, cap)
     observed_offload = len(t.samples["loop"]) >= MIN_SAMPLES
     proposed, held = new, None
-    if knobs.objective == "latency" and new != budget_capped(current, cap):
-        new = budget_capped(current, cap)
-        new_span = mix_makespan(corrected, transport, knobs, sizes, weights, new)
-        held = LATENCY_HELD
+    if knobs.objective == "latency":  # the budget alone moves the threshold in force, and says so only if it did
+        kept = budget_capped(current, cap)
+        note = None if kept == current else budget_reason(corrected, transport, knobs, cap)
+        if new != kept:
+            new, new_span, held = kept, mix_makespan(corrected, transport, knobs, sizes, weights, kept), LATENCY_HELD
     gain = old_span / new_span - 1
     return Retuned(
         model.key, current, new, t.calls, factors, observed_offload, gain, corrected, cap, note, held, proposed
@@ -454,10 +455,11 @@ def retuned_profile(
             entry["retuned"]["held"] = {"proposed": r.proposed, "why": r.held}
         entry["threshold"] = r.new
         entry["costs"] = r.costs.to_json()
-        if r.held is None or r.new != r.old:  # a threshold held as measured keeps what was measured with it
-            entry.pop("interval", None)
-            entry.pop("extrapolated_offload", None)  # production's mix was weighed: the model's guess past the top goes
-            entry.pop("extrapolation_withheld", None)
+        if r.held is not None and r.new == r.old:
+            continue  # a threshold held as measured keeps what was measured with it, the shared choice included
+        entry.pop("interval", None)
+        entry.pop("extrapolated_offload", None)  # production's mix was weighed: the model's guess past the top goes
+        entry.pop("extrapolation_withheld", None)
         if (entry.get("shared") or {}).get("lane") == "process":  # the shared choice is what retune replaced
             entry["shared"] = {**entry["shared"], "retuned_to": r.new}
     return out
