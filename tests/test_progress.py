@@ -145,3 +145,14 @@ def test_quiet_shows_nothing_and_a_pipe_gets_only_stage_lines_and_results(record
     assert "\r" not in pipe.getvalue() and "\033" not in pipe.getvalue()
     done = [e for e, _ in events if e in ("start", "shared", "kernel_done", "shared_done", "shared_failed")]
     assert len(lines) == len(done)
+
+
+def test_the_shared_stage_line_says_how_the_stream_is_weighed_and_which_kernels_lack_a_rate():
+    pipe = io.StringIO()
+    progress = TerminalProgress(False, 1.0, stream=pipe)
+    progress("shared", kernels=["m:a", "m:b"], weighted_by="rate", unrated=[])
+    assert progress.line.endswith("weighted by the plan's rates...")
+    progress("shared", kernels=["m:a", "m:b", "m:c"], weighted_by="inline work", unrated=["m:c"])
+    assert "the plan's rates are ignored, no rate for m:c" in progress.line
+    progress("shared", kernels=["m:a", "m:b"], weighted_by="inline work", unrated=[])
+    assert progress.line.endswith("weighted by equal inline work...")

@@ -14,12 +14,14 @@ import pytest
 import offload_tuner
 from offload_tuner.calibration._calibrate import EFFORTS, KernelPlan, _shared_phase, calibrate
 from offload_tuner.calibration._shared import (
+    MAX_CALLS,
     QUICK_STEPS,
     Member,
     composite_call,
     member_from_entry,
     shared_candidates,
     stream_counts,
+    unrated,
     weighting,
 )
 from offload_tuner.calibration._workload import mix_sizes
@@ -101,6 +103,25 @@ def test_stated_rates_set_the_proportions_of_the_stream_within_its_inline_work()
     assert stream_counts([cheap, unstated], 0.05, 4) == stream_counts(
         [dataclasses.replace(cheap, rate=None), unstated], 0.05, 4
     )
+    assert unrated([cheap, unstated]) == [unstated.spec.key]  # and the calibration says which state none
+    assert unrated([cheap, heavy]) == [] and unrated([dataclasses.replace(cheap, rate=None), unstated]) == []
+
+
+def test_rates_past_the_call_cap_scale_down_together():
+    """A run long enough to want more than ``MAX_CALLS`` of the frequent kernel keeps the stated proportions: all
+    counts shrink together instead of the frequent one alone being clipped."""
+    cheap = dataclasses.replace(member("process", 64, 8, 512, inline=lambda n: 1e-6 * n), rate=10.0)
+    heavy = dataclasses.replace(member("process", 64, 8, 512, inline=lambda n: 1e-7 * n * n), rate=1.0)
+    counts = stream_counts([cheap, heavy], 5.0, 4)
+    assert counts[0] == MAX_CALLS
+    assert counts[0] == pytest.approx(10 * counts[1], rel=0.05)
+
+
+def test_a_kernel_plan_refuses_a_rate_that_is_not_a_positive_number():
+    for rate in (0, -1.0, float("inf"), float("nan"), True, "often"):
+        with pytest.raises(ValueError, match="KernelPlan.rate must be a number > 0"):
+            KernelPlan(rate=rate)  # type: ignore[arg-type]
+    assert KernelPlan(rate=2).rate == 2
 
 
 def test_a_member_takes_the_lane_the_runtime_uses():

@@ -361,7 +361,7 @@ def _shared_phase(
     section; a failure leaves every alone threshold as it was and says why there."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from offload_tuner.calibration._shared import measure_shared, weighting
+    from offload_tuner.calibration._shared import measure_shared, unrated, weighting
 
     started = clock()
     members = _shared_members(results, kernels)
@@ -373,7 +373,7 @@ def _shared_phase(
         )
         progress("shared_failed", error=error)
         return {"kernels": keys, "error": error}
-    progress("shared", kernels=keys)
+    progress("shared", kernels=keys, weighted_by=weighting(members), unrated=unrated(members))
     siblings = Siblings(processes - 1, workers=knobs.workers, callers=knobs.concurrency) if processes > 1 else None
     try:
         with ThreadPoolExecutor(knobs.workers, thread_name_prefix="offload-tuner-shared") as threads:
@@ -396,6 +396,8 @@ def _shared_phase(
             siblings.close()
     by_kernel = {key: sum(1 for (k, _), _n in stream if k == key) for key in keys}
     stream_of = {"weighted_by": weighting(members), "calls_by_kernel": by_kernel}
+    if missing := unrated(members):
+        stream_of["unrated"] = missing  # the plan's rates were ignored: these kernels state none
     _apply_shared(kernels, updates, keys, len(stream), progress, stream_of)
     return {
         "kernels": keys,

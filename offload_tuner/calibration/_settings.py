@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from math import inf
 from typing import Any
 
 from offload_tuner.calibration._rounds import Rounds
@@ -129,6 +130,11 @@ class KernelPlan:
     """How often the service calls this kernel relative to the others (any unit all kernels share, e.g. requests
     per second): the shared stream (``--shared``) then holds the kernels' calls in these proportions. Recorded in
     the profile entry; without it on every kernel, each brings about the same inline work to the stream."""
+
+    def __post_init__(self) -> None:
+        rate = self.rate
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < inf):
+            raise ValueError(f"KernelPlan.rate must be a number > 0 (a call rate relative to the others), got {rate!r}")
 
 
 WORKLOAD_SOURCES = ("plan", "kernel", "assumed")

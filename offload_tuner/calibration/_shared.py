@@ -111,9 +111,10 @@ def member_from_entry(spec: KernelSpec, entry: Mapping[str, Any], inline_s: Call
 def stream_counts(members: Sequence[Member], inline_work_s: float, fewest: int) -> list[int]:
     """Calls per member for a run of about ``inline_work_s`` of inline work over the members' own mixes (each at
     least ``fewest``, at most ``MAX_CALLS``): in the proportions of their stated rates when every member states
-    one (:func:`weighting`), else each bringing the same share of the inline work (a kernel whose calls are cheap
-    gets many, a heavy one few). Never so few that a member's candidates stop splitting its calls differently,
-    which can lift a rarely called kernel above its stated proportion."""
+    one (:func:`weighting`; scaled down together when the most frequent would pass ``MAX_CALLS``), else each
+    bringing the same share of the inline work (a kernel whose calls are cheap gets many, a heavy one few). Never
+    so few that a member's candidates stop splitting its calls differently, which can lift a rarely called kernel
+    above its stated proportion."""
     per_call = []
     for m in members:
         lo, hi = m.workload_range
@@ -121,6 +122,7 @@ def stream_counts(members: Sequence[Member], inline_work_s: float, fewest: int) 
     if weighting(members) == "rate":
         scale = inline_work_s / sum(float(m.rate or 0.0) * c for m, c in zip(members, per_call))
         wanted = [float(m.rate or 0.0) * scale for m in members]
+        wanted = [w * min(1.0, MAX_CALLS / max(wanted)) for w in wanted]  # capped together: proportions hold
     else:
         wanted = [inline_work_s / max(1, len(members)) / c for c in per_call]
     return [int(min(MAX_CALLS, max(fewest, round(w)))) for w in wanted]
@@ -129,6 +131,13 @@ def stream_counts(members: Sequence[Member], inline_work_s: float, fewest: int) 
 def weighting(members: Sequence[Member]) -> str:
     """How the shared stream weighs its members: ``"rate"`` (every member states one), else ``"inline work"``."""
     return "rate" if members and all(m.rate is not None for m in members) else "inline work"
+
+
+def unrated(members: Sequence[Member]) -> list[str]:
+    """The members without a rate when others state one: their rates are then ignored, which a plan author
+    should hear about (an empty list when all or none state one)."""
+    missing = [m.spec.key for m in members if m.rate is None]
+    return missing if 0 < len(missing) < len(members) else []
 
 
 def shared_candidates(member: Member, steps: Sequence[int] = GRID_STEPS) -> list[int | None]:

@@ -150,7 +150,14 @@ class TerminalProgress:
     def _on_shared(self, info: dict[str, Any]) -> str:
         self.shared = True
         self.runs = {}
-        return f"tuning {len(info['kernels'])} kernels together on their shared stream..."
+        text = f"tuning {len(info['kernels'])} kernels together on their shared stream"
+        if info.get("unrated"):
+            return (
+                f"{text}, weighted by equal inline work: the plan's rates are ignored, no rate for "
+                f"{', '.join(info['unrated'])}..."
+            )
+        by = "the plan's rates" if info.get("weighted_by") == "rate" else "equal inline work"
+        return f"{text}, weighted by {by}..."
 
     def _on_shared_done(self, info: dict[str, Any]) -> str:
         return (
