@@ -395,9 +395,8 @@ def _shared_phase(
         if siblings is not None:
             siblings.close()
     by_kernel = {key: sum(1 for (k, _), _n in stream if k == key) for key in keys}
-    stream_of = {"weighted_by": weighting(members), "calls_by_kernel": by_kernel}
-    if missing := unrated(members):
-        stream_of["unrated"] = missing  # the plan's rates were ignored: these kernels state none
+    missing = {"unrated": unrated(members)} if unrated(members) else {}  # the plan's rates ignored: these lack one
+    stream_of = {"weighted_by": weighting(members), "calls_by_kernel": by_kernel, **missing}
     _apply_shared(kernels, updates, keys, len(stream), progress, stream_of)
     return {
         "kernels": keys,
