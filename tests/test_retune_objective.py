@@ -123,3 +123,23 @@ def test_a_held_shared_threshold_is_not_recorded_as_retuned():
     (r,) = retune(data, {KEY: timed(NEAR, LATENCY_OFF)})
     out = retuned_profile(data, [r], "stats.json", "now")
     assert out["kernels"][KEY]["shared"] == {"lane": "process", "threshold": 16}
+
+
+def test_a_latency_threshold_the_makespan_agrees_with_keeps_its_measured_records_too():
+    """Whether the makespan happens to propose the threshold in force (nothing held) must not decide what a latency
+    profile keeps: the threshold is as measured either way, and so are its interval, extrapolated size and shared
+    choice. The control: a throughput profile's retune weighs production's mix and drops them."""
+    small = {16: 100, 32: 100}
+    kept = retune_kernel(KernelModel("k", COSTS, 16, (16.0, 700.0)), TRANSPORT, OFF, timed(small, OFF), 16).new
+    records = {
+        "interval": [8, 32],
+        "extrapolated_offload": {"size": 5000, "gain": 1.4},
+        "shared": {"lane": "process", "threshold": kept},
+    }
+    for knobs, keeps in ((LATENCY_OFF, True), (OFF, False)):
+        data = profile_data(kept, knobs)
+        data["kernels"][KEY].update(json.loads(json.dumps(records)))
+        (r,) = retune(data, {KEY: timed(small, knobs)})
+        assert r.new == kept and r.held is None
+        entry = retuned_profile(data, [r], "stats.json", "now")["kernels"][KEY]
+        assert all((entry.get(field) == value) is keeps for field, value in records.items()), (knobs.objective, entry)

@@ -289,6 +289,9 @@ class Retuned:
     threshold in force): a profile calibrated for p99 call latency, which these models do not predict."""
     proposed: int | None = None
     """What the makespan alone proposed, within the loop budget (equal to ``new`` unless ``held``)."""
+    as_measured: bool = False
+    """The threshold in force stays the one calibration measured (a latency profile the budget did not move, whether
+    or not the makespan proposed another): what was measured with it stays with it."""
 
 
 def retune(profile: Mapping[str, Any], observed: Mapping[str, Traffic]) -> list[Retuned]:
@@ -355,8 +358,9 @@ def retune_kernel(
         if new != kept:
             new, new_span, held = kept, mix_makespan(corrected, transport, knobs, sizes, weights, kept), LATENCY_HELD
     gain = old_span / new_span - 1
+    as_is = knobs.objective == "latency" and new == current  # as calibration measured it
     return Retuned(
-        model.key, current, new, t.calls, factors, observed_offload, gain, corrected, cap, note, held, proposed
+        model.key, current, new, t.calls, factors, observed_offload, gain, corrected, cap, note, held, proposed, as_is
     )
 
 
@@ -455,7 +459,7 @@ def retuned_profile(
             entry["retuned"]["held"] = {"proposed": r.proposed, "why": r.held}
         entry["threshold"] = r.new
         entry["costs"] = r.costs.to_json()
-        if r.held is not None and r.new == r.old:
+        if r.as_measured:
             continue  # a threshold held as measured keeps what was measured with it, the shared choice included
         entry.pop("interval", None)
         entry.pop("extrapolated_offload", None)  # production's mix was weighed: the model's guess past the top goes
