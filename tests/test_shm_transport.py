@@ -761,3 +761,39 @@ def test_a_forked_child_releasing_its_parents_call_leaves_the_segment_to_the_par
     assert not pending.released  # the parent's own release is still to come
     pending.release(reusable=False)
     assert not os.path.exists(written)
+
+
+def test_a_forked_child_abandoning_its_parents_call_leaves_the_result_segment(tmp_path):
+    """A coroutine copied into a forked child and closed there abandons its call: the result segment it names is
+    the parent's, which still waits for it; the child's own abandoned calls are removed as before."""
+    from concurrent.futures import Future
+
+    directory = str(tmp_path)
+    packet = _shm.encode_call(len, (b"x",), _segments.call_stem(directory), 1 << 20)
+    result_path = packet[2]
+    with open(result_path, "wb") as out:  # as if the worker had written the result already
+        out.write(b"r" * 4096)
+    done: Future[object] = Future()
+    done.set_result(None)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: abandon the parent's call, then one of its own; report what is left
+        try:
+            _shm.abandon(done, packet)
+            _shm.abandon(None, packet)
+            own = _shm.encode_call(len, (b"x",), _segments.call_stem(directory), 1 << 20)
+            with open(own[2], "wb") as out:
+                out.write(b"c")
+            _shm.abandon(done, own)
+            report = f"{int(os.path.exists(result_path))} {int(os.path.exists(own[2]))}"
+        except BaseException as exc:  # pragma: no cover - reported to the parent
+            report = f"error {exc!r}"
+        os.write(write, report.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        report = pipe.read()
+    os.waitpid(pid, 0)
+    assert report == "1 0"  # the parent's result kept, the child's own removed
+    _shm.abandon(done, packet)  # the parent's own abandon still removes it
+    assert not os.path.exists(result_path)

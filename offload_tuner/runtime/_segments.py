@@ -82,6 +82,14 @@ def owner_tag() -> str:
     return _owner
 
 
+def foreign(path: str) -> bool:
+    """Whether ``path`` names a segment of another process's calls (our naming, another owner): a forked child
+    copies its parent's calls in flight (a coroutine closed in the child abandons one), and must leave their files
+    to the parent, which still waits for them."""
+    name = os.path.basename(path)
+    return name.startswith(PREFIX) and not name.startswith(f"{PREFIX}{_owner}-")
+
+
 def _after_fork_in_child() -> None:
     """A forked child names its own segments, holds its own locks, and leaves its parent's files alone."""
     global _owner, _guard, _free_lock

@@ -430,6 +430,8 @@ def abandon(future: Any, packet: tuple[Any, ...]) -> None:
     is unlinked when the future completes (at once if it has), and again by the next calls for a few seconds."""
     result_path = packet[2]
     pending = packet[1]
+    if result_path is not None and _segments.foreign(result_path):
+        return  # a forked child's copy of its parent's call: the parent still waits for that result
     if future is None:  # never submitted
         if isinstance(pending, PendingSegment):
             pending.release()
