@@ -395,3 +395,41 @@ def test_a_plan_s_shared_must_be_a_boolean(tmp_path):
     with pytest.raises(SystemExit, match='"shared" must be true or false'):
         main(["calibrate", "tests.controlled:spin", "--plan", str(plan), "--out", str(tmp_path / "p.json"), "-q"])
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_partial_set_of_rates_is_named_in_the_profile(monkeypatch):
+    """Rates on some kernels only are ignored (equal inline work, as without any), and the profile's shared section
+    names the kernels that lack one, so the reader knows why the plan's rates did not weigh the stream."""
+    from offload_tuner.calibration import _shared
+    from offload_tuner.calibration._choice import Candidate
+
+    kernels = {"tests.controlled:spin": _entry(256), "tests.controlled:fat_result": _entry(None, thread=512)}
+    kernels["tests.controlled:spin"]["rate"] = 2.5
+    results = [_result(getattr(controlled, key.split(":")[1]), entry) for key, entry in kernels.items()]
+
+    def fake_measure(members, pools, knobs, *, rounds, progress, siblings=None, limit_s=60.0):
+        measured = [Candidate(90, 3, (1.0, 1.1), (0.01, 0.01), (1.0, 1.0))]
+        return (
+            [
+                _shared.SharedChoice(m.spec.key, m.lane, m.threshold, _choice(256, (64, 512)), measured, 1.0)
+                for m in members
+            ],
+            [((members[i % 2].spec.key, ()), 8) for i in range(40)],
+        )
+
+    monkeypatch.setattr(_shared, "measure_shared", fake_measure)
+    events = []
+    section = _shared_phase(
+        results,
+        kernels,
+        None,
+        transport(150e-6, 20e-6, 20e-6),
+        KNOBS,
+        EFFORTS["quick"],
+        lambda e, **k: events.append((e, k)),
+    )
+    assert section["weighted_by"] == "inline work" and section["unrated"] == ["tests.controlled:fat_result"]
+    assert ("shared", "inline work", ["tests.controlled:fat_result"]) in [
+        (e, k.get("weighted_by"), k.get("unrated")) for e, k in events
+    ]
+    json.dumps(section)  # profile data
