@@ -166,14 +166,15 @@ def test_without_a_budget_an_adaptation_step_stays_above_the_budget_size(tmp_pat
     assert all("loop budget" not in c.why for c in changes)
 
 
-def test_the_retune_command_prints_why_the_budget_decided(tmp_path, capsys):
+def retune_cli(tmp_path, threshold: int | None, knobs: PolicyKnobs = KNOBS) -> int:
+    """``offload-tuner retune`` run on a profile at ``threshold`` and the stats of the NEAR mix, as files."""
     from offload_tuner.inspection._cli import main
     from offload_tuner.runtime._host import host_fingerprint
     from offload_tuner.runtime.feedback._statsfile import STATS_SCHEMA
 
     profile = tmp_path / "profile.json"
-    profile.write_text(json.dumps({"schema": 3, "host": host_fingerprint(), **profile_data(190)}))
-    t = timed(NEAR)
+    profile.write_text(json.dumps({"schema": 3, "host": host_fingerprint(), **profile_data(threshold, knobs)}))
+    t = timed(NEAR, knobs)
     kernels = {
         KEY: {
             "calls": {"inline": {str(k): v for k, v in t.inline.items()}, "offload": {}},
@@ -185,6 +186,10 @@ def test_the_retune_command_prints_why_the_budget_decided(tmp_path, capsys):
     process = {"pid": 1, "started": 1.0, "updated": 2.0, "sample_every": 64, "kernels": kernels}
     stats = tmp_path / "stats.json"
     stats.write_text(json.dumps({"schema": STATS_SCHEMA, "host": "h", "processes": {"1@1.0": process}}))
-    assert main(["retune", str(profile), "--stats", str(stats)]) == 0
+    return main(["retune", str(profile), "--stats", str(stats)])
+
+
+def test_the_retune_command_prints_why_the_budget_decided(tmp_path, capsys):
+    assert retune_cli(tmp_path, 190) == 0
     out = capsys.readouterr().out
     assert f"{KEY}: 190 -> " in out and "  kept within the loop budget: inline from size" in out

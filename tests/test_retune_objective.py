@@ -25,6 +25,7 @@ from tests.test_budget_proposals import (
     install,
     one_step,
     profile_data,
+    retune_cli,
     timed,
 )
 
@@ -72,25 +73,7 @@ def test_an_adaptation_step_leaves_a_latency_profile_alone(tmp_path):
 
 
 def test_the_retune_command_says_what_it_held(tmp_path, capsys):
-    from offload_tuner.inspection._cli import main
-    from offload_tuner.runtime._host import host_fingerprint
-    from offload_tuner.runtime.feedback._statsfile import STATS_SCHEMA
-
-    profile = tmp_path / "profile.json"
-    profile.write_text(json.dumps({"schema": 3, "host": host_fingerprint(), **profile_data(16, LATENCY_OFF)}))
-    t = timed(NEAR, LATENCY_OFF)
-    kernels = {
-        KEY: {
-            "calls": {"inline": {str(k): v for k, v in t.inline.items()}, "offload": {}},
-            "samples": {
-                kind: [[1000.0 + i, n, s] for i, (n, s) in enumerate(rows)] for kind, rows in t.samples.items()
-            },
-        }
-    }
-    process = {"pid": 1, "started": 1.0, "updated": 2.0, "sample_every": 64, "kernels": kernels}
-    stats = tmp_path / "stats.json"
-    stats.write_text(json.dumps({"schema": STATS_SCHEMA, "host": "h", "processes": {"1@1.0": process}}))
-    assert main(["retune", str(profile), "--stats", str(stats)]) == 0
+    assert retune_cli(tmp_path, 16, LATENCY_OFF) == 0
     out = capsys.readouterr().out
     assert f"{KEY}: 16 -> 16 " in out and f"  the makespan model proposed never; {LATENCY_HELD}" in out
 

@@ -740,23 +740,14 @@ def test_a_forked_child_releasing_its_parents_call_leaves_the_segment_to_the_par
     pending = _shm.PendingSegment(str(tmp_path / "forked-a"), [memoryview(bytearray(8192))])
     pickle.dumps(pending)
     written = pending.path
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report what its release did, then leave without running the parent's atexit
-        try:
-            pending.release(reusable=True)
-            pooled = len(_segments._free)
-            pending.release(reusable=False)
-            report = f"{pooled} {int(os.path.exists(written))}"
-        except BaseException as exc:  # pragma: no cover - reported to the parent
-            report = f"error {exc!r}"
-        os.write(write, report.encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        report = pipe.read()
-    os.waitpid(pid, 0)
-    assert report == "0 1"  # nothing pooled in the child; the file still there when it left
+
+    def in_child() -> str:
+        pending.release(reusable=True)
+        pooled = len(_segments._free)
+        pending.release(reusable=False)
+        return f"{pooled} {int(os.path.exists(written))}"
+
+    assert in_forked_child(in_child) == "0 1"  # nothing pooled in the child; the file still there when it left
     assert os.path.exists(written)
     assert not pending.released  # the parent's own release is still to come
     pending.release(reusable=False)
@@ -775,18 +766,30 @@ def test_a_forked_child_abandoning_its_parents_call_leaves_the_result_segment(tm
         out.write(b"r" * 4096)
     done: Future[object] = Future()
     done.set_result(None)
+
+    def in_child() -> str:  # abandon the parent's call, then one of its own; report what is left
+        _shm.abandon(done, packet)
+        _shm.abandon(None, packet)
+        own = _shm.encode_call(len, (b"x",), _segments.call_stem(directory), 1 << 20)
+        with open(own[2], "wb") as out:
+            out.write(b"c")
+        _shm.abandon(done, own)
+        return f"{int(os.path.exists(result_path))} {int(os.path.exists(own[2]))}"
+
+    assert in_forked_child(in_child) == "1 0"  # the parent's result kept, the child's own removed
+    _shm.abandon(done, packet)  # the parent's own abandon still removes it
+    assert not os.path.exists(result_path)
+
+
+def in_forked_child(action: Callable[[], str]) -> str:
+    """What ``action`` returns in a forked child (or the error it raised), the child leaving without running the
+    parent's atexit."""
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: abandon the parent's call, then one of its own; report what is left
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
         try:
-            _shm.abandon(done, packet)
-            _shm.abandon(None, packet)
-            own = _shm.encode_call(len, (b"x",), _segments.call_stem(directory), 1 << 20)
-            with open(own[2], "wb") as out:
-                out.write(b"c")
-            _shm.abandon(done, own)
-            report = f"{int(os.path.exists(result_path))} {int(os.path.exists(own[2]))}"
-        except BaseException as exc:  # pragma: no cover - reported to the parent
+            report = action()
+        except BaseException as exc:
             report = f"error {exc!r}"
         os.write(write, report.encode())
         os._exit(0)
@@ -794,6 +797,4 @@ def test_a_forked_child_abandoning_its_parents_call_leaves_the_result_segment(tm
     with os.fdopen(read) as pipe:
         report = pipe.read()
     os.waitpid(pid, 0)
-    assert report == "1 0"  # the parent's result kept, the child's own removed
-    _shm.abandon(done, packet)  # the parent's own abandon still removes it
-    assert not os.path.exists(result_path)
+    return report
