@@ -342,3 +342,17 @@ def test_between_the_size_and_a_threshold_above_the_top_the_extrapolation_decide
     between, past = decisions(profile(tmp_path, threshold), 2 * S, 5 * S)
     assert between.offload and between.threshold == S and between.reason.startswith("extrapolated: offloading")
     assert past.offload and past.reason.startswith(f"profile: size {5 * S} >= threshold {threshold}")
+
+
+def test_a_mix_measured_past_the_ladder_is_not_extrapolated_over():
+    """A ladder cut short (calibrated 1-256) under a stated mix measured under load up to 2048: the threshold chosen
+    there (1448) is a measurement, so no extrapolated size may land below the mix's top and override it. The
+    control: the same entry with the mix within the ladder gets the model's size (302, below 1448)."""
+    within = {"calibrated_range": list(MEASURED), "workload_range": [1, 256], "guard": None}
+    assert _extrapolated(LINEAR, TRANSPORT, KNOBS, within, 1448, ()) == {"size": S, "gain": round(gain(LINEAR, S), 3)}
+    past = {**within, "workload_range": [1, 2048]}
+    fields = _extrapolation(LINEAR, TRANSPORT, KNOBS, past, 1448, ())
+    assert fields["extrapolated_offload"] is None or fields["extrapolated_offload"]["size"] > 2048
+    entry = {"threshold": 1448, "extrapolated_offload": {"size": S, "gain": 1.3}, **past}
+    with pytest.raises(ProfileError, match=f"extrapolated_offload size {S} must lie beyond the calibrated top 2048"):
+        validate_profile({"schema": 3, "kernels": {"m:k": entry}}, "p.json")

@@ -36,7 +36,7 @@ from offload_tuner.runtime._backends import describe_executor
 from offload_tuner.runtime._extrapolate import EXTRAPOLATION_MARGIN, extrapolated_offload, shared_stream_gain
 from offload_tuner.runtime._host import host_fingerprint
 from offload_tuner.runtime._policy import KernelCosts, PolicyKnobs, TransportModel, guard_size, predict
-from offload_tuner.runtime._profile import SCHEMA_VERSION
+from offload_tuner.runtime._profile import SCHEMA_VERSION, measured_top
 from offload_tuner.runtime._registry import KernelSpec
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def _extrapolation(
     one ``tied`` with it offload nothing up to the top). The model proposes, the measurement decides; past the top
     there is no measurement, and a model already wrong at its edge is not trusted beyond it. A tie with an
     offloading threshold is no contradiction: the measurement could not tell them apart."""
-    measured = (float(entry["calibrated_range"][0]), float(entry["calibrated_range"][1]))
+    measured = (float(entry["calibrated_range"][0]), measured_top(entry) or float(entry["calibrated_range"][1]))
     guard = entry["guard"]["size"] if entry.get("guard") else None
     found = extrapolated_offload(costs, transport, knobs, measured, t, guard)
     if found is None:

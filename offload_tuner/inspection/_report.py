@@ -138,15 +138,13 @@ def guard_text(entry: Mapping[str, Any]) -> str | None:
 def extrapolated_text(entry: Mapping[str, Any]) -> str | None:
     """A kernel's extrapolated offload size as ``show`` and ``explain`` print it, or why calibration withheld one
     (None: neither recorded)."""
-    from offload_tuner.runtime._profile import ExtrapolatedEntry
+    from offload_tuner.runtime._profile import ExtrapolatedEntry, measured_top
 
     section = entry.get("extrapolated_offload")
     if not isinstance(section, Mapping):
         withheld = entry.get("extrapolation_withheld")
         return f"no extrapolated offload size: {withheld}" if isinstance(withheld, str) else None
-    measured = entry.get("calibrated_range")
-    top = measured[1] if isinstance(measured, list) and len(measured) == 2 else None
-    text = ExtrapolatedEntry(section["size"], section["gain"]).describe(top)
+    text = ExtrapolatedEntry(section["size"], section["gain"]).describe(measured_top(entry))
     return f"{text}: offloaded from there where the measured threshold would run calls inline"
 
 

@@ -136,16 +136,15 @@ def _guarded(entry: KernelEntry, resolved: _Resolved) -> _Resolved:
     too), calls are offloaded whatever the threshold ("never" included)."""
     if resolved.origin not in TRUSTED or resolved.lane is None:
         return resolved
-    top = entry.calibrated_top
     extrapolated = entry.extrapolated
     if extrapolated is not None and resolved.origin is Origin.PROFILE and _above(resolved.threshold, extrapolated.size):
         resolved = resolved._replace(
-            threshold=extrapolated.size, reason=f"{resolved.reason}; {extrapolated.describe(top)}"
+            threshold=extrapolated.size, reason=f"{resolved.reason}; {extrapolated.describe(entry.measured_top)}"
         )
     guard = entry.guard
     if guard is None or not _above(resolved.threshold, guard.size):
         return resolved
-    return resolved._replace(threshold=guard.size, reason=f"{resolved.reason}; {guard.describe(top)}")
+    return resolved._replace(threshold=guard.size, reason=f"{resolved.reason}; {guard.describe(entry.calibrated_top)}")
 
 
 def _above(threshold: int | None, size: int) -> bool:
@@ -156,8 +155,11 @@ def _above(threshold: int | None, size: int) -> bool:
 def folded(entry: KernelEntry, reason: str) -> tuple[int, str, str] | None:
     """Which of the entry's sizes past the threshold the resolved ``reason`` says was folded into it: ``(size, its
     words, its name)``, or None."""
-    top = entry.calibrated_top
-    for fold, name in ((entry.guard, "guard"), (entry.extrapolated, "extrapolated offload size")):
+    folds = (
+        (entry.guard, entry.calibrated_top, "guard"),
+        (entry.extrapolated, entry.measured_top, "extrapolated offload size"),
+    )
+    for fold, top, name in folds:
         if fold is not None and reason.endswith(f"; {fold.describe(top)}"):
             return fold.size, fold.describe(top), name
     return None

@@ -103,14 +103,26 @@ class KernelEntry:
 
     @property
     def calibrated_top(self) -> float | None:
-        """The largest size calibration measured, where the profile records it."""
-        return _calibrated_top(self.data)
+        """The largest size the isolated measurement reached, where the profile records it."""
+        return _range_top(self.data.get("calibrated_range"))
+
+    @property
+    def measured_top(self) -> float | None:
+        """The largest size calibration measured at all (:func:`measured_top`)."""
+        return measured_top(self.data)
 
 
-def _calibrated_top(entry: Mapping[str, Any]) -> float | None:
-    measured = entry.get("calibrated_range")
-    top = measured[1] if isinstance(measured, list) and len(measured) == 2 else None
+def _range_top(measured: Any) -> float | None:
+    top = measured[1] if isinstance(measured, (list, tuple)) and len(measured) == 2 else None
     return float(top) if isinstance(top, (int, float)) and not isinstance(top, bool) else None
+
+
+def measured_top(entry: Mapping[str, Any]) -> float | None:
+    """The largest size calibration measured the kernel at: the isolated ladder's top, or the mix's under load
+    where the mix reaches further (a ladder cut short). Past it the model alone speaks; below it a measured
+    threshold decides, so the extrapolated offload size starts above it."""
+    tops = [t for t in (_range_top(entry.get("calibrated_range")), _range_top(entry.get("workload_range"))) if t]
+    return max(tops) if tops else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,9 +392,9 @@ def _validate_extrapolated(entry: Mapping[str, Any], key: str, fail: Any) -> Ext
         raise fail(f"kernel {key!r}: extrapolated_offload size must be an integer in [1, 2**53], got {size!r}")
     if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 1 <= gain < float("inf"):
         raise fail(f"kernel {key!r}: extrapolated_offload gain must be a finite number >= 1, got {gain!r}")
-    top = _calibrated_top(entry)
+    top = measured_top(entry)
     if top is not None and size <= top:
-        # within the range the measured threshold decides; an extrapolation there would override a measurement
+        # within the measured sizes the measured threshold decides; an extrapolation there would override it
         raise fail(f"kernel {key!r}: extrapolated_offload size {size} must lie beyond the calibrated top {top:g}")
     return ExtrapolatedEntry(size, float(gain))
 
