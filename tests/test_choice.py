@@ -428,3 +428,18 @@ def test_under_the_latency_objective_the_lanes_are_compared_by_p99_call_latency(
     unrecorded = [cand(4096, [0.8] * 3), cand(None, [1.0] * 3)]
     wins, how = thread_lane_wins(unrecorded, 4096, threads, 2048, objective="latency")
     assert wins and "makespan" in how
+
+
+def test_under_the_latency_objective_latencies_within_a_millisecond_tie_as_the_latency_rule_ties_them():
+    """The helper's case: p99 3.0 ms never in both lanes, 2.0 ms chosen in processes, 2.6 ms in threads. By ratio
+    the thread lane loses (0.87x against 0.67x); 0.6 ms apart is within the latency rule's 1 ms tie, so it wins, as
+    "as good as the measurement can tell" says. 2 ms apart it still loses, anchored or not."""
+    from offload_tuner.calibration._choice import thread_lane_wins
+
+    process = [with_latency(cand(4096, [0.8] * 3), 0.0020), with_latency(cand(None, [1.0] * 3), 0.0030)]
+    threads = [with_latency(cand(2048, [0.7] * 3), 0.0026), with_latency(cand(None, [1.0] * 3), 0.0030)]
+    assert thread_lane_wins(process, 4096, threads, 2048, band=0.05, objective="latency")[0] is True
+    far = [with_latency(cand(2048, [0.7] * 3), 0.0040), with_latency(cand(None, [1.0] * 3), 0.0030)]
+    assert thread_lane_wins(process, 4096, far, 2048, band=0.05, objective="latency")[0] is False
+    assert thread_lane_wins(process[:1], 4096, threads[:1], 2048, band=0.05, objective="latency")[0] is True
+    assert thread_lane_wins(process[:1], 4096, far[:1], 2048, band=0.05, objective="latency")[0] is False

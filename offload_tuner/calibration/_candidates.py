@@ -15,6 +15,8 @@ from typing import Any
 
 MIN_TIE_BAND = 0.03
 """Candidates within 3% of the best always tie: medians of a few short runs cannot resolve less."""
+LATENCY_TIE_S = 0.001
+"""p99 call latencies also tie within 1 ms: below that, the scheduler's and the timer's jitter decide."""
 MAX_TIE_BAND = 0.2
 """Noise beyond this says the machine was too busy to compare; the band stops growing here."""
 TIE_STANDARD_ERRORS = 1.0

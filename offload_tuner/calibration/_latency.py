@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+from offload_tuner.calibration._candidates import LATENCY_TIE_S as LATENCY_TIE_S
 from offload_tuner.calibration._candidates import (
     Candidate,
     degrees_of_freedom,
@@ -54,9 +55,6 @@ from offload_tuner.calibration._choice import (
 from offload_tuner.calibration._grid import order_key
 from offload_tuner.calibration._robust import regret_bound
 from offload_tuner.runtime._policy import OBJECTIVES
-
-LATENCY_TIE_S = 0.001
-"""p99 call latencies also tie within 1 ms: below that, the scheduler's and the timer's jitter decide."""
 
 
 def choose_for(objective: str, candidates: Sequence[Candidate], **how: object) -> Choice:
