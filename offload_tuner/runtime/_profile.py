@@ -18,6 +18,7 @@ from typing import Any
 from offload_tuner.runtime._placement import ClusterCosts
 from offload_tuner.runtime._policy import OBJECTIVES
 from offload_tuner.runtime._registry import as_count
+from offload_tuner.runtime._warn import warn_once
 
 SCHEMA_VERSION = 3
 """2: thresholds are chosen by measurements under the reference load (each kernel's ``load`` section).
@@ -392,10 +393,18 @@ def _validate_extrapolated(entry: Mapping[str, Any], key: str, fail: Any) -> Ext
         raise fail(f"kernel {key!r}: extrapolated_offload size must be an integer in [1, 2**53], got {size!r}")
     if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 1 <= gain < float("inf"):
         raise fail(f"kernel {key!r}: extrapolated_offload gain must be a finite number >= 1, got {gain!r}")
-    top = measured_top(entry)
-    if top is not None and size <= top:
+    ladder = _range_top(entry.get("calibrated_range"))
+    if ladder is not None and size <= ladder:
         # within the measured sizes the measured threshold decides; an extrapolation there would override it
-        raise fail(f"kernel {key!r}: extrapolated_offload size {size} must lie beyond the calibrated top {top:g}")
+        raise fail(f"kernel {key!r}: extrapolated_offload size {size} must lie beyond the calibrated top {ladder:g}")
+    top = measured_top(entry)
+    if top is not None and size <= top:  # written before the mix's top counted as measured: ignored, not refused
+        warn_once(
+            f"extrapolated-within-mix:{key}",
+            f"offload-tuner: kernel {key!r}: its extrapolated offload size {size} lies within the mix measured under "
+            f"load (up to {top:g}), where the measured threshold decides; it is ignored (calibrate again to drop it)",
+        )
+        return None
     return ExtrapolatedEntry(size, float(gain))
 
 

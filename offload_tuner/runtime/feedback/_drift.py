@@ -13,7 +13,7 @@ from typing import Any
 
 from offload_tuner.runtime import _log, _state
 from offload_tuner.runtime._observe import Observer
-from offload_tuner.runtime._profile import Profile
+from offload_tuner.runtime._profile import Profile, measured_top
 from offload_tuner.runtime._stats import KernelStats
 from offload_tuner.runtime._warn import warn_once, warned
 
@@ -310,7 +310,7 @@ def extrapolation_checks(profile: Mapping[str, Any], observed: Mapping[str, Any]
         if threshold is not None and threshold <= size:
             continue  # not folded: the threshold decides every offloaded call
         end = min(threshold or math.inf, int(guard["size"]) if isinstance(guard, Mapping) else math.inf)
-        top = float((entry.get("calibrated_range") or list(model.costs.compute.size_range))[1])
+        top = measured_top(entry) or float(model.costs.compute.size_range[1])  # where the extrapolation starts
         decided = [(n, s) for n, s in t.samples["loop"] if size <= n < end and n > top]
         if decided:
             out.append(_extrapolation_check(key, model, transport, knobs, size, top, decided, t, end))
