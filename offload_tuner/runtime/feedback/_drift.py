@@ -309,9 +309,11 @@ def extrapolation_checks(profile: Mapping[str, Any], observed: Mapping[str, Any]
         size, threshold = int(section["size"]), model.threshold
         if threshold is not None and threshold <= size:
             continue  # not folded: the threshold decides every offloaded call
-        end = min(threshold or math.inf, int(guard["size"]) if isinstance(guard, Mapping) else math.inf)
         top = measured_top(entry) or float(model.costs.compute.size_range[1])  # where the extrapolation starts
-        decided = [(n, s) for n, s in t.samples["loop"] if size <= n < end and n > top]
+        if size <= top:
+            continue  # within the mix measured under load (an older profile): the runtime ignores it
+        end = min(threshold or math.inf, int(guard["size"]) if isinstance(guard, Mapping) else math.inf)
+        decided = [(n, s) for n, s in t.samples["loop"] if size <= n < end]  # size > top: past the top
         if decided:
             out.append(_extrapolation_check(key, model, transport, knobs, size, top, decided, t, end))
     return out
@@ -350,7 +352,7 @@ def _extrapolation_check(
         ratios = [s / max(_seconds(kind, predict(model.costs, transport, knobs, max(1, n))), 1e-12) for n, s in rows]
         return min(max(statistics.median(ratios), FACTOR_LIMITS[0]), FACTOR_LIMITS[1])
 
-    latency = [(n, s) for n, s in t.samples["latency"] if size <= n < end and n > top]
+    latency = [(n, s) for n, s in t.samples["latency"] if size <= n < end]  # size > top: past the top
     inline = [(n, s) for n, s in t.samples["inline"] if n > top]
     loop_f, latency_f, inline_f = factor("loop", decided), factor("latency", latency), factor("inline", inline)
     load = model.costs.load
